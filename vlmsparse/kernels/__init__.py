@@ -1,0 +1,20 @@
+"""Triton kernels and their plain-PyTorch references (the reference defines the maths)."""
+
+from .blocks import FULL, INVISIBLE, PARTIAL, VALID_LEVELS, block_classes, causal_block_mask, diagonal_block_mask, plan_shape
+from .pyramid import CompiledPlan, KVPyramid, build_kv_pyramid, compile_plan, pyramid_attention
+
+__all__ = [
+    "pyramid_attention",
+    "build_kv_pyramid",
+    "compile_plan",
+    "KVPyramid",
+    "CompiledPlan",
+    "block_classes",
+    "causal_block_mask",
+    "diagonal_block_mask",
+    "plan_shape",
+    "VALID_LEVELS",
+    "FULL",
+    "PARTIAL",
+    "INVISIBLE",
+]
