@@ -1,0 +1,21 @@
+"""Test setup: Triton kernels run on the CPU through the interpreter; nothing is fetched from a hub."""
+
+import os
+
+# Must be set before triton (and so vlmsparse.kernels) is imported.
+os.environ.setdefault("TRITON_INTERPRET", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _fresh_seed(request):
+    """Each test draws fresh random inputs, reproducible from its node id."""
+    seed = abs(hash(request.node.nodeid)) % (2**31)
+    torch.manual_seed(seed)
+    yield
