@@ -1,0 +1,85 @@
+"""Mask planners: ``dense``, ``psa``, ``xattention``, ``sparge``.
+
+Each turns (q, k, token layout) into a block plan for the one pyramid kernel (a binary block mask is a plan
+with levels {0, 1}). Text stays dense and visual tokens sparse, by the same layout rules for every method
+(see :mod:`vlmsparse.methods.base`)::
+
+    method = get_method("psa")                       # published defaults
+    method = get_method("psa", preset="videomme")    # a named preset
+    method = get_method("xattention", threshold=0.95, config_file="evals/xattn.toml")
+    plan = method.plan(q, k, visual)                 # Plan: levels [B, Hm, nQB, nKB] + block sizes
+    out = pyramid_attention(q, k, v, plan.levels, **plan.kernel_kwargs())
+    print(plan.sparsity().overall)
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+from .base import BlockLayout, Method, MethodConfig, Plan, PlanSparsity
+from .config import RunConfig, build_config, load_run_config
+
+__all__ = [
+    "get_method",
+    "get_method_class",
+    "available_methods",
+    "registry",
+    "register_method",
+    "Method",
+    "MethodConfig",
+    "Plan",
+    "PlanSparsity",
+    "BlockLayout",
+    "RunConfig",
+    "load_run_config",
+]
+
+#: method name -> "module:ClassName" (imported on first use)
+registry: dict[str, str] = {
+    "dense": "vlmsparse.methods.dense:Dense",
+    "psa": "vlmsparse.methods.psa:PSA",
+    "xattention": "vlmsparse.methods.xattention:XAttention",
+    "sparge": "vlmsparse.methods.sparge:Sparge",
+}
+
+
+def register_method(name: str, target: str) -> None:
+    """Register a planner as ``"package.module:ClassName"`` (a :class:`Method` subclass)."""
+    if ":" not in target:
+        raise ValueError(f"target must look like 'package.module:ClassName', got {target!r}")
+    registry[name] = target
+
+
+def available_methods() -> list[str]:
+    """Names accepted by :func:`get_method`."""
+    return sorted(registry)
+
+
+def get_method_class(name: str) -> type[Method]:
+    """The :class:`Method` subclass registered under ``name``."""
+    if name not in registry:
+        raise ValueError(f"unknown method {name!r}; available methods: {available_methods()}")
+    module_name, cls_name = registry[name].split(":")
+    cls = getattr(importlib.import_module(module_name), cls_name)
+    if not (isinstance(cls, type) and issubclass(cls, Method)):
+        raise ValueError(f"registry entry {name!r} -> {registry[name]!r} is not a Method subclass")
+    return cls
+
+
+def get_method(name: str, *, config_file: str | Path | None = None, **overrides: Any) -> Method:
+    """Build a planner: its defaults, then ``config_file`` (a run config TOML), then keyword overrides.
+
+    Keywords are fields of the method's config dataclass, or ``preset="<name>"``. An unknown method, preset
+    or field raises ``ValueError`` listing what exists.
+    """
+    cls = get_method_class(name)
+    layers: list[dict[str, Any]] = []
+    if config_file is not None:
+        run = load_run_config(config_file)
+        if run.method != name:
+            raise ValueError(f"config file {str(config_file)!r} is for method {run.method!r}, not {name!r}")
+        layers.append(run.method_config)
+    layers.append(overrides)
+    return cls(build_config(cls, *layers))

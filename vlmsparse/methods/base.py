@@ -1,0 +1,255 @@
+"""What every planner shares: its config base, the ``Plan`` it returns, and the text-dense / visual-sparse layout.
+
+A method turns ``q [B, Hq, Lq, D]``, ``k [B, Hkv, Lk, D]`` and the token layout (``visual [B, Lk]``, True for
+visual tokens; queries are the last ``Lq`` positions) into ``levels [B, Hm, nQB, nKB]`` for
+:func:`vlmsparse.kernels.pyramid_attention`. The layout rules are applied here, after the method, so they hold
+for every method alike:
+
+- a query block holding any text query is planned dense (all its visible key blocks at level 1);
+- a key block holding any text key is level 1 in every row;
+- the first key block (attention sink) and the blocks on the causal diagonal are level 1;
+- blocks above the diagonal (``INVISIBLE``) are set to 0 (the kernel never visits them; they are not counted).
+
+Only the remaining *free* blocks (visual query block x visual key block, wholly before the diagonal, not the
+first key block) are left to the method.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
+
+import torch
+
+from vlmsparse.kernels.blocks import INVISIBLE, PARTIAL, VALID_BLOCK_SIZES, block_classes, cdiv
+
+from .sparsity import PlanSparsity, plan_sparsity
+
+__all__ = [
+    "MethodConfig",
+    "Method",
+    "Plan",
+    "PlanSparsity",
+    "BlockLayout",
+    "block_layout",
+    "apply_layout_rules",
+    "PLAN_HEADS",
+]
+
+#: Granularities of a plan: one per query head, or one per key/value head (shared by its query group).
+PLAN_HEADS = ("q", "kv")
+
+
+@dataclass
+class MethodConfig:
+    """Fields every method has.
+
+    Attributes:
+        block_m: query rows per block (16, 32, 64 or 128).
+        block_n: keys per block (16, 32, 64 or 128).
+        causal: causal attention (query ``i`` sees key ``j`` iff ``j <= i + Lk - Lq``).
+        tail: ask the kernel for tail aggregation (the keys a row skips become one mean key).
+        plan_heads: ``"q"`` (one plan per query head) or ``"kv"`` (one per key/value head, the group's block
+            importance averaged before selection).
+    """
+
+    block_m: int = 128
+    block_n: int = 128
+    causal: bool = True
+    tail: bool = False
+    plan_heads: str = "q"
+
+    def __post_init__(self) -> None:
+        for name in ("block_m", "block_n"):
+            value = getattr(self, name)
+            if value not in VALID_BLOCK_SIZES:
+                raise ValueError(f"{name} must be one of {VALID_BLOCK_SIZES}, got {value!r}")
+        for name in ("causal", "tail"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.plan_heads not in PLAN_HEADS:
+            raise ValueError(f"plan_heads must be one of {PLAN_HEADS}, got {self.plan_heads!r}")
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+
+@dataclass
+class Plan:
+    """A block plan for the pyramid kernel, with what is needed to account for its sparsity.
+
+    ``levels`` is int8 ``[B, Hm, ceil(Lq / block_m), ceil(Lk / block_n)]`` with values in {0, 1, 2, 4, 8};
+    ``query_block_visual [B, nQB]`` / ``key_block_visual [B, nKB]`` mark blocks holding no text token
+    (``None``: all visual).
+    """
+
+    levels: torch.Tensor
+    block_m: int
+    block_n: int
+    q_len: int
+    k_len: int
+    causal: bool = True
+    tail: bool = False
+    query_block_visual: torch.Tensor | None = None
+    key_block_visual: torch.Tensor | None = None
+
+    def sparsity(self) -> PlanSparsity:
+        """Cost sums and counted blocks per ``[batch, plan head]`` (see :mod:`vlmsparse.methods.sparsity`)."""
+        return plan_sparsity(
+            self.levels, self.q_len, self.k_len, self.block_m, self.block_n, self.causal,
+            self.query_block_visual, self.key_block_visual,
+        )
+
+    def kernel_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of ``pyramid_attention`` (besides q, k, v, levels) that this plan needs."""
+        return {"causal": self.causal, "block_m": self.block_m, "block_n": self.block_n, "tail": self.tail}
+
+    @property
+    def plan_heads(self) -> int:
+        return self.levels.shape[1]
+
+
+@dataclass
+class BlockLayout:
+    """Block-level token layout of one prefill.
+
+    Attributes:
+        classes: int8 ``[nQB, nKB]``: INVISIBLE / FULL / PARTIAL (see ``vlmsparse.kernels.blocks``).
+        query_block_visual: bool ``[B, nQB]``: the query block holds no text query.
+        key_block_visual: bool ``[B, nKB]``: the key block holds no text key.
+        forced: bool ``[B, nQB, nKB]``: visible blocks the layout rules keep at level 1.
+        free: bool ``[B, nQB, nKB]``: visible blocks left to the method.
+    """
+
+    classes: torch.Tensor
+    query_block_visual: torch.Tensor
+    key_block_visual: torch.Tensor
+    forced: torch.Tensor
+    free: torch.Tensor
+
+    @property
+    def visible(self) -> torch.Tensor:
+        return self.classes != INVISIBLE
+
+
+def _blocks_all_true(mask: torch.Tensor, block: int) -> torch.Tensor:
+    """``[B, L] -> [B, ceil(L / block)]``: True where every position of the block is True (padding counts True)."""
+    b, length = mask.shape
+    n = cdiv(length, block)
+    pad = n * block - length
+    padded = torch.nn.functional.pad(mask, (0, pad), value=True) if pad else mask
+    return padded.reshape(b, n, block).all(-1)
+
+
+def block_layout(
+    visual: torch.Tensor | None,
+    batch: int,
+    q_len: int,
+    k_len: int,
+    block_m: int,
+    block_n: int,
+    causal: bool = True,
+    device: torch.device | str | None = None,
+) -> BlockLayout:
+    """Work out which blocks the layout rules force to level 1 and which are left to the method.
+
+    ``visual`` is bool ``[B, Lk]`` (or ``[Lk]``, shared by the batch), True for visual tokens; ``None`` means
+    every token is visual. Queries are the last ``q_len`` positions.
+    """
+    if visual is None:
+        visual = torch.ones(batch, k_len, dtype=torch.bool, device=device)
+    else:
+        if not isinstance(visual, torch.Tensor):
+            raise ValueError(f"visual must be a bool tensor [batch, Lk] or None, got {type(visual).__name__}")
+        visual = visual.to(device=device, dtype=torch.bool)
+        if visual.dim() == 1:
+            visual = visual[None].expand(batch, -1)
+        if tuple(visual.shape) != (batch, k_len):
+            raise ValueError(f"visual must have shape [batch, Lk] = {(batch, k_len)}, got {tuple(visual.shape)}")
+    classes = block_classes(q_len, k_len, block_m, block_n, causal, device)
+    n_qb, n_kb = classes.shape
+    qv = _blocks_all_true(visual[:, k_len - q_len :], block_m)  # [B, nQB]
+    kv = _blocks_all_true(visual, block_n)  # [B, nKB]
+    visible = classes != INVISIBLE
+    # blocks meeting the diagonal, plus (also without causal masking) key blocks holding the queries' own positions
+    offset = k_len - q_len
+    q_first = torch.arange(n_qb, device=device) * block_m + offset
+    q_last = torch.clamp(torch.arange(1, n_qb + 1, device=device) * block_m, max=q_len) - 1 + offset
+    k_first = torch.arange(n_kb, device=device) * block_n
+    k_last = torch.clamp(torch.arange(1, n_kb + 1, device=device) * block_n, max=k_len) - 1
+    own = (k_first[None, :] <= q_last[:, None]) & (k_last[None, :] >= q_first[:, None])
+    diagonal = (classes == PARTIAL) | own
+    first_col = torch.zeros(n_qb, n_kb, dtype=torch.bool, device=device)
+    first_col[:, 0] = True
+    forced = (~qv[:, :, None]) | (~kv[:, None, :]) | (diagonal | first_col)[None]
+    forced = forced & visible[None]
+    free = visible[None] & ~forced
+    return BlockLayout(classes, qv, kv, forced, free)
+
+
+def apply_layout_rules(levels: torch.Tensor, layout: BlockLayout) -> torch.Tensor:
+    """Force the layout's blocks to level 1, invisible blocks to 0, keep the method's levels elsewhere (int8)."""
+    lv = levels.to(torch.int8)
+    one = torch.ones((), dtype=torch.int8, device=lv.device)
+    zero = torch.zeros((), dtype=torch.int8, device=lv.device)
+    lv = torch.where(layout.free[:, None], lv, zero)
+    return torch.where(layout.forced[:, None], one, lv)
+
+
+def check_qk(q: torch.Tensor, k: torch.Tensor) -> None:
+    """Raise ``ValueError`` unless ``q [B, Hq, Lq, D]`` and ``k [B, Hkv, Lk, D]`` fit together."""
+    for name, t in (("q", q), ("k", k)):
+        if not isinstance(t, torch.Tensor) or t.dim() != 4:
+            shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+            raise ValueError(f"{name} must be a 4-D tensor [batch, heads, seq, head_dim], got {shape}")
+    if q.shape[0] != k.shape[0] or q.shape[3] != k.shape[3]:
+        raise ValueError(f"q {tuple(q.shape)} and k {tuple(k.shape)} must share batch and head_dim")
+    if q.shape[1] % k.shape[1]:
+        raise ValueError(f"q heads ({q.shape[1]}) must be a multiple of k heads ({k.shape[1]})")
+    if not 1 <= q.shape[2] <= k.shape[2]:
+        raise ValueError(f"need 1 <= Lq <= Lk (queries are the last Lq positions), got Lq={q.shape[2]}, Lk={k.shape[2]}")
+    if q.device != k.device:
+        raise ValueError(f"q and k must be on one device, got {q.device} and {k.device}")
+
+
+class Method:
+    """A mask planner. Subclasses set ``name``, ``config_class`` (and ``presets``) and implement :meth:`select`."""
+
+    name: ClassVar[str] = ""
+    config_class: ClassVar[type[MethodConfig]] = MethodConfig
+    #: named settings: preset name -> field overrides of the config defaults
+    presets: ClassVar[dict[str, dict[str, Any]]] = {}
+
+    def __init__(self, config: MethodConfig | None = None) -> None:
+        if config is None:
+            config = self.config_class()
+        if not isinstance(config, self.config_class):
+            raise ValueError(f"{self.name} needs a {self.config_class.__name__}, got {type(config).__name__}")
+        self.config = config
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.config})"
+
+    def plan(self, q: torch.Tensor, k: torch.Tensor, visual: torch.Tensor | None = None) -> Plan:
+        """Plan one prefill: ``q [B, Hq, Lq, D]``, ``k [B, Hkv, Lk, D]``, ``visual`` bool ``[B, Lk]`` or None."""
+        check_qk(q, k)
+        cfg = self.config
+        b, hq, lq, _ = q.shape
+        hkv, lk = k.shape[1], k.shape[2]
+        layout = block_layout(visual, b, lq, lk, cfg.block_m, cfg.block_n, cfg.causal, q.device)
+        hm = hq if cfg.plan_heads == "q" else hkv
+        if bool(layout.free.any()):
+            with torch.no_grad():
+                levels = self.select(q, k, layout, hm)
+        else:  # nothing left to the method (all text, or a short sequence)
+            levels = torch.zeros(b, hm, *layout.classes.shape, dtype=torch.int8, device=q.device)
+        levels = apply_layout_rules(levels, layout)
+        return Plan(
+            levels=levels, block_m=cfg.block_m, block_n=cfg.block_n, q_len=lq, k_len=lk, causal=cfg.causal,
+            tail=cfg.tail, query_block_visual=layout.query_block_visual, key_block_visual=layout.key_block_visual,
+        )
+
+    def select(self, q: torch.Tensor, k: torch.Tensor, layout: BlockLayout, plan_heads: int) -> torch.Tensor:
+        """Levels ``[B, plan_heads, nQB, nKB]`` for the free blocks (others are overwritten by the layout rules)."""
+        raise NotImplementedError
