@@ -100,32 +100,40 @@ def compile_plan(
 
 
 @triton.jit
-def _online_update(m_i, l_i, acc, qk, v):
+def _dot(a, b, UPCAST: tl.constexpr):
+    """``a @ b`` accumulated in float32; ``UPCAST`` works around the interpreter's bfloat16 matmul."""
+    if UPCAST:
+        return tl.dot(a.to(tl.float32), b.to(tl.float32))
+    return tl.dot(a, b)
+
+
+@triton.jit
+def _online_update(m_i, l_i, acc, qk, v, UPCAST: tl.constexpr):
     """One online-softmax step over logits ``qk`` (base 2, rows all finite) and values ``v``."""
     m_new = tl.maximum(m_i, tl.max(qk, 1))
     p = tl.math.exp2(qk - m_new[:, None])
     alpha = tl.math.exp2(m_i - m_new)
     l_i = l_i * alpha + tl.sum(p, 1)
-    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+    acc = acc * alpha[:, None] + _dot(p.to(v.dtype), v, UPCAST)
     return m_new, l_i, acc
 
 
 @triton.jit
-def _online_update_masked(m_i, l_i, acc, qk, v):
+def _online_update_masked(m_i, l_i, acc, qk, v, UPCAST: tl.constexpr):
     """Like ``_online_update`` but rows may be all ``-inf`` (nothing visible yet)."""
     m_new = tl.maximum(m_i, tl.max(qk, 1))
     m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
     p = tl.math.exp2(qk - m_safe[:, None])
     alpha = tl.math.exp2(m_i - m_safe)
     l_i = l_i * alpha + tl.sum(p, 1)
-    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+    acc = acc * alpha[:, None] + _dot(p.to(v.dtype), v, UPCAST)
     return m_new, l_i, acc
 
 
 @triton.jit
 def _pooled_blocks(
     m_i, l_i, acc, q, qk_scale, idx_ptr, start, stop, kp_base, vp_base, offs_d, d_mask, k_len, head_dim,
-    P: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_G: tl.constexpr, EVEN_D: tl.constexpr,
+    P: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_G: tl.constexpr, EVEN_D: tl.constexpr, UPCAST: tl.constexpr,
 ):
     """Visit kept blocks of pooling level ``P``: ``BLOCK_N // P`` pooled keys each, logits ``+ log2(count)``."""
     n_groups = (k_len + P - 1) // P
@@ -141,9 +149,9 @@ def _pooled_blocks(
         kp = tl.load(kp_base + g[:, None] * head_dim + offs_d[None, :], mask=ld_mask, other=0.0)
         vp = tl.load(vp_base + g[:, None] * head_dim + offs_d[None, :], mask=ld_mask, other=0.0)
         count = tl.minimum(k_len - g * P, P).to(tl.float32)
-        qk = tl.dot(q, tl.trans(kp)) * qk_scale + tl.log2(tl.maximum(count, 1.0))[None, :]
+        qk = _dot(q, tl.trans(kp), UPCAST) * qk_scale + tl.log2(tl.maximum(count, 1.0))[None, :]
         qk = tl.where(g_ok[None, :], qk, float("-inf"))
-        m_i, l_i, acc = _online_update(m_i, l_i, acc, qk, vp)
+        m_i, l_i, acc = _online_update(m_i, l_i, acc, qk, vp, UPCAST)
     return m_i, l_i, acc
 
 
@@ -161,7 +169,7 @@ def _pyramid_attention_fwd(
     n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, head_dim,
     CAUSAL: tl.constexpr, TAIL: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, EVEN_D: tl.constexpr,
-    BLOCK_G2: tl.constexpr, BLOCK_G4: tl.constexpr, BLOCK_G8: tl.constexpr,
+    BLOCK_G2: tl.constexpr, BLOCK_G4: tl.constexpr, BLOCK_G8: tl.constexpr, UPCAST: tl.constexpr,
 ):
     # heavy (late) query blocks first: better load balance under causal masking
     qblk = n_qb - 1 - tl.program_id(0)
@@ -208,8 +216,8 @@ def _pyramid_attention_fwd(
         else:
             k = tl.load(k_base + cols[:, None] * stride_kn + offs_d[None, :], mask=d_mask[None, :], other=0.0)
             v = tl.load(v_base + cols[:, None] * stride_vn + offs_d[None, :], mask=d_mask[None, :], other=0.0)
-        qk = tl.dot(q, tl.trans(k)) * qk_scale
-        m_i, l_i, acc = _online_update(m_i, l_i, acc, qk, v)
+        qk = _dot(q, tl.trans(k), UPCAST) * qk_scale
+        m_i, l_i, acc = _online_update(m_i, l_i, acc, qk, v, UPCAST)
 
     # pooled levels (the pyramid tensors are contiguous [B, Hkv, G, D])
     pyr_bh = b * n_kv_heads + kvh
@@ -219,17 +227,17 @@ def _pyramid_attention_fwd(
     m_i, l_i, acc = _pooled_blocks(
         m_i, l_i, acc, q, qk_scale, idx_ptr, o_exact, o_p2,
         K2 + pyr_bh.to(tl.int64) * g2 * head_dim, V2 + pyr_bh.to(tl.int64) * g2 * head_dim,
-        offs_d, d_mask, k_len, head_dim, 2, BLOCK_N, BLOCK_G2, EVEN_D,
+        offs_d, d_mask, k_len, head_dim, 2, BLOCK_N, BLOCK_G2, EVEN_D, UPCAST,
     )
     m_i, l_i, acc = _pooled_blocks(
         m_i, l_i, acc, q, qk_scale, idx_ptr, o_p2, o_p4,
         K4 + pyr_bh.to(tl.int64) * g4 * head_dim, V4 + pyr_bh.to(tl.int64) * g4 * head_dim,
-        offs_d, d_mask, k_len, head_dim, 4, BLOCK_N, BLOCK_G4, EVEN_D,
+        offs_d, d_mask, k_len, head_dim, 4, BLOCK_N, BLOCK_G4, EVEN_D, UPCAST,
     )
     m_i, l_i, acc = _pooled_blocks(
         m_i, l_i, acc, q, qk_scale, idx_ptr, o_p4, o_p8,
         K8 + pyr_bh.to(tl.int64) * g8 * head_dim, V8 + pyr_bh.to(tl.int64) * g8 * head_dim,
-        offs_d, d_mask, k_len, head_dim, 8, BLOCK_N, BLOCK_G8, EVEN_D,
+        offs_d, d_mask, k_len, head_dim, 8, BLOCK_N, BLOCK_G8, EVEN_D, UPCAST,
     )
 
     # blocks on the causal diagonal or at the end of the sequence: exact, token-level masks
@@ -244,13 +252,13 @@ def _pyramid_attention_fwd(
             ld_mask = n_ok[:, None] & d_mask[None, :]
         k = tl.load(k_base + cols[:, None] * stride_kn + offs_d[None, :], mask=ld_mask, other=0.0)
         v = tl.load(v_base + cols[:, None] * stride_vn + offs_d[None, :], mask=ld_mask, other=0.0)
-        qk = tl.dot(q, tl.trans(k)) * qk_scale
+        qk = _dot(q, tl.trans(k), UPCAST) * qk_scale
         if CAUSAL:
             keep = n_ok[None, :] & (cols[None, :] <= limit[:, None])
         else:
             keep = n_ok[None, :] & (offs_m[:, None] >= 0)
         qk = tl.where(keep, qk, float("-inf"))
-        m_i, l_i, acc = _online_update_masked(m_i, l_i, acc, qk, v)
+        m_i, l_i, acc = _online_update_masked(m_i, l_i, acc, qk, v, UPCAST)
 
     if TAIL:
         # One extra key per row: the mean of the keys it can see but skips, logit + log(count).
@@ -396,6 +404,7 @@ def pyramid_attention(
         CAUSAL=causal, TAIL=tail,
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, EVEN_D=(block_d == d),
         BLOCK_G2=max(16, block_n // 2), BLOCK_G4=max(16, block_n // 4), BLOCK_G8=max(16, block_n // 8),
+        UPCAST=(q.dtype == torch.bfloat16 and _interpreting()),
         num_warps=num_warps, num_stages=num_stages,
     )
     return out

@@ -1,0 +1,168 @@
+"""The Triton pyramid attention kernel (run by the interpreter) against the plain-PyTorch reference."""
+
+import math
+
+import pytest
+import torch
+
+from vlmsparse.kernels import build_kv_pyramid, plan_shape, pyramid_attention
+from vlmsparse.kernels.reference import pool_keys, pyramid_attention_ref
+
+LEVELS = torch.tensor([0, 1, 2, 4, 8])
+TOL = {torch.float32: 1e-4, torch.float16: 5e-3, torch.bfloat16: 1e-2}
+
+
+def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
+    return ((out.double() - ref.double()).norm() / ref.double().norm().clamp(min=1e-30)).item()
+
+
+def make_inputs(b, hq, hkv, lq, lk, d, dtype=torch.float32):
+    q = torch.randn(b, hq, lq, d).to(dtype)
+    k = torch.randn(b, hkv, lk, d).to(dtype)
+    v = torch.randn(b, hkv, lk, d).to(dtype)
+    return q, k, v
+
+
+def random_levels(b, hm, lq, lk, bm, bn, choices=LEVELS):
+    shape = plan_shape(b, hm, lq, lk, bm, bn)
+    return choices[torch.randint(0, len(choices), shape)].to(torch.int8)
+
+
+def check(q, k, v, levels, bm, bn, causal=True, tail=False, tol=None):
+    out = pyramid_attention(q, k, v, levels, causal=causal, block_m=bm, block_n=bn, tail=tail)
+    ref = pyramid_attention_ref(q, k, v, levels, causal=causal, block_m=bm, block_n=bn, tail=tail)
+    assert out.shape == q.shape and out.dtype == q.dtype
+    assert torch.isfinite(out).all()
+    err = rel_err(out, ref)
+    assert err < (tol or TOL[q.dtype]), f"relative error {err:.2e}"
+    return out, ref
+
+
+@pytest.mark.parametrize("level", [0, 1, 2, 4, 8])
+@pytest.mark.parametrize("causal", [True, False])
+def test_single_level(level, causal):
+    q, k, v = make_inputs(1, 2, 1, 96, 96, 32)
+    levels = torch.full(plan_shape(1, 2, 96, 96, 32, 32), level, dtype=torch.int8)
+    out, ref = check(q, k, v, levels, 32, 32, causal=causal)
+    if level == 0:
+        assert out.abs().max() == 0  # nothing to attend: zeros, not NaN
+
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("tail", [False, True])
+def test_mixed_levels_gqa_plan_per_q_head(causal, tail):
+    q, k, v = make_inputs(1, 4, 2, 100, 100, 32)
+    check(q, k, v, random_levels(1, 4, 100, 100, 32, 32), 32, 32, causal=causal, tail=tail)
+
+
+@pytest.mark.parametrize("tail", [False, True])
+def test_plan_per_kv_head_and_batch_2(tail):
+    q, k, v = make_inputs(2, 6, 2, 80, 112, 32)
+    check(q, k, v, random_levels(2, 2, 80, 112, 16, 32), 16, 32, tail=tail)
+
+
+@pytest.mark.parametrize("lq,lk", [(1, 77), (17, 130), (64, 200), (150, 150)])
+def test_queries_shorter_than_keys_and_partial_blocks(lq, lk):
+    q, k, v = make_inputs(1, 2, 2, lq, lk, 32)
+    check(q, k, v, random_levels(1, 2, lq, lk, 32, 32), 32, 32, tail=True)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("d", [64, 80, 128])
+def test_dtypes_and_head_dims(dtype, d):
+    q, k, v = make_inputs(1, 2, 1, 70, 90, d, dtype)
+    check(q, k, v, random_levels(1, 2, 70, 90, 32, 32), 32, 32, tail=(d == 80))
+
+
+@pytest.mark.parametrize("bm,bn", [(64, 64), (128, 128), (128, 64), (64, 128)])
+def test_block_sizes(bm, bn):
+    q, k, v = make_inputs(1, 2, 1, 150, 200, 32, torch.bfloat16)
+    check(q, k, v, random_levels(1, 1, 150, 200, bm, bn), bm, bn, tail=True)
+
+
+@pytest.mark.parametrize("lq,lk", [(96, 96), (40, 130)])
+def test_all_level_one_equals_dense_sdpa(lq, lk):
+    q, k, v = make_inputs(2, 4, 2, lq, lk, 64)
+    levels = torch.ones(plan_shape(2, 2, lq, lk, 32, 32), dtype=torch.int8)
+    out = pyramid_attention(q, k, v, levels, block_m=32, block_n=32)
+    mask = torch.arange(lk)[None, :] <= torch.arange(lq)[:, None] + (lk - lq)
+    dense = torch.nn.functional.scaled_dot_product_attention(
+        q, k.repeat_interleave(2, 1), v.repeat_interleave(2, 1), attn_mask=mask
+    )
+    assert rel_err(out, dense) < 1e-4
+    # the reference agrees with SDPA too
+    assert rel_err(pyramid_attention_ref(q, k, v, levels, block_m=32, block_n=32), dense) < 1e-6
+
+
+def test_all_skipped_rows_give_zeros_and_tail_restores_mass():
+    q, k, v = make_inputs(1, 2, 1, 64, 64, 32)
+    levels = torch.zeros(plan_shape(1, 1, 64, 64, 32, 32), dtype=torch.int8)
+    levels[..., 1, :] = 1  # second query block keeps everything; the first keeps nothing
+    out = pyramid_attention(q, k, v, levels, block_m=32, block_n=32)
+    assert not torch.isnan(out).any()
+    assert out[:, :, :32].abs().max() == 0
+    assert out[:, :, 32:].abs().max() > 0
+    # with tail aggregation, a row that skips everything attends to the mean of what it can see
+    out_tail = pyramid_attention(q, k, v, levels, block_m=32, block_n=32, tail=True)
+    expected = v[0, 0].cumsum(0)[:32] / torch.arange(1, 33)[:, None]
+    torch.testing.assert_close(out_tail[0, 0, :32], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_pooled_level_uses_group_means_with_log_correction():
+    # one query, a non-causal plan with a single block at level 4: out = softmax(q.mean_k + ln 4) weighted mean_v
+    q, k, v = make_inputs(1, 1, 1, 16, 32, 16)
+    levels = torch.full(plan_shape(1, 1, 16, 32, 16, 16), 0, dtype=torch.int8)
+    levels[..., 0, 1] = 4
+    out = pyramid_attention(q, k, v, levels, block_m=16, block_n=16, causal=False)
+    kp, counts = pool_keys(k[0, 0, 16:32].double(), 4)
+    vp, _ = pool_keys(v[0, 0, 16:32].double(), 4)
+    logits = q[0, 0].double() @ kp.T / math.sqrt(16) + math.log(4)
+    expected = torch.softmax(logits, -1) @ vp
+    torch.testing.assert_close(out[0, 0].double(), expected, rtol=1e-4, atol=1e-5)
+    assert counts.tolist() == [4, 4, 4, 4]
+
+
+def test_prebuilt_pyramid_gives_same_output():
+    q, k, v = make_inputs(1, 2, 1, 64, 64, 32)
+    levels = random_levels(1, 2, 64, 64, 16, 16)
+    pyr = build_kv_pyramid(k, v, tail=True)
+    a = pyramid_attention(q, k, v, levels, block_m=16, block_n=16, tail=True)
+    b = pyramid_attention(q, k, v, levels, block_m=16, block_n=16, tail=True, pyramid=pyr)
+    assert torch.equal(a, b)
+
+
+def test_sm_scale_is_used():
+    q, k, v = make_inputs(1, 1, 1, 32, 32, 16)
+    levels = torch.ones(plan_shape(1, 1, 32, 32, 16, 16), dtype=torch.int8)
+    out = pyramid_attention(q, k, v, levels, block_m=16, block_n=16, sm_scale=0.05)
+    ref = pyramid_attention_ref(q, k, v, levels, block_m=16, block_n=16, sm_scale=0.05)
+    default = pyramid_attention_ref(q, k, v, levels, block_m=16, block_n=16)
+    assert rel_err(out, ref) < 1e-4 and rel_err(out, default) > 1e-2
+
+
+@pytest.mark.parametrize(
+    "change,match",
+    [
+        (dict(levels=torch.ones(1, 3, 2, 2, dtype=torch.int8)), "levels has shape"),
+        (dict(levels=torch.full((1, 2, 2, 2), 3, dtype=torch.int8)), "levels values"),
+        (dict(levels=torch.ones(1, 2, 2, 2)), "integer tensor"),
+        (dict(k=torch.randn(1, 3, 64, 32)), "k and v must have the same shape"),
+        (dict(q=torch.randn(1, 2, 65, 32)), "Lq <= Lk"),
+        (dict(q=torch.randn(1, 2, 64, 32, dtype=torch.float64)), "bfloat16, float16 or float32"),
+        (dict(block_m=48), "block_m must be one of"),
+        (dict(q=torch.randn(2, 64, 32)), "must be 4-D"),
+    ],
+)
+def test_bad_arguments_raise_value_error(change, match):
+    args = dict(
+        q=torch.randn(1, 2, 64, 32),
+        k=torch.randn(1, 2, 64, 32),
+        v=torch.randn(1, 2, 64, 32),
+        levels=torch.ones(1, 2, 2, 2, dtype=torch.int8),
+        block_m=32,
+    )
+    args.update(change)
+    if "k" in change:
+        args["levels"] = torch.ones(1, 2, 2, 2, dtype=torch.int8)
+    with pytest.raises(ValueError, match=match):
+        pyramid_attention(args["q"], args["k"], args["v"], args["levels"], block_m=args["block_m"], block_n=32)
