@@ -1,6 +1,7 @@
 """The Triton pyramid attention kernel (run by the interpreter) against the plain-PyTorch reference."""
 
 import math
+import os
 
 import pytest
 import torch
@@ -8,8 +9,15 @@ import torch
 from vlmsparse.kernels import build_kv_pyramid, plan_shape, pyramid_attention
 from vlmsparse.kernels.reference import pool_keys, pyramid_attention_ref
 
-LEVELS = torch.tensor([0, 1, 2, 4, 8])
+# VLMSPARSE_TEST_DEVICE=cuda TRITON_INTERPRET=0 runs these same checks on a GPU.
+DEVICE = os.environ.get("VLMSPARSE_TEST_DEVICE", "cpu")
 TOL = {torch.float32: 1e-4, torch.float16: 5e-3, torch.bfloat16: 1e-2}
+
+
+@pytest.fixture(autouse=True)
+def _on_test_device():
+    with torch.device(DEVICE):
+        yield
 
 
 def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
@@ -23,9 +31,9 @@ def make_inputs(b, hq, hkv, lq, lk, d, dtype=torch.float32):
     return q, k, v
 
 
-def random_levels(b, hm, lq, lk, bm, bn, choices=LEVELS):
+def random_levels(b, hm, lq, lk, bm, bn, choices=(0, 1, 2, 4, 8)):
     shape = plan_shape(b, hm, lq, lk, bm, bn)
-    return choices[torch.randint(0, len(choices), shape)].to(torch.int8)
+    return torch.tensor(choices)[torch.randint(0, len(choices), shape)].to(torch.int8)
 
 
 def check(q, k, v, levels, bm, bn, causal=True, tail=False, tol=None):

@@ -101,9 +101,10 @@ def compile_plan(
 
 @triton.jit
 def _dot(a, b, UPCAST: tl.constexpr):
-    """``a @ b`` accumulated in float32; ``UPCAST`` works around the interpreter's bfloat16 matmul."""
+    """``a @ b`` accumulated in float32. ``UPCAST``: exact float32 products (float32 inputs, which would otherwise
+    run as tf32, and bfloat16 under the interpreter, whose bfloat16 matmul is wrong)."""
     if UPCAST:
-        return tl.dot(a.to(tl.float32), b.to(tl.float32))
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
     return tl.dot(a, b)
 
 
@@ -404,7 +405,7 @@ def pyramid_attention(
         CAUSAL=causal, TAIL=tail,
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, EVEN_D=(block_d == d),
         BLOCK_G2=max(16, block_n // 2), BLOCK_G4=max(16, block_n // 4), BLOCK_G8=max(16, block_n // 8),
-        UPCAST=(q.dtype == torch.bfloat16 and _interpreting()),
+        UPCAST=(q.dtype == torch.float32 or (q.dtype == torch.bfloat16 and _interpreting())),
         num_warps=num_warps, num_stages=num_stages,
     )
     return out

@@ -1,0 +1,103 @@
+"""Shared pieces of the GPU benchmarks: timing, dense baselines, environment stamp, CSV output."""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import os
+import platform
+from pathlib import Path
+from typing import Callable, Iterable
+
+import torch
+
+
+def environment() -> dict[str, str]:
+    """Device, software versions and date, stamped on every results row."""
+    import triton
+    import transformers
+
+    from vlmsparse import __version__
+
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu"
+    return {
+        "date": _dt.date.today().isoformat(),
+        "device": device,
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+        "transformers": transformers.__version__,
+        "vlmsparse": __version__,
+    }
+
+
+def time_ms(fn: Callable[[], object], warmup_ms: int = 50, rep_ms: int = 300) -> float:
+    """Median time of ``fn`` in milliseconds, measured with CUDA events (``triton.testing.do_bench``)."""
+    import triton.testing
+
+    return float(triton.testing.do_bench(fn, warmup=warmup_ms, rep=rep_ms, return_mode="median"))
+
+
+def causal_attention_flops(batch: int, heads: int, q_len: int, k_len: int, head_dim: int, causal: bool = True) -> float:
+    """Matmul FLOPs of dense attention (QK^T and PV) over the causally visible (query, key) pairs."""
+    if causal:
+        offset = k_len - q_len
+        pairs = sum(min(i + offset + 1, k_len) for i in range(q_len)) if q_len < 4096 else (
+            q_len * (offset + 1) + q_len * (q_len - 1) / 2
+        )
+    else:
+        pairs = q_len * k_len
+    return 4.0 * batch * heads * head_dim * pairs
+
+
+def sdpa_dense(backend: str) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Dense causal GQA attention through ``torch.nn.functional.scaled_dot_product_attention`` on one backend."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    backends = {"cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION, "math": SDPBackend.MATH}
+    if backend not in backends:
+        raise ValueError(f"backend must be one of {sorted(backends)}, got {backend!r}")
+
+    def run(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        with sdpa_kernel(backends[backend]):
+            return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+
+    return run
+
+
+def write_csv(path: str | os.PathLike, rows: Iterable[dict], append: bool = True) -> Path:
+    """Write (or append) rows to a CSV, the header being the union of the rows' keys in first-seen order."""
+    rows = list(rows)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    old: list[dict] = []
+    if append and path.exists():
+        with path.open(newline="") as f:
+            old = list(csv.DictReader(f))
+    fields: list[str] = []
+    for r in old + rows:
+        for key in r:
+            if key not in fields:
+                fields.append(key)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with tmp.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        for r in old + rows:
+            w.writerow(r)
+    os.replace(tmp, path)
+    return path
+
+
+def print_table(rows: list[dict], columns: list[str]) -> None:
+    """Print rows as an aligned text table."""
+    cells = [[_fmt(r.get(c, "")) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) if cells else len(c) for i, c in enumerate(columns)]
+    print("  ".join(c.rjust(w) for c, w in zip(columns, widths)))
+    for row in cells:
+        print("  ".join(x.rjust(w) for x, w in zip(row, widths)))
+
+
+def _fmt(x: object) -> str:
+    if isinstance(x, float):
+        return f"{x:.4g}"
+    return str(x)

@@ -1,0 +1,154 @@
+"""``python -m vlmsparse.bench kernel``: the pyramid kernel on the GPU, checked and timed against dense SDPA.
+
+Every ratio is against torch SDPA with the cuDNN backend (dense causal GQA) measured in the same run, on the
+same inputs. Correctness against the float64 reference is checked in the same run (on one kv-head group at the
+longest length, where the reference would not fit otherwise).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+import torch
+
+from vlmsparse.kernels import block_classes, build_kv_pyramid, compile_plan, plan_shape, pyramid_attention
+from vlmsparse.kernels.blocks import INVISIBLE, PARTIAL
+from vlmsparse.kernels.reference import pyramid_attention_ref
+
+from .common import causal_attention_flops, environment, print_table, sdpa_dense, time_ms, write_csv
+
+
+def random_mixed_plan(
+    batch: int, heads: int, length: int, block: int, keep: float, mix=(0.4, 0.2, 0.2, 0.2), device="cuda", seed=0
+) -> torch.Tensor:
+    """A plan with the layout of a real one (sink and diagonal exact) and a random mix of kept levels.
+
+    ``keep`` is the fraction of off-diagonal causal blocks kept; ``mix`` the shares of levels 1, 2, 4, 8 among them.
+    """
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    shape = plan_shape(batch, heads, length, length, block, block)
+    u = torch.rand(shape, generator=g)
+    kept = torch.rand(shape, generator=g) < keep
+    cuts = torch.tensor(mix).cumsum(0)
+    level_idx = torch.bucketize(u, cuts.clamp(max=1.0 - 1e-6))
+    levels = torch.tensor([1, 2, 4, 8])[level_idx.clamp(max=3)]
+    levels = torch.where(kept, levels, torch.zeros_like(levels)).to(torch.int8)
+    cls = block_classes(length, length, block, block, True)
+    levels[..., cls == PARTIAL] = 1
+    levels[..., 0] = 1
+    levels[..., cls == INVISIBLE] = 0
+    return levels.to(device)
+
+
+def plan_sparsity(levels: torch.Tensor, length: int, block: int) -> float:
+    """Sparsity as DESIGN.md defines it: 1 - mean block cost (1/p, 0 skipped) over the causal block grid."""
+    cls = block_classes(length, length, block, block, True, levels.device)
+    lv = levels.float()
+    cost = torch.where(lv > 0, 1.0 / lv.clamp(min=1), torch.zeros_like(lv))
+    cost = torch.where((cls == PARTIAL) & (lv > 0), torch.ones_like(cost), cost)
+    counted = (cls != INVISIBLE).expand_as(cost)
+    return 1.0 - (cost[counted].sum() / counted.sum()).item()
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a.double() - b.double()).norm() / b.double().norm()).item()
+
+
+def check_against_reference(q, k, v, levels, block, tail, heads_checked: int) -> float:
+    """Relative L2 error of the kernel against the float64 reference on the first ``heads_checked`` kv-heads."""
+    group = q.shape[1] // k.shape[1]
+    out = pyramid_attention(q, k, v, levels, block_m=block, block_n=block, tail=tail)
+    hq = heads_checked * group
+    lv = levels[:, :hq] if levels.shape[1] == q.shape[1] else levels[:, :heads_checked]
+    ref = pyramid_attention_ref(
+        q[:, :hq], k[:, :heads_checked], v[:, :heads_checked], lv, block_m=block, block_n=block, tail=tail, row_chunk=512
+    )
+    return rel_err(out[:, :hq], ref)
+
+
+def run(args: argparse.Namespace) -> list[dict]:
+    if not torch.cuda.is_available():
+        raise SystemExit("the kernel benchmark needs a CUDA GPU")
+    env = environment()
+    dtype = getattr(torch, args.dtype)
+    rows: list[dict] = []
+    cudnn, flash = sdpa_dense("cudnn"), sdpa_dense("flash")
+    for length in args.lengths:
+        torch.manual_seed(length)
+        b, hq, hkv, d = 1, args.heads_q, args.heads_kv, args.head_dim
+        q = torch.randn(b, hq, length, d, device="cuda", dtype=dtype)
+        k = torch.randn(b, hkv, length, d, device="cuda", dtype=dtype)
+        v = torch.randn(b, hkv, length, d, device="cuda", dtype=dtype)
+        shapes = dict(B=b, Hq=hq, Hkv=hkv, L=length, D=d, dtype=args.dtype)
+        flops = causal_attention_flops(b, hq, length, length, d)
+        t_cudnn = time_ms(lambda: cudnn(q, k, v))
+        t_flash = time_ms(lambda: flash(q, k, v))
+        base = dict(env, **shapes, cudnn_ms=t_cudnn)
+        rows.append(dict(base, variant="sdpa_cudnn", sparsity=0.0, ms=t_cudnn, tflops=flops / t_cudnn / 1e9, vs_cudnn=1.0))
+        rows.append(dict(base, variant="sdpa_flash", sparsity=0.0, ms=t_flash, tflops=flops / t_flash / 1e9,
+                         vs_cudnn=t_cudnn / t_flash))
+        # every block at level 1: must equal dense attention
+        ones = torch.ones(plan_shape(b, hkv, length, length, args.block, args.block), dtype=torch.int8, device="cuda")
+        dense_ref = cudnn(q, k, v)
+        out = pyramid_attention(q, k, v, ones, block_m=args.block, block_n=args.block)
+        err_dense = rel_err(out, dense_ref)
+        for warps, stages in args.configs:
+            fn = lambda: pyramid_attention(  # noqa: E731
+                q, k, v, ones, block_m=args.block, block_n=args.block, check_levels=False,
+                num_warps=warps, num_stages=stages,
+            )
+            t = time_ms(fn)
+            rows.append(dict(base, variant=f"pyramid_all_level1_w{warps}s{stages}", sparsity=0.0, ms=t,
+                             tflops=flops / t / 1e9, vs_cudnn=t_cudnn / t, rel_err_vs_cudnn=err_dense))
+        # kernel alone with a prebuilt pyramid and compiled plan (what a layer pays once planning is done)
+        for keep in args.keeps:
+            for tail in (False, True):
+                levels = random_mixed_plan(b, hkv, length, args.block, keep, seed=length)
+                s = plan_sparsity(levels, length, args.block)
+                pyr = build_kv_pyramid(k, v, tail=tail)
+                plan = compile_plan(levels, length, length, args.block, args.block, True)
+                t_kernel = time_ms(lambda: pyramid_attention(
+                    q, k, v, levels, block_m=args.block, block_n=args.block, tail=tail, pyramid=pyr, plan=plan,
+                    check_levels=False))
+                t_full = time_ms(lambda: pyramid_attention(
+                    q, k, v, levels, block_m=args.block, block_n=args.block, tail=tail, check_levels=False))
+                t_pyr = time_ms(lambda: build_kv_pyramid(k, v, tail=tail))
+                t_compile = time_ms(lambda: compile_plan(levels, length, length, args.block, args.block, True))
+                heads_checked = hkv if length <= args.check_all_heads_up_to else 1
+                err = check_against_reference(q, k, v, levels, args.block, tail, heads_checked) if args.check else float("nan")
+                rows.append(dict(
+                    base, variant=f"pyramid_random_keep{keep}" + ("_tail" if tail else ""), sparsity=s, ms=t_kernel,
+                    tflops=float("nan"), vs_cudnn=t_cudnn / t_kernel, target_ms=1.25 * (1 - s) * t_cudnn,
+                    with_pyramid_and_compile_ms=t_full, pyramid_ms=t_pyr, compile_ms=t_compile,
+                    rel_err_vs_ref=err, ref_heads_checked=heads_checked,
+                ))
+        del q, k, v
+        torch.cuda.empty_cache()
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m vlmsparse.bench kernel", description=__doc__)
+    p.add_argument("--lengths", type=int, nargs="+", default=[8192, 16384, 32768])
+    p.add_argument("--heads-q", type=int, default=28)
+    p.add_argument("--heads-kv", type=int, default=4)
+    p.add_argument("--head-dim", type=int, default=128)
+    p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16"])
+    p.add_argument("--block", type=int, default=128)
+    p.add_argument("--keeps", type=float, nargs="+", default=[0.5, 0.25, 0.1])
+    p.add_argument("--configs", type=lambda s: tuple(int(x) for x in s.split(",")), nargs="+", default=[(8, 3)],
+                   help="num_warps,num_stages pairs for the all-level-1 timing")
+    p.add_argument("--no-check", dest="check", action="store_false", help="skip the float64 reference check")
+    p.add_argument("--check-all-heads-up-to", type=int, default=8192)
+    p.add_argument("--out", default="results/kernel.csv")
+    args = p.parse_args(argv)
+    rows = run(args)
+    print_table(rows, ["L", "variant", "sparsity", "ms", "tflops", "vs_cudnn", "target_ms", "rel_err_vs_ref",
+                       "rel_err_vs_cudnn"])
+    path = write_csv(args.out, rows)
+    print(f"wrote {len(rows)} rows to {path}")
+
+
+if __name__ == "__main__":
+    main()
