@@ -1,0 +1,88 @@
+"""Qwen2-VL / Qwen2.5-VL processors that also work where torchvision is not installed.
+
+transformers 5 takes a video processor only if torchvision is installed (its ``VideoProcessorMixin`` is not
+exported otherwise, and ``AutoVideoProcessor`` is a placeholder), so the stock ``Qwen2_5_VLProcessor`` cannot be
+built or loaded at all without torchvision. The two subclasses below change one thing: they accept the
+torchvision-free ``Qwen2VLVideoProcessorTorch`` as their video processor. They save under the stock class names,
+so a saved folder is a plain Qwen2.5-VL processor folder.
+
+``load_processor(path)`` is what callers use: the stock ``AutoProcessor`` where torchvision exists, these classes
+where it does not.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from transformers import Qwen2_5_VLProcessor, Qwen2VLProcessor
+from transformers.utils import is_torchvision_available
+from transformers.video_processing_utils import VideoProcessorMixin
+
+from .video_processing import Qwen2VLVideoProcessorTorch
+
+__all__ = ["Qwen2_5_VLProcessorTorch", "Qwen2VLProcessorTorch", "load_processor"]
+
+
+class _AcceptsTorchVideoProcessor:
+    """Mixin: accept any ``VideoProcessorMixin`` as video processor; save under the stock class name."""
+
+    _stock_name: str
+
+    def check_argument_for_proper_class(self, argument_name, argument):
+        if argument_name == "video_processor":
+            if not isinstance(argument, VideoProcessorMixin):
+                raise TypeError(f"video_processor must be a video processor, got {type(argument).__name__}")
+            return VideoProcessorMixin
+        return super().check_argument_for_proper_class(argument_name, argument)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        out["processor_class"] = self._stock_name
+        return out
+
+
+class Qwen2_5_VLProcessorTorch(_AcceptsTorchVideoProcessor, Qwen2_5_VLProcessor):
+    """``Qwen2_5_VLProcessor`` that takes ``Qwen2VLVideoProcessorTorch`` (no torchvision needed)."""
+
+    _stock_name = "Qwen2_5_VLProcessor"
+
+
+class Qwen2VLProcessorTorch(_AcceptsTorchVideoProcessor, Qwen2VLProcessor):
+    """``Qwen2VLProcessor`` that takes ``Qwen2VLVideoProcessorTorch`` (no torchvision needed)."""
+
+    _stock_name = "Qwen2VLProcessor"
+
+
+_TORCH_PROCESSORS = {"Qwen2_5_VLProcessor": Qwen2_5_VLProcessorTorch, "Qwen2VLProcessor": Qwen2VLProcessorTorch}
+
+
+def load_processor(path: str | os.PathLike, **kwargs: Any):
+    """Load a Qwen2-VL / Qwen2.5-VL processor from a local folder or hub id.
+
+    With torchvision installed this is ``AutoProcessor.from_pretrained(path, **kwargs)``. Without it, the tokenizer
+    and image processor load through their Auto classes, the video processor is ``Qwen2VLVideoProcessorTorch``
+    (same outputs for frame arrays), and the chat template comes from the folder.
+    """
+    from transformers import AutoImageProcessor, AutoProcessor, AutoTokenizer
+
+    if is_torchvision_available():
+        return AutoProcessor.from_pretrained(path, **kwargs)
+    processor_dict, _ = Qwen2_5_VLProcessor.get_processor_dict(path, **kwargs)
+    name = processor_dict.get("processor_class", "Qwen2_5_VLProcessor")
+    if name not in _TORCH_PROCESSORS:
+        raise ValueError(
+            f"load_processor without torchvision supports {sorted(_TORCH_PROCESSORS)}, but {path} holds a {name}; "
+            "install torchvision to load it with AutoProcessor"
+        )
+    video_config = dict(processor_dict.get("video_processor") or {})
+    if not video_config:
+        video_config, _ = Qwen2VLVideoProcessorTorch.get_video_processor_dict(path, **kwargs)
+    video_config = {k: v for k, v in video_config.items() if k not in ("video_processor_type", "processor_class")}
+    chat_template = processor_dict.get("chat_template")
+    return _TORCH_PROCESSORS[name](
+        image_processor=AutoImageProcessor.from_pretrained(path, **kwargs),
+        tokenizer=AutoTokenizer.from_pretrained(path, **kwargs),
+        video_processor=Qwen2VLVideoProcessorTorch(**video_config),
+        chat_template=chat_template,
+    )

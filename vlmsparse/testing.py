@@ -1,0 +1,352 @@
+"""Tiny, offline Qwen2.5-VL models and inputs for tests and examples (no hub, no downloaded weights).
+
+- ``tiny_qwen2_5_vl(seed=0)`` -> ``(model, processor)``: a randomly initialised two-layer Qwen2.5-VL with a small
+  vision tower, and a Qwen2.5-VL processor built offline (a byte-level BPE tokenizer trained here with the
+  ``tokenizers`` library on a few sentences, wrapped in ``Qwen2Tokenizer``, Qwen's special tokens, a
+  Qwen2.5-VL-style chat template, the PIL image processor and the torchvision-free video processor of
+  ``vlmsparse.model.video_processing``, combined in ``Qwen2_5_VLProcessorTorch``, a ``Qwen2_5_VLProcessor``).
+- ``save_tiny_qwen2_5_vl(path)`` saves both as a stock Qwen2.5-VL folder:
+  ``Qwen2_5_VLForConditionalGeneration.from_pretrained(path)`` works offline, and so does
+  ``AutoProcessor.from_pretrained(path)`` where torchvision is installed; ``vlmsparse.model.processor.load_processor``
+  loads the processor with or without torchvision.
+- ``synthetic_video(...)``: a ``[T, H, W, 3]`` uint8 frame array with moving shapes.
+- ``qwen2_5_vl_7b_text_config()`` / ``qwen2_5_vl_7b_config()``: the real Qwen2.5-VL-7B shapes, to build
+  random-weight models for kernel and patch benchmarks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .model.processor import Qwen2_5_VLProcessorTorch
+from .model.video_processing import Qwen2VLVideoProcessorTorch
+
+__all__ = [
+    "QWEN_SPECIAL_TOKENS",
+    "QWEN_CHAT_TEMPLATE",
+    "tiny_tokenizer",
+    "tiny_processor",
+    "tiny_qwen2_5_vl_config",
+    "tiny_qwen2_5_vl",
+    "save_tiny_qwen2_5_vl",
+    "synthetic_video",
+    "video_chat_inputs",
+    "qwen2_5_vl_7b_text_config",
+    "qwen2_5_vl_7b_config",
+]
+
+# In the order of their ids in Qwen's vocabulary (the ids here differ: the vocabulary is small).
+QWEN_SPECIAL_TOKENS = (
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|object_ref_start|>",
+    "<|object_ref_end|>",
+    "<|box_start|>",
+    "<|box_end|>",
+    "<|quad_start|>",
+    "<|quad_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+)
+
+# A chat template with the structure of Qwen2.5-VL's: a default system turn, one vision block per image or video
+# entry, <|im_start|>role ... <|im_end|> turns, and an assistant header for generation.
+QWEN_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if loop.first and message['role'] != 'system' %}"
+    "{{ '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}"
+    "{% endif %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' }}"
+    "{% if message['content'] is string %}"
+    "{{ message['content'] }}"
+    "{% else %}"
+    "{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' or 'image' in part or 'image_url' in part %}"
+    "{{ '<|vision_start|><|image_pad|><|vision_end|>' }}"
+    "{% elif part['type'] == 'video' or 'video' in part %}"
+    "{{ '<|vision_start|><|video_pad|><|vision_end|>' }}"
+    "{% elif 'text' in part %}"
+    "{{ part['text'] }}"
+    "{% endif %}"
+    "{% endfor %}"
+    "{% endif %}"
+    "{{ '<|im_end|>\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}"
+    "{{ '<|im_start|>assistant\\n' }}"
+    "{% endif %}"
+)
+
+_CORPUS = (
+    "You are a helpful assistant. Describe the video in one sentence.",
+    "What happens in this video? Answer with the letter of the correct option.",
+    "A. The red square moves to the right. B. The blue circle grows. C. Nothing moves. D. The scene goes dark.",
+    "The best answer is A. The best answer is B. The best answer is C. The best answer is D.",
+    "Select the best answer to the following multiple-choice question based on the video.",
+    "question answer option frame image picture scene person object color left right up down",
+    "0 1 2 3 4 5 6 7 8 9 10 20 30 60 100 seconds minutes hours first second third last",
+    "the a an of to in on at with and or is are was were it this that these those",
+)
+
+# Small sizes so that a short synthetic video gives a few hundred tokens at most.
+_TINY_VIDEO_SIZE = {"shortest_edge": 28 * 28, "longest_edge": 112 * 112}
+_TINY_IMAGE_SIZE = {"shortest_edge": 28 * 28, "longest_edge": 112 * 112}
+
+
+@lru_cache(maxsize=1)
+def _trained_bpe(vocab_size: int) -> tuple[str, str]:
+    """Byte-level BPE trained on the small corpus above; returns (vocab json, merges json), cached."""
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+    pretokenize = (
+        r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"""
+        r"""|\s*[\r\n]+|\s+(?!\S)|\s+"""
+    )
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.normalizer = normalizers.NFC()
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(pretokenize), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(list(_CORPUS), trainer=trainer)
+    model = json.loads(tokenizer.to_str())["model"]
+    merges = [list(m) if isinstance(m, list) else m.split(" ") for m in model["merges"]]
+    return json.dumps(model["vocab"]), json.dumps(merges)
+
+
+def tiny_tokenizer(vocab_size: int = 512):
+    """Qwen2 tokenizer (transformers ``Qwen2Tokenizer``) over a small byte-level BPE, with Qwen's special tokens."""
+    from transformers import Qwen2Tokenizer
+
+    vocab_json, merges_json = _trained_bpe(vocab_size)
+    tokenizer = Qwen2Tokenizer(
+        vocab=json.loads(vocab_json),
+        merges=[tuple(pair) for pair in json.loads(merges_json)],
+        unk_token=None,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        extra_special_tokens=[t for t in QWEN_SPECIAL_TOKENS if t not in ("<|im_end|>", "<|endoftext|>")],
+        model_max_length=32768,
+        errors="replace",
+    )
+    tokenizer.chat_template = QWEN_CHAT_TEMPLATE
+    return tokenizer
+
+
+def tiny_processor(vocab_size: int = 512):
+    """``Qwen2_5_VLProcessor`` from the tiny tokenizer, the PIL image processor and the torch video processor."""
+    from transformers import Qwen2VLImageProcessorPil
+
+    return Qwen2_5_VLProcessorTorch(
+        image_processor=Qwen2VLImageProcessorPil(size=dict(_TINY_IMAGE_SIZE)),
+        tokenizer=tiny_tokenizer(vocab_size),
+        video_processor=Qwen2VLVideoProcessorTorch(size=dict(_TINY_VIDEO_SIZE)),
+        chat_template=QWEN_CHAT_TEMPLATE,
+    )
+
+
+def tiny_qwen2_5_vl_config(tokenizer=None, **overrides: Any):
+    """A two-layer Qwen2.5-VL config (hidden 64, 4 query / 2 KV heads of dim 16) with a two-block vision tower.
+
+    ``overrides``: ``text_config`` fields by name (e.g. ``num_hidden_layers=3``), ``vision_config`` fields with a
+    ``vision_`` prefix (e.g. ``vision_depth=1``), and top-level fields (``image_token_id``, ...) by name.
+    """
+    from transformers import Qwen2_5_VLConfig
+
+    tokenizer = tokenizer if tokenizer is not None else tiny_tokenizer()
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}
+    text = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=8192,
+        rms_norm_eps=1e-6,
+        rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0, "mrope_section": [2, 3, 3]},
+        bos_token_id=ids["<|endoftext|>"],
+        eos_token_id=ids["<|im_end|>"],
+        pad_token_id=ids["<|endoftext|>"],
+    )
+    vision = dict(
+        depth=2,
+        hidden_size=32,
+        intermediate_size=64,
+        num_heads=2,
+        out_hidden_size=64,
+        patch_size=14,
+        temporal_patch_size=2,
+        spatial_merge_size=2,
+        window_size=112,
+        fullatt_block_indexes=[1],
+        tokens_per_second=2,
+    )
+    top = dict(
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=False,
+    )
+    for key, value in overrides.items():
+        if key in top:
+            top[key] = value
+        elif key.startswith("vision_"):
+            vision[key[len("vision_"):]] = value
+        else:
+            text[key] = value
+    if "hidden_size" in overrides and "vision_out_hidden_size" not in overrides:
+        vision["out_hidden_size"] = text["hidden_size"]
+    return Qwen2_5_VLConfig(text_config=text, vision_config=vision, **top)
+
+
+def tiny_qwen2_5_vl(
+    seed: int = 0,
+    *,
+    attn_implementation: str = "sdpa",
+    dtype: torch.dtype = torch.float32,
+    **overrides: Any,
+):
+    """A randomly initialised tiny Qwen2.5-VL (eval mode) and its offline processor: ``(model, processor)``.
+
+    ``attn_implementation`` is ``"sdpa"`` or ``"eager"``; ``overrides`` go to ``tiny_qwen2_5_vl_config``.
+    The weights depend only on ``seed`` (the global RNG state is restored afterwards).
+    """
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    processor = tiny_processor()
+    config = tiny_qwen2_5_vl_config(processor.tokenizer, **overrides)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Qwen2_5_VLForConditionalGeneration._from_config(
+            config, attn_implementation=attn_implementation, dtype=dtype
+        )
+        # Initial weights are small; widen them so attention patterns are not uniform (sparsity shows up).
+        with torch.no_grad():
+            for name, param in model.model.language_model.named_parameters():
+                if name.endswith(("q_proj.weight", "k_proj.weight")):
+                    param.normal_(0.0, 0.25)
+    model.generation_config.pad_token_id = config.text_config.pad_token_id
+    model.generation_config.eos_token_id = config.text_config.eos_token_id
+    model.generation_config.do_sample = False
+    return model.eval(), processor
+
+
+def save_tiny_qwen2_5_vl(path: str | os.PathLike, seed: int = 0, **overrides: Any) -> Path:
+    """Save ``tiny_qwen2_5_vl(seed, **overrides)`` (model and processor) to ``path``; returns the path."""
+    path = Path(path)
+    model, processor = tiny_qwen2_5_vl(seed, **overrides)
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    return path
+
+
+def synthetic_video(
+    num_frames: int = 8,
+    height: int = 56,
+    width: int = 56,
+    *,
+    seed: int = 0,
+) -> np.ndarray:
+    """A ``[T, H, W, 3]`` uint8 video: a noisy background with a square moving left to right."""
+    if num_frames < 1 or height < 1 or width < 1:
+        raise ValueError(f"num_frames, height and width must be >= 1, got {num_frames}, {height}, {width}")
+    rng = np.random.default_rng(seed)
+    frames = rng.integers(0, 64, size=(num_frames, height, width, 3), dtype=np.uint8)
+    side = max(2, min(height, width) // 4)
+    for t in range(num_frames):
+        x = int((width - side) * t / max(1, num_frames - 1))
+        y = (height - side) // 2
+        frames[t, y : y + side, x : x + side] = (220, 40, 40)
+    return frames
+
+
+def video_chat_inputs(processor, video: np.ndarray | list[np.ndarray], question: str | list[str]):
+    """Processor inputs (``pt`` tensors, left padding) for one or more (video, question) chat prompts."""
+    videos = video if isinstance(video, list) else [video]
+    questions = question if isinstance(question, list) else [question] * len(videos)
+    if len(questions) != len(videos):
+        raise ValueError(f"got {len(videos)} videos but {len(questions)} questions; pass one question per video")
+    texts = [
+        processor.apply_chat_template(
+            [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": q}]}],
+            tokenize=False,
+            add_generation_prompt=True,
+        )
+        for q in questions
+    ]
+    processor.tokenizer.padding_side = "left"
+    return processor(text=texts, videos=videos, return_tensors="pt", padding=True)
+
+
+def qwen2_5_vl_7b_text_config(**overrides: Any):
+    """The language-model config of Qwen2.5-VL-7B (hidden 3584, 28 layers, 28 q / 4 kv heads of dim 128, MLP 18944).
+
+    For random-weight benchmarks of real layer shapes; ``overrides`` replace fields (e.g. ``num_hidden_layers=2``).
+    """
+    from transformers import Qwen2_5_VLTextConfig
+
+    fields = dict(
+        vocab_size=152064,
+        hidden_size=3584,
+        intermediate_size=18944,
+        num_hidden_layers=28,
+        num_attention_heads=28,
+        num_key_value_heads=4,
+        max_position_embeddings=128000,
+        rms_norm_eps=1e-6,
+        rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0, "mrope_section": [16, 24, 24]},
+        bos_token_id=151643,
+        eos_token_id=151645,
+        hidden_act="silu",
+    )
+    fields.update(overrides)
+    return Qwen2_5_VLTextConfig(**fields)
+
+
+def qwen2_5_vl_7b_config(**text_overrides: Any):
+    """Full Qwen2.5-VL-7B config (real vision tower shapes too), e.g. for ``_from_config`` on a GPU."""
+    from transformers import Qwen2_5_VLConfig
+
+    vision = dict(
+        depth=32,
+        hidden_size=1280,
+        intermediate_size=3420,
+        num_heads=16,
+        out_hidden_size=3584,
+        patch_size=14,
+        temporal_patch_size=2,
+        spatial_merge_size=2,
+        window_size=112,
+        fullatt_block_indexes=[7, 15, 23, 31],
+        tokens_per_second=2,
+    )
+    text = qwen2_5_vl_7b_text_config(**text_overrides)
+    return Qwen2_5_VLConfig(
+        text_config=text.to_dict(),
+        vision_config=vision,
+        image_token_id=151655,
+        video_token_id=151656,
+        vision_start_token_id=151652,
+        vision_end_token_id=151653,
+    )
