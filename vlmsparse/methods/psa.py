@@ -1,0 +1,181 @@
+"""``psa``: Pyramid Sparse Attention planner (multi-level plans: levels 1 / 2 / 4 / 8 / 0).
+
+What it does, per query-block row (Algorithm 2 of the PSA paper):
+
+1. block importance, from the strided antidiagonal estimate (``importance="antidiagonal"``, stride 8 by
+   default) or from mean-pooled ``q . k`` (``importance="pooled"``, cheaper, coarser);
+2. sort the row's blocks by importance (blocks the layout rules keep come first), normalise to shares;
+3. walking that order, level 1 while the cumulative share is under ``thresholds[0]``, level 2 under
+   ``thresholds[1]``, 4 under ``thresholds[2]``, 8 under ``thresholds[3]``, skipped beyond;
+4. optionally (``sim_guard=True``) a key block may be pooled at level p only where its keys are alike: the
+   mean cosine similarity between the first and the last key of each group of p keys must exceed
+   ``sim_thresholds`` (for p = 2, 4, 8); otherwise the block falls back to the coarsest level that passes, or
+   to level 1;
+5. ``tail=True`` asks the kernel to fold every skipped key of a row into one mean key (tail aggregation).
+
+Where the defaults come from:
+
+- ``thresholds = (0.7, 0.8, 0.9, 0.9)``, ``stride = 8``, antidiagonal importance, energy (cumulative mass)
+  mode: the Qwen2.5-VL example of the public PSA code (``qwenvl2.5-example/README.md`` of
+  ``ziplab/Pyramid-Sparse-Attention``: ``mask_mode="energybound"``, ``mask_ratios`` 1: (0, 0.7), 2: (0.7, 0.8),
+  4: (0.8, 0.9), 8: (0.9, 0.9), 0: (0.9, 1.0), ``xattn_stride=8``). With equal third and fourth thresholds
+  level 8 is never used in that setting.
+- ``sim_thresholds = (0.75, 0.7, 0.7)`` and the first-vs-last-key-of-each-group cosine test: the same code's
+  ``calc_k_similarity``. There the guard is always on; here it is off by default (``sim_guard=False``) so that
+  the default plan is Algorithm 2 alone; turn it on to match that code.
+- The antidiagonal estimate (softmax of tile logits scaled by ``1 / (sqrt(D) * stride)`` under a causal tile
+  mask, summed per block) follows that code's ``estimate_block_importance`` and XAttention.
+- Deviations: the public code compares the cumulative share *including* a block with the thresholds; here
+  the share *before* it is compared (the block that crosses a threshold keeps the finer level, so the mass
+  kept at level 1 is at least ``thresholds[0]``). Its text handling (the last ``text_length`` tokens dense)
+  is replaced by this package's layout rules (any text block dense, wherever it is).
+- Preset ``"videomme-0.65"``: aimed at the overall sparsity the PSA paper reports for its Video-MME rows
+  (about 0.65). The thresholds the paper used for those rows could not be confirmed from public sources, so
+  the preset uses ``mode="quota"`` (fixed cumulative shares of each row's blocks: 22 % level 1, 10 % level 2,
+  10 % level 4, 18 % level 8, 40 % skipped; free-block density 0.3175), whose sparsity is about 0.65 by
+  construction once the always-dense text, sink and diagonal blocks are counted, on long videos.
+  ``"public-qwen2.5-vl"`` names the defaults.
+
+Plans are per query head by default (the estimate is per query head; ``plan_heads="kv"`` averages the
+group's importance shares before selection).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .base import BlockLayout, Method, MethodConfig
+from .scoring import (
+    antidiagonal_block_scores,
+    block_means,
+    group_heads,
+    pooled_block_scores,
+    visible_key_counts,
+    DEFAULT_MAX_ELEMENTS,
+)
+from .selection import MODES, cumulative_levels
+
+IMPORTANCE = ("antidiagonal", "pooled")
+PSA_LEVELS = (1, 2, 4, 8)
+
+
+def _as_floats(name: str, value, n: int) -> tuple[float, ...]:
+    try:
+        out = tuple(float(x) for x in value)
+    except TypeError:
+        raise ValueError(f"{name} must be a list of {n} numbers, got {value!r}") from None
+    if len(out) != n:
+        raise ValueError(f"{name} must have {n} entries, got {len(out)}: {out}")
+    return out
+
+
+@dataclass
+class PSAConfig(MethodConfig):
+    """Settings of the PSA planner (see the module docstring for where each default comes from).
+
+    Attributes:
+        thresholds: cumulative bounds for levels 1, 2, 4, 8 (non-decreasing, in [0, 1]); beyond the last the
+            block is skipped. Meaning depends on ``mode``.
+        mode: ``"energy"`` (shares of the row's importance) or ``"quota"`` (shares of the row's blocks).
+        importance: ``"antidiagonal"`` or ``"pooled"``.
+        stride: antidiagonal stride (must divide ``block_m`` and ``block_n``).
+        sim_guard: pool a key block at level p only where its keys are alike (see ``sim_thresholds``).
+        sim_thresholds: cosine thresholds for pooling 2, 4 and 8 keys.
+        max_elements: memory bound of the antidiagonal estimate (tile logits materialised at once).
+    """
+
+    thresholds: tuple[float, float, float, float] = (0.7, 0.8, 0.9, 0.9)
+    mode: str = "energy"
+    importance: str = "antidiagonal"
+    stride: int = 8
+    sim_guard: bool = False
+    sim_thresholds: tuple[float, float, float] = (0.75, 0.7, 0.7)
+    max_elements: int = DEFAULT_MAX_ELEMENTS
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.thresholds = _as_floats("thresholds", self.thresholds, 4)
+        if any(not 0.0 <= t <= 1.0 for t in self.thresholds) or any(
+            a > b for a, b in zip(self.thresholds, self.thresholds[1:])
+        ):
+            raise ValueError(f"thresholds must be non-decreasing values in [0, 1], got {self.thresholds}")
+        self.sim_thresholds = _as_floats("sim_thresholds", self.sim_thresholds, 3)
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.importance not in IMPORTANCE:
+            raise ValueError(f"importance must be one of {IMPORTANCE}, got {self.importance!r}")
+        if not isinstance(self.stride, int) or self.stride < 1 or self.block_m % self.stride or self.block_n % self.stride:
+            raise ValueError(
+                f"stride must be a positive integer dividing block_m ({self.block_m}) and block_n ({self.block_n}), "
+                f"got {self.stride!r}"
+            )
+        if not isinstance(self.sim_guard, bool):
+            raise ValueError(f"sim_guard must be true or false, got {self.sim_guard!r}")
+        if not isinstance(self.max_elements, int) or self.max_elements < 1:
+            raise ValueError(f"max_elements must be a positive integer, got {self.max_elements!r}")
+
+
+def key_pooling_allowance(k: torch.Tensor, block_n: int, sim_thresholds: tuple[float, float, float]) -> torch.Tensor:
+    """Coarsest level each key block may be pooled at: int8 ``[B, Hkv, nKB]`` in {1, 2, 4, 8}.
+
+    Level p passes when the mean cosine similarity of the first and last key of each group of p keys in the
+    block exceeds its threshold (a partial last block is padded by repeating its last key).
+    """
+    b, h, length, d = k.shape
+    n = -(-length // block_n)
+    pad = n * block_n - length
+    kp = torch.cat([k, k[..., -1:, :].expand(b, h, pad, d)], dim=-2) if pad else k
+    unit = torch.nn.functional.normalize(kp.float(), dim=-1, eps=1e-6).reshape(b, h, n, block_n, d)
+    allowed = torch.ones(b, h, n, dtype=torch.int8, device=k.device)
+    for p, threshold in zip((2, 4, 8), sim_thresholds):
+        if block_n % p:
+            continue
+        groups = unit.reshape(b, h, n, block_n // p, p, d)
+        sim = (groups[..., 0, :] * groups[..., p - 1, :]).sum(-1).mean(-1)  # [B, H, nKB]
+        allowed = torch.where(sim > threshold, torch.tensor(p, dtype=torch.int8, device=k.device), allowed)
+    return allowed
+
+
+class PSA(Method):
+    """Pyramid Sparse Attention: per row, finer levels for the blocks holding most attention mass."""
+
+    name = "psa"
+    config_class = PSAConfig
+    presets = {
+        "public-qwen2.5-vl": {},
+        "videomme-0.65": {"mode": "quota", "thresholds": (0.22, 0.32, 0.42, 0.60)},
+    }
+
+    def importance(self, q: torch.Tensor, k: torch.Tensor, layout: BlockLayout) -> torch.Tensor:
+        """Block importance ``[B, Hq, nQB, nKB]`` (only relative sizes within a row matter)."""
+        cfg = self.config
+        if cfg.importance == "antidiagonal":
+            return antidiagonal_block_scores(
+                q, k, stride=cfg.stride, block_m=cfg.block_m, block_n=cfg.block_n, causal=cfg.causal,
+                max_elements=cfg.max_elements,
+            )
+        counts = visible_key_counts(k.shape[2], cfg.block_n, q.device)
+        return pooled_block_scores(
+            block_means(q, cfg.block_m), block_means(k, cfg.block_n), layout.classes,
+            sm_scale=q.shape[-1] ** -0.5, key_counts=counts,
+        )
+
+    def select(self, q: torch.Tensor, k: torch.Tensor, layout: BlockLayout, plan_heads: int) -> torch.Tensor:
+        cfg = self.config
+        b, hq = q.shape[:2]
+        hkv = k.shape[1]
+        imp = self.importance(q, k, layout)
+        share = imp / imp.sum(-1, keepdim=True).clamp(min=1e-30)
+        if plan_heads != hq:
+            share = group_heads(share, hkv, "mean")
+        levels = cumulative_levels(
+            share, layout.forced[:, None], layout.free[:, None], cfg.thresholds, levels=PSA_LEVELS, mode=cfg.mode
+        )
+        if cfg.sim_guard:
+            allowed = key_pooling_allowance(k, cfg.block_n, cfg.sim_thresholds)  # [B, Hkv, nKB]
+            if plan_heads != hkv:
+                allowed = allowed.repeat_interleave(plan_heads // hkv, dim=1)
+            levels = torch.where(levels > 1, torch.minimum(levels, allowed[:, :, None, :]), levels)
+        return levels

@@ -1,0 +1,188 @@
+"""Block importance estimates shared by the planners (tensor code; nothing ``[Lq, Lk]`` at token level).
+
+- :func:`antidiagonal_block_scores`: the strided antidiagonal estimate of XAttention (also PSA's importance).
+  Each ``S x S`` tile of the attention matrix is represented by the sum of its antidiagonal,
+  ``sum_i q[S a + S - 1 - i] . k[S b + i]``, computed as one matmul of reshaped ``q`` and ``k`` with
+  ``S * D`` features; the tile logits (scaled by ``1 / (sqrt(D) S)``) are softmaxed per tile row under a
+  tile-level causal mask and summed into blocks. Cost: about ``1 / S`` of the ``QK^T`` of dense attention.
+- :func:`pooled_block_scores`: softmax of mean-pooled ``q`` against mean-pooled ``k`` per block (SpargeAttn's
+  pooled attention map; PSA's cheaper importance option).
+- :func:`block_self_similarity`: mean pairwise cosine similarity of the tokens inside each block.
+- :func:`group_heads`: fold per-q-head block tensors onto kv-heads for ``plan_heads = "kv"``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from vlmsparse.kernels.blocks import INVISIBLE, cdiv
+
+__all__ = [
+    "antidiagonal_block_scores",
+    "pooled_block_scores",
+    "block_self_similarity",
+    "block_means",
+    "group_heads",
+    "visible_key_counts",
+    "DEFAULT_MAX_ELEMENTS",
+]
+
+#: Largest tile-logit tensor the antidiagonal estimate materialises at once (elements); bigger inputs are
+#: processed in chunks of query blocks.
+DEFAULT_MAX_ELEMENTS = 1 << 26
+
+
+def _pad_len(x: torch.Tensor, length: int, mode: str = "zeros") -> torch.Tensor:
+    pad = length - x.shape[-2]
+    if pad <= 0:
+        return x
+    if mode == "replicate":
+        return torch.cat([x, x[..., -1:, :].expand(*x.shape[:-2], pad, x.shape[-1])], dim=-2)
+    return torch.nn.functional.pad(x, (0, 0, 0, pad))
+
+
+def antidiagonal_block_scores(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    *,
+    stride: int,
+    block_m: int,
+    block_n: int,
+    causal: bool = True,
+    sm_scale: float | None = None,
+    max_elements: int = DEFAULT_MAX_ELEMENTS,
+) -> torch.Tensor:
+    """Attention mass per block estimated from strided antidiagonals: float32 ``[B, Hq, nQB, nKB]``.
+
+    Row ``I`` sums to the number of tile rows (``block_m / stride``, fewer in a partial last block); only the
+    relative sizes within a row matter to the planners. Query tile rows past ``Lq`` contribute nothing.
+    """
+    b, hq, lq, d = q.shape
+    hkv, lk = k.shape[1], k.shape[2]
+    if block_m % stride or block_n % stride:
+        raise ValueError(f"stride ({stride}) must divide block_m ({block_m}) and block_n ({block_n})")
+    group = hq // hkv
+    n_qb, n_kb = cdiv(lq, block_m), cdiv(lk, block_n)
+    rq, rk = block_m // stride, block_n // stride  # tile rows per query block, tile columns per key block
+    scale = (1.0 / math.sqrt(d) if sm_scale is None else float(sm_scale)) / stride
+    offset = lk - lq
+    compute_dtype = q.dtype if q.device.type == "cuda" else torch.float32
+
+    # q tile rows: the S queries of a tile in reverse order, side by side; k tile columns: S keys in order.
+    qp = _pad_len(q, n_qb * block_m).to(compute_dtype)
+    q_r = qp.reshape(b, hkv, group, n_qb * rq, stride, d).flip(-2).reshape(b, hkv, group * n_qb * rq, stride * d)
+    kp = _pad_len(k, n_kb * block_n).to(compute_dtype)
+    k_r = kp.reshape(b, hkv, n_kb * rk, stride * d)
+
+    tile_row = torch.arange(n_qb * rq, device=q.device)
+    tile_col = torch.arange(n_kb * rk, device=q.device)
+    row_ok = tile_row * stride < lq  # the tile holds at least one real query
+    col_ok = tile_col * stride < lk
+    out = torch.empty(b, hq, n_qb, n_kb, dtype=torch.float32, device=q.device)
+    per_row = b * hq * n_kb * rk * rq  # elements per query block
+    chunk = max(1, min(n_qb, max_elements // max(per_row, 1)))
+    q_r = q_r.reshape(b, hkv, group, n_qb * rq, stride * d)
+    for qb0 in range(0, n_qb, chunk):  # chunks of query blocks bound memory; one iteration at modest sizes
+        qb1 = min(qb0 + chunk, n_qb)
+        rows = tile_row[qb0 * rq : qb1 * rq]
+        if causal:  # key blocks beyond the chunk's last visible key contribute nothing
+            last_key = min(qb1 * block_m, lq) - 1 + offset
+            kb_end = min(n_kb, last_key // block_n + 1)
+        else:
+            kb_end = n_kb
+        cols = tile_col[: kb_end * rk]
+        qc = q_r[:, :, :, qb0 * rq : qb1 * rq].reshape(b, hkv, -1, stride * d)
+        logits = torch.matmul(qc, k_r[:, :, : kb_end * rk].transpose(-1, -2)).float() * scale
+        logits = logits.reshape(b, hq, len(rows), len(cols))
+        keep = col_ok[: len(cols)][None, :].expand(len(rows), -1)
+        if causal:
+            # tile (a, c) is visible when its first key is at or before its last query's causal limit
+            keep = keep & (cols[None, :] * stride <= rows[:, None] * stride + stride - 1 + offset)
+        logits = logits.masked_fill(~keep, float("-inf"))
+        probs = torch.softmax(logits, dim=-1)
+        probs = torch.nan_to_num(probs, nan=0.0) * row_ok[qb0 * rq : qb1 * rq, None].to(probs.dtype)
+        sums = probs.reshape(b, hq, qb1 - qb0, rq, kb_end, rk).sum((3, 5))
+        out[:, :, qb0:qb1, :kb_end] = sums
+        out[:, :, qb0:qb1, kb_end:] = 0.0
+    return out
+
+
+def block_means(x: torch.Tensor, block: int) -> torch.Tensor:
+    """Mean of ``x [B, H, L, D]`` over blocks of ``block`` positions (a partial last block over its own): float32."""
+    b, h, length, d = x.shape
+    n = cdiv(length, block)
+    sums = _pad_len(x.float(), n * block).reshape(b, h, n, block, d).sum(3)
+    counts = torch.clamp(length - torch.arange(n, device=x.device) * block, max=block).to(torch.float32)
+    return sums / counts[:, None]
+
+
+def block_self_similarity(x: torch.Tensor, block: int) -> torch.Tensor:
+    """Mean pairwise cosine similarity (self-pairs included) of the tokens in each block: float32 ``[B, H, nB]``.
+
+    Computed as ``|sum of unit vectors|^2 / n^2`` without forming the block's Gram matrix.
+    """
+    b, h, length, d = x.shape
+    n = cdiv(length, block)
+    unit = torch.nn.functional.normalize(x.float(), dim=-1, eps=1e-6)
+    sums = _pad_len(unit, n * block).reshape(b, h, n, block, d).sum(3)
+    counts = torch.clamp(length - torch.arange(n, device=x.device) * block, max=block).to(torch.float32)
+    return sums.pow(2).sum(-1) / counts.pow(2)
+
+
+def pooled_block_scores(
+    q_mean: torch.Tensor,
+    k_mean: torch.Tensor,
+    classes: torch.Tensor,
+    *,
+    sm_scale: float,
+    key_counts: torch.Tensor | None = None,
+    exclude_keys: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Softmax over visible key blocks of pooled logits ``mean(q_I) . mean(k_J) * sm_scale``: ``[B, Hq, nQB, nKB]``.
+
+    Args:
+        q_mean: ``[B, Hq, nQB, D]`` block means of q; k_mean: ``[B, Hkv, nKB, D]`` block means of k.
+        classes: ``[nQB, nKB]`` block classes; invisible blocks get probability 0.
+        key_counts: ``[nKB]`` keys per block; when given, logits get ``+ ln(count)`` (a block of n alike keys
+            weighs n keys).
+        exclude_keys: bool ``[B, Hq, nKB]``: key blocks left out of the softmax (probability 0).
+    """
+    b, hq, n_qb, d = q_mean.shape
+    hkv = k_mean.shape[1]
+    group = hq // hkv
+    logits = torch.matmul(q_mean.reshape(b, hkv, group * n_qb, d), k_mean.transpose(-1, -2))
+    logits = logits.reshape(b, hq, n_qb, -1) * sm_scale
+    if key_counts is not None:
+        logits = logits + torch.log(key_counts.to(logits.dtype))
+    mask = (classes == INVISIBLE)[None, None]
+    if exclude_keys is not None:
+        mask = mask | exclude_keys[:, :, None, :]
+    probs = torch.softmax(logits.masked_fill(mask, float("-inf")), dim=-1)
+    return torch.nan_to_num(probs, nan=0.0)
+
+
+def group_heads(x: torch.Tensor, kv_heads: int, reduce: str) -> torch.Tensor:
+    """Fold ``[B, Hq, ...]`` onto ``[B, Hkv, ...]`` (query heads ``h`` of kv-head ``h // (Hq / Hkv)``).
+
+    ``reduce``: ``"mean"`` (block importance), ``"any"`` (forced masks) or ``"min"`` (pooling allowances).
+    """
+    b, hq = x.shape[:2]
+    if hq == kv_heads:
+        return x
+    y = x.reshape(b, kv_heads, hq // kv_heads, *x.shape[2:])
+    if reduce == "mean":
+        return y.mean(2)
+    if reduce == "any":
+        return y.any(2)
+    if reduce == "min":
+        return y.amin(2)
+    raise ValueError(f"reduce must be 'mean', 'any' or 'min', got {reduce!r}")
+
+
+def visible_key_counts(k_len: int, block_n: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """Keys per key block (the last one may be partial): int64 ``[nKB]``."""
+    n = cdiv(k_len, block_n)
+    return torch.clamp(k_len - torch.arange(n, device=device) * block_n, max=block_n)
+

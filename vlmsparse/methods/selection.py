@@ -1,0 +1,70 @@
+"""Per-row level assignment from block importance (Algorithm 2 of the PSA paper, and its binary special case).
+
+For each query-block row: blocks the layout rules keep (``forced``) come first, then the free blocks by
+descending importance. Walking that order, a statistic grows from 0 to 1, and a block gets the first level
+whose threshold the statistic is still under:
+
+- ``mode="energy"``: the statistic is the share of the row's importance already taken (cumulative mass).
+- ``mode="quota"``: the statistic is the share of the row's visible blocks already taken (a fixed budget).
+
+``rule="exclusive"`` compares the share *before* the block (the block that crosses a threshold is still
+given the finer level, so the kept share is at least the threshold; XAttention's rule);
+``rule="inclusive"`` compares the share *including* the block (SpargeAttn's CDF rule: keep blocks while the
+CDF stays at or under the threshold). Forced blocks count first, so their mass is part of every threshold.
+
+Raising any threshold can only move a block to a finer level: the plan's cost never falls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+__all__ = ["cumulative_levels", "MODES", "RULES"]
+
+MODES = ("energy", "quota")
+RULES = ("exclusive", "inclusive")
+
+
+def cumulative_levels(
+    importance: torch.Tensor,
+    forced: torch.Tensor,
+    free: torch.Tensor,
+    thresholds: Sequence[float],
+    *,
+    levels: Sequence[int] = (1, 2, 4, 8),
+    mode: str = "energy",
+    rule: str = "exclusive",
+) -> torch.Tensor:
+    """Levels (int8, same shape as ``importance [B, H, nQB, nKB]``) for the free blocks; 0 elsewhere.
+
+    ``forced`` / ``free`` are bool masks broadcastable to ``importance``; blocks in neither are invisible.
+    ``thresholds[j]`` bounds ``levels[j]`` (non-decreasing); beyond the last threshold a block is skipped.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if rule not in RULES:
+        raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
+    if len(thresholds) != len(levels):
+        raise ValueError(f"need one threshold per level {tuple(levels)}, got {tuple(thresholds)}")
+    forced = forced.expand_as(importance)
+    free = free.expand_as(importance) & ~forced
+    visible = forced | free
+    imp = torch.where(visible, importance.float().clamp(min=0), torch.zeros((), device=importance.device))
+    share = imp / imp.sum(-1, keepdim=True).clamp(min=1e-30)
+    key = torch.where(forced, 2.0 + share, torch.where(free, share, torch.full_like(share, -1.0)))
+    order = torch.argsort(key, dim=-1, descending=True)
+    if mode == "energy":
+        taken = share.gather(-1, order).cumsum(-1)
+        stat = taken - share.gather(-1, order) if rule == "exclusive" else taken
+    else:
+        n_visible = visible.sum(-1, keepdim=True).clamp(min=1).float()
+        rank = torch.arange(importance.shape[-1], device=importance.device, dtype=torch.float32)
+        stat = (rank + (1.0 if rule == "inclusive" else 0.0)) / n_visible
+    sorted_levels = torch.zeros(stat.shape, dtype=torch.int8, device=stat.device)
+    for level, threshold in reversed(list(zip(levels, thresholds))):  # the finest level that fits wins
+        hit = stat < threshold if rule == "exclusive" else stat <= threshold
+        sorted_levels = torch.where(hit, torch.tensor(level, dtype=torch.int8, device=stat.device), sorted_levels)
+    out = torch.zeros_like(sorted_levels).scatter(-1, order, sorted_levels)
+    return torch.where(free, out, torch.zeros((), dtype=torch.int8, device=out.device))
