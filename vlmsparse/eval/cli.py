@@ -1,0 +1,164 @@
+"""Command line of the harness: ``python -m vlmsparse.eval --bench videomme --method psa --data-dir ...``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from .model_io import DTYPES
+from .registry import available_benchmarks, get_benchmark
+from .runner import DEFAULT_MODEL, EvalOptions, MissingVideosError
+
+EXAMPLES = """\
+examples:
+  python -m vlmsparse.eval --bench videomme --method psa --data-dir /data/Video-MME
+  python -m vlmsparse.eval --method dense,psa,xattention,sparge --data-dir /data/Video-MME --split long
+  python -m vlmsparse.eval --config evals/psa-videomme.toml --data-dir /data/Video-MME --frames 64
+  accelerate launch --num_processes 8 -m vlmsparse.eval --method psa --data-dir /data/Video-MME
+
+Interrupted? Rerun the same command: answered questions are kept and skipped.
+"""
+
+
+def _comma_list(text: str) -> list[str]:
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError("expected one name or a comma-separated list")
+    return items
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (also used by the docs and the tests)."""
+    p = argparse.ArgumentParser(
+        prog="python -m vlmsparse.eval",
+        description="Evaluate sparse-attention methods on a video benchmark and write leaderboard CSVs.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--bench", default="videomme", help=f"benchmark: {', '.join(available_benchmarks())} (default videomme)")
+    p.add_argument("--model", default=DEFAULT_MODEL, help=f"hub id or local folder of a Qwen2.5-VL model (default {DEFAULT_MODEL})")
+    p.add_argument(
+        "--method",
+        type=_comma_list,
+        default=None,
+        help="method, or a comma list run one after the other into the same table: psa, xattention, sparge, dense "
+        "(default psa; dense runs the model's own attention, unpatched)",
+    )
+    p.add_argument(
+        "--config",
+        type=_comma_list,
+        action="extend",
+        default=None,
+        help="run config file(s) from evals/ (comma list or repeated); each is one setting: method, its config, "
+        "frame sampling",
+    )
+    p.add_argument("--split", default=None, help="short, medium, long or all (default all)")
+    p.add_argument("--data-dir", default=None, help="Video-MME folder: videomme/test-*.parquet and data/<videoID>.mp4")
+    p.add_argument(
+        "--metadata",
+        default=None,
+        help="the question table (parquet) if it is not under --data-dir; without either it is read from the hub",
+    )
+    frames = p.add_argument_group("frame sampling (Qwen2.5-VL's rules; flags override the config's [run])")
+    frames.add_argument("--frames", type=_positive_int, default=None, help="fixed frame count per video (rounded to even)")
+    frames.add_argument("--fps", type=_positive_float, default=None, help="frames per second of video (default 2)")
+    frames.add_argument("--min-pixels", type=_positive_int, default=None, help="min pixels per frame (default 128*28*28)")
+    frames.add_argument("--max-pixels", type=_positive_int, default=None, help="max pixels per frame (default 768*28*28)")
+    frames.add_argument(
+        "--total-pixels", type=_positive_int, default=None, help="pixel budget over all frames (default 24576*28*28)"
+    )
+    p.add_argument("--max-new-tokens", type=_positive_int, default=None, help="tokens generated per answer (default 16)")
+    p.add_argument("--limit", type=_positive_int, default=None, help="at most this many questions per duration split")
+    p.add_argument("--dtype", choices=DTYPES, default="bfloat16", help="model dtype (default bfloat16)")
+    p.add_argument("--out", default="results", help="output folder for the CSVs and runs/ (default results/)")
+    p.add_argument("--skip-missing", action="store_true", help="go on without questions whose video file is missing")
+    p.add_argument("--retry-errors", action="store_true", help="answer again the questions recorded with an error")
+    p.add_argument("--device-map", default=None, help="transformers device_map (default: auto on GPU, cpu otherwise)")
+    p.add_argument(
+        "--attn-implementation", default="sdpa", help="the model's own attention, used by dense and decode (default sdpa)"
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def parse_options(argv: Sequence[str] | None = None) -> tuple[EvalOptions, str]:
+    """Parsed and checked options, and the benchmark name; argument errors exit through argparse."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        bench = get_benchmark(args.bench)
+    except ValueError as exc:
+        parser.error(str(exc))
+    split = args.split or bench.default_split
+    if split not in bench.splits:
+        parser.error(f"unknown split {split!r} for {bench.name}; choose from {', '.join(bench.splits)}")
+    opts = EvalOptions(
+        model=args.model,
+        methods=args.method,
+        configs=args.config,
+        split=split,
+        data_dir=args.data_dir,
+        metadata=args.metadata,
+        frames=args.frames,
+        fps=args.fps,
+        min_pixels=args.min_pixels,
+        max_pixels=args.max_pixels,
+        total_pixels=args.total_pixels,
+        max_new_tokens=args.max_new_tokens,
+        limit=args.limit,
+        dtype=args.dtype,
+        out=args.out,
+        skip_missing=args.skip_missing,
+        retry_errors=args.retry_errors,
+        device_map=args.device_map,
+        attn_implementation=args.attn_implementation,
+        progress=not args.no_progress,
+    )
+    from .settings import resolve_settings
+
+    try:  # unknown method, bad config file: argument errors, before anything is loaded
+        resolve_settings(opts.methods, opts.configs)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if opts.data_dir is None:
+        parser.error("--data-dir is required: the folder holding Video-MME's data/<videoID>.mp4 files")
+    return opts, bench.name
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the process exit code."""
+    opts, bench_name = parse_options(argv)
+    bench = get_benchmark(bench_name)
+    try:
+        bench.run(opts)
+    except (MissingVideosError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            "\ninterrupted: every answered question is saved; rerun the same command to resume.",
+            file=sys.stderr,
+        )
+        return 130
+    return 0

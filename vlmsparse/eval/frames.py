@@ -1,0 +1,231 @@
+"""Video frames for Qwen2.5-VL: decode with decord, sample and resize by the model family's own rules.
+
+The rules are those of Qwen's ``qwen-vl-utils`` video path, re-expressed here without torchvision:
+
+* frame count: either a fixed ``frames`` (rounded to a multiple of 2) or ``duration * fps`` clamped to
+  ``[min_frames, max_frames]`` and to the video's length, floored to a multiple of 2;
+* frame indices: ``linspace(0, total - 1, n)`` rounded;
+* frame size (``smart_resize``): height and width multiples of 28, aspect ratio kept, pixel count within
+  ``[min_pixels, max_pixels]``, where ``max_pixels`` is further capped by a total budget over the clip:
+  ``total_pixels / n * 2`` (two frames make one temporal patch), never below ``1.05 * min_pixels``.
+
+Frames are resized with PIL's bicubic filter (antialiased), as Qwen's path resizes bicubically.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+#: Height and width of a frame are multiples of this (patch 14 x spatial merge 2).
+IMAGE_FACTOR = 28
+#: Frames are taken in pairs (temporal patch of 2).
+FRAME_FACTOR = 2
+MAX_ASPECT_RATIO = 200
+#: Qwen2.5-VL's video defaults.
+DEFAULT_FPS = 2.0
+DEFAULT_MIN_FRAMES = 4
+DEFAULT_MAX_FRAMES = 768
+DEFAULT_MIN_PIXELS = 128 * 28 * 28
+DEFAULT_MAX_PIXELS = 768 * 28 * 28
+#: Total pixel budget over a clip: 24576 visual tokens (one token per 28 x 28 pixels of a frame pair).
+DEFAULT_TOTAL_PIXELS = 24576 * 28 * 28
+#: Frames decoded per decord call, so a long clip at full resolution never sits in memory at once.
+DECODE_CHUNK = 32
+
+
+class VideoDecodeError(RuntimeError):
+    """A video file could not be opened or decoded."""
+
+
+def round_by_factor(number: float, factor: int) -> int:
+    """The multiple of ``factor`` closest to ``number``."""
+    return round(number / factor) * factor
+
+
+def ceil_by_factor(number: float, factor: int) -> int:
+    """The smallest multiple of ``factor`` not below ``number``."""
+    return math.ceil(number / factor) * factor
+
+
+def floor_by_factor(number: float, factor: int) -> int:
+    """The largest multiple of ``factor`` not above ``number``."""
+    return math.floor(number / factor) * factor
+
+
+@dataclass(frozen=True)
+class FrameSpec:
+    """How many frames to take from a video and at what size.
+
+    ``frames`` fixes the count (it wins over ``fps``); otherwise ``fps`` frames per second of video are
+    taken within ``[min_frames, max_frames]``. Pixel counts are per frame except ``total_pixels``.
+    """
+
+    frames: int | None = None
+    fps: float = DEFAULT_FPS
+    min_frames: int = DEFAULT_MIN_FRAMES
+    max_frames: int = DEFAULT_MAX_FRAMES
+    min_pixels: int = DEFAULT_MIN_PIXELS
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    total_pixels: int = DEFAULT_TOTAL_PIXELS
+
+    def __post_init__(self) -> None:
+        if self.frames is not None and (not isinstance(self.frames, int) or self.frames < FRAME_FACTOR):
+            raise ValueError(f"frames must be an integer >= {FRAME_FACTOR} (or None to use fps), got {self.frames!r}")
+        if not self.fps > 0:
+            raise ValueError(f"fps must be > 0, got {self.fps!r}")
+        if self.min_frames < 1 or self.max_frames < self.min_frames:
+            raise ValueError(
+                f"need 1 <= min_frames <= max_frames, got min_frames={self.min_frames}, max_frames={self.max_frames}"
+            )
+        if self.max_frames < FRAME_FACTOR:
+            raise ValueError(f"max_frames must be >= {FRAME_FACTOR}, got {self.max_frames}")
+        if self.min_pixels < IMAGE_FACTOR * IMAGE_FACTOR:
+            raise ValueError(f"min_pixels must be >= {IMAGE_FACTOR * IMAGE_FACTOR}, got {self.min_pixels}")
+        if self.max_pixels < self.min_pixels:
+            raise ValueError(f"max_pixels ({self.max_pixels}) must be >= min_pixels ({self.min_pixels})")
+        if self.total_pixels < self.min_pixels:
+            raise ValueError(f"total_pixels ({self.total_pixels}) must be >= min_pixels ({self.min_pixels})")
+
+    def to_dict(self) -> dict:
+        """Plain dict (for run identities and records)."""
+        return asdict(self)
+
+
+def smart_nframes(total_frames: int, video_fps: float, spec: FrameSpec) -> int:
+    """Number of frames to sample from a video of ``total_frames`` frames at ``video_fps``.
+
+    A fixed ``spec.frames`` larger than the video is lowered to the video's length (floored to a multiple
+    of 2) rather than refused.
+    """
+    if total_frames < FRAME_FACTOR:
+        raise VideoDecodeError(f"video has {total_frames} frame(s); at least {FRAME_FACTOR} are needed")
+    if spec.frames is not None:
+        nframes = round_by_factor(spec.frames, FRAME_FACTOR)
+    else:
+        min_frames = ceil_by_factor(spec.min_frames, FRAME_FACTOR)
+        max_frames = floor_by_factor(min(spec.max_frames, total_frames), FRAME_FACTOR)
+        fps = video_fps if video_fps > 0 else spec.fps
+        nframes = total_frames / fps * spec.fps
+        nframes = min(max(nframes, min_frames), max_frames, total_frames)
+        nframes = floor_by_factor(nframes, FRAME_FACTOR)
+    nframes = min(nframes, floor_by_factor(total_frames, FRAME_FACTOR))
+    return max(nframes, FRAME_FACTOR)
+
+
+def frame_indices(total_frames: int, nframes: int) -> list[int]:
+    """Evenly spread frame indices over the whole video, first and last frame included."""
+    return np.linspace(0, total_frames - 1, nframes).round().astype(np.int64).tolist()
+
+
+def smart_resize(
+    height: int,
+    width: int,
+    *,
+    factor: int = IMAGE_FACTOR,
+    min_pixels: int = DEFAULT_MIN_PIXELS,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> tuple[int, int]:
+    """Size ``(h, w)``, both multiples of ``factor``, closest to ``(height, width)`` within the pixel bounds."""
+    if height <= 0 or width <= 0:
+        raise ValueError(f"height and width must be positive, got {height}x{width}")
+    if max(height, width) / min(height, width) > MAX_ASPECT_RATIO:
+        raise ValueError(f"aspect ratio must be below {MAX_ASPECT_RATIO}, got {height}x{width}")
+    h_bar = max(factor, round_by_factor(height, factor))
+    w_bar = max(factor, round_by_factor(width, factor))
+    if h_bar * w_bar > max_pixels:
+        beta = math.sqrt((height * width) / max_pixels)
+        h_bar = max(factor, floor_by_factor(height / beta, factor))
+        w_bar = max(factor, floor_by_factor(width / beta, factor))
+    elif h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h_bar = ceil_by_factor(height * beta, factor)
+        w_bar = ceil_by_factor(width * beta, factor)
+    return h_bar, w_bar
+
+
+def frame_pixel_budget(nframes: int, spec: FrameSpec) -> int:
+    """Per-frame ``max_pixels`` once the clip's total pixel budget is shared over ``nframes`` frames."""
+    share = spec.total_pixels / nframes * FRAME_FACTOR
+    return int(max(min(spec.max_pixels, share), int(spec.min_pixels * 1.05)))
+
+
+def frame_size(height: int, width: int, nframes: int, spec: FrameSpec) -> tuple[int, int]:
+    """Output ``(h, w)`` of each of ``nframes`` frames sampled from a ``height x width`` video."""
+    return smart_resize(height, width, min_pixels=spec.min_pixels, max_pixels=frame_pixel_budget(nframes, spec))
+
+
+@dataclass
+class SampledVideo:
+    """Frames ready for the processor: ``frames`` uint8 ``[T, H, W, 3]`` with H, W multiples of 28."""
+
+    frames: np.ndarray
+    sample_fps: float
+    indices: list[int]
+    total_frames: int
+    video_fps: float
+    source_size: tuple[int, int]
+    path: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.frames.shape[0])
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """``(height, width)`` of the sampled frames."""
+        return int(self.frames.shape[1]), int(self.frames.shape[2])
+
+
+def resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bicubic resize of uint8 ``[T, H, W, 3]`` frames to ``size = (h, w)``."""
+    from PIL import Image
+
+    h, w = size
+    if frames.shape[1] == h and frames.shape[2] == w:
+        return np.ascontiguousarray(frames)
+    out = np.empty((frames.shape[0], h, w, 3), dtype=np.uint8)
+    for i, frame in enumerate(frames):
+        out[i] = np.asarray(Image.fromarray(frame).resize((w, h), Image.Resampling.BICUBIC))
+    return out
+
+
+def read_video(path: str | Path, spec: FrameSpec, *, num_threads: int = 0) -> SampledVideo:
+    """Decode ``path`` with decord and sample it by ``spec``; :class:`VideoDecodeError` when it cannot."""
+    import decord
+
+    path = str(path)
+    try:
+        reader = decord.VideoReader(path, num_threads=num_threads)
+        total = len(reader)
+        video_fps = float(reader.get_avg_fps())
+        nframes = smart_nframes(total, video_fps, spec)
+        indices = frame_indices(total, nframes)
+        chunks = []
+        size = None
+        for start in range(0, len(indices), DECODE_CHUNK):
+            batch = reader.get_batch(indices[start : start + DECODE_CHUNK]).asnumpy()
+            if size is None:
+                source_size = (int(batch.shape[1]), int(batch.shape[2]))
+                size = frame_size(*source_size, nframes, spec)
+            chunks.append(resize_frames(batch, size))
+        del reader
+    except VideoDecodeError:
+        raise
+    except Exception as exc:  # decord raises its own error types and RuntimeError for broken files
+        raise VideoDecodeError(f"cannot decode {path}: {type(exc).__name__}: {exc}") from exc
+    frames = np.concatenate(chunks, axis=0)
+    sample_fps = nframes / max(total, 1e-6) * video_fps
+    return SampledVideo(
+        frames=frames,
+        sample_fps=sample_fps,
+        indices=indices,
+        total_frames=total,
+        video_fps=video_fps,
+        source_size=source_size,
+        path=path,
+    )

@@ -1,0 +1,161 @@
+"""Leaderboard CSVs: one row per model x method x setting, rewritten atomically on every change.
+
+``results/videomme.csv`` holds the headline rows (``LEADERBOARD_COLUMNS``); ``results/videomme_task_types.csv``
+next to it breaks each run down by Video-MME task type (``TASK_TYPE_COLUMNS``). A file is never edited in
+place: the new content goes to a temporary file in the same folder, which then replaces the old one, so a
+reader (or an interruption) never sees half a table. A rerun of the same run replaces its own row.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterable, Sequence
+
+LEADERBOARD_COLUMNS: tuple[str, ...] = (
+    "model",
+    "method",
+    "setting",
+    "config",
+    "split",
+    "limit",
+    "frames",
+    "fps",
+    "max_pixels",
+    "total_pixels",
+    "dtype",
+    "acc_short",
+    "acc_medium",
+    "acc_long",
+    "acc_overall",
+    "n_short",
+    "n_medium",
+    "n_long",
+    "n_overall",
+    "n_errors",
+    "n_missing",
+    "sparsity",
+    "visual_sparsity",
+    "prefill_s_mean",
+    "peak_mem_gib",
+    "device",
+    "num_processes",
+    "date",
+    "version",
+    "data",
+    "run_id",
+)
+#: Columns that identify a row: a rerun with the same values replaces the row instead of adding one.
+LEADERBOARD_KEY: tuple[str, ...] = ("run_id", "split", "limit")
+
+TASK_TYPE_COLUMNS: tuple[str, ...] = (
+    "model",
+    "method",
+    "setting",
+    "split",
+    "limit",
+    "task_type",
+    "n",
+    "accuracy",
+    "acc_short",
+    "acc_medium",
+    "acc_long",
+    "sparsity",
+    "run_id",
+)
+TASK_TYPE_KEY: tuple[str, ...] = ("run_id", "split", "limit", "task_type")
+
+
+def read_rows(csv_path: str | Path) -> list[dict[str, str]]:
+    """Rows of a CSV as dicts of strings; an absent file has no rows."""
+    path = Path(csv_path)
+    if not path.is_file():
+        return []
+    with path.open("r", newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def write_rows(csv_path: str | Path, rows: Iterable[dict], columns: Sequence[str]) -> None:
+    """Write ``rows`` under ``columns`` atomically (temporary file in the same folder, then replace)."""
+    path = Path(csv_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(columns), extrasaction="ignore")
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({c: _cell(row.get(c)) for c in columns})
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def upsert_rows(
+    csv_path: str | Path,
+    rows: Sequence[dict],
+    *,
+    columns: Sequence[str],
+    key: Sequence[str] | None = None,
+) -> None:
+    """Add ``rows`` to the CSV; an existing row with the same ``key`` values as a new row is replaced."""
+    unknown = sorted({c for row in rows for c in row} - set(columns))
+    if unknown:
+        raise ValueError(f"unknown columns {unknown}; the table's columns are {list(columns)}")
+
+    def key_of(row: dict) -> tuple[str, ...] | None:
+        return tuple(_cell(row.get(c)) for c in key) if key else None
+
+    new_keys = {key_of(r) for r in rows} if key else set()
+    with _locked(csv_path):
+        kept = [r for r in read_rows(csv_path) if not key or key_of(r) not in new_keys]
+        write_rows(csv_path, [*kept, *rows], columns)
+
+
+@contextlib.contextmanager
+def _locked(csv_path: str | Path):
+    """Serialise read-modify-write of one table between runs that finish at the same time."""
+    path = Path(csv_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no cross-process lock, the write itself stays atomic
+        yield
+        return
+    fd = os.open(path.parent, os.O_RDONLY)  # the folder itself is the lock: no lock file left behind
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def append_row(csv_path: str | Path, row: dict, *, key: Sequence[str] | None = LEADERBOARD_KEY) -> None:
+    """Add one leaderboard row (atomic). With ``key``, a row of the same run and split is replaced."""
+    upsert_rows(csv_path, [row], columns=LEADERBOARD_COLUMNS, key=key)
+
+
+def append_task_type_rows(csv_path: str | Path, rows: Sequence[dict]) -> None:
+    """Add the per-task-type rows of one run (atomic), replacing that run's previous ones."""
+    upsert_rows(csv_path, rows, columns=TASK_TYPE_COLUMNS, key=TASK_TYPE_KEY)
+
+
+def task_types_path(leaderboard_csv: str | Path) -> Path:
+    """The breakdown table next to a leaderboard: ``videomme.csv`` -> ``videomme_task_types.csv``."""
+    path = Path(leaderboard_csv)
+    return path.with_name(f"{path.stem}_task_types{path.suffix}")

@@ -1,0 +1,165 @@
+"""Loading Qwen2.5-VL and answering one video question with it (greedy, timed).
+
+``load_model`` takes a hub id or a local folder. Frames arrive already sampled and sized by
+:mod:`vlmsparse.eval.frames` (multiples of 28), so the processor is told not to resize them again, and it
+gets the sampling's metadata so the model's temporal positions follow the real frame rate.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+
+import torch
+
+from .frames import SampledVideo
+from .prompts import chat_messages
+
+DTYPES = ("auto", "bfloat16", "float16", "float32")
+
+
+def resolve_dtype(name: str) -> torch.dtype | str:
+    """``"auto"`` (the checkpoint's own dtype) or a torch dtype from its name."""
+    if name not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}, got {name!r}")
+    return name if name == "auto" else getattr(torch, name)
+
+
+def load_processor(model_id: str):
+    """The model's processor; where torchvision is missing, the project's torch-only video processor."""
+    import vlmsparse.model  # noqa: F401  (registers the torch-only video processor with transformers)
+
+    try:
+        from vlmsparse.model.processor import load_processor as _load
+    except ImportError:
+        from transformers import AutoProcessor
+
+        return AutoProcessor.from_pretrained(model_id)
+    return _load(model_id)
+
+
+def load_model(
+    model_id: str,
+    *,
+    dtype: str = "bfloat16",
+    device_map: str | dict | None = "auto",
+    attn_implementation: str = "sdpa",
+):
+    """``(model, processor)`` for a Qwen2.5-VL checkpoint (hub id or local path), in eval mode."""
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    kwargs = {"dtype": resolve_dtype(dtype), "attn_implementation": attn_implementation}
+    if device_map is not None:
+        kwargs["device_map"] = device_map
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_id, **kwargs)
+    return model.eval(), load_processor(model_id)
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work so that wall-clock timings are real."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@dataclass
+class Generation:
+    """A model reply and what it cost."""
+
+    text: str
+    prefill_s: float
+    generate_s: float
+    num_input_tokens: int
+    num_visual_tokens: int
+    num_generated: int
+
+
+class _FirstStepTimer:
+    """Logits processor that notes when the first token's logits exist: the end of the prefill."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.at: float | None = None
+
+    def __call__(self, input_ids, scores):
+        if self.at is None:
+            synchronize(self.device)
+            self.at = time.perf_counter()
+        return scores
+
+
+class VideoQA:
+    """Greedy answers from a Qwen2.5-VL model to a prompt about sampled frames."""
+
+    def __init__(self, model, processor, *, max_new_tokens: int = 16):
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        self.model = model
+        self.processor = processor
+        self.max_new_tokens = max_new_tokens
+        self.video_token_id = getattr(model.config, "video_token_id", None)
+        gen = copy.deepcopy(model.generation_config)
+        gen.do_sample = False
+        gen.num_beams = 1
+        gen.temperature = None
+        gen.top_p = None
+        gen.top_k = None
+        gen.max_new_tokens = max_new_tokens
+        if gen.pad_token_id is None:
+            gen.pad_token_id = getattr(processor.tokenizer, "pad_token_id", None) or gen.eos_token_id
+        self.generation_config = gen
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def inputs(self, video: SampledVideo, prompt: str):
+        """Processor inputs (on the model's device) for one question about ``video``."""
+        text = self.processor.apply_chat_template(chat_messages(prompt), tokenize=False, add_generation_prompt=True)
+        height, width = video.size
+        metadata = {
+            "total_num_frames": video.total_frames,
+            "fps": video.video_fps,
+            "frames_indices": list(video.indices),
+            "height": height,
+            "width": width,
+            "duration": video.total_frames / video.video_fps if video.video_fps else None,
+        }
+        batch = self.processor(
+            text=[text],
+            videos=[video.frames],
+            video_metadata=[metadata],
+            do_resize=False,
+            do_sample_frames=False,
+            return_tensors="pt",
+        )
+        return batch.to(self.device)
+
+    @torch.inference_mode()
+    def answer(self, video: SampledVideo, prompt: str) -> Generation:
+        """Generate the reply; ``prefill_s`` is the time to the first token's logits (vision tower included)."""
+        from transformers import LogitsProcessorList
+
+        batch = self.inputs(video, prompt)
+        input_ids = batch["input_ids"]
+        timer = _FirstStepTimer(self.device)
+        synchronize(self.device)
+        start = time.perf_counter()
+        out = self.model.generate(
+            **batch,
+            generation_config=self.generation_config,
+            logits_processor=LogitsProcessorList([timer]),
+        )
+        synchronize(self.device)
+        end = time.perf_counter()
+        new_tokens = out[0, input_ids.shape[1] :]
+        text = self.processor.tokenizer.decode(new_tokens, skip_special_tokens=True)
+        visual = int((input_ids == self.video_token_id).sum()) if self.video_token_id is not None else 0
+        return Generation(
+            text=text,
+            prefill_s=(timer.at if timer.at is not None else end) - start,
+            generate_s=end - start,
+            num_input_tokens=int(input_ids.shape[1]),
+            num_visual_tokens=visual,
+            num_generated=int(new_tokens.numel()),
+        )

@@ -1,0 +1,51 @@
+"""Benchmarks the harness runs, by name (``--bench``): each knows its splits and how to run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """A benchmark: its name, its splits (the first is the default) and its run function."""
+
+    name: str
+    splits: tuple[str, ...]
+    default_split: str
+    run: Callable  # (EvalOptions) -> list[dict] leaderboard rows
+    description: str = ""
+
+
+def _videomme() -> Benchmark:
+    from .runner import run_videomme
+    from .videomme import SPLITS
+
+    return Benchmark(
+        name="videomme",
+        splits=SPLITS,
+        default_split="all",
+        run=run_videomme,
+        description="Video-MME without subtitles: 2700 four-option questions on 900 videos, short/medium/long",
+    )
+
+
+#: name -> factory (called on use, so importing the registry stays cheap)
+_BENCHMARKS: dict[str, Callable[[], Benchmark]] = {"videomme": _videomme}
+
+
+def register_benchmark(name: str, factory: Callable[[], Benchmark]) -> None:
+    """Add a benchmark under ``name`` (``factory`` builds its :class:`Benchmark`)."""
+    _BENCHMARKS[name] = factory
+
+
+def available_benchmarks() -> list[str]:
+    """Names accepted by ``--bench``."""
+    return sorted(_BENCHMARKS)
+
+
+def get_benchmark(name: str) -> Benchmark:
+    """The benchmark registered under ``name``; ValueError lists the known ones."""
+    if name not in _BENCHMARKS:
+        raise ValueError(f"unknown benchmark {name!r}; available: {available_benchmarks()}")
+    return _BENCHMARKS[name]()
