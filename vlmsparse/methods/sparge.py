@@ -23,6 +23,10 @@ Where the defaults come from (public code ``thu-ml/SpargeAttn``, ``spas_sage_att
 - Not taken: its second stage (skipping P.V products in-kernel under ``pvthreshd``) lives in its own CUDA
   kernel and has no counterpart in the pyramid kernel; its int8 / fp8 quantisation likewise.
 
+Raising ``cdf_threshold`` never lowers a plan's cost. Raising ``sim_threshold`` forces more blocks but need
+not: a dissimilar key block leaves the pooled softmax, which renormalises the others, so a row can then
+reach its CDF threshold with fewer free blocks.
+
 Plans are per query head by default (the pooled map is per query head; ``plan_heads="kv"`` averages the
 group's probabilities and keeps a block forced if any head of the group forces it).
 """

@@ -1,0 +1,275 @@
+"""Planners: layout rules, valid levels, monotone knobs, scoring against its definition, config handling."""
+
+import math
+
+import pytest
+import torch
+
+from vlmsparse.kernels.blocks import INVISIBLE, PARTIAL, VALID_LEVELS, block_classes, plan_shape
+from vlmsparse.methods import available_methods, get_method, load_run_config
+from vlmsparse.methods.psa import key_pooling_allowance
+from vlmsparse.methods.scoring import antidiagonal_block_scores, block_self_similarity
+from vlmsparse.methods.selection import cumulative_levels
+
+SPARSE = ["psa", "xattention", "sparge"]
+
+
+def _small(name, **kw):
+    """Small blocks so that tiny inputs have a real block grid."""
+    base = {"block_m": 32, "block_n": 32}
+    if name in ("psa", "xattention"):
+        base["stride"] = 4
+    if name == "sparge":
+        base["block_n"] = 16
+    base.update(kw)
+    return get_method(name, **base)
+
+
+def _layout_inputs(b=2, hq=4, hkv=2, lq=200, lk=240, d=32, prefix=40, suffix=25):
+    q = torch.randn(b, hq, lq, d)
+    k = torch.randn(b, hkv, lk, d)
+    visual = torch.ones(b, lk, dtype=torch.bool)
+    visual[:, :prefix] = False
+    visual[:, lk - suffix :] = False
+    if b > 1:
+        visual[1, 100:103] = False  # text tokens in the middle of the second sample
+    return q, k, visual
+
+
+def _check_layout(plan, visual, lq, lk):
+    lv = plan.levels.long()
+    b = lv.shape[0]
+    bm, bn = plan.block_m, plan.block_n
+    cls = block_classes(lq, lk, bm, bn, plan.causal)
+    for i in range(b):  # a test may loop; planners may not
+        qtext = ~visual[i, lk - lq :]
+        ktext = ~visual[i]
+        for qb in range(cls.shape[0]):
+            row_text = bool(qtext[qb * bm : (qb + 1) * bm].any())
+            for kb in range(cls.shape[1]):
+                cell = lv[i, :, qb, kb]
+                if cls[qb, kb] == INVISIBLE:
+                    assert (cell == 0).all()
+                    continue
+                col_text = bool(ktext[kb * bn : (kb + 1) * bn].any())
+                if row_text or col_text or kb == 0 or cls[qb, kb] == PARTIAL:
+                    assert (cell == 1).all(), (i, qb, kb, cell)
+
+
+@pytest.mark.parametrize("name", ["dense"] + SPARSE)
+@pytest.mark.parametrize("plan_heads", ["q", "kv"])
+def test_layout_rules_and_valid_levels(name, plan_heads):
+    q, k, visual = _layout_inputs()
+    method = _small(name, plan_heads=plan_heads)
+    plan = method.plan(q, k, visual)
+    heads = q.shape[1] if plan_heads == "q" else k.shape[1]
+    assert tuple(plan.levels.shape) == plan_shape(2, heads, 200, 240, plan.block_m, plan.block_n)
+    assert plan.levels.dtype == torch.int8
+    assert torch.isin(plan.levels, torch.tensor(VALID_LEVELS, dtype=torch.int8)).all()
+    _check_layout(plan, visual, 200, 240)
+    if name in ("xattention", "sparge", "dense"):
+        assert set(plan.levels.unique().tolist()) <= {0, 1}
+
+
+def test_psa_uses_pooled_levels_and_tail_flag():
+    q, k, _ = _local_inputs(lq=512, d=32, sharp=1.0)
+    plan = _small("psa", thresholds=(0.3, 0.5, 0.7, 0.9), tail=True).plan(q, k)
+    assert plan.tail and plan.kernel_kwargs()["tail"] is True
+    used = set(plan.levels.unique().tolist())
+    assert {2, 4, 8} & used, used
+
+
+def _local_inputs(b=1, hq=2, hkv=1, lq=1024, d=32, block=32, sharp=3.0):
+    """Tokens alike within their block of 32 and unrelated across blocks: attention stays in the block."""
+    n_blocks = lq // block
+    dirs = torch.nn.functional.normalize(torch.randn(b, hkv, n_blocks, d), dim=-1) * math.sqrt(d) * sharp
+    base = dirs.repeat_interleave(block, dim=2)
+    k = base + 0.1 * torch.randn(b, hkv, lq, d)
+    q = base.repeat_interleave(hq // hkv, dim=1) + 0.1 * torch.randn(b, hq, lq, d)
+    return q, k, None
+
+
+@pytest.mark.parametrize("name", SPARSE)
+def test_all_visual_strongly_local_input_gives_high_sparsity(name):
+    q, k, _ = _local_inputs()
+    plan = _small(name, block_n=32).plan(q, k)
+    s = plan.sparsity()
+    # 32 x 32 causal block grid: 528 blocks, of which the diagonal (32) and first column (31) are forced
+    assert s.overall > 0.8, s.overall
+    assert s.visual == pytest.approx(s.overall)
+
+
+def test_all_text_input_is_dense():
+    q, k, _ = _layout_inputs(b=1)
+    visual = torch.zeros(1, 240, dtype=torch.bool)
+    for name in SPARSE:
+        assert _small(name).plan(q, k, visual).sparsity().overall == 0.0
+
+
+@pytest.mark.parametrize(
+    "name,field,values",
+    [
+        ("xattention", "threshold", [0.3, 0.6, 0.8, 0.9, 0.97, 1.0]),
+        ("sparge", "cdf_threshold", [0.3, 0.6, 0.8, 0.9, 0.98, 1.0]),
+        ("psa", "thresholds", [(0.2 * s, 0.4 * s, 0.6 * s, 0.8 * s) for s in (0.5, 0.8, 1.0, 1.1, 1.25)]),
+        ("psa", "thresholds", [(0.5, 0.6, 0.7, 0.8), (0.5, 0.7, 0.7, 0.8), (0.5, 0.7, 0.8, 0.95)]),
+    ],
+)
+def test_raising_keep_threshold_never_raises_sparsity(name, field, values):
+    from vlmsparse.bench.synthetic import video_qkv
+
+    q, k, _, visual = video_qkv(4, 8, 8, 16, 16, heads_q=4, heads_kv=2, head_dim=32, seed=3)
+    prev_levels, prev = None, None
+    for value in values:
+        plan = _small(name, **{field: value}).plan(q, k, visual)
+        s = plan.sparsity().overall
+        if prev is not None:
+            assert s <= prev + 1e-12, (value, s, prev)
+            cost = torch.where(plan.levels > 0, 1.0 / plan.levels.clamp(min=1).float(), 0.0)
+            prev_cost = torch.where(prev_levels > 0, 1.0 / prev_levels.clamp(min=1).float(), 0.0)
+            assert (cost >= prev_cost).all()  # block by block, too
+        prev, prev_levels = s, plan.levels
+
+
+def test_cumulative_levels_algorithm_2_by_hand():
+    # one row, 6 visible blocks; block 5 forced (diagonal); free importance below
+    imp = torch.tensor([[[[0.05, 0.30, 0.10, 0.05, 0.20, 0.30]]]])
+    forced = torch.tensor([False, False, False, False, False, True])
+    free = ~forced
+    lv = cumulative_levels(imp, forced, free, (0.5, 0.7, 0.8, 0.9))
+    # order: forced (0.30) then 0.30 (b1), 0.20 (b4), 0.10 (b2), 0.05 (b0), 0.05 (b3)
+    # share before: b1 0.30 -> 1; b4 0.60 -> 2; b2 0.80 -> 8; b0/b3 0.90 / 0.95 -> 0
+    assert lv[0, 0, 0].tolist() == [0, 1, 8, 0, 2, 0]
+    incl = cumulative_levels(imp, forced, free, (0.8,), levels=(1,), rule="inclusive")
+    assert incl[0, 0, 0].tolist() == [0, 1, 0, 0, 1, 0]  # CDF with b2 would be 0.9 > 0.8
+    quota = cumulative_levels(imp, forced, free, (0.5, 0.5, 0.5, 0.75), mode="quota")
+    # ranks 1..5 of 6 for b1, b4, b2, b0, b3 -> shares before 1/6, 2/6, 3/6, 4/6, 5/6
+    assert quota[0, 0, 0].tolist() == [8, 1, 8, 0, 1, 0]
+
+
+def _naive_antidiagonal(q, k, stride, bm, bn):
+    """Token-level definition: antidiagonal sums of every stride x stride tile, softmax per tile row, block sums."""
+    b, hq, lq, d = q.shape
+    hkv, lk = k.shape[1], k.shape[2]
+    kr = k.repeat_interleave(hq // hkv, 1)
+    lqp, lkp = -(-lq // bm) * bm, -(-lk // bn) * bn
+    qp = torch.nn.functional.pad(q, (0, 0, 0, lqp - lq))
+    kp = torch.nn.functional.pad(kr, (0, 0, 0, lkp - lk))
+    full = qp @ kp.transpose(-1, -2)  # [B, H, Lqp, Lkp]
+    na, nc = lqp // stride, lkp // stride
+    tiles = full.reshape(b, hq, na, stride, nc, stride)
+    anti = sum(tiles[:, :, :, stride - 1 - i, :, i] for i in range(stride)) / math.sqrt(d) / stride
+    a = torch.arange(na)[:, None]
+    c = torch.arange(nc)[None, :]
+    keep = (c * stride < lk) & (c * stride <= a * stride + stride - 1 + lk - lq)
+    p = torch.softmax(anti.masked_fill(~keep, float("-inf")), -1)
+    p = p * (a * stride < lq).float()
+    return p.reshape(b, hq, lqp // bm, bm // stride, lkp // bn, bn // stride).sum((3, 5))
+
+
+@pytest.mark.parametrize("lq,lk,max_elements", [(96, 96, 1 << 26), (70, 130, 1 << 26), (128, 160, 64)])
+def test_antidiagonal_scores_match_definition(lq, lk, max_elements):
+    q = torch.randn(1, 4, lq, 16)
+    k = torch.randn(1, 2, lk, 16)
+    got = antidiagonal_block_scores(q, k, stride=4, block_m=32, block_n=16, max_elements=max_elements)
+    want = _naive_antidiagonal(q, k, 4, 32, 16)
+    assert torch.allclose(got, want.float(), atol=1e-5)
+
+
+def test_block_self_similarity_is_mean_pairwise_cosine():
+    x = torch.randn(1, 1, 40, 8)
+    got = block_self_similarity(x, 16)
+    for j, (s, e) in enumerate([(0, 16), (16, 32), (32, 40)]):
+        u = torch.nn.functional.normalize(x[0, 0, s:e], dim=-1)
+        assert got[0, 0, j].item() == pytest.approx((u @ u.T).mean().item(), abs=1e-5)
+
+
+def test_psa_similarity_guard_caps_pooling():
+    q, k, visual = _layout_inputs(b=1, hq=2, hkv=1, lq=256, lk=256, prefix=8, suffix=8)
+    k[..., 64:96, :] = k[..., 64:65, :] + 0.01 * torch.randn(1, 1, 32, 32)  # one block of alike keys
+    method = _small("psa", thresholds=(0.1, 0.2, 0.3, 1.0), sim_guard=True)
+    plan = method.plan(q, k, visual)
+    allowed = key_pooling_allowance(k, 32, method.config.sim_thresholds)
+    assert allowed[0, 0, 2] == 8 and (allowed[0, 0, :2] == 1).all()
+    lv = plan.levels[0]
+    pooled = lv > 1
+    assert (lv[pooled] <= allowed[0, 0][None, None, :].expand_as(lv)[pooled]).all()
+    unguarded = _small("psa", thresholds=(0.1, 0.2, 0.3, 1.0)).plan(q, k, visual)
+    assert plan.sparsity().overall <= unguarded.sparsity().overall
+
+
+def test_sparge_keeps_dissimilar_key_blocks_in_every_row():
+    q, k, _ = _local_inputs(lq=512)
+    k[:, :, 256:272] = torch.randn(1, 1, 16, 32) * 5  # a key block of unrelated keys
+    plan = _small("sparge", block_n=16).plan(q, k)
+    col = 256 // 16
+    lv = plan.levels[0, :, :, col]
+    cls = block_classes(512, 512, 32, 16)[:, col]
+    assert (lv[:, cls != INVISIBLE] == 1).all()
+
+
+def test_unknown_method_field_and_preset_list_what_exists():
+    with pytest.raises(ValueError, match="available methods.*dense.*psa.*sparge.*xattention"):
+        get_method("flash")
+    with pytest.raises(ValueError, match="its fields are.*threshold.*stride"):
+        get_method("xattention", tau=0.9)
+    with pytest.raises(ValueError, match="available.*videomme-0.65"):
+        get_method("psa", preset="nope")
+    with pytest.raises(ValueError, match="thresholds"):
+        get_method("psa", thresholds=(0.9, 0.8, 0.9, 0.9))
+    with pytest.raises(ValueError, match="stride"):
+        get_method("xattention", stride=48)
+    with pytest.raises(ValueError, match="block_m"):
+        get_method("dense", block_m=100)
+    assert available_methods() == ["dense", "psa", "sparge", "xattention"]
+
+
+def test_defaults_and_presets():
+    psa = get_method("psa").config
+    assert psa.thresholds == (0.7, 0.8, 0.9, 0.9) and psa.stride == 8 and psa.mode == "energy"
+    x = get_method("xattention").config
+    assert (x.threshold, x.stride, x.block_m, x.block_n) == (0.9, 16, 128, 128)
+    sp = get_method("sparge").config
+    assert (sp.sim_threshold, sp.cdf_threshold, sp.block_m, sp.block_n) == (0.6, 0.98, 128, 64)
+    vm = get_method("psa", preset="videomme-0.65", tail=True).config
+    assert vm.mode == "quota" and vm.tail
+
+
+def test_run_config_files_load(tmp_path):
+    path = tmp_path / "psa-paper.toml"
+    path.write_text(
+        'name = "psa-paper"\ndescription = "d"\nmethod = "psa"\n'
+        "[method_config]\nthresholds = [0.6, 0.7, 0.8, 0.9]\nstride = 16\n[run]\nframes = 64\n"
+    )
+    run = load_run_config(path)
+    assert (run.name, run.method, run.run, run.description) == ("psa-paper", "psa", {"frames": 64}, "d")
+    m = get_method("psa", config_file=path, stride=8)  # keywords beat the file
+    assert m.config.thresholds == (0.6, 0.7, 0.8, 0.9) and m.config.stride == 8
+    preset_file = tmp_path / "p.toml"
+    preset_file.write_text('method = "psa"\n[method_config]\npreset = "videomme-0.65"\ntail = true\n')
+    assert get_method("psa", config_file=preset_file).config.mode == "quota"
+    with pytest.raises(ValueError, match="for method 'psa', not 'sparge'"):
+        get_method("sparge", config_file=path)
+    bad = tmp_path / "bad.toml"
+    bad.write_text('method = "xattention"\n[method_config]\ntau = 0.9\n')
+    with pytest.raises(ValueError, match="unknown config field"):
+        load_run_config(bad)
+    with pytest.raises(ValueError, match="does not exist"):
+        load_run_config(tmp_path / "missing.toml")
+
+
+@pytest.mark.parametrize("tail", [False, True])
+def test_psa_plan_runs_through_the_kernel(tail):
+    from vlmsparse.kernels import pyramid_attention
+    from vlmsparse.kernels.reference import pyramid_attention_ref
+
+    q, k, visual = _layout_inputs(b=1, hq=4, hkv=2, lq=128, lk=160, d=16, prefix=16, suffix=8)
+    k[..., 64:96, :] = k[..., 64:65, :] + 0.05 * torch.randn(1, 2, 32, 16)
+    v = torch.randn_like(k)
+    plan = get_method("psa", block_m=16, block_n=32, stride=4, thresholds=(0.3, 0.5, 0.7, 0.85), tail=tail).plan(
+        q, k, visual
+    )
+    assert {0, 2, 4, 8} & set(plan.levels.unique().tolist())
+    out = pyramid_attention(q, k, v, plan.levels, **plan.kernel_kwargs())
+    ref = pyramid_attention_ref(q, k, v, plan.levels, **plan.kernel_kwargs())
+    assert torch.allclose(out.float(), ref.float(), atol=2e-3, rtol=2e-3)
