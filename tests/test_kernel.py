@@ -163,16 +163,16 @@ def test_sm_scale_is_used():
 )
 def test_bad_arguments_raise_value_error(change, match):
     # the parameters were built on the CPU at collection time: validate there, whatever the test device
-    torch.set_default_device("cpu")
+    cpu = dict(device="cpu")
     args = dict(
-        q=torch.randn(1, 2, 64, 32),
-        k=torch.randn(1, 2, 64, 32),
-        v=torch.randn(1, 2, 64, 32),
-        levels=torch.ones(1, 2, 2, 2, dtype=torch.int8),
+        q=torch.randn(1, 2, 64, 32, **cpu),
+        k=torch.randn(1, 2, 64, 32, **cpu),
+        v=torch.randn(1, 2, 64, 32, **cpu),
+        levels=torch.ones(1, 2, 2, 2, dtype=torch.int8, **cpu),
         block_m=32,
     )
     args.update(change)
     if "k" in change:
-        args["levels"] = torch.ones(1, 2, 2, 2, dtype=torch.int8)
+        args["levels"] = torch.ones(1, 2, 2, 2, dtype=torch.int8, **cpu)
     with pytest.raises(ValueError, match=match):
         pyramid_attention(args["q"], args["k"], args["v"], args["levels"], block_m=args["block_m"], block_n=32)
