@@ -32,7 +32,11 @@ def group_by_video(questions: Sequence[T]) -> list[tuple[str, list[T]]]:
 
 
 def process_state():
-    """accelerate's ``PartialState`` (one process when not launched through accelerate)."""
+    """accelerate's ``PartialState`` (one process when not launched through accelerate or torchrun).
+
+    Without a GPU the processes talk over gloo (accelerate's multi-CPU mode needs ``cpu=True``).
+    """
+    import torch
     from accelerate import PartialState
 
-    return PartialState()
+    return PartialState(cpu=not torch.cuda.is_available())

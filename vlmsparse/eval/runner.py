@@ -347,7 +347,13 @@ class VideoMMERun:
 
         done = load_records(run_dir)
         pending = [q for q in self.present if q.question_id not in done]
-        mine = shard_by_video(pending, state.process_index, state.num_processes)
+        # Deal out all questions, then drop the answered ones: the deal does not depend on when each process
+        # read the records, so no question is skipped or answered twice.
+        mine = [
+            q
+            for q in shard_by_video(self.present, state.process_index, state.num_processes)
+            if q.question_id not in done
+        ]
         tally = Tally()
         for q in self.present:
             if q.question_id in done:
