@@ -77,7 +77,7 @@ def check_against_reference(q, k, v, levels, block: int, tail: bool, rows: int) 
     return max(rel_err(out[:, :, :rows], ref_first), rel_err(out[:, :, -rows:], ref_last))
 
 
-def run(args: argparse.Namespace) -> list[dict]:
+def run_random(args: argparse.Namespace) -> list[dict]:
     if not torch.cuda.is_available():
         raise SystemExit("the kernel benchmark needs a CUDA GPU")
     env = environment()
@@ -137,8 +137,66 @@ def run(args: argparse.Namespace) -> list[dict]:
     return rows
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m vlmsparse.bench kernel", description=__doc__)
+METHOD_SETTINGS = {
+    "psa": dict(name="psa"),
+    "psa-videomme": dict(name="psa", preset="videomme"),
+    "xattention": dict(name="xattention"),
+    "sparge": dict(name="sparge"),
+}
+
+# (frames, rows, columns) of merged visual tokens: 8k, 16k and 32k visual tokens plus the text around them
+VIDEO_GRIDS = {8192: (32, 16, 16), 16384: (64, 16, 16), 32768: (128, 16, 16)}
+
+
+def run_methods(args: argparse.Namespace) -> list[dict]:
+    """Plan + kernel on video-like inputs: what a prefill layer pays, against SDPA cuDNN on the same inputs."""
+    from vlmsparse.methods import get_method
+
+    from .synthetic import video_qkv
+
+    env = environment()
+    dtype = getattr(torch, args.dtype)
+    cudnn = sdpa_dense("cudnn")
+    rows: list[dict] = []
+    for length in args.lengths:
+        frames, height, width = VIDEO_GRIDS.get(length, (length // 256, 16, 16))
+        q, k, v, visual = video_qkv(frames, height, width, heads_q=args.heads_q, heads_kv=args.heads_kv,
+                                    head_dim=args.head_dim, device="cuda", dtype=dtype, seed=length)
+        total = q.shape[2]
+        t_cudnn = time_ms(lambda: cudnn(q, k, v))
+        shapes = dict(B=1, Hq=args.heads_q, Hkv=args.heads_kv, L=total, visual_tokens=int(visual.sum()),
+                      D=args.head_dim, dtype=args.dtype)
+        for label in args.methods:
+            setting = dict(METHOD_SETTINGS[label])
+            method = get_method(setting.pop("name"), **setting)
+            plan = method.plan(q, k, visual)
+            sp = plan.sparsity()
+            kw = plan.kernel_kwargs()
+            pyr = build_kv_pyramid(k, v, tail=plan.tail)
+            compiled = compile_plan(plan.levels, total, total, plan.block_m, plan.block_n, plan.causal)
+            t_plan = time_ms(lambda: method.plan(q, k, visual))
+            t_kernel = time_ms(lambda: pyramid_attention(q, k, v, plan.levels, pyramid=pyr, plan=compiled,
+                                                         check_levels=False, **kw))
+
+            def prefill():
+                p_ = method.plan(q, k, visual)
+                return pyramid_attention(q, k, v, p_.levels, check_levels=False, **p_.kernel_kwargs())
+
+            t_total = time_ms(prefill)
+            err = rel_err(pyramid_attention(q, k, v, plan.levels, **kw), cudnn(q, k, v))
+            s = sp.overall
+            rows.append(dict(
+                env, **shapes, variant=f"plan+kernel:{label}", method=repr(method), cudnn_ms=t_cudnn,
+                sparsity=s, visual_sparsity=sp.visual, plan_ms=t_plan, ms=t_kernel, total_ms=t_total,
+                vs_cudnn=t_cudnn / t_kernel, total_vs_cudnn=t_cudnn / t_total, plan_share_of_dense=t_plan / t_cudnn,
+                target_ms=1.25 * (1 - s) * t_cudnn, rel_err_vs_dense=err,
+            ))
+        del q, k, v
+        torch.cuda.empty_cache()
+    return rows
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lengths", type=int, nargs="+", default=[8192, 16384, 32768])
     p.add_argument("--heads-q", type=int, default=28)
     p.add_argument("--heads-kv", type=int, default=4)
@@ -150,13 +208,31 @@ def main(argv: list[str] | None = None) -> None:
                    help="num_warps,num_stages pairs for the all-level-1 timing")
     p.add_argument("--no-check", dest="check", action="store_false", help="skip the float64 reference check")
     p.add_argument("--check-rows", type=int, default=1024, help="query rows checked at each end against the reference")
+    p.add_argument("--methods", nargs="*", default=list(METHOD_SETTINGS), choices=list(METHOD_SETTINGS),
+                   help="planners timed with the kernel on video-like inputs (none: skip)")
+    p.add_argument("--skip-random", action="store_true", help="skip the all-level-1 and random-plan part")
     p.add_argument("--out", default="results/kernel.csv")
-    args = p.parse_args(argv)
-    rows = run(args)
-    print_table(rows, ["L", "variant", "sparsity", "ms", "tflops", "vs_cudnn", "target_ms", "rel_err_vs_ref",
-                       "rel_err_vs_cudnn"])
+
+
+def run(args: argparse.Namespace) -> int:
+    rows = [] if args.skip_random else run_random(args)
+    if rows:
+        print_table(rows, ["L", "variant", "sparsity", "ms", "tflops", "vs_cudnn", "target_ms", "rel_err_vs_ref",
+                           "rel_err_vs_cudnn"])
+    if args.methods:
+        mrows = run_methods(args)
+        print_table(mrows, ["L", "variant", "sparsity", "plan_ms", "ms", "total_ms", "cudnn_ms", "total_vs_cudnn",
+                            "plan_share_of_dense", "target_ms", "rel_err_vs_dense"])
+        rows += mrows
     path = write_csv(args.out, rows)
     print(f"wrote {len(rows)} rows to {path}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m vlmsparse.bench kernel", description=__doc__)
+    add_arguments(p)
+    raise SystemExit(run(p.parse_args(argv)))
 
 
 if __name__ == "__main__":
