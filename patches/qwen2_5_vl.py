@@ -1,0 +1,15 @@
+"""Qwen2.5-VL: decoder ``Qwen2_5_VLAttention`` (text sub-config), image / video placeholders from the config."""
+
+from transformers.models.qwen2_5_vl import modeling_qwen2_5_vl as modeling
+
+from vlmsparse.model.families import ModelFamily
+
+FAMILY = ModelFamily(
+    name="qwen2_5_vl",
+    model_types=("qwen2_5_vl",),
+    text_config_key="text_config",
+    visual_token_id_fields=("image_token_id", "video_token_id"),
+    attention_classes=(modeling.Qwen2_5_VLAttention,),
+    eager_attention=modeling.eager_attention_forward,
+    notes="Qwen2_5_VLForConditionalGeneration / Qwen2_5_VLModel; the vision tower keeps its own attention.",
+)

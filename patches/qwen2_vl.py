@@ -1,0 +1,15 @@
+"""Qwen2-VL: decoder ``Qwen2VLAttention`` (text sub-config), image / video placeholders from the config."""
+
+from transformers.models.qwen2_vl import modeling_qwen2_vl as modeling
+
+from vlmsparse.model.families import ModelFamily
+
+FAMILY = ModelFamily(
+    name="qwen2_vl",
+    model_types=("qwen2_vl",),
+    text_config_key="text_config",
+    visual_token_id_fields=("image_token_id", "video_token_id"),
+    attention_classes=(modeling.Qwen2VLAttention,),
+    eager_attention=modeling.eager_attention_forward,
+    notes="Qwen2VLForConditionalGeneration / Qwen2VLModel; the vision tower keeps its own attention.",
+)

@@ -1,0 +1,232 @@
+"""``vlmsparse.patch``: sparse prefill attention for a loaded Hugging Face VLM, and its undo.
+
+Through transformers' own extension points only: the sparse attention function is registered with
+``AttentionInterface`` and the text decoder's attention implementation is switched to it with
+``model.set_attn_implementation({"text_config": ...})`` (the vision encoder keeps its own); a forward pre-hook
+on the model reads the token layout from ``input_ids``. No model code is copied and no class is modified.
+
+    handle = vlmsparse.patch(model, method="psa")     # keywords: fields of the method's config
+    model.generate(**inputs)
+    print(handle.stats.summary())
+    handle.unpatch()                                  # or: with vlmsparse.patch(model, ...): ...
+"""
+
+from __future__ import annotations
+
+import weakref
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import PreTrainedModel
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+from vlmsparse.methods import Method, get_method
+
+from .attention import (
+    _STATES,
+    PatchState,
+    original_implementation,
+    register_implementation,
+    unregister_implementation,
+)
+from .families import ModelFamily, family_for_model
+from .layout import LayoutTracker
+from .stats import PatchStats
+
+__all__ = ["patch", "PatchHandle", "active_handle"]
+
+#: id(text config) -> the active handle of that model
+_HANDLES: dict[int, "PatchHandle"] = {}
+
+
+def active_handle(model: torch.nn.Module) -> "PatchHandle | None":
+    """The active patch handle of ``model``, if it is patched."""
+    family = family_for_model(model)
+    return _HANDLES.get(id(family.text_config(model.config)))
+
+
+def _text_model(model: torch.nn.Module, text_config) -> PreTrainedModel:
+    for module in model.modules():
+        if isinstance(module, PreTrainedModel) and module.config is text_config:
+            return module
+    raise ValueError(f"{type(model).__name__} holds no sub-model with the decoder config; cannot switch its attention")
+
+
+def _dense_function(family: ModelFamily, original: str):
+    if original == "eager":
+        return family.eager_attention
+    if original not in ALL_ATTENTION_FUNCTIONS:
+        raise ValueError(
+            f"the model's attention implementation {original!r} is not registered with transformers; "
+            "load it with attn_implementation='sdpa' (or 'eager', or a flash implementation)"
+        )
+    return ALL_ATTENTION_FUNCTIONS[original]
+
+
+class PatchHandle:
+    """An active patch: ``stats``, ``method``, ``unpatch()``; also a context manager that unpatches on exit."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        family: ModelFamily,
+        state: PatchState,
+        implementation: str,
+        hook: torch.utils.hooks.RemovableHandle,
+    ) -> None:
+        self._model_ref = weakref.ref(model)
+        self._key = id(family.text_config(model.config))
+        self.family = family
+        self._state = state
+        self._implementation = implementation
+        self._hook = hook
+        self._finalizer = weakref.finalize(model, _forget, self._key, implementation)
+
+    # -- what users read -------------------------------------------------------------------------------
+    @property
+    def method(self) -> Method:
+        """The planner in use (``handle.method.config`` holds its settings)."""
+        return self._state.method
+
+    @property
+    def stats(self) -> PatchStats:
+        """Sparsity and time statistics (see :class:`vlmsparse.model.stats.PatchStats`)."""
+        return self._state.stats
+
+    @property
+    def model(self) -> torch.nn.Module | None:
+        return self._model_ref()
+
+    @property
+    def active(self) -> bool:
+        """True until ``unpatch()`` (or until the model is patched again)."""
+        return _HANDLES.get(self._key) is self
+
+    @property
+    def original_attn_implementation(self) -> str:
+        """The decoder attention implementation the model had (and gets back on ``unpatch()``)."""
+        return self._state.original
+
+    def __repr__(self) -> str:
+        status = "active" if self.active else "inactive"
+        return (
+            f"PatchHandle({self.family.name}, method={self.method.name!r}, "
+            f"dense={self._state.original!r}, {status})"
+        )
+
+    # -- undo ------------------------------------------------------------------------------------------
+    def unpatch(self) -> None:
+        """Restore the model exactly: attention implementation, hook and registrations. Idempotent."""
+        if not self.active:
+            return
+        model = self._model_ref()
+        self._hook.remove()
+        if model is not None:
+            _switch(model, self.family, self._state.original)
+        _HANDLES.pop(self._key, None)
+        _STATES.pop(self._key, None)
+        unregister_implementation(self._implementation)
+        self._finalizer.detach()
+
+    def __enter__(self) -> "PatchHandle":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.unpatch()
+
+
+def _forget(key: int, implementation: str) -> None:
+    """The model was garbage-collected while patched: drop what refers to it."""
+    if _HANDLES.pop(key, None) is not None:
+        _STATES.pop(key, None)
+        unregister_implementation(implementation)
+
+
+def _switch(model: torch.nn.Module, family: ModelFamily, implementation: str) -> None:
+    """Set the decoder's attention implementation (only its sub-config) and check that it took."""
+    request: Any = {family.text_config_key: implementation} if family.text_config_key else implementation
+    model.set_attn_implementation(request)
+    got = family.text_config(model.config)._attn_implementation
+    if got != implementation:
+        raise ValueError(
+            f"could not set the decoder attention of {type(model).__name__} to {implementation!r} (it is {got!r}); "
+            "its decoder does not dispatch through transformers' AttentionInterface"
+        )
+
+
+def patch(
+    model: torch.nn.Module,
+    method: str | Method = "psa",
+    *,
+    config_file: str | Path | None = None,
+    timing: bool = False,
+    **config: Any,
+) -> PatchHandle:
+    """Make the prefill attention of ``model``'s text decoder sparse with ``method``; returns a :class:`PatchHandle`.
+
+    Args:
+        model: a loaded ``Qwen2_5_VLForConditionalGeneration`` / ``Qwen2VLForConditionalGeneration`` (or their
+            base ``*Model``).
+        method: a method name (``vlmsparse.methods.available_methods()``) or a built ``Method``.
+        config_file: a run config TOML (``evals/*.toml``) whose ``[method_config]`` sets the method's fields.
+        timing: measure planning and attention time (synchronises the device around them).
+        config: fields of the method's config (override the file), e.g. ``block_m=64, thresholds=[...]``.
+
+    Prefill with visual tokens runs the planner and the pyramid kernel; decode steps and text-only prompts run
+    the model's original attention. Patching a patched model replaces the earlier patch.
+    """
+    if not isinstance(model, torch.nn.Module):
+        raise ValueError(f"model must be a loaded transformers model, got {type(model).__name__}")
+    family = family_for_model(model)
+    text_config = family.text_config(model.config)
+    layers = list(family.attention_modules(model))
+    if not layers:
+        raise ValueError(
+            f"{type(model).__name__} has no {', '.join(c.__name__ for c in family.attention_classes)} module; "
+            "is this a model of the family it claims to be?"
+        )
+    text_model = _text_model(model, text_config)
+    if not text_model._can_set_attn_implementation():
+        raise ValueError(
+            f"{type(text_model).__name__} does not dispatch attention through transformers' AttentionInterface; "
+            f"supported families: {sorted([family.name])}"
+        )
+    if isinstance(method, Method):
+        if config_file is not None or config:
+            raise ValueError("pass either a built Method or a method name with config, not both")
+        method_obj = method
+    elif isinstance(method, str):
+        method_obj = get_method(method, config_file=config_file, **config)
+    else:
+        raise ValueError(f"method must be a method name or a vlmsparse Method, got {type(method).__name__}")
+
+    key = id(text_config)
+    if (previous := _HANDLES.get(key)) is not None:
+        previous.unpatch()
+    original = text_config._attn_implementation
+    if (inner := original_implementation(original)) is not None:
+        original = inner  # the config still names our function from a patch that was not undone
+    dense_fn = _dense_function(family, original)
+    name = register_implementation(original)
+    state = PatchState(
+        method=method_obj,
+        family=family,
+        original=original,
+        dense_fn=dense_fn,
+        tracker=LayoutTracker(family.visual_token_ids(model.config)),
+        stats=PatchStats(timing=bool(timing)),
+    )
+    hook = model.register_forward_pre_hook(state.tracker.pre_hook, with_kwargs=True)
+    try:
+        _switch(model, family, name)
+    except Exception:
+        hook.remove()
+        unregister_implementation(name)
+        if family.text_config(model.config)._attn_implementation != original:
+            _switch(model, family, original)
+        raise
+    _STATES[key] = state
+    handle = PatchHandle(model, family, state, name, hook)
+    _HANDLES[key] = handle
+    return handle
