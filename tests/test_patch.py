@@ -229,3 +229,36 @@ def test_unsupported_model_lists_families():
         vlmsparse.patch(text_model, "dense")
     with pytest.raises(ValueError, match="supported families"):
         vlmsparse.patch(torch.nn.Linear(2, 2), "dense")
+
+
+def test_cases_served_dense_are_logged_once(tiny, reference_kernel, caplog):
+    model, _, inputs, _ = tiny
+    holes = dict(inputs)
+    holes["attention_mask"] = inputs["attention_mask"].clone()
+    holes["attention_mask"][0, 3] = 0  # a hole in the mask: not padding the sparse path can slice away
+    embeds = model.get_input_embeddings()(inputs["input_ids"][:, :20])
+    before_holes = _logits(model, holes)
+    before_embeds = model(inputs_embeds=embeds).logits.detach()
+    with caplog.at_level(logging.WARNING, logger="vlmsparse"):
+        with vlmsparse.patch(model, "psa", **BLOCKS) as handle:
+            assert torch.equal(_logits(model, holes), before_holes)
+            _logits(model, holes)
+            assert torch.equal(model(inputs_embeds=embeds).logits.detach(), before_embeds)
+            assert handle.stats.num_prefills == 0 and handle.stats.num_dense_prefills == 3
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("not a contiguous run" in m for m in messages) == 1
+    assert sum("token layout unknown" in m for m in messages) == 1
+
+
+def test_qwen2_vl_family(reference_kernel):
+    from vlmsparse.testing import tiny_qwen2_vl
+
+    model, processor = tiny_qwen2_vl(seed=0)
+    inputs = video_chat_inputs(processor, synthetic_video(8, 112, 112), "What happens?")
+    before = _logits(model, inputs)
+    with vlmsparse.patch(model, "dense", **BLOCKS) as handle:
+        assert handle.family.name == "qwen2_vl"
+        torch.testing.assert_close(_logits(model, inputs), before, rtol=1e-5, atol=1e-5)
+    with vlmsparse.patch(model, "psa", **BLOCKS) as handle:
+        assert torch.isfinite(_logits(model, inputs)).all() and handle.stats.sparsity() > 0
+    assert torch.equal(_logits(model, inputs), before)

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .model.processor import Qwen2_5_VLProcessorTorch
+from .model.processor import Qwen2_5_VLProcessorTorch, Qwen2VLProcessorTorch
 from .model.video_processing import Qwen2VLVideoProcessorTorch
 
 __all__ = [
@@ -35,6 +35,7 @@ __all__ = [
     "tiny_processor",
     "tiny_qwen2_5_vl_config",
     "tiny_qwen2_5_vl",
+    "tiny_qwen2_vl",
     "save_tiny_qwen2_5_vl",
     "synthetic_video",
     "video_chat_inputs",
@@ -242,6 +243,44 @@ def tiny_qwen2_5_vl(
             config, attn_implementation=attn_implementation, dtype=dtype
         )
         # Initial weights are small; widen them so attention patterns are not uniform (sparsity shows up).
+        with torch.no_grad():
+            for name, param in model.model.language_model.named_parameters():
+                if name.endswith(("q_proj.weight", "k_proj.weight")):
+                    param.normal_(0.0, 0.25)
+    model.generation_config.pad_token_id = config.text_config.pad_token_id
+    model.generation_config.eos_token_id = config.text_config.eos_token_id
+    model.generation_config.do_sample = False
+    return model.eval(), processor
+
+
+def tiny_qwen2_vl(seed: int = 0, *, attn_implementation: str = "sdpa", dtype: torch.dtype = torch.float32):
+    """A randomly initialised tiny Qwen2-VL (same text shapes as ``tiny_qwen2_5_vl``) and its processor."""
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLImageProcessorPil
+
+    tokenizer = tiny_tokenizer()
+    base = tiny_qwen2_5_vl_config(tokenizer)
+    text = base.text_config.to_dict()
+    vision = dict(depth=2, embed_dim=32, hidden_size=text["hidden_size"], mlp_ratio=2, num_heads=2,
+                  patch_size=14, spatial_merge_size=2, temporal_patch_size=2)
+    config = Qwen2VLConfig(
+        text_config=text,
+        vision_config=vision,
+        image_token_id=base.image_token_id,
+        video_token_id=base.video_token_id,
+        vision_start_token_id=base.vision_start_token_id,
+        vision_end_token_id=base.vision_end_token_id,
+    )
+    processor = Qwen2VLProcessorTorch(
+        image_processor=Qwen2VLImageProcessorPil(size=dict(_TINY_IMAGE_SIZE)),
+        tokenizer=tokenizer,
+        video_processor=Qwen2VLVideoProcessorTorch(size=dict(_TINY_VIDEO_SIZE)),
+        chat_template=QWEN_CHAT_TEMPLATE,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Qwen2VLForConditionalGeneration._from_config(
+            config, attn_implementation=attn_implementation, dtype=dtype
+        )
         with torch.no_grad():
             for name, param in model.model.language_model.named_parameters():
                 if name.endswith(("q_proj.weight", "k_proj.weight")):
