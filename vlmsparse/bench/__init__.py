@@ -1,0 +1,27 @@
+"""Benchmarks: ``python -m vlmsparse.bench <subcommand>``.
+
+- ``fidelity`` (:mod:`vlmsparse.bench.fidelity`): sweep each planner's knob on synthetic video-like q/k/v and
+  write sparsity, output error against dense attention and attention recall to ``results/fidelity.csv``.
+- ``kernel`` (:mod:`vlmsparse.bench.kernel`) and ``prefill`` (:mod:`vlmsparse.bench.prefill`): speed benchmarks.
+
+To add a subcommand, write a module with ``add_arguments(parser: argparse.ArgumentParser)`` and
+``run(args) -> int | None`` and add its name here (or call :func:`register_subcommand`).
+:mod:`vlmsparse.bench.synthetic` provides the inputs (``video_qkv``) for any of them.
+"""
+
+from __future__ import annotations
+
+#: subcommand name -> module path (imported only when the subcommand runs)
+SUBCOMMANDS: dict[str, str] = {
+    "fidelity": "vlmsparse.bench.fidelity",
+    "kernel": "vlmsparse.bench.kernel",
+    "prefill": "vlmsparse.bench.prefill",
+}
+
+
+def register_subcommand(name: str, module: str) -> None:
+    """Make ``python -m vlmsparse.bench <name>`` run ``module`` (which defines ``add_arguments`` and ``run``)."""
+    SUBCOMMANDS[name] = module
+
+
+__all__ = ["SUBCOMMANDS", "register_subcommand"]

@@ -1,0 +1,282 @@
+"""Fidelity sweep: sparsity vs output error and attention recall of each planner on synthetic video q/k/v.
+
+For each sequence length, synthetic video-like inputs (:func:`vlmsparse.bench.synthetic.video_qkv`) are
+planned by every setting of the sweep (PSA thresholds scaled, with and without tail aggregation, and its
+Video-MME preset; XAttention's tau; SpargeAttn's CDF threshold, with its similarity test at the default and
+switched off), the plan is run, and one CSV row per setting records:
+
+- ``sparsity`` / ``visual_sparsity``: the plan's overall and visual x visual sparsity (DESIGN.md definition);
+- ``rel_l2_error``: ``||O_plan - O_dense|| / ||O_dense||`` over all heads, rows and channels;
+- ``recall``: the share of dense softmax mass on kept blocks (pooled blocks count as kept), averaged over
+  query rows and heads;
+- ``plan_ms``: planning time (meaningful on CUDA only).
+
+Backends for the sparse output: ``triton`` (CUDA; the dense output then also comes from the kernel, with an
+all-level-1 plan, so both carry the same rounding), ``reference`` (``pyramid_attention_ref``, float64, the
+definition; slow) and ``float32`` (:func:`vlmsparse.bench.pyramid_f32.pyramid_attention_f32`, the same maths
+in float32, tested against the reference; the CPU default because the reference takes tens of seconds per
+setting at 4k tokens). On CPU the dense output is a float32 softmax.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as _dt
+import json
+import math
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vlmsparse.kernels.blocks import cdiv
+from vlmsparse.methods import Plan, get_method
+
+from .pyramid_f32 import pyramid_attention_f32
+from .synthetic import video_qkv
+
+__all__ = ["Setting", "default_sweep", "dense_attention_stats", "evaluate_plan", "add_arguments", "run", "COLUMNS"]
+
+COLUMNS = [
+    "method", "setting", "knob", "knob_value", "tail", "seq_len", "frames", "grid", "text_tokens",
+    "sparsity", "visual_sparsity", "rel_l2_error", "recall", "plan_ms",
+    "batch", "heads_q", "heads_kv", "head_dim", "block_m", "block_n", "dtype", "backend", "device", "date", "seed",
+]
+
+BACKENDS = ("triton", "reference", "float32")
+_GRAIN = 16  # token granularity of the dense attention mass map (divides every block size)
+PSA_BASE = (0.7, 0.8, 0.9, 0.9)
+
+
+@dataclass
+class Setting:
+    """One point of the sweep: a method, its overrides, and the knob it varies."""
+
+    method: str
+    overrides: dict[str, Any]
+    knob: str
+    knob_value: Any
+    core: bool = False  # also run at the lengths where only a reduced sweep runs
+    label: str = field(default="")
+
+    def name(self) -> str:
+        return self.label or f"{self.method} {self.knob}={self.knob_value}"
+
+
+def default_sweep() -> list[Setting]:
+    """The knobs swept for every method (``core`` marks the reduced sweep for long CPU runs)."""
+    out: list[Setting] = [Setting("dense", {}, "none", "", core=True)]
+    for tail in (False, True):
+        for scale in (0.5, 0.7, 0.85, 1.0, 1.1):
+            th = tuple(round(min(1.0, t * scale), 4) for t in PSA_BASE)
+            out.append(Setting("psa", {"thresholds": th, "tail": tail}, "threshold_scale", scale, core=scale in (0.7, 1.0)))
+        out.append(Setting("psa", {"preset": "videomme-0.65", "tail": tail}, "preset", "videomme-0.65", core=True))
+    for tau in (0.5, 0.7, 0.8, 0.9, 0.95, 0.99):
+        out.append(Setting("xattention", {"threshold": tau}, "threshold", tau, core=tau in (0.8, 0.9)))
+    for cdf in (0.9, 0.98):
+        out.append(Setting("sparge", {"cdf_threshold": cdf}, "cdf_threshold", cdf, core=cdf == 0.98,
+                           label=f"sparge sim_threshold=0.6 cdf_threshold={cdf}"))
+    for cdf in (0.5, 0.7, 0.8, 0.9, 0.95, 0.98):
+        out.append(Setting("sparge", {"cdf_threshold": cdf, "sim_threshold": -1.0}, "cdf_threshold", cdf,
+                           core=cdf == 0.9, label=f"sparge sim_threshold=-1 cdf_threshold={cdf}"))
+    return out
+
+
+def dense_attention_stats(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, row_chunk: int = 512
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Causal dense attention in float32: output ``[B, Hq, L, D]`` and the softmax mass map.
+
+    The mass map ``[B, Hq, ceil(Lq/16), ceil(Lk/16)]`` sums the dense probabilities of each 16 x 16 tile
+    (rows summed), so the mass a plan keeps is a sum over its kept blocks' tiles.
+    """
+    b, hq, lq, d = q.shape
+    hkv, lk = k.shape[1], k.shape[2]
+    group = hq // hkv
+    scale = 1.0 / math.sqrt(d)
+    kf, vf = k.float(), v.float()
+    out = torch.empty(b, hq, lq, d, dtype=torch.float32, device=q.device)
+    nkg = cdiv(lk, _GRAIN)
+    mass = torch.zeros(b, hq, cdiv(lq, _GRAIN), nkg, dtype=torch.float32, device=q.device)
+    row_chunk = max(_GRAIN, row_chunk // _GRAIN * _GRAIN)
+    keys = torch.arange(lk, device=q.device)
+    for r0 in range(0, lq, row_chunk):
+        r1 = min(r0 + row_chunk, lq)
+        qc = q[:, :, r0:r1].float().reshape(b, hkv, group * (r1 - r0), d)
+        logits = torch.matmul(qc, kf.transpose(-1, -2)).reshape(b, hq, r1 - r0, lk) * scale
+        rows = torch.arange(r0, r1, device=q.device)
+        logits = logits.masked_fill(keys[None, :] > (rows + lk - lq)[:, None], float("-inf"))
+        p = torch.softmax(logits, dim=-1)
+        out[:, :, r0:r1] = torch.matmul(p.reshape(b, hkv, group * (r1 - r0), lk), vf).reshape(b, hq, r1 - r0, d)
+        p = torch.nn.functional.pad(p, (0, nkg * _GRAIN - lk))
+        tiles = p.reshape(b, hq, r1 - r0, nkg, _GRAIN).sum(-1)
+        g0 = r0 // _GRAIN
+        n_rows = r1 - r0
+        pad_rows = cdiv(n_rows, _GRAIN) * _GRAIN - n_rows
+        tiles = torch.nn.functional.pad(tiles, (0, 0, 0, pad_rows))
+        mass[:, :, g0 : g0 + cdiv(n_rows, _GRAIN)] = tiles.reshape(b, hq, -1, _GRAIN, nkg).sum(3)
+    return out, mass
+
+
+def plan_recall(plan: Plan, mass: torch.Tensor, heads_q: int) -> float:
+    """Share of the dense softmax mass on the plan's kept blocks (any level > 0), per row, averaged."""
+    kept = (plan.levels > 0).float()
+    if kept.shape[1] != heads_q:
+        kept = kept.repeat_interleave(heads_q // kept.shape[1], dim=1)
+    kept = kept.repeat_interleave(plan.block_m // _GRAIN, 2).repeat_interleave(plan.block_n // _GRAIN, 3)
+    kept = kept[:, :, : mass.shape[2], : mass.shape[3]]
+    rows = mass.shape[0] * heads_q * plan.q_len
+    return float((kept * mass).sum()) / rows
+
+
+def evaluate_plan(
+    plan: Plan, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dense_out: torch.Tensor, mass: torch.Tensor, backend: str
+) -> dict[str, float]:
+    """Run the plan and compare it with dense attention."""
+    if backend == "triton":
+        from vlmsparse.kernels import pyramid_attention
+
+        out = pyramid_attention(q, k, v, plan.levels, check_levels=False, **plan.kernel_kwargs())
+    elif backend == "reference":
+        from vlmsparse.kernels.reference import pyramid_attention_ref
+
+        out = pyramid_attention_ref(q, k, v, plan.levels, **plan.kernel_kwargs())
+    elif backend == "float32":
+        out = pyramid_attention_f32(q, k, v, plan.levels, **plan.kernel_kwargs())
+    else:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    diff = (out.double() - dense_out.double()).norm()
+    s = plan.sparsity()
+    return {
+        "sparsity": s.overall,
+        "visual_sparsity": s.visual if s.visual is not None else float("nan"),
+        "rel_l2_error": float(diff / dense_out.double().norm()),
+        "recall": plan_recall(plan, mass, q.shape[1]),
+    }
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda:{torch.cuda.get_device_name(device)}"
+    return f"cpu:{platform.processor() or platform.machine()}"
+
+
+def _grid_for(seq_len: int, height: int, width: int, text: int) -> int:
+    return max(1, round((seq_len - text) / (height * width)))
+
+
+def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Write ``rows`` to ``path``, replacing earlier rows of the same device, backend and sequence length."""
+    replaced = {(str(r["device"]), str(r["backend"]), str(r["seq_len"])) for r in rows}
+    kept: list[dict[str, Any]] = []
+    if path.exists():
+        with path.open(newline="") as f:
+            kept = [r for r in csv.DictReader(f) if (r.get("device"), r.get("backend"), r.get("seq_len")) not in replaced]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(kept + rows)
+    tmp.replace(path)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--backend", default=None, choices=BACKENDS,
+                        help="how the sparse output is computed (default: cuda triton, cpu float32)")
+    parser.add_argument("--seq-lens", type=int, nargs="+", default=None,
+                        help="sequence lengths with the full sweep (default: cpu 1024 2048; cuda 4096 8192 16384)")
+    parser.add_argument("--core-seq-lens", type=int, nargs="*", default=None,
+                        help="sequence lengths with the reduced sweep (default: cpu 4096; cuda none)")
+    parser.add_argument("--heads-q", type=int, default=None, help="query heads (default: cpu 7, cuda 28)")
+    parser.add_argument("--heads-kv", type=int, default=None, help="key/value heads (default: cpu 1, cuda 4)")
+    parser.add_argument("--head-dim", type=int, default=128)
+    parser.add_argument("--height", type=int, default=16, help="visual tokens per frame row count")
+    parser.add_argument("--width", type=int, default=16, help="visual tokens per frame column count")
+    parser.add_argument("--text-prefix", type=int, default=64)
+    parser.add_argument("--text-suffix", type=int, default=32)
+    parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
+                        help="input dtype (default: cpu float32, cuda bfloat16)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--methods", nargs="+", default=None, help="only these methods (default: all)")
+    parser.add_argument("--out", default="results/fidelity.csv")
+
+
+def run(args: argparse.Namespace) -> int:
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
+    if cuda and not torch.cuda.is_available():
+        raise SystemExit("--device cuda given but no CUDA device is available")
+    backend = args.backend or ("triton" if cuda else "float32")
+    if backend == "triton" and not cuda:
+        raise SystemExit("--backend triton needs --device cuda")
+    seq_lens = args.seq_lens or ([4096, 8192, 16384] if cuda else [1024, 2048])
+    core_lens = args.core_seq_lens if args.core_seq_lens is not None else ([] if cuda else [4096])
+    heads_q = args.heads_q or (28 if cuda else 7)
+    heads_kv = args.heads_kv or (4 if cuda else 1)
+    dtype = getattr(torch, args.dtype or ("bfloat16" if cuda else "float32"))
+    dev_name = _device_name(device)
+    date = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d")
+    text = args.text_prefix + args.text_suffix
+    sweep = [s for s in default_sweep() if args.methods is None or s.method in args.methods]
+    rows: list[dict[str, Any]] = []
+    t_start = time.time()
+    for seq_len, core_only in [(L, False) for L in seq_lens] + [(L, True) for L in core_lens]:
+        frames = _grid_for(seq_len, args.height, args.width, text)
+        q, k, v, visual = video_qkv(
+            frames, args.height, args.width, args.text_prefix, args.text_suffix, heads_q=heads_q, heads_kv=heads_kv,
+            head_dim=args.head_dim, device=device, dtype=dtype, seed=args.seed,
+        )
+        length = q.shape[2]
+        dense_ref, mass = dense_attention_stats(q, k, v)
+        if cuda:
+            dense_plan = get_method("dense").plan(q, k, visual)
+            dense_out = evaluate_dense_kernel(dense_plan, q, k, v)
+        else:
+            dense_out = dense_ref
+        del dense_ref
+        for setting in sweep:
+            if core_only and not setting.core:
+                continue
+            method = get_method(setting.method, **setting.overrides)
+            if cuda:
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            plan = method.plan(q, k, visual)
+            if cuda:
+                torch.cuda.synchronize()
+            plan_ms = (time.perf_counter() - t0) * 1e3
+            metrics = evaluate_plan(plan, q, k, v, dense_out, mass, backend)
+            cfg = method.config
+            row = {
+                "method": setting.method, "setting": setting.name(), "knob": setting.knob,
+                "knob_value": setting.knob_value, "tail": cfg.tail, "seq_len": length, "frames": frames,
+                "grid": f"{frames}x{args.height}x{args.width}", "text_tokens": text,
+                **{key: round(val, 6) for key, val in metrics.items()}, "plan_ms": round(plan_ms, 2),
+                "batch": 1, "heads_q": heads_q, "heads_kv": heads_kv, "head_dim": args.head_dim,
+                "block_m": cfg.block_m, "block_n": cfg.block_n, "dtype": str(dtype).replace("torch.", ""),
+                "backend": backend, "device": dev_name, "date": date, "seed": args.seed,
+            }
+            rows.append(row)
+            print(
+                f"L={length:6d} {setting.name():48s} tail={int(cfg.tail)} sparsity={row['sparsity']:.3f} "
+                f"visual={row['visual_sparsity']:.3f} err={row['rel_l2_error']:.4f} recall={row['recall']:.4f} "
+                f"[{time.time() - t_start:.0f}s]",
+                flush=True,
+            )
+        _write_rows(Path(args.out), rows)  # after each length: partial runs keep their rows
+    print(f"wrote {len(rows)} rows to {args.out}")
+    print(json.dumps({"device": dev_name, "backend": backend, "seconds": round(time.time() - t_start, 1)}))
+    return 0
+
+
+def evaluate_dense_kernel(plan: Plan, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Dense attention through the same Triton kernel (an all-level-1 plan), for a like-for-like error floor."""
+    from vlmsparse.kernels import pyramid_attention
+
+    return pyramid_attention(q, k, v, plan.levels, check_levels=False, **plan.kernel_kwargs())
