@@ -17,7 +17,10 @@ from typing import Any
 
 from transformers import Qwen2_5_VLProcessor, Qwen2VLProcessor
 from transformers.utils import is_torchvision_available
-from transformers.video_processing_utils import VideoProcessorMixin
+try:
+    from transformers.video_processing_utils import VideoProcessorMixin
+except ImportError:  # older transformers: only the torchvision-based base class exists
+    from transformers.video_processing_utils import BaseVideoProcessor as VideoProcessorMixin
 
 from .video_processing import Qwen2VLVideoProcessorTorch
 

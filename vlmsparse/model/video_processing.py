@@ -5,8 +5,8 @@ torch build. This module computes the same ``pixel_values_videos`` / ``video_gri
 ``[T, H, W, 3]`` uint8 frame array, step for step:
 
 1. resize every frame to ``smart_resize(H, W)`` (both sides multiples of ``patch_size * merge_size``, pixel count
-   within ``[size["shortest_edge"], size["longest_edge"]]``) with antialiased bicubic interpolation, rounded back
-   to uint8 as torchvision does;
+   within ``[size["shortest_edge"], size["longest_edge"]]``) with antialiased bicubic interpolation, uint8 in and
+   out, as torchvision does (on the CPU its native uint8 kernel; checked equal to the stock processor);
 2. ``(x / 255 - mean) / std`` with the CLIP mean and std (computed fused, ``(x - 255 mean) / (255 std)``);
 3. pad the frame count to a multiple of ``temporal_patch_size`` by repeating the last frame, and flatten into
    ``[grid_t * grid_h * grid_w, C * temporal_patch_size * patch_size**2]`` patches in the order the vision tower
@@ -30,7 +30,10 @@ import torch.nn.functional as F
 from transformers.image_processing_utils import BatchFeature
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, PILImageResampling, SizeDict
 from transformers.processing_utils import VideosKwargs
-from transformers.video_processing_utils import VideoProcessorMixin
+try:
+    from transformers.video_processing_utils import VideoProcessorMixin
+except ImportError:  # older transformers: only the torchvision-based base class exists
+    from transformers.video_processing_utils import BaseVideoProcessor as VideoProcessorMixin
 from transformers.video_utils import make_batched_metadata, make_batched_videos
 
 __all__ = [
@@ -77,10 +80,17 @@ def _as_frames(video: np.ndarray | torch.Tensor) -> torch.Tensor:
 
 
 def _resize_bicubic_uint8(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Antialiased bicubic resize with uint8 rounding, as torchvision's tensor resize does for uint8 input."""
+    """Antialiased bicubic resize as torchvision's tensor ``resize`` does it.
+
+    uint8 frames on the CPU use PyTorch's native uint8 kernel (torchvision's CPU path); elsewhere the frames are
+    resized in float32, then clamped to [0, 255] and rounded back to uint8 (torchvision's GPU path).
+    """
     if tuple(frames.shape[-2:]) == (height, width):
         return frames
-    out = F.interpolate(frames.float(), size=(height, width), mode="bicubic", align_corners=False, antialias=True)
+    size = (height, width)
+    if frames.dtype == torch.uint8 and frames.device.type == "cpu":
+        return F.interpolate(frames, size=size, mode="bicubic", align_corners=False, antialias=True)
+    out = F.interpolate(frames.float(), size=size, mode="bicubic", align_corners=False, antialias=True)
     if frames.dtype == torch.uint8:
         out = out.clamp_(0, 255).round_().to(torch.uint8)
     return out
@@ -109,8 +119,8 @@ def qwen_video_inputs(
             frames.shape[-2], frames.shape[-1], patch_size * merge_size, min_pixels, max_pixels
         )
         frames = _resize_bicubic_uint8(frames, height, width)
-    mean = torch.tensor(image_mean, dtype=torch.float32).view(1, 3, 1, 1) * 255.0
-    std = torch.tensor(image_std, dtype=torch.float32).view(1, 3, 1, 1) * 255.0
+    mean = torch.tensor(image_mean, dtype=torch.float32, device=frames.device).view(1, 3, 1, 1) * 255.0
+    std = torch.tensor(image_std, dtype=torch.float32, device=frames.device).view(1, 3, 1, 1) * 255.0
     pixels = (frames.to(torch.float32) - mean) / std
     if pad := -pixels.shape[0] % temporal_patch_size:
         pixels = torch.cat([pixels, pixels[-1:].expand(pad, -1, -1, -1)], dim=0)
@@ -135,7 +145,7 @@ def qwen_video_inputs(
     # -> [t, h/m, w/m, m, m, C, tp, p, p]: each merge window's patches are contiguous.
     patches = patches.permute(0, 3, 6, 4, 7, 2, 1, 5, 8)
     flat = patches.reshape(grid_t * grid_h * grid_w, channels * temporal_patch_size * patch_size * patch_size)
-    return flat, torch.tensor([grid_t, grid_h, grid_w], dtype=torch.long)
+    return flat, torch.tensor([grid_t, grid_h, grid_w], dtype=torch.long, device=flat.device)
 
 
 class Qwen2VLVideoProcessorTorchKwargs(VideosKwargs, total=False):
