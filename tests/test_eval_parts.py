@@ -303,3 +303,19 @@ def test_run_config_unknown_run_key_is_refused(tmp_path):
     cfg.write_text('name = "x"\nmethod = "dense"\n[run]\nframez = 3\n')
     with pytest.raises(ValueError, match="unknown \\[run\\] keys"):
         settings.setting_from_config(cfg)
+
+
+def test_shipped_run_configs_load_and_build_their_methods():
+    from pathlib import Path
+
+    from vlmsparse.methods import get_method
+
+    paths = sorted((Path(__file__).resolve().parents[1] / "evals").glob("*.toml"))
+    loaded = {settings.setting_from_config(p).method: settings.setting_from_config(p) for p in paths}
+    assert {"dense", "psa", "xattention", "sparge"} <= set(loaded)
+    for p in paths:
+        s = settings.setting_from_config(p)
+        get_method(s.method, **s.method_config)  # fields match the method's config dataclass
+        spec = settings.frame_spec(s.run)
+        assert spec == frames.FrameSpec()  # every paper row samples frames the same way
+        assert s.run.get("max_new_tokens") == 16

@@ -79,8 +79,8 @@ def comparison_table(rows: Sequence[dict]) -> str:
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     out = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in lines]
     out.insert(1, "  ".join("-" * w for w in widths))
-    model_note = f"paper rows: {REFERENCE_SOURCE}"
+    model_note = f"Rows marked paper are reported numbers: {REFERENCE_SOURCE}."
     models = sorted({str(r.get("model", "")) for r in rows if r.get("model")})
     if models:
-        model_note += f"; this run: {', '.join(models)}"
+        model_note += f" Rows marked this run: {', '.join(models)}."
     return "\n".join([*out, model_note])
