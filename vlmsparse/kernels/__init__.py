@@ -1,7 +1,9 @@
 """Triton kernels and their plain-PyTorch references (the reference defines the maths)."""
 
 from .blocks import FULL, INVISIBLE, PARTIAL, VALID_LEVELS, block_classes, causal_block_mask, diagonal_block_mask, plan_shape
-from .pyramid import CompiledPlan, KVPyramid, build_kv_pyramid, compile_plan, pyramid_attention
+from .kv_pyramid import KVPyramid, build_kv_pyramid
+from .plan_lists import CompiledPlan, compile_plan
+from .pyramid import pyramid_attention
 
 __all__ = [
     "pyramid_attention",

@@ -11,92 +11,16 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
-
 import torch
 import triton
 import triton.language as tl
 
-from .blocks import FULL, PARTIAL, POOLED_LEVELS, block_classes, cdiv
+from .blocks import cdiv
+from .kv_pyramid import KVPyramid, build_kv_pyramid
+from .plan_lists import CompiledPlan, compile_plan
 from .validation import check_attention_args
 
 LOG2E = 1.4426950408889634
-
-# Categories of a kept key block in a compiled plan, in the order the kernel visits them.
-_CAT_EXACT, _CAT_POOL2, _CAT_POOL4, _CAT_POOL8, _CAT_MASKED = 1, 2, 3, 4, 5
-_N_CATS = 5
-
-
-@dataclass
-class KVPyramid:
-    """Mean-pooled copies of K and V (groups of 2, 4, 8 keys), and prefix sums for tail aggregation.
-
-    Build it once per call with :func:`build_kv_pyramid`, or once per layer and pass it to several calls.
-    """
-
-    k_len: int
-    pooled_k: dict[int, torch.Tensor]  # p -> [B, Hkv, ceil(Lk / p), D], dtype of K
-    pooled_v: dict[int, torch.Tensor]
-    prefix_k: torch.Tensor | None = None  # [B, Hkv, Lk + 1, D] float32, row t = sum of keys < t
-    prefix_v: torch.Tensor | None = None
-
-
-def build_kv_pyramid(k: torch.Tensor, v: torch.Tensor, *, tail: bool = False) -> KVPyramid:
-    """Build the 2x, 4x and 8x mean-pooled K/V (a partial last group is averaged over its own keys)."""
-    b, h, length, d = k.shape
-    pooled_k, pooled_v = {}, {}
-    for p in POOLED_LEVELS:
-        groups = cdiv(length, p)
-        pad = groups * p - length
-        counts = torch.clamp(length - torch.arange(groups, device=k.device) * p, max=p).to(torch.float32)
-        for src, dst in ((k, pooled_k), (v, pooled_v)):
-            x = torch.nn.functional.pad(src, (0, 0, 0, pad)) if pad else src
-            s = x.reshape(b, h, groups, p, d).sum(-2, dtype=torch.float32)
-            dst[p] = (s / counts[:, None]).to(src.dtype).contiguous()
-    prefix_k = prefix_v = None
-    if tail:
-        zero = torch.zeros(b, h, 1, d, device=k.device, dtype=torch.float32)
-        prefix_k = torch.cat([zero, k.float().cumsum(2)], 2).contiguous()
-        prefix_v = torch.cat([zero, v.float().cumsum(2)], 2).contiguous()
-    return KVPyramid(length, pooled_k, pooled_v, prefix_k, prefix_v)
-
-
-@dataclass
-class CompiledPlan:
-    """A plan as the kernel reads it: per (batch, plan head, query block) the kept key blocks by category."""
-
-    block_idx: torch.Tensor  # int32 [B * Hm * nQB, nKB]: kept key blocks first, grouped by category
-    cat_offsets: torch.Tensor  # int32 [B * Hm * nQB, 6]: category c occupies [off[c-1], off[c])
-    plan_heads: int
-
-
-def compile_plan(
-    levels: torch.Tensor, q_len: int, k_len: int, block_m: int, block_n: int, causal: bool = True
-) -> CompiledPlan:
-    """Turn a ``levels`` tensor into the compact per-query-block lists the kernel iterates (tensor code only)."""
-    b, hm, n_qb, n_kb = levels.shape
-    cls = block_classes(q_len, k_len, block_m, block_n, causal, levels.device)
-    lv = levels.to(torch.int32)
-    full = cls == FULL
-    masked = (cls == PARTIAL) & (lv > 0)
-    if k_len % block_n:
-        # an exact, fully visible last block still needs its keys bounded by Lk
-        last = torch.zeros_like(full)
-        last[:, -1] = True
-        masked = masked | (full & last & (lv == 1))
-        full = full & ~(last & (lv == 1))
-    cat = torch.zeros_like(lv)
-    cat = torch.where(full & (lv == 1), _CAT_EXACT, cat)
-    cat = torch.where(full & (lv == 2), _CAT_POOL2, cat)
-    cat = torch.where(full & (lv == 4), _CAT_POOL4, cat)
-    cat = torch.where(full & (lv == 8), _CAT_POOL8, cat)
-    cat = torch.where(masked, _CAT_MASKED, cat)
-    col = torch.arange(n_kb, device=levels.device, dtype=torch.int32)
-    key = torch.where(cat > 0, cat * n_kb + col, (_N_CATS + 1) * n_kb + col)
-    order = torch.argsort(key, dim=-1).to(torch.int32)
-    counts = torch.stack([(cat == c).sum(-1) for c in range(1, _N_CATS + 1)], -1)
-    offsets = torch.nn.functional.pad(counts.cumsum(-1), (1, 0)).to(torch.int32)
-    return CompiledPlan(order.reshape(b * hm * n_qb, n_kb).contiguous(), offsets.reshape(b * hm * n_qb, 6).contiguous(), hm)
 
 
 @triton.jit

@@ -1,0 +1,56 @@
+"""The kernel's helpers (K/V pyramid, plan compilation) in Triton against their plain-PyTorch definitions."""
+
+import os
+
+import pytest
+import torch
+
+from vlmsparse.kernels import build_kv_pyramid, compile_plan, plan_shape
+from vlmsparse.kernels.kv_pyramid import build_kv_pyramid_torch
+from vlmsparse.kernels.plan_lists import compile_plan_torch
+
+DEVICE = os.environ.get("VLMSPARSE_TEST_DEVICE", "cpu")
+
+
+@pytest.mark.parametrize("length,d", [(1, 32), (37, 64), (130, 80), (256, 128)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_pyramid_matches_definition(length, d, dtype):
+    k = torch.randn(2, 3, length, d, device=DEVICE).to(dtype)
+    v = torch.randn(2, 3, length, d, device=DEVICE).to(dtype)
+    got = build_kv_pyramid(k, v, tail=True)
+    want = build_kv_pyramid_torch(k, v, tail=True)
+    for p in (2, 4, 8):
+        assert got.pooled_k[p].shape == (2, 3, -(-length // p), d)
+        torch.testing.assert_close(got.pooled_k[p], want.pooled_k[p])
+        torch.testing.assert_close(got.pooled_v[p], want.pooled_v[p])
+    torch.testing.assert_close(got.prefix_k, want.prefix_k, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(got.prefix_v, want.prefix_v, rtol=1e-5, atol=1e-4)
+
+
+def test_pyramid_on_non_contiguous_keys():
+    kv = torch.randn(1, 40, 2, 2, 32, device=DEVICE)  # [B, L, 2, H, D] as a fused projection would give
+    k, v = kv[:, :, 0].transpose(1, 2), kv[:, :, 1].transpose(1, 2)
+    got = build_kv_pyramid(k, v, tail=True)
+    want = build_kv_pyramid_torch(k.contiguous(), v.contiguous(), tail=True)
+    torch.testing.assert_close(got.pooled_k[4], want.pooled_k[4])
+    torch.testing.assert_close(got.prefix_v, want.prefix_v, rtol=1e-5, atol=1e-5)
+
+
+def _lists(plan):
+    """Per row, the kept blocks of each category as sets (order inside a category is increasing in both)."""
+    out = []
+    for idx, off in zip(plan.block_idx.tolist(), plan.cat_offsets.tolist()):
+        out.append([idx[off[c]:off[c + 1]] for c in range(5)])
+    return out
+
+
+@pytest.mark.parametrize("lq,lk,bm,bn", [(64, 64, 16, 16), (50, 130, 32, 16), (1, 77, 16, 32), (200, 200, 64, 32)])
+@pytest.mark.parametrize("causal", [True, False])
+def test_compiled_plan_matches_definition(lq, lk, bm, bn, causal):
+    shape = plan_shape(2, 3, lq, lk, bm, bn)
+    levels = torch.tensor([0, 1, 2, 4, 8], device=DEVICE)[torch.randint(0, 5, shape, device=DEVICE)].to(torch.int8)
+    got = compile_plan(levels, lq, lk, bm, bn, causal)
+    want = compile_plan_torch(levels, lq, lk, bm, bn, causal)
+    assert torch.equal(got.cat_offsets, want.cat_offsets)
+    assert _lists(got) == _lists(want)
+    assert got.plan_heads == 3
