@@ -262,3 +262,26 @@ def test_qwen2_vl_family(reference_kernel):
     with vlmsparse.patch(model, "psa", **BLOCKS) as handle:
         assert torch.isfinite(_logits(model, inputs)).all() and handle.stats.sparsity() > 0
     assert torch.equal(_logits(model, inputs), before)
+
+
+def test_prefill_after_cache_queries_are_last_positions(tiny, reference_kernel):
+    """With a KV cache (Lq < Lk) the queries are the last Lq positions: bottom-right causal alignment."""
+    from vlmsparse.model.attention import sparse_attention_forward
+    from vlmsparse.model.layout import TokenLayout
+
+    model, _, _, _ = tiny
+    module = model.model.language_model.layers[1].self_attn
+    hq, hkv, d = 4, 2, 16
+    lk, lq = 80, 24
+    q, k, v = torch.randn(1, hq, lq, d), torch.randn(1, hkv, lk, d), torch.randn(1, hkv, lk, d)
+    visual = torch.zeros(1, lk, dtype=torch.bool)
+    visual[:, 10:70] = True
+    kr, vr = k.repeat_interleave(2, 1), v.repeat_interleave(2, 1)
+    logits = q @ kr.transpose(-1, -2) * d**-0.5
+    allowed = torch.arange(lk)[None, :] <= torch.arange(lq)[:, None] + (lk - lq)
+    expected = (logits.masked_fill(~allowed, float("-inf")).softmax(-1) @ vr).transpose(1, 2)
+    with vlmsparse.patch(model, "psa", **ALL_LEVEL_ONE) as handle:
+        handle._state.tracker.layout = TokenLayout(visual=visual, has_visual=True)
+        out, weights = sparse_attention_forward(module, q, k, v, None, scaling=d**-0.5)
+        assert weights is None and handle.stats.per_layer() == {1: 0.0}
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
