@@ -33,13 +33,32 @@ def _dot(a, b, UPCAST: tl.constexpr):
 
 
 @triton.jit
+def _pv(p, v, acc, UPCAST: tl.constexpr):
+    """``acc + p @ v`` with ``p`` rounded to the dtype of ``v`` (the accumulation stays in float32)."""
+    if UPCAST:
+        return acc + tl.dot(p.to(v.dtype).to(tl.float32), v.to(tl.float32), input_precision="ieee")
+    return tl.dot(p.to(v.dtype), v, acc)
+
+
+@triton.jit
 def _online_update(m_i, l_i, acc, qk, v, UPCAST: tl.constexpr):
     """One online-softmax step over logits ``qk`` (base 2, rows all finite) and values ``v``."""
     m_new = tl.maximum(m_i, tl.max(qk, 1))
     p = tl.math.exp2(qk - m_new[:, None])
     alpha = tl.math.exp2(m_i - m_new)
     l_i = l_i * alpha + tl.sum(p, 1)
-    acc = acc * alpha[:, None] + _dot(p.to(v.dtype), v, UPCAST)
+    acc = _pv(p, v, acc * alpha[:, None], UPCAST)
+    return m_new, l_i, acc
+
+
+@triton.jit
+def _online_update_scaled(m_i, l_i, acc, qk, qk_scale, v, UPCAST: tl.constexpr):
+    """``_online_update`` on raw logits ``qk``: the scale folds into one multiply-add per element."""
+    m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
+    p = tl.math.exp2(qk * qk_scale - m_new[:, None])
+    alpha = tl.math.exp2(m_i - m_new)
+    l_i = l_i * alpha + tl.sum(p, 1)
+    acc = _pv(p, v, acc * alpha[:, None], UPCAST)
     return m_new, l_i, acc
 
 
@@ -51,7 +70,7 @@ def _online_update_masked(m_i, l_i, acc, qk, v, UPCAST: tl.constexpr):
     p = tl.math.exp2(qk - m_safe[:, None])
     alpha = tl.math.exp2(m_i - m_safe)
     l_i = l_i * alpha + tl.sum(p, 1)
-    acc = acc * alpha[:, None] + _dot(p.to(v.dtype), v, UPCAST)
+    acc = _pv(p, v, acc * alpha[:, None], UPCAST)
     return m_new, l_i, acc
 
 
@@ -141,8 +160,8 @@ def _pyramid_attention_fwd(
         else:
             k = tl.load(k_base + cols[:, None] * stride_kn + offs_d[None, :], mask=d_mask[None, :], other=0.0)
             v = tl.load(v_base + cols[:, None] * stride_vn + offs_d[None, :], mask=d_mask[None, :], other=0.0)
-        qk = _dot(q, tl.trans(k), UPCAST) * qk_scale
-        m_i, l_i, acc = _online_update(m_i, l_i, acc, qk, v, UPCAST)
+        qk = _dot(q, tl.trans(k), UPCAST)
+        m_i, l_i, acc = _online_update_scaled(m_i, l_i, acc, qk, qk_scale, v, UPCAST)
 
     # pooled levels (the pyramid tensors are contiguous [B, Hkv, G, D])
     pyr_bh = b * n_kv_heads + kvh
