@@ -1,0 +1,138 @@
+"""``python -m vlmsparse.bench prefill``: decoder prefill of a Qwen2.5-VL-7B-shaped model, sparse vs dense.
+
+The model has Qwen2.5-VL-7B's real decoder shapes (28 layers, hidden 3584, 28 q / 4 kv heads of dim 128, MLP
+18944) and random bfloat16 weights; the prompt is ``[text | N video tokens | text]``. The video tokens enter
+as token ids (their embeddings random), so the vision tower is not run: the figure is the decoder prefill,
+the part vlmsparse changes, up to the first token's logits. Each method is timed with CUDA events against the
+unpatched model (``sdpa``) in the same run, with peak memory and achieved sparsity. Random weights give
+attention maps unlike a trained model's, so the sparsity a method reaches here is not what it reaches on real
+videos; the time for a given sparsity is what this measures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+
+import torch
+
+from .common import environment, print_table, write_csv
+
+SETTINGS = {
+    "dense": dict(name="dense"),
+    "psa": dict(name="psa"),
+    "psa-videomme": dict(name="psa", preset="videomme-0.65"),
+    "xattention": dict(name="xattention"),
+    "sparge": dict(name="sparge"),
+}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--visual-tokens", type=int, nargs="+", default=[8192, 16384, 32768])
+    p.add_argument("--text-prefix", type=int, default=64)
+    p.add_argument("--text-suffix", type=int, default=32)
+    p.add_argument("--layers", type=int, default=28, help="decoder layers (28 in Qwen2.5-VL-7B)")
+    p.add_argument("--methods", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--out", default="results/prefill.csv")
+
+
+def _build_model(layers: int):
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    from vlmsparse.testing import qwen2_5_vl_7b_config
+
+    config = qwen2_5_vl_7b_config(num_hidden_layers=layers)
+    config.vision_config.depth = 1  # the vision tower is not run: keep its random weights small
+    torch.manual_seed(0)
+    with torch.device("cuda"):
+        model = Qwen2_5_VLForConditionalGeneration._from_config(
+            config, dtype=torch.bfloat16, attn_implementation="sdpa"
+        )
+    return model.eval()
+
+
+def _time_prefill(model, input_ids: torch.Tensor, repeats: int) -> tuple[float, float]:
+    """Median milliseconds of one prefill forward (after one warm-up), and the peak memory in GiB."""
+    times = []
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    with torch.inference_mode():
+        for i in range(repeats + 1):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            model(input_ids=input_ids, use_cache=False, logits_to_keep=1)
+            end.record()
+            torch.cuda.synchronize()
+            if i:
+                times.append(start.elapsed_time(end))
+    return statistics.median(times), torch.cuda.max_memory_allocated() / 2**30
+
+
+def _dense_attention_ms(length: int, heads_q: int, heads_kv: int, head_dim: int) -> float:
+    """One layer's attention as the unpatched model runs it (SDPA, its default backend choice), in ms."""
+    from .common import time_ms
+
+    q = torch.randn(1, heads_q, length, head_dim, device="cuda", dtype=torch.bfloat16)
+    k = torch.randn(1, heads_kv, length, head_dim, device="cuda", dtype=torch.bfloat16)
+    v = torch.randn_like(k)
+    return time_ms(lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True))
+
+
+def run(args: argparse.Namespace) -> int:
+    import vlmsparse
+
+    if not torch.cuda.is_available():
+        raise SystemExit("the prefill benchmark needs a CUDA GPU")
+    env = environment()
+    model = _build_model(args.layers)
+    text_cfg = model.config.text_config
+    video_id = model.config.video_token_id
+    rows: list[dict] = []
+    for n_visual in args.visual_tokens:
+        g = torch.Generator().manual_seed(n_visual)
+        prefix = torch.randint(0, 150000, (args.text_prefix,), generator=g)
+        suffix = torch.randint(0, 150000, (args.text_suffix,), generator=g)
+        ids = torch.cat([prefix, torch.full((n_visual,), video_id), suffix])[None].cuda()
+        length = ids.shape[1]
+        base = dict(env, layers=args.layers, hidden=text_cfg.hidden_size, Hq=text_cfg.num_attention_heads,
+                    Hkv=text_cfg.num_key_value_heads, L=length, visual_tokens=n_visual, dtype="bfloat16")
+        t_sdpa, mem_sdpa = _time_prefill(model, ids, args.repeats)
+        attn_layer = _dense_attention_ms(length, text_cfg.num_attention_heads, text_cfg.num_key_value_heads,
+                                         text_cfg.hidden_size // text_cfg.num_attention_heads)
+        rows.append(dict(base, method="sdpa (unpatched)", prefill_ms=t_sdpa, speedup=1.0, peak_gib=mem_sdpa,
+                         sparsity=0.0, attention_share=args.layers * attn_layer / t_sdpa))
+        for label in args.methods:
+            setting = dict(SETTINGS[label])
+            handle = vlmsparse.patch(model, setting.pop("name"), **setting)
+            try:
+                t, mem = _time_prefill(model, ids, args.repeats)
+                sparsity, visual = handle.stats.sparsity(), handle.stats.visual_sparsity()
+                handle.stats.reset()
+                handle = vlmsparse.patch(model, handle.method, timing=True)  # one timed pass: planning, attention
+                with torch.inference_mode():
+                    model(input_ids=ids, use_cache=False, logits_to_keep=1)
+                plan_ms = 1e3 * (handle.stats.planning_seconds() or 0.0)
+                attn_ms = 1e3 * (handle.stats.attention_seconds() or 0.0)
+            finally:
+                handle.unpatch()
+            rows.append(dict(base, method=label, prefill_ms=t, speedup=t_sdpa / t, peak_gib=mem, sparsity=sparsity,
+                             visual_sparsity=visual, planning_ms=plan_ms, sparse_attention_ms=attn_ms,
+                             attention_share=(plan_ms + attn_ms) / t if t else None))
+        del ids
+        torch.cuda.empty_cache()
+    print_table(rows, ["L", "method", "prefill_ms", "speedup", "sparsity", "planning_ms", "sparse_attention_ms",
+                       "attention_share", "peak_gib"])
+    path = write_csv(args.out, rows)
+    print(f"wrote {len(rows)} rows to {path}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m vlmsparse.bench prefill", description=__doc__)
+    add_arguments(p)
+    raise SystemExit(run(p.parse_args(argv)))
+
+
+if __name__ == "__main__":
+    main()
