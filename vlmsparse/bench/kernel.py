@@ -139,7 +139,7 @@ def run_random(args: argparse.Namespace) -> list[dict]:
 
 METHOD_SETTINGS = {
     "psa": dict(name="psa"),
-    "psa-videomme": dict(name="psa", preset="videomme"),
+    "psa-videomme": dict(name="psa", preset="videomme-0.65"),
     "xattention": dict(name="xattention"),
     "sparge": dict(name="sparge"),
 }
