@@ -77,15 +77,23 @@ def _online_update_masked(m_i, l_i, acc, qk, v, UPCAST: tl.constexpr):
 @triton.jit
 def _pooled_blocks(
     m_i, l_i, acc, q, qk_scale, idx_ptr, start, stop, kp_base, vp_base, offs_d, d_mask, k_len, head_dim,
-    P: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_G: tl.constexpr, EVEN_D: tl.constexpr, UPCAST: tl.constexpr,
+    P: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_D: tl.constexpr, UPCAST: tl.constexpr,
 ):
-    """Visit kept blocks of pooling level ``P``: ``BLOCK_N // P`` pooled keys each, logits ``+ log2(count)``."""
+    """Visit kept blocks of pooling level ``P`` (``BLOCK_N // P`` pooled keys each, logits ``+ log2(count)``).
+
+    ``P`` blocks are gathered into one tile of ``BLOCK_N`` pooled keys, so a pooled block costs ``1 / P`` of an
+    exact one in the matmuls and in the softmax bookkeeping alike.
+    """
+    GROUPS: tl.constexpr = BLOCK_N // P  # pooled keys per block
     n_groups = (k_len + P - 1) // P
-    offs_g = tl.arange(0, BLOCK_G)
-    for t in range(start, stop):
-        j = tl.load(idx_ptr + t)
-        g = j * (BLOCK_N // P) + offs_g
-        g_ok = (offs_g < BLOCK_N // P) & (g < n_groups)
+    r = tl.arange(0, BLOCK_N)
+    slot = r // GROUPS
+    within = r % GROUPS
+    for t in range(start, stop, P):
+        entry_ok = t + slot < stop
+        j = tl.load(idx_ptr + t + slot, mask=entry_ok, other=0)
+        g = j * GROUPS + within
+        g_ok = entry_ok & (g < n_groups)
         if EVEN_D:
             ld_mask = g_ok[:, None]
         else:
@@ -113,7 +121,7 @@ def _pyramid_attention_fwd(
     n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, head_dim,
     CAUSAL: tl.constexpr, TAIL: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, EVEN_D: tl.constexpr,
-    BLOCK_G2: tl.constexpr, BLOCK_G4: tl.constexpr, BLOCK_G8: tl.constexpr, UPCAST: tl.constexpr,
+    UPCAST: tl.constexpr,
 ):
     # heavy (late) query blocks first: better load balance under causal masking
     qblk = n_qb - 1 - tl.program_id(0)
@@ -171,17 +179,17 @@ def _pyramid_attention_fwd(
     m_i, l_i, acc = _pooled_blocks(
         m_i, l_i, acc, q, qk_scale, idx_ptr, o_exact, o_p2,
         K2 + pyr_bh.to(tl.int64) * g2 * head_dim, V2 + pyr_bh.to(tl.int64) * g2 * head_dim,
-        offs_d, d_mask, k_len, head_dim, 2, BLOCK_N, BLOCK_G2, EVEN_D, UPCAST,
+        offs_d, d_mask, k_len, head_dim, 2, BLOCK_N, EVEN_D, UPCAST,
     )
     m_i, l_i, acc = _pooled_blocks(
         m_i, l_i, acc, q, qk_scale, idx_ptr, o_p2, o_p4,
         K4 + pyr_bh.to(tl.int64) * g4 * head_dim, V4 + pyr_bh.to(tl.int64) * g4 * head_dim,
-        offs_d, d_mask, k_len, head_dim, 4, BLOCK_N, BLOCK_G4, EVEN_D, UPCAST,
+        offs_d, d_mask, k_len, head_dim, 4, BLOCK_N, EVEN_D, UPCAST,
     )
     m_i, l_i, acc = _pooled_blocks(
         m_i, l_i, acc, q, qk_scale, idx_ptr, o_p4, o_p8,
         K8 + pyr_bh.to(tl.int64) * g8 * head_dim, V8 + pyr_bh.to(tl.int64) * g8 * head_dim,
-        offs_d, d_mask, k_len, head_dim, 8, BLOCK_N, BLOCK_G8, EVEN_D, UPCAST,
+        offs_d, d_mask, k_len, head_dim, 8, BLOCK_N, EVEN_D, UPCAST,
     )
 
     # blocks on the causal diagonal or at the end of the sequence: exact, token-level masks
@@ -347,7 +355,6 @@ def pyramid_attention(
         hq, hkv, plan.plan_heads, n_qb, n_kb, lq, lk, d,
         CAUSAL=causal, TAIL=tail,
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, EVEN_D=(block_d == d),
-        BLOCK_G2=max(16, block_n // 2), BLOCK_G4=max(16, block_n // 4), BLOCK_G8=max(16, block_n // 8),
         UPCAST=(q.dtype == torch.float32 or (q.dtype == torch.bfloat16 and _interpreting())),
         num_warps=num_warps, num_stages=num_stages,
     )
