@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from vlmsparse.eval import cli, leaderboard, runner
+from vlmsparse.eval.model_io import VideoQA
 from vlmsparse.eval.records import load_records
 
 from videomme_fixture import make_videomme_fixture
@@ -35,9 +36,9 @@ def data(tmp_path):
     return make_videomme_fixture(tmp_path / "videomme", videos_per_split=1, questions_per_video=2)
 
 
-def run_cli(model: str, data_dir: Path, out: Path, *extra: str, tiny: bool = True) -> int:
-    base = ["--model", model, "--data-dir", str(data_dir), "--out", str(out), "--no-progress"]
-    return cli.main([*base, *(TINY if tiny else ["--dtype", "float32"]), *extra])
+def run_cli(model: str, data_dir: Path, out: Path, *extra: str) -> int:
+    base = ["--model", model, "--data-dir", str(data_dir), "--out", str(out), "--no-progress", "--no-warmup"]
+    return cli.main([*base, *TINY, *extra])
 
 
 def board_rows(out: Path) -> list[dict]:
@@ -96,10 +97,20 @@ def test_every_method_runs_into_one_table(tiny_model, data, tmp_path, capsys):
     assert [line.split()[2] for line in printed if line.startswith("this run")] == ["dense", "psa", "xattention", "sparge"]
 
 
-def test_config_file_setting_and_limit(tiny_model, data, tmp_path):
+def test_config_file_setting_and_limit(tiny_model, data, tmp_path, monkeypatch):
     out = tmp_path / "results"
     config = REPO / "evals" / "psa-videomme-065.toml"
-    assert run_cli(tiny_model, data.root, out, "--config", str(config), "--split", "short", "--limit", "1") == 0
+    calls = {"n": 0}
+    real_answer = VideoQA.answer
+
+    def counted(self, *args, **kwargs):
+        calls["n"] += 1
+        return real_answer(self, *args, **kwargs)
+
+    monkeypatch.setattr(VideoQA, "answer", counted)
+    argv = ["--config", str(config), "--split", "short", "--limit", "1"]
+    assert cli.main(["--model", tiny_model, "--data-dir", str(data.root), "--out", str(out), "--no-progress", *TINY, *argv]) == 0
+    assert calls["n"] == 2  # an untimed warm-up answer (kernel compilation), then the question
     (row,) = board_rows(out)
     assert (row["method"], row["setting"], row["split"], row["limit"]) == ("psa", "psa-videomme-0.65", "short", "1")
     assert row["config"] == "preset=videomme-0.65"
@@ -115,15 +126,16 @@ def test_run_config_frames_apply_and_sparsity_is_reported(tiny_model, data, tmp_
     config.write_text(
         'name = "psa-small-blocks"\nmethod = "psa"\n'
         '[method_config]\nblock_m = 32\nblock_n = 32\nmode = "quota"\nthresholds = [0.2, 0.3, 0.4, 0.5]\n'
-        "[run]\nframes = 12\nmin_pixels = 18816\nmax_pixels = 18816\nmax_new_tokens = 2\n"
+        "[run]\nframes = 8\nmin_pixels = 18816\nmax_pixels = 18816\nmax_new_tokens = 2\n"
     )
     out = tmp_path / "results"
-    assert run_cli(tiny_model, data.root, out, "--config", str(config), "--split", "short", "--limit", "1", tiny=False) == 0
+    base = ["--model", tiny_model, "--data-dir", str(data.root), "--out", str(out), "--no-progress", "--no-warmup"]
+    assert cli.main([*base, "--dtype", "float32", "--config", str(config), "--split", "short", "--limit", "1"]) == 0
     (row,) = board_rows(out)
-    assert (row["setting"], row["frames"], row["max_pixels"]) == ("psa-small-blocks", "12", "18816")
+    assert (row["setting"], row["frames"], row["max_pixels"]) == ("psa-small-blocks", "8", "18816")
     (rec,) = run_records(out, row)
-    assert rec["frames"] == 12 and rec["frame_size"] == [112, 168] and rec["num_generated"] <= 2
-    assert rec["num_visual_tokens"] == 12 // 2 * (112 // 28) * (168 // 28)
+    assert rec["frames"] == 8 and rec["frame_size"] == [112, 168] and rec["num_generated"] <= 2
+    assert rec["num_visual_tokens"] == 8 // 2 * (112 // 28) * (168 // 28)
     assert 0.0 < rec["sparsity"] < rec["visual_sparsity"] < 1.0
     assert float(row["sparsity"]) == pytest.approx(rec["sparsity"], abs=1e-4)
     assert float(row["visual_sparsity"]) == pytest.approx(rec["visual_sparsity"], abs=1e-4)
@@ -233,7 +245,7 @@ def test_ctrl_c_on_the_command_then_rerun_loses_nothing(tiny_model, data, tmp_pa
 
     out = tmp_path / "results"
     cmd = [sys.executable, "-m", "vlmsparse.eval", "--model", tiny_model, "--data-dir", str(data.root), "--out", str(out),
-           "--no-progress", "--method", "dense", *TINY[:-2], "--max-new-tokens", "16"]  # slower answers: time to interrupt
+           "--no-progress", "--no-warmup", "--method", "dense", *TINY[:-2], "--max-new-tokens", "16"]  # slower answers: time to interrupt
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONPATH": str(REPO)})
     deadline = time.monotonic() + 120

@@ -99,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--attn-implementation", default="sdpa", help="the model's own attention, used by dense and decode (default sdpa)"
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--no-warmup", action="store_true", help="skip the untimed first answer per setting (kernel compilation)"
+    )
     return p
 
 
@@ -134,6 +137,7 @@ def parse_options(argv: Sequence[str] | None = None) -> tuple[EvalOptions, str]:
         device_map=args.device_map,
         attn_implementation=args.attn_implementation,
         progress=not args.no_progress,
+        warmup=not args.no_warmup,
     )
     from .settings import resolve_settings
 
