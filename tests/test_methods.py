@@ -273,3 +273,28 @@ def test_psa_plan_runs_through_the_kernel(tail):
     out = pyramid_attention(q, k, v, plan.levels, **plan.kernel_kwargs())
     ref = pyramid_attention_ref(q, k, v, plan.levels, **plan.kernel_kwargs())
     assert torch.allclose(out.float(), ref.float(), atol=2e-3, rtol=2e-3)
+
+
+@pytest.mark.parametrize("lq,lk,bm,bn,stride,causal", [(200, 260, 64, 32, 8, True), (100, 100, 32, 32, 4, False)])
+def test_triton_antidiagonal_kernel_matches_torch(lq, lk, bm, bn, stride, causal):
+    from vlmsparse.methods.antidiagonal_triton import antidiagonal_block_scores_triton
+
+    q = torch.randn(2, 4, lq, 32)
+    k = torch.randn(2, 2, lk, 32)
+    want = antidiagonal_block_scores(q, k, stride=stride, block_m=bm, block_n=bn, causal=causal, use_triton=False)
+    got = antidiagonal_block_scores_triton(q, k, stride=stride, block_m=bm, block_n=bn, causal=causal)
+    assert torch.allclose(got, want, atol=1e-5)
+
+
+def test_layout_is_reused_for_the_same_unmodified_visual():
+    q, k, visual = _layout_inputs(b=1)
+    method = _small("psa")
+    first = method.plan(q, k, visual)
+    layout = method._layout_memo[2]
+    method.plan(q, k, visual)
+    assert method._layout_memo[2] is layout
+    visual[0, 120:130] = False  # in place: a new layout
+    second = method.plan(q, k, visual)
+    assert method._layout_memo[2] is not layout
+    _check_layout(second, visual, 200, 240)
+    assert not torch.equal(first.levels, second.levels)

@@ -69,7 +69,7 @@ class Setting:
 
 def default_sweep() -> list[Setting]:
     """The knobs swept for every method (``core`` marks the reduced sweep for long CPU runs)."""
-    out: list[Setting] = [Setting("dense", {}, "none", "", core=True)]
+    out: list[Setting] = [Setting("dense", {}, "none", "", core=True, label="dense")]
     for tail in (False, True):
         for scale in (0.5, 0.7, 0.85, 1.0, 1.1):
             th = tuple(round(min(1.0, t * scale), 4) for t in PSA_BASE)

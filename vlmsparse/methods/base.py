@@ -16,6 +16,7 @@ first key block) are left to the method.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
@@ -142,6 +143,25 @@ def _blocks_all_true(mask: torch.Tensor, block: int) -> torch.Tensor:
     return padded.reshape(b, n, block).all(-1)
 
 
+@functools.lru_cache(maxsize=64)
+def _static_layout(
+    q_len: int, k_len: int, block_m: int, block_n: int, causal: bool, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Block classes and the blocks forced whatever the tokens are (diagonal, first key block); cached."""
+    classes = block_classes(q_len, k_len, block_m, block_n, causal, device)
+    n_qb, n_kb = classes.shape
+    # blocks meeting the diagonal, plus (also without causal masking) key blocks holding the queries' own positions
+    offset = k_len - q_len
+    q_first = torch.arange(n_qb, device=device) * block_m + offset
+    q_last = torch.clamp(torch.arange(1, n_qb + 1, device=device) * block_m, max=q_len) - 1 + offset
+    k_first = torch.arange(n_kb, device=device) * block_n
+    k_last = torch.clamp(torch.arange(1, n_kb + 1, device=device) * block_n, max=k_len) - 1
+    own = (k_first[None, :] <= q_last[:, None]) & (k_last[None, :] >= q_first[:, None])
+    always = (classes == PARTIAL) | own
+    always[:, 0] = True
+    return classes, always & (classes != INVISIBLE)
+
+
 def block_layout(
     visual: torch.Tensor | None,
     batch: int,
@@ -157,8 +177,16 @@ def block_layout(
     ``visual`` is bool ``[B, Lk]`` (or ``[Lk]``, shared by the batch), True for visual tokens; ``None`` means
     every token is visual. Queries are the last ``q_len`` positions.
     """
+    device = torch.device(device if device is not None else "cpu")
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    classes, always = _static_layout(q_len, k_len, block_m, block_n, causal, device)
+    n_qb, n_kb = classes.shape
+    visible = classes != INVISIBLE
     if visual is None:
-        visual = torch.ones(batch, k_len, dtype=torch.bool, device=device)
+        qv = torch.ones(batch, n_qb, dtype=torch.bool, device=device)
+        kv = torch.ones(batch, n_kb, dtype=torch.bool, device=device)
+        forced = always[None].expand(batch, -1, -1)
     else:
         if not isinstance(visual, torch.Tensor):
             raise ValueError(f"visual must be a bool tensor [batch, Lk] or None, got {type(visual).__name__}")
@@ -167,34 +195,17 @@ def block_layout(
             visual = visual[None].expand(batch, -1)
         if tuple(visual.shape) != (batch, k_len):
             raise ValueError(f"visual must have shape [batch, Lk] = {(batch, k_len)}, got {tuple(visual.shape)}")
-    classes = block_classes(q_len, k_len, block_m, block_n, causal, device)
-    n_qb, n_kb = classes.shape
-    qv = _blocks_all_true(visual[:, k_len - q_len :], block_m)  # [B, nQB]
-    kv = _blocks_all_true(visual, block_n)  # [B, nKB]
-    visible = classes != INVISIBLE
-    # blocks meeting the diagonal, plus (also without causal masking) key blocks holding the queries' own positions
-    offset = k_len - q_len
-    q_first = torch.arange(n_qb, device=device) * block_m + offset
-    q_last = torch.clamp(torch.arange(1, n_qb + 1, device=device) * block_m, max=q_len) - 1 + offset
-    k_first = torch.arange(n_kb, device=device) * block_n
-    k_last = torch.clamp(torch.arange(1, n_kb + 1, device=device) * block_n, max=k_len) - 1
-    own = (k_first[None, :] <= q_last[:, None]) & (k_last[None, :] >= q_first[:, None])
-    diagonal = (classes == PARTIAL) | own
-    first_col = torch.zeros(n_qb, n_kb, dtype=torch.bool, device=device)
-    first_col[:, 0] = True
-    forced = (~qv[:, :, None]) | (~kv[:, None, :]) | (diagonal | first_col)[None]
-    forced = forced & visible[None]
+        qv = _blocks_all_true(visual[:, k_len - q_len :], block_m)  # [B, nQB]
+        kv = _blocks_all_true(visual, block_n)  # [B, nKB]
+        forced = ((~qv[:, :, None]) | (~kv[:, None, :]) | always[None]) & visible[None]
     free = visible[None] & ~forced
     return BlockLayout(classes, qv, kv, forced, free)
 
 
 def apply_layout_rules(levels: torch.Tensor, layout: BlockLayout) -> torch.Tensor:
     """Force the layout's blocks to level 1, invisible blocks to 0, keep the method's levels elsewhere (int8)."""
-    lv = levels.to(torch.int8)
-    one = torch.ones((), dtype=torch.int8, device=lv.device)
-    zero = torch.zeros((), dtype=torch.int8, device=lv.device)
-    lv = torch.where(layout.free[:, None], lv, zero)
-    return torch.where(layout.forced[:, None], one, lv)
+    lv = levels.to(torch.int8).masked_fill(~layout.free[:, None], 0)
+    return lv.masked_fill_(layout.forced[:, None], 1)
 
 
 def check_qk(q: torch.Tensor, k: torch.Tensor) -> None:
@@ -227,6 +238,22 @@ class Method:
         if not isinstance(config, self.config_class):
             raise ValueError(f"{self.name} needs a {self.config_class.__name__}, got {type(config).__name__}")
         self.config = config
+        self._layout_memo: tuple | None = None  # (key, visual, layout) of the last call
+
+    def layout(self, visual: torch.Tensor | None, batch: int, q_len: int, k_len: int, device: torch.device) -> BlockLayout:
+        """:func:`block_layout` for this method's blocks, reused while the same, unmodified ``visual`` comes back
+        (a model plans every layer of one prefill with one token layout)."""
+        cfg = self.config
+        key = (
+            id(visual), getattr(visual, "_version", None), batch, q_len, k_len, cfg.block_m, cfg.block_n,
+            cfg.causal, str(device),
+        )
+        memo = self._layout_memo
+        if memo is not None and memo[0] == key and memo[1] is visual:
+            return memo[2]
+        layout = block_layout(visual, batch, q_len, k_len, cfg.block_m, cfg.block_n, cfg.causal, device)
+        self._layout_memo = (key, visual, layout)  # holding `visual` keeps its id from being reused
+        return layout
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.config})"
@@ -237,14 +264,10 @@ class Method:
         cfg = self.config
         b, hq, lq, _ = q.shape
         hkv, lk = k.shape[1], k.shape[2]
-        layout = block_layout(visual, b, lq, lk, cfg.block_m, cfg.block_n, cfg.causal, q.device)
+        layout = self.layout(visual, b, lq, lk, q.device)
         hm = hq if cfg.plan_heads == "q" else hkv
-        if bool(layout.free.any()):
-            with torch.no_grad():
-                levels = self.select(q, k, layout, hm)
-        else:  # nothing left to the method (all text, or a short sequence)
-            levels = torch.zeros(b, hm, *layout.classes.shape, dtype=torch.int8, device=q.device)
-        levels = apply_layout_rules(levels, layout)
+        with torch.no_grad():
+            levels = apply_layout_rules(self.select(q, k, layout, hm), layout)
         return Plan(
             levels=levels, block_m=cfg.block_m, block_n=cfg.block_n, q_len=lq, k_len=lk, causal=cfg.causal,
             tail=cfg.tail, query_block_visual=layout.query_block_visual, key_block_visual=layout.key_block_visual,

@@ -134,7 +134,7 @@ def key_pooling_allowance(k: torch.Tensor, block_n: int, sim_thresholds: tuple[f
             continue
         groups = unit.reshape(b, h, n, block_n // p, p, d)
         sim = (groups[..., 0, :] * groups[..., p - 1, :]).sum(-1).mean(-1)  # [B, H, nKB]
-        allowed = torch.where(sim > threshold, torch.tensor(p, dtype=torch.int8, device=k.device), allowed)
+        allowed.masked_fill_(sim > threshold, p)
     return allowed
 
 
@@ -164,12 +164,10 @@ class PSA(Method):
 
     def select(self, q: torch.Tensor, k: torch.Tensor, layout: BlockLayout, plan_heads: int) -> torch.Tensor:
         cfg = self.config
-        b, hq = q.shape[:2]
-        hkv = k.shape[1]
-        imp = self.importance(q, k, layout)
-        share = imp / imp.sum(-1, keepdim=True).clamp(min=1e-30)
+        hq, hkv = q.shape[1], k.shape[1]
+        share = self.importance(q, k, layout)
         if plan_heads != hq:
-            share = group_heads(share, hkv, "mean")
+            share = group_heads(share / share.sum(-1, keepdim=True).clamp(min=1e-30), hkv, "mean")
         levels = cumulative_levels(
             share, layout.forced[:, None], layout.free[:, None], cfg.thresholds, levels=PSA_LEVELS, mode=cfg.mode
         )

@@ -19,6 +19,8 @@ import torch
 
 from vlmsparse.kernels.blocks import INVISIBLE, cdiv
 
+from .antidiagonal_triton import antidiagonal_block_scores_triton, triton_supports
+
 __all__ = [
     "antidiagonal_block_scores",
     "pooled_block_scores",
@@ -53,16 +55,25 @@ def antidiagonal_block_scores(
     causal: bool = True,
     sm_scale: float | None = None,
     max_elements: int = DEFAULT_MAX_ELEMENTS,
+    use_triton: bool | None = None,
 ) -> torch.Tensor:
     """Attention mass per block estimated from strided antidiagonals: float32 ``[B, Hq, nQB, nKB]``.
 
     Row ``I`` sums to the number of tile rows (``block_m / stride``, fewer in a partial last block); only the
     relative sizes within a row matter to the planners. Query tile rows past ``Lq`` contribute nothing.
+    On CUDA (``use_triton=None``) a fused Triton kernel computes the same thing without materialising tile
+    logits; elsewhere (or with ``use_triton=False``) plain PyTorch does, in chunks of ``max_elements``.
     """
     b, hq, lq, d = q.shape
     hkv, lk = k.shape[1], k.shape[2]
     if block_m % stride or block_n % stride:
         raise ValueError(f"stride ({stride}) must divide block_m ({block_m}) and block_n ({block_n})")
+    if use_triton is None:
+        use_triton = q.device.type == "cuda" and triton_supports(q, stride, block_m, block_n)
+    if use_triton:
+        return antidiagonal_block_scores_triton(
+            q, k, stride=stride, block_m=block_m, block_n=block_n, causal=causal, sm_scale=sm_scale
+        )
     group = hq // hkv
     n_qb, n_kb = cdiv(lq, block_m), cdiv(lk, block_n)
     rq, rk = block_m // stride, block_n // stride  # tile rows per query block, tile columns per key block
@@ -109,13 +120,34 @@ def antidiagonal_block_scores(
     return out
 
 
+def _block_weighted_sums(x: torch.Tensor, weights: torch.Tensor | None, block: int) -> torch.Tensor:
+    """``sum_t w_t x_t`` over blocks of ``block`` positions of ``x [B, H, L, D]``: float32 ``[B, H, nB, D]``.
+
+    Reads ``x`` once in its own dtype (no float32 copy of it); a partial last block sums its own positions.
+    """
+    b, h, length, d = x.shape
+    full = length // block
+    parts = []
+    if full:
+        xf = x[:, :, : full * block].reshape(b, h, full, block, d)
+        if weights is None:
+            parts.append(xf.sum(3, dtype=torch.float32))
+        else:
+            wf = weights[:, :, : full * block].reshape(b, h, full, 1, block).to(x.dtype)
+            parts.append(torch.matmul(wf, xf).squeeze(-2).float())
+    if full * block < length:
+        xt = x[:, :, full * block :]
+        if weights is not None:
+            xt = xt * weights[:, :, full * block :, None].to(x.dtype)
+        parts.append(xt.sum(2, keepdim=True, dtype=torch.float32))
+    return parts[0] if len(parts) == 1 else torch.cat(parts, 2)
+
+
 def block_means(x: torch.Tensor, block: int) -> torch.Tensor:
     """Mean of ``x [B, H, L, D]`` over blocks of ``block`` positions (a partial last block over its own): float32."""
-    b, h, length, d = x.shape
-    n = cdiv(length, block)
-    sums = _pad_len(x.float(), n * block).reshape(b, h, n, block, d).sum(3)
-    counts = torch.clamp(length - torch.arange(n, device=x.device) * block, max=block).to(torch.float32)
-    return sums / counts[:, None]
+    length = x.shape[2]
+    counts = visible_key_counts(length, block, x.device).to(torch.float32)
+    return _block_weighted_sums(x, None, block) / counts[:, None]
 
 
 def block_self_similarity(x: torch.Tensor, block: int) -> torch.Tensor:
@@ -123,11 +155,9 @@ def block_self_similarity(x: torch.Tensor, block: int) -> torch.Tensor:
 
     Computed as ``|sum of unit vectors|^2 / n^2`` without forming the block's Gram matrix.
     """
-    b, h, length, d = x.shape
-    n = cdiv(length, block)
-    unit = torch.nn.functional.normalize(x.float(), dim=-1, eps=1e-6)
-    sums = _pad_len(unit, n * block).reshape(b, h, n, block, d).sum(3)
-    counts = torch.clamp(length - torch.arange(n, device=x.device) * block, max=block).to(torch.float32)
+    inv_norm = 1.0 / torch.linalg.vector_norm(x, dim=-1, dtype=torch.float32).clamp(min=1e-6)
+    sums = _block_weighted_sums(x, inv_norm, block)
+    counts = visible_key_counts(x.shape[2], block, x.device).to(torch.float32)
     return sums.pow(2).sum(-1) / counts.pow(2)
 
 

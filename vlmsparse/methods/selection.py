@@ -51,9 +51,9 @@ def cumulative_levels(
     forced = forced.expand_as(importance)
     free = free.expand_as(importance) & ~forced
     visible = forced | free
-    imp = torch.where(visible, importance.float().clamp(min=0), torch.zeros((), device=importance.device))
+    imp = importance.float().clamp(min=0).masked_fill(~visible, 0.0)
     share = imp / imp.sum(-1, keepdim=True).clamp(min=1e-30)
-    key = torch.where(forced, 2.0 + share, torch.where(free, share, torch.full_like(share, -1.0)))
+    key = (share + 2.0 * forced).masked_fill_(~visible, -1.0)  # forced first, then free by share
     order = torch.argsort(key, dim=-1, descending=True)
     if mode == "energy":
         taken = share.gather(-1, order).cumsum(-1)
@@ -65,6 +65,6 @@ def cumulative_levels(
     sorted_levels = torch.zeros(stat.shape, dtype=torch.int8, device=stat.device)
     for level, threshold in reversed(list(zip(levels, thresholds))):  # the finest level that fits wins
         hit = stat < threshold if rule == "exclusive" else stat <= threshold
-        sorted_levels = torch.where(hit, torch.tensor(level, dtype=torch.int8, device=stat.device), sorted_levels)
-    out = torch.zeros_like(sorted_levels).scatter(-1, order, sorted_levels)
-    return torch.where(free, out, torch.zeros((), dtype=torch.int8, device=out.device))
+        sorted_levels.masked_fill_(hit, level)
+    out = torch.zeros_like(sorted_levels).scatter_(-1, order, sorted_levels)
+    return out.masked_fill_(~free, 0)

@@ -72,7 +72,6 @@ class XAttention(Method):
             q, k, stride=cfg.stride, block_m=cfg.block_m, block_n=cfg.block_n, causal=cfg.causal,
             max_elements=cfg.max_elements,
         )
-        share = imp / imp.sum(-1, keepdim=True).clamp(min=1e-30)
         if plan_heads != q.shape[1]:
-            share = group_heads(share, k.shape[1], "mean")
-        return cumulative_levels(share, layout.forced[:, None], layout.free[:, None], (cfg.threshold,), levels=(1,))
+            imp = group_heads(imp / imp.sum(-1, keepdim=True).clamp(min=1e-30), k.shape[1], "mean")
+        return cumulative_levels(imp, layout.forced[:, None], layout.free[:, None], (cfg.threshold,), levels=(1,))
