@@ -1,0 +1,246 @@
+"""The lmms-eval plugin: lmms-eval finds ``vlmsparse_qwen2_5_vl`` through its entry points, builds it around a tiny
+random Qwen2.5-VL saved to a temporary folder, and runs a Video-MME-shaped task end to end through its own CLI,
+with each request's achieved sparsity in the logged samples and the run's row in a leaderboard CSV.
+
+Needs the ``lmms`` extra (``pip install -e ".[cpu,test,lmms]"``); skipped only where lmms-eval is not installed.
+
+Where torchvision cannot be imported (the PyPI torchvision wheels are CUDA builds, which do not load beside the
+CPU torch wheel), two torchvision-bound pieces that lmms-eval's Qwen2.5-VL model calls are replaced for the test:
+``AutoProcessor`` (transformers' Qwen2.5-VL video processor needs torchvision) by
+``vlmsparse.model.processor.load_processor``, and ``qwen_vl_utils.process_vision_info`` (which imports
+torchvision) by a stand-in that samples and sizes frames by the same rules with ``vlmsparse.eval.frames``
+(decord + PIL). Everything else, from task loading to prompt building, generation, scoring and logging, is
+lmms-eval's own code.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+lmms_eval = pytest.importorskip(
+    "lmms_eval", reason="lmms-eval is not installed; install the extra: pip install -e '.[cpu,test,lmms]'"
+)
+
+import torch  # noqa: E402
+
+from vlmsparse.eval.leaderboard import LEADERBOARD_COLUMNS  # noqa: E402
+from vlmsparse.eval.prompts import build_prompt  # noqa: E402
+from vlmsparse.integrations.lmms_eval import MODEL_ID  # noqa: E402
+from vlmsparse.integrations.lmms_eval_args import (  # noqa: E402
+    effective_model_args,
+    parse_model_args,
+    run_config_model_args,
+)
+
+from videomme_fixture import make_videomme_fixture  # noqa: E402
+
+TASK = "vlmsparse_videomme_fixture"
+
+
+def _torchvision_error() -> str | None:
+    """None when torchvision imports, "absent" when it is not installed, else why it does not load."""
+    try:
+        import torchvision  # noqa: F401
+    except ModuleNotFoundError:
+        return "absent"
+    except Exception as exc:  # a torchvision built for another torch fails while registering its operators
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+@pytest.fixture(scope="module")
+def torchvision_usable() -> bool:
+    error = _torchvision_error()
+    if error not in (None, "absent"):
+        pytest.fail(
+            f"torchvision is installed but does not load beside torch {torch.__version__} ({error}); transformers "
+            "then fails to import its image utilities. On a CPU-only torch, uninstall it: pip uninstall -y torchvision"
+        )
+    return error is None
+
+
+def _process_vision_info(conversations, return_video_kwargs=False, return_video_metadata=False, image_patch_size=14):
+    """Stand-in for ``qwen_vl_utils.process_vision_info`` on videos (decord frames, Qwen's sampling and sizing)."""
+    from vlmsparse.eval.frames import FrameSpec, read_video
+
+    if conversations and isinstance(conversations[0], dict):
+        conversations = [conversations]
+    videos = []
+    for conversation in conversations:
+        for message in conversation:
+            for part in message["content"] if isinstance(message["content"], list) else []:
+                if part.get("type") != "video" and "video" not in part:
+                    continue
+                spec = FrameSpec(
+                    frames=part.get("nframes"),
+                    fps=part.get("fps", 2.0),
+                    min_pixels=part.get("min_pixels", 128 * 28 * 28),
+                    max_pixels=part.get("max_pixels", 768 * 28 * 28),
+                    total_pixels=int(128000 * 28 * 28 * 0.9),  # qwen-vl-utils' default budget
+                )
+                video = read_video(part["video"], spec)
+                frames = torch.from_numpy(video.frames).permute(0, 3, 1, 2).float()  # [T, C, H, W] as qwen-vl-utils
+                meta = {"fps": video.video_fps, "frames_indices": video.indices, "total_num_frames": video.total_frames}
+                videos.append((frames, meta) if return_video_metadata else frames)
+    out = (None, videos or None)
+    return (*out, {"do_sample_frames": False}) if return_video_kwargs else out
+
+
+class _ProcessorLoader:
+    @staticmethod
+    def from_pretrained(path, **kwargs):
+        from vlmsparse.model.processor import load_processor
+
+        return load_processor(path, **kwargs)
+
+
+@pytest.fixture
+def lmms_qwen(monkeypatch, torchvision_usable):
+    """lmms-eval's Qwen2.5-VL modules, with the torchvision-bound pieces replaced where torchvision is missing."""
+    import lmms_eval.models.chat.qwen2_5_vl as chat
+    import lmms_eval.models.simple.qwen2_5_vl as simple
+
+    if not torchvision_usable:
+        monkeypatch.setattr(simple, "AutoProcessor", _ProcessorLoader)
+        monkeypatch.setattr(chat, "process_vision_info", _process_vision_info)
+    return chat
+
+
+def test_registry_finds_the_plugin_by_name(lmms_qwen):
+    from lmms_eval.models import get_model, get_model_manifest, list_available_models
+
+    from vlmsparse.integrations.lmms_eval_qwen2_5_vl import Qwen2_5_VLSparse
+
+    assert MODEL_ID in list_available_models()
+    assert get_model_manifest(MODEL_ID).chat_class_path.endswith("lmms_eval_qwen2_5_vl.Qwen2_5_VLSparse")
+    cls = get_model(MODEL_ID)
+    assert cls is Qwen2_5_VLSparse
+    assert issubclass(cls, lmms_qwen.Qwen2_5_VL) and cls.is_simple is False
+
+
+def test_model_args_split_between_lmms_eval_and_the_method(lmms_qwen, tmp_path):
+    config = tmp_path / "psa-test.toml"
+    config.write_text(
+        'name = "psa-test"\nmethod = "psa"\n[method_config]\nstride = 4\n'
+        "[run]\nfps = 1.0\nmax_pixels = 50176\ntotal_pixels = 19267584\nmax_new_tokens = 16\n"
+    )
+    args = parse_model_args(
+        f"pretrained=/m,max_num_frames=16,thresholds=[0.5,0.6,0.7,0.8],block_m=32,config_file={config},timing=true"
+    )
+    base, sparse, left_out = effective_model_args(args, lmms_qwen.Qwen2_5_VL)
+    # explicit max_num_frames wins over the file's fps; the file's max_pixels applies; total_pixels has no argument
+    assert base == {"pretrained": "/m", "max_num_frames": 16, "max_pixels": 50176}
+    assert left_out == {"total_pixels": 19267584, "max_new_tokens": 16}
+    assert sparse.method == "psa" and sparse.timing is True
+    assert sparse.method_config() == {"stride": 4, "thresholds": [0.5, 0.6, 0.7, 0.8], "block_m": 32}
+    assert sparse.setting_name() == "psa-test"
+    assert run_config_model_args({"frames": 64, "fps": 2.0}, {}) == ({"max_num_frames": 64}, {})
+
+    with pytest.raises(ValueError, match="unknown --model_args \\['treshold'\\]"):
+        effective_model_args({"pretrained": "/m", "method": "xattention", "treshold": 0.9}, lmms_qwen.Qwen2_5_VL)
+    with pytest.raises(ValueError, match="unknown method"):
+        effective_model_args({"method": "nope"}, lmms_qwen.Qwen2_5_VL)
+
+
+def _task_yaml(folder: Path, parquet: Path) -> None:
+    """lmms-eval's own videomme task (prompt, scoring, aggregation), reading a local Video-MME-shaped table."""
+    videomme_yaml = Path(lmms_eval.__file__).parent / "tasks" / "videomme" / "videomme.yaml"
+    folder.mkdir(parents=True)
+    (folder / f"{TASK}.yaml").write_text(
+        f"include: {videomme_yaml}\n"
+        f"task: {TASK}\n"
+        "dataset_path: parquet\n"
+        "dataset_kwargs:\n"
+        "  data_files:\n"
+        f"    test: {parquet}\n"
+        "generation_kwargs:\n"
+        "  max_new_tokens: 3\n"
+        "  temperature: 0\n"
+        "  do_sample: false\n"
+    )
+
+
+def test_videomme_shaped_task_through_the_lmms_eval_cli(lmms_qwen, tmp_path, monkeypatch):
+    from loguru import logger
+
+    import lmms_eval.__main__ as lmms_main
+    from lmms_eval.tasks import TaskManager
+
+    from vlmsparse.integrations.lmms_eval_leaderboard import main as leaderboard_main
+    from vlmsparse.testing import save_tiny_qwen2_5_vl
+
+    # lmms-eval's videomme task finds videos at $HF_HOME/videomme/data/<videoID>.mp4
+    hf_home = tmp_path / "hf"
+    monkeypatch.setenv("HF_HOME", str(hf_home))
+    monkeypatch.setenv("VERBOSITY", "WARNING")
+    fixture = make_videomme_fixture(hf_home / "videomme", num_frames=8, height=112, width=112, questions_per_video=1)
+    _task_yaml(tmp_path / "tasks", fixture.parquet)
+    # one decoder layer with two query heads over one KV head (head dim 16) keeps the interpreted kernel quick
+    model_dir = save_tiny_qwen2_5_vl(
+        tmp_path / "tiny-qwen2.5-vl", num_hidden_layers=1, hidden_size=32, num_attention_heads=2, num_key_value_heads=1
+    )
+    out = tmp_path / "lmms-out"
+
+    model_args = (
+        f"pretrained={model_dir},method=psa,block_m=16,block_n=16,device_map=cpu,"
+        "max_num_frames=8,min_pixels=784,max_pixels=12544"
+    )
+    argv = ["lmms_eval", "--model", MODEL_ID, "--model_args", model_args, "--device", "cpu", "--batch_size", "1"]
+    argv += ["--tasks", TASK, "--include_path", str(tmp_path / "tasks"), "--log_samples", "--output_path", str(out)]
+    argv += ["--verbosity", "WARNING"]
+    monkeypatch.setattr(sys, "argv", argv)
+    # index only the test's task folder, not lmms-eval's ~2000 task files (seconds of YAML parsing)
+    monkeypatch.setattr(lmms_main, "TaskManager", functools.partial(TaskManager, include_defaults=False))
+    try:
+        lmms_main.cli_evaluate()
+    finally:
+        logger.remove()  # the CLI re-points lmms-eval's logger at this test's stdout
+        logger.add(sys.stderr, level="WARNING")
+
+    results_files = list(out.rglob("*_results.json"))
+    assert len(results_files) == 1, f"lmms-eval wrote {results_files}"
+    results = json.loads(results_files[0].read_text())
+    samples_file = results_files[0].with_name(results_files[0].name.replace("_results.json", f"_samples_{TASK}.jsonl"))
+    samples = [json.loads(line) for line in samples_file.read_text().splitlines()]
+    assert len(samples) == len(fixture.rows) == 3
+
+    by_question = {row["question_id"]: row for row in fixture.rows}
+    records = []
+    for sample in samples:
+        row = by_question[sample["videomme_perception_score"]["question_id"]]
+        # the prompt lmms-eval built is vlmsparse.eval's Video-MME prompt, character for character
+        assert sample["input"] == build_prompt(row["question"], row["options"])
+        record = sample["token_counts"][0]["vlmsparse"]
+        assert record["method"] == "psa" and record["batch_size"] == 1 and record["device"] == "cpu"
+        assert 0.0 <= record["sparsity"] < 1.0 and 0.0 <= record["visual_sparsity"] < 1.0
+        assert record["visual_tokens"] == 64  # 8 frames of 112 x 112: 4 temporal x 16 merged patches
+        assert record["input_tokens"] > record["visual_tokens"]
+        records.append(record)
+    assert any(r["visual_sparsity"] > 0 for r in records), "the method skipped or pooled no visual block"
+    mean_sparsity = sum(r["sparsity"] for r in records) / len(records)
+    assert math.isclose(results["throughput"]["avg_vlmsparse_sparsity"], mean_sparsity, rel_tol=1e-9)
+
+    board = tmp_path / "results" / "videomme.csv"
+    argv_board = [str(out), "--task", TASK, "--csv", str(board)]
+    assert leaderboard_main(argv_board) == 0
+    assert leaderboard_main(argv_board) == 0  # the same run again replaces its row
+    with board.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        assert tuple(reader.fieldnames) == LEADERBOARD_COLUMNS
+        rows = list(reader)
+    assert len(rows) == 1
+    row = rows[0]
+    scores = [s["videomme_perception_score"]["score"] for s in samples]
+    assert (row["model"], row["method"], row["setting"], row["config"]) == (str(model_dir), "psa", "default", "block_m=16; block_n=16")
+    assert (row["split"], row["frames"], row["max_pixels"], row["dtype"]) == (TASK, "8", "12544", "bfloat16")
+    assert (row["n_overall"], row["n_short"], row["n_medium"], row["n_long"]) == ("3", "1", "1", "1")
+    assert float(row["acc_overall"]) == pytest.approx(sum(scores) / 3, abs=1e-4)
+    assert float(row["sparsity"]) == pytest.approx(mean_sparsity, abs=1e-4)
+    assert row["run_id"].startswith("videomme/") and "lmms-eval-psa-default-" in row["run_id"]

@@ -1,0 +1,233 @@
+"""``--model_args`` of the lmms-eval plugin: which go to lmms-eval's Qwen2.5-VL model, which to the method.
+
+One ``--model_args`` string carries three kinds of keys:
+
+* the plugin's own: ``method`` (default ``psa``), ``config_file`` (a run config TOML, ``evals/*.toml``) and
+  ``timing`` (measure the sparse planning and attention time);
+* the arguments of lmms-eval's Qwen2.5-VL model (``pretrained``, ``max_num_frames``, ``fps``, ``max_pixels``,
+  ``min_pixels``, ``device_map``, ``attn_implementation``, ...), passed on unchanged;
+* fields of the method's config dataclass (``block_m``, ``thresholds``, ``preset``, ...). A list value is
+  written as JSON inside the string: ``thresholds=[0.7,0.8,0.9,0.9]`` (quote the whole ``--model_args``).
+
+A run config file's ``[run]`` table maps onto lmms-eval's frame arguments where lmms-eval has them
+(``frames`` -> ``max_num_frames``, ``fps``, ``min_pixels``, ``max_pixels``); explicit ``--model_args`` win.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+__all__ = [
+    "PLUGIN_KEYS",
+    "RUN_KEY_TO_MODEL_ARG",
+    "SparseArgs",
+    "parse_model_args",
+    "split_model_args",
+    "run_config_model_args",
+    "effective_model_args",
+    "base_model_defaults",
+]
+
+#: The plugin's own keys.
+PLUGIN_KEYS = ("method", "config_file", "timing")
+#: ``[run]`` keys of a run config that lmms-eval's Qwen2.5-VL model takes, under its own argument names.
+RUN_KEY_TO_MODEL_ARG = {"frames": "max_num_frames", "fps": "fps", "min_pixels": "min_pixels", "max_pixels": "max_pixels"}
+#: The model the plugin loads when ``pretrained`` is not given (the harness's default too).
+DEFAULT_PRETRAINED = "Qwen/Qwen2.5-VL-7B-Instruct"
+
+
+@dataclass
+class SparseArgs:
+    """The method part of ``--model_args``: method name, run config file, timing, config field overrides."""
+
+    method: str = "psa"
+    config_file: str | None = None
+    timing: bool = False
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    def method_config(self) -> dict[str, Any]:
+        """The config fields set for this run: the config file's ``[method_config]``, then the overrides."""
+        values: dict[str, Any] = {}
+        if self.config_file is not None:
+            from vlmsparse.methods import load_run_config
+
+            values.update(load_run_config(self.config_file).method_config)
+        values.update(self.overrides)
+        return values
+
+    def setting_name(self) -> str:
+        """The setting name a leaderboard row shows: the config file's ``name``, else ``default``."""
+        if self.config_file is None:
+            return "default"
+        from vlmsparse.methods import load_run_config
+
+        return load_run_config(self.config_file).name
+
+
+def _convert(value: str) -> Any:
+    """A ``key=value`` value as lmms-eval converts it (bool, int, float, else str), plus JSON lists/dicts."""
+    text = value.strip()
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        text = text[1:-1]
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    if text.isnumeric():
+        return int(text)
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    return _json_value(text)
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, str) and value[:1] in "[{":
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"could not read {value!r} as a JSON list or object: {exc}") from exc
+    return value
+
+
+def _split_top_level(text: str) -> list[str]:
+    parts, depth, quote, current = [], 0, None, []
+    for ch in text:
+        if quote:
+            quote = None if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "[{":
+            depth += 1
+        elif ch in "]}":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            parts.append("".join(current))
+            current = []
+            continue
+        current.append(ch)
+    parts.append("".join(current))
+    return [p.strip() for p in parts if p.strip()]
+
+
+def parse_model_args(text: str) -> dict[str, Any]:
+    """Parse a ``--model_args`` string (``k=v,k2=[1,2]``) as lmms-eval does, JSON lists and objects read."""
+    out: dict[str, Any] = {}
+    for part in _split_top_level(text or ""):
+        if "=" not in part:
+            raise ValueError(f"model argument {part!r} is not key=value")
+        key, value = part.split("=", 1)
+        out[key.strip()] = _convert(value)
+    return out
+
+
+def base_model_defaults(model_cls: type) -> dict[str, Any]:
+    """Named ``__init__`` arguments of lmms-eval's model class with their defaults (no ``self``/``**kwargs``)."""
+    params = inspect.signature(model_cls.__init__).parameters
+    return {
+        name: (None if p.default is inspect.Parameter.empty else p.default)
+        for name, p in params.items()
+        if name != "self" and p.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)
+    }
+
+
+def _method_fields(method: str) -> list[str]:
+    from vlmsparse.methods import get_method_class
+
+    return [*get_method_class(method).config_class.field_names(), "preset"]
+
+
+def split_model_args(
+    kwargs: dict[str, Any], base_args: Iterable[str] | None
+) -> tuple[dict[str, Any], SparseArgs]:
+    """Split parsed ``--model_args`` into (arguments of lmms-eval's model, :class:`SparseArgs`).
+
+    A key that is neither the plugin's, nor the base model's, nor a field of the method's config raises
+    ``ValueError`` naming all three lists. ``base_args=None``: every other key is taken as the base model's.
+    """
+    method = str(kwargs.get("method", "psa"))
+    fields = _method_fields(method)  # ValueError for an unknown method, listing the known ones
+    if base_args is None:
+        base_args = [k for k in kwargs if k not in PLUGIN_KEYS and k not in fields]
+    base_args = set(base_args)
+    base: dict[str, Any] = {}
+    overrides: dict[str, Any] = {}
+    unknown = []
+    for key, value in kwargs.items():
+        if key in PLUGIN_KEYS:
+            continue
+        if key in base_args:
+            base[key] = value
+        elif key in fields:
+            overrides[key] = _json_value(value)
+        else:
+            unknown.append(key)
+    if unknown:
+        raise ValueError(
+            f"unknown --model_args {sorted(unknown)}: the plugin takes {list(PLUGIN_KEYS)}, lmms-eval's Qwen2.5-VL "
+            f"model takes {sorted(base_args)}, and method {method!r} takes the config fields {fields}"
+        )
+    timing = kwargs.get("timing", False)
+    if not isinstance(timing, bool):
+        raise ValueError(f"timing must be true or false, got {timing!r}")
+    config_file = kwargs.get("config_file")
+    if config_file is not None and not Path(str(config_file)).is_file():
+        raise ValueError(f"config_file {str(config_file)!r} does not exist; pass the path of a run config TOML")
+    sparse = SparseArgs(
+        method=method,
+        config_file=None if config_file is None else str(config_file),
+        timing=timing,
+        overrides=overrides,
+    )
+    if sparse.config_file is not None:
+        from vlmsparse.methods import load_run_config
+
+        file_method = load_run_config(sparse.config_file).method
+        if "method" in kwargs and file_method != method:
+            raise ValueError(f"config_file {sparse.config_file!r} is for method {file_method!r}, not method={method!r}")
+        if "method" not in kwargs and file_method != method:
+            return split_model_args({**kwargs, "method": file_method}, base_args)
+    return base, sparse
+
+
+def run_config_model_args(run: dict[str, Any], explicit: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """lmms-eval model arguments from a run config's ``[run]`` table: ``(arguments, keys left out)``.
+
+    ``frames`` wins over ``fps`` (as in ``vlmsparse.eval``); an explicit ``max_num_frames`` or ``fps`` in
+    ``explicit`` drops both. Keys lmms-eval's model has no argument for (``total_pixels``, ``min_frames``,
+    ``max_frames``, ``max_new_tokens``) come back as left out.
+    """
+    out: dict[str, Any] = {}
+    if "frames" in run and run["frames"] is not None:
+        out["max_num_frames"] = int(run["frames"])
+    elif "fps" in run and run["fps"] is not None:
+        out["fps"] = float(run["fps"])
+    if "max_num_frames" in explicit or "fps" in explicit:
+        out.pop("max_num_frames", None)
+        out.pop("fps", None)
+    for key in ("min_pixels", "max_pixels"):
+        if key in run:
+            out[key] = int(run[key])
+    out = {k: v for k, v in out.items() if k not in explicit}
+    left_out = {k: v for k, v in run.items() if k not in RUN_KEY_TO_MODEL_ARG}
+    return out, left_out
+
+
+def effective_model_args(kwargs: dict[str, Any], model_cls: type) -> tuple[dict[str, Any], SparseArgs, dict]:
+    """``(base model arguments, SparseArgs, [run] keys left out)`` for lmms-eval's ``model_cls``.
+
+    The base arguments hold the explicit ones, then those a config file's ``[run]`` adds; ``pretrained``
+    defaults to Qwen2.5-VL-7B-Instruct.
+    """
+    base, sparse = split_model_args(kwargs, base_model_defaults(model_cls))
+    left_out: dict[str, Any] = {}
+    if sparse.config_file is not None:
+        from vlmsparse.methods import load_run_config
+
+        from_run, left_out = run_config_model_args(load_run_config(sparse.config_file).run, base)
+        base.update(from_run)
+    base.setdefault("pretrained", DEFAULT_PRETRAINED)
+    return base, sparse, left_out
