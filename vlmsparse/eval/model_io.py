@@ -135,7 +135,7 @@ class VideoQA:
         )
         return batch.to(self.device)
 
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: planners keep per-prefill caches keyed on tensor versions
     def answer(self, video: SampledVideo, prompt: str) -> Generation:
         """Generate the reply; ``prefill_s`` is the time to the first token's logits (vision tower included)."""
         from transformers import LogitsProcessorList

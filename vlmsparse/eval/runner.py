@@ -14,6 +14,7 @@ import datetime as _dt
 import json
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -408,18 +409,23 @@ class VideoMMERun:
             dynamic_ncols=True,
         )
         writer = RecordWriter(shard_path(run_dir, state.process_index, state.num_processes))
+        groups = group_by_video(mine)
+        # Decode the next video on a worker thread while the model answers the current one's questions.
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode")
+        decode = lambda i: pool.submit(read_video, self.videos[groups[i][0]], spec)  # noqa: E731
         try:
             with apply_method(qa.model, setting) as handle:
                 warm = not opts.warmup
-                for video_file_id, questions in group_by_video(mine):
+                upcoming = decode(0)
+                for i, (video_file_id, questions) in enumerate(groups):
+                    current = upcoming
+                    upcoming = decode(i + 1) if i + 1 < len(groups) else None
                     try:
-                        video = read_video(self.videos[video_file_id], spec)
+                        video = current.result()
                     except VideoDecodeError as exc:
                         opts.log(f"[{setting.method}/{setting.name}] {exc}; its {len(questions)} question(s) recorded as errors")
-                        video = None
                         for q in questions:
                             self._record(writer, tally, bar, error_record(q, setting, opts.model, f"decode: {exc}", device))
-                    if video is None:
                         continue
                     if not warm:  # one untimed answer first: kernel compilation stays out of the latencies
                         qa.answer(video, build_prompt(questions[0].question, questions[0].options))
@@ -431,7 +437,9 @@ class VideoMMERun:
                             torch.cuda.empty_cache()
                             record = error_record(q, setting, opts.model, f"out of GPU memory: {exc}"[:500], device)
                         self._record(writer, tally, bar, record)
+                    del video
         finally:
+            pool.shutdown(wait=True, cancel_futures=True)
             writer.close()
             bar.close()
 
