@@ -319,3 +319,9 @@ def test_shipped_run_configs_load_and_build_their_methods():
         spec = settings.frame_spec(s.run)
         assert spec == frames.FrameSpec()  # every paper row samples frames the same way
         assert s.run.get("max_new_tokens") == 16
+
+
+def test_no_table_anywhere_says_what_to_pass(tmp_path):
+    # no parquet under the folder and no hub access (tests run offline)
+    with pytest.raises(FileNotFoundError, match="--metadata"):
+        videomme.load_questions(tmp_path)

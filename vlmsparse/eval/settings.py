@@ -101,7 +101,8 @@ def resolve_settings(methods: Sequence[str] | None, configs: Sequence[str] | Non
 def frame_spec(run: dict[str, Any], overrides: dict[str, Any] | None = None) -> FrameSpec:
     """The frame sampling of a setting: Qwen2.5-VL's defaults, then its ``[run]`` keys, then CLI flags.
 
-    Passing ``frames`` on the CLI drops an ``fps`` count from the config and the other way round.
+    A fixed ``frames`` wins over ``fps``; passing ``fps`` on the CLI (without ``frames``) drops the config's
+    fixed ``frames``.
     """
     values = {k: v for k, v in run.items() if k in FrameSpec.__dataclass_fields__}
     for key, value in (overrides or {}).items():

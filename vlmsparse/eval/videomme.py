@@ -143,7 +143,16 @@ def load_questions(data_dir: str | Path | None = None, metadata: str | Path | No
         found = find_metadata_file(data_dir)
         if found is not None:
             return read_parquet(found), str(found)
-    return load_from_hub(), f"hub:{HUB_DATASET}/{HUB_CONFIG}/{HUB_SPLIT}"
+    try:
+        questions = load_from_hub()
+    except Exception as exc:  # offline, gated, renamed: say what to do instead
+        where = f"no parquet file under {data_dir}, and " if data_dir is not None else ""
+        raise FileNotFoundError(
+            f"Video-MME question table not found: {where}loading {HUB_DATASET} ({HUB_CONFIG}/{HUB_SPLIT}) from the hub "
+            f"failed ({type(exc).__name__}: {exc}). Put videomme/test-00000-of-00001.parquet under --data-dir "
+            "or pass --metadata FILE."
+        ) from exc
+    return questions, f"hub:{HUB_DATASET}/{HUB_CONFIG}/{HUB_SPLIT}"
 
 
 def select_split(questions: Sequence[Question], split: str) -> list[Question]:
