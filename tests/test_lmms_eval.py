@@ -244,3 +244,33 @@ def test_videomme_shaped_task_through_the_lmms_eval_cli(lmms_qwen, tmp_path, mon
     assert float(row["acc_overall"]) == pytest.approx(sum(scores) / 3, abs=1e-4)
     assert float(row["sparsity"]) == pytest.approx(mean_sparsity, abs=1e-4)
     assert row["run_id"].startswith("videomme/") and "lmms-eval-psa-default-" in row["run_id"]
+
+
+def test_leaderboard_row_without_logged_samples(lmms_qwen, tmp_path):
+    """Without --log_samples the row comes from the results file: overall score and the end-of-run summary."""
+    from vlmsparse.integrations.lmms_eval_leaderboard import append_lmms_eval_row
+
+    run_dir = tmp_path / "logs" / "Qwen__Qwen2.5-VL-7B-Instruct"
+    run_dir.mkdir(parents=True)
+    results = {
+        "results": {"videomme": {"alias": "videomme", "videomme_perception_score,none": 62.5}},
+        "n-samples": {"videomme": {"original": 2700, "effective": 8}},
+        "config": {
+            "model": MODEL_ID,
+            "model_args": "pretrained=Qwen/Qwen2.5-VL-7B-Instruct,method=xattention,threshold=0.9,fps=1.0",
+            "limit": 8,
+            "gen_kwargs": "",
+        },
+        "throughput": {"avg_vlmsparse_sparsity": 0.41, "avg_vlmsparse_visual_sparsity": 0.57},
+        "lmms_eval_version": "0.7.3",
+    }
+    (run_dir / "20261123_120000_results.json").write_text(json.dumps(results))
+    row = append_lmms_eval_row(tmp_path / "videomme.csv", tmp_path / "logs")
+    assert (row["model"], row["method"], row["config"], row["split"]) == (
+        "Qwen/Qwen2.5-VL-7B-Instruct", "xattention", "threshold=0.9", "all"
+    )
+    assert (row["acc_overall"], row["n_overall"], row["acc_short"]) == (0.625, 8, None)
+    assert (row["sparsity"], row["visual_sparsity"], row["fps"], row["frames"]) == (0.41, 0.57, 1.0, "")
+    assert "first 8 questions" in row["data"] and row["limit"] == 8
+    with pytest.raises(ValueError, match="no results for task 'videomme_long'"):
+        append_lmms_eval_row(tmp_path / "videomme.csv", tmp_path / "logs", task="videomme_long")

@@ -130,7 +130,8 @@ def leaderboard_row(run: LmmsEvalRun) -> dict[str, Any]:
     else:  # no --log_samples: the overall score and the end-of-run summary only
         score = run.results["results"][run.task].get(f"{SCORE_KEY},none")
         n = run.results.get("n-samples", {}).get(run.task, {}).get("effective")
-        accuracy = {"acc_overall": None if score is None else float(score) / 100.0, "n_overall": n}
+        accuracy = {f"{k}_{d}": None for k in ("acc", "n") for d in DURATIONS}  # per duration: samples only
+        accuracy.update(acc_overall=None if score is None else float(score) / 100.0, n_overall=n)
         throughput = run.results.get("throughput", {})
         summary = {
             "sparsity": throughput.get("avg_vlmsparse_sparsity"),
@@ -169,7 +170,8 @@ def leaderboard_row(run: LmmsEvalRun) -> dict[str, Any]:
         "num_processes": "",
         "date": _dt.date.today().isoformat(),
         "version": f"{project_version()}; lmms-eval {run.results.get('lmms_eval_version', '?')}",
-        "data": f"lmms-eval task {run.task}",
+        # lmms-eval's --limit N takes the first N questions of the table, not N per duration as vlmsparse.eval
+        "data": f"lmms-eval task {run.task}" + ("" if limit is None else f" (--limit {limit}: first {limit} questions)"),
         "run_id": f"videomme/{slugify(model)}/lmms-eval-{slugify(sparse.method)}-{slugify(setting.name)}-{digest}",
     }
     row.update(accuracy)
