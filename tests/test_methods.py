@@ -277,7 +277,7 @@ def test_psa_plan_runs_through_the_kernel(tail):
 
 @pytest.mark.parametrize("lq,lk,bm,bn,stride,causal", [(200, 260, 64, 32, 8, True), (100, 100, 32, 32, 4, False)])
 def test_triton_antidiagonal_kernel_matches_torch(lq, lk, bm, bn, stride, causal):
-    from vlmsparse.methods.antidiagonal_triton import antidiagonal_block_scores_triton
+    from vlmsparse.kernels.antidiagonal import antidiagonal_block_scores_triton
 
     q = torch.randn(2, 4, lq, 32)
     k = torch.randn(2, 2, lk, 32)

@@ -208,6 +208,14 @@ def apply_layout_rules(levels: torch.Tensor, layout: BlockLayout) -> torch.Tenso
     return lv.masked_fill_(layout.forced[:, None], 1)
 
 
+def _tensor_version(t: torch.Tensor | None) -> int | None:
+    """The in-place version counter of ``t``; None where there is none (inference tensors)."""
+    try:
+        return None if t is None else t._version
+    except RuntimeError:  # inference-mode tensors do not track versions
+        return None
+
+
 def check_qk(q: torch.Tensor, k: torch.Tensor) -> None:
     """Raise ``ValueError`` unless ``q [B, Hq, Lq, D]`` and ``k [B, Hkv, Lk, D]`` fit together."""
     for name, t in (("q", q), ("k", k)):
@@ -245,8 +253,8 @@ class Method:
         (a model plans every layer of one prefill with one token layout)."""
         cfg = self.config
         key = (
-            id(visual), getattr(visual, "_version", None), batch, q_len, k_len, cfg.block_m, cfg.block_n,
-            cfg.causal, str(device),
+            id(visual), _tensor_version(visual), batch, q_len, k_len, cfg.block_m, cfg.block_n, cfg.causal,
+            str(device),
         )
         memo = self._layout_memo
         if memo is not None and memo[0] == key and memo[1] is visual:

@@ -19,7 +19,7 @@ import torch
 
 from vlmsparse.kernels.blocks import INVISIBLE, cdiv
 
-from .antidiagonal_triton import antidiagonal_block_scores_triton, triton_supports
+from vlmsparse.kernels.antidiagonal import antidiagonal_block_scores_triton, triton_supports
 
 __all__ = [
     "antidiagonal_block_scores",
