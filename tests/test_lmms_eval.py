@@ -129,19 +129,21 @@ def test_model_args_split_between_lmms_eval_and_the_method(lmms_qwen, tmp_path):
     config = tmp_path / "psa-test.toml"
     config.write_text(
         'name = "psa-test"\nmethod = "psa"\n[method_config]\nstride = 4\n'
-        "[run]\nfps = 1.0\nmax_pixels = 50176\ntotal_pixels = 19267584\nmax_new_tokens = 16\n"
+        "[run]\nfps = 1.0\nmax_frames = 768\nmax_pixels = 50176\ntotal_pixels = 19267584\nmax_new_tokens = 16\n"
     )
     args = parse_model_args(
         f"pretrained=/m,max_num_frames=16,thresholds=[0.5,0.6,0.7,0.8],block_m=32,config_file={config},timing=true"
     )
     base, sparse, left_out = effective_model_args(args, lmms_qwen.Qwen2_5_VL)
-    # explicit max_num_frames wins over the file's fps; the file's max_pixels applies; total_pixels has no argument
+    # explicit max_num_frames wins over the file's fps; the file's max_pixels applies; total_pixels has no argument;
+    # max_frames = 768 is what qwen-vl-utils does anyway
     assert base == {"pretrained": "/m", "max_num_frames": 16, "max_pixels": 50176}
     assert left_out == {"total_pixels": 19267584, "max_new_tokens": 16}
     assert sparse.method == "psa" and sparse.timing is True
     assert sparse.method_config() == {"stride": 4, "thresholds": [0.5, 0.6, 0.7, 0.8], "block_m": 32}
     assert sparse.setting_name() == "psa-test"
     assert run_config_model_args({"frames": 64, "fps": 2.0}, {}) == ({"max_num_frames": 64}, {})
+    assert run_config_model_args({"fps": 2.0, "min_frames": 8}, {"max_pixels": 1}) == ({"fps": 2.0}, {"min_frames": 8})
 
     with pytest.raises(ValueError, match="unknown --model_args \\['treshold'\\]"):
         effective_model_args({"pretrained": "/m", "method": "xattention", "treshold": 0.9}, lmms_qwen.Qwen2_5_VL)

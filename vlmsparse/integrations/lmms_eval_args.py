@@ -36,6 +36,8 @@ __all__ = [
 PLUGIN_KEYS = ("method", "config_file", "timing")
 #: ``[run]`` keys of a run config that lmms-eval's Qwen2.5-VL model takes, under its own argument names.
 RUN_KEY_TO_MODEL_ARG = {"frames": "max_num_frames", "fps": "fps", "min_pixels": "min_pixels", "max_pixels": "max_pixels"}
+#: ``[run]`` values that qwen-vl-utils (which lmms-eval's model samples frames with) uses anyway.
+QWEN_VL_UTILS_RUN_DEFAULTS = {"min_frames": 4, "max_frames": 768}
 #: The model the plugin loads when ``pretrained`` is not given (the harness's default too).
 DEFAULT_PRETRAINED = "Qwen/Qwen2.5-VL-7B-Instruct"
 
@@ -197,8 +199,8 @@ def run_config_model_args(run: dict[str, Any], explicit: dict[str, Any]) -> tupl
     """lmms-eval model arguments from a run config's ``[run]`` table: ``(arguments, keys left out)``.
 
     ``frames`` wins over ``fps`` (as in ``vlmsparse.eval``); an explicit ``max_num_frames`` or ``fps`` in
-    ``explicit`` drops both. Keys lmms-eval's model has no argument for (``total_pixels``, ``min_frames``,
-    ``max_frames``, ``max_new_tokens``) come back as left out.
+    ``explicit`` drops both. Keys lmms-eval's model has no argument for (``total_pixels``, ``max_new_tokens``,
+    and ``min_frames`` / ``max_frames`` unless they equal qwen-vl-utils' own 4 / 768) come back as left out.
     """
     out: dict[str, Any] = {}
     if "frames" in run and run["frames"] is not None:
@@ -212,7 +214,9 @@ def run_config_model_args(run: dict[str, Any], explicit: dict[str, Any]) -> tupl
         if key in run:
             out[key] = int(run[key])
     out = {k: v for k, v in out.items() if k not in explicit}
-    left_out = {k: v for k, v in run.items() if k not in RUN_KEY_TO_MODEL_ARG}
+    left_out = {
+        k: v for k, v in run.items() if k not in RUN_KEY_TO_MODEL_ARG and QWEN_VL_UTILS_RUN_DEFAULTS.get(k) != v
+    }
     return out, left_out
 
 
