@@ -151,6 +151,14 @@ def test_model_args_split_between_lmms_eval_and_the_method(lmms_qwen, tmp_path):
         effective_model_args({"method": "nope"}, lmms_qwen.Qwen2_5_VL)
 
 
+def test_missing_qwen_vl_utils_is_reported_before_loading(lmms_qwen, monkeypatch):
+    from vlmsparse.integrations.lmms_eval_qwen2_5_vl import Qwen2_5_VLSparse
+
+    monkeypatch.setattr(lmms_qwen, "process_vision_info", None)  # what lmms-eval holds when the import failed
+    with pytest.raises(ImportError, match="qwen-vl-utils, which did not import"):
+        Qwen2_5_VLSparse(pretrained="/no/such/model", method="psa")
+
+
 def _task_yaml(folder: Path, parquet: Path) -> None:
     """lmms-eval's own videomme task (prompt, scoring, aggregation), reading a local Video-MME-shaped table."""
     videomme_yaml = Path(lmms_eval.__file__).parent / "tasks" / "videomme" / "videomme.yaml"

@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from loguru import logger as eval_logger
+from lmms_eval.models.chat import qwen2_5_vl as _lmms_qwen2_5_vl
 from lmms_eval.models.chat.qwen2_5_vl import Qwen2_5_VL as _LmmsQwen2_5_VL
 
 from .lmms_eval_args import SparseArgs, effective_model_args
@@ -39,6 +40,13 @@ class Qwen2_5_VLSparse(_LmmsQwen2_5_VL):
 
     def __init__(self, **kwargs: Any) -> None:
         base, sparse, left_out = effective_model_args(kwargs, _LmmsQwen2_5_VL)
+        if getattr(_lmms_qwen2_5_vl, "process_vision_info", None) is None:
+            raise ImportError(
+                "lmms-eval's Qwen2.5-VL model reads images and video frames with qwen-vl-utils, which did not import: "
+                "it needs a torchvision built for your torch (PyPI's torchvision wheels are CUDA builds; with a CPU-only "
+                "torch, install the matching torchvision from the PyTorch CPU wheel index). "
+                "Check with: python -c 'import qwen_vl_utils'"
+            )
         import vlmsparse
 
         method = vlmsparse.get_method(sparse.method, config_file=sparse.config_file, **sparse.overrides)
