@@ -29,6 +29,7 @@ lmms_eval = pytest.importorskip(
 )
 
 import torch  # noqa: E402
+from videomme_fixture import make_videomme_fixture  # noqa: E402
 
 from vlmsparse.eval.leaderboard import LEADERBOARD_COLUMNS  # noqa: E402
 from vlmsparse.eval.prompts import build_prompt  # noqa: E402
@@ -38,8 +39,6 @@ from vlmsparse.integrations.lmms_eval_args import (  # noqa: E402
     parse_model_args,
     run_config_model_args,
 )
-
-from videomme_fixture import make_videomme_fixture  # noqa: E402
 
 TASK = "vlmsparse_videomme_fixture"
 
@@ -178,10 +177,9 @@ def _task_yaml(folder: Path, parquet: Path) -> None:
 
 
 def test_videomme_shaped_task_through_the_lmms_eval_cli(lmms_qwen, tmp_path, monkeypatch):
-    from loguru import logger
-
     import lmms_eval.__main__ as lmms_main
     from lmms_eval.tasks import TaskManager
+    from loguru import logger
 
     from vlmsparse.integrations.lmms_eval_leaderboard import main as leaderboard_main
     from vlmsparse.testing import save_tiny_qwen2_5_vl

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["MODEL_ID", "CLASS_PATH", "model_manifest", "Qwen2_5_VLSparse"]
+__all__ = ["CLASS_PATH", "MODEL_ID", "model_manifest"]  # Qwen2_5_VLSparse: imported on access
 
 #: The name lmms-eval's ``--model`` takes.
 MODEL_ID = "vlmsparse_qwen2_5_vl"

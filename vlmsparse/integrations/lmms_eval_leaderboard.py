@@ -17,8 +17,9 @@ import datetime as _dt
 import hashlib
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from vlmsparse.eval import leaderboard as lb
 

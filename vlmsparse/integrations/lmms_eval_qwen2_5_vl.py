@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from loguru import logger as eval_logger
 from lmms_eval.models.chat import qwen2_5_vl as _lmms_qwen2_5_vl
 from lmms_eval.models.chat.qwen2_5_vl import Qwen2_5_VL as _LmmsQwen2_5_VL
+from loguru import logger as eval_logger
 
 from .lmms_eval_args import SparseArgs, effective_model_args
 from .lmms_eval_recording import SparsityRecorder, summarize_records
@@ -99,11 +99,10 @@ class Qwen2_5_VLSparse(_LmmsQwen2_5_VL):
         if self.rank == 0 and summary["requests"]:
             from lmms_eval.models.model_utils.gen_metrics import log_metrics
 
-            fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
             eval_logger.info(
                 f"vlmsparse summary: method {summary['method']}, {summary['requests']} requests, "
-                f"mean sparsity {fmt(summary['sparsity'])}, mean visual sparsity {fmt(summary['visual_sparsity'])}, "
-                f"mean prefill {fmt(summary['prefill_s_mean'])} s"
+                f"mean sparsity {_fmt(summary['sparsity'])}, mean visual sparsity {_fmt(summary['visual_sparsity'])}, "
+                f"mean prefill {_fmt(summary['prefill_s_mean'])} s"
             )
             extra = {
                 "vlmsparse_sparsity": summary["sparsity"],
@@ -115,3 +114,7 @@ class Qwen2_5_VLSparse(_LmmsQwen2_5_VL):
         if self._patch_handle is not None:
             self._patch_handle.unpatch()
         super().clean()
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
