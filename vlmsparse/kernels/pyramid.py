@@ -79,21 +79,19 @@ def _pooled_blocks(
     m_i, l_i, acc, q, qk_scale, idx_ptr, start, stop, kp_base, vp_base, offs_d, d_mask, k_len, head_dim,
     P: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_D: tl.constexpr, UPCAST: tl.constexpr,
 ):
-    """Visit kept blocks of pooling level ``P`` (``BLOCK_N // P`` pooled keys each, logits ``+ log2(count)``).
+    """Visit kept blocks of pooling level ``P``: ``BLOCK_N // P`` pooled keys each, logits ``+ log2(count)``.
 
-    ``P`` blocks are gathered into one tile of ``BLOCK_N`` pooled keys, so a pooled block costs ``1 / P`` of an
-    exact one in the matmuls and in the softmax bookkeeping alike.
+    One block per tile (padded to 16 rows for the matmul). Gathering ``P`` blocks into one full tile was
+    measured slower on an H100 (notes/kernel.md).
     """
     GROUPS: tl.constexpr = BLOCK_N // P  # pooled keys per block
+    TILE: tl.constexpr = 16 if GROUPS < 16 else GROUPS
     n_groups = (k_len + P - 1) // P
-    r = tl.arange(0, BLOCK_N)
-    slot = r // GROUPS
-    within = r % GROUPS
-    for t in range(start, stop, P):
-        entry_ok = t + slot < stop
-        j = tl.load(idx_ptr + t + slot, mask=entry_ok, other=0)
-        g = j * GROUPS + within
-        g_ok = entry_ok & (g < n_groups)
+    offs_g = tl.arange(0, TILE)
+    for t in range(start, stop):
+        j = tl.load(idx_ptr + t)
+        g = j * GROUPS + offs_g
+        g_ok = (offs_g < GROUPS) & (g < n_groups)
         if EVEN_D:
             ld_mask = g_ok[:, None]
         else:
