@@ -9,7 +9,6 @@ import torch
 from vlmsparse.bench import SUBCOMMANDS
 from vlmsparse.bench.__main__ import load_subcommand, main
 from vlmsparse.bench.fidelity import COLUMNS, dense_attention_stats, plan_recall
-from vlmsparse.bench.pyramid_f32 import pyramid_attention_f32
 from vlmsparse.bench.synthetic import video_qkv
 from vlmsparse.kernels.blocks import plan_shape
 from vlmsparse.kernels.reference import pyramid_attention_ref
@@ -46,7 +45,9 @@ def test_float32_evaluator_matches_reference(tail, lq, lk, bm, bn, per_kv):
     shape = plan_shape(b, hkv if per_kv else hq, lq, lk, bm, bn)
     levels = torch.tensor([0, 1, 2, 4, 8], dtype=torch.int8)[torch.randint(0, 5, shape)]
     want = pyramid_attention_ref(q, k, v, levels, block_m=bm, block_n=bn, tail=tail)
-    got = pyramid_attention_f32(q, k, v, levels, block_m=bm, block_n=bn, tail=tail, row_chunk=32)
+    got = pyramid_attention_ref(
+        q, k, v, levels, block_m=bm, block_n=bn, tail=tail, row_chunk=32, compute_dtype=torch.float32
+    )
     assert torch.allclose(got, want.float(), atol=1e-5, rtol=1e-4)
 
 

@@ -237,11 +237,14 @@ def tiny_qwen2_5_vl(
 
     processor = tiny_processor()
     config = tiny_qwen2_5_vl_config(processor.tokenizer, **overrides)
+    return _random_model(Qwen2_5_VLForConditionalGeneration, config, seed, attn_implementation, dtype), processor
+
+
+def _random_model(model_class, config, seed: int, attn_implementation: str, dtype: torch.dtype):
+    """A randomly initialised ``model_class`` for greedy generation, seeded without touching the global RNG."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = Qwen2_5_VLForConditionalGeneration._from_config(
-            config, attn_implementation=attn_implementation, dtype=dtype
-        )
+        model = model_class._from_config(config, attn_implementation=attn_implementation, dtype=dtype)
         # Initial weights are small; widen them so attention patterns are not uniform (sparsity shows up).
         with torch.no_grad():
             for name, param in model.model.language_model.named_parameters():
@@ -250,7 +253,7 @@ def tiny_qwen2_5_vl(
     model.generation_config.pad_token_id = config.text_config.pad_token_id
     model.generation_config.eos_token_id = config.text_config.eos_token_id
     model.generation_config.do_sample = False
-    return model.eval(), processor
+    return model.eval()
 
 
 def tiny_qwen2_vl(seed: int = 0, *, attn_implementation: str = "sdpa", dtype: torch.dtype = torch.float32):
@@ -276,19 +279,7 @@ def tiny_qwen2_vl(seed: int = 0, *, attn_implementation: str = "sdpa", dtype: to
         video_processor=Qwen2VLVideoProcessorTorch(size=dict(_TINY_VIDEO_SIZE)),
         chat_template=QWEN_CHAT_TEMPLATE,
     )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = Qwen2VLForConditionalGeneration._from_config(
-            config, attn_implementation=attn_implementation, dtype=dtype
-        )
-        with torch.no_grad():
-            for name, param in model.model.language_model.named_parameters():
-                if name.endswith(("q_proj.weight", "k_proj.weight")):
-                    param.normal_(0.0, 0.25)
-    model.generation_config.pad_token_id = config.text_config.pad_token_id
-    model.generation_config.eos_token_id = config.text_config.eos_token_id
-    model.generation_config.do_sample = False
-    return model.eval(), processor
+    return _random_model(Qwen2VLForConditionalGeneration, config, seed, attn_implementation, dtype), processor
 
 
 def save_tiny_qwen2_5_vl(path: str | os.PathLike, seed: int = 0, **overrides: Any) -> Path:

@@ -13,7 +13,7 @@ switched off), the plan is run, and one CSV row per setting records:
 
 Backends for the sparse output: ``triton`` (CUDA; the dense output then also comes from the kernel, with an
 all-level-1 plan, so both carry the same rounding), ``reference`` (``pyramid_attention_ref``, float64, the
-definition; slow) and ``float32`` (:func:`vlmsparse.bench.pyramid_f32.pyramid_attention_f32`, the same maths
+definition; slow) and ``float32`` (the reference with ``compute_dtype=torch.float32``, the same maths
 in float32, tested against the reference; the CPU default because the reference takes tens of seconds per
 setting at 4k tokens). On CPU the dense output is a float32 softmax.
 """
@@ -36,7 +36,6 @@ import torch
 from vlmsparse.kernels.blocks import cdiv
 from vlmsparse.methods import Plan, get_method
 
-from .pyramid_f32 import pyramid_attention_f32
 from .synthetic import video_qkv
 
 __all__ = ["Setting", "default_sweep", "dense_attention_stats", "evaluate_plan", "add_arguments", "run", "COLUMNS"]
@@ -146,7 +145,10 @@ def evaluate_plan(
 
         out = pyramid_attention_ref(q, k, v, plan.levels, **plan.kernel_kwargs())
     elif backend == "float32":
-        out = pyramid_attention_f32(q, k, v, plan.levels, **plan.kernel_kwargs())
+        from vlmsparse.kernels.reference import pyramid_attention_ref
+
+        out = pyramid_attention_ref(q, k, v, plan.levels, compute_dtype=torch.float32, row_chunk=512,
+                                    **plan.kernel_kwargs())
     else:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     diff = (out.double() - dense_out.double()).norm()

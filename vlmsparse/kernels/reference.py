@@ -39,10 +39,12 @@ def pyramid_attention_ref(
     block_n: int = 128,
     tail: bool = False,
     row_chunk: int = 1024,
+    compute_dtype: torch.dtype = torch.float64,
 ) -> torch.Tensor:
     """Pyramid sparse attention by its definition (see ``pyramid_attention`` for the arguments).
 
-    ``row_chunk`` bounds memory: query rows are processed that many at a time.
+    ``row_chunk`` bounds memory: query rows are processed that many at a time. ``compute_dtype`` is float64 for
+    the definition; float32 is the same maths, faster (the CPU fidelity sweep uses it).
     """
     check_attention_args(q, k, v, levels, block_m, block_n)
     b, hq, lq, d = q.shape
@@ -51,9 +53,9 @@ def pyramid_attention_ref(
     scale = 1.0 / math.sqrt(d) if sm_scale is None else float(sm_scale)
     offset = lk - lq
 
-    qf = q.double()
-    kf = k.double().repeat_interleave(group, dim=1)  # the reference may repeat K/V; the kernel never does
-    vf = v.double().repeat_interleave(group, dim=1)
+    qf = q.to(compute_dtype)
+    kf = k.to(compute_dtype).repeat_interleave(group, dim=1)  # the reference may repeat K/V; the kernel never does
+    vf = v.to(compute_dtype).repeat_interleave(group, dim=1)
     lv = levels.long()
     if lv.shape[1] != hq:
         lv = lv.repeat_interleave(group, dim=1)
@@ -67,7 +69,7 @@ def pyramid_attention_ref(
         first_key = torch.arange(kp.shape[-2], device=q.device) * p
         keys_of_level[p] = (kp, vp, counts, first_key)
 
-    out = torch.zeros(b, hq, lq, d, dtype=torch.float64, device=q.device)
+    out = torch.zeros(b, hq, lq, d, dtype=compute_dtype, device=q.device)
     for r0 in range(0, lq, row_chunk):
         rows = torch.arange(r0, min(r0 + row_chunk, lq), device=q.device)
         qb = rows // block_m
@@ -90,14 +92,14 @@ def pyramid_attention_ref(
             else:
                 # pooled keys only where the whole block is visible to the whole query block
                 use = use & (cls_rows[:, key_block[first_key]] == FULL)
-            s = torch.einsum("bhrd,bhgd->bhrg", qr, kp) * scale + torch.log(counts.double())
+            s = torch.einsum("bhrd,bhgd->bhrg", qr, kp) * scale + torch.log(counts.to(compute_dtype))
             logits.append(s.masked_fill(~use, float("-inf")))
             values.append(vp)
         if tail:
             skipped = (eff[..., key_block] == 0) & visible  # [B, H, R, Lk]
-            n = skipped.sum(-1, keepdim=True).double()  # [B, H, R, 1]
-            k_tail = torch.einsum("bhrj,bhjd->bhrd", skipped.double(), kf) / n.clamp(min=1)
-            v_tail = torch.einsum("bhrj,bhjd->bhrd", skipped.double(), vf) / n.clamp(min=1)
+            n = skipped.sum(-1, keepdim=True).to(compute_dtype)  # [B, H, R, 1]
+            k_tail = torch.einsum("bhrj,bhjd->bhrd", skipped.to(compute_dtype), kf) / n.clamp(min=1)
+            v_tail = torch.einsum("bhrj,bhjd->bhrd", skipped.to(compute_dtype), vf) / n.clamp(min=1)
             s_tail = (qr * k_tail).sum(-1, keepdim=True) * scale + torch.log(n.clamp(min=1))
             logits.append(s_tail.masked_fill(n == 0, float("-inf")))
         s_all = torch.cat(logits, dim=-1)
@@ -111,5 +113,5 @@ def pyramid_attention_ref(
         )
         if tail:
             o = o + w[..., -1:] * v_tail
-        out[:, :, rows] = torch.where(denom > 0, o / denom.clamp(min=1e-300), torch.zeros_like(o))
+        out[:, :, rows] = torch.where(denom > 0, o / denom.clamp(min=torch.finfo(compute_dtype).tiny), torch.zeros_like(o))
     return out.to(q.dtype)
