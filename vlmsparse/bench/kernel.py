@@ -8,13 +8,13 @@ last ``--check-rows`` queries (both are exact sub-problems of the causal prefill
 from __future__ import annotations
 
 import argparse
-import math
 
 import torch
 
 from vlmsparse.kernels import block_classes, build_kv_pyramid, compile_plan, plan_shape, pyramid_attention
 from vlmsparse.kernels.blocks import INVISIBLE, PARTIAL
 from vlmsparse.kernels.reference import pyramid_attention_ref
+from vlmsparse.methods.sparsity import plan_sparsity
 
 from .common import causal_attention_flops, environment, print_table, sdpa_dense, time_ms, write_csv
 
@@ -39,16 +39,6 @@ def random_mixed_plan(
     levels[..., 0] = 1
     levels[..., cls == INVISIBLE] = 0
     return levels.to(device)
-
-
-def plan_sparsity(levels: torch.Tensor, length: int, block: int) -> float:
-    """Sparsity as DESIGN.md defines it: 1 - mean block cost (1/p, 0 skipped) over the causal block grid."""
-    cls = block_classes(length, length, block, block, True, levels.device)
-    lv = levels.float()
-    cost = torch.where(lv > 0, 1.0 / lv.clamp(min=1), torch.zeros_like(lv))
-    cost = torch.where((cls == PARTIAL) & (lv > 0), torch.ones_like(cost), cost)
-    counted = (cls != INVISIBLE).expand_as(cost)
-    return 1.0 - (cost[counted].sum() / counted.sum()).item()
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -119,7 +109,7 @@ def run_random(args: argparse.Namespace) -> list[dict]:
         for keep in args.keeps:
             for tail in (False, True):
                 levels = random_mixed_plan(b, hkv, length, args.block, keep, seed=length)
-                s = plan_sparsity(levels, length, args.block)
+                s = plan_sparsity(levels, length, length, args.block, args.block).overall
                 pyr = build_kv_pyramid(k, v, tail=tail)
                 plan = compile_plan(levels, length, length, args.block, args.block, True)
                 t_kernel = time_ms(lambda: pyramid_attention(

@@ -6,7 +6,6 @@ prefix sums. Plain-PyTorch versions define the result and serve CPU tensors with
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import torch
@@ -14,6 +13,7 @@ import triton
 import triton.language as tl
 
 from .blocks import POOLED_LEVELS, cdiv
+from .validation import triton_can_run
 
 _POOL_TILE = 64  # keys per program of the pooling kernel (a multiple of 8)
 _PREFIX_TILE = 64  # keys per step of the prefix-sum kernel
@@ -34,16 +34,12 @@ class KVPyramid:
     prefix_v: torch.Tensor | None = None
 
 
-def _triton_usable(x: torch.Tensor) -> bool:
-    return x.device.type == "cuda" or os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
-
-
 def build_kv_pyramid(k: torch.Tensor, v: torch.Tensor, *, tail: bool = False) -> KVPyramid:
     """Pool K and V in groups of 2, 4 and 8 keys (a partial last group is the mean of its own keys).
 
     With ``tail=True`` also the float32 prefix sums the kernel's tail aggregation reads.
     """
-    if not _triton_usable(k):
+    if not triton_can_run(k.device):
         return build_kv_pyramid_torch(k, v, tail=tail)
     b, h, length, d = k.shape
     pooled_k = {p: torch.empty(b, h, cdiv(length, p), d, device=k.device, dtype=k.dtype) for p in POOLED_LEVELS}

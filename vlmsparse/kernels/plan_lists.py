@@ -8,7 +8,6 @@ One Triton launch compiles the whole plan; the plain-PyTorch version defines the
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import torch
@@ -16,6 +15,7 @@ import triton
 import triton.language as tl
 
 from .blocks import FULL, PARTIAL, block_classes
+from .validation import triton_can_run
 
 N_CATEGORIES = 5
 
@@ -38,7 +38,7 @@ def compile_plan(
     levels: torch.Tensor, q_len: int, k_len: int, block_m: int, block_n: int, causal: bool = True
 ) -> CompiledPlan:
     """Compile ``levels [B, Hm, nQB, nKB]`` into the kernel's per-query-block lists (one launch, no host sync)."""
-    if not (levels.device.type == "cuda" or os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")):
+    if not triton_can_run(levels.device):
         return compile_plan_torch(levels, q_len, k_len, block_m, block_n, causal)
     b, hm, n_qb, n_kb = levels.shape
     rows = b * hm * n_qb

@@ -10,7 +10,6 @@ the keys a row skips become one extra key, their mean, with logit ``+ ln(count)`
 from __future__ import annotations
 
 import math
-import os
 import torch
 import triton
 import triton.language as tl
@@ -18,7 +17,7 @@ import triton.language as tl
 from .blocks import cdiv
 from .kv_pyramid import KVPyramid, build_kv_pyramid
 from .plan_lists import CompiledPlan, compile_plan
-from .validation import check_attention_args
+from .validation import check_attention_args, interpreting, triton_can_run
 
 LOG2E = 1.4426950408889634
 
@@ -274,10 +273,6 @@ def _pyramid_attention_fwd(
         tl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=m_ok[:, None] & d_mask[None, :])
 
 
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
-
-
 def pyramid_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -312,7 +307,7 @@ def pyramid_attention(
         ``[B, Hq, Lq, D]`` in the dtype of ``q``.
     """
     check_attention_args(q, k, v, levels, block_m, block_n, check_values=check_levels)
-    if q.device.type != "cuda" and not _interpreting():
+    if not triton_can_run(q.device):
         raise ValueError(
             f"pyramid_attention runs its Triton kernel on a CUDA device, but q is on {q.device}; move the tensors "
             "to CUDA, set TRITON_INTERPRET=1 before importing vlmsparse (slow, for tests), or call "
@@ -353,7 +348,7 @@ def pyramid_attention(
         hq, hkv, plan.plan_heads, n_qb, n_kb, lq, lk, d,
         CAUSAL=causal, TAIL=tail,
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, EVEN_D=(block_d == d),
-        UPCAST=(q.dtype == torch.float32 or (q.dtype == torch.bfloat16 and _interpreting())),
+        UPCAST=(q.dtype == torch.float32 or (q.dtype == torch.bfloat16 and interpreting())),
         num_warps=num_warps, num_stages=num_stages,
     )
     return out

@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from .blocks import VALID_BLOCK_SIZES, VALID_LEVELS, plan_shape
 
 SUPPORTED_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
+
+
+def interpreting() -> bool:
+    """Whether Triton kernels run on the CPU through the interpreter (``TRITON_INTERPRET=1``)."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def triton_can_run(device: torch.device) -> bool:
+    """Whether a Triton kernel can run on tensors of ``device``: CUDA, or any device under the interpreter."""
+    return device.type == "cuda" or interpreting()
 
 
 def check_attention_args(

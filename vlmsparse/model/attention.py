@@ -18,7 +18,6 @@ Per call (one decoder layer), with ``q [B, Hq, Lq, D]`` and ``k, v [B, Hkv, Lk, 
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from vlmsparse.kernels import pyramid_attention
 from vlmsparse.kernels.reference import pyramid_attention_ref
+from vlmsparse.kernels.validation import triton_can_run
 from vlmsparse.methods import Method, PlanSparsity
 
 from .families import ModelFamily
@@ -85,10 +85,6 @@ def unregister_implementation(name: str) -> None:
     AttentionMaskInterface._global_mapping.pop(name, None)
 
 
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
-
-
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -129,7 +125,7 @@ class PatchState:
     # -- sparse ----------------------------------------------------------------------------------------
     def _kernel(self, q, k, v, plan, scaling):
         kwargs = dict(sm_scale=scaling, **plan.kernel_kwargs())
-        if q.device.type == "cuda" or _interpreting():
+        if triton_can_run(q.device):
             return pyramid_attention(q, k, v, plan.levels, check_levels=False, **kwargs)
         self.say_once(
             "reference",
