@@ -13,6 +13,10 @@ given the finer level, so the kept share is at least the threshold; XAttention's
 CDF stays at or under the threshold). Forced blocks count first, so their mass is part of every threshold.
 
 Raising any threshold can only move a block to a finer level: the plan's cost never falls.
+
+Among blocks with equal ordering keys (equal shares, e.g. many zero importances) the lower block index comes
+first, so the result is fully determined. On CUDA one Triton launch does the whole assignment
+(:func:`vlmsparse.kernels.select_levels.cumulative_levels_triton`); the PyTorch code below defines it.
 """
 
 from __future__ import annotations
@@ -21,10 +25,16 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["cumulative_levels", "MODES", "RULES"]
+from vlmsparse.kernels.select_levels import (
+    MODES,
+    RULES,
+    check_selection_args,
+    cumulative_levels_triton,
+    triton_supports_levels,
+)
+from vlmsparse.kernels.validation import triton_can_run
 
-MODES = ("energy", "quota")
-RULES = ("exclusive", "inclusive")
+__all__ = ["cumulative_levels", "MODES", "RULES"]
 
 
 def cumulative_levels(
@@ -36,25 +46,32 @@ def cumulative_levels(
     levels: Sequence[int] = (1, 2, 4, 8),
     mode: str = "energy",
     rule: str = "exclusive",
+    use_triton: bool | None = None,
 ) -> torch.Tensor:
     """Levels (int8, same shape as ``importance [B, H, nQB, nKB]``) for the free blocks; 0 elsewhere.
 
     ``forced`` / ``free`` are bool masks broadcastable to ``importance``; blocks in neither are invisible.
     ``thresholds[j]`` bounds ``levels[j]`` (non-decreasing); beyond the last threshold a block is skipped.
+    ``use_triton``: ``None`` takes the one-launch Triton kernel for CUDA tensors it supports (at most
+    4096 key blocks and 4 threshold/level pairs) and this PyTorch code elsewhere, CPU included; ``True``
+    forces the kernel (a ``ValueError`` if it cannot take the input), ``False`` forces PyTorch.
     """
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    if rule not in RULES:
-        raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
-    if len(thresholds) != len(levels):
-        raise ValueError(f"need one threshold per level {tuple(levels)}, got {tuple(thresholds)}")
+    check_selection_args(thresholds, levels, mode, rule)
+    if use_triton is None:
+        use_triton = (
+            importance.device.type == "cuda"
+            and triton_can_run(importance.device)
+            and triton_supports_levels(importance.shape[-1], len(levels))
+        )
+    if use_triton:
+        return cumulative_levels_triton(importance, forced, free, thresholds, levels, mode, rule)
     forced = forced.expand_as(importance)
     free = free.expand_as(importance) & ~forced
     visible = forced | free
     imp = importance.float().clamp(min=0).masked_fill(~visible, 0.0)
     share = imp / imp.sum(-1, keepdim=True).clamp(min=1e-30)
     key = (share + 2.0 * forced).masked_fill_(~visible, -1.0)  # forced first, then free by share
-    order = torch.argsort(key, dim=-1, descending=True)
+    order = torch.argsort(key, dim=-1, descending=True, stable=True)  # ties: lower block index first
     if mode == "energy":
         taken = share.gather(-1, order).cumsum(-1)
         stat = taken - share.gather(-1, order) if rule == "exclusive" else taken

@@ -1,0 +1,217 @@
+"""Per-row level assignment in one Triton launch (the GPU path of ``methods.selection.cumulative_levels``).
+
+In PyTorch the assignment is about fifteen launches over ``[B, H, nQB, nKB]`` (argsort, gathers, cumsum,
+masked fills, scatter), a large part of what a planner costs per layer. Here one program takes one row
+(batch, head, query block), padded to a power of two ``NKB``:
+
+1. ``share`` = importance clamped at 0, zero where invisible, over the row's sum (IEEE division, as PyTorch).
+2. The ordering key is ``share + 2 * forced`` (forced blocks first), invisible and padding entries last. Its
+   float32 bits, which order like the values for keys >= +0, go into the high half of an int64 and
+   ``NKB - 1 - index`` into the low half, so one descending ``tl.sort`` orders by key and, among equal keys,
+   puts the lower block index first (the tie rule of the PyTorch version's stable argsort).
+3. The statistic in sorted order: cumulative share (``tl.cumsum``; the exclusive form is the inclusive sum
+   minus the block's own share, as in PyTorch) in energy mode, ``rank / n_visible`` (``rank + 1`` inclusive)
+   in quota mode; a block gets the finest level whose threshold the statistic is under.
+4. Levels are stored back at the original positions, 0 for blocks that are not free.
+
+``forced`` / ``free`` are read through their strides, so broadcast masks (stride 0) are never expanded.
+Results equal the PyTorch version exactly whenever the row sums and cumulative sums are exact in float32
+(e.g. small-integer or dyadic importances); otherwise a block whose statistic lies within float rounding of
+a threshold may land on the other side, as summation order differs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import triton
+import triton.language as tl
+
+from .validation import triton_can_run
+
+__all__ = [
+    "MAX_KEY_BLOCKS",
+    "MAX_LEVEL_PAIRS",
+    "MODES",
+    "RULES",
+    "check_selection_args",
+    "cumulative_levels_triton",
+    "triton_supports_levels",
+]
+
+MODES = ("energy", "quota")
+RULES = ("exclusive", "inclusive")
+
+#: Most key blocks per row one program sorts (512k keys at block 128).
+MAX_KEY_BLOCKS = 4096
+#: Most (threshold, level) pairs the kernel takes.
+MAX_LEVEL_PAIRS = 4
+
+
+def check_selection_args(thresholds: Sequence[float], levels: Sequence[int], mode: str, rule: str) -> None:
+    """Raise ``ValueError`` unless ``mode``, ``rule`` and the threshold/level pairs are well formed."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if rule not in RULES:
+        raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
+    if len(thresholds) != len(levels):
+        raise ValueError(f"need one threshold per level {tuple(levels)}, got {tuple(thresholds)}")
+
+
+def triton_supports_levels(n_kb: int, n_pairs: int) -> bool:
+    """Whether the kernel takes rows of ``n_kb`` key blocks and ``n_pairs`` threshold/level pairs."""
+    return 1 <= n_kb <= MAX_KEY_BLOCKS and 1 <= n_pairs <= MAX_LEVEL_PAIRS
+
+
+@triton.jit
+def _hit(stat, threshold, INCLUSIVE: tl.constexpr):
+    """Whether the statistic is under the threshold (``<=`` for the inclusive rule, ``<`` otherwise)."""
+    if INCLUSIVE:
+        return stat <= threshold
+    else:
+        return stat < threshold
+
+
+@triton.jit
+def _select_levels_kernel(
+    Imp, Forced, Free, Out,
+    s_ib, s_ih, s_iq, s_ik,
+    s_fb, s_fh, s_fq, s_fk,
+    s_gb, s_gh, s_gq, s_gk,
+    n_heads, n_qb, n_kb,
+    t0, t1, t2, t3,
+    L0: tl.constexpr, L1: tl.constexpr, L2: tl.constexpr, L3: tl.constexpr, N_PAIRS: tl.constexpr,
+    ENERGY: tl.constexpr, INCLUSIVE: tl.constexpr, NKB: tl.constexpr,
+):
+    row = tl.program_id(0)
+    qb = row % n_qb
+    bh = row // n_qb
+    h = bh % n_heads
+    b = bh // n_heads
+    imp_row = Imp + b.to(tl.int64) * s_ib + h.to(tl.int64) * s_ih + qb.to(tl.int64) * s_iq
+    forced_row = Forced + b.to(tl.int64) * s_fb + h.to(tl.int64) * s_fh + qb.to(tl.int64) * s_fq
+    free_row = Free + b.to(tl.int64) * s_gb + h.to(tl.int64) * s_gh + qb.to(tl.int64) * s_gq
+    out_row = Out + row.to(tl.int64) * n_kb
+
+    j = tl.arange(0, NKB)
+    in_row = j < n_kb
+    forced = tl.load(forced_row + j.to(tl.int64) * s_fk, mask=in_row, other=0) != 0
+    free_or_forced = tl.load(free_row + j.to(tl.int64) * s_gk, mask=in_row, other=0) != 0
+    visible = forced | free_or_forced  # free blocks are told apart after the sort, by their keys
+    imp = tl.load(imp_row + j.to(tl.int64) * s_ik, mask=in_row, other=0.0).to(tl.float32)
+    imp = tl.where(visible, tl.maximum(imp, 0.0), 0.0)
+    total = tl.maximum(tl.sum(imp, 0), 1e-30)
+    share = tl.math.div_rn(imp, total)
+    # adding +0.0 (free) or 2.0 (forced) turns a -0.0 share into +0.0: every visible key has bits >= 0
+    key = share + 2.0 * forced.to(tl.float32)
+    key_bits = tl.where(visible, key.to(tl.int32, bitcast=True), -1)
+    packed = (key_bits.to(tl.int64) << 32) | (NKB - 1 - j).to(tl.int64)
+    packed = tl.sort(packed, 0, descending=True)
+    idx = NKB - 1 - (packed & (NKB - 1)).to(tl.int32)  # original position of each sorted entry
+    key_bits_s = (packed >> 32).to(tl.int32)
+    visible_s = key_bits_s >= 0
+    key_s = key_bits_s.to(tl.float32, bitcast=True)
+    forced_s = visible_s & (key_s >= 2.0)  # free keys are shares, at most 1
+    free_s = visible_s & ~forced_s
+
+    if ENERGY:
+        # a free block's key is its share; a forced block's share is recomputed from its importance
+        imp_s = tl.load(imp_row + idx.to(tl.int64) * s_ik, mask=forced_s, other=0.0).to(tl.float32)
+        share_forced = tl.math.div_rn(tl.maximum(imp_s, 0.0), total)
+        share_s = tl.where(forced_s, share_forced, tl.where(visible_s, key_s, 0.0))
+        taken = tl.cumsum(share_s, 0)
+        if INCLUSIVE:
+            stat = taken
+        else:
+            stat = taken - share_s
+    else:
+        n_visible = tl.maximum(tl.sum(visible.to(tl.int32), 0), 1).to(tl.float32)
+        if INCLUSIVE:
+            rank = j.to(tl.float32) + 1.0
+        else:
+            rank = j.to(tl.float32)
+        stat = tl.math.div_rn(rank, n_visible)
+
+    # the finest level that fits wins: coarser pairs first, finer ones overwrite
+    lv = tl.zeros([NKB], dtype=tl.int32)
+    if N_PAIRS >= 4:
+        lv = tl.where(_hit(stat, t3, INCLUSIVE), L3, lv)
+    if N_PAIRS >= 3:
+        lv = tl.where(_hit(stat, t2, INCLUSIVE), L2, lv)
+    if N_PAIRS >= 2:
+        lv = tl.where(_hit(stat, t1, INCLUSIVE), L1, lv)
+    lv = tl.where(_hit(stat, t0, INCLUSIVE), L0, lv)
+    lv = tl.where(free_s, lv, 0)
+    tl.store(out_row + idx, lv.to(tl.int8), mask=idx < n_kb)
+
+
+def cumulative_levels_triton(
+    importance: torch.Tensor,
+    forced: torch.Tensor,
+    free: torch.Tensor,
+    thresholds: Sequence[float],
+    levels: Sequence[int] = (1, 2, 4, 8),
+    mode: str = "energy",
+    rule: str = "exclusive",
+) -> torch.Tensor:
+    """``cumulative_levels`` in one Triton launch: int8 levels shaped like ``importance [B, H, nQB, nKB]``.
+
+    ``forced`` / ``free`` are bool masks broadcastable to ``importance`` (read in place, never expanded);
+    at most :data:`MAX_LEVEL_PAIRS` threshold/level pairs and :data:`MAX_KEY_BLOCKS` key blocks per row.
+    Among equal ordering keys the lower block index comes first.
+    """
+    check_selection_args(thresholds, levels, mode, rule)
+    if not isinstance(importance, torch.Tensor) or importance.dim() != 4:
+        shape = tuple(importance.shape) if isinstance(importance, torch.Tensor) else type(importance).__name__
+        raise ValueError(f"importance must be a 4-D tensor [B, H, nQB, nKB], got {shape}")
+    if not importance.dtype.is_floating_point:
+        raise ValueError(f"importance must be a floating-point tensor, got {importance.dtype}")
+    if not 1 <= len(levels) <= MAX_LEVEL_PAIRS:
+        raise ValueError(
+            f"the Triton kernel takes 1 to {MAX_LEVEL_PAIRS} threshold/level pairs, got {len(levels)}"
+        )
+    for lv in levels:
+        if isinstance(lv, bool) or int(lv) != lv or not 0 <= int(lv) <= 127:
+            raise ValueError(f"levels must be integers in [0, 127] (stored as int8), got {tuple(levels)}")
+    n_kb = importance.shape[-1]
+    if n_kb > MAX_KEY_BLOCKS:
+        raise ValueError(
+            f"importance has {n_kb} key blocks per row; the Triton kernel sorts at most {MAX_KEY_BLOCKS} "
+            "(use the PyTorch path, use_triton=False, or larger key blocks)"
+        )
+    masks = {}
+    for name, m in (("forced", forced), ("free", free)):
+        if not isinstance(m, torch.Tensor) or m.dtype != torch.bool:
+            raise ValueError(f"{name} must be a bool tensor, got {getattr(m, 'dtype', type(m).__name__)}")
+        if m.device != importance.device:
+            raise ValueError(f"{name} is on {m.device} but importance is on {importance.device}")
+        try:
+            masks[name] = m.expand(importance.shape)  # a view: broadcast dimensions get stride 0
+        except RuntimeError:
+            raise ValueError(
+                f"{name} of shape {tuple(m.shape)} does not broadcast to importance {tuple(importance.shape)}"
+            ) from None
+    if not triton_can_run(importance.device):
+        raise ValueError(f"Triton kernels need a CUDA tensor (or TRITON_INTERPRET=1), got {importance.device}")
+
+    b, h, n_qb, _ = importance.shape
+    out = torch.zeros(importance.shape, dtype=torch.int8, device=importance.device)
+    rows = b * h * n_qb
+    if rows == 0 or n_kb == 0:
+        return out
+    fm, gm = masks["forced"], masks["free"]
+    nkb_pad = max(16, triton.next_power_of_2(n_kb))
+    pairs = [(float(t), int(lv)) for t, lv in zip(thresholds, levels)]
+    pairs += [(0.0, 0)] * (MAX_LEVEL_PAIRS - len(pairs))
+    (t0, l0), (t1, l1), (t2, l2), (t3, l3) = pairs
+    _select_levels_kernel[(rows,)](
+        importance, fm, gm, out,
+        *importance.stride(), *fm.stride(), *gm.stride(),
+        h, n_qb, n_kb,
+        t0, t1, t2, t3,
+        L0=l0, L1=l1, L2=l2, L3=l3, N_PAIRS=len(levels),
+        ENERGY=mode == "energy", INCLUSIVE=rule == "inclusive", NKB=nkb_pad,
+        num_warps=min(8, max(1, nkb_pad // 256)),
+    )
+    return out
