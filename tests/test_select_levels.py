@@ -5,6 +5,8 @@ cumulative share is exact in float32: both versions then compute the same statis
 order they sum in, and any difference in the levels is a real one.
 """
 
+import os
+
 import pytest
 import torch
 
@@ -15,6 +17,8 @@ from vlmsparse.methods.selection import cumulative_levels
 ENERGY_4 = ((0.25, 0.5, 0.75, 0.875), (1, 2, 4, 8))
 ODD_4 = ((0.3, 0.55, 0.8, 0.95), (1, 2, 4, 8))
 ONE = ((0.5,), (1,))
+# VLMSPARSE_TEST_DEVICE=cuda TRITON_INTERPRET=0 runs the comparisons on a GPU.
+DEVICE = os.environ.get("VLMSPARSE_TEST_DEVICE", "cpu")
 
 
 def _layout(n_qb: int, n_kb: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -41,6 +45,7 @@ def _importance(shape, forced, free, low=-1, high=4, dtype=torch.float32, exact_
 
 
 def _check_equal(imp, forced, free, configs):
+    imp, forced, free = imp.to(DEVICE), forced.to(DEVICE), free.to(DEVICE)
     seen = set()
     for mode, rule, (thresholds, levels) in configs:
         ref = cumulative_levels(imp, forced, free, thresholds, levels=levels, mode=mode, rule=rule, use_triton=False)
