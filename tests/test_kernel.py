@@ -102,6 +102,21 @@ def test_all_level_one_equals_dense_sdpa(lq, lk):
     assert rel_err(pyramid_attention_ref(q, k, v, levels, block_m=32, block_n=32), dense) < 1e-6
 
 
+@pytest.mark.parametrize("block", [64, 128])
+def test_every_count_of_pooled_blocks_per_row(block):
+    # Row i keeps min(i, 8) blocks at level 8, i % 5 at level 4 and i % 3 at level 2 (in shuffled places), so
+    # the kernel meets every group size and every leftover size of each level; the last key block is partial.
+    n_qb, n_kb = 10, 16
+    lq, lk = n_qb * block, n_kb * block - 37
+    q, k, v = make_inputs(1, 1, 1, lq, lk, 16)
+    levels = torch.zeros(1, 1, n_qb, n_kb, dtype=torch.int8)
+    for i in range(n_qb):
+        row = [8] * min(i, 8) + [4] * (i % 5) + [2] * (i % 3)
+        row += [1, 0] * n_kb
+        levels[0, 0, i] = torch.tensor(row[:n_kb], dtype=torch.int8)[torch.randperm(n_kb)]
+    check(q, k, v, levels, block, block, causal=False)
+
+
 def test_all_skipped_rows_give_zeros_and_tail_restores_mass():
     q, k, v = make_inputs(1, 2, 1, 64, 64, 32)
     levels = torch.zeros(plan_shape(1, 1, 64, 64, 32, 32), dtype=torch.int8)

@@ -109,9 +109,9 @@ def test_matches_torch_padded_rows():
 
 def test_hand_checked_row():
     # blocks 0..6 visible, 7 invisible; block 6 forced; importances in 16ths of the visible total
-    imp = torch.tensor([[[[2.0, 1.0, 4.0, 1.0, 4.0, 0.0, 4.0, 9.0]]]])
-    forced = torch.tensor([False] * 6 + [True, False])
-    free = torch.tensor([True] * 6 + [False, False])
+    imp = torch.tensor([[[[2.0, 1.0, 4.0, 1.0, 4.0, 0.0, 4.0, 9.0]]]], device=DEVICE)
+    forced = torch.tensor([False] * 6 + [True, False], device=DEVICE)
+    free = torch.tensor([True] * 6 + [False, False], device=DEVICE)
     # order: b6 (forced), b2, b4 (equal: lower first), b0, b1, b3 (equal: lower first), b5
     # share before, in 16ths: b2 4, b4 8, b0 12, b1 14, b3 15, b5 16
     for use_triton in (False, True):

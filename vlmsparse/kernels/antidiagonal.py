@@ -131,7 +131,7 @@ def antidiagonal_block_scores_triton(
     sm_scale: float | None = None,
     block_r: int | None = None,
     block_c: int | None = None,
-    num_warps: int = 4,
+    num_warps: int | None = None,
     num_stages: int = 3,
 ) -> torch.Tensor:
     """Same result as :func:`vlmsparse.methods.scoring.antidiagonal_block_scores`, computed by one fused kernel.
@@ -143,10 +143,14 @@ def antidiagonal_block_scores_triton(
     hkv, lk = k.shape[1], k.shape[2]
     rq, rk = block_m // stride, block_n // stride
     n_qb, n_kb = cdiv(lq, block_m), cdiv(lk, block_n)
-    # defaults from a sweep on an H100 (Lq = Lk = 32864, 28 / 4 heads, D = 128, stride 8): 64 x 128, 4 warps,
-    # 3 stages took 1.8 ms; 64 x 64 with 1 stage took 3.8 ms
-    block_r = max(block_r or 64, rq)
+    # defaults from sweeps on an H100 (28 / 4 heads, D = 128; notes/planning_parts.py): at stride 8, 128 x 128
+    # tiles with 8 warps took 1.60 ms at 32k tokens (64 x 128 with 4 warps: 1.74 ms) and the same at 8k;
+    # at stride 16, 64 x 128 with 4 warps was fastest at 32k (0.94 ms)
+    wide = stride <= 8 and block_r is None and block_c is None and num_warps is None
+    block_r = max(block_r or (128 if wide else 64), rq)
     block_c = max(block_c or 128, rk)
+    if num_warps is None:
+        num_warps = 8 if wide else 4
     n_rows = n_qb * rq
     n_rows_pad = cdiv(n_rows, block_r) * block_r
     n_cols = n_kb * rk
