@@ -1,0 +1,57 @@
+"""A/B in one process: leftover pooled blocks in a smaller tile (current kernel) against always a whole tile
+(notes/ab/pyramid_whole_tiles.py, the kernel as of the first gathered-tile version), on the same plans.
+
+Run on a GPU from the repository root: python notes/ab/run_ab.py
+"""
+
+import importlib.util
+import pathlib
+
+import torch
+import triton
+
+from vlmsparse.bench.kernel import METHOD_SETTINGS, VIDEO_GRIDS, random_mixed_plan
+from vlmsparse.bench.synthetic import video_qkv
+from vlmsparse.kernels import build_kv_pyramid, compile_plan, pyramid_attention
+from vlmsparse.methods import get_method
+
+spec = importlib.util.spec_from_file_location("whole", pathlib.Path(__file__).with_name("pyramid_whole_tiles.py"))
+whole = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(whole)
+
+
+def t_ms(fn):
+    return triton.testing.do_bench(fn, warmup=30, rep=200, return_mode="median")
+
+
+def compare(label, q, k, v, levels, kw):
+    pyr = build_kv_pyramid(k, v, tail=kw.get("tail", False))
+    plan = compile_plan(levels, q.shape[2], k.shape[2], kw["block_m"], kw["block_n"], kw["causal"])
+    a = lambda: pyramid_attention(q, k, v, levels, pyramid=pyr, plan=plan, check_levels=False, **kw)
+    b = lambda: whole.pyramid_attention(q, k, v, levels, pyramid=pyr, plan=plan, check_levels=False, **kw)
+    diff = ((a().float() - b().float()).norm() / b().float().norm()).item()
+    ta1, tb1, ta2, tb2 = t_ms(a), t_ms(b), t_ms(a), t_ms(b)
+    print(f"{label}: leftover tiles {ta1:.3f}/{ta2:.3f} ms, whole tiles {tb1:.3f}/{tb2:.3f} ms, "
+          f"ratio {min(ta1, ta2) / min(tb1, tb2):.3f}, diff {diff:.1e}", flush=True)
+
+
+def main():
+    for length in (8192, 32768):
+        q = torch.randn(1, 28, length, 128, device="cuda", dtype=torch.bfloat16)
+        k = torch.randn(1, 4, length, 128, device="cuda", dtype=torch.bfloat16)
+        v = torch.randn(1, 4, length, 128, device="cuda", dtype=torch.bfloat16)
+        kw = dict(block_m=128, block_n=128, causal=True)
+        for keep in (0.5, 0.1):
+            compare(f"L={length} random keep {keep}", q, k, v, random_mixed_plan(1, 4, length, 128, keep, seed=length), kw)
+        frames, height, width = VIDEO_GRIDS[length]
+        q, k, v, visual = video_qkv(frames, height, width, heads_q=28, heads_kv=4, head_dim=128, device="cuda",
+                                    dtype=torch.bfloat16, seed=length)
+        for label in ("psa", "psa-videomme"):
+            setting = dict(METHOD_SETTINGS[label])
+            method = get_method(setting.pop("name"), **setting)
+            plan = method.plan(q, k, visual)
+            compare(f"L={q.shape[2]} {label}", q, k, v, plan.levels, plan.kernel_kwargs())
+
+
+if __name__ == "__main__":
+    main()
