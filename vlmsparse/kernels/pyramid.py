@@ -74,87 +74,41 @@ def _online_update_masked(m_i, l_i, acc, qk, v, UPCAST: tl.constexpr):
 
 
 @triton.jit
-def _pooled_tile(
-    m_i, l_i, acc, q, qk_scale, idx_ptr, t, stop, kp_base, vp_base, offs_d, d_mask, k_len, head_dim,
-    P: tl.constexpr, NB: tl.constexpr, GROUPS: tl.constexpr, BLOCK_D: tl.constexpr, EVEN_D: tl.constexpr,
-    UPCAST: tl.constexpr,
-):
-    """Kept blocks ``t .. t + NB - 1`` of level ``P`` (slots past ``stop`` masked) as one tile of ``NB * GROUPS``
-    pooled keys: one gathered 3-D load (each block's pooled keys are contiguous rows), one online update."""
-    n_groups = (k_len + P - 1) // P
-    offs_p = tl.arange(0, NB)
-    offs_g = tl.arange(0, GROUPS)
-    slot_ok = t + offs_p < stop
-    js = tl.load(idx_ptr + t + offs_p, mask=slot_ok, other=0)
-    g2 = js[:, None] * GROUPS + offs_g[None, :]  # [NB, GROUPS] pooled-key rows
-    ok2 = slot_ok[:, None] & (g2 < n_groups)
-    ptr_off = g2[:, :, None] * head_dim + offs_d[None, None, :]
-    if EVEN_D:
-        ld_mask = ok2[:, :, None]
-    else:
-        ld_mask = ok2[:, :, None] & d_mask[None, None, :]
-    kp = tl.reshape(tl.load(kp_base + ptr_off, mask=ld_mask, other=0.0), [NB * GROUPS, BLOCK_D])
-    vp = tl.reshape(tl.load(vp_base + ptr_off, mask=ld_mask, other=0.0), [NB * GROUPS, BLOCK_D])
-    g = tl.reshape(g2, [NB * GROUPS])
-    ok = tl.reshape(ok2, [NB * GROUPS])
-    count = tl.minimum(k_len - g * P, P).to(tl.float32)
-    qk = _dot(q, tl.trans(kp), UPCAST) * qk_scale + tl.log2(tl.maximum(count, 1.0))[None, :]
-    qk = tl.where(ok[None, :], qk, float("-inf"))
-    return _online_update(m_i, l_i, acc, qk, vp, UPCAST)
-
-
-@triton.jit
 def _pooled_blocks(
     m_i, l_i, acc, q, qk_scale, idx_ptr, start, stop, kp_base, vp_base, offs_d, d_mask, k_len, head_dim,
     P: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, EVEN_D: tl.constexpr, UPCAST: tl.constexpr,
 ):
     """Visit kept blocks of pooling level ``P``: ``BLOCK_N // P`` pooled keys each, logits ``+ log2(count)``.
 
-    ``P`` kept blocks at a time fill one ``[BLOCK_N, D]`` tile, so a pooled block costs about ``1 / P`` of an
-    exact one in matmuls and in the online-softmax bookkeeping (on an H100: 0.14 / 0.28 / 0.56 of an exact
-    block's time at levels 8 / 4 / 2, against 0.31 / 0.41 / 0.59 for one block per tile; notes/kernel.md).
-    The ``r < P`` blocks left over go in one smaller tile: ``r`` rounded up to a power of two blocks, at
-    least 16 rows (a sparse row often keeps only a few blocks of a level, and a whole tile for them would
-    cost more than visiting them one by one).
+    ``P`` kept blocks at a time fill one ``[BLOCK_N, D]`` tile, loaded as one ``[P, BLOCK_N // P, D]`` gather
+    (each block's pooled keys are contiguous rows of the pyramid), so a pooled block costs about ``1 / P`` of
+    an exact one in matmuls and in the online-softmax bookkeeping. On an H100 this took 0.14 / 0.28 / 0.56 of
+    an exact block's time at levels 8 / 4 / 2, against 0.31 / 0.41 / 0.59 for one block per tile
+    (notes/kernel.md). A last, partial group of blocks masks its empty slots (a tile of the next power-of-two
+    size for those was 1-4 % slower on PSA plans in a same-run A/B, faster only on very sparse random plans).
     """
     GROUPS: tl.constexpr = BLOCK_N // P  # pooled keys per block
-    full_end = start + (stop - start) // P * P
-    for t in range(start, full_end, P):
-        m_i, l_i, acc = _pooled_tile(m_i, l_i, acc, q, qk_scale, idx_ptr, t, stop, kp_base, vp_base, offs_d,
-                                     d_mask, k_len, head_dim, P, P, GROUPS, BLOCK_D, EVEN_D, UPCAST)
-    rem = stop - full_end
-    # the smallest power of two >= rem (each size compiled only where its tile has at least 16 rows)
-    if rem * 2 > P:
-        m_i, l_i, acc = _pooled_tile(m_i, l_i, acc, q, qk_scale, idx_ptr, full_end, stop, kp_base, vp_base,
-                                     offs_d, d_mask, k_len, head_dim, P, P, GROUPS, BLOCK_D, EVEN_D, UPCAST)
-    elif rem > 0:
-        if (P // 2) * GROUPS >= 16:
-            if rem * 4 > P:
-                m_i, l_i, acc = _pooled_tile(m_i, l_i, acc, q, qk_scale, idx_ptr, full_end, stop, kp_base, vp_base,
-                                             offs_d, d_mask, k_len, head_dim, P, P // 2, GROUPS, BLOCK_D, EVEN_D,
-                                             UPCAST)
-            else:
-                if (P // 4) * GROUPS >= 16:
-                    if rem * 8 > P:
-                        m_i, l_i, acc = _pooled_tile(m_i, l_i, acc, q, qk_scale, idx_ptr, full_end, stop, kp_base,
-                                                     vp_base, offs_d, d_mask, k_len, head_dim, P, P // 4, GROUPS,
-                                                     BLOCK_D, EVEN_D, UPCAST)
-                    else:
-                        if (P // 8) * GROUPS >= 16:
-                            m_i, l_i, acc = _pooled_tile(m_i, l_i, acc, q, qk_scale, idx_ptr, full_end, stop,
-                                                         kp_base, vp_base, offs_d, d_mask, k_len, head_dim, P, P // 8,
-                                                         GROUPS, BLOCK_D, EVEN_D, UPCAST)
-                        else:
-                            m_i, l_i, acc = _pooled_tile(m_i, l_i, acc, q, qk_scale, idx_ptr, full_end, stop,
-                                                         kp_base, vp_base, offs_d, d_mask, k_len, head_dim, P, P // 4,
-                                                         GROUPS, BLOCK_D, EVEN_D, UPCAST)
-                else:
-                    m_i, l_i, acc = _pooled_tile(m_i, l_i, acc, q, qk_scale, idx_ptr, full_end, stop, kp_base,
-                                                 vp_base, offs_d, d_mask, k_len, head_dim, P, P // 2, GROUPS,
-                                                 BLOCK_D, EVEN_D, UPCAST)
+    n_groups = (k_len + P - 1) // P
+    offs_p = tl.arange(0, P)
+    offs_g = tl.arange(0, GROUPS)
+    for t in range(start, stop, P):
+        slot_ok = t + offs_p < stop
+        js = tl.load(idx_ptr + t + offs_p, mask=slot_ok, other=0)
+        g2 = js[:, None] * GROUPS + offs_g[None, :]  # [P, GROUPS] pooled-key rows
+        ok2 = slot_ok[:, None] & (g2 < n_groups)
+        ptr_off = g2[:, :, None] * head_dim + offs_d[None, None, :]
+        if EVEN_D:
+            ld_mask = ok2[:, :, None]
         else:
-            m_i, l_i, acc = _pooled_tile(m_i, l_i, acc, q, qk_scale, idx_ptr, full_end, stop, kp_base, vp_base,
-                                         offs_d, d_mask, k_len, head_dim, P, P, GROUPS, BLOCK_D, EVEN_D, UPCAST)
+            ld_mask = ok2[:, :, None] & d_mask[None, None, :]
+        kp = tl.reshape(tl.load(kp_base + ptr_off, mask=ld_mask, other=0.0), [BLOCK_N, BLOCK_D])
+        vp = tl.reshape(tl.load(vp_base + ptr_off, mask=ld_mask, other=0.0), [BLOCK_N, BLOCK_D])
+        g = tl.reshape(g2, [BLOCK_N])
+        ok = tl.reshape(ok2, [BLOCK_N])
+        count = tl.minimum(k_len - g * P, P).to(tl.float32)
+        qk = _dot(q, tl.trans(kp), UPCAST) * qk_scale + tl.log2(tl.maximum(count, 1.0))[None, :]
+        qk = tl.where(ok[None, :], qk, float("-inf"))
+        m_i, l_i, acc = _online_update(m_i, l_i, acc, qk, vp, UPCAST)
     return m_i, l_i, acc
 
 
