@@ -1,11 +1,15 @@
-"""A/B in one process: leftover pooled blocks in a smaller tile (current kernel) against always a whole tile
-(notes/ab/pyramid_whole_tiles.py, the kernel as of the first gathered-tile version), on the same plans.
+"""A/B in one process: the current kernel against an earlier version kept in this folder, on the same plans.
 
-Run on a GPU from the repository root: python notes/ab/run_ab.py
+  pyramid_whole_tiles.py: leftover pooled blocks always in a whole gathered tile (run while the current kernel
+      put them in a smaller tile; that version is now the current one)
+  pyramid_one_block_per_tile.py: one pooled block per tile, before gathered tiles
+
+Run on a GPU from the repository root: python notes/ab/run_ab.py [file in this folder]
 """
 
 import importlib.util
 import pathlib
+import sys
 
 import torch
 import triton
@@ -15,7 +19,8 @@ from vlmsparse.bench.synthetic import video_qkv
 from vlmsparse.kernels import build_kv_pyramid, compile_plan, pyramid_attention
 from vlmsparse.methods import get_method
 
-spec = importlib.util.spec_from_file_location("whole", pathlib.Path(__file__).with_name("pyramid_whole_tiles.py"))
+OTHER = sys.argv[1] if len(sys.argv) > 1 else "pyramid_whole_tiles.py"
+spec = importlib.util.spec_from_file_location("other", pathlib.Path(__file__).with_name(OTHER))
 whole = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(whole)
 
@@ -31,7 +36,7 @@ def compare(label, q, k, v, levels, kw):
     b = lambda: whole.pyramid_attention(q, k, v, levels, pyramid=pyr, plan=plan, check_levels=False, **kw)
     diff = ((a().float() - b().float()).norm() / b().float().norm()).item()
     ta1, tb1, ta2, tb2 = t_ms(a), t_ms(b), t_ms(a), t_ms(b)
-    print(f"{label}: leftover tiles {ta1:.3f}/{ta2:.3f} ms, whole tiles {tb1:.3f}/{tb2:.3f} ms, "
+    print(f"{label}: current {ta1:.3f}/{ta2:.3f} ms, {OTHER} {tb1:.3f}/{tb2:.3f} ms, "
           f"ratio {min(ta1, ta2) / min(tb1, tb2):.3f}, diff {diff:.1e}", flush=True)
 
 
