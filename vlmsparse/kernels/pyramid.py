@@ -76,38 +76,30 @@ def _online_update_masked(m_i, l_i, acc, qk, v, UPCAST: tl.constexpr):
 @triton.jit
 def _pooled_blocks(
     m_i, l_i, acc, q, qk_scale, idx_ptr, start, stop, kp_base, vp_base, offs_d, d_mask, k_len, head_dim,
-    P: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, EVEN_D: tl.constexpr, UPCAST: tl.constexpr,
+    P: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_D: tl.constexpr, UPCAST: tl.constexpr,
 ):
     """Visit kept blocks of pooling level ``P``: ``BLOCK_N // P`` pooled keys each, logits ``+ log2(count)``.
 
-    ``P`` kept blocks at a time fill one ``[BLOCK_N, D]`` tile, loaded as one ``[P, BLOCK_N // P, D]`` gather
-    (each block's pooled keys are contiguous rows of the pyramid), so a pooled block costs about ``1 / P`` of
-    an exact one in matmuls and in the online-softmax bookkeeping. On an H100 this took 0.14 / 0.28 / 0.56 of
-    an exact block's time at levels 8 / 4 / 2, against 0.31 / 0.41 / 0.59 for one block per tile
-    (notes/kernel.md). A last, partial group of blocks masks its empty slots (a tile of the next power-of-two
-    size for those was 1-4 % slower on PSA plans in a same-run A/B, faster only on very sparse random plans).
+    One block per tile (padded to 16 rows for the matmul). Gathering ``P`` blocks into one full tile was
+    measured slower on an H100 (notes/kernel.md).
     """
     GROUPS: tl.constexpr = BLOCK_N // P  # pooled keys per block
+    TILE: tl.constexpr = 16 if GROUPS < 16 else GROUPS
     n_groups = (k_len + P - 1) // P
-    offs_p = tl.arange(0, P)
-    offs_g = tl.arange(0, GROUPS)
-    for t in range(start, stop, P):
-        slot_ok = t + offs_p < stop
-        js = tl.load(idx_ptr + t + offs_p, mask=slot_ok, other=0)
-        g2 = js[:, None] * GROUPS + offs_g[None, :]  # [P, GROUPS] pooled-key rows
-        ok2 = slot_ok[:, None] & (g2 < n_groups)
-        ptr_off = g2[:, :, None] * head_dim + offs_d[None, None, :]
+    offs_g = tl.arange(0, TILE)
+    for t in range(start, stop):
+        j = tl.load(idx_ptr + t)
+        g = j * GROUPS + offs_g
+        g_ok = (offs_g < GROUPS) & (g < n_groups)
         if EVEN_D:
-            ld_mask = ok2[:, :, None]
+            ld_mask = g_ok[:, None]
         else:
-            ld_mask = ok2[:, :, None] & d_mask[None, None, :]
-        kp = tl.reshape(tl.load(kp_base + ptr_off, mask=ld_mask, other=0.0), [BLOCK_N, BLOCK_D])
-        vp = tl.reshape(tl.load(vp_base + ptr_off, mask=ld_mask, other=0.0), [BLOCK_N, BLOCK_D])
-        g = tl.reshape(g2, [BLOCK_N])
-        ok = tl.reshape(ok2, [BLOCK_N])
+            ld_mask = g_ok[:, None] & d_mask[None, :]
+        kp = tl.load(kp_base + g[:, None] * head_dim + offs_d[None, :], mask=ld_mask, other=0.0)
+        vp = tl.load(vp_base + g[:, None] * head_dim + offs_d[None, :], mask=ld_mask, other=0.0)
         count = tl.minimum(k_len - g * P, P).to(tl.float32)
         qk = _dot(q, tl.trans(kp), UPCAST) * qk_scale + tl.log2(tl.maximum(count, 1.0))[None, :]
-        qk = tl.where(ok[None, :], qk, float("-inf"))
+        qk = tl.where(g_ok[None, :], qk, float("-inf"))
         m_i, l_i, acc = _online_update(m_i, l_i, acc, qk, vp, UPCAST)
     return m_i, l_i, acc
 
@@ -184,17 +176,17 @@ def _pyramid_attention_fwd(
     m_i, l_i, acc = _pooled_blocks(
         m_i, l_i, acc, q, qk_scale, idx_ptr, o_exact, o_p2,
         K2 + pyr_bh.to(tl.int64) * g2 * head_dim, V2 + pyr_bh.to(tl.int64) * g2 * head_dim,
-        offs_d, d_mask, k_len, head_dim, 2, BLOCK_N, BLOCK_D, EVEN_D, UPCAST,
+        offs_d, d_mask, k_len, head_dim, 2, BLOCK_N, EVEN_D, UPCAST,
     )
     m_i, l_i, acc = _pooled_blocks(
         m_i, l_i, acc, q, qk_scale, idx_ptr, o_p2, o_p4,
         K4 + pyr_bh.to(tl.int64) * g4 * head_dim, V4 + pyr_bh.to(tl.int64) * g4 * head_dim,
-        offs_d, d_mask, k_len, head_dim, 4, BLOCK_N, BLOCK_D, EVEN_D, UPCAST,
+        offs_d, d_mask, k_len, head_dim, 4, BLOCK_N, EVEN_D, UPCAST,
     )
     m_i, l_i, acc = _pooled_blocks(
         m_i, l_i, acc, q, qk_scale, idx_ptr, o_p4, o_p8,
         K8 + pyr_bh.to(tl.int64) * g8 * head_dim, V8 + pyr_bh.to(tl.int64) * g8 * head_dim,
-        offs_d, d_mask, k_len, head_dim, 8, BLOCK_N, BLOCK_D, EVEN_D, UPCAST,
+        offs_d, d_mask, k_len, head_dim, 8, BLOCK_N, EVEN_D, UPCAST,
     )
 
     # blocks on the causal diagonal or at the end of the sequence: exact, token-level masks
