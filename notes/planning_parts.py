@@ -23,7 +23,7 @@ def main():
         v = torch.randn(1, 4, length, 128, device="cuda", dtype=torch.bfloat16)
         t = triton.testing.do_bench(lambda: build_kv_pyramid(k, v), warmup=30, rep=200, return_mode="median")
         moved = 2 * (k.numel() * 2 + sum(k.numel() // p * 2 for p in (2, 4, 8)))
-        print(f"L={length} build_kv_pyramid: {t * 1e3:.1f} us, {moved / t / 1e9:.0f} GB/s (K and V read once, "
+        print(f"L={length} build_kv_pyramid: {t * 1e3:.1f} us, {moved / (t * 1e-3) / 1e12:.2f} TB/s (K and V read once, "
               f"pooled copies written once)", flush=True)
         for stride in (8, 16):
             base = None

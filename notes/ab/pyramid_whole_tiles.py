@@ -1,3 +1,4 @@
+# The pyramid kernel as of its gathered-pooled-tile version (reverted), kept for notes/ab/run_ab.py.
 """Triton pyramid sparse attention: launcher, plan compilation and the kernel.
 
 One program handles one (query block, q-head). It reads a compact list of the key blocks its plan keeps,

@@ -1,8 +1,7 @@
-"""A/B in one process: the current kernel against an earlier version kept in this folder, on the same plans.
+"""A/B in one process: the current kernel against another version kept as a file in this folder, same plans.
 
-  pyramid_whole_tiles.py: leftover pooled blocks always in a whole gathered tile (run while the current kernel
-      put them in a smaller tile; that version is now the current one)
-  pyramid_one_block_per_tile.py: one pooled block per tile, before gathered tiles
+  pyramid_whole_tiles.py: P pooled blocks of level P gathered into one tile (reverted; the current kernel
+      visits one pooled block per tile). The kernel files of other versions are in the git history.
 
 Run on a GPU from the repository root: python notes/ab/run_ab.py [file in this folder]
 """
