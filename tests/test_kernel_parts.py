@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from vlmsparse.kernels import build_kv_pyramid, compile_plan, plan_shape
-from vlmsparse.kernels.kv_pyramid import build_kv_pyramid_torch
+from vlmsparse.kernels.kv_pyramid import build_kv_pyramid_torch, prefix_sums_into
 from vlmsparse.kernels.plan_lists import compile_plan_torch
 
 DEVICE = os.environ.get("VLMSPARSE_TEST_DEVICE", "cpu")
@@ -34,6 +34,18 @@ def test_pyramid_on_non_contiguous_keys():
     want = build_kv_pyramid_torch(k.contiguous(), v.contiguous(), tail=True)
     torch.testing.assert_close(got.pooled_k[4], want.pooled_k[4])
     torch.testing.assert_close(got.prefix_v, want.prefix_v, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("length,chunk,sums_tile", [(130, 16, 2), (129, 32, 4), (16, 16, 2), (1, 16, 2), (300, 16, 64)])
+def test_prefix_scan_over_many_chunks(length, chunk, sums_tile):
+    """Small chunks and chunk-sum tiles: the scan of chunk sums crosses several tiles, chunks end mid-way."""
+    if not (DEVICE == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"):
+        pytest.skip("the Triton scan runs on CUDA or under TRITON_INTERPRET=1")
+    x = torch.randn(2, 3, length, 48, device=DEVICE).to(torch.bfloat16).transpose(1, 2).contiguous().transpose(1, 2)
+    out = torch.full((2, 3, length + 1, 48), float("nan"), device=DEVICE)
+    prefix_sums_into(x, out, chunk=chunk, sums_tile=sums_tile)
+    want = torch.cat([torch.zeros(2, 3, 1, 48, device=DEVICE), x.float().cumsum(2)], 2)
+    torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-4)
 
 
 def _lists(plan):

@@ -1,9 +1,13 @@
-"""A/B in one process: the current kernel against another version kept as a file in this folder, same plans.
+"""A/B in one process: the current kernel against other versions kept as files in this folder, same plans.
 
   pyramid_whole_tiles.py: P pooled blocks of level P gathered into one tile (reverted; the current kernel
-      visits one pooled block per tile). The kernel files of other versions are in the git history.
+      visits one pooled block per tile).
+  pyramid_lazy.py: lazy rescaling in every unmasked loop (the running max moves only when it would rise by
+      more than 8 in log2 units).
+  pyramid_lazy_pooled.py: lazy rescaling in the pooled loops only.
+The kernel files of other versions are in the git history.
 
-Run on a GPU from the repository root: python notes/ab/run_ab.py [file in this folder]
+Run on a GPU from the repository root: python notes/ab/run_ab.py [files in this folder]
 """
 
 import importlib.util
@@ -18,10 +22,17 @@ from vlmsparse.bench.synthetic import video_qkv
 from vlmsparse.kernels import build_kv_pyramid, compile_plan, pyramid_attention
 from vlmsparse.methods import get_method
 
-OTHER = sys.argv[1] if len(sys.argv) > 1 else "pyramid_whole_tiles.py"
-spec = importlib.util.spec_from_file_location("other", pathlib.Path(__file__).with_name(OTHER))
-whole = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(whole)
+OTHERS = sys.argv[1:] or ["pyramid_whole_tiles.py"]
+
+
+def load(name):
+    spec = importlib.util.spec_from_file_location(name.removesuffix(".py"), pathlib.Path(__file__).with_name(name))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+VARIANTS = {name: load(name) for name in OTHERS}
 
 
 def t_ms(fn):
@@ -32,11 +43,15 @@ def compare(label, q, k, v, levels, kw):
     pyr = build_kv_pyramid(k, v, tail=kw.get("tail", False))
     plan = compile_plan(levels, q.shape[2], k.shape[2], kw["block_m"], kw["block_n"], kw["causal"])
     a = lambda: pyramid_attention(q, k, v, levels, pyramid=pyr, plan=plan, check_levels=False, **kw)
-    b = lambda: whole.pyramid_attention(q, k, v, levels, pyramid=pyr, plan=plan, check_levels=False, **kw)
-    diff = ((a().float() - b().float()).norm() / b().float().norm()).item()
-    ta1, tb1, ta2, tb2 = t_ms(a), t_ms(b), t_ms(a), t_ms(b)
-    print(f"{label}: current {ta1:.3f}/{ta2:.3f} ms, {OTHER} {tb1:.3f}/{tb2:.3f} ms, "
-          f"ratio {min(ta1, ta2) / min(tb1, tb2):.3f}, diff {diff:.1e}", flush=True)
+    ref = a().float()
+    ta1 = t_ms(a)
+    for name, module in VARIANTS.items():
+        b = lambda: module.pyramid_attention(q, k, v, levels, pyramid=pyr, plan=plan, check_levels=False, **kw)
+        diff = ((b().float() - ref).norm() / ref.norm()).item()
+        tb1, ta2, tb2 = t_ms(b), t_ms(a), t_ms(b)
+        print(f"{label}: current {ta1:.3f}/{ta2:.3f} ms, {name} {tb1:.3f}/{tb2:.3f} ms, "
+              f"ratio {min(tb1, tb2) / min(ta1, ta2):.3f} (variant / current), diff {diff:.1e}", flush=True)
+        ta1 = ta2
 
 
 def main():
@@ -45,6 +60,8 @@ def main():
         k = torch.randn(1, 4, length, 128, device="cuda", dtype=torch.bfloat16)
         v = torch.randn(1, 4, length, 128, device="cuda", dtype=torch.bfloat16)
         kw = dict(block_m=128, block_n=128, causal=True)
+        compare(f"L={length} all level 1", q, k, v,
+                random_mixed_plan(1, 4, length, 128, 1.0, mix=(1.0, 0.0, 0.0, 0.0), seed=length), kw)
         for keep in (0.5, 0.1):
             compare(f"L={length} random keep {keep}", q, k, v, random_mixed_plan(1, 4, length, 128, keep, seed=length), kw)
         frames, height, width = VIDEO_GRIDS[length]

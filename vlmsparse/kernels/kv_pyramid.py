@@ -1,7 +1,7 @@
 """The K/V pyramid: mean-pooled copies of K and V (groups of 2, 4, 8 keys), and prefix sums for tail aggregation.
 
-One Triton launch pools K and V at every level; a second one (only for tail aggregation) writes their float32
-prefix sums. Plain-PyTorch versions define the result and serve CPU tensors without the Triton interpreter.
+One Triton launch pools K and V at every level; for tail aggregation, a two-launch parallel scan writes their
+float32 prefix sums. Plain-PyTorch versions define the result and serve CPU tensors without the Triton interpreter.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from .blocks import POOLED_LEVELS, cdiv
 from .validation import triton_can_run
 
 _POOL_TILE = 128  # keys per program of the pooling kernel (a multiple of 8)
-_PREFIX_TILE = 64  # keys per step of the prefix-sum kernel
-_PREFIX_CHUNK_D = 32  # head-dim columns per program of the prefix-sum kernel
+_PREFIX_CHUNK = 128  # keys per program of the prefix-sum kernels
+_PREFIX_SUMS_TILE = 64  # chunk sums read per step when a program adds up the chunks before its own
 
 
 @dataclass
@@ -55,10 +55,7 @@ def build_kv_pyramid(k: torch.Tensor, v: torch.Tensor, *, tail: bool = False) ->
         prefix_k = torch.empty(b, h, length + 1, d, device=k.device, dtype=torch.float32)
         prefix_v = torch.empty_like(prefix_k)
         for src, dst in ((k, prefix_k), (v, prefix_v)):
-            _prefix_sum_kernel[(b * h, cdiv(d, _PREFIX_CHUNK_D))](
-                src, dst, length, src.stride(0), src.stride(1), src.stride(2), h, d,
-                TILE=_PREFIX_TILE, CHUNK_D=_PREFIX_CHUNK_D,
-            )
+            prefix_sums_into(src, dst)
     return KVPyramid(length, pooled_k, pooled_v, prefix_k, prefix_v)
 
 
@@ -144,23 +141,62 @@ def _pool_kernel(X, X2, X4, X8, length, stride_b, stride_h, stride_l, n_heads, h
     _store_means(o8, s03 + s47, r, length, offs_d, d_mask, head_dim, 8)
 
 
+def prefix_sums_into(x: torch.Tensor, out: torch.Tensor, *, chunk: int = _PREFIX_CHUNK,
+                     sums_tile: int = _PREFIX_SUMS_TILE) -> None:
+    """Write ``out[b, h, t] = sum of x[b, h, :t]`` (float32, ``out`` contiguous ``[B, H, L + 1, D]``).
+
+    A two-launch parallel scan: every chunk of ``chunk`` keys writes its column sums, then every chunk adds the
+    sums of the chunks before it to its own running sum. Both launches have one program per (chunk, head).
+    """
+    b, h, length, d = x.shape
+    n_chunks = cdiv(length, chunk)
+    block_d = max(16, triton.next_power_of_2(d))
+    sums = torch.empty(b * h, n_chunks, d, device=x.device, dtype=torch.float32)
+    grid = (n_chunks, b * h)
+    strides = (x.stride(0), x.stride(1), x.stride(2))
+    _chunk_sums_kernel[grid](x, sums, length, *strides, h, d, n_chunks, BLOCK_D=block_d, CHUNK=chunk)
+    _chunk_prefix_kernel[grid](
+        x, sums, out, length, *strides, h, d, n_chunks, BLOCK_D=block_d, CHUNK=chunk, SUMS_TILE=sums_tile,
+    )
+
+
 @triton.jit
-def _prefix_sum_kernel(X, PX, length, stride_b, stride_h, stride_l, n_heads, head_dim,
-                       TILE: tl.constexpr, CHUNK_D: tl.constexpr):
-    """``PX[b, h, t] = sum of X[b, h, :t]`` in float32, one program per (head, column chunk), walking the keys."""
-    bh = tl.program_id(0)
+def _chunk_sums_kernel(X, S, length, stride_b, stride_h, stride_l, n_heads, head_dim, n_chunks,
+                       BLOCK_D: tl.constexpr, CHUNK: tl.constexpr):
+    """``S[bh, c] = sum of the keys in chunk c`` (float32)."""
+    c = tl.program_id(0)
+    bh = tl.program_id(1)
     b = bh // n_heads
     h = bh % n_heads
-    offs_d = tl.program_id(1) * CHUNK_D + tl.arange(0, CHUNK_D)
+    offs_d = tl.arange(0, BLOCK_D)
     d_mask = offs_d < head_dim
-    x_base = X + b * stride_b + h * stride_h
+    base = X + b.to(tl.int64) * stride_b + h.to(tl.int64) * stride_h
+    x = _load_rows(base, c * CHUNK + tl.arange(0, CHUNK), length, stride_l, offs_d, d_mask)
+    tl.store(S + (bh.to(tl.int64) * n_chunks + c) * head_dim + offs_d, tl.sum(x, axis=0), mask=d_mask)
+
+
+@triton.jit
+def _chunk_prefix_kernel(X, S, PX, length, stride_b, stride_h, stride_l, n_heads, head_dim, n_chunks,
+                         BLOCK_D: tl.constexpr, CHUNK: tl.constexpr, SUMS_TILE: tl.constexpr):
+    """Rows ``c * CHUNK + 1 ..`` of the prefix sums: the sums of chunks ``< c`` plus a scan inside chunk c."""
+    c = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // n_heads
+    h = bh % n_heads
+    offs_d = tl.arange(0, BLOCK_D)
+    d_mask = offs_d < head_dim
+    s_base = S + bh.to(tl.int64) * n_chunks * head_dim
+    before = tl.zeros([BLOCK_D], dtype=tl.float32)
+    for c0 in range(0, c, SUMS_TILE):
+        rows = c0 + tl.arange(0, SUMS_TILE)
+        ok = (rows < c)[:, None] & d_mask[None, :]
+        before += tl.sum(tl.load(s_base + rows[:, None] * head_dim + offs_d[None, :], mask=ok, other=0.0), axis=0)
+    base = X + b.to(tl.int64) * stride_b + h.to(tl.int64) * stride_h
+    rows = c * CHUNK + tl.arange(0, CHUNK)
+    x = _load_rows(base, rows, length, stride_l, offs_d, d_mask)
     out_base = PX + bh.to(tl.int64) * (length + 1) * head_dim
-    running = tl.zeros([CHUNK_D], dtype=tl.float32)
-    tl.store(out_base + offs_d, running, mask=d_mask)
-    for t0 in range(0, length, TILE):
-        rows = t0 + tl.arange(0, TILE)
-        ok = (rows < length)[:, None] & d_mask[None, :]
-        x = tl.load(x_base + rows[:, None] * stride_l + offs_d[None, :], mask=ok, other=0.0).to(tl.float32)
-        csum = tl.cumsum(x, axis=0) + running[None, :]
-        tl.store(out_base + (rows[:, None] + 1) * head_dim + offs_d[None, :], csum, mask=ok)
-        running += tl.sum(x, axis=0)
+    csum = tl.cumsum(x, axis=0) + before[None, :]
+    tl.store(out_base + (rows[:, None] + 1) * head_dim + offs_d[None, :], csum,
+             mask=(rows < length)[:, None] & d_mask[None, :])
+    if c == 0:
+        tl.store(out_base + offs_d, tl.zeros([BLOCK_D], dtype=tl.float32), mask=d_mask)
