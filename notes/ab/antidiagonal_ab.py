@@ -1,0 +1,61 @@
+"""A/B in one process: the antidiagonal estimate kernel against variants kept as files in this folder.
+
+  antidiagonal_flatten.py: the tile loop as ``tl.range(..., flatten=True)`` (the compiler flattens the
+      tile x stride-step nest into one pipelined loop).
+  antidiagonal_one_loop.py: one loop over (tile, stride step) pairs written out, the tile's softmax and
+      block sums under a branch on the last step.
+
+Run on a GPU from the repository root: python notes/ab/antidiagonal_ab.py [files in this folder]
+"""
+
+import importlib.util
+import pathlib
+import sys
+
+import torch
+import triton
+
+from vlmsparse.kernels.antidiagonal import antidiagonal_block_scores_triton
+
+OTHERS = sys.argv[1:] or ["antidiagonal_flatten.py", "antidiagonal_one_loop.py"]
+
+
+def load(name):
+    spec = importlib.util.spec_from_file_location(name.removesuffix(".py"), pathlib.Path(__file__).with_name(name))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def t_ms(fn):
+    return triton.testing.do_bench(fn, warmup=30, rep=200, return_mode="median")
+
+
+def main():
+    variants = {name: load(name) for name in OTHERS}
+    print(torch.cuda.get_device_name(), "torch", torch.__version__, "triton", triton.__version__)
+    for length in (8192, 32768):
+        torch.manual_seed(0)
+        q = torch.randn(1, 28, length, 128, device="cuda", dtype=torch.bfloat16)
+        k = torch.randn(1, 4, length, 128, device="cuda", dtype=torch.bfloat16)
+        for stride in (8, 16):
+            kw = dict(stride=stride, block_m=128, block_n=128)
+            a = lambda: antidiagonal_block_scores_triton(q, k, **kw)
+            ref = a()
+            flops = 2 * (length / stride) ** 2 / 2 * stride * 128 * 28
+            for name, module in variants.items():
+                b = lambda: module.antidiagonal_block_scores_triton(q, k, **kw)
+                try:
+                    diff = ((b() - ref).norm() / ref.norm()).item()
+                except Exception as e:  # a variant may fail to compile: report and go on
+                    print(f"L={length} S={stride} {name}: failed {type(e).__name__}: {str(e)[:200]}", flush=True)
+                    continue
+                ta1, tb1, ta2, tb2 = t_ms(a), t_ms(b), t_ms(a), t_ms(b)
+                ta, tb = min(ta1, ta2), min(tb1, tb2)
+                print(f"L={length} S={stride}: current {ta * 1e3:.0f} us ({flops / ta / 1e9:.0f} TFLOP/s), {name} "
+                      f"{tb * 1e3:.0f} us ({flops / tb / 1e9:.0f} TFLOP/s), ratio {tb / ta:.3f} (variant / current), "
+                      f"diff {diff:.1e}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
