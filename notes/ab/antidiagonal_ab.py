@@ -1,9 +1,9 @@
 """A/B in one process: the antidiagonal estimate kernel against variants kept as files in this folder.
 
-  antidiagonal_flatten.py: the tile loop as ``tl.range(..., flatten=True)`` (the compiler flattens the
-      tile x stride-step nest into one pipelined loop).
-  antidiagonal_one_loop.py: one loop over (tile, stride step) pairs written out, the tile's softmax and
-      block sums under a branch on the last step.
+  antidiagonal_nested.py: the replaced version, a loop over tiles around a loop over stride steps (the
+      current kernel runs one loop over (tile, step) pairs, the tile's softmax under a branch on its last step).
+  antidiagonal_flatten.py: the nested version with ``tl.range(..., flatten=True)`` on the tile loop (the
+      compiler flattens the nest; as fast as the current kernel on an H100, needs triton >= 3.3).
 
 Run on a GPU from the repository root: python notes/ab/antidiagonal_ab.py [files in this folder]
 """
@@ -17,7 +17,7 @@ import triton
 
 from vlmsparse.kernels.antidiagonal import antidiagonal_block_scores_triton
 
-OTHERS = sys.argv[1:] or ["antidiagonal_flatten.py", "antidiagonal_one_loop.py"]
+OTHERS = sys.argv[1:] or ["antidiagonal_nested.py", "antidiagonal_flatten.py"]
 
 
 def load(name):

@@ -2,11 +2,13 @@
 
 One program takes ``BLOCK_R`` tile rows (whole query blocks) of one query head and walks the visible tile
 columns ``BLOCK_C`` at a time. For each column tile it forms the antidiagonal logits as ``stride`` small
-matmuls (``q`` rows ``S a + S - 1 - i`` against ``k`` rows ``S c + i``), exponentiates them against the
-tile's own row maximum, sums them per key block into a float32 scratch buffer, and keeps an online softmax
-maximum and normaliser per row. A second pass over its own scratch rescales to the final maximum, divides by
-the normaliser and sums the rows of each query block into the ``[B, Hq, nQB, nKB]`` output. Nothing of size
-``[Lq / S, Lk / S]`` is ever written whole; the extra memory is ``[B, Hq, Lq / S, nKB]`` floats.
+matmuls (``q`` rows ``S a + S - 1 - i`` against ``k`` rows ``S c + i``), in one loop over (tile, step) pairs
+so that loads stay pipelined across tiles (10-15% faster on an H100 than a nested loop; notes/kernel.md).
+On a tile's last step it exponentiates the logits against the tile's own row maximum, sums them per key
+block into a float32 scratch buffer, and keeps an online softmax maximum and normaliser per row. A second
+pass over its own scratch rescales to the final maximum, divides by the normaliser and sums the rows of each
+query block into the ``[B, Hq, nQB, nKB]`` output. Nothing of size ``[Lq / S, Lk / S]`` is ever written
+whole; the extra memory is ``[B, Hq, Lq / S, nKB]`` floats.
 """
 
 from __future__ import annotations
@@ -61,37 +63,40 @@ def _antidiagonal_kernel(
 
     m_i = tl.full([BLOCK_R], float("-inf"), dtype=tl.float32)
     z_i = tl.zeros([BLOCK_R], dtype=tl.float32)
-    for t in range(0, n_tiles):
+    acc = tl.zeros([BLOCK_R, BLOCK_C], dtype=tl.float32)
+    for it in range(0, n_tiles * STRIDE):
+        t = it // STRIDE
+        i = it % STRIDE
         cols = t * BLOCK_C + tl.arange(0, BLOCK_C)
-        acc = tl.zeros([BLOCK_R, BLOCK_C], dtype=tl.float32)
-        for i in range(STRIDE):
-            q_idx = rows * STRIDE + (STRIDE - 1 - i)
-            k_idx = cols * STRIDE + i
-            qt = tl.load(
-                q_base + q_idx[:, None] * stride_qm + offs_d[None, :],
-                mask=(q_idx[:, None] < q_len) & d_ok[None, :], other=0.0,
-            )
-            kt = tl.load(
-                k_base + k_idx[:, None] * stride_kn + offs_d[None, :],
-                mask=(k_idx[:, None] < k_len) & d_ok[None, :], other=0.0,
-            )
-            acc += tl.dot(qt, tl.trans(kt))
-        logits = acc * scale_log2
-        keep = (cols[None, :] * STRIDE < k_len) & row_ok[:, None]
-        if CAUSAL:
-            keep = keep & (cols[None, :] * STRIDE <= rows[:, None] * STRIDE + STRIDE - 1 + offset)
-        logits = tl.where(keep, logits, float("-inf"))
-        m_t = tl.max(logits, 1)
-        m_t_safe = tl.where(m_t == float("-inf"), 0.0, m_t)
-        p = tl.math.exp2(logits - m_t_safe[:, None])
-        sums = tl.sum(tl.reshape(p, (BLOCK_R, NB, RK)), 2)  # [BLOCK_R, NB]
-        kbs = t * NB + tl.arange(0, NB)
-        tl.store(scratch + rows[:, None] * kb_pad + kbs[None, :], sums)
-        tl.store(tile_max + rows * n_ct + t, m_t_safe)
-        m_new = tl.maximum(m_i, m_t)
-        m_new_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-        z_i = z_i * tl.math.exp2(m_i - m_new_safe) + tl.sum(p, 1) * tl.math.exp2(m_t_safe - m_new_safe)
-        m_i = m_new
+        q_idx = rows * STRIDE + (STRIDE - 1 - i)
+        k_idx = cols * STRIDE + i
+        qt = tl.load(
+            q_base + q_idx[:, None] * stride_qm + offs_d[None, :],
+            mask=(q_idx[:, None] < q_len) & d_ok[None, :], other=0.0,
+        )
+        kt = tl.load(
+            k_base + k_idx[:, None] * stride_kn + offs_d[None, :],
+            mask=(k_idx[:, None] < k_len) & d_ok[None, :], other=0.0,
+        )
+        acc += tl.dot(qt, tl.trans(kt))
+        if i == STRIDE - 1:
+            logits = acc * scale_log2
+            keep = (cols[None, :] * STRIDE < k_len) & row_ok[:, None]
+            if CAUSAL:
+                keep = keep & (cols[None, :] * STRIDE <= rows[:, None] * STRIDE + STRIDE - 1 + offset)
+            logits = tl.where(keep, logits, float("-inf"))
+            m_t = tl.max(logits, 1)
+            m_t_safe = tl.where(m_t == float("-inf"), 0.0, m_t)
+            p = tl.math.exp2(logits - m_t_safe[:, None])
+            sums = tl.sum(tl.reshape(p, (BLOCK_R, NB, RK)), 2)  # [BLOCK_R, NB]
+            kbs = t * NB + tl.arange(0, NB)
+            tl.store(scratch + rows[:, None] * kb_pad + kbs[None, :], sums)
+            tl.store(tile_max + rows * n_ct + t, m_t_safe)
+            m_new = tl.maximum(m_i, m_t)
+            m_new_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+            z_i = z_i * tl.math.exp2(m_i - m_new_safe) + tl.sum(p, 1) * tl.math.exp2(m_t_safe - m_new_safe)
+            m_i = m_new
+            acc = tl.zeros([BLOCK_R, BLOCK_C], dtype=tl.float32)
 
     tl.debug_barrier()  # the second pass reads what other threads of this program wrote
     m_fin = tl.where(m_i == float("-inf"), 0.0, m_i)
