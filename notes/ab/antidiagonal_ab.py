@@ -3,7 +3,7 @@
   antidiagonal_nested.py: the replaced version, a loop over tiles around a loop over stride steps (the
       current kernel runs one loop over (tile, step) pairs, the tile's softmax under a branch on its last step).
   antidiagonal_flatten.py: the nested version with ``tl.range(..., flatten=True)`` on the tile loop (the
-      compiler flattens the nest; as fast as the current kernel on an H100, needs triton >= 3.3).
+      compiler flattens the nest; as fast as the current kernel on an H100 with triton 3.6).
 
 Run on a GPU from the repository root: python notes/ab/antidiagonal_ab.py [files in this folder]
 """
