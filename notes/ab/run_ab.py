@@ -5,6 +5,7 @@
   pyramid_lazy.py: lazy rescaling in every unmasked loop (the running max moves only when it would rise by
       more than 8 in log2 units).
   pyramid_lazy_pooled.py: lazy rescaling in the pooled loops only.
+  pyramid_pairs.py: pooled blocks visited two at a time (two whole tiles, one softmax update).
 The kernel files of other versions are in the git history.
 
 Run on a GPU from the repository root: python notes/ab/run_ab.py [files in this folder]
