@@ -3,8 +3,12 @@
 Every query block keeps its sink block (key block 0) and the diagonal block, plus exactly N blocks of one level
 at random places among the wholly visible ones (rows with fewer keep all). With the grid full, time x SMs /
 programs is one program's time; the difference to the N = 0 plan, divided by N, is one block's cost.
-Run on a GPU from the repository root: python notes/fixed_costs.py
+Run on a GPU from the repository root: python notes/fixed_costs.py [kernel file in notes/ab, probed instead]
 """
+
+import importlib.util
+import pathlib
+import sys
 
 import torch
 import triton
@@ -33,6 +37,14 @@ def plan_with(length, block, level, n, seed=0):
 
 
 def main():
+    attention = pyramid_attention
+    if len(sys.argv) > 1:
+        path = pathlib.Path(__file__).with_name("ab") / sys.argv[1]
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        attention = module.pyramid_attention
+        print("kernel:", path.name)
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     print(torch.cuda.get_device_name(), "torch", torch.__version__, "triton", triton.__version__, "SMs", sms)
     for length in (8192, 32768):
@@ -45,7 +57,7 @@ def main():
 
         def per_program_us(levels):
             plan = compile_plan(levels, length, length, 128, 128, True)
-            fn = lambda: pyramid_attention(q, k, v, levels, pyramid=pyr, plan=plan, check_levels=False)
+            fn = lambda: attention(q, k, v, levels, pyramid=pyr, plan=plan, check_levels=False)
             t = triton.testing.do_bench(fn, warmup=30, rep=200, return_mode="median")
             return t * 1e3 * sms / programs
 
