@@ -6,6 +6,8 @@
       more than 8 in log2 units).
   pyramid_lazy_pooled.py: lazy rescaling in the pooled loops only.
   pyramid_pairs.py: pooled blocks visited two at a time (two whole tiles, one softmax update).
+  pyramid_exact_masked.py: the exact loop with an always-true row mask on its K/V loads.
+  pyramid_exact_prefetch_j.py: the exact loop reading the next block index one step ahead.
 The kernel files of other versions are in the git history.
 
 Run on a GPU from the repository root: python notes/ab/run_ab.py [files in this folder]
