@@ -1,13 +1,16 @@
 """A/B in one process: the current kernel against other versions kept as files in this folder, same plans.
 
-  pyramid_whole_tiles.py: P pooled blocks of level P gathered into one tile (reverted; the current kernel
-      visits one pooled block per tile).
+  pyramid_v5.py: the kernel before the exact loop read its next block index one step ahead (the rest of the
+      files below are variants of this version, each A/B'd against it when it was current; notes/kernel.md).
+  pyramid_whole_tiles.py: P pooled blocks of level P gathered into one tile (reverted).
   pyramid_lazy.py: lazy rescaling in every unmasked loop (the running max moves only when it would rise by
       more than 8 in log2 units).
   pyramid_lazy_pooled.py: lazy rescaling in the pooled loops only.
   pyramid_pairs.py: pooled blocks visited two at a time (two whole tiles, one softmax update).
   pyramid_exact_masked.py: the exact loop with an always-true row mask on its K/V loads.
-  pyramid_exact_prefetch_j.py: the exact loop reading the next block index one step ahead.
+  pyramid_pooled_range.py: the pooled loops as ``tl.range(..., num_stages=3)``.
+  pyramid_unmasked_pooled.py: pooled loads without masks, a probe only (wrong on a ragged last block; use
+      it with notes/fixed_costs.py, whose lengths are multiples of 128, not here).
 The kernel files of other versions are in the git history.
 
 Run on a GPU from the repository root: python notes/ab/run_ab.py [files in this folder]
@@ -25,7 +28,7 @@ from vlmsparse.bench.synthetic import video_qkv
 from vlmsparse.kernels import build_kv_pyramid, compile_plan, pyramid_attention
 from vlmsparse.methods import get_method
 
-OTHERS = sys.argv[1:] or ["pyramid_whole_tiles.py"]
+OTHERS = sys.argv[1:] or ["pyramid_v5.py"]
 
 
 def load(name):

@@ -155,9 +155,13 @@ def _pyramid_attention_fwd(
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
 
-    # level 1, block wholly visible: no masking at all
+    # level 1, block wholly visible: no masking at all. The next block index is read one step ahead: read in
+    # the same step, the compiler copied it asynchronously into a single buffer and waited for every copy at
+    # each step, keeping two K/V buffers instead of three (4-12% slower on an H100, notes/kernel.md).
+    j_next = tl.load(idx_ptr, mask=o_exact > 0, other=0)
     for t in range(0, o_exact):
-        j = tl.load(idx_ptr + t)
+        j = j_next
+        j_next = tl.load(idx_ptr + t + 1, mask=t + 1 < o_exact, other=0)
         cols = j * BLOCK_N + offs_n
         if EVEN_D:
             k = tl.load(k_base + cols[:, None] * stride_kn + offs_d[None, :])

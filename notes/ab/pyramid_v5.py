@@ -156,10 +156,8 @@ def _pyramid_attention_fwd(
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
 
     # level 1, block wholly visible: no masking at all
-    j_next = tl.load(idx_ptr, mask=o_exact > 0, other=0)
     for t in range(0, o_exact):
-        j = j_next
-        j_next = tl.load(idx_ptr + t + 1, mask=t + 1 < o_exact, other=0)
+        j = tl.load(idx_ptr + t)
         cols = j * BLOCK_N + offs_n
         if EVEN_D:
             k = tl.load(k_base + cols[:, None] * stride_kn + offs_d[None, :])
