@@ -1,5 +1,7 @@
 """A/B in one process: the current kernel against other versions kept as files in this folder, same plans.
 
+  pyramid_v6.py: the kernel before K/V tiles were read through tensor descriptors (TMA).
+  pyramid_pooled_desc.py: the current kernel with the pooled pyramid read through tensor descriptors too.
   pyramid_v5.py: the kernel before the exact loop read its next block index one step ahead (the rest of the
       files below are variants of this version, each A/B'd against it when it was current; notes/kernel.md).
   pyramid_whole_tiles.py: P pooled blocks of level P gathered into one tile (reverted).
@@ -28,7 +30,7 @@ from vlmsparse.bench.synthetic import video_qkv
 from vlmsparse.kernels import build_kv_pyramid, compile_plan, pyramid_attention
 from vlmsparse.methods import get_method
 
-OTHERS = sys.argv[1:] or ["pyramid_v5.py"]
+OTHERS = sys.argv[1:] or ["pyramid_v6.py"]
 
 
 def load(name):
