@@ -66,3 +66,36 @@ def test_compiled_plan_matches_definition(lq, lk, bm, bn, causal):
     assert torch.equal(got.cat_offsets, want.cat_offsets)
     assert _lists(got) == _lists(want)
     assert got.plan_heads == 3
+
+
+@pytest.mark.parametrize("length,d,block", [(100, 32, 16), (256, 80, 64), (7, 16, 32)])
+@pytest.mark.parametrize("centred", [False, True])
+def test_block_stats_match_definition(length, d, block, centred):
+    from vlmsparse.methods.scoring import block_mean_and_similarity
+
+    # [B, L, H, D] memory seen as [B, H, L, D], as a model hands q/k over; alike tokens in the first block
+    x = torch.randn(2, length, 3, d, device=DEVICE).transpose(1, 2)
+    x[:, :, : min(block, length)] = x[:, :, :1] + 0.05 * x[:, :, : min(block, length)]
+    center = torch.randn(2, 3, d, device=DEVICE) if centred else None
+    mean, sim = block_mean_and_similarity(x, block, center, use_triton=True)
+    want_mean, want_sim = block_mean_and_similarity(x, block, center, use_triton=False)
+    n_blocks = -(-length // block)
+    assert mean.shape == (2, 3, n_blocks, d) and sim.shape == (2, 3, n_blocks)
+    torch.testing.assert_close(mean, want_mean, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(sim, want_sim, rtol=1e-5, atol=1e-5)
+    assert sim[:, :, 0].min() > 0.9 and sim.max() <= 1.0 + 1e-5
+
+
+def test_block_stats_bfloat16_and_bad_arguments():
+    from vlmsparse.kernels.block_stats import block_stats_triton
+    from vlmsparse.methods.scoring import block_mean_and_similarity
+
+    x = torch.randn(1, 2, 96, 64, device=DEVICE).to(torch.bfloat16)
+    mean, sim = block_stats_triton(x, 32)
+    want_mean, want_sim = block_mean_and_similarity(x, 32, use_triton=False)
+    torch.testing.assert_close(mean, want_mean, rtol=1e-3, atol=1e-3)  # the reference rounds weights to bf16
+    torch.testing.assert_close(sim, want_sim, rtol=1e-2, atol=1e-2)
+    with pytest.raises(ValueError, match="power of two"):
+        block_stats_triton(x, 48)
+    with pytest.raises(ValueError, match="center must have shape"):
+        block_stats_triton(x, 32, torch.zeros(1, 2, 32, device=DEVICE))

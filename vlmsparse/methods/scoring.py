@@ -26,6 +26,7 @@ __all__ = [
     "pooled_block_scores",
     "block_self_similarity",
     "block_means",
+    "block_mean_and_similarity",
     "group_heads",
     "visible_key_counts",
     "DEFAULT_MAX_ELEMENTS",
@@ -159,6 +160,25 @@ def block_self_similarity(x: torch.Tensor, block: int) -> torch.Tensor:
     sums = _block_weighted_sums(x, inv_norm, block)
     counts = visible_key_counts(x.shape[2], block, x.device).to(torch.float32)
     return sums.pow(2).sum(-1) / counts.pow(2)
+
+
+def block_mean_and_similarity(
+    x: torch.Tensor, block: int, center: torch.Tensor | None = None, use_triton: bool | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`block_means` and :func:`block_self_similarity` of ``x - center`` (``center`` ``[B, H, D]`` or None).
+
+    On CUDA (``use_triton=None``) one Triton launch reads ``x`` once for both; elsewhere plain PyTorch. The
+    Triton path weighs tokens by float32 inverse norms where the PyTorch one rounds them to ``x``'s dtype, so
+    the two agree to that rounding, not bit for bit.
+    """
+    if use_triton is None:
+        use_triton = x.device.type == "cuda" and block & (block - 1) == 0
+    if use_triton:
+        from vlmsparse.kernels.block_stats import block_stats_triton
+
+        return block_stats_triton(x, block, center)
+    xc = x if center is None else x.float() - center.float()[:, :, None, :]
+    return block_means(xc, block), block_self_similarity(xc, block)
 
 
 def pooled_block_scores(

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import torch
 
 from .base import BlockLayout, Method, MethodConfig
-from .scoring import block_means, block_self_similarity, group_heads, pooled_block_scores
+from .scoring import block_mean_and_similarity, group_heads, pooled_block_scores
 from .selection import cumulative_levels
 
 
@@ -86,13 +86,13 @@ class Sparge(Method):
         b, hq = q.shape[:2]
         hkv = k.shape[1]
         group = hq // hkv
-        kc = k.float() - k.float().mean(-2, keepdim=True) if cfg.smooth_k else k
-        q_alike = block_self_similarity(q, cfg.block_m) > cfg.sim_threshold  # [B, Hq, nQB]
-        k_alike = block_self_similarity(kc, cfg.block_n) > cfg.sim_threshold  # [B, Hkv, nKB]
-        k_apart = (~k_alike).repeat_interleave(group, dim=1)  # [B, Hq, nKB]
+        k_center = k.mean(-2, dtype=torch.float32) if cfg.smooth_k else None  # [B, Hkv, D]
+        q_mean, q_sim = block_mean_and_similarity(q, cfg.block_m)
+        k_mean, k_sim = block_mean_and_similarity(k, cfg.block_n, center=k_center)
+        q_alike = q_sim > cfg.sim_threshold  # [B, Hq, nQB]
+        k_apart = (k_sim <= cfg.sim_threshold).repeat_interleave(group, dim=1)  # [B, Hq, nKB]
         probs = pooled_block_scores(
-            block_means(q, cfg.block_m), block_means(kc, cfg.block_n), layout.classes,
-            sm_scale=q.shape[-1] ** -0.5, exclude_keys=k_apart,
+            q_mean, k_mean, layout.classes, sm_scale=q.shape[-1] ** -0.5, exclude_keys=k_apart,
         )
         forced = layout.forced[:, None] | (~q_alike)[..., None] | k_apart[:, :, None, :]
         if plan_heads != hq:
