@@ -1,4 +1,4 @@
-"""A/B variant of the v7 kernel: the pooled pyramid read through tensor descriptors too (K/V already are).
+"""Triton pyramid sparse attention: launcher, plan compilation and the kernel.
 
 One program handles one (query block, q-head). It reads a compact list of the key blocks its plan keeps,
 grouped by level, and visits only those: exact blocks (level 1) from K/V, pooled blocks (level 2, 4, 8)
@@ -77,29 +77,33 @@ def _online_update_masked(m_i, l_i, acc, qk, v, UPCAST: tl.constexpr):
 def _pooled_blocks(
     m_i, l_i, acc, q, qk_scale, idx_ptr, start, stop, kp_base, vp_base, offs_d, d_mask, k_len, head_dim,
     P: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_D: tl.constexpr, UPCAST: tl.constexpr,
-    DESC_K=None, DESC_V=None, b=0, kvh=0, USE_DESC: tl.constexpr = False,
+    DescK, DescV, b, kvh, USE_DESC: tl.constexpr,
 ):
     """Visit kept blocks of pooling level ``P``: ``BLOCK_N // P`` pooled keys each, logits ``+ log2(count)``.
 
     One block per tile (padded to 16 rows for the matmul). Gathering ``P`` blocks into one full tile was
-    measured slower on an H100 (notes/kernel.md).
+    measured slower on an H100 (notes/kernel.md). As in the exact loop, the next block index is read one
+    step ahead; ``USE_DESC``: tiles through tensor descriptors of the ``[B, Hkv, G, D]`` pyramid.
     """
     GROUPS: tl.constexpr = BLOCK_N // P  # pooled keys per block
     TILE: tl.constexpr = 16 if GROUPS < 16 else GROUPS
+    BLOCK_D: tl.constexpr = offs_d.shape[0]
     n_groups = (k_len + P - 1) // P
     offs_g = tl.arange(0, TILE)
+    j_next = tl.load(idx_ptr + start, mask=start < stop, other=0)
     for t in range(start, stop):
-        j = tl.load(idx_ptr + t)
+        j = j_next
+        j_next = tl.load(idx_ptr + t + 1, mask=t + 1 < stop, other=0)
         g = j * GROUPS + offs_g
         g_ok = (offs_g < GROUPS) & (g < n_groups)
-        if EVEN_D:
-            ld_mask = g_ok[:, None]
+        if USE_DESC:  # rows past the end of the pyramid read zeros; rows past GROUPS are masked below
+            kp = DescK.load([b, kvh, j * GROUPS, 0]).reshape(TILE, BLOCK_D)
+            vp = DescV.load([b, kvh, j * GROUPS, 0]).reshape(TILE, BLOCK_D)
         else:
-            ld_mask = g_ok[:, None] & d_mask[None, :]
-        if USE_DESC:
-            kp = DESC_K.load([b, kvh, j * GROUPS, 0]).reshape(TILE, offs_d.shape[0])
-            vp = DESC_V.load([b, kvh, j * GROUPS, 0]).reshape(TILE, offs_d.shape[0])
-        else:
+            if EVEN_D:
+                ld_mask = g_ok[:, None]
+            else:
+                ld_mask = g_ok[:, None] & d_mask[None, :]
             kp = tl.load(kp_base + g[:, None] * head_dim + offs_d[None, :], mask=ld_mask, other=0.0)
             vp = tl.load(vp_base + g[:, None] * head_dim + offs_d[None, :], mask=ld_mask, other=0.0)
         count = tl.minimum(k_len - g * P, P).to(tl.float32)
@@ -115,7 +119,7 @@ def _pyramid_attention_fwd(
     K2, V2, K4, V4, K8, V8,
     PK, PV,
     BlockIdx, CatOff,
-    DK, DV, DK2, DV2, DK4, DV4, DK8, DV8,
+    DescK, DescV, DescK2, DescV2, DescK4, DescV4, DescK8, DescV8,
     qk_scale,
     stride_qb, stride_qh, stride_qm,
     stride_kb, stride_kh, stride_kn,
@@ -124,7 +128,7 @@ def _pyramid_attention_fwd(
     n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, head_dim,
     CAUSAL: tl.constexpr, TAIL: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, EVEN_D: tl.constexpr,
-    UPCAST: tl.constexpr, KV_DESC: tl.constexpr, POOL_DESC: tl.constexpr,
+    UPCAST: tl.constexpr, KV_DESC: tl.constexpr,
 ):
     # heavy (late) query blocks first: better load balance under causal masking
     qblk = n_qb - 1 - tl.program_id(0)
@@ -164,14 +168,16 @@ def _pyramid_attention_fwd(
     # level 1, block wholly visible: no masking at all. The next block index is read one step ahead: read in
     # the same step, the compiler copied it asynchronously into a single buffer and waited for every copy at
     # each step, keeping two K/V buffers instead of three (4-12% slower on an H100, notes/kernel.md).
+    # KV_DESC: K/V and pyramid tiles come through tensor descriptors (TMA on Hopper; K/V: 8-14% faster than
+    # pointer loads on an H100, the pyramid 1-3% more, notes/kernel.md); a tile past the end reads zeros.
     j_next = tl.load(idx_ptr, mask=o_exact > 0, other=0)
     for t in range(0, o_exact):
         j = j_next
         j_next = tl.load(idx_ptr + t + 1, mask=t + 1 < o_exact, other=0)
         cols = j * BLOCK_N + offs_n
         if KV_DESC:
-            k = DK.load([b, kvh, j * BLOCK_N, 0]).reshape(BLOCK_N, BLOCK_D)
-            v = DV.load([b, kvh, j * BLOCK_N, 0]).reshape(BLOCK_N, BLOCK_D)
+            k = DescK.load([b, kvh, j * BLOCK_N, 0]).reshape(BLOCK_N, BLOCK_D)
+            v = DescV.load([b, kvh, j * BLOCK_N, 0]).reshape(BLOCK_N, BLOCK_D)
         elif EVEN_D:
             k = tl.load(k_base + cols[:, None] * stride_kn + offs_d[None, :])
             v = tl.load(v_base + cols[:, None] * stride_vn + offs_d[None, :])
@@ -189,17 +195,17 @@ def _pyramid_attention_fwd(
     m_i, l_i, acc = _pooled_blocks(
         m_i, l_i, acc, q, qk_scale, idx_ptr, o_exact, o_p2,
         K2 + pyr_bh.to(tl.int64) * g2 * head_dim, V2 + pyr_bh.to(tl.int64) * g2 * head_dim,
-        offs_d, d_mask, k_len, head_dim, 2, BLOCK_N, EVEN_D, UPCAST, DK2, DV2, b, kvh, POOL_DESC,
+        offs_d, d_mask, k_len, head_dim, 2, BLOCK_N, EVEN_D, UPCAST, DescK2, DescV2, b, kvh, KV_DESC,
     )
     m_i, l_i, acc = _pooled_blocks(
         m_i, l_i, acc, q, qk_scale, idx_ptr, o_p2, o_p4,
         K4 + pyr_bh.to(tl.int64) * g4 * head_dim, V4 + pyr_bh.to(tl.int64) * g4 * head_dim,
-        offs_d, d_mask, k_len, head_dim, 4, BLOCK_N, EVEN_D, UPCAST, DK4, DV4, b, kvh, POOL_DESC,
+        offs_d, d_mask, k_len, head_dim, 4, BLOCK_N, EVEN_D, UPCAST, DescK4, DescV4, b, kvh, KV_DESC,
     )
     m_i, l_i, acc = _pooled_blocks(
         m_i, l_i, acc, q, qk_scale, idx_ptr, o_p4, o_p8,
         K8 + pyr_bh.to(tl.int64) * g8 * head_dim, V8 + pyr_bh.to(tl.int64) * g8 * head_dim,
-        offs_d, d_mask, k_len, head_dim, 8, BLOCK_N, EVEN_D, UPCAST, DK8, DV8, b, kvh, POOL_DESC,
+        offs_d, d_mask, k_len, head_dim, 8, BLOCK_N, EVEN_D, UPCAST, DescK8, DescV8, b, kvh, KV_DESC,
     )
 
     # blocks on the causal diagonal or at the end of the sequence: exact, token-level masks
@@ -212,9 +218,9 @@ def _pyramid_attention_fwd(
             ld_mask = n_ok[:, None]
         else:
             ld_mask = n_ok[:, None] & d_mask[None, :]
-        if KV_DESC:  # rows past the end of K/V come back as zeros
-            k = DK.load([b, kvh, j * BLOCK_N, 0]).reshape(BLOCK_N, BLOCK_D)
-            v = DV.load([b, kvh, j * BLOCK_N, 0]).reshape(BLOCK_N, BLOCK_D)
+        if KV_DESC:
+            k = DescK.load([b, kvh, j * BLOCK_N, 0]).reshape(BLOCK_N, BLOCK_D)
+            v = DescV.load([b, kvh, j * BLOCK_N, 0]).reshape(BLOCK_N, BLOCK_D)
         else:
             k = tl.load(k_base + cols[:, None] * stride_kn + offs_d[None, :], mask=ld_mask, other=0.0)
             v = tl.load(v_base + cols[:, None] * stride_vn + offs_d[None, :], mask=ld_mask, other=0.0)
@@ -290,6 +296,39 @@ def _pyramid_attention_fwd(
         tl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=m_ok[:, None] & d_mask[None, :])
 
 
+try:
+    from triton.tools.tensor_descriptor import TensorDescriptor
+except ImportError:  # older Triton: pointer loads only
+    TensorDescriptor = None
+
+
+def can_use_tma(k: torch.Tensor, v: torch.Tensor, check_device: bool = True) -> bool:
+    """Whether the kernel can read ``k`` and ``v`` through tensor descriptors (TMA).
+
+    Needs Triton's host-side tensor descriptors, a power-of-two head dim of at least 16, last stride 1 (the
+    launcher makes it so), the other strides positive and 16-byte aligned, the data pointers too, and (``check_device``) a
+    Hopper or newer GPU, or the interpreter; older GPUs keep pointer loads.
+    """
+    if TensorDescriptor is None:
+        return False
+    if check_device and not interpreting():
+        if k.device.type != "cuda" or torch.cuda.get_device_capability(k.device)[0] < 9:
+            return False
+    for t in (k, v):
+        d = t.shape[-1]
+        size = t.element_size()
+        if d < 16 or d & (d - 1) or t.stride(-1) != 1 or t.data_ptr() % 16:
+            return False
+        if any(s <= 0 or (s * size) % 16 for s in t.stride()[:-1]):  # broadcast (stride-0) K/V: pointers
+            return False
+    return True
+
+
+def _kv_descriptor(t: torch.Tensor, block_n: int):
+    """A ``[B, Hkv, L, D]`` descriptor (K, V or a pyramid level) whose tiles are ``block_n`` rows of one head."""
+    return TensorDescriptor(t, list(t.shape), list(t.stride()), [1, 1, block_n, t.shape[-1]])
+
+
 def pyramid_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -306,8 +345,7 @@ def pyramid_attention(
     check_levels: bool = True,
     num_warps: int | None = None,
     num_stages: int | None = None,
-    kv_desc: bool = True,
-    pooled_desc: bool = True,
+    tma: bool | None = None,
 ) -> torch.Tensor:
     """Causal, grouped-query pyramid sparse attention.
 
@@ -321,6 +359,8 @@ def pyramid_attention(
         pyramid: a prebuilt :class:`KVPyramid` of these K/V (built here otherwise).
         plan: a prebuilt :class:`CompiledPlan` of ``levels`` (compiled here otherwise).
         check_levels: verify level values (one device sync); planners' output may skip it.
+        tma: read K/V tiles through tensor descriptors; ``None`` does so where :func:`can_use_tma` allows
+            (Hopper or newer, or the interpreter) and uses pointer loads elsewhere.
 
     Returns:
         ``[B, Hq, Lq, D]`` in the dtype of ``q``.
@@ -352,19 +392,20 @@ def pyramid_attention(
         num_warps = 8 if block_m >= 128 else 4
     if num_stages is None:
         num_stages = 3 if block_d <= 128 else 2
-    from triton.tools.tensor_descriptor import TensorDescriptor
-
-    def desc(t, rows):
-        return TensorDescriptor(t, list(t.shape), list(t.stride()), [1, 1, rows, block_d])
-
-    kv_desc = kv_desc and block_d == d
-    pooled_desc = pooled_desc and block_d == d
-    dk = desc(k, block_n) if kv_desc else k
-    dv = desc(v, block_n) if kv_desc else v
-    pd = []
-    for p in (2, 4, 8):
-        rows = max(16, block_n // p)
-        pd += [desc(pyramid.pooled_k[p], rows), desc(pyramid.pooled_v[p], rows)] if pooled_desc else [dummy, dummy]
+    pooled = [t for p in (2, 4, 8) for t in (pyramid.pooled_k[p], pyramid.pooled_v[p])]
+    if tma is None:
+        tma = can_use_tma(k, v) and all(can_use_tma(t, t) for t in pooled)
+    elif tma and not (can_use_tma(k, v, check_device=False) and all(can_use_tma(t, t, False) for t in pooled)):
+        raise ValueError(
+            "tma=True needs K/V (and the pyramid) whose head dim is a power of two (>= 16), last stride 1, other "
+            "strides and data pointers 16-byte aligned, and triton.tools.tensor_descriptor; pass tma=None to "
+            "choose automatically"
+        )
+    if tma:
+        descs = [_kv_descriptor(k, block_n), _kv_descriptor(v, block_n)]
+        descs += [_kv_descriptor(t, max(16, block_n // p)) for p, t in zip((2, 2, 4, 4, 8, 8), pooled)]
+    else:
+        descs = [k, v] + pooled
     grid = (n_qb, b * hq)
     _pyramid_attention_fwd[grid](
         q, k, v, out,
@@ -372,7 +413,7 @@ def pyramid_attention(
         pyramid.pooled_k[8], pyramid.pooled_v[8],
         pyramid.prefix_k if tail else dummy, pyramid.prefix_v if tail else dummy,
         plan.block_idx, plan.cat_offsets,
-        dk, dv, *pd,
+        *descs,
         scale * LOG2E,
         q.stride(0), q.stride(1), q.stride(2),
         k.stride(0), k.stride(1), k.stride(2),
@@ -382,7 +423,7 @@ def pyramid_attention(
         CAUSAL=causal, TAIL=tail,
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, EVEN_D=(block_d == d),
         UPCAST=(q.dtype == torch.float32 or (q.dtype == torch.bfloat16 and interpreting())),
-        KV_DESC=kv_desc, POOL_DESC=pooled_desc,
+        KV_DESC=bool(tma),
         num_warps=num_warps, num_stages=num_stages,
     )
     return out

@@ -1,7 +1,9 @@
 """A/B in one process: the current kernel against other versions kept as files in this folder, same plans.
 
+  pyramid_v7.py: the kernel before the pooled loops read their next block index one step ahead.
+  pyramid_pooled_desc.py: the current kernel with pyramid tiles through tensor descriptors as well (1% faster
+      in the kernel, but six more descriptors encoded on the host per call; notes/kernel.md).
   pyramid_v6.py: the kernel before K/V tiles were read through tensor descriptors (TMA).
-  pyramid_pooled_desc.py: the current kernel with the pooled pyramid read through tensor descriptors too.
   pyramid_v5.py: the kernel before the exact loop read its next block index one step ahead (the rest of the
       files below are variants of this version, each A/B'd against it when it was current; notes/kernel.md).
   pyramid_whole_tiles.py: P pooled blocks of level P gathered into one tile (reverted).
@@ -30,7 +32,7 @@ from vlmsparse.bench.synthetic import video_qkv
 from vlmsparse.kernels import build_kv_pyramid, compile_plan, pyramid_attention
 from vlmsparse.methods import get_method
 
-OTHERS = sys.argv[1:] or ["pyramid_v6.py"]
+OTHERS = sys.argv[1:] or ["pyramid_v7.py"]
 
 
 def load(name):

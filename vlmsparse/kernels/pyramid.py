@@ -81,14 +81,19 @@ def _pooled_blocks(
     """Visit kept blocks of pooling level ``P``: ``BLOCK_N // P`` pooled keys each, logits ``+ log2(count)``.
 
     One block per tile (padded to 16 rows for the matmul). Gathering ``P`` blocks into one full tile was
-    measured slower on an H100 (notes/kernel.md).
+    measured slower on an H100 (notes/kernel.md). As in the exact loop, the next block index is read one
+    step ahead (1-2% faster on PSA plans). Pyramid tiles through tensor descriptors gained another 1% in the
+    kernel but six more descriptors to encode on the host per call, which made small sparse calls host-bound
+    (notes/kernel.md); they stay pointer loads.
     """
     GROUPS: tl.constexpr = BLOCK_N // P  # pooled keys per block
     TILE: tl.constexpr = 16 if GROUPS < 16 else GROUPS
     n_groups = (k_len + P - 1) // P
     offs_g = tl.arange(0, TILE)
+    j_next = tl.load(idx_ptr + start, mask=start < stop, other=0)
     for t in range(start, stop):
-        j = tl.load(idx_ptr + t)
+        j = j_next
+        j_next = tl.load(idx_ptr + t + 1, mask=t + 1 < stop, other=0)
         g = j * GROUPS + offs_g
         g_ok = (offs_g < GROUPS) & (g < n_groups)
         if EVEN_D:

@@ -1,0 +1,415 @@
+"""Triton pyramid sparse attention: launcher, plan compilation and the kernel.
+
+One program handles one (query block, q-head). It reads a compact list of the key blocks its plan keeps,
+grouped by level, and visits only those: exact blocks (level 1) from K/V, pooled blocks (level 2, 4, 8)
+from the K/V pyramid with a ``+ log2(group size)`` logit correction (the kernel works in base 2), then the
+blocks that meet the causal diagonal (or end the sequence) with token-level masking. With ``tail=True``
+the keys a row skips become one extra key, their mean, with logit ``+ ln(count)``.
+"""
+
+from __future__ import annotations
+
+import math
+import torch
+import triton
+import triton.language as tl
+
+from vlmsparse.kernels.blocks import cdiv
+from vlmsparse.kernels.kv_pyramid import KVPyramid, build_kv_pyramid
+from vlmsparse.kernels.plan_lists import CompiledPlan, compile_plan
+from vlmsparse.kernels.validation import check_attention_args, interpreting, triton_can_run
+
+LOG2E = 1.4426950408889634
+
+
+@triton.jit
+def _dot(a, b, UPCAST: tl.constexpr):
+    """``a @ b`` accumulated in float32. ``UPCAST``: exact float32 products (float32 inputs, which would otherwise
+    run as tf32, and bfloat16 under the interpreter, whose bfloat16 matmul is wrong)."""
+    if UPCAST:
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
+    return tl.dot(a, b)
+
+
+@triton.jit
+def _pv(p, v, acc, UPCAST: tl.constexpr):
+    """``acc + p @ v`` with ``p`` rounded to the dtype of ``v`` (the accumulation stays in float32)."""
+    if UPCAST:
+        return acc + tl.dot(p.to(v.dtype).to(tl.float32), v.to(tl.float32), input_precision="ieee")
+    return tl.dot(p.to(v.dtype), v, acc)
+
+
+@triton.jit
+def _online_update(m_i, l_i, acc, qk, v, UPCAST: tl.constexpr):
+    """One online-softmax step over logits ``qk`` (base 2, rows all finite) and values ``v``."""
+    m_new = tl.maximum(m_i, tl.max(qk, 1))
+    p = tl.math.exp2(qk - m_new[:, None])
+    alpha = tl.math.exp2(m_i - m_new)
+    l_i = l_i * alpha + tl.sum(p, 1)
+    acc = _pv(p, v, acc * alpha[:, None], UPCAST)
+    return m_new, l_i, acc
+
+
+@triton.jit
+def _online_update_scaled(m_i, l_i, acc, qk, qk_scale, v, UPCAST: tl.constexpr):
+    """``_online_update`` on raw logits ``qk``: the scale folds into one multiply-add per element."""
+    m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
+    p = tl.math.exp2(qk * qk_scale - m_new[:, None])
+    alpha = tl.math.exp2(m_i - m_new)
+    l_i = l_i * alpha + tl.sum(p, 1)
+    acc = _pv(p, v, acc * alpha[:, None], UPCAST)
+    return m_new, l_i, acc
+
+
+@triton.jit
+def _online_update_masked(m_i, l_i, acc, qk, v, UPCAST: tl.constexpr):
+    """Like ``_online_update`` but rows may be all ``-inf`` (nothing visible yet)."""
+    m_new = tl.maximum(m_i, tl.max(qk, 1))
+    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+    p = tl.math.exp2(qk - m_safe[:, None])
+    alpha = tl.math.exp2(m_i - m_safe)
+    l_i = l_i * alpha + tl.sum(p, 1)
+    acc = _pv(p, v, acc * alpha[:, None], UPCAST)
+    return m_new, l_i, acc
+
+
+@triton.jit
+def _pooled_blocks(
+    m_i, l_i, acc, q, qk_scale, idx_ptr, start, stop, kp_base, vp_base, offs_d, d_mask, k_len, head_dim,
+    P: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_D: tl.constexpr, UPCAST: tl.constexpr,
+):
+    """Visit kept blocks of pooling level ``P``: ``BLOCK_N // P`` pooled keys each, logits ``+ log2(count)``.
+
+    One block per tile (padded to 16 rows for the matmul). Gathering ``P`` blocks into one full tile was
+    measured slower on an H100 (notes/kernel.md).
+    """
+    GROUPS: tl.constexpr = BLOCK_N // P  # pooled keys per block
+    TILE: tl.constexpr = 16 if GROUPS < 16 else GROUPS
+    n_groups = (k_len + P - 1) // P
+    offs_g = tl.arange(0, TILE)
+    for t in range(start, stop):
+        j = tl.load(idx_ptr + t)
+        g = j * GROUPS + offs_g
+        g_ok = (offs_g < GROUPS) & (g < n_groups)
+        if EVEN_D:
+            ld_mask = g_ok[:, None]
+        else:
+            ld_mask = g_ok[:, None] & d_mask[None, :]
+        kp = tl.load(kp_base + g[:, None] * head_dim + offs_d[None, :], mask=ld_mask, other=0.0)
+        vp = tl.load(vp_base + g[:, None] * head_dim + offs_d[None, :], mask=ld_mask, other=0.0)
+        count = tl.minimum(k_len - g * P, P).to(tl.float32)
+        qk = _dot(q, tl.trans(kp), UPCAST) * qk_scale + tl.log2(tl.maximum(count, 1.0))[None, :]
+        qk = tl.where(g_ok[None, :], qk, float("-inf"))
+        m_i, l_i, acc = _online_update(m_i, l_i, acc, qk, vp, UPCAST)
+    return m_i, l_i, acc
+
+
+@triton.jit
+def _pyramid_attention_fwd(
+    Q, K, V, Out,
+    K2, V2, K4, V4, K8, V8,
+    PK, PV,
+    BlockIdx, CatOff,
+    DescK, DescV,
+    qk_scale,
+    stride_qb, stride_qh, stride_qm,
+    stride_kb, stride_kh, stride_kn,
+    stride_vb, stride_vh, stride_vn,
+    stride_ob, stride_oh, stride_om,
+    n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, head_dim,
+    CAUSAL: tl.constexpr, TAIL: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, EVEN_D: tl.constexpr,
+    UPCAST: tl.constexpr, KV_DESC: tl.constexpr,
+):
+    # heavy (late) query blocks first: better load balance under causal masking
+    qblk = n_qb - 1 - tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // n_q_heads
+    h = bh % n_q_heads
+    kvh = h // (n_q_heads // n_kv_heads)
+    ph = h if n_plan_heads == n_q_heads else kvh
+
+    offs_m = qblk * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    d_mask = offs_d < head_dim
+    m_ok = offs_m < q_len
+
+    q_ptrs = Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qm + offs_d[None, :]
+    if EVEN_D:
+        q = tl.load(q_ptrs, mask=m_ok[:, None], other=0.0)
+    else:
+        q = tl.load(q_ptrs, mask=m_ok[:, None] & d_mask[None, :], other=0.0)
+
+    k_base = K + b * stride_kb + kvh * stride_kh
+    v_base = V + b * stride_vb + kvh * stride_vh
+    row = (b * n_plan_heads + ph) * n_qb + qblk
+    idx_ptr = BlockIdx + row.to(tl.int64) * n_kb
+    off_ptr = CatOff + row * 6
+    o_exact = tl.load(off_ptr + 1)
+    o_p2 = tl.load(off_ptr + 2)
+    o_p4 = tl.load(off_ptr + 3)
+    o_p8 = tl.load(off_ptr + 4)
+    o_mask = tl.load(off_ptr + 5)
+
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+
+    # level 1, block wholly visible: no masking at all. The next block index is read one step ahead: read in
+    # the same step, the compiler copied it asynchronously into a single buffer and waited for every copy at
+    # each step, keeping two K/V buffers instead of three (4-12% slower on an H100, notes/kernel.md).
+    # KV_DESC: K/V tiles come through tensor descriptors (TMA on Hopper; 8-14% faster than pointer loads on
+    # an H100, notes/kernel.md); a tile past the end of K/V reads zeros.
+    j_next = tl.load(idx_ptr, mask=o_exact > 0, other=0)
+    for t in range(0, o_exact):
+        j = j_next
+        j_next = tl.load(idx_ptr + t + 1, mask=t + 1 < o_exact, other=0)
+        cols = j * BLOCK_N + offs_n
+        if KV_DESC:
+            k = DescK.load([b, kvh, j * BLOCK_N, 0]).reshape(BLOCK_N, BLOCK_D)
+            v = DescV.load([b, kvh, j * BLOCK_N, 0]).reshape(BLOCK_N, BLOCK_D)
+        elif EVEN_D:
+            k = tl.load(k_base + cols[:, None] * stride_kn + offs_d[None, :])
+            v = tl.load(v_base + cols[:, None] * stride_vn + offs_d[None, :])
+        else:
+            k = tl.load(k_base + cols[:, None] * stride_kn + offs_d[None, :], mask=d_mask[None, :], other=0.0)
+            v = tl.load(v_base + cols[:, None] * stride_vn + offs_d[None, :], mask=d_mask[None, :], other=0.0)
+        qk = _dot(q, tl.trans(k), UPCAST)
+        m_i, l_i, acc = _online_update_scaled(m_i, l_i, acc, qk, qk_scale, v, UPCAST)
+
+    # pooled levels (the pyramid tensors are contiguous [B, Hkv, G, D])
+    pyr_bh = b * n_kv_heads + kvh
+    g2 = (k_len + 1) // 2
+    g4 = (k_len + 3) // 4
+    g8 = (k_len + 7) // 8
+    m_i, l_i, acc = _pooled_blocks(
+        m_i, l_i, acc, q, qk_scale, idx_ptr, o_exact, o_p2,
+        K2 + pyr_bh.to(tl.int64) * g2 * head_dim, V2 + pyr_bh.to(tl.int64) * g2 * head_dim,
+        offs_d, d_mask, k_len, head_dim, 2, BLOCK_N, EVEN_D, UPCAST,
+    )
+    m_i, l_i, acc = _pooled_blocks(
+        m_i, l_i, acc, q, qk_scale, idx_ptr, o_p2, o_p4,
+        K4 + pyr_bh.to(tl.int64) * g4 * head_dim, V4 + pyr_bh.to(tl.int64) * g4 * head_dim,
+        offs_d, d_mask, k_len, head_dim, 4, BLOCK_N, EVEN_D, UPCAST,
+    )
+    m_i, l_i, acc = _pooled_blocks(
+        m_i, l_i, acc, q, qk_scale, idx_ptr, o_p4, o_p8,
+        K8 + pyr_bh.to(tl.int64) * g8 * head_dim, V8 + pyr_bh.to(tl.int64) * g8 * head_dim,
+        offs_d, d_mask, k_len, head_dim, 8, BLOCK_N, EVEN_D, UPCAST,
+    )
+
+    # blocks on the causal diagonal or at the end of the sequence: exact, token-level masks
+    limit = offs_m + (k_len - q_len)  # last key each row may see
+    for t in range(o_p8, o_mask):
+        j = tl.load(idx_ptr + t)
+        cols = j * BLOCK_N + offs_n
+        n_ok = cols < k_len
+        if EVEN_D:
+            ld_mask = n_ok[:, None]
+        else:
+            ld_mask = n_ok[:, None] & d_mask[None, :]
+        if KV_DESC:
+            k = DescK.load([b, kvh, j * BLOCK_N, 0]).reshape(BLOCK_N, BLOCK_D)
+            v = DescV.load([b, kvh, j * BLOCK_N, 0]).reshape(BLOCK_N, BLOCK_D)
+        else:
+            k = tl.load(k_base + cols[:, None] * stride_kn + offs_d[None, :], mask=ld_mask, other=0.0)
+            v = tl.load(v_base + cols[:, None] * stride_vn + offs_d[None, :], mask=ld_mask, other=0.0)
+        qk = _dot(q, tl.trans(k), UPCAST) * qk_scale
+        if CAUSAL:
+            keep = n_ok[None, :] & (cols[None, :] <= limit[:, None])
+        else:
+            keep = n_ok[None, :] & (offs_m[:, None] >= 0)
+        qk = tl.where(keep, qk, float("-inf"))
+        m_i, l_i, acc = _online_update_masked(m_i, l_i, acc, qk, v, UPCAST)
+
+    if TAIL:
+        # One extra key per row: the mean of the keys it can see but skips, logit + log(count).
+        # Skipped = visible - kept; sums come from prefix sums PK/PV ([B, Hkv, Lk + 1, D], float32).
+        pk_base = PK + pyr_bh.to(tl.int64) * (k_len + 1) * head_dim
+        pv_base = PV + pyr_bh.to(tl.int64) * (k_len + 1) * head_dim
+        if CAUSAL:
+            row_end = tl.minimum(limit + 1, k_len)
+        else:
+            row_end = tl.zeros([BLOCK_M], dtype=tl.int32) + k_len
+        row_end = tl.where(m_ok, row_end, 0)
+        ks = tl.load(pk_base + row_end[:, None] * head_dim + offs_d[None, :], mask=d_mask[None, :], other=0.0)
+        vs = tl.load(pv_base + row_end[:, None] * head_dim + offs_d[None, :], mask=d_mask[None, :], other=0.0)
+        kept = tl.zeros([BLOCK_M], dtype=tl.float32)
+        # kept blocks wholly visible: the same for every row
+        k_full = tl.zeros([BLOCK_D], dtype=tl.float32)
+        v_full = tl.zeros([BLOCK_D], dtype=tl.float32)
+        n_full = 0.0
+        for t in range(0, o_p8):
+            j = tl.load(idx_ptr + t)
+            s = j * BLOCK_N
+            e = tl.minimum(s + BLOCK_N, k_len)
+            k_full += tl.load(pk_base + e * head_dim + offs_d, mask=d_mask, other=0.0)
+            k_full -= tl.load(pk_base + s * head_dim + offs_d, mask=d_mask, other=0.0)
+            v_full += tl.load(pv_base + e * head_dim + offs_d, mask=d_mask, other=0.0)
+            v_full -= tl.load(pv_base + s * head_dim + offs_d, mask=d_mask, other=0.0)
+            n_full += (e - s).to(tl.float32)
+        ks -= k_full[None, :]
+        vs -= v_full[None, :]
+        kept += n_full
+        # kept blocks on the diagonal: each row keeps the part it sees
+        for t in range(o_p8, o_mask):
+            j = tl.load(idx_ptr + t)
+            s = j * BLOCK_N
+            e = tl.minimum(s + BLOCK_N, k_len)
+            hi = tl.minimum(tl.maximum(row_end, s), e)
+            ks -= tl.load(pk_base + hi[:, None] * head_dim + offs_d[None, :], mask=d_mask[None, :], other=0.0)
+            ks += tl.load(pk_base + s * head_dim + offs_d, mask=d_mask, other=0.0)[None, :]
+            vs -= tl.load(pv_base + hi[:, None] * head_dim + offs_d[None, :], mask=d_mask[None, :], other=0.0)
+            vs += tl.load(pv_base + s * head_dim + offs_d, mask=d_mask, other=0.0)[None, :]
+            kept += (hi - s).to(tl.float32)
+        n_skip = row_end.to(tl.float32) - kept
+        has_tail = n_skip > 0.5
+        inv = tl.where(has_tail, 1.0 / tl.maximum(n_skip, 1.0), 0.0)
+        k_tail = ks * inv[:, None]
+        v_tail = vs * inv[:, None]
+        s_tail = tl.sum(q.to(tl.float32) * k_tail, 1) * qk_scale + tl.log2(tl.maximum(n_skip, 1.0))
+        s_tail = tl.where(has_tail, s_tail, float("-inf"))
+        m_new = tl.maximum(m_i, s_tail)
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+        alpha = tl.math.exp2(m_i - m_safe)
+        p_tail = tl.math.exp2(s_tail - m_safe)
+        l_i = l_i * alpha + p_tail
+        acc = acc * alpha[:, None] + p_tail[:, None] * v_tail
+        m_i = m_new
+
+    # a row with nothing to attend has l == 0 and acc == 0: it returns zeros, never NaN
+    out = acc / tl.where(l_i > 0.0, l_i, 1.0)[:, None]
+    o_ptrs = Out + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_om + offs_d[None, :]
+    if EVEN_D:
+        tl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=m_ok[:, None])
+    else:
+        tl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=m_ok[:, None] & d_mask[None, :])
+
+
+try:
+    from triton.tools.tensor_descriptor import TensorDescriptor
+except ImportError:  # older Triton: pointer loads only
+    TensorDescriptor = None
+
+
+def can_use_tma(k: torch.Tensor, v: torch.Tensor, check_device: bool = True) -> bool:
+    """Whether the kernel can read ``k`` and ``v`` through tensor descriptors (TMA).
+
+    Needs Triton's host-side tensor descriptors, a power-of-two head dim of at least 16, last stride 1 (the
+    launcher makes it so), the other strides positive and 16-byte aligned, the data pointers too, and (``check_device``) a
+    Hopper or newer GPU, or the interpreter; older GPUs keep pointer loads.
+    """
+    if TensorDescriptor is None:
+        return False
+    if check_device and not interpreting():
+        if k.device.type != "cuda" or torch.cuda.get_device_capability(k.device)[0] < 9:
+            return False
+    for t in (k, v):
+        d = t.shape[-1]
+        size = t.element_size()
+        if d < 16 or d & (d - 1) or t.stride(-1) != 1 or t.data_ptr() % 16:
+            return False
+        if any(s <= 0 or (s * size) % 16 for s in t.stride()[:-1]):  # broadcast (stride-0) K/V: pointers
+            return False
+    return True
+
+
+def _kv_descriptor(t: torch.Tensor, block_n: int):
+    """A ``[B, Hkv, Lk, D]`` descriptor whose tiles are ``block_n`` rows of one head."""
+    return TensorDescriptor(t, list(t.shape), list(t.stride()), [1, 1, block_n, t.shape[-1]])
+
+
+def pyramid_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    levels: torch.Tensor,
+    *,
+    causal: bool = True,
+    sm_scale: float | None = None,
+    block_m: int = 128,
+    block_n: int = 128,
+    tail: bool = False,
+    pyramid: KVPyramid | None = None,
+    plan: CompiledPlan | None = None,
+    check_levels: bool = True,
+    num_warps: int | None = None,
+    num_stages: int | None = None,
+    tma: bool | None = None,
+) -> torch.Tensor:
+    """Causal, grouped-query pyramid sparse attention.
+
+    Args:
+        q: ``[B, Hq, Lq, D]``; k, v: ``[B, Hkv, Lk, D]`` with ``Hq % Hkv == 0`` (K/V are never repeated).
+        levels: integer ``[B, Hm, ceil(Lq / block_m), ceil(Lk / block_n)]``, ``Hm`` in {Hq, Hkv}, values in
+            {0, 1, 2, 4, 8}: skip, exact, or keys mean-pooled in groups of 2, 4, 8 with a ``+ ln p`` logit.
+        causal: query ``i`` sees key ``j`` iff ``j <= i + Lk - Lq``.
+        sm_scale: logit scale, ``1 / sqrt(D)`` by default.
+        tail: add one key per row, the mean of the keys it skips, with logit ``+ ln(count)``.
+        pyramid: a prebuilt :class:`KVPyramid` of these K/V (built here otherwise).
+        plan: a prebuilt :class:`CompiledPlan` of ``levels`` (compiled here otherwise).
+        check_levels: verify level values (one device sync); planners' output may skip it.
+        tma: read K/V tiles through tensor descriptors; ``None`` does so where :func:`can_use_tma` allows
+            (Hopper or newer, or the interpreter) and uses pointer loads elsewhere.
+
+    Returns:
+        ``[B, Hq, Lq, D]`` in the dtype of ``q``.
+    """
+    check_attention_args(q, k, v, levels, block_m, block_n, check_values=check_levels)
+    if not triton_can_run(q.device):
+        raise ValueError(
+            f"pyramid_attention runs its Triton kernel on a CUDA device, but q is on {q.device}; move the tensors "
+            "to CUDA, set TRITON_INTERPRET=1 before importing vlmsparse (slow, for tests), or call "
+            "vlmsparse.kernels.reference.pyramid_attention_ref"
+        )
+    b, hq, lq, d = q.shape
+    hkv, lk = k.shape[1], k.shape[2]
+    scale = 1.0 / math.sqrt(d) if sm_scale is None else float(sm_scale)
+    if pyramid is None:
+        pyramid = build_kv_pyramid(k, v, tail=tail)
+    elif pyramid.k_len != lk or (tail and pyramid.prefix_k is None):
+        raise ValueError("pyramid was built for other K/V (or without tail=True); rebuild it with build_kv_pyramid")
+    if plan is None:
+        plan = compile_plan(levels, lq, lk, block_m, block_n, causal)
+    q = q if q.stride(-1) == 1 else q.contiguous()
+    k = k if k.stride(-1) == 1 else k.contiguous()
+    v = v if v.stride(-1) == 1 else v.contiguous()
+    out = torch.empty_like(q)
+    n_qb, n_kb = cdiv(lq, block_m), cdiv(lk, block_n)
+    block_d = max(16, triton.next_power_of_2(d))
+    dummy = pyramid.pooled_k[2]
+    if num_warps is None:
+        num_warps = 8 if block_m >= 128 else 4
+    if num_stages is None:
+        num_stages = 3 if block_d <= 128 else 2
+    if tma is None:
+        tma = can_use_tma(k, v)
+    elif tma and not can_use_tma(k, v, check_device=False):
+        raise ValueError(
+            "tma=True needs K/V whose head dim is a power of two (>= 16), last stride 1, other strides and data "
+            "pointers 16-byte aligned, and triton.tools.tensor_descriptor; pass tma=None to choose automatically"
+        )
+    desc_k = _kv_descriptor(k, block_n) if tma else k
+    desc_v = _kv_descriptor(v, block_n) if tma else v
+    grid = (n_qb, b * hq)
+    _pyramid_attention_fwd[grid](
+        q, k, v, out,
+        pyramid.pooled_k[2], pyramid.pooled_v[2], pyramid.pooled_k[4], pyramid.pooled_v[4],
+        pyramid.pooled_k[8], pyramid.pooled_v[8],
+        pyramid.prefix_k if tail else dummy, pyramid.prefix_v if tail else dummy,
+        plan.block_idx, plan.cat_offsets,
+        desc_k, desc_v,
+        scale * LOG2E,
+        q.stride(0), q.stride(1), q.stride(2),
+        k.stride(0), k.stride(1), k.stride(2),
+        v.stride(0), v.stride(1), v.stride(2),
+        out.stride(0), out.stride(1), out.stride(2),
+        hq, hkv, plan.plan_heads, n_qb, n_kb, lq, lk, d,
+        CAUSAL=causal, TAIL=tail,
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, EVEN_D=(block_d == d),
+        UPCAST=(q.dtype == torch.float32 or (q.dtype == torch.bfloat16 and interpreting())),
+        KV_DESC=bool(tma),
+        num_warps=num_warps, num_stages=num_stages,
+    )
+    return out
