@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from vlmsparse.eval import aggregate, answers, frames, leaderboard, prompts, records, reference, settings, videomme
-from vlmsparse.eval.distributed import group_by_video, shard_by_video
+from vlmsparse.eval.distributed import close_process_group, group_by_video, shard_by_video
 
 from videomme_fixture import make_videomme_fixture
 
@@ -228,6 +228,16 @@ def _rec(qid, duration, task, correct, sparsity=None, error=None, prefill=None):
         "prefill_s": prefill,
         "error": error,
     }
+
+
+def test_process_group_is_closed_at_the_end_and_closing_alone_is_a_no_op(tmp_path):
+    import torch.distributed as dist
+
+    close_process_group()  # no group: nothing to do, no error
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    assert dist.is_initialized()
+    close_process_group()
+    assert not dist.is_initialized()
 
 
 def test_aggregation_on_known_outcomes():

@@ -6,6 +6,7 @@ import argparse
 import sys
 from typing import Sequence
 
+from .distributed import close_process_group
 from .model_io import DTYPES
 from .registry import available_benchmarks, get_benchmark
 from .runner import DEFAULT_MODEL, EvalOptions, MissingVideosError
@@ -165,4 +166,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
+    finally:
+        close_process_group()
     return 0

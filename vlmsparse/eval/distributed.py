@@ -40,3 +40,11 @@ def process_state():
     from accelerate import PartialState
 
     return PartialState(cpu=not torch.cuda.is_available())
+
+
+def close_process_group() -> None:
+    """Tear down the process group a launched run started (NCCL warns at exit otherwise); no-op when alone."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
