@@ -8,8 +8,6 @@
 Run on a GPU from the repository root: python notes/ab/antidiagonal_ab.py [files in this folder]
 """
 
-import importlib.util
-import pathlib
 import sys
 
 import torch
@@ -17,14 +15,9 @@ import triton
 
 from vlmsparse.kernels.antidiagonal import antidiagonal_block_scores_triton
 
+from variant_files import load
+
 OTHERS = sys.argv[1:] or ["antidiagonal_nested.py", "antidiagonal_flatten.py"]
-
-
-def load(name):
-    spec = importlib.util.spec_from_file_location(name.removesuffix(".py"), pathlib.Path(__file__).with_name(name))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def t_ms(fn):

@@ -2,7 +2,6 @@
 the compiler pipelined (async copies, async dots). Run on a GPU: python notes/ab/dump_ttgir.py OUT_DIR [files in
 this folder, dumped too]"""
 
-import importlib.util
 import pathlib
 import sys
 
@@ -11,15 +10,15 @@ import torch
 from vlmsparse.bench.kernel import random_mixed_plan
 from vlmsparse.kernels import pyramid as kernel_module
 
+from variant_files import load
+
 q = torch.randn(1, 28, 1024, 128, device="cuda", dtype=torch.bfloat16)
 k = torch.randn(1, 4, 1024, 128, device="cuda", dtype=torch.bfloat16)
 levels = random_mixed_plan(1, 4, 1024, 128, 0.5)
 out = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else ".")
 modules = {"current": kernel_module}
 for name in sys.argv[2:]:
-    spec = importlib.util.spec_from_file_location(name.removesuffix(".py"), pathlib.Path(__file__).with_name(name))
-    modules[name.removesuffix(".py")] = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(modules[name.removesuffix(".py")])
+    modules[name.removesuffix(".py")] = load(name)
 for label, module in modules.items():
     module.pyramid_attention(q, k, k, levels)
     for device_cache in module._pyramid_attention_fwd.device_caches.values():

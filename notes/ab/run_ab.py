@@ -20,8 +20,6 @@ The kernel files of other versions are in the git history.
 Run on a GPU from the repository root: python notes/ab/run_ab.py [files in this folder]
 """
 
-import importlib.util
-import pathlib
 import sys
 
 import torch
@@ -32,16 +30,9 @@ from vlmsparse.bench.synthetic import video_qkv
 from vlmsparse.kernels import build_kv_pyramid, compile_plan, pyramid_attention
 from vlmsparse.methods import get_method
 
+from variant_files import load
+
 OTHERS = sys.argv[1:] or ["pyramid_v7.py"]
-
-
-def load(name):
-    spec = importlib.util.spec_from_file_location(name.removesuffix(".py"), pathlib.Path(__file__).with_name(name))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 VARIANTS = {name: load(name) for name in OTHERS}
 
 

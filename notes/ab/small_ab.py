@@ -6,8 +6,6 @@ host-bound) and what each compiled kernel holds per program (shared memory, regi
 Run on a GPU from the repository root: python notes/ab/small_ab.py [files in notes/ab, default pyramid_v7.py]
 """
 
-import importlib.util
-import pathlib
 import sys
 import time
 
@@ -18,12 +16,7 @@ from vlmsparse.bench.kernel import random_mixed_plan
 from vlmsparse.kernels import build_kv_pyramid, compile_plan, pyramid_attention
 from vlmsparse.kernels import pyramid as current_module
 
-
-def load(name):
-    spec = importlib.util.spec_from_file_location(name.removesuffix(".py"), pathlib.Path(__file__).with_name(name))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from variant_files import load
 
 
 def compiled_resources(module):
