@@ -148,10 +148,13 @@ def test_pooled_level_uses_group_means_with_log_correction():
 def test_prebuilt_pyramid_gives_same_output():
     q, k, v = make_inputs(1, 2, 1, 64, 64, 32)
     levels = random_levels(1, 2, 64, 64, 16, 16)
-    pyr = build_kv_pyramid(k, v, tail=True)
+    pyr = build_kv_pyramid(k, v, tail=True, block_n=16)
     a = pyramid_attention(q, k, v, levels, block_m=16, block_n=16, tail=True)
     b = pyramid_attention(q, k, v, levels, block_m=16, block_n=16, tail=True, pyramid=pyr)
     assert torch.equal(a, b)
+    # block sums are per key block: a pyramid built for other blocks (or without tail) is refused
+    with pytest.raises(ValueError, match="block_n=16"):
+        pyramid_attention(q, k, v, levels, block_m=16, block_n=16, tail=True, pyramid=build_kv_pyramid(k, v, tail=True))
 
 
 def test_sm_scale_is_used():

@@ -6,53 +6,60 @@ import pytest
 import torch
 
 from vlmsparse.kernels import build_kv_pyramid, compile_plan, plan_shape
-from vlmsparse.kernels.kv_pyramid import build_kv_pyramid_torch, prefix_sums_into
-from vlmsparse.kernels.plan_lists import compile_plan_torch
+from vlmsparse.kernels.kv_pyramid import build_kv_pyramid_torch, level_offsets
+from vlmsparse.kernels.plan_lists import N_CATEGORIES, compile_plan_torch
 
 DEVICE = os.environ.get("VLMSPARSE_TEST_DEVICE", "cpu")
 
 
-@pytest.mark.parametrize("length,d", [(1, 32), (37, 64), (130, 80), (256, 128)])
+@pytest.mark.parametrize("length,d,block_n", [(1, 32, 16), (37, 64, 32), (130, 80, 128), (256, 128, 64)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_pyramid_matches_definition(length, d, dtype):
+def test_pyramid_matches_definition(length, d, block_n, dtype):
     k = torch.randn(2, 3, length, d, device=DEVICE).to(dtype)
     v = torch.randn(2, 3, length, d, device=DEVICE).to(dtype)
-    got = build_kv_pyramid(k, v, tail=True)
-    want = build_kv_pyramid_torch(k, v, tail=True)
+    got = build_kv_pyramid(k, v, tail=True, block_n=block_n)
+    want = build_kv_pyramid_torch(k, v, tail=True, block_n=block_n)
+    assert got.pooled_k_all.shape == (2, 3, level_offsets(length)[0], d)
     for p in (2, 4, 8):
         assert got.pooled_k[p].shape == (2, 3, -(-length // p), d)
         torch.testing.assert_close(got.pooled_k[p], want.pooled_k[p])
         torch.testing.assert_close(got.pooled_v[p], want.pooled_v[p])
-    torch.testing.assert_close(got.prefix_k, want.prefix_k, rtol=1e-5, atol=1e-4)
-    torch.testing.assert_close(got.prefix_v, want.prefix_v, rtol=1e-5, atol=1e-4)
+        # the definition: means of p consecutive keys (a partial last group: of its own keys)
+        groups = -(-length // p)
+        first = k[:, :, : min(p, length)].float().mean(2)
+        torch.testing.assert_close(got.pooled_k[p][:, :, 0].float(), first, rtol=1e-2, atol=1e-2)
+        last = k[:, :, (groups - 1) * p :].float().mean(2)
+        torch.testing.assert_close(got.pooled_k[p][:, :, -1].float(), last, rtol=1e-2, atol=1e-2)
+    n_kb = -(-length // block_n)
+    assert got.block_sum_k.shape == (2, 3, n_kb, d) and got.block_sum_k.dtype == torch.float32
+    torch.testing.assert_close(got.block_sum_k, want.block_sum_k, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(got.block_sum_v, want.block_sum_v, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(got.block_sum_v[:, :, -1], v[:, :, (n_kb - 1) * block_n :].float().sum(2),
+                               rtol=1e-5, atol=1e-4)
 
 
 def test_pyramid_on_non_contiguous_keys():
     kv = torch.randn(1, 40, 2, 2, 32, device=DEVICE)  # [B, L, 2, H, D] as a fused projection would give
     k, v = kv[:, :, 0].transpose(1, 2), kv[:, :, 1].transpose(1, 2)
-    got = build_kv_pyramid(k, v, tail=True)
-    want = build_kv_pyramid_torch(k.contiguous(), v.contiguous(), tail=True)
+    got = build_kv_pyramid(k, v, tail=True, block_n=16)
+    want = build_kv_pyramid_torch(k.contiguous(), v.contiguous(), tail=True, block_n=16)
     torch.testing.assert_close(got.pooled_k[4], want.pooled_k[4])
-    torch.testing.assert_close(got.prefix_v, want.prefix_v, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got.block_sum_v, want.block_sum_v, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("length,chunk,sums_tile", [(130, 16, 2), (129, 32, 4), (16, 16, 2), (1, 16, 2), (300, 16, 64)])
-def test_prefix_scan_over_many_chunks(length, chunk, sums_tile):
-    """Small chunks and chunk-sum tiles: the scan of chunk sums crosses several tiles, chunks end mid-way."""
-    if not (DEVICE == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"):
-        pytest.skip("the Triton scan runs on CUDA or under TRITON_INTERPRET=1")
-    x = torch.randn(2, 3, length, 48, device=DEVICE).to(torch.bfloat16).transpose(1, 2).contiguous().transpose(1, 2)
-    out = torch.full((2, 3, length + 1, 48), float("nan"), device=DEVICE)
-    prefix_sums_into(x, out, chunk=chunk, sums_tile=sums_tile)
-    want = torch.cat([torch.zeros(2, 3, 1, 48, device=DEVICE), x.float().cumsum(2)], 2)
-    torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-4)
+def test_pyramid_without_tail_has_no_block_sums():
+    k = torch.randn(1, 2, 50, 32, device=DEVICE)
+    pyr = build_kv_pyramid(k, k)
+    assert pyr.block_sum_k is None and not pyr.has_block_sums(128)
+    with pytest.raises(ValueError, match="block_n"):
+        build_kv_pyramid(k, k, tail=True, block_n=48)
 
 
 def _lists(plan):
     """Per row, the kept blocks of each category as sets (order inside a category is increasing in both)."""
     out = []
     for idx, off in zip(plan.block_idx.tolist(), plan.cat_offsets.tolist()):
-        out.append([idx[off[c]:off[c + 1]] for c in range(5)])
+        out.append([idx[off[c]:off[c + 1]] for c in range(N_CATEGORIES)])
     return out
 
 

@@ -1,82 +1,115 @@
-"""The K/V pyramid: mean-pooled copies of K and V (groups of 2, 4, 8 keys), and prefix sums for tail aggregation.
+"""The K/V pyramid: mean-pooled copies of K and V (groups of 2, 4, 8 keys) and, for tail aggregation, block sums.
 
-One Triton launch pools K and V at every level; for tail aggregation, a two-launch parallel scan writes their
-float32 prefix sums. Plain-PyTorch versions define the result and serve CPU tensors without the Triton interpreter.
+Memory layout: one buffer per tensor, ``[B, Hkv, G2 + G4 + G8, D]``, the groups of 2 first, then those of 4, then
+those of 8 (``Gp = ceil(Lk / p)``), so that the kernel's pooled loop can gather pooled keys of every level into
+one tile from one base pointer. For tail aggregation, float32 sums of every key block (``[B, Hkv, nKB, D]``).
+One Triton launch per tensor pools every level and writes the block sums; plain-PyTorch versions define the
+result and serve CPU tensors without the Triton interpreter.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import triton
 import triton.language as tl
 
-from .blocks import POOLED_LEVELS, cdiv
+from .blocks import POOLED_LEVELS, VALID_BLOCK_SIZES, cdiv
 from .validation import triton_can_run
 
-_POOL_TILE = 128  # keys per program of the pooling kernel (a multiple of 8)
-_PREFIX_CHUNK = 128  # keys per program of the prefix-sum kernels
-_PREFIX_SUMS_TILE = 64  # chunk sums read per step when a program adds up the chunks before its own
+_POOL_TILE = 128  # keys per program of the pooling kernel (a multiple of 8 and of every block size)
+
+
+def level_offsets(k_len: int) -> dict[int, int]:
+    """Row where each level's groups start in the concatenated pyramid, and the total (key ``0``)."""
+    g2, g4, g8 = cdiv(k_len, 2), cdiv(k_len, 4), cdiv(k_len, 8)
+    return {2: 0, 4: g2, 8: g2 + g4, 0: g2 + g4 + g8}
 
 
 @dataclass
 class KVPyramid:
-    """Mean-pooled copies of K and V, and (for tail aggregation) their prefix sums.
+    """Mean-pooled copies of K and V, and (for tail aggregation) the float32 sums of each key block.
 
+    ``pooled_k_all`` / ``pooled_v_all``: ``[B, Hkv, G2 + G4 + G8, D]`` in the dtype of K, contiguous;
+    ``pooled_k[p]`` / ``pooled_v[p]`` are views of level ``p`` (``[B, Hkv, ceil(Lk / p), D]``).
+    ``block_sum_k`` / ``block_sum_v``: ``[B, Hkv, ceil(Lk / block_n), D]`` float32 (``None`` without tail).
     Build it once per call with :func:`build_kv_pyramid`, or once per layer and pass it to several calls.
     """
 
     k_len: int
-    pooled_k: dict[int, torch.Tensor]  # p -> [B, Hkv, ceil(Lk / p), D], dtype of K, contiguous
-    pooled_v: dict[int, torch.Tensor]
-    prefix_k: torch.Tensor | None = None  # [B, Hkv, Lk + 1, D] float32, row t = sum of keys < t
-    prefix_v: torch.Tensor | None = None
+    pooled_k_all: torch.Tensor
+    pooled_v_all: torch.Tensor
+    block_n: int | None = None
+    block_sum_k: torch.Tensor | None = None
+    block_sum_v: torch.Tensor | None = None
+    pooled_k: dict[int, torch.Tensor] = field(init=False)
+    pooled_v: dict[int, torch.Tensor] = field(init=False)
+
+    def __post_init__(self) -> None:
+        off = level_offsets(self.k_len)
+        self.pooled_k, self.pooled_v = {}, {}
+        for p in POOLED_LEVELS:
+            n = cdiv(self.k_len, p)
+            self.pooled_k[p] = self.pooled_k_all[:, :, off[p] : off[p] + n]
+            self.pooled_v[p] = self.pooled_v_all[:, :, off[p] : off[p] + n]
+
+    def has_block_sums(self, block_n: int) -> bool:
+        return self.block_sum_k is not None and self.block_n == block_n
 
 
-def build_kv_pyramid(k: torch.Tensor, v: torch.Tensor, *, tail: bool = False) -> KVPyramid:
+def _check_block_n(tail: bool, block_n: int) -> None:
+    if tail and block_n not in VALID_BLOCK_SIZES:
+        raise ValueError(f"block_n must be one of {VALID_BLOCK_SIZES}, got {block_n!r}")
+
+
+def build_kv_pyramid(k: torch.Tensor, v: torch.Tensor, *, tail: bool = False, block_n: int = 128) -> KVPyramid:
     """Pool K and V in groups of 2, 4 and 8 keys (a partial last group is the mean of its own keys).
 
-    With ``tail=True`` also the float32 prefix sums the kernel's tail aggregation reads.
+    With ``tail=True`` also the float32 sums of every ``block_n`` keys, which the kernel's tail aggregation reads.
     """
+    _check_block_n(tail, block_n)
     if not triton_can_run(k.device):
-        return build_kv_pyramid_torch(k, v, tail=tail)
+        return build_kv_pyramid_torch(k, v, tail=tail, block_n=block_n)
     b, h, length, d = k.shape
-    pooled_k = {p: torch.empty(b, h, cdiv(length, p), d, device=k.device, dtype=k.dtype) for p in POOLED_LEVELS}
-    pooled_v = {p: torch.empty(b, h, cdiv(length, p), d, device=v.device, dtype=v.dtype) for p in POOLED_LEVELS}
+    total = level_offsets(length)[0]
+    n_kb = cdiv(length, block_n)
+    pooled = [torch.empty(b, h, total, d, device=k.device, dtype=k.dtype) for _ in range(2)]
+    sums = [torch.empty(b, h, n_kb, d, device=k.device, dtype=torch.float32) for _ in range(2)] if tail else [None, None]
     block_d = max(16, triton.next_power_of_2(d))
-    for src, dst in ((k, pooled_k), (v, pooled_v)):
+    for src, dst, bsum in zip((k, v), pooled, sums):
         _pool_kernel[(cdiv(length, _POOL_TILE), b * h)](
-            src, dst[2], dst[4], dst[8], length, src.stride(0), src.stride(1), src.stride(2), h, d,
-            BLOCK_D=block_d, TILE=_POOL_TILE,
+            src, dst, bsum if tail else dst, length, src.stride(0), src.stride(1), src.stride(2), h, d, n_kb,
+            BLOCK_D=block_d, TILE=_POOL_TILE, BLOCK_SUMS=tail, BLOCK_N=block_n if tail else 128,
         )
-    prefix_k = prefix_v = None
-    if tail:
-        prefix_k = torch.empty(b, h, length + 1, d, device=k.device, dtype=torch.float32)
-        prefix_v = torch.empty_like(prefix_k)
-        for src, dst in ((k, prefix_k), (v, prefix_v)):
-            prefix_sums_into(src, dst)
-    return KVPyramid(length, pooled_k, pooled_v, prefix_k, prefix_v)
+    return KVPyramid(length, pooled[0], pooled[1], block_n if tail else None, sums[0], sums[1])
 
 
-def build_kv_pyramid_torch(k: torch.Tensor, v: torch.Tensor, *, tail: bool = False) -> KVPyramid:
+def build_kv_pyramid_torch(k: torch.Tensor, v: torch.Tensor, *, tail: bool = False, block_n: int = 128) -> KVPyramid:
     """:func:`build_kv_pyramid` in plain PyTorch (the definition; used for CPU tensors)."""
+    _check_block_n(tail, block_n)
     b, h, length, d = k.shape
-    pooled_k, pooled_v = {}, {}
-    for p in POOLED_LEVELS:
-        groups = cdiv(length, p)
-        pad = groups * p - length
-        counts = torch.clamp(length - torch.arange(groups, device=k.device) * p, max=p).to(torch.float32)
-        for src, dst in ((k, pooled_k), (v, pooled_v)):
+    out = []
+    for src in (k, v):
+        levels = []
+        for p in POOLED_LEVELS:
+            groups = cdiv(length, p)
+            pad = groups * p - length
+            counts = torch.clamp(length - torch.arange(groups, device=k.device) * p, max=p).to(torch.float32)
             x = torch.nn.functional.pad(src, (0, 0, 0, pad)) if pad else src
             s = x.reshape(b, h, groups, p, d).sum(-2, dtype=torch.float32)
-            dst[p] = (s / counts[:, None]).to(src.dtype).contiguous()
-    prefix_k = prefix_v = None
+            levels.append((s / counts[:, None]).to(src.dtype))
+        out.append(torch.cat(levels, dim=2).contiguous())
+    sums = [None, None]
     if tail:
-        zero = torch.zeros(b, h, 1, d, device=k.device, dtype=torch.float32)
-        prefix_k = torch.cat([zero, k.float().cumsum(2)], 2).contiguous()
-        prefix_v = torch.cat([zero, v.float().cumsum(2)], 2).contiguous()
-    return KVPyramid(length, pooled_k, pooled_v, prefix_k, prefix_v)
+        n_kb = cdiv(length, block_n)
+        pad = n_kb * block_n - length
+        sums = [
+            (torch.nn.functional.pad(x, (0, 0, 0, pad)) if pad else x).reshape(b, h, n_kb, block_n, d)
+            .sum(-2, dtype=torch.float32).contiguous()
+            for x in (k, v)
+        ]
+    return KVPyramid(length, out[0], out[1], block_n if tail else None, sums[0], sums[1])
 
 
 @triton.jit
@@ -97,9 +130,9 @@ def _load_rows(base, rows, length, stride_l, offs_d, d_mask):
 
 
 @triton.jit
-def _pool_kernel(X, X2, X4, X8, length, stride_b, stride_h, stride_l, n_heads, head_dim,
-                 BLOCK_D: tl.constexpr, TILE: tl.constexpr):
-    """Pool ``TILE`` keys of one head at levels 2, 4 and 8.
+def _pool_kernel(X, XP, XS, length, stride_b, stride_h, stride_l, n_heads, head_dim, n_kb,
+                 BLOCK_D: tl.constexpr, TILE: tl.constexpr, BLOCK_SUMS: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Pool ``TILE`` keys of one head at levels 2, 4 and 8 (and, with ``BLOCK_SUMS``, sum each key block).
 
     The tile is read as 8 interleaved row sets (rows ``8 r + i``), so every group sum is an elementwise add of
     whole rows held by the same threads: no data moves between threads (a reshape-and-sum over rows did;
@@ -122,10 +155,12 @@ def _pool_kernel(X, X2, X4, X8, length, stride_b, stride_h, stride_l, n_heads, h
     x5 = _load_rows(base, 8 * r + 5, length, stride_l, offs_d, d_mask)
     x6 = _load_rows(base, 8 * r + 6, length, stride_l, offs_d, d_mask)
     x7 = _load_rows(base, 8 * r + 7, length, stride_l, offs_d, d_mask)
-    bh64 = bh.to(tl.int64)
-    o2 = X2 + bh64 * ((length + 1) // 2) * head_dim
-    o4 = X4 + bh64 * ((length + 3) // 4) * head_dim
-    o8 = X8 + bh64 * ((length + 7) // 8) * head_dim
+    g2 = (length + 1) // 2
+    g4 = (length + 3) // 4
+    g8 = (length + 7) // 8
+    o2 = XP + bh.to(tl.int64) * (g2 + g4 + g8) * head_dim
+    o4 = o2 + g2 * head_dim
+    o8 = o4 + g4 * head_dim
     s01 = x0 + x1
     s23 = x2 + x3
     s45 = x4 + x5
@@ -138,65 +173,13 @@ def _pool_kernel(X, X2, X4, X8, length, stride_b, stride_h, stride_l, n_heads, h
     s47 = s45 + s67
     _store_means(o4, s03, 2 * r + 0, length, offs_d, d_mask, head_dim, 4)
     _store_means(o4, s47, 2 * r + 1, length, offs_d, d_mask, head_dim, 4)
-    _store_means(o8, s03 + s47, r, length, offs_d, d_mask, head_dim, 8)
-
-
-def prefix_sums_into(x: torch.Tensor, out: torch.Tensor, *, chunk: int = _PREFIX_CHUNK,
-                     sums_tile: int = _PREFIX_SUMS_TILE) -> None:
-    """Write ``out[b, h, t] = sum of x[b, h, :t]`` (float32, ``out`` contiguous ``[B, H, L + 1, D]``).
-
-    A two-launch parallel scan: every chunk of ``chunk`` keys writes its column sums, then every chunk adds the
-    sums of the chunks before it to its own running sum. Both launches have one program per (chunk, head).
-    """
-    b, h, length, d = x.shape
-    n_chunks = cdiv(length, chunk)
-    block_d = max(16, triton.next_power_of_2(d))
-    sums = torch.empty(b * h, n_chunks, d, device=x.device, dtype=torch.float32)
-    grid = (n_chunks, b * h)
-    strides = (x.stride(0), x.stride(1), x.stride(2))
-    _chunk_sums_kernel[grid](x, sums, length, *strides, h, d, n_chunks, BLOCK_D=block_d, CHUNK=chunk)
-    _chunk_prefix_kernel[grid](
-        x, sums, out, length, *strides, h, d, n_chunks, BLOCK_D=block_d, CHUNK=chunk, SUMS_TILE=sums_tile,
-    )
-
-
-@triton.jit
-def _chunk_sums_kernel(X, S, length, stride_b, stride_h, stride_l, n_heads, head_dim, n_chunks,
-                       BLOCK_D: tl.constexpr, CHUNK: tl.constexpr):
-    """``S[bh, c] = sum of the keys in chunk c`` (float32)."""
-    c = tl.program_id(0)
-    bh = tl.program_id(1)
-    b = bh // n_heads
-    h = bh % n_heads
-    offs_d = tl.arange(0, BLOCK_D)
-    d_mask = offs_d < head_dim
-    base = X + b.to(tl.int64) * stride_b + h.to(tl.int64) * stride_h
-    x = _load_rows(base, c * CHUNK + tl.arange(0, CHUNK), length, stride_l, offs_d, d_mask)
-    tl.store(S + (bh.to(tl.int64) * n_chunks + c) * head_dim + offs_d, tl.sum(x, axis=0), mask=d_mask)
-
-
-@triton.jit
-def _chunk_prefix_kernel(X, S, PX, length, stride_b, stride_h, stride_l, n_heads, head_dim, n_chunks,
-                         BLOCK_D: tl.constexpr, CHUNK: tl.constexpr, SUMS_TILE: tl.constexpr):
-    """Rows ``c * CHUNK + 1 ..`` of the prefix sums: the sums of chunks ``< c`` plus a scan inside chunk c."""
-    c = tl.program_id(0)
-    bh = tl.program_id(1)
-    b = bh // n_heads
-    h = bh % n_heads
-    offs_d = tl.arange(0, BLOCK_D)
-    d_mask = offs_d < head_dim
-    s_base = S + bh.to(tl.int64) * n_chunks * head_dim
-    before = tl.zeros([BLOCK_D], dtype=tl.float32)
-    for c0 in range(0, c, SUMS_TILE):
-        rows = c0 + tl.arange(0, SUMS_TILE)
-        ok = (rows < c)[:, None] & d_mask[None, :]
-        before += tl.sum(tl.load(s_base + rows[:, None] * head_dim + offs_d[None, :], mask=ok, other=0.0), axis=0)
-    base = X + b.to(tl.int64) * stride_b + h.to(tl.int64) * stride_h
-    rows = c * CHUNK + tl.arange(0, CHUNK)
-    x = _load_rows(base, rows, length, stride_l, offs_d, d_mask)
-    out_base = PX + bh.to(tl.int64) * (length + 1) * head_dim
-    csum = tl.cumsum(x, axis=0) + before[None, :]
-    tl.store(out_base + (rows[:, None] + 1) * head_dim + offs_d[None, :], csum,
-             mask=(rows < length)[:, None] & d_mask[None, :])
-    if c == 0:
-        tl.store(out_base + offs_d, tl.zeros([BLOCK_D], dtype=tl.float32), mask=d_mask)
+    s8 = s03 + s47
+    _store_means(o8, s8, r, length, offs_d, d_mask, head_dim, 8)
+    if BLOCK_SUMS:
+        # sums of whole key blocks: BLOCK_N // 8 consecutive level-8 groups each (exact float32 sums)
+        PER: tl.constexpr = BLOCK_N // 8
+        NB: tl.constexpr = R // PER
+        bs = tl.sum(tl.reshape(s8, (NB, PER, BLOCK_D)), 1)
+        kb = tile * NB + tl.arange(0, NB)
+        tl.store(XS + (bh.to(tl.int64) * n_kb + kb[:, None]) * head_dim + offs_d[None, :], bs,
+                 mask=(kb < n_kb)[:, None] & d_mask[None, :])

@@ -2,8 +2,9 @@
 
 Categories, in the order the kernel visits them: exact blocks wholly visible (1), pooled at 2 (2), 4 (3) and 8
 (4), then blocks that need token-level masks (5): those meeting the causal diagonal (computed exactly whatever
-their level) and an exact last block that ends before a full block. Skipped and invisible blocks are dropped.
-One Triton launch compiles the whole plan; the plain-PyTorch version defines the result.
+their level) and an exact last block that ends before a full block. Then the visible blocks the plan skips,
+which only tail aggregation reads: those meeting the diagonal (6) and those wholly visible (7). Invisible
+blocks are dropped. One Triton launch compiles the whole plan; the plain-PyTorch version defines the result.
 """
 
 from __future__ import annotations
@@ -17,16 +18,17 @@ import triton.language as tl
 from .blocks import FULL, PARTIAL, block_classes
 from .validation import triton_can_run
 
-N_CATEGORIES = 5
+N_CATEGORIES = 7
+KEPT_CATEGORIES = 5  # categories 1-5 are visited by the attention loops; 6-7 (skipped) by tail aggregation
 
 
 @dataclass
 class CompiledPlan:
     """A plan as the kernel reads it.
 
-    ``block_idx`` int32 ``[B * Hm * nQB, nKB]``: row ``r`` lists its kept key blocks by category, in increasing
-    order within a category (entries past the last kept one are unspecified); ``cat_offsets`` int32
-    ``[B * Hm * nQB, 6]``: category ``c`` occupies ``block_idx[r, off[c - 1]:off[c]]``, ``off[0] = 0``.
+    ``block_idx`` int32 ``[B * Hm * nQB, nKB]``: row ``r`` lists its visible key blocks by category, in increasing
+    order within a category (entries past the last visible one are unspecified); ``cat_offsets`` int32
+    ``[B * Hm * nQB, 8]``: category ``c`` occupies ``block_idx[r, off[c - 1]:off[c]]``, ``off[0] = 0``.
     """
 
     block_idx: torch.Tensor
@@ -69,7 +71,10 @@ def compile_plan_torch(
     cat = torch.zeros_like(lv)
     for c, level in ((1, 1), (2, 2), (3, 4), (4, 8)):
         cat = torch.where(full & (lv == level), c, cat)
-    cat = torch.where(masked, N_CATEGORIES, cat)
+    cat = torch.where(masked, 5, cat)
+    visible = cls != 0
+    cat = torch.where((cls == PARTIAL) & (lv == 0), 6, cat)
+    cat = torch.where(visible & (cls == FULL) & (lv == 0), 7, cat)
     col = torch.arange(n_kb, device=levels.device, dtype=torch.int32)
     key = torch.where(cat > 0, cat * n_kb + col, (N_CATEGORIES + 1) * n_kb + col)
     order = torch.argsort(key, dim=-1).to(torch.int32)
@@ -107,7 +112,7 @@ def _plan_lists_kernel(Levels, BlockIdx, CatOff, n_qb, n_kb, q_len, k_len,
         partial = j < 0
     ragged_last = (j == n_kb - 1) & (k_len % BLOCK_N != 0)
     idx_row = BlockIdx + row.to(tl.int64) * n_kb
-    off_row = CatOff + row * 6
+    off_row = CatOff + row * 8
     count = tl.sum(j * 0, 0)
     tl.store(off_row, count)
     count = _append(idx_row, j, full & (lv == 1) & ~ragged_last, count)
@@ -120,3 +125,7 @@ def _plan_lists_kernel(Levels, BlockIdx, CatOff, n_qb, n_kb, q_len, k_len,
     tl.store(off_row + 4, count)
     count = _append(idx_row, j, (partial & (lv > 0)) | (full & (lv == 1) & ragged_last), count)
     tl.store(off_row + 5, count)
+    count = _append(idx_row, j, partial & (lv == 0), count)
+    tl.store(off_row + 6, count)
+    count = _append(idx_row, j, full & (lv == 0), count)
+    tl.store(off_row + 7, count)

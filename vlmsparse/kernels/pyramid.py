@@ -74,46 +74,72 @@ def _online_update_masked(m_i, l_i, acc, qk, v, UPCAST: tl.constexpr):
 
 
 @triton.jit
-def _pooled_blocks(
-    m_i, l_i, acc, q, qk_scale, idx_ptr, start, stop, kp_base, vp_base, offs_d, d_mask, k_len, head_dim,
-    P: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_D: tl.constexpr, UPCAST: tl.constexpr,
+def _pooled_stream(
+    m_i, l_i, acc, q, qk_scale, idx_ptr, o_exact, n2, n4, n8, kp_base, vp_base, g2, g4, offs_d, d_mask, k_len,
+    head_dim, BLOCK_N: tl.constexpr, EVEN_D: tl.constexpr, UPCAST: tl.constexpr,
 ):
-    """Visit kept blocks of pooling level ``P``: ``BLOCK_N // P`` pooled keys each, logits ``+ log2(count)``.
+    """Visit every kept pooled block of the row as one stream of pooled keys, ``BLOCK_N`` keys per tile.
 
-    One block per tile (padded to 16 rows for the matmul). Gathering ``P`` blocks into one full tile was
-    measured slower on an H100 (notes/kernel.md). As in the exact loop, the next block index is read one
-    step ahead (1-2% faster on PSA plans). Pyramid tiles through tensor descriptors gained another 1% in the
-    kernel but six more descriptors to encode on the host per call, which made small sparse calls host-bound
-    (notes/kernel.md); they stay pointer loads.
+    A kept block at level ``p`` contributes its ``BLOCK_N // p`` pooled keys (logit ``+ log2(count)``): the
+    level-2 blocks first, then level 4, then level 8, packed back to back, so a tile holds pooled keys of several
+    blocks (and levels) and a level-``p`` block costs about ``1 / p`` of a tile. Each tile row finds its block from
+    its place in the stream and gathers its key from the concatenated pyramid ``[G2 + G4 + G8, D]``. Only the
+    row's last tile is partly empty.
     """
-    GROUPS: tl.constexpr = BLOCK_N // P  # pooled keys per block
-    TILE: tl.constexpr = 16 if GROUPS < 16 else GROUPS
-    n_groups = (k_len + P - 1) // P
-    offs_g = tl.arange(0, TILE)
-    j_next = tl.load(idx_ptr + start, mask=start < stop, other=0)
-    for t in range(start, stop):
-        j = j_next
-        j_next = tl.load(idx_ptr + t + 1, mask=t + 1 < stop, other=0)
-        g = j * GROUPS + offs_g
-        g_ok = (offs_g < GROUPS) & (g < n_groups)
+    G2: tl.constexpr = BLOCK_N // 2
+    G4: tl.constexpr = BLOCK_N // 4
+    G8: tl.constexpr = BLOCK_N // 8
+    e2 = n2 * G2
+    e4 = e2 + n4 * G4
+    e8 = e4 + n8 * G8
+    offs_t = tl.arange(0, BLOCK_N)
+    for t0 in range(0, e8, BLOCK_N):
+        s = t0 + offs_t  # place in the stream
+        in2 = s < e2
+        in4 = s < e4
+        loc = tl.where(in2, s, tl.where(in4, s - e2, s - e4))
+        pos = tl.where(in2, loc // G2, tl.where(in4, n2 + loc // G4, n2 + n4 + loc // G8))
+        within = tl.where(in2, loc % G2, tl.where(in4, loc % G4, loc % G8))
+        per_block = tl.where(in2, G2, tl.where(in4, G4, G8))
+        p = tl.where(in2, 2, tl.where(in4, 4, 8))
+        ok = s < e8
+        j = tl.load(idx_ptr + o_exact + pos, mask=ok, other=0)
+        g = j * per_block + within  # group index within its level
+        ok = ok & (g * p < k_len)
+        row = g + tl.where(in2, 0, tl.where(in4, g2, g2 + g4))
         if EVEN_D:
-            ld_mask = g_ok[:, None]
+            ld_mask = ok[:, None]
         else:
-            ld_mask = g_ok[:, None] & d_mask[None, :]
-        kp = tl.load(kp_base + g[:, None] * head_dim + offs_d[None, :], mask=ld_mask, other=0.0)
-        vp = tl.load(vp_base + g[:, None] * head_dim + offs_d[None, :], mask=ld_mask, other=0.0)
-        count = tl.minimum(k_len - g * P, P).to(tl.float32)
+            ld_mask = ok[:, None] & d_mask[None, :]
+        kp = tl.load(kp_base + row[:, None] * head_dim + offs_d[None, :], mask=ld_mask, other=0.0)
+        vp = tl.load(vp_base + row[:, None] * head_dim + offs_d[None, :], mask=ld_mask, other=0.0)
+        count = tl.minimum(k_len - g * p, p).to(tl.float32)
         qk = _dot(q, tl.trans(kp), UPCAST) * qk_scale + tl.log2(tl.maximum(count, 1.0))[None, :]
-        qk = tl.where(g_ok[None, :], qk, float("-inf"))
+        qk = tl.where(ok[None, :], qk, float("-inf"))
         m_i, l_i, acc = _online_update(m_i, l_i, acc, qk, vp, UPCAST)
     return m_i, l_i, acc
 
 
 @triton.jit
+def _block_sums(sum_k, sum_v, n_keys, idx_ptr, start, stop, bsk_base, bsv_base, offs_d, d_mask, k_len, head_dim,
+                BLOCK_N: tl.constexpr, CHUNK: tl.constexpr, BLOCK_D: tl.constexpr):
+    """Add the float32 sums (and key counts) of the listed key blocks ``idx_ptr[start:stop]``, ``CHUNK`` at a time."""
+    offs_c = tl.arange(0, CHUNK)
+    for c0 in range(start, stop, CHUNK):
+        ok = c0 + offs_c < stop
+        j = tl.load(idx_ptr + c0 + offs_c, mask=ok, other=0)
+        m = ok[:, None] & d_mask[None, :]
+        sum_k += tl.sum(tl.load(bsk_base + j[:, None] * head_dim + offs_d[None, :], mask=m, other=0.0), 0)
+        sum_v += tl.sum(tl.load(bsv_base + j[:, None] * head_dim + offs_d[None, :], mask=m, other=0.0), 0)
+        n_keys += tl.sum(tl.where(ok, tl.minimum(k_len - j * BLOCK_N, BLOCK_N), 0), 0).to(tl.float32)
+    return sum_k, sum_v, n_keys
+
+
+@triton.jit
 def _pyramid_attention_fwd(
     Q, K, V, Out,
-    K2, V2, K4, V4, K8, V8,
-    PK, PV,
+    KP, VP,
+    BSK, BSV,
     BlockIdx, CatOff,
     DescK, DescV,
     qk_scale,
@@ -150,7 +176,7 @@ def _pyramid_attention_fwd(
     v_base = V + b * stride_vb + kvh * stride_vh
     row = (b * n_plan_heads + ph) * n_qb + qblk
     idx_ptr = BlockIdx + row.to(tl.int64) * n_kb
-    off_ptr = CatOff + row * 6
+    off_ptr = CatOff + row * 8
     o_exact = tl.load(off_ptr + 1)
     o_p2 = tl.load(off_ptr + 2)
     o_p4 = tl.load(off_ptr + 3)
@@ -183,25 +209,15 @@ def _pyramid_attention_fwd(
         qk = _dot(q, tl.trans(k), UPCAST)
         m_i, l_i, acc = _online_update_scaled(m_i, l_i, acc, qk, qk_scale, v, UPCAST)
 
-    # pooled levels (the pyramid tensors are contiguous [B, Hkv, G, D])
+    # pooled levels: one stream over the concatenated pyramid ([B, Hkv, G2 + G4 + G8, D], contiguous)
     pyr_bh = b * n_kv_heads + kvh
     g2 = (k_len + 1) // 2
     g4 = (k_len + 3) // 4
     g8 = (k_len + 7) // 8
-    m_i, l_i, acc = _pooled_blocks(
-        m_i, l_i, acc, q, qk_scale, idx_ptr, o_exact, o_p2,
-        K2 + pyr_bh.to(tl.int64) * g2 * head_dim, V2 + pyr_bh.to(tl.int64) * g2 * head_dim,
-        offs_d, d_mask, k_len, head_dim, 2, BLOCK_N, EVEN_D, UPCAST,
-    )
-    m_i, l_i, acc = _pooled_blocks(
-        m_i, l_i, acc, q, qk_scale, idx_ptr, o_p2, o_p4,
-        K4 + pyr_bh.to(tl.int64) * g4 * head_dim, V4 + pyr_bh.to(tl.int64) * g4 * head_dim,
-        offs_d, d_mask, k_len, head_dim, 4, BLOCK_N, EVEN_D, UPCAST,
-    )
-    m_i, l_i, acc = _pooled_blocks(
-        m_i, l_i, acc, q, qk_scale, idx_ptr, o_p4, o_p8,
-        K8 + pyr_bh.to(tl.int64) * g8 * head_dim, V8 + pyr_bh.to(tl.int64) * g8 * head_dim,
-        offs_d, d_mask, k_len, head_dim, 8, BLOCK_N, EVEN_D, UPCAST,
+    pyr_off = pyr_bh.to(tl.int64) * (g2 + g4 + g8) * head_dim
+    m_i, l_i, acc = _pooled_stream(
+        m_i, l_i, acc, q, qk_scale, idx_ptr, o_exact, o_p2 - o_exact, o_p4 - o_p2, o_p8 - o_p4,
+        KP + pyr_off, VP + pyr_off, g2, g4, offs_d, d_mask, k_len, head_dim, BLOCK_N, EVEN_D, UPCAST,
     )
 
     # blocks on the causal diagonal or at the end of the sequence: exact, token-level masks
@@ -229,58 +245,47 @@ def _pyramid_attention_fwd(
         m_i, l_i, acc = _online_update_masked(m_i, l_i, acc, qk, v, UPCAST)
 
     if TAIL:
-        # One extra key per row: the mean of the keys it can see but skips, logit + log(count).
-        # Skipped = visible - kept; sums come from prefix sums PK/PV ([B, Hkv, Lk + 1, D], float32).
-        pk_base = PK + pyr_bh.to(tl.int64) * (k_len + 1) * head_dim
-        pv_base = PV + pyr_bh.to(tl.int64) * (k_len + 1) * head_dim
-        if CAUSAL:
-            row_end = tl.minimum(limit + 1, k_len)
-        else:
-            row_end = tl.zeros([BLOCK_M], dtype=tl.int32) + k_len
-        row_end = tl.where(m_ok, row_end, 0)
-        ks = tl.load(pk_base + row_end[:, None] * head_dim + offs_d[None, :], mask=d_mask[None, :], other=0.0)
-        vs = tl.load(pv_base + row_end[:, None] * head_dim + offs_d[None, :], mask=d_mask[None, :], other=0.0)
-        kept = tl.zeros([BLOCK_M], dtype=tl.float32)
-        # kept blocks wholly visible: the same for every row
-        k_full = tl.zeros([BLOCK_D], dtype=tl.float32)
-        v_full = tl.zeros([BLOCK_D], dtype=tl.float32)
-        n_full = 0.0
-        for t in range(0, o_p8):
+        # One extra key per row: the mean of the visible keys its plan skips, logit + log(count). Skipped blocks
+        # wholly visible (category 7) are the same for every row: their float32 block sums, CHUNK blocks per
+        # step. Skipped blocks on the diagonal (category 6, rare: planners keep the diagonal) are summed per row
+        # through a 0/1 visibility matrix times their K and V tiles.
+        o_skip_part = tl.load(off_ptr + 6)
+        o_skip_full = tl.load(off_ptr + 7)
+        bs_off = pyr_bh.to(tl.int64) * n_kb * head_dim
+        sum_k = tl.zeros([BLOCK_D], dtype=tl.float32)
+        sum_v = tl.zeros([BLOCK_D], dtype=tl.float32)
+        n_full = tl.sum(tl.zeros([1], dtype=tl.float32), 0)
+        sum_k, sum_v, n_full = _block_sums(
+            sum_k, sum_v, n_full, idx_ptr, o_skip_part, o_skip_full, BSK + bs_off, BSV + bs_off, offs_d, d_mask,
+            k_len, head_dim, BLOCK_N, 32, BLOCK_D,
+        )
+        qs = tl.sum(q.to(tl.float32) * sum_k[None, :], 1)  # [BLOCK_M]: q . (sum of skipped keys)
+        n_skip = tl.zeros([BLOCK_M], dtype=tl.float32) + n_full
+        vs = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32) + sum_v[None, :]
+        for t in range(o_mask, o_skip_part):
             j = tl.load(idx_ptr + t)
-            s = j * BLOCK_N
-            e = tl.minimum(s + BLOCK_N, k_len)
-            k_full += tl.load(pk_base + e * head_dim + offs_d, mask=d_mask, other=0.0)
-            k_full -= tl.load(pk_base + s * head_dim + offs_d, mask=d_mask, other=0.0)
-            v_full += tl.load(pv_base + e * head_dim + offs_d, mask=d_mask, other=0.0)
-            v_full -= tl.load(pv_base + s * head_dim + offs_d, mask=d_mask, other=0.0)
-            n_full += (e - s).to(tl.float32)
-        ks -= k_full[None, :]
-        vs -= v_full[None, :]
-        kept += n_full
-        # kept blocks on the diagonal: each row keeps the part it sees
-        for t in range(o_p8, o_mask):
-            j = tl.load(idx_ptr + t)
-            s = j * BLOCK_N
-            e = tl.minimum(s + BLOCK_N, k_len)
-            hi = tl.minimum(tl.maximum(row_end, s), e)
-            ks -= tl.load(pk_base + hi[:, None] * head_dim + offs_d[None, :], mask=d_mask[None, :], other=0.0)
-            ks += tl.load(pk_base + s * head_dim + offs_d, mask=d_mask, other=0.0)[None, :]
-            vs -= tl.load(pv_base + hi[:, None] * head_dim + offs_d[None, :], mask=d_mask[None, :], other=0.0)
-            vs += tl.load(pv_base + s * head_dim + offs_d, mask=d_mask, other=0.0)[None, :]
-            kept += (hi - s).to(tl.float32)
-        n_skip = row_end.to(tl.float32) - kept
+            cols = j * BLOCK_N + offs_n
+            n_ok = cols < k_len
+            if EVEN_D:
+                ld_mask = n_ok[:, None]
+            else:
+                ld_mask = n_ok[:, None] & d_mask[None, :]
+            k = tl.load(k_base + cols[:, None] * stride_kn + offs_d[None, :], mask=ld_mask, other=0.0)
+            v = tl.load(v_base + cols[:, None] * stride_vn + offs_d[None, :], mask=ld_mask, other=0.0)
+            vis = (n_ok[None, :] & (cols[None, :] <= limit[:, None]) & m_ok[:, None]).to(tl.float32)
+            qs += tl.sum(_dot(q, tl.trans(k), UPCAST) * vis, 1)
+            vs = tl.dot(vis, v.to(tl.float32), vs, input_precision="ieee")
+            n_skip += tl.sum(vis, 1)
         has_tail = n_skip > 0.5
         inv = tl.where(has_tail, 1.0 / tl.maximum(n_skip, 1.0), 0.0)
-        k_tail = ks * inv[:, None]
-        v_tail = vs * inv[:, None]
-        s_tail = tl.sum(q.to(tl.float32) * k_tail, 1) * qk_scale + tl.log2(tl.maximum(n_skip, 1.0))
+        s_tail = qs * inv * qk_scale + tl.log2(tl.maximum(n_skip, 1.0))
         s_tail = tl.where(has_tail, s_tail, float("-inf"))
         m_new = tl.maximum(m_i, s_tail)
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
         alpha = tl.math.exp2(m_i - m_safe)
         p_tail = tl.math.exp2(s_tail - m_safe)
         l_i = l_i * alpha + p_tail
-        acc = acc * alpha[:, None] + p_tail[:, None] * v_tail
+        acc = acc * alpha[:, None] + (p_tail * inv)[:, None] * vs
         m_i = m_new
 
     # a row with nothing to attend has l == 0 and acc == 0: it returns zeros, never NaN
@@ -372,9 +377,12 @@ def pyramid_attention(
     hkv, lk = k.shape[1], k.shape[2]
     scale = 1.0 / math.sqrt(d) if sm_scale is None else float(sm_scale)
     if pyramid is None:
-        pyramid = build_kv_pyramid(k, v, tail=tail)
-    elif pyramid.k_len != lk or (tail and pyramid.prefix_k is None):
-        raise ValueError("pyramid was built for other K/V (or without tail=True); rebuild it with build_kv_pyramid")
+        pyramid = build_kv_pyramid(k, v, tail=tail, block_n=block_n)
+    elif pyramid.k_len != lk or (tail and not pyramid.has_block_sums(block_n)):
+        raise ValueError(
+            "pyramid was built for other K/V (or without tail=True and this block_n); rebuild it with "
+            f"build_kv_pyramid(k, v, tail={tail}, block_n={block_n})"
+        )
     if plan is None:
         plan = compile_plan(levels, lq, lk, block_m, block_n, causal)
     q = q if q.stride(-1) == 1 else q.contiguous()
@@ -383,7 +391,7 @@ def pyramid_attention(
     out = torch.empty_like(q)
     n_qb, n_kb = cdiv(lq, block_m), cdiv(lk, block_n)
     block_d = max(16, triton.next_power_of_2(d))
-    dummy = pyramid.pooled_k[2]
+    dummy = pyramid.pooled_k_all
     if num_warps is None:
         num_warps = 8 if block_m >= 128 else 4
     if num_stages is None:
@@ -400,9 +408,8 @@ def pyramid_attention(
     grid = (n_qb, b * hq)
     _pyramid_attention_fwd[grid](
         q, k, v, out,
-        pyramid.pooled_k[2], pyramid.pooled_v[2], pyramid.pooled_k[4], pyramid.pooled_v[4],
-        pyramid.pooled_k[8], pyramid.pooled_v[8],
-        pyramid.prefix_k if tail else dummy, pyramid.prefix_v if tail else dummy,
+        pyramid.pooled_k_all, pyramid.pooled_v_all,
+        pyramid.block_sum_k if tail else dummy, pyramid.block_sum_v if tail else dummy,
         plan.block_idx, plan.cat_offsets,
         desc_k, desc_v,
         scale * LOG2E,
