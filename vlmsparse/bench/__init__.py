@@ -16,6 +16,7 @@ SUBCOMMANDS: dict[str, str] = {
     "fidelity": "vlmsparse.bench.fidelity",
     "kernel": "vlmsparse.bench.kernel",
     "prefill": "vlmsparse.bench.prefill",
+    "pareto": "vlmsparse.bench.pareto",
 }
 
 

@@ -110,14 +110,14 @@ def run_random(args: argparse.Namespace) -> list[dict]:
             for tail in (False, True):
                 levels = random_mixed_plan(b, hkv, length, args.block, keep, seed=length)
                 s = plan_sparsity(levels, length, length, args.block, args.block).overall
-                pyr = build_kv_pyramid(k, v, tail=tail)
+                pyr = build_kv_pyramid(k, v, tail=tail, block_n=args.block)
                 plan = compile_plan(levels, length, length, args.block, args.block, True)
                 t_kernel = time_ms(lambda: pyramid_attention(
                     q, k, v, levels, block_m=args.block, block_n=args.block, tail=tail, pyramid=pyr, plan=plan,
                     check_levels=False))
                 t_full = time_ms(lambda: pyramid_attention(
                     q, k, v, levels, block_m=args.block, block_n=args.block, tail=tail, check_levels=False))
-                t_pyr = time_ms(lambda: build_kv_pyramid(k, v, tail=tail))
+                t_pyr = time_ms(lambda: build_kv_pyramid(k, v, tail=tail, block_n=args.block))
                 t_compile = time_ms(lambda: compile_plan(levels, length, length, args.block, args.block, True))
                 err = check_against_reference(q, k, v, levels, args.block, tail, args.check_rows) if args.check else float("nan")
                 rows.append(dict(
@@ -125,6 +125,66 @@ def run_random(args: argparse.Namespace) -> list[dict]:
                     tflops=float("nan"), vs_cudnn=t_cudnn / t_kernel, target_ms=1.25 * (1 - s) * t_cudnn,
                     with_pyramid_and_compile_ms=t_full, pyramid_ms=t_pyr, compile_ms=t_compile,
                     rel_err_vs_ref=err, ref_rows_checked=f"first and last {args.check_rows}",
+                ))
+        del q, k, v
+        torch.cuda.empty_cache()
+    return rows
+
+
+def one_level_plan(heads: int, length: int, block: int, level: int, device="cuda") -> torch.Tensor:
+    """Sink and diagonal blocks exact, every other wholly visible block at ``level`` (0: skipped)."""
+    shape = plan_shape(1, heads, length, length, block, block)
+    cls = block_classes(length, length, block, block, True)
+    levels = torch.full(shape, level, dtype=torch.int8)
+    levels[..., cls == PARTIAL] = 1
+    levels[..., 0] = 1
+    levels[..., cls == INVISIBLE] = 0
+    return levels.to(device)
+
+
+def run_level_costs(args: argparse.Namespace) -> list[dict]:
+    """What one block costs at each level, relative to an exact block, from whole-kernel runs.
+
+    Four plans differ only in the level of the wholly visible blocks past the sink (all at p = 1, 2, 4 or 8),
+    and a fifth skips them: ``(t_p - t_skip) / (t_1 - t_skip)`` is a level-p block's marginal cost (its share of
+    FLOPs is ``1 / p``; the target is at most ``1.25 / p``). Prebuilt pyramid and plan: the kernel alone. With
+    ``tail=True`` on the same plans, the extra kernel time of tail aggregation.
+    """
+    env = environment()
+    dtype = getattr(torch, args.dtype)
+    cudnn = sdpa_dense("cudnn")
+    rows: list[dict] = []
+    for length in args.lengths:
+        torch.manual_seed(length + 1)
+        b, hq, hkv, d = 1, args.heads_q, args.heads_kv, args.head_dim
+        q = torch.randn(b, hq, length, d, device="cuda", dtype=dtype)
+        k = torch.randn(b, hkv, length, d, device="cuda", dtype=dtype)
+        v = torch.randn(b, hkv, length, d, device="cuda", dtype=dtype)
+        t_cudnn = time_ms(lambda: cudnn(q, k, v))
+        shapes = dict(B=b, Hq=hq, Hkv=hkv, L=length, D=d, dtype=args.dtype)
+        times: dict[tuple[int, bool], float] = {}
+        errs: dict[tuple[int, bool], float] = {}
+        for tail in (False, True):
+            pyr = build_kv_pyramid(k, v, tail=tail, block_n=args.block)
+            for level in (0, 1, 2, 4, 8):
+                levels = one_level_plan(hkv, length, args.block, level)
+                plan = compile_plan(levels, length, length, args.block, args.block, True)
+                times[level, tail] = time_ms(lambda: pyramid_attention(
+                    q, k, v, levels, block_m=args.block, block_n=args.block, tail=tail, pyramid=pyr, plan=plan,
+                    check_levels=False))
+                errs[level, tail] = (
+                    check_against_reference(q, k, v, levels, args.block, tail, args.check_rows) if args.check
+                    else float("nan"))
+        for tail in (False, True):
+            exact = times[1, tail] - times[0, tail]
+            for level in (1, 2, 4, 8):
+                marginal = (times[level, tail] - times[0, tail]) / exact
+                rows.append(dict(
+                    env, **shapes, variant=f"one_level_{level}" + ("_tail" if tail else ""), cudnn_ms=t_cudnn,
+                    ms=times[level, tail], skip_ms=times[0, tail], marginal_cost=marginal,
+                    share=1.0 / level, target_cost=1.25 / level, met=marginal <= 1.25 / level,
+                    tail_overhead=times[level, True] / times[level, False] - 1.0,
+                    rel_err_vs_ref=errs[level, tail], ref_rows_checked=f"first and last {args.check_rows}",
                 ))
         del q, k, v
         torch.cuda.empty_cache()
@@ -166,7 +226,7 @@ def run_methods(args: argparse.Namespace) -> list[dict]:
             plan = method.plan(q, k, visual)
             sp = plan.sparsity()
             kw = plan.kernel_kwargs()
-            pyr = build_kv_pyramid(k, v, tail=plan.tail)
+            pyr = build_kv_pyramid(k, v, tail=plan.tail, block_n=plan.block_n)
             compiled = compile_plan(plan.levels, total, total, plan.block_m, plan.block_n, plan.causal)
             t_plan = time_ms(lambda: method.plan(q, k, visual))
             t_kernel = time_ms(lambda: pyramid_attention(q, k, v, plan.levels, pyramid=pyr, plan=compiled,
@@ -205,6 +265,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--methods", nargs="*", default=list(METHOD_SETTINGS), choices=list(METHOD_SETTINGS),
                    help="planners timed with the kernel on video-like inputs (none: skip)")
     p.add_argument("--skip-random", action="store_true", help="skip the all-level-1 and random-plan part")
+    p.add_argument("--skip-levels", action="store_true", help="skip the per-level marginal cost part")
     p.add_argument("--out", default="results/kernel.csv")
 
 
@@ -213,6 +274,11 @@ def run(args: argparse.Namespace) -> int:
     if rows:
         print_table(rows, ["L", "variant", "sparsity", "ms", "tflops", "vs_cudnn", "target_ms", "rel_err_vs_ref",
                            "rel_err_vs_cudnn"])
+    if not args.skip_levels:
+        lrows = run_level_costs(args)
+        print_table(lrows, ["L", "variant", "ms", "skip_ms", "marginal_cost", "target_cost", "met", "tail_overhead",
+                            "rel_err_vs_ref"])
+        rows += lrows
     if args.methods:
         mrows = run_methods(args)
         print_table(mrows, ["L", "variant", "sparsity", "plan_ms", "ms", "total_ms", "cudnn_ms", "total_vs_cudnn",

@@ -1,0 +1,252 @@
+"""``python -m vlmsparse.bench pareto``: the time vs error frontier of every planner on the one kernel (GPU).
+
+Each method's knob is swept (PSA's cumulative thresholds, XAttention's tau, SpargeAttn's thresholds) on
+video-like inputs of several families that differ in how concentrated attention is (``diffuse``, ``medium``,
+``peaked``, plus ``mixed``: heads of very different sharpness in one layer), each at several seeds. For every
+setting the whole per-layer cost (planning + kernel, the pyramid built in the call) is timed against SDPA's
+cuDNN backend on the same inputs in the same run, and the output is compared with dense attention (relative
+L2 error) together with the attention recall (the share of dense softmax mass on kept blocks, over a sample of
+query rows). Rows go to a run folder (``--out``); ``--results`` also appends them to ``results/pareto.csv``.
+A PNG of error against speed-up, one line per method and input family, is written beside the CSV.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .common import environment, print_table, sdpa_dense, time_ms, write_csv
+
+#: Input families: keyword arguments of :func:`vlmsparse.bench.synthetic.video_qkv`. They differ in how sharp
+#: the query heads are (the spread of attention) and how local the content is; none is fitted to a method.
+FAMILIES: dict[str, dict[str, Any]] = {
+    "diffuse": dict(sharpness=(0.2, 0.6), local_weight=0.4, noise=0.6),
+    "medium": dict(sharpness=(0.5, 1.5), local_weight=0.6, noise=0.4),
+    "peaked": dict(sharpness=(1.2, 2.5), local_weight=0.8, noise=0.3),
+    "mixed": dict(sharpness=(0.1, 2.5), local_weight=0.6, noise=0.4),
+}
+
+
+def _scaled(base: tuple[float, ...], c: float) -> tuple[float, ...]:
+    """Thresholds ``1 - c (1 - t)``: ``c < 1`` keeps more, ``c > 1`` less; ``c = 1`` is ``base``."""
+    return tuple(round(min(1.0, max(0.0, 1.0 - c * (1.0 - t))), 4) for t in base)
+
+
+@dataclass(frozen=True)
+class Setting:
+    label: str  # the line it belongs to in the plot
+    method: str
+    knob: str
+    overrides: tuple[tuple[str, Any], ...]
+
+    def build(self):
+        from vlmsparse.methods import get_method
+
+        return get_method(self.method, **dict(self.overrides))
+
+
+def default_settings() -> list[Setting]:
+    """The sweep: each method's knob over a range that spans sparsity about 0.2 to 0.9 on video-like inputs."""
+    out: list[Setting] = []
+    public = (0.7, 0.8, 0.9, 0.9)  # PSA's public Qwen2.5-VL thresholds (the default)
+    all_levels = (0.6, 0.75, 0.85, 0.95)  # a shape that also uses level 8
+    for c in (3.0, 2.0, 1.5, 1.0, 0.6, 0.3):
+        t = _scaled(public, c)
+        out.append(Setting("psa", "psa", f"thresholds={list(t)}", (("thresholds", t),)))
+    for c in (4.0, 2.5, 1.6, 1.0, 0.6, 0.3):
+        t = _scaled(all_levels, c)
+        out.append(Setting("psa-all-levels", "psa", f"thresholds={list(t)}", (("thresholds", t),)))
+    for tau in (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98):
+        out.append(Setting("xattention", "xattention", f"threshold={tau}", (("threshold", tau),)))
+    for cdf in (0.5, 0.7, 0.85, 0.95, 0.98):
+        out.append(Setting("sparge", "sparge", f"sim_threshold=0.0,cdf_threshold={cdf}",
+                           (("sim_threshold", 0.0), ("cdf_threshold", cdf))))
+    return out
+
+
+def sampled_rows(length: int, n: int, device) -> torch.Tensor:
+    """``n`` query rows spread over the sequence (the last one included)."""
+    return torch.linspace(0, length - 1, n, device=device).round().long().unique()
+
+
+def dense_block_mass(q, k, rows: torch.Tensor, block_n: int) -> torch.Tensor:
+    """Dense causal softmax mass per key block for the query ``rows``: float ``[B, Hq, R, nKB]``."""
+    b, hq, length, d = q.shape
+    group = hq // k.shape[1]
+    kk = k.float().repeat_interleave(group, 1)
+    s = torch.einsum("bhrd,bhld->bhrl", q[:, :, rows].float(), kk) / math.sqrt(d)
+    s = s.masked_fill(torch.arange(length, device=q.device)[None, :] > rows[:, None], float("-inf"))
+    p = torch.softmax(s, -1)
+    n_kb = -(-length // block_n)
+    p = torch.nn.functional.pad(p, (0, n_kb * block_n - length))
+    return p.reshape(b, hq, len(rows), n_kb, block_n).sum(-1)
+
+
+def recall(levels: torch.Tensor, mass: torch.Tensor, rows: torch.Tensor, block_m: int) -> float:
+    """Share of the dense mass of the sampled rows on blocks the plan keeps (pooled blocks count as kept)."""
+    lv = levels
+    if lv.shape[1] != mass.shape[1]:
+        lv = lv.repeat_interleave(mass.shape[1] // lv.shape[1], 1)
+    kept = (lv[:, :, rows // block_m] > 0).float()
+    return float((mass * kept).sum() / mass.sum())
+
+
+def run(args: argparse.Namespace) -> int:
+    if not torch.cuda.is_available():
+        raise SystemExit("error: the pareto benchmark needs a CUDA GPU (times are what it measures)")
+    from vlmsparse.kernels import pyramid_attention
+
+    from .kernel import VIDEO_GRIDS
+    from .synthetic import video_qkv
+
+    env = environment()
+    cudnn = sdpa_dense("cudnn")
+    settings = [s for s in default_settings() if s.label in args.lines]
+    rows: list[dict] = []
+    for length in args.lengths:
+        frames, height, width = VIDEO_GRIDS.get(length, (max(1, length // 256), 16, 16))
+        for family in args.families:
+            for seed in args.seeds:
+                q, k, v, visual = video_qkv(frames, height, width, device="cuda", dtype=torch.bfloat16,
+                                            seed=1000 * seed + length, **FAMILIES[family])
+                total = q.shape[2]
+                dense = cudnn(q, k, v)
+                t_dense = time_ms(lambda: cudnn(q, k, v))
+                qrows = sampled_rows(total, args.recall_rows, q.device)
+                mass = {}
+                for s in settings:
+                    method = s.build()
+                    plan = method.plan(q, k, visual)
+                    kw = plan.kernel_kwargs()
+                    out = pyramid_attention(q, k, v, plan.levels, check_levels=False, **kw)
+                    err = float((out.double() - dense.double()).norm() / dense.double().norm())
+
+                    def layer():
+                        p_ = method.plan(q, k, visual)
+                        return pyramid_attention(q, k, v, p_.levels, check_levels=False, **p_.kernel_kwargs())
+
+                    t_total = time_ms(layer)
+                    t_plan = time_ms(lambda: method.plan(q, k, visual))
+                    if plan.block_n not in mass:
+                        mass[plan.block_n] = dense_block_mass(q, k, qrows, plan.block_n)
+                    sp = plan.sparsity()
+                    rows.append(dict(
+                        env, B=1, Hq=q.shape[1], Hkv=k.shape[1], L=total, visual_tokens=int(visual.sum()), D=q.shape[3],
+                        dtype="bfloat16", family=family, seed=seed, line=s.label, method=s.method, knob=s.knob,
+                        sparsity=sp.overall, visual_sparsity=sp.visual, dense_ms=t_dense, plan_ms=t_plan,
+                        time_ms=t_total, ratio_to_dense=t_dense / t_total, rel_error=err,
+                        recall=recall(plan.levels, mass[plan.block_n], qrows, plan.block_m),
+                    ))
+                    r = rows[-1]
+                    print(f"L={total} {family} seed={seed} {s.label} {s.knob}: sparsity {r['sparsity']:.3f} "
+                          f"speed-up {r['ratio_to_dense']:.2f}x err {err:.4f} recall {r['recall']:.4f}", flush=True)
+                del q, k, v, dense
+                torch.cuda.empty_cache()
+    out_dir = Path(args.out)
+    path = write_csv(out_dir / "pareto.csv", rows, append=False)
+    png = plot_frontier(path, out_dir / "pareto.png")
+    print_table(frontier_summary(rows), ["L", "family", "budget", "psa_err", "xattention_err", "psa_ahead"])
+    print(f"wrote {len(rows)} rows to {path} and the plot to {png}")
+    if args.results:
+        final = write_csv(Path(args.results_dir) / "pareto.csv", rows, append=True)
+        plot_frontier(final, Path(args.results_dir) / "pareto.png")
+        print(f"appended the rows to {final}")
+    return 0
+
+
+def best_error_within(rows: list[dict], line: str, speedup: float) -> float:
+    """The lowest error among a line's settings at least ``speedup`` times faster than dense (``nan``: none)."""
+    errs = [r["rel_error"] for r in rows if r["line"] == line and r["ratio_to_dense"] >= speedup]
+    return min(errs) if errs else float("nan")
+
+
+def frontier_summary(rows: list[dict], budgets=(1.1, 1.25, 1.5, 1.75, 2.0)) -> list[dict]:
+    """At each time budget (speed-up over dense), the best PSA error (either line) against XAttention's,
+    per length, family and seed."""
+    out = []
+    keys = sorted({(r["L"], r["family"], r["seed"]) for r in rows})
+    for length, family, seed in keys:
+        sub = [r for r in rows if (r["L"], r["family"], r["seed"]) == (length, family, seed)]
+        for budget in budgets:
+            psa = min(best_error_within(sub, "psa", budget), best_error_within(sub, "psa-all-levels", budget),
+                      key=lambda x: math.inf if math.isnan(x) else x)
+            xat = best_error_within(sub, "xattention", budget)
+            ahead = "" if math.isnan(psa) or math.isnan(xat) else ("yes" if psa < xat else "no")
+            out.append(dict(L=length, family=f"{family}/s{seed}", budget=f"{budget}x", psa_err=psa,
+                            xattention_err=xat, psa_ahead=ahead))
+    return out
+
+
+def plot_frontier(csv_path: str | Path, png_path: str | Path) -> Path:
+    """Error against speed-up over dense, one line per method and input family, a panel per length."""
+    import csv
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(csv_path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    lengths = sorted({int(r["L"]) for r in rows})
+    fig, axes = plt.subplots(1, len(lengths), figsize=(6 * len(lengths), 4.5), squeeze=False)
+    styles = {"diffuse": ":", "medium": "-", "peaked": "--", "mixed": "-."}
+    colors = {"psa": "tab:blue", "psa-all-levels": "tab:cyan", "xattention": "tab:orange", "sparge": "tab:green"}
+    for ax, length in zip(axes[0], lengths):
+        sub = [r for r in rows if int(r["L"]) == length]
+        for line in sorted({r["line"] for r in sub}):
+            for family in sorted({r["family"] for r in sub}):
+                pts = [r for r in sub if r["line"] == line and r["family"] == family]
+                if not pts:
+                    continue
+                # mean over seeds of each knob setting
+                knobs: dict[str, list[dict]] = {}
+                for r in pts:
+                    knobs.setdefault(r["knob"], []).append(r)
+                xy = sorted(
+                    (sum(float(r["ratio_to_dense"]) for r in g) / len(g), sum(float(r["rel_error"]) for r in g) / len(g))
+                    for g in knobs.values()
+                )
+                ax.plot([x for x, _ in xy], [y for _, y in xy], marker="o", ms=3, linestyle=styles.get(family, "-"),
+                        color=colors.get(line), label=f"{line} / {family}")
+        ax.axvline(1.0, color="grey", lw=0.5)
+        ax.set_xlabel("speed-up over dense (plan + kernel vs SDPA cuDNN)")
+        ax.set_ylabel("relative L2 error vs dense")
+        ax.set_yscale("log")
+        ax.set_title(f"{length} tokens, {sub[0]['device']}")
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    png_path = Path(png_path)
+    fig.savefig(png_path, dpi=120)
+    plt.close(fig)
+    return png_path
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--lengths", type=int, nargs="+", default=[16384, 32768],
+                   help="visual tokens of the video-like inputs (text around them is added)")
+    p.add_argument("--families", nargs="+", default=["diffuse", "medium", "peaked"], choices=list(FAMILIES),
+                   help="input families (how concentrated attention is)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="input seeds per family")
+    p.add_argument("--lines", nargs="+", default=["psa", "psa-all-levels", "xattention", "sparge"],
+                   choices=["psa", "psa-all-levels", "xattention", "sparge"], help="method lines to sweep")
+    p.add_argument("--recall-rows", type=int, default=64, help="query rows sampled for the attention recall")
+    p.add_argument("--out", default="results/runs/pareto", help="run folder for the CSV and the plot")
+    p.add_argument("--results", action="store_true", help="also append the rows to results/pareto.csv")
+    p.add_argument("--results-dir", default="results", help="where --results writes")
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m vlmsparse.bench pareto", description=__doc__.split("\n\n")[0])
+    add_arguments(p)
+    raise SystemExit(run(p.parse_args(argv)))
+
+
+if __name__ == "__main__":
+    main()
