@@ -76,9 +76,9 @@ def _online_update_masked(m_i, l_i, acc, qk, v, UPCAST: tl.constexpr):
 @triton.jit
 def _pooled_stream(
     m_i, l_i, acc, q, qk_scale, idx_ptr, o_exact, n2, n4, n8, kp_base, vp_base, g2, g4, offs_d, d_mask, k_len,
-    head_dim, BLOCK_N: tl.constexpr, EVEN_D: tl.constexpr, UPCAST: tl.constexpr,
+    head_dim, BLOCK_N: tl.constexpr, TILE: tl.constexpr, EVEN_D: tl.constexpr, UPCAST: tl.constexpr,
 ):
-    """Visit every kept pooled block of the row as one stream of pooled keys, ``BLOCK_N`` keys per tile.
+    """Visit every kept pooled block of the row as one stream of pooled keys, ``TILE`` keys per tile.
 
     A kept block at level ``p`` contributes its ``BLOCK_N // p`` pooled keys (logit ``+ log2(count)``): the
     level-2 blocks first, then level 4, then level 8, packed back to back, so a tile holds pooled keys of several
@@ -92,8 +92,8 @@ def _pooled_stream(
     e2 = n2 * G2
     e4 = e2 + n4 * G4
     e8 = e4 + n8 * G8
-    offs_t = tl.arange(0, BLOCK_N)
-    for t0 in range(0, e8, BLOCK_N):
+    offs_t = tl.arange(0, TILE)
+    for t0 in range(0, e8, TILE):
         s = t0 + offs_t  # place in the stream
         in2 = s < e2
         in4 = s < e4
@@ -150,7 +150,7 @@ def _pyramid_attention_fwd(
     n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, head_dim,
     CAUSAL: tl.constexpr, TAIL: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, EVEN_D: tl.constexpr,
-    UPCAST: tl.constexpr, KV_DESC: tl.constexpr,
+    UPCAST: tl.constexpr, KV_DESC: tl.constexpr, POOL_TILE: tl.constexpr,
 ):
     # heavy (late) query blocks first: better load balance under causal masking
     qblk = n_qb - 1 - tl.program_id(0)
@@ -217,7 +217,7 @@ def _pyramid_attention_fwd(
     pyr_off = pyr_bh.to(tl.int64) * (g2 + g4 + g8) * head_dim
     m_i, l_i, acc = _pooled_stream(
         m_i, l_i, acc, q, qk_scale, idx_ptr, o_exact, o_p2 - o_exact, o_p4 - o_p2, o_p8 - o_p4,
-        KP + pyr_off, VP + pyr_off, g2, g4, offs_d, d_mask, k_len, head_dim, BLOCK_N, EVEN_D, UPCAST,
+        KP + pyr_off, VP + pyr_off, g2, g4, offs_d, d_mask, k_len, head_dim, BLOCK_N, POOL_TILE, EVEN_D, UPCAST,
     )
 
     # blocks on the causal diagonal or at the end of the sequence: exact, token-level masks
@@ -262,7 +262,7 @@ def _pyramid_attention_fwd(
         qs = tl.sum(q.to(tl.float32) * sum_k[None, :], 1)  # [BLOCK_M]: q . (sum of skipped keys)
         n_skip = tl.zeros([BLOCK_M], dtype=tl.float32) + n_full
         vs = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32) + sum_v[None, :]
-        for t in range(o_mask, o_skip_part):
+        for t in tl.range(o_mask, o_skip_part, num_stages=1):  # rare; unpipelined keeps shared memory in bounds
             j = tl.load(idx_ptr + t)
             cols = j * BLOCK_N + offs_n
             n_ok = cols < k_len
@@ -347,6 +347,7 @@ def pyramid_attention(
     num_warps: int | None = None,
     num_stages: int | None = None,
     tma: bool | None = None,
+    pool_tile: int | None = None,
 ) -> torch.Tensor:
     """Causal, grouped-query pyramid sparse attention.
 
@@ -421,7 +422,7 @@ def pyramid_attention(
         CAUSAL=causal, TAIL=tail,
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, EVEN_D=(block_d == d),
         UPCAST=(q.dtype == torch.float32 or (q.dtype == torch.bfloat16 and interpreting())),
-        KV_DESC=bool(tma),
+        KV_DESC=bool(tma), POOL_TILE=pool_tile or block_n,
         num_warps=num_warps, num_stages=num_stages,
     )
     return out
