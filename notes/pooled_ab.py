@@ -1,9 +1,10 @@
 """Same-run A/B of pooled-block handling: per-level marginal cost and a PSA plan's kernel time, per variant.
 
-Variants: the current kernel with pooled tiles of 128 and of 64 keys, and any earlier kernel package given as
-``--old DIR`` (a folder holding that version's ``vlmsparse/kernels`` files, e.g. written with
-``git show TAG:vlmsparse/kernels/<file>``). Run on a GPU from the repository root:
-python notes/pooled_ab.py [--old .abvariants/v8kernels]
+Variants: the current kernel and each earlier kernel package given with ``--old DIR`` (a folder holding that
+version's ``vlmsparse/kernels`` files, written with ``git show TAG:vlmsparse/kernels/<file>``, for example the
+tag ``kernel-pooled-stream``; its ``__init__.py`` must import ``build_kv_pyramid``, ``compile_plan`` and
+``pyramid_attention``). Run on a GPU from the repository root:
+python notes/pooled_ab.py --old .abvariants/stream
 """
 
 import argparse
@@ -35,16 +36,13 @@ def bench(fn):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--old", default=None)
+    ap.add_argument("--old", nargs="*", default=[])
     ap.add_argument("--lengths", type=int, nargs="+", default=[8192, 32768])
     args = ap.parse_args()
-    variants = {
-        "stream128": (build_kv_pyramid, compile_plan, lambda *a, **k: pyramid_attention(*a, pool_tile=128, **k)),
-        "stream64": (build_kv_pyramid, compile_plan, lambda *a, **k: pyramid_attention(*a, pool_tile=64, **k)),
-    }
-    if args.old:
-        old = load_package(args.old)
-        variants["old"] = (old.build_kv_pyramid, old.compile_plan, old.pyramid_attention)
+    variants = {"current": (build_kv_pyramid, compile_plan, pyramid_attention)}
+    for path in args.old:
+        old = load_package(path)
+        variants[pathlib.Path(path).name] = (old.build_kv_pyramid, old.compile_plan, old.pyramid_attention)
     print(torch.cuda.get_device_name(), "triton", triton.__version__)
     for length in args.lengths:
         torch.manual_seed(length)

@@ -61,6 +61,11 @@ def default_settings() -> list[Setting]:
     for c in (4.0, 2.5, 1.6, 1.0, 0.6, 0.3):
         t = _scaled(all_levels, c)
         out.append(Setting("psa-all-levels", "psa", f"thresholds={list(t)}", (("thresholds", t),)))
+    no_level2 = (0.7, 0.7, 0.85, 0.95)  # levels 1, 4 and 8 only, with XAttention's stride 16 estimate
+    for c in (3.0, 2.0, 1.4, 1.0, 0.6, 0.3):
+        t = _scaled(no_level2, c)
+        out.append(Setting("psa-stride16", "psa", f"thresholds={list(t)},stride=16",
+                           (("thresholds", t), ("stride", 16))))
     for tau in (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98):
         out.append(Setting("xattention", "xattention", f"threshold={tau}", (("threshold", tau),)))
     for cdf in (0.5, 0.7, 0.85, 0.95, 0.98):
@@ -159,6 +164,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+PSA_LINES = ("psa", "psa-all-levels", "psa-stride16")
+
+
 def best_error_within(rows: list[dict], line: str, speedup: float) -> float:
     """The lowest error among a line's settings at least ``speedup`` times faster than dense (``nan``: none)."""
     errs = [r["rel_error"] for r in rows if r["line"] == line and r["ratio_to_dense"] >= speedup]
@@ -173,7 +181,7 @@ def frontier_summary(rows: list[dict], budgets=(1.1, 1.25, 1.5, 1.75, 2.0)) -> l
     for length, family, seed in keys:
         sub = [r for r in rows if (r["L"], r["family"], r["seed"]) == (length, family, seed)]
         for budget in budgets:
-            psa = min(best_error_within(sub, "psa", budget), best_error_within(sub, "psa-all-levels", budget),
+            psa = min((best_error_within(sub, line, budget) for line in PSA_LINES),
                       key=lambda x: math.inf if math.isnan(x) else x)
             xat = best_error_within(sub, "xattention", budget)
             ahead = "" if math.isnan(psa) or math.isnan(xat) else ("yes" if psa < xat else "no")
@@ -196,7 +204,8 @@ def plot_frontier(csv_path: str | Path, png_path: str | Path) -> Path:
     lengths = sorted({int(r["L"]) for r in rows})
     fig, axes = plt.subplots(1, len(lengths), figsize=(6 * len(lengths), 4.5), squeeze=False)
     styles = {"diffuse": ":", "medium": "-", "peaked": "--", "mixed": "-."}
-    colors = {"psa": "tab:blue", "psa-all-levels": "tab:cyan", "xattention": "tab:orange", "sparge": "tab:green"}
+    colors = {"psa": "tab:blue", "psa-all-levels": "tab:cyan", "psa-stride16": "tab:purple", "xattention": "tab:orange",
+              "sparge": "tab:green"}
     for ax, length in zip(axes[0], lengths):
         sub = [r for r in rows if int(r["L"]) == length]
         for line in sorted({r["line"] for r in sub}):
@@ -234,8 +243,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--families", nargs="+", default=["diffuse", "medium", "peaked"], choices=list(FAMILIES),
                    help="input families (how concentrated attention is)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="input seeds per family")
-    p.add_argument("--lines", nargs="+", default=["psa", "psa-all-levels", "xattention", "sparge"],
-                   choices=["psa", "psa-all-levels", "xattention", "sparge"], help="method lines to sweep")
+    lines = [*PSA_LINES, "xattention", "sparge"]
+    p.add_argument("--lines", nargs="+", default=lines, choices=lines, help="method lines to sweep")
     p.add_argument("--recall-rows", type=int, default=64, help="query rows sampled for the attention recall")
     p.add_argument("--out", default="results/runs/pareto", help="run folder for the CSV and the plot")
     p.add_argument("--results", action="store_true", help="also append the rows to results/pareto.csv")

@@ -74,48 +74,38 @@ def _online_update_masked(m_i, l_i, acc, qk, v, UPCAST: tl.constexpr):
 
 
 @triton.jit
-def _pooled_stream(
-    m_i, l_i, acc, q, qk_scale, idx_ptr, o_exact, n2, n4, n8, kp_base, vp_base, g2, g4, offs_d, d_mask, k_len,
-    head_dim, BLOCK_N: tl.constexpr, TILE: tl.constexpr, EVEN_D: tl.constexpr, UPCAST: tl.constexpr,
+def _pooled_blocks(
+    m_i, l_i, acc, q, qk_scale, idx_ptr, start, stop, kp_base, vp_base, offs_d, d_mask, k_len, head_dim,
+    P: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_D: tl.constexpr, UPCAST: tl.constexpr,
 ):
-    """Visit every kept pooled block of the row as one stream of pooled keys, ``TILE`` keys per tile.
+    """Visit kept blocks of pooling level ``P``: ``BLOCK_N // P`` pooled keys each, logits ``+ log2(count)``.
 
-    A kept block at level ``p`` contributes its ``BLOCK_N // p`` pooled keys (logit ``+ log2(count)``): the
-    level-2 blocks first, then level 4, then level 8, packed back to back, so a tile holds pooled keys of several
-    blocks (and levels) and a level-``p`` block costs about ``1 / p`` of a tile. Each tile row finds its block from
-    its place in the stream and gathers its key from the concatenated pyramid ``[G2 + G4 + G8, D]``. Only the
-    row's last tile is partly empty.
+    One block per tile (padded to 16 rows for the matmul). Gathering ``P`` blocks into one full tile was
+    measured slower on an H100 (notes/kernel.md), and so was one stream of gathered pooled keys of every level
+    (tag ``kernel-pooled-stream``: on an H200 with triton 3.6 a gathered 128-key tile cost about 4 exact tiles). As in the exact loop, the next block index is read one
+    step ahead (1-2% faster on PSA plans). Pyramid tiles through tensor descriptors gained another 1% in the
+    kernel but six more descriptors to encode on the host per call, which made small sparse calls host-bound
+    (notes/kernel.md); they stay pointer loads.
     """
-    G2: tl.constexpr = BLOCK_N // 2
-    G4: tl.constexpr = BLOCK_N // 4
-    G8: tl.constexpr = BLOCK_N // 8
-    e2 = n2 * G2
-    e4 = e2 + n4 * G4
-    e8 = e4 + n8 * G8
-    offs_t = tl.arange(0, TILE)
-    for t0 in range(0, e8, TILE):
-        s = t0 + offs_t  # place in the stream
-        in2 = s < e2
-        in4 = s < e4
-        loc = tl.where(in2, s, tl.where(in4, s - e2, s - e4))
-        pos = tl.where(in2, loc // G2, tl.where(in4, n2 + loc // G4, n2 + n4 + loc // G8))
-        within = tl.where(in2, loc % G2, tl.where(in4, loc % G4, loc % G8))
-        per_block = tl.where(in2, G2, tl.where(in4, G4, G8))
-        p = tl.where(in2, 2, tl.where(in4, 4, 8))
-        ok = s < e8
-        j = tl.load(idx_ptr + o_exact + pos, mask=ok, other=0)
-        g = j * per_block + within  # group index within its level
-        ok = ok & (g * p < k_len)
-        row = g + tl.where(in2, 0, tl.where(in4, g2, g2 + g4))
+    GROUPS: tl.constexpr = BLOCK_N // P  # pooled keys per block
+    TILE: tl.constexpr = 16 if GROUPS < 16 else GROUPS
+    n_groups = (k_len + P - 1) // P
+    offs_g = tl.arange(0, TILE)
+    j_next = tl.load(idx_ptr + start, mask=start < stop, other=0)
+    for t in range(start, stop):
+        j = j_next
+        j_next = tl.load(idx_ptr + t + 1, mask=t + 1 < stop, other=0)
+        g = j * GROUPS + offs_g
+        g_ok = (offs_g < GROUPS) & (g < n_groups)
         if EVEN_D:
-            ld_mask = ok[:, None]
+            ld_mask = g_ok[:, None]
         else:
-            ld_mask = ok[:, None] & d_mask[None, :]
-        kp = tl.load(kp_base + row[:, None] * head_dim + offs_d[None, :], mask=ld_mask, other=0.0)
-        vp = tl.load(vp_base + row[:, None] * head_dim + offs_d[None, :], mask=ld_mask, other=0.0)
-        count = tl.minimum(k_len - g * p, p).to(tl.float32)
+            ld_mask = g_ok[:, None] & d_mask[None, :]
+        kp = tl.load(kp_base + g[:, None] * head_dim + offs_d[None, :], mask=ld_mask, other=0.0)
+        vp = tl.load(vp_base + g[:, None] * head_dim + offs_d[None, :], mask=ld_mask, other=0.0)
+        count = tl.minimum(k_len - g * P, P).to(tl.float32)
         qk = _dot(q, tl.trans(kp), UPCAST) * qk_scale + tl.log2(tl.maximum(count, 1.0))[None, :]
-        qk = tl.where(ok[None, :], qk, float("-inf"))
+        qk = tl.where(g_ok[None, :], qk, float("-inf"))
         m_i, l_i, acc = _online_update(m_i, l_i, acc, qk, vp, UPCAST)
     return m_i, l_i, acc
 
@@ -150,7 +140,7 @@ def _pyramid_attention_fwd(
     n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, head_dim,
     CAUSAL: tl.constexpr, TAIL: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, EVEN_D: tl.constexpr,
-    UPCAST: tl.constexpr, KV_DESC: tl.constexpr, POOL_TILE: tl.constexpr,
+    UPCAST: tl.constexpr, KV_DESC: tl.constexpr,
 ):
     # heavy (late) query blocks first: better load balance under causal masking
     qblk = n_qb - 1 - tl.program_id(0)
@@ -209,15 +199,24 @@ def _pyramid_attention_fwd(
         qk = _dot(q, tl.trans(k), UPCAST)
         m_i, l_i, acc = _online_update_scaled(m_i, l_i, acc, qk, qk_scale, v, UPCAST)
 
-    # pooled levels: one stream over the concatenated pyramid ([B, Hkv, G2 + G4 + G8, D], contiguous)
+    # pooled levels, one loop per level, from the concatenated pyramid ([B, Hkv, G2 + G4 + G8, D], contiguous)
     pyr_bh = b * n_kv_heads + kvh
     g2 = (k_len + 1) // 2
     g4 = (k_len + 3) // 4
     g8 = (k_len + 7) // 8
-    pyr_off = pyr_bh.to(tl.int64) * (g2 + g4 + g8) * head_dim
-    m_i, l_i, acc = _pooled_stream(
-        m_i, l_i, acc, q, qk_scale, idx_ptr, o_exact, o_p2 - o_exact, o_p4 - o_p2, o_p8 - o_p4,
-        KP + pyr_off, VP + pyr_off, g2, g4, offs_d, d_mask, k_len, head_dim, BLOCK_N, POOL_TILE, EVEN_D, UPCAST,
+    kp_base = KP + pyr_bh.to(tl.int64) * (g2 + g4 + g8) * head_dim  # level 2, then level 4, then level 8
+    vp_base = VP + pyr_bh.to(tl.int64) * (g2 + g4 + g8) * head_dim
+    m_i, l_i, acc = _pooled_blocks(
+        m_i, l_i, acc, q, qk_scale, idx_ptr, o_exact, o_p2, kp_base, vp_base,
+        offs_d, d_mask, k_len, head_dim, 2, BLOCK_N, EVEN_D, UPCAST,
+    )
+    m_i, l_i, acc = _pooled_blocks(
+        m_i, l_i, acc, q, qk_scale, idx_ptr, o_p2, o_p4, kp_base + g2 * head_dim, vp_base + g2 * head_dim,
+        offs_d, d_mask, k_len, head_dim, 4, BLOCK_N, EVEN_D, UPCAST,
+    )
+    m_i, l_i, acc = _pooled_blocks(
+        m_i, l_i, acc, q, qk_scale, idx_ptr, o_p4, o_p8, kp_base + (g2 + g4) * head_dim,
+        vp_base + (g2 + g4) * head_dim, offs_d, d_mask, k_len, head_dim, 8, BLOCK_N, EVEN_D, UPCAST,
     )
 
     # blocks on the causal diagonal or at the end of the sequence: exact, token-level masks
@@ -347,7 +346,6 @@ def pyramid_attention(
     num_warps: int | None = None,
     num_stages: int | None = None,
     tma: bool | None = None,
-    pool_tile: int | None = None,
 ) -> torch.Tensor:
     """Causal, grouped-query pyramid sparse attention.
 
@@ -422,7 +420,7 @@ def pyramid_attention(
         CAUSAL=causal, TAIL=tail,
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, EVEN_D=(block_d == d),
         UPCAST=(q.dtype == torch.float32 or (q.dtype == torch.bfloat16 and interpreting())),
-        KV_DESC=bool(tma), POOL_TILE=pool_tile or block_n,
+        KV_DESC=bool(tma),
         num_warps=num_warps, num_stages=num_stages,
     )
     return out
