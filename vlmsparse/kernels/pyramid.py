@@ -256,11 +256,12 @@ def _pyramid_attention_fwd(
         n_full = tl.sum(tl.zeros([1], dtype=tl.float32), 0)
         sum_k, sum_v, n_full = _block_sums(
             sum_k, sum_v, n_full, idx_ptr, o_skip_part, o_skip_full, BSK + bs_off, BSV + bs_off, offs_d, d_mask,
-            k_len, head_dim, BLOCK_N, 32, BLOCK_D,
+            k_len, head_dim, BLOCK_N, 16, BLOCK_D,
         )
         qs = tl.sum(q.to(tl.float32) * sum_k[None, :], 1)  # [BLOCK_M]: q . (sum of skipped keys)
         n_skip = tl.zeros([BLOCK_M], dtype=tl.float32) + n_full
-        vs = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32) + sum_v[None, :]
+        # pass 1 over skipped diagonal blocks: logits and counts (no [BLOCK_M, D] accumulator: it made the
+        # compiler spill 10 KB per thread)
         for t in tl.range(o_mask, o_skip_part, num_stages=1):  # rare; unpipelined keeps shared memory in bounds
             j = tl.load(idx_ptr + t)
             cols = j * BLOCK_N + offs_n
@@ -270,10 +271,8 @@ def _pyramid_attention_fwd(
             else:
                 ld_mask = n_ok[:, None] & d_mask[None, :]
             k = tl.load(k_base + cols[:, None] * stride_kn + offs_d[None, :], mask=ld_mask, other=0.0)
-            v = tl.load(v_base + cols[:, None] * stride_vn + offs_d[None, :], mask=ld_mask, other=0.0)
             vis = (n_ok[None, :] & (cols[None, :] <= limit[:, None]) & m_ok[:, None]).to(tl.float32)
             qs += tl.sum(_dot(q, tl.trans(k), UPCAST) * vis, 1)
-            vs = tl.dot(vis, v.to(tl.float32), vs, input_precision="ieee")
             n_skip += tl.sum(vis, 1)
         has_tail = n_skip > 0.5
         inv = tl.where(has_tail, 1.0 / tl.maximum(n_skip, 1.0), 0.0)
@@ -284,8 +283,21 @@ def _pyramid_attention_fwd(
         alpha = tl.math.exp2(m_i - m_safe)
         p_tail = tl.math.exp2(s_tail - m_safe)
         l_i = l_i * alpha + p_tail
-        acc = acc * alpha[:, None] + (p_tail * inv)[:, None] * vs
+        w_tail = p_tail * inv  # weight of each skipped key's value
+        acc = acc * alpha[:, None] + w_tail[:, None] * sum_v[None, :]
         m_i = m_new
+        # pass 2: the skipped diagonal keys' values, weighted like a P @ V step
+        for t in tl.range(o_mask, o_skip_part, num_stages=1):
+            j = tl.load(idx_ptr + t)
+            cols = j * BLOCK_N + offs_n
+            n_ok = cols < k_len
+            if EVEN_D:
+                ld_mask = n_ok[:, None]
+            else:
+                ld_mask = n_ok[:, None] & d_mask[None, :]
+            v = tl.load(v_base + cols[:, None] * stride_vn + offs_d[None, :], mask=ld_mask, other=0.0)
+            vis = (n_ok[None, :] & (cols[None, :] <= limit[:, None]) & m_ok[:, None]).to(tl.float32)
+            acc = _pv(vis * w_tail[:, None], v, acc, UPCAST)
 
     # a row with nothing to attend has l == 0 and acc == 0: it returns zeros, never NaN
     out = acc / tl.where(l_i > 0.0, l_i, 1.0)[:, None]
