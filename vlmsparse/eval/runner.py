@@ -46,6 +46,8 @@ class EvalOptions:
     """Everything the command line sets (see ``python -m vlmsparse.eval --help``)."""
 
     model: str = DEFAULT_MODEL
+    #: the settings to run, resolved and checked once (the CLI sets them); None: from ``methods`` / ``configs``
+    settings: list[Setting] | None = None
     methods: list[str] | None = None
     configs: list[str] | None = None
     split: str = "all"
@@ -118,7 +120,7 @@ def apply_method(model, setting: Setting) -> Iterator[object | None]:
         return
     import vlmsparse
 
-    handle = vlmsparse.patch(model, setting.method, **setting.method_config)
+    handle = vlmsparse.patch(model, setting.build_method())
     try:
         yield handle
     finally:
@@ -270,7 +272,7 @@ class VideoMMERun:
     def __init__(self, opts: EvalOptions):
         self.opts = opts
         self.state = process_state()
-        self.settings = resolve_settings(opts.methods, opts.configs)
+        self.settings = opts.settings if opts.settings is not None else resolve_settings(opts.methods, opts.configs)
         self.out = Path(opts.out)
         self._qa = None
 
@@ -339,7 +341,8 @@ class VideoMMERun:
         run_dir = self.out / "runs" / run_id
         if state.is_main_process:
             run_dir.mkdir(parents=True, exist_ok=True)
-            info = {"run_id": run_id, "identity": identity, "setting": setting.__dict__}
+            described = {k: v for k, v in setting.__dict__.items() if k != "config"}
+            info = {"run_id": run_id, "identity": identity, "setting": described}
             (run_dir / "run.json").write_text(json.dumps(info, indent=2, sort_keys=True, default=str) + "\n")
             if opts.retry_errors:
                 dropped = drop_errors(run_dir)

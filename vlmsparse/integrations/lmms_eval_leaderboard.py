@@ -112,12 +112,12 @@ def _effective_args(model_args: dict[str, Any]):
 def leaderboard_row(run: LmmsEvalRun) -> dict[str, Any]:
     """The ``LEADERBOARD_COLUMNS`` row of an lmms-eval run of ``vlmsparse_qwen2_5_vl``."""
     from vlmsparse.eval.runner import project_version
-    from vlmsparse.eval.settings import Setting, slugify
+    from vlmsparse.eval.settings import slugify
 
     config = run.results.get("config", {})
     model_args = run.model_args
     base, sparse = _effective_args(model_args)
-    setting = Setting(name=sparse.setting_name(), method=sparse.method, method_config=sparse.method_config())
+    setting = sparse.setting
     model = str(base.get("pretrained") or model_args.get("pretrained") or config.get("model", ""))
     if run.samples is not None:
         records = [r for r in (_sample_record(s) for s in run.samples) if r is not None]

@@ -49,7 +49,7 @@ class Qwen2_5_VLSparse(_LmmsQwen2_5_VL):
             )
         import vlmsparse
 
-        method = vlmsparse.get_method(sparse.method, config_file=sparse.config_file, **sparse.overrides)
+        method = sparse.setting.build_method()
         if left_out:
             eval_logger.warning(
                 f"vlmsparse: [run] keys {left_out} of {sparse.config_file} have no lmms-eval model argument and are "
