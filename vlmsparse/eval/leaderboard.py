@@ -12,42 +12,63 @@ import contextlib
 import csv
 import os
 import tempfile
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Sequence, Union
 
-LEADERBOARD_COLUMNS: tuple[str, ...] = (
-    "model",
-    "method",
-    "setting",
-    "config",
-    "split",
-    "limit",
-    "frames",
-    "fps",
-    "max_pixels",
-    "total_pixels",
-    "dtype",
-    "acc_short",
-    "acc_medium",
-    "acc_long",
-    "acc_overall",
-    "n_short",
-    "n_medium",
-    "n_long",
-    "n_overall",
-    "n_errors",
-    "n_missing",
-    "sparsity",
-    "visual_sparsity",
-    "prefill_s_mean",
-    "peak_mem_gib",
-    "device",
-    "num_processes",
-    "date",
-    "version",
-    "data",
-    "run_id",
-)
+Cell = Union[str, int, float, None]
+
+
+@dataclass
+class LeaderboardRow:
+    """One headline row of ``videomme.csv``: the one row type every exporter builds (the harness and the
+    lmms-eval exporter). Its field order is the CSV's column order; ``None`` and ``""`` are empty cells.
+
+    Which model, method and setting (``config``: the fields the setting sets), the split and the question
+    limit, the frame sampling, accuracies and answered counts per duration and overall, errors and missing
+    videos, the achieved sparsity (overall and visual x visual), mean prefill time, peak memory, device,
+    processes, date, project version, the data it ran on and the run identity.
+    """
+
+    model: str
+    method: str
+    setting: str
+    config: str
+    split: str
+    limit: Cell = ""
+    frames: Cell = ""
+    fps: Cell = ""
+    max_pixels: Cell = ""
+    total_pixels: Cell = ""
+    dtype: str = ""
+    acc_short: Cell = None
+    acc_medium: Cell = None
+    acc_long: Cell = None
+    acc_overall: Cell = None
+    n_short: Cell = None
+    n_medium: Cell = None
+    n_long: Cell = None
+    n_overall: Cell = None
+    n_errors: Cell = 0
+    n_missing: Cell = 0
+    sparsity: Cell = None
+    visual_sparsity: Cell = None
+    prefill_s_mean: Cell = None
+    peak_mem_gib: Cell = None
+    device: str = ""
+    num_processes: Cell = ""
+    date: str = ""
+    version: str = ""
+    data: str = ""
+    run_id: str = ""
+
+    def as_dict(self) -> dict[str, Cell]:
+        """The row as ``{column: value}`` in column order (what the CSV writer and the printed table take)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+#: The leaderboard's columns, in order: the fields of :class:`LeaderboardRow`.
+LEADERBOARD_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(LeaderboardRow))
 #: Columns that identify a row: a rerun with the same values replaces the row instead of adding one.
 LEADERBOARD_KEY: tuple[str, ...] = ("run_id", "split", "limit")
 
@@ -145,8 +166,12 @@ def _locked(csv_path: str | Path):
         os.close(fd)  # closing releases the lock
 
 
-def append_row(csv_path: str | Path, row: dict, *, key: Sequence[str] | None = LEADERBOARD_KEY) -> None:
+def append_row(
+    csv_path: str | Path, row: LeaderboardRow | dict, *, key: Sequence[str] | None = LEADERBOARD_KEY
+) -> None:
     """Add one leaderboard row (atomic). With ``key``, a row of the same run and split is replaced."""
+    if isinstance(row, LeaderboardRow):
+        row = row.as_dict()
     upsert_rows(csv_path, [row], columns=LEADERBOARD_COLUMNS, key=key)
 
 

@@ -28,7 +28,7 @@ from .distributed import group_by_video, process_state, shard_by_video
 from .frames import FrameSpec, SampledVideo, VideoDecodeError, read_video
 from .prompts import build_prompt
 from .records import RecordWriter, drop_errors, load_records, merge_shards, shard_path
-from .reference import comparison_table
+from .reported import comparison_table
 from .settings import DEFAULT_MAX_NEW_TOKENS, Setting, frame_spec, resolve_settings, run_identity
 from .videomme import DURATIONS, Question, load_questions, locate_videos, select_split
 
@@ -219,39 +219,40 @@ def leaderboard_row(
     source: str,
     run_id: str,
 ) -> dict:
-    """The leaderboard row of one run (columns: ``LEADERBOARD_COLUMNS``)."""
-    row = {
-        "model": opts.model,
-        "method": setting.method,
-        "setting": setting.name,
-        "config": setting.config_summary(),
-        "split": opts.split,
-        "limit": opts.limit if opts.limit is not None else "",
-        "frames": spec.frames if spec.frames is not None else "",
-        "fps": "" if spec.frames is not None else spec.fps,
-        "max_pixels": spec.max_pixels,
-        "total_pixels": spec.total_pixels,
-        "dtype": opts.dtype,
-        "acc_overall": summary.overall.accuracy,
-        "n_overall": summary.overall.answered,
-        "n_errors": summary.overall.errors,
-        "n_missing": n_missing,
-        "sparsity": summary.overall.sparsity,
-        "visual_sparsity": summary.overall.visual_sparsity,
-        "prefill_s_mean": summary.overall.prefill_s,
-        "peak_mem_gib": summary.peak_mem_gib,
-        "device": "; ".join(summary.devices),
-        "num_processes": num_processes,
-        "date": _dt.date.today().isoformat(),
-        "version": project_version(),
-        "data": source,
-        "run_id": run_id,
-    }
+    """The leaderboard row of one run, as built by :class:`~vlmsparse.eval.leaderboard.LeaderboardRow`."""
+    per_duration = {}
     for duration in DURATIONS:
         tally = summary.by_duration.get(duration, Tally())
-        row[f"acc_{duration}"] = tally.accuracy
-        row[f"n_{duration}"] = tally.answered
-    return row
+        per_duration[f"acc_{duration}"] = tally.accuracy
+        per_duration[f"n_{duration}"] = tally.answered
+    return lb.LeaderboardRow(
+        model=opts.model,
+        method=setting.method,
+        setting=setting.name,
+        config=setting.config_summary(),
+        split=opts.split,
+        limit=opts.limit if opts.limit is not None else "",
+        frames=spec.frames if spec.frames is not None else "",
+        fps="" if spec.frames is not None else spec.fps,
+        max_pixels=spec.max_pixels,
+        total_pixels=spec.total_pixels,
+        dtype=opts.dtype,
+        acc_overall=summary.overall.accuracy,
+        n_overall=summary.overall.answered,
+        n_errors=summary.overall.errors,
+        n_missing=n_missing,
+        sparsity=summary.overall.sparsity,
+        visual_sparsity=summary.overall.visual_sparsity,
+        prefill_s_mean=summary.overall.prefill_s,
+        peak_mem_gib=summary.peak_mem_gib,
+        device="; ".join(summary.devices),
+        num_processes=num_processes,
+        date=_dt.date.today().isoformat(),
+        version=project_version(),
+        data=source,
+        run_id=run_id,
+        **per_duration,
+    ).as_dict()
 
 
 def task_type_rows(row: dict, summary: Summary) -> list[dict]:
