@@ -8,7 +8,7 @@ from typing import Sequence
 
 from .distributed import close_process_group
 from .model_io import DTYPES
-from .registry import Benchmark, available_benchmarks, get_benchmark
+from .benchmarks import Benchmark, available_benchmarks, get_benchmark
 from .runner import DEFAULT_MODEL, EvalOptions, MissingVideosError
 from .settings import resolve_settings
 

@@ -115,7 +115,7 @@ def select_questions(questions: list[Question], split: str, limit: int | None) -
 @contextlib.contextmanager
 def apply_method(model, setting: Setting) -> Iterator[object | None]:
     """Patch ``model`` with the setting's method for the duration of the block (``dense``: unpatched, None)."""
-    if setting.method == "dense":
+    if setting.unpatched:
         yield None
         return
     import vlmsparse

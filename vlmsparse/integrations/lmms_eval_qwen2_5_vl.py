@@ -60,7 +60,7 @@ class Qwen2_5_VLSparse(_LmmsQwen2_5_VL):
         self.sparse_args: SparseArgs = sparse
         self.model_args_used: dict[str, Any] = dict(base)
         self._patch_handle = None
-        if sparse.method != "dense":
+        if not sparse.setting.unpatched:
             self._patch_handle = vlmsparse.patch(self.model, method, timing=sparse.timing)
         config = self.model.config
         visual_ids = [getattr(config, "image_token_id", None), getattr(config, "video_token_id", None)]

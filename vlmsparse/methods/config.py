@@ -35,6 +35,8 @@ __all__ = [
 ]
 
 _TOP_LEVEL_KEYS = ("name", "description", "method", "method_config", "run")
+#: The method name whose runs (harness, lmms-eval model) leave the model unpatched: the full-attention baseline.
+UNPATCHED_METHOD = "dense"
 #: Keys a run config's ``[run]`` table may hold (frame sampling and generation length).
 RUN_KEYS = ("frames", "fps", "min_frames", "max_frames", "min_pixels", "max_pixels", "total_pixels", "max_new_tokens")
 
@@ -62,6 +64,13 @@ class Setting:
         if not self.method_config:
             return "defaults"
         return "; ".join(f"{k}={_compact(v)}" for k, v in sorted(self.method_config.items()))
+
+    @property
+    def unpatched(self) -> bool:
+        """Whether a run of this setting uses the model's own attention, unpatched: the ``dense`` setting of
+        the harness and the lmms-eval model is the full-attention baseline. (The ``dense`` planner itself, the
+        all-exact plan through the pyramid kernel, is what ``vlmsparse.patch(model, "dense")`` runs.)"""
+        return self.method == UNPATCHED_METHOD
 
     def build_method(self) -> Method:
         """The planner of this setting, on its already built config (nothing is checked again)."""
