@@ -12,63 +12,41 @@ import contextlib
 import csv
 import os
 import tempfile
-from dataclasses import dataclass, fields
+from dataclasses import field, make_dataclass
 from pathlib import Path
 from typing import Iterable, Sequence, Union
 
 Cell = Union[str, int, float, None]
 
-
-@dataclass
-class LeaderboardRow:
-    """One headline row of ``videomme.csv``: the one row type every exporter builds (the harness and the
-    lmms-eval exporter). Its field order is the CSV's column order; ``None`` and ``""`` are empty cells.
-
-    Which model, method and setting (``config``: the fields the setting sets), the split and the question
-    limit, the frame sampling, accuracies and answered counts per duration and overall, errors and missing
-    videos, the achieved sparsity (overall and visual x visual), mean prefill time, peak memory, device,
-    processes, date, project version, the data it ran on and the run identity.
-    """
-
-    model: str
-    method: str
-    setting: str
-    config: str
-    split: str
-    limit: Cell = ""
-    frames: Cell = ""
-    fps: Cell = ""
-    max_pixels: Cell = ""
-    total_pixels: Cell = ""
-    dtype: str = ""
-    acc_short: Cell = None
-    acc_medium: Cell = None
-    acc_long: Cell = None
-    acc_overall: Cell = None
-    n_short: Cell = None
-    n_medium: Cell = None
-    n_long: Cell = None
-    n_overall: Cell = None
-    n_errors: Cell = 0
-    n_missing: Cell = 0
-    sparsity: Cell = None
-    visual_sparsity: Cell = None
-    prefill_s_mean: Cell = None
-    peak_mem_gib: Cell = None
-    device: str = ""
-    num_processes: Cell = ""
-    date: str = ""
-    version: str = ""
-    data: str = ""
-    run_id: str = ""
-
-    def as_dict(self) -> dict[str, Cell]:
-        """The row as ``{column: value}`` in column order (what the CSV writer and the printed table take)."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+#: The leaderboard's columns, in order (defined here only; :class:`LeaderboardRow` has one field per column).
+LEADERBOARD_COLUMNS: tuple[str, ...] = (
+    "model", "method", "setting", "config", "split",  # what ran (config: the fields the setting sets)
+    "limit", "frames", "fps", "max_pixels", "total_pixels", "dtype",  # questions per duration, frames, dtype
+    "acc_short", "acc_medium", "acc_long", "acc_overall",  # accuracy per duration and overall
+    "n_short", "n_medium", "n_long", "n_overall", "n_errors", "n_missing",  # answered, errors, missing videos
+    "sparsity", "visual_sparsity", "prefill_s_mean", "peak_mem_gib",  # what it cost
+    "device", "num_processes", "date", "version", "data", "run_id",  # where, when, on what data, run identity
+)
+#: Columns a row must name; every other one defaults to an empty cell.
+_REQUIRED_COLUMNS = ("model", "method", "setting", "config", "split")
 
 
-#: The leaderboard's columns, in order: the fields of :class:`LeaderboardRow`.
-LEADERBOARD_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(LeaderboardRow))
+def _as_dict(self) -> dict[str, Cell]:
+    """The row as ``{column: value}`` in column order (what the CSV writer and the printed table take)."""
+    return {name: getattr(self, name) for name in LEADERBOARD_COLUMNS}
+
+
+LeaderboardRow = make_dataclass(
+    "LeaderboardRow",
+    [(name, str) for name in _REQUIRED_COLUMNS]
+    + [(name, Cell, field(default=None)) for name in LEADERBOARD_COLUMNS if name not in _REQUIRED_COLUMNS],
+    namespace={"as_dict": _as_dict, "__module__": __name__},
+)
+LeaderboardRow.__doc__ = """One headline row of ``videomme.csv``: the one row type every exporter builds (the harness and the
+lmms-eval exporter), with one keyword field per column of ``LEADERBOARD_COLUMNS`` (an unknown one is a
+``TypeError``); ``None`` and ``""`` are empty cells."""
+
+
 #: Columns that identify a row: a rerun with the same values replaces the row instead of adding one.
 LEADERBOARD_KEY: tuple[str, ...] = ("run_id", "split", "limit")
 

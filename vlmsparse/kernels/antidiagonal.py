@@ -198,16 +198,8 @@ def _pad_len(x: torch.Tensor, length: int, mode: str = "zeros") -> torch.Tensor:
 
 
 def antidiagonal_block_scores(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    *,
-    stride: int,
-    block_m: int,
-    block_n: int,
-    causal: bool = True,
-    sm_scale: float | None = None,
-    max_elements: int = DEFAULT_MAX_ELEMENTS,
-    use_triton: bool | None = None,
+    q: torch.Tensor, k: torch.Tensor, *, stride: int, block_m: int, block_n: int, causal: bool = True,
+    sm_scale: float | None = None, max_elements: int = DEFAULT_MAX_ELEMENTS, use_triton: bool | None = None,
 ) -> torch.Tensor:
     """Attention mass per block estimated from strided antidiagonals: float32 ``[B, Hq, nQB, nKB]``.
 

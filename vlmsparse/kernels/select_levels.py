@@ -242,15 +242,8 @@ def _levels_triton(importance, forced, free, thresholds, levels, mode, rule) -> 
 
 
 def cumulative_levels(
-    importance: torch.Tensor,
-    forced: torch.Tensor,
-    free: torch.Tensor,
-    thresholds: Sequence[float],
-    *,
-    levels: Sequence[int] = (1, 2, 4, 8),
-    mode: str = "energy",
-    rule: str = "exclusive",
-    use_triton: bool | None = None,
+    importance: torch.Tensor, forced: torch.Tensor, free: torch.Tensor, thresholds: Sequence[float], *,
+    levels: Sequence[int] = (1, 2, 4, 8), mode: str = "energy", rule: str = "exclusive", use_triton: bool | None = None,
 ) -> torch.Tensor:
     """Levels (int8, same shape as ``importance [B, H, nQB, nKB]``) for the free blocks; 0 elsewhere.
 
