@@ -1,7 +1,7 @@
 """Does Triton's warp specialisation help the exact-block loop on Hopper?
 
-The loop of notes/kernel_variants.py (each program walks the key blocks strictly before its query block, block
-index read from a list, online-softmax flash step), in these forms:
+A micro-benchmark of the exact-block loop alone (each program walks the key blocks strictly before its query block,
+block index read from a list, online-softmax flash step), in these forms:
   ptr:      pointer loads, plain range (what the pyramid kernel does)
   tma:      tensor-descriptor loads, plain range
   tma_ws:   tensor-descriptor loads, tl.range(..., warp_specialize=True)

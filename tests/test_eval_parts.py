@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from vlmsparse.eval import aggregate, answers, frames, leaderboard, prompts, records, reference, settings, videomme
+from vlmsparse.eval import aggregate, answers, frames, leaderboard, prompts, records, reported, settings, videomme
 from vlmsparse.eval.distributed import close_process_group, group_by_video, shard_by_video
 
 from videomme_fixture import make_videomme_fixture
@@ -281,13 +281,13 @@ def test_leaderboard_rows_are_replaced_by_reruns_and_written_atomically(tmp_path
     assert leaderboard.task_types_path(board).name == "videomme_task_types.csv"
 
 
-def test_reference_table_holds_the_papers_numbers():
-    psa = reference.reference_for("psa")
+def test_reported_table_holds_the_papers_numbers():
+    psa = reported.reported_for("psa")
     assert (psa.short, psa.medium, psa.long, psa.overall, psa.sparsity) == (0.748, 0.673, 0.542, 0.654, 0.65)
-    assert reference.reference_for("dense").overall == 0.651
-    assert reference.reference_for("xattention").sparsity == 0.58
-    assert reference.reference_for("sparge").sparsity == 0.37
-    text = reference.comparison_table([{"method": "psa", "setting": "x", "acc_overall": 0.5, "n_overall": 6}])
+    assert reported.reported_for("dense").overall == 0.651
+    assert reported.reported_for("xattention").sparsity == 0.58
+    assert reported.reported_for("sparge").sparsity == 0.37
+    text = reported.comparison_table([{"method": "psa", "setting": "x", "acc_overall": 0.5, "n_overall": 6}])
     assert "PSA" in text and "this run" in text and "0.500" in text
 
 

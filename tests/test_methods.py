@@ -8,8 +8,9 @@ import torch
 from vlmsparse.kernels.blocks import INVISIBLE, PARTIAL, VALID_LEVELS, block_classes, plan_shape
 from vlmsparse.methods import available_methods, get_method, load_run_config
 from vlmsparse.methods.psa import key_pooling_allowance
-from vlmsparse.methods.scoring import antidiagonal_block_scores, block_self_similarity
-from vlmsparse.methods.selection import cumulative_levels
+from vlmsparse.kernels.antidiagonal import antidiagonal_block_scores
+from vlmsparse.methods.scoring import block_self_similarity
+from vlmsparse.kernels.select_levels import cumulative_levels
 
 SPARSE = ["psa", "xattention", "sparge"]
 

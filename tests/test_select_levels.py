@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from vlmsparse.kernels.select_levels import MAX_KEY_BLOCKS, cumulative_levels_triton
-from vlmsparse.methods import selection
-from vlmsparse.methods.selection import cumulative_levels
+from vlmsparse.kernels import select_levels
+from vlmsparse.kernels.select_levels import cumulative_levels
 
 ENERGY_4 = ((0.25, 0.5, 0.75, 0.875), (1, 2, 4, 8))
 ODD_4 = ((0.3, 0.55, 0.8, 0.95), (1, 2, 4, 8))
@@ -136,7 +136,7 @@ def test_cpu_default_is_pytorch(monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("the Triton kernel must not run for CPU tensors by default")
 
-    monkeypatch.setattr(selection, "cumulative_levels_triton", fail)
+    monkeypatch.setattr(select_levels, "_levels_triton", fail)
     imp = torch.rand(1, 1, 2, 5)
     cumulative_levels(imp, torch.zeros(5, dtype=torch.bool), torch.ones(5, dtype=torch.bool), (0.5,), levels=(1,))
 

@@ -1,11 +1,11 @@
-"""A/B in one process: the antidiagonal estimate kernel against variants kept as files in this folder.
+"""A/B in one process: the antidiagonal estimate kernel against past versions from git tags (notes/ab/variants.py).
 
-  antidiagonal_nested.py: the replaced version, a loop over tiles around a loop over stride steps (the
+  antidiagonal-nested: the replaced version, a loop over tiles around a loop over stride steps (the
       current kernel runs one loop over (tile, step) pairs, the tile's softmax under a branch on its last step).
-  antidiagonal_flatten.py: the nested version with ``tl.range(..., flatten=True)`` on the tile loop (the
+  antidiagonal-exp-flatten: the nested version with ``tl.range(..., flatten=True)`` on the tile loop (the
       compiler flattens the nest; as fast as the current kernel on an H100 with triton 3.6).
 
-Run on a GPU from the repository root: python notes/ab/antidiagonal_ab.py [files in this folder]
+Run on a GPU from the repository root: python notes/ab/antidiagonal_ab.py [tags]
 """
 
 import sys
@@ -15,9 +15,9 @@ import triton
 
 from vlmsparse.kernels.antidiagonal import antidiagonal_block_scores_triton
 
-from variant_files import load
+from variants import load
 
-OTHERS = sys.argv[1:] or ["antidiagonal_nested.py", "antidiagonal_flatten.py"]
+OTHERS = sys.argv[1:] or ["antidiagonal-nested", "antidiagonal-exp-flatten"]
 
 
 def t_ms(fn):
@@ -25,7 +25,7 @@ def t_ms(fn):
 
 
 def main():
-    variants = {name: load(name) for name in OTHERS}
+    variants = {tag: load(tag, "antidiagonal") for tag in OTHERS}
     print(torch.cuda.get_device_name(), "torch", torch.__version__, "triton", triton.__version__)
     for length in (8192, 32768):
         torch.manual_seed(0)

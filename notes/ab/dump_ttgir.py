@@ -1,6 +1,6 @@
 """Compile the attention kernel once (bf16, D = 128, causal) and write its Triton GPU IR, to see which loops
-the compiler pipelined (async copies, async dots). Run on a GPU: python notes/ab/dump_ttgir.py OUT_DIR [files in
-this folder, dumped too]"""
+the compiler pipelined (async copies, async dots). Run on a GPU: python notes/ab/dump_ttgir.py OUT_DIR [tags of
+past versions, dumped too; notes/ab/variants.py]"""
 
 import pathlib
 import sys
@@ -10,7 +10,7 @@ import torch
 from vlmsparse.bench.kernel import random_mixed_plan
 from vlmsparse.kernels import pyramid as kernel_module
 
-from variant_files import load
+from variants import compiled_kernels, load
 
 q = torch.randn(1, 28, 1024, 128, device="cuda", dtype=torch.bfloat16)
 k = torch.randn(1, 4, 1024, 128, device="cuda", dtype=torch.bfloat16)
@@ -18,12 +18,11 @@ levels = random_mixed_plan(1, 4, 1024, 128, 0.5)
 out = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else ".")
 modules = {"current": kernel_module}
 for name in sys.argv[2:]:
-    modules[name.removesuffix(".py")] = load(name)
+    modules[name] = load(name)
 for label, module in modules.items():
     module.pyramid_attention(q, k, k, levels)
-    for device_cache in module._pyramid_attention_fwd.device_caches.values():
-        for i, compiled in enumerate(device_cache[0].values()):
-            path = out / f"{label}_{i}.ttgir"
-            path.write_text(compiled.asm["ttgir"])
-            print("wrote", path, "n_regs", getattr(compiled, "n_regs", "?"), "n_spills",
-                  getattr(compiled, "n_spills", "?"), "shared", compiled.metadata.shared, flush=True)
+    for i, compiled in enumerate(compiled_kernels(module._pyramid_attention_fwd)):
+        path = out / f"{label}_{i}.ttgir"
+        path.write_text(compiled.asm["ttgir"])
+        print("wrote", path, "n_regs", compiled.n_regs, "n_spills", compiled.n_spills, "shared",
+              compiled.metadata.shared, flush=True)

@@ -1,23 +1,13 @@
-"""A/B in one process: the current kernel against other versions kept as files in this folder, same plans.
+"""A/B in one process: the current kernel against past versions from git tags (notes/ab/variants.py), same
+inputs and plans; each version builds its own K/V pyramid and plan lists with its own helpers.
 
-  pyramid_v7.py: the kernel before the pooled loops read their next block index one step ahead.
-  pyramid_pooled_desc.py: the current kernel with pyramid tiles through tensor descriptors as well (1% faster
-      in the kernel, but six more descriptors encoded on the host per call; notes/kernel.md).
-  pyramid_v6.py: the kernel before K/V tiles were read through tensor descriptors (TMA).
-  pyramid_v5.py: the kernel before the exact loop read its next block index one step ahead (the rest of the
-      files below are variants of this version, each A/B'd against it when it was current; notes/kernel.md).
-  pyramid_whole_tiles.py: P pooled blocks of level P gathered into one tile (reverted).
-  pyramid_lazy.py: lazy rescaling in every unmasked loop (the running max moves only when it would rise by
-      more than 8 in log2 units).
-  pyramid_lazy_pooled.py: lazy rescaling in the pooled loops only.
-  pyramid_pairs.py: pooled blocks visited two at a time (two whole tiles, one softmax update).
-  pyramid_exact_masked.py: the exact loop with an always-true row mask on its K/V loads.
-  pyramid_pooled_range.py: the pooled loops as ``tl.range(..., num_stages=3)``.
-  pyramid_unmasked_pooled.py: pooled loads without masks, a probe only (wrong on a ragged last block; use
-      it with notes/fixed_costs.py, whose lengths are multiples of 128, not here).
-The kernel files of other versions are in the git history.
+Tags (`git tag -l 'kernel-*'`; notes/kernel.md has what each measured): kernel-v8, kernel-v7, kernel-v6,
+kernel-v5, kernel-v4-whole-tiles, kernel-v4-leftover-tiles, kernel-v3-gathered-tiles, and the experiments on
+v5 (kernel-exp-lazy, kernel-exp-lazy-pooled, kernel-exp-pairs, kernel-exp-exact-masked, kernel-exp-pooled-range;
+kernel-exp-unmasked-pooled is wrong on a ragged last block, for fixed_costs.py only) and on v8
+(kernel-exp-pooled-desc).
 
-Run on a GPU from the repository root: python notes/ab/run_ab.py [files in this folder]
+Run on a GPU from the repository root: python notes/ab/run_ab.py [tags, default kernel-v7]
 """
 
 import sys
@@ -30,10 +20,10 @@ from vlmsparse.bench.synthetic import video_qkv
 from vlmsparse.kernels import build_kv_pyramid, compile_plan, pyramid_attention
 from vlmsparse.methods import get_method
 
-from variant_files import load
+from variants import load, package_of
 
-OTHERS = sys.argv[1:] or ["pyramid_v7.py"]
-VARIANTS = {name: load(name) for name in OTHERS}
+OTHERS = sys.argv[1:] or ["kernel-v7"]
+VARIANTS = {tag: load(tag) for tag in OTHERS}
 
 
 def t_ms(fn):
@@ -47,7 +37,10 @@ def compare(label, q, k, v, levels, kw):
     ref = a().float()
     ta1 = t_ms(a)
     for name, module in VARIANTS.items():
-        b = lambda: module.pyramid_attention(q, k, v, levels, pyramid=pyr, plan=plan, check_levels=False, **kw)
+        own = package_of(module)
+        pyr_b = own.build_kv_pyramid(k, v, tail=kw.get("tail", False))
+        plan_b = own.compile_plan(levels, q.shape[2], k.shape[2], kw["block_m"], kw["block_n"], kw["causal"])
+        b = lambda: module.pyramid_attention(q, k, v, levels, pyramid=pyr_b, plan=plan_b, check_levels=False, **kw)
         diff = ((b().float() - ref).norm() / ref.norm()).item()
         tb1, ta2, tb2 = t_ms(b), t_ms(a), t_ms(b)
         print(f"{label}: current {ta1:.3f}/{ta2:.3f} ms, {name} {tb1:.3f}/{tb2:.3f} ms, "

@@ -1,9 +1,10 @@
 """Repeated same-run A/B on small, sparse plans (8k tokens), where one call lasts 0.2-0.7 ms and run-to-run
-noise is largest: the current kernel against kernel files in this folder, alternating, five rounds each. Also
-prints the host time of one call (launches enqueued back to back: if it nears the GPU time, the timing is
-host-bound) and what each compiled kernel holds per program (shared memory, registers, spills).
+noise is largest: the current kernel against past versions from git tags (notes/ab/variants.py), alternating,
+five rounds each. Also prints the host time of one call (launches enqueued back to back: if it nears the GPU
+time, the timing is host-bound) and what each compiled kernel holds per program (shared memory, registers,
+spills).
 
-Run on a GPU from the repository root: python notes/ab/small_ab.py [files in notes/ab, default pyramid_v7.py]
+Run on a GPU from the repository root: python notes/ab/small_ab.py [tags, default kernel-v7]
 """
 
 import sys
@@ -16,18 +17,7 @@ from vlmsparse.bench.kernel import random_mixed_plan
 from vlmsparse.kernels import build_kv_pyramid, compile_plan, pyramid_attention
 from vlmsparse.kernels import pyramid as current_module
 
-from variant_files import load
-
-
-def compiled_resources(module):
-    """(shared bytes, registers, spills) of each compiled specialisation of the module's forward kernel."""
-    out = []
-    caches = getattr(module._pyramid_attention_fwd, "device_caches", {})
-    for entry in caches.values():
-        for kernel in entry[0].values():
-            kernel._init_handles()
-            out.append((kernel.metadata.shared, kernel.n_regs, kernel.n_spills))
-    return out
+from variants import load, package_of, resources
 
 
 def host_us(fn, calls=200):
@@ -49,12 +39,14 @@ def main(names):
     v = torch.randn(1, 4, length, 128, device="cuda", dtype=torch.bfloat16)
     for keep in (0.5, 0.25, 0.1):
         levels = random_mixed_plan(1, 4, length, 128, keep, seed=length)
-        pyr = build_kv_pyramid(k, v)
-        plan = compile_plan(levels, length, length, 128, 128, True)
-        kw = dict(pyramid=pyr, plan=plan, check_levels=False, block_m=128, block_n=128)
-        fns = {"current": lambda: pyramid_attention(q, k, v, levels, **kw)}
+        kw = dict(check_levels=False, block_m=128, block_n=128)
+        pyr, plan = build_kv_pyramid(k, v), compile_plan(levels, length, length, 128, 128, True)
+        fns = {"current": lambda: pyramid_attention(q, k, v, levels, pyramid=pyr, plan=plan, **kw)}
         for name, module in others.items():
-            fns[name] = lambda module=module: module.pyramid_attention(q, k, v, levels, **kw)
+            own = package_of(module)
+            own_pyr, own_plan = own.build_kv_pyramid(k, v), own.compile_plan(levels, length, length, 128, 128, True)
+            fns[name] = lambda module=module, p=own_pyr, c=own_plan: module.pyramid_attention(
+                q, k, v, levels, pyramid=p, plan=c, **kw)
         times = {key: [] for key in fns}
         for _ in range(5):
             for key, fn in fns.items():
@@ -65,8 +57,9 @@ def main(names):
             print(f"L={length} random keep {keep}: {key:28s} {' '.join(f'{t:.3f}' for t in ts)} ms; "
                   f"median / current {sorted(ts)[2] / base:.3f}; host {host:.0f} us per call", flush=True)
     for key, module in [("current", current_module)] + list(others.items()):
-        print(f"{key}: (shared bytes, registers, spills) per specialisation: {compiled_resources(module)}")
+        print(f"{key}: (warps, shared bytes, registers, spills) per specialisation: "
+              f"{resources(module._pyramid_attention_fwd)}")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or ["pyramid_v7.py"])
+    main(sys.argv[1:] or ["kernel-v7"])

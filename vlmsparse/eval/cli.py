@@ -8,8 +8,9 @@ from typing import Sequence
 
 from .distributed import close_process_group
 from .model_io import DTYPES
-from .registry import available_benchmarks, get_benchmark
+from .benchmarks import Benchmark, available_benchmarks, get_benchmark
 from .runner import DEFAULT_MODEL, EvalOptions, MissingVideosError
+from .settings import resolve_settings
 
 EXAMPLES = """\
 examples:
@@ -106,8 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def parse_options(argv: Sequence[str] | None = None) -> tuple[EvalOptions, str]:
-    """Parsed and checked options, and the benchmark name; argument errors exit through argparse."""
+def parse_options(argv: Sequence[str] | None = None) -> tuple[EvalOptions, Benchmark]:
+    """Parsed and checked options (settings resolved once) and the benchmark; argument errors exit through
+    argparse."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -117,8 +119,13 @@ def parse_options(argv: Sequence[str] | None = None) -> tuple[EvalOptions, str]:
     split = args.split or bench.default_split
     if split not in bench.splits:
         parser.error(f"unknown split {split!r} for {bench.name}; choose from {', '.join(bench.splits)}")
+    try:  # unknown method, bad config file: argument errors, before anything is loaded
+        settings = resolve_settings(args.method, args.config)
+    except ValueError as exc:
+        parser.error(str(exc))
     opts = EvalOptions(
         model=args.model,
+        settings=settings,
         methods=args.method,
         configs=args.config,
         split=split,
@@ -140,21 +147,14 @@ def parse_options(argv: Sequence[str] | None = None) -> tuple[EvalOptions, str]:
         progress=not args.no_progress,
         warmup=not args.no_warmup,
     )
-    from .settings import resolve_settings
-
-    try:  # unknown method, bad config file: argument errors, before anything is loaded
-        resolve_settings(opts.methods, opts.configs)
-    except ValueError as exc:
-        parser.error(str(exc))
     if opts.data_dir is None:
         parser.error("--data-dir is required: the folder holding Video-MME's data/<videoID>.mp4 files")
-    return opts, bench.name
+    return opts, bench
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
-    opts, bench_name = parse_options(argv)
-    bench = get_benchmark(bench_name)
+    opts, bench = parse_options(argv)
     try:
         bench.run(opts)
     except (MissingVideosError, FileNotFoundError) as exc:

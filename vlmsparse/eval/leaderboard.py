@@ -12,42 +12,41 @@ import contextlib
 import csv
 import os
 import tempfile
+from dataclasses import field, make_dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Sequence, Union
 
+Cell = Union[str, int, float, None]
+
+#: The leaderboard's columns, in order (defined here only; :class:`LeaderboardRow` has one field per column).
 LEADERBOARD_COLUMNS: tuple[str, ...] = (
-    "model",
-    "method",
-    "setting",
-    "config",
-    "split",
-    "limit",
-    "frames",
-    "fps",
-    "max_pixels",
-    "total_pixels",
-    "dtype",
-    "acc_short",
-    "acc_medium",
-    "acc_long",
-    "acc_overall",
-    "n_short",
-    "n_medium",
-    "n_long",
-    "n_overall",
-    "n_errors",
-    "n_missing",
-    "sparsity",
-    "visual_sparsity",
-    "prefill_s_mean",
-    "peak_mem_gib",
-    "device",
-    "num_processes",
-    "date",
-    "version",
-    "data",
-    "run_id",
+    "model", "method", "setting", "config", "split",  # what ran (config: the fields the setting sets)
+    "limit", "frames", "fps", "max_pixels", "total_pixels", "dtype",  # questions per duration, frames, dtype
+    "acc_short", "acc_medium", "acc_long", "acc_overall",  # accuracy per duration and overall
+    "n_short", "n_medium", "n_long", "n_overall", "n_errors", "n_missing",  # answered, errors, missing videos
+    "sparsity", "visual_sparsity", "prefill_s_mean", "peak_mem_gib",  # what it cost
+    "device", "num_processes", "date", "version", "data", "run_id",  # where, when, on what data, run identity
 )
+#: Columns a row must name; every other one defaults to an empty cell.
+_REQUIRED_COLUMNS = ("model", "method", "setting", "config", "split")
+
+
+def _as_dict(self) -> dict[str, Cell]:
+    """The row as ``{column: value}`` in column order (what the CSV writer and the printed table take)."""
+    return {name: getattr(self, name) for name in LEADERBOARD_COLUMNS}
+
+
+LeaderboardRow = make_dataclass(
+    "LeaderboardRow",
+    [(name, str) for name in _REQUIRED_COLUMNS]
+    + [(name, Cell, field(default=None)) for name in LEADERBOARD_COLUMNS if name not in _REQUIRED_COLUMNS],
+    namespace={"as_dict": _as_dict, "__module__": __name__},
+)
+LeaderboardRow.__doc__ = """One headline row of ``videomme.csv``: the one row type every exporter builds (the harness and the
+lmms-eval exporter), with one keyword field per column of ``LEADERBOARD_COLUMNS`` (an unknown one is a
+``TypeError``); ``None`` and ``""`` are empty cells."""
+
+
 #: Columns that identify a row: a rerun with the same values replaces the row instead of adding one.
 LEADERBOARD_KEY: tuple[str, ...] = ("run_id", "split", "limit")
 
@@ -145,8 +144,12 @@ def _locked(csv_path: str | Path):
         os.close(fd)  # closing releases the lock
 
 
-def append_row(csv_path: str | Path, row: dict, *, key: Sequence[str] | None = LEADERBOARD_KEY) -> None:
+def append_row(
+    csv_path: str | Path, row: LeaderboardRow | dict, *, key: Sequence[str] | None = LEADERBOARD_KEY
+) -> None:
     """Add one leaderboard row (atomic). With ``key``, a row of the same run and split is replaced."""
+    if isinstance(row, LeaderboardRow):
+        row = row.as_dict()
     upsert_rows(csv_path, [row], columns=LEADERBOARD_COLUMNS, key=key)
 
 

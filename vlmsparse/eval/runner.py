@@ -28,7 +28,7 @@ from .distributed import group_by_video, process_state, shard_by_video
 from .frames import FrameSpec, SampledVideo, VideoDecodeError, read_video
 from .prompts import build_prompt
 from .records import RecordWriter, drop_errors, load_records, merge_shards, shard_path
-from .reference import comparison_table
+from .reported import comparison_table
 from .settings import DEFAULT_MAX_NEW_TOKENS, Setting, frame_spec, resolve_settings, run_identity
 from .videomme import DURATIONS, Question, load_questions, locate_videos, select_split
 
@@ -46,6 +46,8 @@ class EvalOptions:
     """Everything the command line sets (see ``python -m vlmsparse.eval --help``)."""
 
     model: str = DEFAULT_MODEL
+    #: the settings to run, resolved and checked once (the CLI sets them); None: from ``methods`` / ``configs``
+    settings: list[Setting] | None = None
     methods: list[str] | None = None
     configs: list[str] | None = None
     split: str = "all"
@@ -113,12 +115,12 @@ def select_questions(questions: list[Question], split: str, limit: int | None) -
 @contextlib.contextmanager
 def apply_method(model, setting: Setting) -> Iterator[object | None]:
     """Patch ``model`` with the setting's method for the duration of the block (``dense``: unpatched, None)."""
-    if setting.method == "dense":
+    if setting.unpatched:
         yield None
         return
     import vlmsparse
 
-    handle = vlmsparse.patch(model, setting.method, **setting.method_config)
+    handle = vlmsparse.patch(model, setting.build_method())
     try:
         yield handle
     finally:
@@ -217,39 +219,40 @@ def leaderboard_row(
     source: str,
     run_id: str,
 ) -> dict:
-    """The leaderboard row of one run (columns: ``LEADERBOARD_COLUMNS``)."""
-    row = {
-        "model": opts.model,
-        "method": setting.method,
-        "setting": setting.name,
-        "config": setting.config_summary(),
-        "split": opts.split,
-        "limit": opts.limit if opts.limit is not None else "",
-        "frames": spec.frames if spec.frames is not None else "",
-        "fps": "" if spec.frames is not None else spec.fps,
-        "max_pixels": spec.max_pixels,
-        "total_pixels": spec.total_pixels,
-        "dtype": opts.dtype,
-        "acc_overall": summary.overall.accuracy,
-        "n_overall": summary.overall.answered,
-        "n_errors": summary.overall.errors,
-        "n_missing": n_missing,
-        "sparsity": summary.overall.sparsity,
-        "visual_sparsity": summary.overall.visual_sparsity,
-        "prefill_s_mean": summary.overall.prefill_s,
-        "peak_mem_gib": summary.peak_mem_gib,
-        "device": "; ".join(summary.devices),
-        "num_processes": num_processes,
-        "date": _dt.date.today().isoformat(),
-        "version": project_version(),
-        "data": source,
-        "run_id": run_id,
-    }
+    """The leaderboard row of one run, as built by :class:`~vlmsparse.eval.leaderboard.LeaderboardRow`."""
+    per_duration = {}
     for duration in DURATIONS:
         tally = summary.by_duration.get(duration, Tally())
-        row[f"acc_{duration}"] = tally.accuracy
-        row[f"n_{duration}"] = tally.answered
-    return row
+        per_duration[f"acc_{duration}"] = tally.accuracy
+        per_duration[f"n_{duration}"] = tally.answered
+    return lb.LeaderboardRow(
+        model=opts.model,
+        method=setting.method,
+        setting=setting.name,
+        config=setting.config_summary(),
+        split=opts.split,
+        limit=opts.limit if opts.limit is not None else "",
+        frames=spec.frames if spec.frames is not None else "",
+        fps="" if spec.frames is not None else spec.fps,
+        max_pixels=spec.max_pixels,
+        total_pixels=spec.total_pixels,
+        dtype=opts.dtype,
+        acc_overall=summary.overall.accuracy,
+        n_overall=summary.overall.answered,
+        n_errors=summary.overall.errors,
+        n_missing=n_missing,
+        sparsity=summary.overall.sparsity,
+        visual_sparsity=summary.overall.visual_sparsity,
+        prefill_s_mean=summary.overall.prefill_s,
+        peak_mem_gib=summary.peak_mem_gib,
+        device="; ".join(summary.devices),
+        num_processes=num_processes,
+        date=_dt.date.today().isoformat(),
+        version=project_version(),
+        data=source,
+        run_id=run_id,
+        **per_duration,
+    ).as_dict()
 
 
 def task_type_rows(row: dict, summary: Summary) -> list[dict]:
@@ -270,7 +273,7 @@ class VideoMMERun:
     def __init__(self, opts: EvalOptions):
         self.opts = opts
         self.state = process_state()
-        self.settings = resolve_settings(opts.methods, opts.configs)
+        self.settings = opts.settings if opts.settings is not None else resolve_settings(opts.methods, opts.configs)
         self.out = Path(opts.out)
         self._qa = None
 
@@ -339,7 +342,8 @@ class VideoMMERun:
         run_dir = self.out / "runs" / run_id
         if state.is_main_process:
             run_dir.mkdir(parents=True, exist_ok=True)
-            info = {"run_id": run_id, "identity": identity, "setting": setting.__dict__}
+            described = {k: v for k, v in setting.__dict__.items() if k != "config"}
+            info = {"run_id": run_id, "identity": identity, "setting": described}
             (run_dir / "run.json").write_text(json.dumps(info, indent=2, sort_keys=True, default=str) + "\n")
             if opts.retry_errors:
                 dropped = drop_errors(run_dir)

@@ -11,66 +11,21 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..methods.config import RUN_KEYS, Setting, default_setting, load_setting
 from .frames import FrameSpec
 
-#: Keys a run config's ``[run]`` table may hold (frame sampling and generation length).
-RUN_KEYS = ("frames", "fps", "min_frames", "max_frames", "min_pixels", "max_pixels", "total_pixels", "max_new_tokens")
+__all__ = ["Setting", "RUN_KEYS", "setting_from_config", "resolve_settings", "frame_spec", "run_identity", "slugify"]
+
 #: Generated tokens per answer, as lmms-eval's Video-MME task.
 DEFAULT_MAX_NEW_TOKENS = 16
 #: Bumped when the prompt or the scoring changes, so older records are not mixed with newer ones.
 PROTOCOL_VERSION = 1
 
-
-@dataclass(frozen=True)
-class Setting:
-    """One method with its config fields, as one leaderboard row names it."""
-
-    name: str
-    method: str
-    method_config: dict[str, Any] = field(default_factory=dict)
-    run: dict[str, Any] = field(default_factory=dict)
-    description: str = ""
-    source: str = ""
-
-    def config_summary(self) -> str:
-        """Short text of the config fields set (``defaults`` when none), for the leaderboard."""
-        if not self.method_config:
-            return "defaults"
-        return "; ".join(f"{k}={_compact(v)}" for k, v in sorted(self.method_config.items()))
-
-
-def _compact(value: Any) -> str:
-    if isinstance(value, (list, tuple)):
-        return "/".join(_compact(v) for v in value)
-    if isinstance(value, float):
-        return f"{value:g}"
-    return str(value)
-
-
-def _check_run_keys(run: dict[str, Any], where: str) -> None:
-    unknown = sorted(set(run) - set(RUN_KEYS))
-    if unknown:
-        raise ValueError(f"{where}: unknown [run] keys {unknown}; allowed: {list(RUN_KEYS)}")
-
-
-def setting_from_config(path: str | Path) -> Setting:
-    """A setting from a run config TOML file (validated against the method's config dataclass)."""
-    from ..methods import load_run_config
-
-    cfg = load_run_config(path)
-    _check_run_keys(cfg.run, str(path))
-    return Setting(
-        name=cfg.name,
-        method=cfg.method,
-        method_config=dict(cfg.method_config),
-        run=dict(cfg.run),
-        description=cfg.description,
-        source=str(path),
-    )
+#: A setting from a run config TOML file (read and checked once: method, fields, ``[run]`` keys).
+setting_from_config = load_setting
 
 
 def resolve_settings(methods: Sequence[str] | None, configs: Sequence[str] | None) -> list[Setting]:
@@ -78,10 +33,8 @@ def resolve_settings(methods: Sequence[str] | None, configs: Sequence[str] | Non
 
     With both, every config's method must be among ``methods`` (``ValueError`` otherwise).
     """
-    from ..methods import available_methods
-
     if configs:
-        settings = [setting_from_config(c) for c in configs]
+        settings = [load_setting(c) for c in configs]
         if methods:
             stray = [s.source for s in settings if s.method not in methods]
             if stray:
@@ -90,12 +43,7 @@ def resolve_settings(methods: Sequence[str] | None, configs: Sequence[str] | Non
                     "drop --method or pass matching configs"
                 )
         return settings
-    names = list(methods or ["psa"])
-    known = available_methods()
-    for name in names:
-        if name not in known:
-            raise ValueError(f"unknown method {name!r}; available methods: {known}")
-    return [Setting(name="default", method=name) for name in names]
+    return [default_setting(name) for name in (methods or ["psa"])]
 
 
 def frame_spec(run: dict[str, Any], overrides: dict[str, Any] | None = None) -> FrameSpec:

@@ -20,7 +20,10 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from vlmsparse.methods.config import Setting
 
 __all__ = [
     "PLUGIN_KEYS",
@@ -45,30 +48,31 @@ DEFAULT_PRETRAINED = "Qwen/Qwen2.5-VL-7B-Instruct"
 
 @dataclass
 class SparseArgs:
-    """The method part of ``--model_args``: method name, run config file, timing, config field overrides."""
+    """The method part of ``--model_args``: method name, run config file, timing, config field overrides, and
+    the :class:`~vlmsparse.methods.Setting` they make (read and checked once, in :func:`split_model_args`)."""
 
     method: str = "psa"
     config_file: str | None = None
     timing: bool = False
     overrides: dict[str, Any] = field(default_factory=dict)
+    setting: Setting | None = None
+
+    def __post_init__(self) -> None:
+        if self.setting is None:  # built by hand: make the setting now, as split_model_args does
+            from vlmsparse.methods.config import default_setting, load_setting
+
+            if self.config_file is not None:
+                self.setting = load_setting(self.config_file, self.overrides, method=self.method)
+            else:
+                self.setting = default_setting(self.method, **self.overrides)
 
     def method_config(self) -> dict[str, Any]:
         """The config fields set for this run: the config file's ``[method_config]``, then the overrides."""
-        values: dict[str, Any] = {}
-        if self.config_file is not None:
-            from vlmsparse.methods import load_run_config
-
-            values.update(load_run_config(self.config_file).method_config)
-        values.update(self.overrides)
-        return values
+        return dict(self.setting.method_config)
 
     def setting_name(self) -> str:
         """The setting name a leaderboard row shows: the config file's ``name``, else ``default``."""
-        if self.config_file is None:
-            return "default"
-        from vlmsparse.methods import load_run_config
-
-        return load_run_config(self.config_file).name
+        return self.setting.name
 
 
 def _convert(value: str) -> Any:
@@ -150,8 +154,22 @@ def split_model_args(
 
     A key that is neither the plugin's, nor the base model's, nor a field of the method's config raises
     ``ValueError`` naming all three lists. ``base_args=None``: every other key is taken as the base model's.
+    A ``config_file`` is read once here; without ``method`` its method is taken.
     """
+    config_file = kwargs.get("config_file")
+    if config_file is not None and not Path(str(config_file)).is_file():
+        raise ValueError(f"config_file {str(config_file)!r} does not exist; pass the path of a run config TOML")
+    from vlmsparse.methods.config import default_setting, read_run_file, setting_from_run_file
+
     method = str(kwargs.get("method", "psa"))
+    file = None
+    if config_file is not None:
+        file = read_run_file(config_file)
+        if "method" in kwargs and file["method"] != method:
+            raise ValueError(
+                f"config_file {str(config_file)!r} is for method {file['method']!r}, not method={method!r}"
+            )
+        method = file["method"]
     fields = _method_fields(method)  # ValueError for an unknown method, listing the known ones
     if base_args is None:
         base_args = [k for k in kwargs if k not in PLUGIN_KEYS and k not in fields]
@@ -176,23 +194,14 @@ def split_model_args(
     timing = kwargs.get("timing", False)
     if not isinstance(timing, bool):
         raise ValueError(f"timing must be true or false, got {timing!r}")
-    config_file = kwargs.get("config_file")
-    if config_file is not None and not Path(str(config_file)).is_file():
-        raise ValueError(f"config_file {str(config_file)!r} does not exist; pass the path of a run config TOML")
+    setting = setting_from_run_file(file, overrides) if file is not None else default_setting(method, **overrides)
     sparse = SparseArgs(
         method=method,
         config_file=None if config_file is None else str(config_file),
         timing=timing,
         overrides=overrides,
+        setting=setting,
     )
-    if sparse.config_file is not None:
-        from vlmsparse.methods import load_run_config
-
-        file_method = load_run_config(sparse.config_file).method
-        if "method" in kwargs and file_method != method:
-            raise ValueError(f"config_file {sparse.config_file!r} is for method {file_method!r}, not method={method!r}")
-        if "method" not in kwargs and file_method != method:
-            return split_model_args({**kwargs, "method": file_method}, base_args)
     return base, sparse
 
 
@@ -230,9 +239,7 @@ def effective_model_args(kwargs: dict[str, Any], model_cls: type) -> tuple[dict[
     base, sparse = split_model_args(kwargs, base_model_defaults(model_cls))
     left_out: dict[str, Any] = {}
     if sparse.config_file is not None:
-        from vlmsparse.methods import load_run_config
-
-        from_run, left_out = run_config_model_args(load_run_config(sparse.config_file).run, base)
+        from_run, left_out = run_config_model_args(sparse.setting.run, base)
         base.update(from_run)
     base.setdefault("pretrained", DEFAULT_PRETRAINED)
     return base, sparse, left_out

@@ -110,14 +110,15 @@ def _effective_args(model_args: dict[str, Any]):
 
 
 def leaderboard_row(run: LmmsEvalRun) -> dict[str, Any]:
-    """The ``LEADERBOARD_COLUMNS`` row of an lmms-eval run of ``vlmsparse_qwen2_5_vl``."""
+    """The leaderboard row (a :class:`~vlmsparse.eval.leaderboard.LeaderboardRow`) of an lmms-eval run of
+    ``vlmsparse_qwen2_5_vl``."""
     from vlmsparse.eval.runner import project_version
-    from vlmsparse.eval.settings import Setting, slugify
+    from vlmsparse.eval.settings import slugify
 
     config = run.results.get("config", {})
     model_args = run.model_args
     base, sparse = _effective_args(model_args)
-    setting = Setting(name=sparse.setting_name(), method=sparse.method, method_config=sparse.method_config())
+    setting = sparse.setting
     model = str(base.get("pretrained") or model_args.get("pretrained") or config.get("model", ""))
     if run.samples is not None:
         records = [r for r in (_sample_record(s) for s in run.samples) if r is not None]
@@ -149,34 +150,33 @@ def leaderboard_row(run: LmmsEvalRun) -> dict[str, Any]:
     }
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:10]
     limit = config.get("limit")
-    row = {
-        "model": model,
-        "method": sparse.method,
-        "setting": setting.name,
-        "config": setting.config_summary(),
-        "split": TASK_SPLITS.get(run.task, run.task),
-        "limit": "" if limit is None else limit,
-        "frames": "" if fps is not None else base.get("max_num_frames", ""),
-        "fps": "" if fps is None else fps,
-        "max_pixels": base.get("max_pixels", ""),
-        "total_pixels": "",
-        "dtype": "bfloat16",  # lmms-eval's Qwen2.5-VL always loads bfloat16 weights
-        "n_errors": 0,
-        "n_missing": 0,  # lmms-eval stops on a missing video
-        "sparsity": summary.get("sparsity"),
-        "visual_sparsity": summary.get("visual_sparsity"),
-        "prefill_s_mean": summary.get("prefill_s_mean"),
-        "peak_mem_gib": summary.get("peak_mem_gib"),
-        "device": summary.get("device", ""),
-        "num_processes": "",
-        "date": _dt.date.today().isoformat(),
-        "version": f"{project_version()}; lmms-eval {run.results.get('lmms_eval_version', '?')}",
+    return lb.LeaderboardRow(
+        model=model,
+        method=sparse.method,
+        setting=setting.name,
+        config=setting.config_summary(),
+        split=TASK_SPLITS.get(run.task, run.task),
+        limit="" if limit is None else limit,
+        frames="" if fps is not None else base.get("max_num_frames", ""),
+        fps="" if fps is None else fps,
+        max_pixels=base.get("max_pixels", ""),
+        total_pixels="",
+        dtype="bfloat16",  # lmms-eval's Qwen2.5-VL always loads bfloat16 weights
+        n_errors=0,
+        n_missing=0,  # lmms-eval stops on a missing video
+        sparsity=summary.get("sparsity"),
+        visual_sparsity=summary.get("visual_sparsity"),
+        prefill_s_mean=summary.get("prefill_s_mean"),
+        peak_mem_gib=summary.get("peak_mem_gib"),
+        device=summary.get("device", ""),
+        num_processes="",
+        date=_dt.date.today().isoformat(),
+        version=f"{project_version()}; lmms-eval {run.results.get('lmms_eval_version', '?')}",
         # lmms-eval's --limit N takes the first N questions of the table, not N per duration as vlmsparse.eval
-        "data": f"lmms-eval task {run.task}" + ("" if limit is None else f" (--limit {limit}: first {limit} questions)"),
-        "run_id": f"videomme/{slugify(model)}/lmms-eval-{slugify(sparse.method)}-{slugify(setting.name)}-{digest}",
-    }
-    row.update(accuracy)
-    return row
+        data=f"lmms-eval task {run.task}" + ("" if limit is None else f" (--limit {limit}: first {limit} questions)"),
+        run_id=f"videomme/{slugify(model)}/lmms-eval-{slugify(sparse.method)}-{slugify(setting.name)}-{digest}",
+        **accuracy,
+    ).as_dict()
 
 
 def append_lmms_eval_row(csv_path: str | Path, path: str | Path, task: str = "videomme") -> dict[str, Any]:

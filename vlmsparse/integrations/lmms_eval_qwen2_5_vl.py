@@ -49,7 +49,7 @@ class Qwen2_5_VLSparse(_LmmsQwen2_5_VL):
             )
         import vlmsparse
 
-        method = vlmsparse.get_method(sparse.method, config_file=sparse.config_file, **sparse.overrides)
+        method = sparse.setting.build_method()
         if left_out:
             eval_logger.warning(
                 f"vlmsparse: [run] keys {left_out} of {sparse.config_file} have no lmms-eval model argument and are "
@@ -60,7 +60,7 @@ class Qwen2_5_VLSparse(_LmmsQwen2_5_VL):
         self.sparse_args: SparseArgs = sparse
         self.model_args_used: dict[str, Any] = dict(base)
         self._patch_handle = None
-        if sparse.method != "dense":
+        if not sparse.setting.unpatched:
             self._patch_handle = vlmsparse.patch(self.model, method, timing=sparse.timing)
         config = self.model.config
         visual_ids = [getattr(config, "image_token_id", None), getattr(config, "video_token_id", None)]

@@ -1,4 +1,6 @@
-"""Fused Triton kernel for the strided antidiagonal block estimate (the GPU path of ``antidiagonal_block_scores``).
+"""The strided antidiagonal block estimate: its plain-PyTorch definition (``antidiagonal_block_scores``, at the
+end of this file) and the fused Triton kernel that is its GPU path.
+
 
 One program takes ``BLOCK_R`` tile rows (whole query blocks) of one query head and walks the visible tile
 columns ``BLOCK_C`` at a time. For each column tile it forms the antidiagonal logits as ``stride`` small
@@ -21,7 +23,7 @@ import triton.language as tl
 
 from vlmsparse.kernels.blocks import cdiv
 
-__all__ = ["antidiagonal_block_scores_triton", "triton_supports"]
+__all__ = ["antidiagonal_block_scores", "antidiagonal_block_scores_triton", "triton_supports", "DEFAULT_MAX_ELEMENTS"]
 
 LOG2E = 1.4426950408889634
 
@@ -139,7 +141,7 @@ def antidiagonal_block_scores_triton(
     num_warps: int | None = None,
     num_stages: int = 3,
 ) -> torch.Tensor:
-    """Same result as :func:`vlmsparse.methods.scoring.antidiagonal_block_scores`, computed by one fused kernel.
+    """Same result as :func:`antidiagonal_block_scores`, computed by one fused kernel.
 
     ``block_r`` / ``block_c``: tile rows / tile columns per program step (powers of two, multiples of
     ``block_m / stride`` and ``block_n / stride``); tuning knobs only.
@@ -178,4 +180,85 @@ def antidiagonal_block_scores_triton(
         BLOCK_R=block_r, BLOCK_C=block_c, RQ=rq, RK=rk,
         num_warps=num_warps, num_stages=num_stages,
     )
+    return out
+
+
+#: Largest tile-logit tensor the antidiagonal estimate materialises at once (elements); bigger inputs are
+#: processed in chunks of query blocks.
+DEFAULT_MAX_ELEMENTS = 1 << 26
+
+
+def _pad_len(x: torch.Tensor, length: int, mode: str = "zeros") -> torch.Tensor:
+    pad = length - x.shape[-2]
+    if pad <= 0:
+        return x
+    if mode == "replicate":
+        return torch.cat([x, x[..., -1:, :].expand(*x.shape[:-2], pad, x.shape[-1])], dim=-2)
+    return torch.nn.functional.pad(x, (0, 0, 0, pad))
+
+
+def antidiagonal_block_scores(
+    q: torch.Tensor, k: torch.Tensor, *, stride: int, block_m: int, block_n: int, causal: bool = True,
+    sm_scale: float | None = None, max_elements: int = DEFAULT_MAX_ELEMENTS, use_triton: bool | None = None,
+) -> torch.Tensor:
+    """Attention mass per block estimated from strided antidiagonals: float32 ``[B, Hq, nQB, nKB]``.
+
+    Row ``I`` sums to the number of tile rows (``block_m / stride``, fewer in a partial last block); only the
+    relative sizes within a row matter to the planners. Query tile rows past ``Lq`` contribute nothing.
+    On CUDA (``use_triton=None``) a fused Triton kernel computes the same thing without materialising tile
+    logits; elsewhere (or with ``use_triton=False``) plain PyTorch does, in chunks of ``max_elements``.
+    """
+    b, hq, lq, d = q.shape
+    hkv, lk = k.shape[1], k.shape[2]
+    if block_m % stride or block_n % stride:
+        raise ValueError(f"stride ({stride}) must divide block_m ({block_m}) and block_n ({block_n})")
+    if use_triton is None:
+        use_triton = q.device.type == "cuda" and triton_supports(q, stride, block_m, block_n)
+    if use_triton:
+        return antidiagonal_block_scores_triton(
+            q, k, stride=stride, block_m=block_m, block_n=block_n, causal=causal, sm_scale=sm_scale
+        )
+    group = hq // hkv
+    n_qb, n_kb = cdiv(lq, block_m), cdiv(lk, block_n)
+    rq, rk = block_m // stride, block_n // stride  # tile rows per query block, tile columns per key block
+    scale = (1.0 / math.sqrt(d) if sm_scale is None else float(sm_scale)) / stride
+    offset = lk - lq
+    compute_dtype = q.dtype if q.device.type == "cuda" else torch.float32
+
+    # q tile rows: the S queries of a tile in reverse order, side by side; k tile columns: S keys in order.
+    qp = _pad_len(q, n_qb * block_m).to(compute_dtype)
+    q_r = qp.reshape(b, hkv, group, n_qb * rq, stride, d).flip(-2).reshape(b, hkv, group * n_qb * rq, stride * d)
+    kp = _pad_len(k, n_kb * block_n).to(compute_dtype)
+    k_r = kp.reshape(b, hkv, n_kb * rk, stride * d)
+
+    tile_row = torch.arange(n_qb * rq, device=q.device)
+    tile_col = torch.arange(n_kb * rk, device=q.device)
+    row_ok = tile_row * stride < lq  # the tile holds at least one real query
+    col_ok = tile_col * stride < lk
+    out = torch.empty(b, hq, n_qb, n_kb, dtype=torch.float32, device=q.device)
+    per_row = b * hq * n_kb * rk * rq  # elements per query block
+    chunk = max(1, min(n_qb, max_elements // max(per_row, 1)))
+    q_r = q_r.reshape(b, hkv, group, n_qb * rq, stride * d)
+    for qb0 in range(0, n_qb, chunk):  # chunks of query blocks bound memory; one iteration at modest sizes
+        qb1 = min(qb0 + chunk, n_qb)
+        rows = tile_row[qb0 * rq : qb1 * rq]
+        if causal:  # key blocks beyond the chunk's last visible key contribute nothing
+            last_key = min(qb1 * block_m, lq) - 1 + offset
+            kb_end = min(n_kb, last_key // block_n + 1)
+        else:
+            kb_end = n_kb
+        cols = tile_col[: kb_end * rk]
+        qc = q_r[:, :, :, qb0 * rq : qb1 * rq].reshape(b, hkv, -1, stride * d)
+        logits = torch.matmul(qc, k_r[:, :, : kb_end * rk].transpose(-1, -2)).float() * scale
+        logits = logits.reshape(b, hq, len(rows), len(cols))
+        keep = col_ok[: len(cols)][None, :].expand(len(rows), -1)
+        if causal:
+            # tile (a, c) is visible when its first key is at or before its last query's causal limit
+            keep = keep & (cols[None, :] * stride <= rows[:, None] * stride + stride - 1 + offset)
+        logits = logits.masked_fill(~keep, float("-inf"))
+        probs = torch.softmax(logits, dim=-1)
+        probs = torch.nan_to_num(probs, nan=0.0) * row_ok[qb0 * rq : qb1 * rq, None].to(probs.dtype)
+        sums = probs.reshape(b, hq, qb1 - qb0, rq, kb_end, rk).sum((3, 5))
+        out[:, :, qb0:qb1, :kb_end] = sums
+        out[:, :, qb0:qb1, kb_end:] = 0.0
     return out

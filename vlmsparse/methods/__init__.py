@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .base import BlockLayout, Method, MethodConfig, Plan, PlanSparsity
-from .config import RunConfig, build_config, load_run_config
+from .config import RunConfig, Setting, build_config, default_setting, load_run_config, load_setting
 
 __all__ = [
     "get_method",
@@ -32,6 +32,9 @@ __all__ = [
     "Plan",
     "PlanSparsity",
     "BlockLayout",
+    "Setting",
+    "load_setting",
+    "default_setting",
     "RunConfig",
     "load_run_config",
 ]
@@ -74,12 +77,7 @@ def get_method(name: str, *, config_file: str | Path | None = None, **overrides:
     Keywords are fields of the method's config dataclass, or ``preset="<name>"``. An unknown method, preset
     or field raises ``ValueError`` listing what exists.
     """
-    cls = get_method_class(name)
-    layers: list[dict[str, Any]] = []
     if config_file is not None:
-        run = load_run_config(config_file)
-        if run.method != name:
-            raise ValueError(f"config file {str(config_file)!r} is for method {run.method!r}, not {name!r}")
-        layers.append(run.method_config)
-    layers.append(overrides)
-    return cls(build_config(cls, *layers))
+        return load_setting(config_file, overrides, method=name).build_method()
+    cls = get_method_class(name)
+    return cls(build_config(cls, overrides))

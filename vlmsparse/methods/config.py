@@ -20,29 +20,101 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .base import MethodConfig
+from .base import Method, MethodConfig
 
-__all__ = ["RunConfig", "load_run_config", "build_config"]
+__all__ = [
+    "Setting",
+    "RunConfig",
+    "RUN_KEYS",
+    "load_setting",
+    "load_run_config",
+    "read_run_file",
+    "setting_from_run_file",
+    "default_setting",
+    "build_config",
+]
 
 _TOP_LEVEL_KEYS = ("name", "description", "method", "method_config", "run")
+#: The method name whose runs (harness, lmms-eval model) leave the model unpatched: the full-attention baseline.
+UNPATCHED_METHOD = "dense"
+#: Keys a run config's ``[run]`` table may hold (frame sampling and generation length).
+RUN_KEYS = ("frames", "fps", "min_frames", "max_frames", "min_pixels", "max_pixels", "total_pixels", "max_new_tokens")
 
 
-@dataclass
-class RunConfig:
-    """One named setting: which method, its config fields, and harness settings."""
+@dataclass(frozen=True)
+class Setting:
+    """One named setting, checked once where it is made: which method, the config fields it sets, the method's
+    built config, harness keys (``[run]``), and where it came from.
+
+    ``method_config`` holds the fields as given (what the run identity hashes and the leaderboard shows);
+    ``config`` is the method's config dataclass built from them (preset, defaults and all), which the planner
+    gets as is. Make one with :func:`load_setting`, :func:`default_setting` or :meth:`with_fields`.
+    """
 
     name: str
     method: str
+    config: MethodConfig = field(compare=False, repr=False)
     method_config: dict[str, Any] = field(default_factory=dict)
     run: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+    source: str = ""
+
+    def config_summary(self) -> str:
+        """Short text of the config fields set (``defaults`` when none), for the leaderboard."""
+        if not self.method_config:
+            return "defaults"
+        return "; ".join(f"{k}={_compact(v)}" for k, v in sorted(self.method_config.items()))
+
+    @property
+    def unpatched(self) -> bool:
+        """Whether a run of this setting uses the model's own attention, unpatched: the ``dense`` setting of
+        the harness and the lmms-eval model is the full-attention baseline. (The ``dense`` planner itself, the
+        all-exact plan through the pyramid kernel, is what ``vlmsparse.patch(model, "dense")`` runs.)"""
+        return self.method == UNPATCHED_METHOD
+
+    def build_method(self) -> Method:
+        """The planner of this setting, on its already built config (nothing is checked again)."""
+        from . import get_method_class  # late import: the registry imports this module
+
+        return get_method_class(self.method)(self.config)
+
+    def with_fields(self, overrides: dict[str, Any]) -> "Setting":
+        """This setting with more config fields (later wins); the config is rebuilt and checked once."""
+        if not overrides:
+            return self
+        fields_ = {**self.method_config, **overrides}
+        return _make(self.name, self.method, fields_, self.run, self.description, self.source)
 
 
-def load_run_config(path: str | Path) -> RunConfig:
-    """Read a run config TOML file (see the module docstring for its schema).
+#: The former name of :class:`Setting` (a run config file read into one).
+RunConfig = Setting
 
-    The method name and its fields are checked against the registry, so a typo fails here, not mid-run.
-    """
+
+def _compact(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return "/".join(_compact(v) for v in value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _make(name: str, method: str, fields_: dict[str, Any], run: dict[str, Any], description: str,
+          source: str) -> Setting:
+    from . import get_method_class  # late import: the registry imports this module
+
+    config = build_config(get_method_class(method), fields_)  # unknown method, field or value: ValueError here
+    return Setting(name=name, method=method, config=config, method_config=dict(fields_), run=dict(run),
+                   description=description, source=source)
+
+
+def default_setting(method: str, **fields_: Any) -> Setting:
+    """The setting ``default`` of ``method``: its defaults, then ``fields_`` (``ValueError`` for unknown ones)."""
+    return _make("default", method, fields_, {}, "", "")
+
+
+def read_run_file(path: str | Path) -> dict[str, Any]:
+    """The checked contents of a run config TOML file (top-level keys, tables, ``[run]`` keys), not yet built
+    into a setting: for callers that need its method name before they know their overrides."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"config file {str(path)!r} does not exist")
@@ -58,19 +130,34 @@ def load_run_config(path: str | Path) -> RunConfig:
     for key in ("method_config", "run"):
         if not isinstance(data.get(key, {}), dict):
             raise ValueError(f"config file {str(path)!r}: [{key}] must be a table")
-    cfg = RunConfig(
-        name=str(data.get("name", path.stem)),
-        method=str(data["method"]),
-        method_config=dict(data.get("method_config", {})),
-        run=dict(data.get("run", {})),
-        description=str(data.get("description", "")),
-    )
-    from . import get_method_class  # late import: the registry imports this module
-
-    build_config(get_method_class(cfg.method), cfg.method_config)  # validate now
-    return cfg
+    unknown = sorted(set(data.get("run", {})) - set(RUN_KEYS))
+    if unknown:
+        raise ValueError(f"{path}: unknown [run] keys {unknown}; allowed: {list(RUN_KEYS)}")
+    return {**data, "method": str(data["method"]), "source": str(path), "name": str(data.get("name", path.stem))}
 
 
+def setting_from_run_file(data: dict[str, Any], overrides: dict[str, Any] | None = None) -> Setting:
+    """The setting of a file read by :func:`read_run_file`, ``overrides`` beating its ``[method_config]``."""
+    fields_ = {**data.get("method_config", {}), **(overrides or {})}
+    return _make(data["name"], data["method"], fields_, dict(data.get("run", {})), str(data.get("description", "")),
+                 data["source"])
+
+
+def load_setting(path: str | Path, overrides: dict[str, Any] | None = None, *, method: str | None = None) -> Setting:
+    """Read a run config TOML file into a :class:`Setting` (see the module docstring for its schema).
+
+    ``overrides``: config fields that beat the file's ``[method_config]``; ``method``: the method the file must
+    be for. The method name, its fields and the ``[run]`` keys are checked here, once, so a typo fails before
+    anything runs.
+    """
+    data = read_run_file(path)
+    if method is not None and data["method"] != method:
+        raise ValueError(f"config file {str(path)!r} is for method {data['method']!r}, not {method!r}")
+    return setting_from_run_file(data, overrides)
+
+
+#: The former name of :func:`load_setting`.
+load_run_config = load_setting
 def build_config(method_cls: type, *layers: dict[str, Any]) -> MethodConfig:
     """The method's config: defaults, then a named preset, then each layer of field values (later wins).
 

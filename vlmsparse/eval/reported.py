@@ -11,12 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-REFERENCE_MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"
-REFERENCE_SOURCE = "PSA paper (arXiv 2512.04025), Video-MME w/o subtitles, Qwen2.5-VL-7B"
+REPORTED_MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"
+REPORTED_SOURCE = "PSA paper (arXiv 2512.04025), Video-MME w/o subtitles, Qwen2.5-VL-7B"
 
 
 @dataclass(frozen=True)
-class ReferenceRow:
+class ReportedRow:
     """One reported row: the method as this project names it, the paper's label, accuracies, sparsity."""
 
     method: str
@@ -28,15 +28,15 @@ class ReferenceRow:
     sparsity: float
 
 
-PSA_PAPER_VIDEOMME: tuple[ReferenceRow, ...] = (
-    ReferenceRow("dense", "Full attention", 0.752, 0.663, 0.537, 0.651, 0.0),
-    ReferenceRow("xattention", "XAttention", 0.748, 0.661, 0.544, 0.651, 0.58),
-    ReferenceRow("sparge", "SpargeAttention", 0.749, 0.663, 0.539, 0.650, 0.37),
-    ReferenceRow("psa", "PSA", 0.748, 0.673, 0.542, 0.654, 0.65),
+PSA_PAPER_VIDEOMME: tuple[ReportedRow, ...] = (
+    ReportedRow("dense", "Full attention", 0.752, 0.663, 0.537, 0.651, 0.0),
+    ReportedRow("xattention", "XAttention", 0.748, 0.661, 0.544, 0.651, 0.58),
+    ReportedRow("sparge", "SpargeAttention", 0.749, 0.663, 0.539, 0.650, 0.37),
+    ReportedRow("psa", "PSA", 0.748, 0.673, 0.542, 0.654, 0.65),
 )
 
 
-def reference_for(method: str) -> ReferenceRow | None:
+def reported_for(method: str) -> ReportedRow | None:
     """The paper's row for ``method`` (``dense``, ``xattention``, ``sparge``, ``psa``), if it has one."""
     for row in PSA_PAPER_VIDEOMME:
         if row.method == method:
@@ -57,10 +57,10 @@ def comparison_table(rows: Sequence[dict]) -> str:
     """Plain-text table: the paper's rows, then the given leaderboard rows (dicts with LEADERBOARD_COLUMNS)."""
     header = ("source", "method", "setting", "short", "medium", "long", "overall", "sparsity", "n")
     lines: list[tuple[str, ...]] = [header]
-    for ref in PSA_PAPER_VIDEOMME:
+    for paper in PSA_PAPER_VIDEOMME:
         lines.append(
-            ("paper", ref.label, "reported", _fmt(ref.short), _fmt(ref.medium), _fmt(ref.long), _fmt(ref.overall),
-             _fmt(ref.sparsity), "2700")
+            ("paper", paper.label, "reported", _fmt(paper.short), _fmt(paper.medium), _fmt(paper.long), _fmt(paper.overall),
+             _fmt(paper.sparsity), "2700")
         )
     for row in rows:
         lines.append(
@@ -79,7 +79,7 @@ def comparison_table(rows: Sequence[dict]) -> str:
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     out = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in lines]
     out.insert(1, "  ".join("-" * w for w in widths))
-    model_note = f"Rows marked paper are reported numbers: {REFERENCE_SOURCE}."
+    model_note = f"Rows marked paper are reported numbers: {REPORTED_SOURCE}."
     models = sorted({str(r.get("model", "")) for r in rows if r.get("model")})
     if models:
         model_note += f" Rows marked this run: {', '.join(models)}."

@@ -30,7 +30,7 @@ def _videomme() -> Benchmark:
     )
 
 
-#: name -> factory (called on use, so importing the registry stays cheap)
+#: name -> factory (called on use, so importing this module stays cheap)
 _BENCHMARKS: dict[str, Callable[[], Benchmark]] = {"videomme": _videomme}
 
 

@@ -3,11 +3,10 @@
 Every query block keeps its sink block (key block 0) and the diagonal block, plus exactly N blocks of one level
 at random places among the wholly visible ones (rows with fewer keep all). With the grid full, time x SMs /
 programs is one program's time; the difference to the N = 0 plan, divided by N, is one block's cost.
-Run on a GPU from the repository root: python notes/fixed_costs.py [kernel file in notes/ab, probed instead]
+Run on a GPU from the repository root: python notes/ab/fixed_costs.py [tag of a past version, probed instead;
+notes/ab/variants.py]
 """
 
-import importlib.util
-import pathlib
 import sys
 
 import torch
@@ -15,6 +14,8 @@ import triton
 
 from vlmsparse.kernels import build_kv_pyramid, compile_plan, plan_shape, pyramid_attention
 from vlmsparse.kernels.blocks import FULL, block_classes
+
+from variants import load, package_of
 
 
 def plan_with(length, block, level, n, seed=0):
@@ -37,14 +38,12 @@ def plan_with(length, block, level, n, seed=0):
 
 
 def main():
-    attention = pyramid_attention
+    attention, build, compile_lists = pyramid_attention, build_kv_pyramid, compile_plan
     if len(sys.argv) > 1:
-        path = pathlib.Path(__file__).with_name("ab") / sys.argv[1]
-        spec = importlib.util.spec_from_file_location(path.stem, path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        attention = module.pyramid_attention
-        print("kernel:", path.name)
+        module = load(sys.argv[1])
+        own = package_of(module)
+        attention, build, compile_lists = module.pyramid_attention, own.build_kv_pyramid, own.compile_plan
+        print("kernel:", sys.argv[1])
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     print(torch.cuda.get_device_name(), "torch", torch.__version__, "triton", triton.__version__, "SMs", sms)
     for length in (8192, 32768):
@@ -52,11 +51,11 @@ def main():
         q = torch.randn(1, 28, length, 128, device="cuda", dtype=torch.bfloat16)
         k = torch.randn(1, 4, length, 128, device="cuda", dtype=torch.bfloat16)
         v = torch.randn(1, 4, length, 128, device="cuda", dtype=torch.bfloat16)
-        pyr = build_kv_pyramid(k, v)
+        pyr = build(k, v)
         programs = 28 * (length // 128)
 
         def per_program_us(levels):
-            plan = compile_plan(levels, length, length, 128, 128, True)
+            plan = compile_lists(levels, length, length, 128, 128, True)
             fn = lambda: attention(q, k, v, levels, pyramid=pyr, plan=plan, check_levels=False)
             t = triton.testing.do_bench(fn, warmup=30, rep=200, return_mode="median")
             return t * 1e3 * sms / programs

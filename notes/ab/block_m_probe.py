@@ -4,7 +4,7 @@ same attention), 4 warps and 2 or 3 stages: smaller programs use less shared mem
 and overlap each other's fixed per-program costs. Prints the time, the output difference and what each compiled
 kernel holds (shared bytes, registers).
 
-Run on a GPU from the repository root: python notes/block_m_probe.py
+Run on a GPU from the repository root: python notes/ab/block_m_probe.py
 """
 
 import torch
@@ -16,20 +16,13 @@ from vlmsparse.kernels import build_kv_pyramid, pyramid_attention
 from vlmsparse.kernels import pyramid as pyramid_module
 from vlmsparse.methods import get_method
 
+from variants import resources
+
 CONFIGS = [(128, 8, 3), (64, 4, 3), (64, 4, 2), (64, 8, 3)]  # (block_m, num_warps, num_stages)
 
 
 def t_ms(fn):
     return triton.testing.do_bench(fn, warmup=25, rep=150, return_mode="median")
-
-
-def resources():
-    out = []
-    for entry in pyramid_module._pyramid_attention_fwd.device_caches.values():
-        for kernel in entry[0].values():
-            kernel._init_handles()
-            out.append((kernel.metadata.num_warps, kernel.metadata.shared, kernel.n_regs))
-    return sorted(set(out))
 
 
 def compare(label, q, k, v, levels, tail=False):
@@ -64,7 +57,8 @@ def main():
             plan = get_method(setting.pop("name"), **setting).plan(q, k, visual)
             assert plan.kernel_kwargs().get("block_m", 128) == 128, plan.kernel_kwargs()
             compare(f"L={q.shape[2]} {label}", q, k, v, plan.levels, tail=plan.kernel_kwargs().get("tail", False))
-    print("(num_warps, shared bytes, registers) per compiled kernel:", resources())
+    print("(num_warps, shared bytes, registers, spills) per compiled kernel:",
+          resources(pyramid_module._pyramid_attention_fwd))
 
 
 if __name__ == "__main__":

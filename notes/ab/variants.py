@@ -1,0 +1,83 @@
+"""Past kernel versions for the A/B scripts beside it, from git tags (never kept as copies in the tree).
+
+A version is the ``vlmsparse/kernels`` package as it was at a tag (``kernel-v7``, ``kernel-exp-lazy``, ...;
+``git tag -l 'kernel-*' 'antidiagonal-*'`` lists them, notes/kernel.md says what each was). ``materialise`` writes
+it with ``git archive`` into ``notes/ab/.variants/<tag>/`` (ignored by git); ``load`` imports that folder as a
+package of its own, so the version runs with its own helpers (pyramid, plan lists, validation) and the current
+package is untouched. On a machine without the git history, materialise here first and carry the folder:
+``python notes/ab/variants.py kernel-v7`` then run with ``notes/ab/.variants`` carried.
+
+The scripts run as ``python notes/ab/<script>.py`` from the repository root (this folder is then on the import
+path).
+"""
+
+import importlib.util
+import io
+import pathlib
+import subprocess
+import sys
+import tarfile
+
+HERE = pathlib.Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+VARIANTS = HERE / ".variants"
+KERNELS = "vlmsparse/kernels"
+
+
+def materialise(tag: str) -> pathlib.Path:
+    """Write the kernels package at ``tag`` to ``notes/ab/.variants/<tag>/`` (replacing what was there)."""
+    try:
+        archive = subprocess.run(["git", "archive", "--format=tar", tag, KERNELS], cwd=ROOT, check=True,
+                                 capture_output=True).stdout
+    except (OSError, subprocess.CalledProcessError) as e:
+        detail = getattr(e, "stderr", b"") or b""
+        raise SystemExit(f"cannot read {KERNELS} at {tag!r} from git ({detail.decode().strip() or e}); "
+                         "pass a tag from `git tag -l 'kernel-*' 'antidiagonal-*'`") from None
+    out = VARIANTS / tag
+    out.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        for member in tar.getmembers():
+            if member.isfile() and member.name.endswith(".py"):
+                (out / pathlib.Path(member.name).name).write_bytes(tar.extractfile(member).read())
+    return out
+
+
+def load(tag: str, module: str = "pyramid"):
+    """The ``module`` (``pyramid``, ``antidiagonal``, ...) of the kernels package at ``tag``, materialised if
+    it is not yet and git is at hand."""
+    folder = VARIANTS / tag
+    if not (folder / "__init__.py").is_file():
+        folder = materialise(tag)
+    name = "kernels_" + tag.replace("-", "_").replace(".", "_")
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, folder / "__init__.py",
+                                                      submodule_search_locations=[str(folder)])
+        package = importlib.util.module_from_spec(spec)
+        sys.modules[name] = package
+        spec.loader.exec_module(package)
+    return importlib.import_module(f"{name}.{module}")
+
+
+def package_of(module):
+    """The kernels package a loaded version's module belongs to (its own ``build_kv_pyramid``, ...)."""
+    return sys.modules[module.__package__]
+
+
+def compiled_kernels(jit_fn):
+    """Every compiled specialisation of a Triton ``@jit`` function, handles initialised (to read registers)."""
+    for cache in getattr(jit_fn, "device_caches", {}).values():
+        for kernel in cache[0].values():
+            kernel._init_handles()
+            yield kernel
+
+
+def resources(jit_fn) -> list[tuple[int, int, int, int]]:
+    """(num_warps, shared bytes, registers, spills) of each compiled specialisation, sorted, no repeats."""
+    return sorted({(k.metadata.num_warps, k.metadata.shared, k.n_regs, k.n_spills) for k in compiled_kernels(jit_fn)})
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2:
+        raise SystemExit("usage: python notes/ab/variants.py TAG [TAG ...]  (tags: git tag -l 'kernel-*')")
+    for tag in sys.argv[1:]:
+        print("wrote", materialise(tag).relative_to(ROOT))
