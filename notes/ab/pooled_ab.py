@@ -1,16 +1,12 @@
 """Same-run A/B of pooled-block handling: per-level marginal cost and a PSA plan's kernel time, per variant.
 
-Variants: the current kernel and each earlier kernel package given with ``--old DIR`` (a folder holding that
-version's ``vlmsparse/kernels`` files, written with ``git show TAG:vlmsparse/kernels/<file>``, for example the
-tag ``kernel-pooled-stream``; its ``__init__.py`` must import ``build_kv_pyramid``, ``compile_plan`` and
-``pyramid_attention``). Run on a GPU from the repository root:
-python notes/pooled_ab.py --old .abvariants/stream
+Variants: the current kernel and each earlier version named by its git tag (``--old kernel-v8
+kernel-pooled-stream``), loaded by ``variants.py`` from ``notes/ab/.variants`` (materialise it here and carry the
+folder to a GPU machine without the history). Run on a GPU from the repository root:
+python notes/ab/pooled_ab.py --old kernel-v8 kernel-pooled-stream
 """
 
 import argparse
-import importlib.util
-import pathlib
-import sys
 
 import torch
 import triton
@@ -20,14 +16,7 @@ from vlmsparse.bench.synthetic import video_qkv
 from vlmsparse.kernels import build_kv_pyramid, compile_plan, pyramid_attention
 from vlmsparse.methods import get_method
 
-
-def load_package(path: str):
-    path = pathlib.Path(path)
-    spec = importlib.util.spec_from_file_location(path.name, path / "__init__.py", submodule_search_locations=[str(path)])
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[path.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+import variants
 
 
 def bench(fn):
@@ -39,17 +28,17 @@ def main():
     ap.add_argument("--old", nargs="*", default=[])
     ap.add_argument("--lengths", type=int, nargs="+", default=[8192, 32768])
     args = ap.parse_args()
-    variants = {"current": (build_kv_pyramid, compile_plan, pyramid_attention)}
-    for path in args.old:
-        old = load_package(path)
-        variants[pathlib.Path(path).name] = (old.build_kv_pyramid, old.compile_plan, old.pyramid_attention)
+    versions = {"current": (build_kv_pyramid, compile_plan, pyramid_attention)}
+    for tag in args.old:
+        old = variants.load(tag)
+        versions[tag] = (old.build_kv_pyramid, old.compile_plan, old.pyramid_attention)
     print(torch.cuda.get_device_name(), "triton", triton.__version__)
     for length in args.lengths:
         torch.manual_seed(length)
         q = torch.randn(1, 28, length, 128, device="cuda", dtype=torch.bfloat16)
         k = torch.randn(1, 4, length, 128, device="cuda", dtype=torch.bfloat16)
         v = torch.randn(1, 4, length, 128, device="cuda", dtype=torch.bfloat16)
-        for name, (build, comp, attn) in variants.items():
+        for name, (build, comp, attn) in versions.items():
             pyr = build(k, v)
             t = {}
             for level in (0, 1, 2, 4, 8):
@@ -64,7 +53,7 @@ def main():
     for thresholds in ((0.7, 0.8, 0.9, 0.9), (0.36, 0.6, 0.76, 0.92)):
         plan = get_method("psa", thresholds=thresholds).plan(q, k, visual)
         sp = plan.sparsity().overall
-        for name, (build, comp, attn) in variants.items():
+        for name, (build, comp, attn) in versions.items():
             pyr = build(k, v)
             cp = comp(plan.levels, q.shape[2], q.shape[2], 128, 128, True)
             ms = bench(lambda: attn(q, k, v, plan.levels, pyramid=pyr, plan=cp, check_levels=False))
