@@ -1,7 +1,9 @@
 """``python -m vlmsparse.bench <subcommand> [options]``: benchmark dispatcher.
 
 Each subcommand lives in its own module (see :data:`vlmsparse.bench.SUBCOMMANDS`), which provides
-``add_arguments(parser)`` and ``run(args) -> int | None``. Only the chosen module is imported.
+``add_arguments(parser)``, ``run(args) -> int | None`` and optionally ``check_args(args)`` (raises ``ValueError``
+for a bad flag, before anything runs). Only the chosen module is imported. Bad flags and a missing GPU are
+one-line errors with exit status 2.
 """
 
 from __future__ import annotations
@@ -50,15 +52,37 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"error: {exc}\n\n{_usage()}")
         return 2
     doc = (module.__doc__ or "").strip().splitlines()
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=f"python -m vlmsparse.bench {name}",
         description=doc[0] if doc else None,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     module.add_arguments(parser)
     args = parser.parse_args(rest)
-    result = module.run(args)
+    check = getattr(module, "check_args", None)
+    if callable(check):
+        try:
+            check(args)
+        except ValueError as exc:
+            parser.error(str(exc))
+    try:
+        result = module.run(args)
+    except SystemExit as exc:  # a subcommand stops with a message (e.g. no CUDA device)
+        if isinstance(exc.code, str):
+            sys.stderr.write(f"error: {exc.code}\n")
+            return 2
+        raise
+    except KeyboardInterrupt:
+        sys.stderr.write("\ninterrupted: rows written so far are kept in the CSV\n")
+        return 130
     return int(result or 0)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Argument errors on one line, exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 if __name__ == "__main__":

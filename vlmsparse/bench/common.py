@@ -101,3 +101,46 @@ def _fmt(x: object) -> str:
     if isinstance(x, float):
         return f"{x:.4g}"
     return str(x)
+
+
+def require_positive(args, *names: str, allow_zero: bool = False) -> None:
+    """``ValueError`` naming the flag unless every value of ``args.<name>`` (a number or a list) is > 0 (>= 0)."""
+    for name in names:
+        value = getattr(args, name, None)
+        if value is None:
+            continue
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            if not (item >= 0 if allow_zero else item > 0):
+                bound = ">= 0" if allow_zero else "> 0"
+                raise ValueError(f"--{name.replace('_', '-')} must be {bound}, got {item}")
+
+
+def require_heads(heads_q: int | None, heads_kv: int | None) -> None:
+    """``ValueError`` unless the query heads are a multiple of the key/value heads (grouped-query attention)."""
+    if heads_q is not None and heads_kv is not None and heads_q % heads_kv:
+        raise ValueError(f"--heads-q ({heads_q}) must be a multiple of --heads-kv ({heads_kv})")
+
+
+def require_head_dim(head_dim: int) -> None:
+    """``ValueError`` unless the kernel takes ``head_dim`` (16 to 256)."""
+    if not 16 <= head_dim <= 256:
+        raise ValueError(f"--head-dim must be between 16 and 256, got {head_dim}")
+
+
+def check_writable_file(path: str | os.PathLike) -> None:
+    """``ValueError`` unless a file can be written at ``path`` (its folder created if needed), checked up front so
+    that a long benchmark does not fail at its end."""
+    target = Path(path)
+    if target.is_dir():
+        raise ValueError(f"--out {path} is a folder; pass a CSV file path")
+    folder = target.absolute().parent
+    while not folder.exists() and folder != folder.parent:  # probe the first folder that exists: create nothing
+        folder = folder.parent
+    probe = folder / f".write-test-{os.getpid()}"
+    try:
+        if not folder.is_dir():
+            raise NotADirectoryError(20, "not a folder")
+        probe.write_bytes(b"x")
+        probe.unlink()
+    except OSError as exc:
+        raise ValueError(f"--out {path} cannot be written ({exc.strerror or exc}); pass a path in a folder you can write to") from None

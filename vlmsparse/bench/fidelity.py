@@ -209,6 +209,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="results/fidelity.csv")
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """``ValueError`` naming the first bad flag (called before anything runs)."""
+    from vlmsparse.methods import available_methods
+
+    from .common import check_writable_file, require_head_dim, require_heads, require_positive
+
+    require_positive(args, "seq_lens", "core_seq_lens", "heads_q", "heads_kv", "head_dim", "height", "width")
+    require_positive(args, "text_prefix", "text_suffix", allow_zero=True)
+    require_heads(args.heads_q or 7, args.heads_kv or 1)
+    require_head_dim(args.head_dim)
+    if args.device.split(":")[0] not in ("cpu", "cuda"):
+        raise ValueError(f"--device must be cpu or cuda, got {args.device!r}")
+    unknown = sorted(set(args.methods or []) - set(available_methods()))
+    if unknown:
+        raise ValueError(f"--methods: unknown {unknown}; available: {available_methods()}")
+    check_writable_file(args.out)
+
+
 def run(args: argparse.Namespace) -> int:
     device = torch.device(args.device)
     cuda = device.type == "cuda"

@@ -269,6 +269,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="results/kernel.csv")
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """``ValueError`` naming the first bad flag (called before anything runs)."""
+    from vlmsparse.kernels.blocks import VALID_BLOCK_SIZES
+
+    from .common import check_writable_file, require_head_dim, require_heads, require_positive
+
+    require_positive(args, "lengths", "heads_q", "heads_kv", "head_dim", "check_rows")
+    require_heads(args.heads_q, args.heads_kv)
+    require_head_dim(args.head_dim)
+    if args.block not in VALID_BLOCK_SIZES:
+        raise ValueError(f"--block must be one of {VALID_BLOCK_SIZES}, got {args.block}")
+    if any(not 0 < keep <= 1 for keep in args.keeps):
+        raise ValueError(f"--keeps are shares of blocks kept, in (0, 1]; got {args.keeps}")
+    if any(len(c) != 2 or min(c) < 1 for c in args.configs):
+        raise ValueError(f"--configs are num_warps,num_stages pairs of positive integers (e.g. 8,3); got {args.configs}")
+    check_writable_file(args.out)
+
+
 def run(args: argparse.Namespace) -> int:
     rows = [] if args.skip_random else run_random(args)
     if rows:

@@ -37,6 +37,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="results/prefill.csv")
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """``ValueError`` naming the first bad flag (called before anything runs)."""
+    from .common import check_writable_file, require_positive
+
+    require_positive(args, "visual_tokens", "layers", "repeats")
+    require_positive(args, "text_prefix", "text_suffix", allow_zero=True)
+    check_writable_file(args.out)
+
+
 def _build_model(layers: int):
     from transformers import Qwen2_5_VLForConditionalGeneration
 

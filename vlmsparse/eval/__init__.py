@@ -2,8 +2,10 @@
 
 Modules, one idea each: ``videomme`` (questions and video files), ``frames`` (decord + Qwen2.5-VL's sampling
 rules), ``prompts`` and ``answers`` (lmms-eval's Video-MME prompt and answer extraction), ``model_io`` (load and
-generate), ``records`` (resumable JSONL), ``aggregate`` (scores), ``leaderboard`` (the row type and CSVs),
-``reported`` (the PSA paper's reported numbers), ``runner`` (the run), ``benchmarks`` (benchmarks by name) and ``cli``.
+generate), ``records`` (resumable JSONL, safe for several processes), ``record_fields`` (what a whole record
+holds), ``locks`` (run-folder locks and per-video claims), ``errors`` (errors a user can fix), ``aggregate``
+(scores), ``leaderboard`` (the row type and CSVs), ``reported`` (the PSA paper's reported numbers), ``runner``
+(the run), ``benchmarks`` (benchmarks by name) and ``cli``.
 """
 
 from .leaderboard import LEADERBOARD_COLUMNS, LeaderboardRow, append_row

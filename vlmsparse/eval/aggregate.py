@@ -72,6 +72,9 @@ class Summary:
     by_task_type_duration: dict[tuple[str, str], Tally]
     peak_mem_gib: float | None = None
     devices: list[str] = field(default_factory=list)
+    #: smallest and largest frame count, and pixels per frame, of the answered questions (None: none answered)
+    frames_used: tuple[int, int] | None = None
+    frame_pixels_used: tuple[int, int] | None = None
 
     def accuracy(self, duration: str | None = None) -> float | None:
         """Accuracy over one duration split, or over all questions when ``duration`` is None."""
@@ -87,6 +90,8 @@ def summarize(records: Iterable[dict]) -> Summary:
     by_task_duration = defaultdict(Tally)
     peak = None
     devices: list[str] = []
+    frames: list[int] = []
+    pixels: list[int] = []
     for record in records:
         duration = str(record.get("duration", ""))
         task = str(record.get("task_type", ""))
@@ -99,6 +104,10 @@ def summarize(records: Iterable[dict]) -> Summary:
         device = record.get("device")
         if device and device not in devices:
             devices.append(device)
+        if not record.get("error") and record.get("frames") is not None:
+            frames.append(int(record["frames"]))
+            if record.get("frame_size"):
+                pixels.append(int(record["frame_size"][0]) * int(record["frame_size"][1]))
     return Summary(
         overall=overall,
         by_duration=by_duration,
@@ -106,4 +115,6 @@ def summarize(records: Iterable[dict]) -> Summary:
         by_task_type_duration=dict(by_task_duration),
         peak_mem_gib=peak,
         devices=devices,
+        frames_used=(min(frames), max(frames)) if frames else None,
+        frame_pixels_used=(min(pixels), max(pixels)) if pixels else None,
     )

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import math
+import signal
 import sys
-from typing import Sequence
+import threading
+from pathlib import Path
+from typing import Iterator, NoReturn, Sequence
 
 from .distributed import close_process_group
-from .model_io import DTYPES
 from .benchmarks import Benchmark, available_benchmarks, get_benchmark
-from .runner import DEFAULT_MODEL, EvalOptions, MissingVideosError
+from .errors import HarnessError
+from .model_io import DTYPES, check_model_source
+from .runner import DEFAULT_MODEL, EvalOptions, setting_spec
 from .settings import resolve_settings
 
 EXAMPLES = """\
@@ -19,8 +25,16 @@ examples:
   python -m vlmsparse.eval --config evals/psa-videomme.toml --data-dir /data/Video-MME --frames 64
   accelerate launch --num_processes 8 -m vlmsparse.eval --method psa --data-dir /data/Video-MME
 
-Interrupted? Rerun the same command: answered questions are kept and skipped.
+Interrupted? Rerun the same command: answered questions are kept and skipped. Two processes may run the
+same command on one --out at once: they share the work, and neither answers a question the other has.
 """
+
+
+class _Parser(argparse.ArgumentParser):
+    """Argument errors on one line (``prog: error: ...; see --help``), exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def _comma_list(text: str) -> list[str]:
@@ -45,14 +59,14 @@ def _positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {value}")
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {value}")
     return value
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (also used by the docs and the tests)."""
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="python -m vlmsparse.eval",
         description="Evaluate sparse-attention methods on a video benchmark and write leaderboard CSVs.",
         epilog=EXAMPLES,
@@ -147,25 +161,88 @@ def parse_options(argv: Sequence[str] | None = None) -> tuple[EvalOptions, Bench
         progress=not args.no_progress,
         warmup=not args.no_warmup,
     )
+    seen: dict[tuple[str, str], str] = {}
+    for setting in settings:
+        where = f"config {setting.source}" if setting.source else f"--method {setting.method}"
+        try:
+            setting_spec(setting, opts)
+        except (ValueError, TypeError) as exc:
+            parser.error(f"{_culprit(str(exc), args, setting) or where}: {exc}")
+        key = (setting.method, setting.name)
+        if key in seen:
+            parser.error(f"{where} and {seen[key]} both name setting {setting.name!r} of {setting.method}; give each a name")
+        seen[key] = where
     if opts.data_dir is None:
         parser.error("--data-dir is required: the folder holding Video-MME's data/<videoID>.mp4 files")
+    if not Path(opts.data_dir).is_dir():
+        parser.error(f"--data-dir {opts.data_dir} is not a folder; pass the Video-MME folder (videomme/*.parquet, data/*.mp4)")
+    if opts.metadata is not None and not Path(opts.metadata).is_file():
+        parser.error(f"--metadata {opts.metadata} is not a file; pass the Video-MME question table (parquet)")
+    if Path(opts.out).exists() and not Path(opts.out).is_dir():
+        parser.error(f"--out {opts.out} is a file; pass a folder for the CSVs and runs/")
+    try:
+        check_model_source(opts.model)
+    except HarnessError as exc:
+        parser.error(str(exc))
     return opts, bench
+
+
+#: Run settings a flag can set, and the flag.
+_FLAGS = {
+    "frames": "--frames",
+    "fps": "--fps",
+    "min_pixels": "--min-pixels",
+    "max_pixels": "--max-pixels",
+    "total_pixels": "--total-pixels",
+    "max_new_tokens": "--max-new-tokens",
+}
+
+
+def _culprit(message: str, args: argparse.Namespace, setting) -> str:
+    """The flags (or the config's ``[run]`` keys) that a settings error ``message`` speaks of."""
+    import re
+
+    named = [f for f in _FLAGS if re.search(rf"\b{f}\b", message)]
+    flags = [f"{_FLAGS[f]} {getattr(args, f)}" for f in named if getattr(args, f) is not None]
+    keys = [f"[run] {f} = {setting.run[f]!r}" for f in named if getattr(args, f) is None and f in setting.run]
+    if keys and setting.source:
+        keys = [f"config {setting.source}: " + ", ".join(keys)]
+    return ", ".join(flags + keys)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that a run stops as it does on Ctrl-C."""
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     opts, bench = parse_options(argv)
     try:
-        bench.run(opts)
-    except (MissingVideosError, FileNotFoundError) as exc:
+        with _sigterm_as_interrupt():
+            bench.run(opts)
+    except (HarnessError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(
-            "\ninterrupted: every answered question is saved; rerun the same command to resume.",
-            file=sys.stderr,
-        )
-        return 130
+    except KeyboardInterrupt as exc:
+        what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+        print(f"\n{what}: every answered question is saved; rerun the same command to resume.", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
     finally:
         close_process_group()
     return 0

@@ -1,4 +1,5 @@
-"""Video frames for Qwen2.5-VL: decode with decord, sample and resize by the model family's own rules.
+"""Video frames for Qwen2.5-VL: decode with decord (PyAV where decord fails), sample and resize by the model
+family's own rules.
 
 The rules are those of Qwen's ``qwen-vl-utils`` video path, re-expressed here without torchvision:
 
@@ -10,6 +11,10 @@ The rules are those of Qwen's ``qwen-vl-utils`` video path, re-expressed here wi
   ``total_pixels / n * 2`` (two frames make one temporal patch), never below ``1.05 * min_pixels``.
 
 Frames are resized with PIL's bicubic filter (antialiased), as Qwen's path resizes bicubically.
+
+decord cannot read some valid files (frames of some widths, e.g. 16, 24, 48 or 72 pixels, come back with four
+channels and fail its size check); those are decoded again with PyAV, and the video says which decoder it came
+from (``SampledVideo.decoder``).
 """
 
 from __future__ import annotations
@@ -73,10 +78,13 @@ class FrameSpec:
     total_pixels: int = DEFAULT_TOTAL_PIXELS
 
     def __post_init__(self) -> None:
-        if self.frames is not None and (not isinstance(self.frames, int) or self.frames < FRAME_FACTOR):
+        for name in ("min_frames", "max_frames", "min_pixels", "max_pixels", "total_pixels"):
+            if not _is_int(getattr(self, name)):
+                raise ValueError(f"{name} must be an integer, got {getattr(self, name)!r}")
+        if self.frames is not None and (not _is_int(self.frames) or self.frames < FRAME_FACTOR):
             raise ValueError(f"frames must be an integer >= {FRAME_FACTOR} (or None to use fps), got {self.frames!r}")
-        if not self.fps > 0:
-            raise ValueError(f"fps must be > 0, got {self.fps!r}")
+        if isinstance(self.fps, bool) or not isinstance(self.fps, (int, float)) or not 0 < self.fps < math.inf:
+            raise ValueError(f"fps must be a number > 0, got {self.fps!r}")
         if self.min_frames < 1 or self.max_frames < self.min_frames:
             raise ValueError(
                 f"need 1 <= min_frames <= max_frames, got min_frames={self.min_frames}, max_frames={self.max_frames}"
@@ -93,6 +101,20 @@ class FrameSpec:
     def to_dict(self) -> dict:
         """Plain dict (for run identities and records)."""
         return asdict(self)
+
+    def adjustments(self) -> list[str]:
+        """What sampling will change in this request whatever the video (shown to the user before a run)."""
+        notes = []
+        if self.frames is not None and round_by_factor(self.frames, FRAME_FACTOR) != self.frames:
+            notes.append(
+                f"frames {self.frames} is not a multiple of {FRAME_FACTOR} (frames go in pairs): "
+                f"{round_by_factor(self.frames, FRAME_FACTOR)} frames are sampled"
+            )
+        return notes
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def smart_nframes(total_frames: int, video_fps: float, spec: FrameSpec) -> int:
@@ -169,6 +191,7 @@ class SampledVideo:
     video_fps: float
     source_size: tuple[int, int]
     path: str = ""
+    decoder: str = "decord"
     extra: dict = field(default_factory=dict)
 
     @property
@@ -195,37 +218,105 @@ def resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def read_video(path: str | Path, spec: FrameSpec, *, num_threads: int = 0) -> SampledVideo:
-    """Decode ``path`` with decord and sample it by ``spec``; :class:`VideoDecodeError` when it cannot."""
-    import decord
+    """Decode ``path`` and sample it by ``spec``: decord first, PyAV where decord fails.
 
+    Raises :class:`VideoDecodeError` when neither can read the file, or when it has too few frames.
+    """
     path = str(path)
     try:
-        reader = decord.VideoReader(path, num_threads=num_threads)
-        total = len(reader)
-        video_fps = float(reader.get_avg_fps())
-        nframes = smart_nframes(total, video_fps, spec)
-        indices = frame_indices(total, nframes)
-        chunks = []
-        size = None
-        for start in range(0, len(indices), DECODE_CHUNK):
-            batch = reader.get_batch(indices[start : start + DECODE_CHUNK]).asnumpy()
-            if size is None:
-                source_size = (int(batch.shape[1]), int(batch.shape[2]))
-                size = frame_size(*source_size, nframes, spec)
-            chunks.append(resize_frames(batch, size))
-        del reader
+        return _read_with_decord(path, spec, num_threads)
     except VideoDecodeError:
         raise
     except Exception as exc:  # decord raises its own error types and RuntimeError for broken files
-        raise VideoDecodeError(f"cannot decode {path}: {type(exc).__name__}: {exc}") from exc
-    frames = np.concatenate(chunks, axis=0)
-    sample_fps = nframes / max(total, 1e-6) * video_fps
+        decord_error = f"{type(exc).__name__}: {_first_line(exc)}"
+    try:
+        return _read_with_pyav(path, spec)
+    except VideoDecodeError:
+        raise
+    except Exception as exc:
+        raise VideoDecodeError(
+            f"cannot decode {path}: decord: {decord_error}; PyAV: {type(exc).__name__}: {_first_line(exc)}"
+        ) from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[-1][:300] if text else ""
+
+
+def _sampled(frames: list[np.ndarray], indices: list[int], total: int, video_fps: float, source_size, path: str, decoder: str) -> SampledVideo:
+    nframes = len(indices)
     return SampledVideo(
-        frames=frames,
-        sample_fps=sample_fps,
+        frames=np.concatenate(frames, axis=0),
+        sample_fps=nframes / max(total, 1e-6) * video_fps,
         indices=indices,
         total_frames=total,
         video_fps=video_fps,
         source_size=source_size,
         path=path,
+        decoder=decoder,
     )
+
+
+def _read_with_decord(path: str, spec: FrameSpec, num_threads: int) -> SampledVideo:
+    import decord
+
+    reader = decord.VideoReader(path, num_threads=num_threads)
+    total = len(reader)
+    video_fps = float(reader.get_avg_fps())
+    nframes = smart_nframes(total, video_fps, spec)
+    indices = frame_indices(total, nframes)
+    chunks = []
+    size = source_size = None
+    for start in range(0, len(indices), DECODE_CHUNK):
+        batch = reader.get_batch(indices[start : start + DECODE_CHUNK]).asnumpy()
+        if batch.ndim != 4 or batch.shape[-1] != 3:
+            raise ValueError(f"decord returned frames of shape {batch.shape}, not [T, H, W, 3]")
+        if size is None:
+            source_size = (int(batch.shape[1]), int(batch.shape[2]))
+            size = frame_size(*source_size, nframes, spec)
+        chunks.append(resize_frames(batch, size))
+    del reader
+    return _sampled(chunks, indices, total, video_fps, source_size, path, "decord")
+
+
+def _read_with_pyav(path: str, spec: FrameSpec) -> SampledVideo:
+    """One sequential decoding pass, converting and resizing only the sampled frames."""
+    import av
+
+    with av.open(path) as container:
+        if not container.streams.video:
+            raise ValueError("the file has no video stream")
+        stream = container.streams.video[0]
+        total = int(stream.frames or 0)
+        rate = stream.average_rate or stream.guessed_rate
+        video_fps = float(rate) if rate else 0.0
+    if total < 1:  # not in the header: count the frames
+        with av.open(path) as container:
+            total = sum(1 for _ in container.decode(video=0))
+    for _attempt in range(2):
+        nframes = smart_nframes(total, video_fps, spec)
+        indices = frame_indices(total, nframes)
+        wanted: dict[int, int] = {}
+        for position, index in enumerate(indices):
+            wanted.setdefault(index, position)
+        frames: list[np.ndarray | None] = [None] * nframes
+        size = source_size = None
+        decoded = 0
+        with av.open(path) as container:
+            container.streams.video[0].thread_type = "AUTO"
+            for i, frame in enumerate(container.decode(video=0)):
+                decoded = i + 1
+                if i not in wanted:
+                    continue
+                rgb = frame.to_ndarray(format="rgb24")[None]
+                if size is None:
+                    source_size = (int(rgb.shape[1]), int(rgb.shape[2]))
+                    size = frame_size(*source_size, nframes, spec)
+                resized = resize_frames(rgb, size)
+                for position in (p for p, idx in enumerate(indices) if idx == i):
+                    frames[position] = resized
+        if all(f is not None for f in frames):
+            return _sampled(frames, indices, total, video_fps, source_size, path, "pyav")
+        total = decoded  # the header overstated the frame count: sample again from what is there
+    raise ValueError(f"the file header says {total} frames but they could not all be decoded")

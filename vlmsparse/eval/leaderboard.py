@@ -16,12 +16,17 @@ from dataclasses import field, make_dataclass
 from pathlib import Path
 from typing import Iterable, Sequence, Union
 
+from .errors import output_error
+
 Cell = Union[str, int, float, None]
 
 #: The leaderboard's columns, in order (defined here only; :class:`LeaderboardRow` has one field per column).
 LEADERBOARD_COLUMNS: tuple[str, ...] = (
-    "model", "method", "setting", "config", "split",  # what ran (config: the fields the setting sets)
-    "limit", "frames", "fps", "max_pixels", "total_pixels", "dtype",  # questions per duration, frames, dtype
+    "model", "method", "setting", "config",  # what ran (config: the fields the setting sets)
+    "method_settings",  # every field of the method's config as it ran
+    "split", "limit",  # which questions: duration split, questions per duration
+    "frames", "fps", "min_pixels", "max_pixels", "total_pixels",  # the frame sampling asked for
+    "frames_used", "frame_pixels_used", "dtype",  # frames and pixels per frame sampled (smallest-largest), dtype
     "acc_short", "acc_medium", "acc_long", "acc_overall",  # accuracy per duration and overall
     "n_short", "n_medium", "n_long", "n_overall", "n_errors", "n_missing",  # answered, errors, missing videos
     "sparsity", "visual_sparsity", "prefill_s_mean", "peak_mem_gib",  # what it cost
@@ -91,6 +96,7 @@ def write_rows(csv_path: str | Path, rows: Iterable[dict], columns: Sequence[str
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, _file_mode(path))  # mkstemp makes 0600; the table gets the mode of any file written here
         with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
             writer = csv.DictWriter(fh, fieldnames=list(columns), extrasaction="ignore")
             writer.writeheader()
@@ -103,6 +109,16 @@ def write_rows(csv_path: str | Path, rows: Iterable[dict], columns: Sequence[str
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _file_mode(path: Path) -> int:
+    """The permission bits of ``path`` if it exists, else those a new file gets (``0o666`` less the umask)."""
+    try:
+        return path.stat().st_mode & 0o777
+    except FileNotFoundError:
+        mask = os.umask(0o022)
+        os.umask(mask)
+        return 0o666 & ~mask
 
 
 def upsert_rows(
@@ -121,9 +137,12 @@ def upsert_rows(
         return tuple(_cell(row.get(c)) for c in key) if key else None
 
     new_keys = {key_of(r) for r in rows} if key else set()
-    with _locked(csv_path):
-        kept = [r for r in read_rows(csv_path) if not key or key_of(r) not in new_keys]
-        write_rows(csv_path, [*kept, *rows], columns)
+    try:
+        with _locked(csv_path):
+            kept = [r for r in read_rows(csv_path) if not key or key_of(r) not in new_keys]
+            write_rows(csv_path, [*kept, *rows], columns)
+    except OSError as exc:
+        raise output_error("writing", csv_path, exc) from exc
 
 
 @contextlib.contextmanager

@@ -8,8 +8,12 @@ gets the sampling's metadata so the model's temporal positions follow the real f
 from __future__ import annotations
 
 import copy
+import json
+import os
+import re
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -37,6 +41,45 @@ def load_processor(model_id: str):
 
         return AutoProcessor.from_pretrained(model_id)
     return _load(model_id)
+
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
+WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.safetensors.index.json", "*.bin.index.json")
+
+
+def check_model_source(model_id: str) -> None:
+    """Raise :class:`~vlmsparse.eval.errors.ModelError` unless ``model_id`` can be a model to load: a folder
+    with ``config.json`` and weights, or a hub id (``owner/name``; in the local cache when ``HF_HUB_OFFLINE``
+    is set). Cheap: reads no weights."""
+    from .errors import ModelError
+
+    path = Path(model_id).expanduser()
+    what = "pass --model a Qwen2.5-VL folder (config.json, weights, processor files) or a hub id such as Qwen/Qwen2.5-VL-7B-Instruct"
+    if path.exists():
+        if not path.is_dir():
+            raise ModelError(f"--model {model_id} is a file, not a model folder; {what}")
+        config = path / "config.json"
+        if not config.is_file():
+            state = "is empty" if not any(path.iterdir()) else "has no config.json"
+            raise ModelError(f"model folder {model_id} {state}; {what}")
+        try:
+            json.loads(config.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"{config} cannot be read as JSON ({exc}); {what}") from None
+        if not any(next(path.glob(pattern), None) for pattern in WEIGHT_PATTERNS):
+            raise ModelError(f"model folder {model_id} has a config.json but no weights (*.safetensors or *.bin); {what}")
+        return
+    looks_like_path = model_id.startswith((".", "/", "~")) or "\\" in model_id or not _HUB_ID.match(model_id)
+    if looks_like_path:
+        raise ModelError(f"model folder {model_id} does not exist; {what}")
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0"):
+        from huggingface_hub import try_to_load_from_cache
+
+        if not isinstance(try_to_load_from_cache(model_id, "config.json"), str):
+            raise ModelError(
+                f"--model {model_id} is neither a local folder nor in the hub cache, and HF_HUB_OFFLINE is set; "
+                f"{what}, or download it first"
+            )
 
 
 def load_model(

@@ -2,12 +2,14 @@
 
 A setting comes from ``--method NAME`` (the method's defaults, setting name ``default``) or from a run config
 file (``--config evals/psa.toml``: a name, a method, ``[method_config]`` fields and ``[run]`` harness keys).
-CLI flags override ``[run]``. The run identity (``run_id``) hashes everything that changes the answers, so a
-rerun of the same command finds its records and a changed setting starts a fresh record file.
+CLI flags override ``[run]``. The run identity (``run_id``) hashes everything that changes the answers or which
+questions are asked (the method's resolved config, frame sampling, the split, ``--limit`` and the questions
+themselves), so a rerun of the same command finds its records and a changed setting starts a fresh record file.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -17,7 +19,18 @@ from typing import Any, Sequence
 from ..methods.config import RUN_KEYS, Setting, default_setting, load_setting
 from .frames import FrameSpec
 
-__all__ = ["Setting", "RUN_KEYS", "setting_from_config", "resolve_settings", "frame_spec", "run_identity", "slugify"]
+__all__ = [
+    "Setting",
+    "RUN_KEYS",
+    "setting_from_config",
+    "resolve_settings",
+    "method_settings",
+    "method_settings_text",
+    "questions_digest",
+    "frame_spec",
+    "run_identity",
+    "slugify",
+]
 
 #: Generated tokens per answer, as lmms-eval's Video-MME task.
 DEFAULT_MAX_NEW_TOKENS = 16
@@ -34,7 +47,7 @@ def resolve_settings(methods: Sequence[str] | None, configs: Sequence[str] | Non
     With both, every config's method must be among ``methods`` (``ValueError`` otherwise).
     """
     if configs:
-        settings = [load_setting(c) for c in configs]
+        settings = [_load(c) for c in configs]
         if methods:
             stray = [s.source for s in settings if s.method not in methods]
             if stray:
@@ -44,6 +57,37 @@ def resolve_settings(methods: Sequence[str] | None, configs: Sequence[str] | Non
                 )
         return settings
     return [default_setting(name) for name in (methods or ["psa"])]
+
+
+def _load(path: str) -> Setting:
+    try:
+        return load_setting(path)
+    except ValueError as exc:  # a bad field value: say which file holds it
+        raise ValueError(str(exc) if str(path) in str(exc) else f"config file {str(path)!r}: {exc}") from exc
+
+
+def method_settings(setting: Setting) -> dict[str, Any]:
+    """Every field of the setting's method config as it runs (defaults and preset resolved); ``{}`` for an
+    unpatched run (the model's own attention)."""
+    return {} if setting.unpatched else dataclasses.asdict(setting.config)
+
+
+def method_settings_text(setting: Setting) -> str:
+    """:func:`method_settings` as one leaderboard cell, ``k=v; ...`` (``unpatched`` for dense)."""
+    fields = method_settings(setting)
+    if not fields:
+        return "unpatched"
+
+    def text(value: Any) -> str:
+        return "/".join(map(text, value)) if isinstance(value, (list, tuple)) else str(value)
+
+    return "; ".join(f"{k}={text(v)}" for k, v in sorted(fields.items()))
+
+
+def questions_digest(question_ids: Sequence[str], content: Sequence[Any] = ()) -> str:
+    """A short hash of the questions a run asks (their ids and, optionally, their text), order included."""
+    payload = json.dumps([list(question_ids), list(content)], sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
 def frame_spec(run: dict[str, Any], overrides: dict[str, Any] | None = None) -> FrameSpec:
@@ -79,13 +123,20 @@ def run_identity(
     spec: FrameSpec,
     dtype: str,
     max_new_tokens: int,
+    questions: dict[str, Any] | None = None,
 ) -> tuple[str, dict[str, Any]]:
-    """``(run_id, identity)``: ``run_id`` names the run's record folder; ``identity`` is what it hashes."""
+    """``(run_id, identity)``: ``run_id`` names the run's record folder; ``identity`` is what it hashes.
+
+    ``questions`` says which questions are asked (split, limit, a digest of the selected questions): runs that
+    ask different questions never share a record file.
+    """
     identity = {
         "bench": bench,
         "model": model,
         "method": setting.method,
         "method_config": setting.method_config,
+        "method_settings": method_settings(setting),
+        "questions": questions or {},
         "frames": spec.to_dict(),
         "dtype": dtype,
         "max_new_tokens": max_new_tokens,

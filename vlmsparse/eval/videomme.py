@@ -111,14 +111,23 @@ def read_parquet(path: str | Path) -> list[Question]:
     """Questions from a local parquet file with the published columns."""
     import pyarrow.parquet as pq
 
-    table = pq.read_table(path)
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:  # pyarrow's errors for a file that is not parquet, or is cut short
+        raise ValueError(
+            f"{path} cannot be read as a parquet file ({type(exc).__name__}: {str(exc).strip()[:200]}); "
+            "pass the Video-MME question table (videomme/test-00000-of-00001.parquet)"
+        ) from exc
     missing = [c for c in COLUMNS if c not in table.column_names and c != "url"]
     if missing:
         raise ValueError(
             f"{path} lacks Video-MME columns {missing}; it has {table.column_names}. "
             f"Pass the question table as distributed (videomme/test-00000-of-00001.parquet)."
         )
-    return _rows_to_questions(table.to_pylist())
+    try:
+        return _rows_to_questions(table.to_pylist())
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from exc
 
 
 def load_from_hub(dataset: str = HUB_DATASET, config: str = HUB_CONFIG, split: str = HUB_SPLIT) -> list[Question]:

@@ -34,6 +34,7 @@ __all__ = [
     "run_config_model_args",
     "effective_model_args",
     "base_model_defaults",
+    "check_frame_args",
 ]
 
 #: The plugin's own keys.
@@ -242,4 +243,22 @@ def effective_model_args(kwargs: dict[str, Any], model_cls: type) -> tuple[dict[
         from_run, left_out = run_config_model_args(sparse.setting.run, base)
         base.update(from_run)
     base.setdefault("pretrained", DEFAULT_PRETRAINED)
+    check_frame_args(base)
     return base, sparse, left_out
+
+
+def check_frame_args(base: dict[str, Any]) -> None:
+    """``ValueError`` naming the bad one unless the frame arguments (``max_num_frames``, ``fps``,
+    ``min_pixels``, ``max_pixels``) are positive numbers, ``min_pixels <= max_pixels``."""
+    import math
+
+    for key in ("max_num_frames", "min_pixels", "max_pixels"):
+        value = base.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"{key} must be an integer >= 1, got {value!r}")
+    fps = base.get("fps")
+    if fps is not None and (isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0 < fps < math.inf):
+        raise ValueError(f"fps must be a number > 0, got {fps!r}")
+    lo, hi = base.get("min_pixels"), base.get("max_pixels")
+    if lo is not None and hi is not None and lo > hi:
+        raise ValueError(f"min_pixels ({lo}) must be <= max_pixels ({hi})")

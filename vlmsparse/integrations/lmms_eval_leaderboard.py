@@ -113,7 +113,7 @@ def leaderboard_row(run: LmmsEvalRun) -> dict[str, Any]:
     """The leaderboard row (a :class:`~vlmsparse.eval.leaderboard.LeaderboardRow`) of an lmms-eval run of
     ``vlmsparse_qwen2_5_vl``."""
     from vlmsparse.eval.runner import project_version
-    from vlmsparse.eval.settings import slugify
+    from vlmsparse.eval.settings import method_settings_text, slugify
 
     config = run.results.get("config", {})
     model_args = run.model_args
@@ -155,10 +155,12 @@ def leaderboard_row(run: LmmsEvalRun) -> dict[str, Any]:
         method=sparse.method,
         setting=setting.name,
         config=setting.config_summary(),
+        method_settings=method_settings_text(setting),
         split=TASK_SPLITS.get(run.task, run.task),
         limit="" if limit is None else limit,
         frames="" if fps is not None else base.get("max_num_frames", ""),
         fps="" if fps is None else fps,
+        min_pixels=base.get("min_pixels", ""),
         max_pixels=base.get("max_pixels", ""),
         total_pixels="",
         dtype="bfloat16",  # lmms-eval's Qwen2.5-VL always loads bfloat16 weights
@@ -195,9 +197,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--task", default="videomme", help="the lmms-eval task of the run (default: videomme)")
     parser.add_argument("--csv", default="results/videomme.csv", help="leaderboard CSV (default: results/videomme.csv)")
     args = parser.parse_args(argv)
+    from vlmsparse.eval.errors import HarnessError
+
     try:
         row = append_lmms_eval_row(args.csv, args.path, args.task)
-    except ValueError as exc:
+    except (ValueError, HarnessError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     shown = {k: row[k] for k in ("model", "method", "setting", "acc_overall", "sparsity", "run_id")}

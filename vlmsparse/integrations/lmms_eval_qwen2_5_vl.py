@@ -48,8 +48,14 @@ class Qwen2_5_VLSparse(_LmmsQwen2_5_VL):
                 "Check with: python -c 'import qwen_vl_utils'"
             )
         import vlmsparse
+        from vlmsparse.eval.errors import ModelError
+        from vlmsparse.eval.model_io import check_model_source
 
         method = sparse.setting.build_method()
+        try:  # an empty or missing model folder: say so before lmms-eval tries to load it
+            check_model_source(str(base["pretrained"]))
+        except ModelError as exc:
+            raise ValueError(str(exc).replace("--model", "pretrained=")) from None
         if left_out:
             eval_logger.warning(
                 f"vlmsparse: [run] keys {left_out} of {sparse.config_file} have no lmms-eval model argument and are "

@@ -45,8 +45,11 @@ def pyramid_attention_ref(
 
     ``row_chunk`` bounds memory: query rows are processed that many at a time. ``compute_dtype`` is float64 for
     the definition; float32 is the same maths, faster (the CPU fidelity sweep uses it).
+
+    A NaN in q, k or v makes exactly the rows that use it NaN (a key at level 1 or in a pooled group or the tail
+    key a row attends to); a row with nothing to attend is zero.
     """
-    check_attention_args(q, k, v, levels, block_m, block_n)
+    check_attention_args(q, k, v, levels, block_m, block_n, sm_scale=sm_scale)
     b, hq, lq, d = q.shape
     hkv, lk = k.shape[1], k.shape[2]
     group = hq // hkv
@@ -56,6 +59,10 @@ def pyramid_attention_ref(
     qf = q.to(compute_dtype)
     kf = k.to(compute_dtype).repeat_interleave(group, dim=1)  # the reference may repeat K/V; the kernel never does
     vf = v.to(compute_dtype).repeat_interleave(group, dim=1)
+    # Weighted sums below multiply unused keys by 0, and 0 * NaN would spread a NaN to every row: sum over
+    # finite copies and mark the rows that give weight to a non-finite key or value as NaN instead.
+    k_bad = ~torch.isfinite(kf).all(-1)  # [B, H, Lk]
+    v_bad = ~torch.isfinite(vf).all(-1)
     lv = levels.long()
     if lv.shape[1] != hq:
         lv = lv.repeat_interleave(group, dim=1)
@@ -98,20 +105,27 @@ def pyramid_attention_ref(
         if tail:
             skipped = (eff[..., key_block] == 0) & visible  # [B, H, R, Lk]
             n = skipped.sum(-1, keepdim=True).to(compute_dtype)  # [B, H, R, 1]
-            k_tail = torch.einsum("bhrj,bhjd->bhrd", skipped.to(compute_dtype), kf) / n.clamp(min=1)
-            v_tail = torch.einsum("bhrj,bhjd->bhrd", skipped.to(compute_dtype), vf) / n.clamp(min=1)
+            sk = skipped.to(compute_dtype)
+            k_tail = torch.einsum("bhrj,bhjd->bhrd", sk, kf.nan_to_num(0.0, 0.0, 0.0)) / n.clamp(min=1)
+            v_tail = torch.einsum("bhrj,bhjd->bhrd", sk, vf.nan_to_num(0.0, 0.0, 0.0)) / n.clamp(min=1)
+            k_tail = k_tail.masked_fill((skipped & k_bad[:, :, None]).any(-1, keepdim=True), float("nan"))
+            v_tail = v_tail.masked_fill((skipped & v_bad[:, :, None]).any(-1, keepdim=True), float("nan"))
             s_tail = (qr * k_tail).sum(-1, keepdim=True) * scale + torch.log(n.clamp(min=1))
             logits.append(s_tail.masked_fill(n == 0, float("-inf")))
         s_all = torch.cat(logits, dim=-1)
-        m = s_all.amax(-1, keepdim=True)
+        m = s_all.amax(-1, keepdim=True)  # NaN where a used logit is NaN: the row stays NaN
         m = torch.where(torch.isinf(m), torch.zeros_like(m), m)
         w = torch.exp(s_all - m)  # exp(-inf) = 0 for unused keys
         denom = w.sum(-1, keepdim=True)
-        o = sum(
-            torch.einsum("bhrg,bhgd->bhrd", w_p, v_p)
-            for w_p, v_p in zip(torch.split(w[..., : w.shape[-1] - (1 if tail else 0)], [x.shape[-2] for x in values], -1), values)
-        )
+        o = torch.zeros_like(qr)
+        used_bad = torch.zeros(*qr.shape[:-1], 1, dtype=torch.bool, device=q.device)
+        w_keys = torch.split(w[..., : w.shape[-1] - (1 if tail else 0)], [x.shape[-2] for x in values], -1)
+        for w_p, v_p in zip(w_keys, values):
+            bad = ~torch.isfinite(v_p).all(-1)  # [B, H, G]
+            o = o + torch.einsum("bhrg,bhgd->bhrd", w_p, v_p.nan_to_num(0.0, 0.0, 0.0))
+            used_bad |= ((w_p > 0) & bad[:, :, None]).any(-1, keepdim=True)
         if tail:
             o = o + w[..., -1:] * v_tail
-        out[:, :, rows] = torch.where(denom > 0, o / denom.clamp(min=torch.finfo(compute_dtype).tiny), torch.zeros_like(o))
+        o = o.masked_fill(used_bad, float("nan"))
+        out[:, :, rows] = torch.where(denom == 0, torch.zeros_like(o), o / denom)
     return out.to(q.dtype)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 
 import torch
@@ -29,8 +30,15 @@ def check_attention_args(
     block_m: int,
     block_n: int,
     check_values: bool = True,
+    *,
+    sm_scale: float | None = None,
 ) -> None:
-    """Raise ``ValueError`` unless the arguments fit the pyramid attention contract."""
+    """Raise ``ValueError`` unless the arguments fit the pyramid attention contract.
+
+    Only cheap checks (shapes, dtypes, devices, scalars; level values unless ``check_values=False``). Tensor
+    values are not checked for NaN or infinity: that would cost a pass over q, k, v and a host sync per call.
+    A NaN in q, k or v comes out as NaN in every row that uses it, in the kernel and in the reference alike.
+    """
     for name, t in (("q", q), ("k", k), ("v", v)):
         if not isinstance(t, torch.Tensor):
             raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
@@ -48,6 +56,10 @@ def check_attention_args(
         raise ValueError(f"k and v must have the same shape, got {tuple(k.shape)} and {tuple(v.shape)}")
     b, hq, lq, d = q.shape
     bk, hkv, lk, dk = k.shape
+    if b < 1:
+        raise ValueError(f"q has batch 0 (shape {tuple(q.shape)}); call with at least one sample")
+    if hq < 1 or hkv < 1:
+        raise ValueError(f"q and k need at least one head, got shapes {tuple(q.shape)} and {tuple(k.shape)}")
     if bk != b:
         raise ValueError(f"k has batch {bk} but q has batch {b}")
     if dk != d:
@@ -58,6 +70,10 @@ def check_attention_args(
         raise ValueError(f"q heads ({hq}) must be a multiple of k/v heads ({hkv}) for grouped-query attention")
     if lq < 1 or lq > lk:
         raise ValueError(f"need 1 <= Lq <= Lk (queries are the last Lq positions), got Lq={lq}, Lk={lk}")
+    if sm_scale is not None and (
+        isinstance(sm_scale, bool) or not isinstance(sm_scale, (int, float)) or not math.isfinite(sm_scale)
+    ):
+        raise ValueError(f"sm_scale must be a finite number (or None for 1/sqrt(head_dim)), got {sm_scale!r}")
     for name, bs in (("block_m", block_m), ("block_n", block_n)):
         if bs not in VALID_BLOCK_SIZES:
             raise ValueError(f"{name} must be one of {VALID_BLOCK_SIZES}, got {bs}")

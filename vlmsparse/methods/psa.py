@@ -42,6 +42,8 @@ group's importance shares before selection).
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
 
 import torch
@@ -62,10 +64,10 @@ PSA_LEVELS = (1, 2, 4, 8)
 
 
 def _as_floats(name: str, value, n: int) -> tuple[float, ...]:
-    try:
-        out = tuple(float(x) for x in value)
-    except TypeError:
-        raise ValueError(f"{name} must be a list of {n} numbers, got {value!r}") from None
+    items = None if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__") else list(value)
+    if items is None or not all(isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x) for x in items):
+        raise ValueError(f"{name} must be a list of {n} numbers, got {value!r}")
+    out = tuple(float(x) for x in items)
     if len(out) != n:
         raise ValueError(f"{name} must have {n} entries, got {len(out)}: {out}")
     return out
