@@ -159,6 +159,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .run import CalibrationSpec, calibrate, check_spec
 
     try:
+        if args.method is not None:
+            from .knobs import knob_for
+
+            knob_for(args.method)  # a method without a knob (dense) fails before anything else
         method, fields, run, name = _base_setting(args)
         spec = CalibrationSpec(
             method=method, samples=args.samples, target_sparsity=args.target_sparsity,
