@@ -79,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--dtype", default=None, help="model / synthetic dtype (default bfloat16 on GPU, float32 on CPU)")
     model.add_argument("--device-map", default=None, help="transformers device_map (default auto on GPU)")
     model.add_argument("--attn-implementation", default="sdpa")
+    model.add_argument("--bench-option", action="append", default=[], metavar="KEY=VALUE",
+                       help="another option of the benchmark (a field of vlmsparse.eval's options), e.g. seed=3")
     syn = p.add_argument_group("synthetic source (--bench synthetic)")
     syn.add_argument("--layers", type=int, default=8, help="synthetic layers (default 8)")
     syn.add_argument("--tokens", type=_shape, default=(4, 8, 8), help="visual grid FRAMESxHEIGHTxWIDTH (default 4x8x8)")
@@ -118,6 +120,20 @@ def _synthetic_source(args):
                            device=args.device, dtype=dtype, seed=args.seed)
 
 
+def _option_value(text: str):
+    """``true``/``false``, an int, a float, a comma list of those, else the text."""
+    if "," in text:
+        return [_option_value(t) for t in text.split(",")]
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
 def _model_source(args, run: dict, needed: int):
     import torch
 
@@ -139,6 +155,11 @@ def _model_source(args, run: dict, needed: int):
     model_id = resolve_model(args.model or DEFAULT_MODEL)
     opts = EvalOptions(model=model_id, split=split, data_dir=args.data_dir, metadata=args.metadata, **frames,
                        dtype=args.dtype or "bfloat16", progress=False)
+    for item in args.bench_option:
+        key, sep, value = item.partition("=")
+        if not sep or not hasattr(opts, key):
+            raise ValueError(f"--bench-option {item!r}: expected KEY=VALUE with KEY an option of vlmsparse.eval")
+        setattr(opts, key, _option_value(value))
     samples = bench.samples(opts)
     if len(samples) < needed:
         raise ValueError(

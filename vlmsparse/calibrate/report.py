@@ -330,7 +330,7 @@ def _plot(cal: Calibration, path: Path) -> None:
         ax.plot(sp[layer], e[layer], "-", color=cmap(layer / max(1, cal.num_layers - 1)), lw=1)
         ax.plot(view["calibrated_sparsity"][layer], view["calibrated_error"][layer], "o",
                 color=cmap(layer / max(1, cal.num_layers - 1)))
-    ax.set(xlabel="layer sparsity", ylabel="relative L2 error", yscale="log",
+    ax.set(xlabel="layer sparsity", ylabel="relative L2 error",
            title=f"per-layer error curves over {cal.knob.name} (dots: chosen)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
