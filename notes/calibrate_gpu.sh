@@ -23,7 +23,7 @@ python -m vlmsparse.calibrate "${SYN[@]}" --method xattention --target-sparsity 
 python -m vlmsparse.calibrate "${SYN[@]}" --config "$OUT/sparge-nosim.toml" --target-sparsity 0.37 \
     --out "$OUT/synthetic-sparge" > "$OUT/synthetic-sparge.log"
 
-if python -c "import vlmsparse.testbed" 2>/dev/null && python -c "from vlmsparse.eval.registry import get_benchmark as g; assert g('vniah').samples" 2>/dev/null; then
+if python -c "import vlmsparse.testbed" 2>/dev/null && python -c "from vlmsparse.eval.benchmarks import get_benchmark as g; assert g('vniah').samples" 2>/dev/null; then
     # vniah's own options (generated haystacks, seeds, lengths) go through --bench-option KEY=VALUE if it needs them
     python -m vlmsparse.calibrate --model testbed --bench vniah --bench-option generate=true --method psa \
         --samples 8 --holdout 4 --target-sparsity 0.65 --compare evals/psa-videomme-065.toml --no-progress \
