@@ -141,7 +141,7 @@ def test_harness_setting_and_lmms_arguments_carry_the_layers(tmp_path):
     path = _layered(tmp_path)
     setting = resolve_settings(None, [str(path)])[0]
     assert "per-layer settings for 2 of 2 layers" in setting.config_summary()
-    planners = setting.planners()
+    planners = setting.build_planners()
     assert planners.for_layer(1).config.thresholds == (0.2, 0.3, 0.4, 0.4) and planners.num_layers == 2
     plain = resolve_settings(None, [str(_write(tmp_path, f'name = "per-layer"\nmethod = "psa"\n[method_config]\n{SMALL}', "p.toml"))])[0]
     ids = {run_identity(bench="videomme", model="m", setting=s, spec=frame_spec({}), dtype="bfloat16", max_new_tokens=16)[0]
@@ -149,4 +149,8 @@ def test_harness_setting_and_lmms_arguments_carry_the_layers(tmp_path):
     assert len(ids) == 2  # another per-layer setting is another run
     _, sparse = split_model_args({"pretrained": "/m", "config_file": str(path)}, ["pretrained"])
     assert sparse.planners().for_layer(0).config.thresholds == (1.0, 1.0, 1.0, 1.0)
-    assert sparse.layer_overrides()[1] == 2
+    assert sparse.setting.num_layers == 2
+    # a keyword field applies to every layer, over the file's per-layer values
+    _, sparse = split_model_args({"pretrained": "/m", "config_file": str(path), "thresholds": [0.5, 0.6, 0.7, 0.7]},
+                                 ["pretrained"])
+    assert {sparse.planners().for_layer(i).config.thresholds for i in (0, 1)} == {(0.5, 0.6, 0.7, 0.7)}
