@@ -8,17 +8,20 @@ from typing import Callable
 
 @dataclass(frozen=True)
 class Benchmark:
-    """A benchmark: its name, its splits (the first is the default) and its run function."""
+    """A benchmark: its name, its splits (the first is the default), its run function and, where it has them,
+    its model inputs without scoring (``samples``; see :mod:`vlmsparse.eval.samples`)."""
 
     name: str
     splits: tuple[str, ...]
     default_split: str
     run: Callable  # (EvalOptions) -> list[dict] leaderboard rows
     description: str = ""
+    samples: Callable | None = None  # (EvalOptions) -> list[PromptSample]
 
 
 def _videomme() -> Benchmark:
     from .runner import run_videomme
+    from .samples import videomme_samples
     from .videomme import SPLITS
 
     return Benchmark(
@@ -27,6 +30,7 @@ def _videomme() -> Benchmark:
         default_split="all",
         run=run_videomme,
         description="Video-MME without subtitles: 2700 four-option questions on 900 videos, short/medium/long",
+        samples=videomme_samples,
     )
 
 

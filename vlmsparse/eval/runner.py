@@ -130,7 +130,7 @@ def apply_method(model, setting: Setting) -> Iterator[object | None]:
         return
     import vlmsparse
 
-    handle = vlmsparse.patch(model, setting.build_method())
+    handle = vlmsparse.patch(model, setting.build_planners())
     try:
         yield handle
     finally:

@@ -138,6 +138,10 @@ def run_identity(
         "method_settings": method_settings(setting),
         "questions": questions or {},
         "frames": spec.to_dict(),
+        **(
+            {"num_layers": setting.num_layers, "layer_overrides": [o.to_dict() for o in setting.layer_overrides]}
+            if setting.layer_overrides else {}
+        ),
         "dtype": dtype,
         "max_new_tokens": max_new_tokens,
         "protocol": PROTOCOL_VERSION,

@@ -71,6 +71,10 @@ class SparseArgs:
         """The config fields set for this run: the config file's ``[method_config]``, then the overrides."""
         return dict(self.setting.method_config)
 
+    def planners(self):
+        """Every decoder layer's planner (per-layer settings of the config file included)."""
+        return self.setting.build_planners()
+
     def setting_name(self) -> str:
         """The setting name a leaderboard row shows: the config file's ``name``, else ``default``."""
         return self.setting.name

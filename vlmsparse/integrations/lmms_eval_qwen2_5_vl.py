@@ -6,7 +6,8 @@ Everything lmms-eval's ``qwen2_5_vl`` model does stays as it is (loading, prompt
 1. takes ``method=``, ``config_file=``, ``timing=`` and the method's config fields through ``--model_args``
    (see :mod:`vlmsparse.integrations.lmms_eval_args`) and builds the method before loading the model, so a
    typo fails at once;
-2. calls ``vlmsparse.patch(self.model, method)`` once the model is loaded (``dense``: left unpatched, the
+2. calls ``vlmsparse.patch(self.model, planners)`` once the model is loaded (per-layer settings of the
+   config file included; a config made for another layer count stops here) (``dense``: left unpatched, the
    full-attention baseline, as ``vlmsparse.eval`` runs it);
 3. records each request's achieved sparsity into lmms-eval's logged samples (``token_counts[0]["vlmsparse"]``,
    see :mod:`vlmsparse.integrations.lmms_eval_recording`) and, at the end of the run, logs a summary and adds it
@@ -51,7 +52,7 @@ class Qwen2_5_VLSparse(_LmmsQwen2_5_VL):
         from vlmsparse.eval.errors import ModelError
         from vlmsparse.eval.model_io import check_model_source
 
-        method = sparse.setting.build_method()
+        planners = sparse.planners()
         try:  # an empty or missing model folder: say so before lmms-eval tries to load it
             check_model_source(str(base["pretrained"]))
         except ModelError as exc:
@@ -67,13 +68,13 @@ class Qwen2_5_VLSparse(_LmmsQwen2_5_VL):
         self.model_args_used: dict[str, Any] = dict(base)
         self._patch_handle = None
         if not sparse.setting.unpatched:
-            self._patch_handle = vlmsparse.patch(self.model, method, timing=sparse.timing)
+            self._patch_handle = vlmsparse.patch(self.model, planners, timing=sparse.timing)
         config = self.model.config
         visual_ids = [getattr(config, "image_token_id", None), getattr(config, "video_token_id", None)]
         self.sparsity_recorder = SparsityRecorder(sparse.method, self._patch_handle, visual_ids)
         eval_logger.info(
             f"vlmsparse: {base['pretrained']} with method {sparse.method!r} "
-            f"({'unpatched, full attention' if self._patch_handle is None else method.config})"
+            f"({'unpatched, full attention' if self._patch_handle is None else planners.describe()})"
         )
 
     @property

@@ -8,6 +8,8 @@ with levels {0, 1}). Text stays dense and visual tokens sparse, by the same layo
     method = get_method("psa", preset="videomme")    # a named preset
     method = get_method("xattention", threshold=0.95, config_file="evals/xattn.toml")
     plan = method.plan(q, k, visual)                 # Plan: levels [B, Hm, nQB, nKB] + block sizes
+    planners = get_planners("psa", config_file="calibrated.toml")   # per-layer settings of a run config
+    plan = planners.for_layer(3).plan(q, k, visual)
     out = pyramid_attention(q, k, v, plan.levels, **plan.kernel_kwargs())
     print(plan.sparsity().overall)
 """
@@ -20,9 +22,11 @@ from typing import Any
 
 from .base import BlockLayout, Method, MethodConfig, Plan, PlanSparsity
 from .config import RunConfig, Setting, build_config, default_setting, load_run_config, load_setting
+from .layers import LayerOverride, LayerPlanners
 
 __all__ = [
     "get_method",
+    "get_planners",
     "get_method_class",
     "available_methods",
     "registry",
@@ -37,6 +41,8 @@ __all__ = [
     "default_setting",
     "RunConfig",
     "load_run_config",
+    "LayerOverride",
+    "LayerPlanners",
 ]
 
 #: method name -> "module:ClassName" (imported on first use)
@@ -75,9 +81,19 @@ def get_method(name: str, *, config_file: str | Path | None = None, **overrides:
     """Build a planner: its defaults, then ``config_file`` (a run config TOML), then keyword overrides.
 
     Keywords are fields of the method's config dataclass, or ``preset="<name>"``. An unknown method, preset
-    or field raises ``ValueError`` listing what exists.
+    or field raises ``ValueError`` listing what exists. Per-layer settings of the file are not applied here (this
+    is the planner of the layers without one): :func:`get_planners` builds every layer's.
     """
     if config_file is not None:
         return load_setting(config_file, overrides, method=name).build_method()
     cls = get_method_class(name)
     return cls(build_config(cls, overrides))
+
+
+def get_planners(name: str, *, config_file: str | Path | None = None, **overrides: Any) -> LayerPlanners:
+    """Every decoder layer's planner: defaults, then ``config_file`` (its ``[method_config]`` and per-layer
+    ``[[layer_overrides]]``), then keyword overrides (applied to every layer). One planner per distinct setting.
+    """
+    if config_file is not None:
+        return load_setting(config_file, overrides, method=name).build_planners()
+    return default_setting(name, **overrides).build_planners()

@@ -11,6 +11,9 @@ A run config file names a setting and its method::
     frames = 64
 
 ``method_config`` may also hold ``preset = "<name>"`` to start from one of the method's named presets.
+Per-layer (and per-head) settings: ``num_layers = N`` and ``[[layer_overrides]]`` tables (see
+:mod:`vlmsparse.methods.layers`); a ``[calibration]`` table records how a calibrated config was made (read by
+people, not by the planners).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .base import Method, MethodConfig
+from .layers import LayerOverride, LayerPlanners, build_planners, parse_layer_overrides
 
 __all__ = [
     "Setting",
@@ -34,7 +38,7 @@ __all__ = [
     "build_config",
 ]
 
-_TOP_LEVEL_KEYS = ("name", "description", "method", "method_config", "run")
+_TOP_LEVEL_KEYS = ("name", "description", "method", "method_config", "run", "num_layers", "layer_overrides", "calibration")
 #: The method name whose runs (harness, lmms-eval model) leave the model unpatched: the full-attention baseline.
 UNPATCHED_METHOD = "dense"
 #: Keys a run config's ``[run]`` table may hold (frame sampling and generation length).
@@ -58,12 +62,17 @@ class Setting:
     run: dict[str, Any] = field(default_factory=dict)
     description: str = ""
     source: str = ""
+    #: per-layer settings (``[[layer_overrides]]``, fields checked) and the decoder layer count they were made for
+    layer_overrides: tuple[LayerOverride, ...] = ()
+    num_layers: int | None = None
 
     def config_summary(self) -> str:
         """Short text of the config fields set (``defaults`` when none), for the leaderboard."""
-        if not self.method_config:
-            return "defaults"
-        return "; ".join(f"{k}={_compact(v)}" for k, v in sorted(self.method_config.items()))
+        text = "; ".join(f"{k}={_compact(v)}" for k, v in sorted(self.method_config.items())) or "defaults"
+        if self.layer_overrides:
+            layers = len({layer for o in self.layer_overrides for layer in o.layers})
+            text += f"; per-layer settings for {layers} of {self.num_layers} layers"
+        return text
 
     @property
     def unpatched(self) -> bool:
@@ -78,12 +87,22 @@ class Setting:
 
         return get_method_class(self.method)(self.config)
 
+    def build_planners(self) -> LayerPlanners:
+        """Every decoder layer's planner (one per distinct setting); without per-layer settings, one planner."""
+        if not self.layer_overrides:
+            return LayerPlanners(self.build_method())
+        from . import get_method_class
+
+        return build_planners(get_method_class(self.method), [self.method_config], self.layer_overrides,
+                              self.num_layers, source=self.source or self.name)
+
     def with_fields(self, overrides: dict[str, Any]) -> "Setting":
         """This setting with more config fields (later wins); the config is rebuilt and checked once."""
         if not overrides:
             return self
         fields_ = {**self.method_config, **overrides}
-        return _make(self.name, self.method, fields_, self.run, self.description, self.source)
+        return _make(self.name, self.method, fields_, self.run, self.description, self.source,
+                     _without(self.layer_overrides, overrides), self.num_layers)
 
 
 #: The former name of :class:`Setting` (a run config file read into one).
@@ -98,13 +117,23 @@ def _compact(value: Any) -> str:
     return str(value)
 
 
+def _without(overrides: tuple[LayerOverride, ...], keys: dict[str, Any]) -> tuple[LayerOverride, ...]:
+    """Layer overrides less the fields set by keyword (keywords apply to every layer)."""
+    out = []
+    for o in overrides:
+        kept = {k: v for k, v in o.fields.items() if k not in keys}
+        out.append(LayerOverride(layers=o.layers, fields=kept, heads=o.heads))
+    return tuple(out)
+
+
 def _make(name: str, method: str, fields_: dict[str, Any], run: dict[str, Any], description: str,
-          source: str) -> Setting:
+          source: str, layer_overrides: tuple[LayerOverride, ...] = (), num_layers: int | None = None) -> Setting:
     from . import get_method_class  # late import: the registry imports this module
 
     config = build_config(get_method_class(method), fields_)  # unknown method, field or value: ValueError here
     return Setting(name=name, method=method, config=config, method_config=dict(fields_), run=dict(run),
-                   description=description, source=source)
+                   description=description, source=source, layer_overrides=tuple(layer_overrides),
+                   num_layers=num_layers)
 
 
 def default_setting(method: str, **fields_: Any) -> Setting:
@@ -127,7 +156,7 @@ def read_run_file(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"config file {str(path)!r} has unknown keys {unknown}; allowed: {list(_TOP_LEVEL_KEYS)}")
     if "method" not in data:
         raise ValueError(f"config file {str(path)!r} must set method = \"<name>\"")
-    for key in ("method_config", "run"):
+    for key in ("method_config", "run", "calibration"):
         if not isinstance(data.get(key, {}), dict):
             raise ValueError(f"config file {str(path)!r}: [{key}] must be a table")
     unknown = sorted(set(data.get("run", {})) - set(RUN_KEYS))
@@ -138,9 +167,15 @@ def read_run_file(path: str | Path) -> dict[str, Any]:
 
 def setting_from_run_file(data: dict[str, Any], overrides: dict[str, Any] | None = None) -> Setting:
     """The setting of a file read by :func:`read_run_file`, ``overrides`` beating its ``[method_config]``."""
+    from . import get_method_class
+
     fields_ = {**data.get("method_config", {}), **(overrides or {})}
+    num_layers, layers = parse_layer_overrides(
+        data.get("layer_overrides"), data.get("num_layers"), get_method_class(data["method"]), fields_,
+        f"config file {data['source']!r}",
+    )
     return _make(data["name"], data["method"], fields_, dict(data.get("run", {})), str(data.get("description", "")),
-                 data["source"])
+                 data["source"], _without(tuple(layers), overrides or {}), num_layers)
 
 
 def load_setting(path: str | Path, overrides: dict[str, Any] | None = None, *, method: str | None = None) -> Setting:

@@ -1,6 +1,7 @@
 """The model side: ``vlmsparse.patch`` for a loaded Hugging Face VLM.
 
 - ``patcher``: ``patch(model, method, ...)`` -> ``PatchHandle`` (``stats``, ``unpatch()``, context manager);
+  ``observe(model, callback)``: each layer's prefill q/k/v to a callback, the model's own attention unchanged;
 - ``attention``: the function registered with transformers' ``AttentionInterface`` (sparse prefill, dense rest);
 - ``layout``: which positions are visual / padding, read from ``input_ids`` at each forward;
 - ``stats``: achieved sparsity and time;
@@ -10,11 +11,11 @@
 
 from __future__ import annotations
 
-__all__ = ["patch", "PatchHandle", "PatchStats", "supported_families", "load_processor"]
+__all__ = ["patch", "observe", "PatchHandle", "PatchStats", "supported_families", "load_processor"]
 
 
 def __getattr__(name: str):
-    if name in ("patch", "PatchHandle"):
+    if name in ("patch", "observe", "PatchHandle"):
         from . import patcher
 
         return getattr(patcher, name)

@@ -7,12 +7,16 @@ registered under the same name is the original one's, so the model builds the ma
 Per call (one decoder layer), with ``q [B, Hq, Lq, D]`` and ``k, v [B, Hkv, Lk, D]`` (queries are the last
 ``Lq`` of the ``Lk`` positions):
 
-- prefill (``Lq > 1``) with visual tokens among the keys: ``method.plan(q, k, visual)`` then
+- prefill (``Lq > 1``) with visual tokens among the keys: ``planners.for_layer(module.layer_idx).plan(q, k,
+  visual)`` (one planner per distinct per-layer setting; see ``vlmsparse.methods.layers``) then
   ``vlmsparse.kernels.pyramid_attention`` (the Triton kernel on CUDA, or on CPU under ``TRITON_INTERPRET=1``;
   otherwise the plain-PyTorch reference, said once in the log). Padded samples are served one by one on their
   unpadded slice, so padding is never attended.
 - everything else (decode steps, text-only prompts, training with dropout, sliding windows, a layout that could
   not be read, non-contiguous padding) goes to the original implementation untouched; why is logged once.
+
+An *observer* patch (``vlmsparse.model.observe``) plans nothing: each decoder layer's prefill ``q, k, v`` and
+token layout are handed to a callback, then the original implementation runs (calibration profiles layers so).
 """
 
 from __future__ import annotations
@@ -30,13 +34,16 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from vlmsparse.kernels import pyramid_attention
 from vlmsparse.kernels.reference import pyramid_attention_ref
 from vlmsparse.kernels.validation import triton_can_run
-from vlmsparse.methods import Method, PlanSparsity
+from vlmsparse.methods import LayerPlanners, Method, PlanSparsity
 
 from .families import ModelFamily
 from .layout import LayoutTracker
 from .stats import PatchStats
 
-__all__ = ["NAME_PREFIX", "implementation_name", "original_implementation", "PatchState", "sparse_attention_forward"]
+__all__ = [
+    "NAME_PREFIX", "implementation_name", "original_implementation", "PatchState", "PrefillAttention",
+    "sparse_attention_forward",
+]
 
 logger = logging.getLogger("vlmsparse")
 
@@ -91,16 +98,39 @@ def _sync(device: torch.device) -> None:
 
 
 @dataclass
+class PrefillAttention:
+    """One decoder layer's prefill attention inputs, as an observer gets them (batch 1, no padding).
+
+    ``q [1, Hq, Lq, D]``, ``k, v [1, Hkv, Lk, D]`` (after rotary embedding), ``visual`` bool ``[1, Lk]``,
+    ``scaling`` the softmax scale the model uses (None: ``1 / sqrt(D)``).
+    """
+
+    layer: int
+    q: torch.Tensor
+    k: torch.Tensor
+    v: torch.Tensor
+    visual: torch.Tensor
+    scaling: float | None
+
+
+@dataclass
 class PatchState:
     """Everything the attention function needs for one patched model."""
 
-    method: Method
+    planners: LayerPlanners
     family: ModelFamily
     original: str
     dense_fn: Callable
     tracker: LayoutTracker
     stats: PatchStats
+    #: set for an observer patch: called with each layer's PrefillAttention, then the original attention runs
+    observer: Callable[[PrefillAttention], None] | None = None
     _said: set[str] = field(default_factory=set)
+
+    @property
+    def method(self) -> Method:
+        """The planner of the layers without a setting of their own."""
+        return self.planners.default
 
     def say_once(self, key: str, message: str) -> None:
         if key not in self._said:
@@ -134,12 +164,12 @@ class PatchState:
         )
         return pyramid_attention_ref(q, k, v, plan.levels, **kwargs)
 
-    def _plan_and_run(self, q, k, v, visual, scaling):
+    def _plan_and_run(self, q, k, v, visual, scaling, layer: int):
         timing = self.stats.timing
         if timing:
             _sync(q.device)
             t0 = time.perf_counter()
-        plan = self.method.plan(q, k, visual)
+        plan = self.planners.for_layer(layer).plan(q, k, visual)
         if timing:
             _sync(q.device)
             t1 = time.perf_counter()
@@ -152,8 +182,9 @@ class PatchState:
     def sparse(self, module, query, key, value, visual, valid, scaling):
         """Sparse prefill of one layer; returns ``[B, Lq, Hq, D]`` or None when a sample cannot be served."""
         lq, lk = query.shape[2], key.shape[2]
+        layer = int(module.layer_idx)
         if valid is None:
-            out, s = self._plan_and_run(query, key, value, visual, scaling)
+            out, s = self._plan_and_run(query, key, value, visual, scaling, layer)
         else:
             out = torch.zeros_like(query)
             parts = []
@@ -169,11 +200,11 @@ class PatchState:
                     return None  # no real query in this sample
                 qs = query[b : b + 1, :, q_start - (lk - lq) : end - (lk - lq)]
                 ks, vs = key[b : b + 1, :, start:end], value[b : b + 1, :, start:end]
-                o, s_b = self._plan_and_run(qs, ks, vs, visual[b : b + 1, start:end], scaling)
+                o, s_b = self._plan_and_run(qs, ks, vs, visual[b : b + 1, start:end], scaling, layer)
                 out[b : b + 1, :, q_start - (lk - lq) : end - (lk - lq)] = o
                 parts.append(s_b)
             s = PlanSparsity(*(torch.cat([getattr(p, f) for p in parts]) for f in ("cost", "blocks", "visual_cost", "visual_blocks")))
-        self.stats.record(self.tracker.forward_index, int(module.layer_idx), s)
+        self.stats.record(self.tracker.forward_index, layer, s)
         return out.transpose(1, 2).contiguous()
 
     # -- dispatch --------------------------------------------------------------------------------------
@@ -203,6 +234,11 @@ class PatchState:
         visual = layout.visual.to(query.device)
         valid = None if layout.valid is None else layout.valid.to(query.device)
         scale = float(scaling) if scaling is not None else None
+        if self.observer is not None:
+            if valid is not None or query.shape[0] != 1:
+                return self.dense(module, query, key, value, attention_mask, "observing a padded or batched prefill", **dense_kwargs)
+            self.observer(PrefillAttention(int(module.layer_idx), query, key, value, visual, scale))
+            return self.dense(module, query, key, value, attention_mask, None, **dense_kwargs)
         out = self.sparse(module, query, key, value, visual, valid, scale)
         if out is None:
             return self.dense(module, query, key, value, attention_mask, "padding that is not a contiguous run per sample", **dense_kwargs)

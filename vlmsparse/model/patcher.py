@@ -9,11 +9,16 @@ on the model reads the token layout from ``input_ids``. No model code is copied 
     model.generate(**inputs)
     print(handle.stats.summary())
     handle.unpatch()                                  # or: with vlmsparse.patch(model, ...): ...
+
+A run config with per-layer settings (``config_file="calibrated.toml"``, see ``vlmsparse.methods.layers``) gives
+each decoder layer its own planner; ``observe(model, callback)`` hands each layer's prefill q/k/v to a callback
+and changes nothing (calibration profiles layers through it).
 """
 
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +26,12 @@ import torch
 from transformers import PreTrainedModel
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-from vlmsparse.methods import Method, get_method
+from vlmsparse.methods import LayerPlanners, Method, get_method_class, get_planners
 
 from .attention import (
     _STATES,
     PatchState,
+    PrefillAttention,
     original_implementation,
     register_implementation,
     unregister_implementation,
@@ -34,7 +40,7 @@ from .families import ModelFamily, family_for_model
 from .layout import LayoutTracker
 from .stats import PatchStats
 
-__all__ = ["patch", "PatchHandle", "active_handle"]
+__all__ = ["patch", "observe", "PatchHandle", "active_handle"]
 
 #: id(text config) -> the active handle of that model
 _HANDLES: dict[int, "PatchHandle"] = {}
@@ -86,8 +92,14 @@ class PatchHandle:
     # -- what users read -------------------------------------------------------------------------------
     @property
     def method(self) -> Method:
-        """The planner in use (``handle.method.config`` holds its settings)."""
+        """The planner in use (``handle.method.config`` holds its settings); with per-layer settings, the planner
+        of the layers without their own (``handle.planners`` has every layer's)."""
         return self._state.method
+
+    @property
+    def planners(self) -> LayerPlanners:
+        """Every decoder layer's planner (``planners.for_layer(i)``)."""
+        return self._state.planners
 
     @property
     def stats(self) -> PatchStats:
@@ -168,8 +180,11 @@ def patch(
     Args:
         model: a loaded ``Qwen2_5_VLForConditionalGeneration`` / ``Qwen2VLForConditionalGeneration`` (or their
             base ``*Model``).
-        method: a method name (``vlmsparse.methods.available_methods()``) or a built ``Method``.
-        config_file: a run config TOML (``evals/*.toml``) whose ``[method_config]`` sets the method's fields.
+        method: a method name (``vlmsparse.methods.available_methods()``), a built ``Method``, or built
+            ``LayerPlanners`` (``vlmsparse.methods.get_planners``).
+        config_file: a run config TOML (``evals/*.toml``) whose ``[method_config]`` sets the method's fields and
+            whose ``[[layer_overrides]]`` (if any) set some layers' own; a config made for another decoder layer
+            count raises ``ValueError``.
         timing: measure planning and attention time (synchronises the device around them).
         config: fields of the method's config (override the file), e.g. ``block_m=64, thresholds=[...]``.
 
@@ -192,15 +207,37 @@ def patch(
             f"{type(text_model).__name__} does not dispatch attention through transformers' AttentionInterface; "
             f"supported families: {sorted([family.name])}"
         )
-    if isinstance(method, Method):
+    if isinstance(method, (Method, LayerPlanners)):
         if config_file is not None or config:
             raise ValueError("pass either a built Method or a method name with config, not both")
-        method_obj = method
+        planners = method if isinstance(method, LayerPlanners) else LayerPlanners(method)
     elif isinstance(method, str):
-        method_obj = get_method(method, config_file=config_file, **config)
+        planners = get_planners(method, config_file=config_file, **config)
     else:
         raise ValueError(f"method must be a method name or a vlmsparse Method, got {type(method).__name__}")
+    planners.check_model(len(layers), text_config.num_attention_heads, text_config.num_key_value_heads)
+    return _install(model, family, planners, timing=bool(timing))
 
+
+def observe(model: torch.nn.Module, observer: Callable[[PrefillAttention], None]) -> PatchHandle:
+    """Hand each decoder layer's prefill ``q, k, v`` and token layout to ``observer``; the model's own attention
+    still computes everything (outputs unchanged). Batch 1, unpadded prefills only; returns a handle to undo it."""
+    family = family_for_model(model)
+    if not list(family.attention_modules(model)):
+        raise ValueError(f"{type(model).__name__} has no decoder attention module to observe")
+    dense = LayerPlanners(get_method_class("dense")())
+    return _install(model, family, dense, timing=False, observer=observer)
+
+
+def _install(
+    model: torch.nn.Module,
+    family: ModelFamily,
+    planners: LayerPlanners,
+    *,
+    timing: bool,
+    observer: Callable[[PrefillAttention], None] | None = None,
+) -> PatchHandle:
+    text_config = family.text_config(model.config)
     key = id(text_config)
     if (previous := _HANDLES.get(key)) is not None:
         previous.unpatch()
@@ -210,12 +247,13 @@ def patch(
     dense_fn = _dense_function(family, original)
     name = register_implementation(original)
     state = PatchState(
-        method=method_obj,
+        planners=planners,
         family=family,
         original=original,
         dense_fn=dense_fn,
         tracker=LayoutTracker(family.visual_token_ids(model.config)),
-        stats=PatchStats(timing=bool(timing)),
+        stats=PatchStats(timing=timing),
+        observer=observer,
     )
     hook = model.register_forward_pre_hook(state.tracker.pre_hook, with_kwargs=True)
     try:

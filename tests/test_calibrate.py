@@ -1,0 +1,163 @@
+"""python -m vlmsparse.calibrate: the allocation over per-layer curves, the synthetic source end to end (tiny
+shapes), a tiny model on the Video-MME-shaped fixture, and bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from vlmsparse.calibrate import cli
+from vlmsparse.calibrate.choose import allocate, curve_at, uniform_knob
+from vlmsparse.methods import get_planners
+
+from videomme_fixture import make_videomme_fixture
+
+SMALL = 'name = "psa-small"\nmethod = "psa"\n[method_config]\nblock_m = 16\nblock_n = 16\nstride = 4\n'
+SYNTH = ["--bench", "synthetic", "--layers", "3", "--tokens", "2x8x8", "--heads", "2:1", "--head-dim", "32",
+         "--grid", "1.43,0.8,0.4,0.15", "--no-progress"]
+
+
+def _curves(rng, units=6):
+    values = np.array([1.0, 0.8, 0.6, 0.4, 0.2])
+    frac = np.array([1.0, 0.75, 0.55, 0.4, 0.3])
+    cost = rng.uniform(50, 100, units)[:, None] * frac[None]
+    err = (1 - frac[None]) ** 2 * rng.uniform(0.2, 3.0, units)[:, None] * 0.01
+    return values, cost, err
+
+
+def test_allocation_hits_the_target_with_less_error_than_one_knob():
+    rng = np.random.default_rng(1)
+    values, cost, err = _curves(rng)
+    target = 0.55 * cost[:, 0].sum()
+    choice = allocate(values, cost, err, target_cost=target)
+    assert choice.cost.sum() == pytest.approx(target, rel=1e-9)
+    one = uniform_knob(values, cost, err, target_cost=target)
+    assert sum(curve_at(values, cost[u], one) for u in range(len(cost))) == pytest.approx(target, rel=1e-9)
+    assert choice.err.sum() < 0.8 * sum(curve_at(values, err[u], one) for u in range(len(cost)))
+    # the error budget the cost target reached buys that cost back
+    back = allocate(values, cost, err, error_budget=float(choice.err.sum()))
+    assert back.cost.sum() == pytest.approx(target, rel=1e-6) and back.err.sum() <= choice.err.sum() * (1 + 1e-9)
+
+
+def test_allocation_skips_points_above_the_hull_and_takes_free_savings_first():
+    values = np.array([1.0, 0.5, 0.0])
+    cost = np.array([[10.0, 5.0, 0.0], [10.0, 5.0, 0.0]])
+    err = np.array([[0.0, 0.9, 1.0], [0.0, 0.0, 1.0]])  # unit 0: the middle point lies above the chord
+    choice = allocate(values, cost, err, target_cost=15.0)
+    assert choice.knob[1] == pytest.approx(0.5)  # unit 1 saves 5 blocks for nothing
+    assert choice.knob[0] == pytest.approx(1.0)
+    choice = allocate(values, cost, err, target_cost=10.0)
+    assert choice.knob[0] == pytest.approx(0.5) and choice.err.sum() == pytest.approx(0.9)
+
+
+@pytest.fixture
+def small_config(tmp_path):
+    path = tmp_path / "psa-small.toml"
+    path.write_text(SMALL)
+    return path
+
+
+def test_synthetic_calibration_end_to_end(tmp_path, small_config, capsys):
+    out = tmp_path / "cal"
+    code = cli.main([*SYNTH, "--config", str(small_config), "--samples", "2", "--holdout", "1",
+                     "--target-sparsity", "0.3", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out
+    assert "calibrated" in printed and "input stability" in printed
+    for name in ("calibrated.toml", "global.toml", "profile.csv", "choice.csv", "heldout.csv", "summary.json",
+                 "calibration.png"):
+        assert (out / name).is_file(), name
+    summary = json.loads((out / "summary.json").read_text())
+    cal = summary["calibration"]
+    assert cal["calibrated"]["sparsity"] == pytest.approx(0.3, abs=1e-6)
+    assert cal["global"]["sparsity"] == pytest.approx(0.3, abs=1e-6)
+    assert cal["calibrated"]["rms_error"] <= cal["global"]["rms_error"] + 1e-12
+    held = summary["heldout"]
+    assert set(held) == {"calibrated", "global"} and 0.0 < held["calibrated"]["sparsity"] < 1.0
+    # the written config loads, covers every layer, and its layer knobs are those of choice.csv
+    planners = get_planners("psa", config_file=out / "calibrated.toml")
+    assert planners.num_layers == 3
+    choice = list(csv.DictReader((out / "choice.csv").open()))
+    assert [r["layer"] for r in choice] == ["0", "1", "2"]
+    for row in choice:
+        scale = float(row["knob_value"])
+        expected = tuple(round(min(1.0, t * scale), 4) for t in (0.7, 0.8, 0.9, 0.9))
+        assert planners.for_layer(int(row["layer"])).config.thresholds == pytest.approx(expected)
+    profile = list(csv.DictReader((out / "profile.csv").open()))
+    assert len(profile) == 3 * (1 + 2) * 4  # layers x (whole layer + 2 heads) x grid values
+    dense_rows = [r for r in profile if float(r["knob_value"]) == 1.43]
+    assert all(float(r["error"]) < 1e-3 for r in dense_rows)  # every block kept: dense up to float32 rounding
+
+
+def test_per_head_calibration_writes_head_overrides(tmp_path, small_config):
+    out = tmp_path / "cal"
+    assert cli.main([*SYNTH, "--config", str(small_config), "--samples", "1", "--per-head",
+                     "--target-sparsity", "0.3", "--out", str(out)]) == 0
+    text = (out / "calibrated.toml").read_text()
+    planners = get_planners("psa", config_file=out / "calibrated.toml")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["calibration"]["calibrated"]["sparsity"] == pytest.approx(0.3, abs=1e-6)
+    choice = list(csv.DictReader((out / "choice.csv").open()))
+    assert len(choice) == 3 * 2
+    by_layer: dict[int, set] = {}
+    for row in choice:
+        by_layer.setdefault(int(row["layer"]), set()).add(row["knob_value"])
+    if any(len(v) > 1 for v in by_layer.values()):
+        assert "heads = " in text
+        assert any(hasattr(planners.for_layer(layer), "parts") for layer, v in by_layer.items() if len(v) > 1)
+
+
+def test_model_on_the_videomme_fixture(tmp_path, small_config):
+    from vlmsparse.testing import save_tiny_qwen2_5_vl
+
+    model = save_tiny_qwen2_5_vl(tmp_path / "tiny")
+    # 16 frames of 112 x 168: 8 temporal x 4 x 6 = 192 video tokens, a dozen 16-token blocks
+    data = make_videomme_fixture(tmp_path / "videomme", videos_per_split=1, questions_per_video=1, num_frames=16,
+                                 height=112, width=168)
+    out = tmp_path / "cal"
+    code = cli.main([
+        "--bench", "videomme", "--model", str(model), "--data-dir", str(data.root), "--config", str(small_config),
+        "--frames", "16", "--min-pixels", "784", "--max-pixels", "18816", "--dtype", "float32", "--samples", "2",
+        "--holdout", "1", "--target-sparsity", "0.05", "--grid", "1.43,0.6,0.2,0.05", "--out", str(out),
+        "--no-progress",
+    ])
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["layers"] == 2 and summary["calibration"]["calibrated"]["sparsity"] == pytest.approx(0.05, abs=1e-6)
+    assert "heldout" in summary
+    import vlmsparse
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    loaded = Qwen2_5_VLForConditionalGeneration.from_pretrained(model)
+    with vlmsparse.patch(loaded, "psa", config_file=out / "calibrated.toml") as handle:
+        assert handle.planners.num_layers == 2
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--target-sparsity", "1.5"], "--target-sparsity must be a number in (0, 1)"),
+        (["--target-sparsity", "0"], "--target-sparsity must be a number in (0, 1)"),
+        (["--target-error", "-0.1"], "--target-error must be a number in (0, 1)"),
+        (["--target-sparsity", "0.5", "--samples", "0"], "no samples"),
+        (["--target-sparsity", "0.5", "--method", "dense"], "method 'dense' has no knob"),
+        ([], "give exactly one of --target-sparsity and --target-error"),
+        (["--target-sparsity", "0.5", "--grid", "0.5"], "at least two distinct values"),
+        (["--target-sparsity", "0.99"], "outside what the knob grid reaches"),
+        (["--target-sparsity", "0.5", "--bench", "nope"], "unknown benchmark 'nope'"),
+        (["--target-sparsity", "0.5", "--method", "xattention"], "is for method 'psa'"),
+    ],
+)
+def test_bad_input_is_a_one_line_error(argv, message, tmp_path, small_config, capsys):
+    code = cli.main([*SYNTH, "--config", str(small_config), "--samples", "1", "--out", str(tmp_path / "o"), *argv])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and err.count("\n") == 1, err
+
+
+def test_both_targets_is_an_argument_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--target-sparsity", "0.5", "--target-error", "0.1", "--out", str(tmp_path)])
+    assert exc.value.code == 2 and "not allowed with" in capsys.readouterr().err
