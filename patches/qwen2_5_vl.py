@@ -11,5 +11,8 @@ FAMILY = ModelFamily(
     visual_token_id_fields=("image_token_id", "video_token_id"),
     attention_classes=(modeling.Qwen2_5_VLAttention,),
     eager_attention=modeling.eager_attention_forward,
-    notes="Qwen2_5_VLForConditionalGeneration / Qwen2_5_VLModel; the vision tower keeps its own attention.",
+    vision_config_key="vision_config",
+    vision_attention_classes=(modeling.Qwen2_5_VLVisionAttention,),
+    notes="Qwen2_5_VLForConditionalGeneration / Qwen2_5_VLModel; the vision tower's windows and frames run as "
+    "segments in one launch per layer (vlmsparse.model.vision).",
 )

@@ -46,6 +46,7 @@ def _logits(model, inputs):
 def _assert_clean(model):
     assert active_handle(model) is None
     assert model.config.text_config._attn_implementation == "sdpa"
+    assert model.config.vision_config._attn_implementation == "sdpa"
     assert not model._forward_pre_hooks
     assert not any(name.startswith("vlmsparse+") for name in AttentionInterface._global_mapping)
     assert not any(name.startswith("vlmsparse+") for name in AttentionMaskInterface._global_mapping)
@@ -56,7 +57,7 @@ def test_dense_method_equals_unpatched(tiny, reference_kernel):
     model, _, inputs, reference = tiny
     with vlmsparse.patch(model, "dense", **BLOCKS) as handle:
         assert model.config.text_config._attn_implementation == "vlmsparse+sdpa"
-        assert model.config.vision_config._attn_implementation == "sdpa"  # vision encoder untouched
+        assert model.config.vision_config._attn_implementation == "vlmsparse_flash_segment"  # one launch per layer
         logits = _logits(model, inputs)
         assert handle.stats.num_prefills == 1 and handle.stats.sparsity() == 0.0
     torch.testing.assert_close(logits, reference, rtol=1e-5, atol=1e-5)
@@ -240,7 +241,7 @@ def test_cases_served_dense_are_logged_once(tiny, reference_kernel, caplog):
     before_holes = _logits(model, holes)
     before_embeds = model(inputs_embeds=embeds).logits.detach()
     with caplog.at_level(logging.WARNING, logger="vlmsparse"):
-        with vlmsparse.patch(model, "psa", **BLOCKS) as handle:
+        with vlmsparse.patch(model, "psa", vision="unpatched", **BLOCKS) as handle:  # bit-equal: vision unchanged
             assert torch.equal(_logits(model, holes), before_holes)
             _logits(model, holes)
             assert torch.equal(model(inputs_embeds=embeds).logits.detach(), before_embeds)

@@ -36,6 +36,10 @@ class ModelFamily:
         attention_classes: the decoder's attention module classes (each has ``layer_idx`` and calls
             ``ALL_ATTENTION_FUNCTIONS.get_interface``); the vision encoder's attention is not among them.
         eager_attention: the family's eager attention function (transformers keeps no global ``"eager"``).
+        vision_config_key: name of the vision tower's sub-config, whose attention implementation
+            ``vlmsparse.model.vision`` switches to the one-launch segment kernel; ``""``: the tower is left alone.
+        vision_attention_classes: the vision tower's attention classes that run windows / frames as segments of
+            ``cu_seqlens`` (one SDPA call per segment unless a flash implementation is set).
     """
 
     name: str
@@ -44,6 +48,8 @@ class ModelFamily:
     visual_token_id_fields: tuple[str, ...]
     attention_classes: tuple[type[torch.nn.Module], ...]
     eager_attention: Callable
+    vision_config_key: str = ""
+    vision_attention_classes: tuple[type[torch.nn.Module], ...] = ()
     notes: str = field(default="", compare=False)
 
     def text_config(self, config):

@@ -2,8 +2,10 @@
 
 Through transformers' own extension points only: the sparse attention function is registered with
 ``AttentionInterface`` and the text decoder's attention implementation is switched to it with
-``model.set_attn_implementation({"text_config": ...})`` (the vision encoder keeps its own); a forward pre-hook
-on the model reads the token layout from ``input_ids``. No model code is copied and no class is modified.
+``model.set_attn_implementation({"text_config": ...})``; a forward pre-hook on the model reads the token layout
+from ``input_ids``. By default the vision tower's windowed / per-frame attention is switched too, to one kernel
+launch per layer (``vision="segment"``, :mod:`vlmsparse.model.vision`; ``vision="unpatched"`` leaves it alone).
+No model code is copied and no class is modified.
 
     handle = vlmsparse.patch(model, method="psa")     # keywords: fields of the method's config
     model.generate(**inputs)
@@ -39,6 +41,7 @@ from .attention import (
 from .families import ModelFamily, family_for_model
 from .layout import LayoutTracker
 from .stats import PatchStats
+from .vision import VisionPatch, check_vision_mode, patch_vision
 
 __all__ = ["patch", "observe", "PatchHandle", "active_handle"]
 
@@ -80,6 +83,7 @@ class PatchHandle:
         state: PatchState,
         implementation: str,
         hook: torch.utils.hooks.RemovableHandle,
+        vision: VisionPatch | None = None,
     ) -> None:
         self._model_ref = weakref.ref(model)
         self._key = id(family.text_config(model.config))
@@ -87,6 +91,7 @@ class PatchHandle:
         self._state = state
         self._implementation = implementation
         self._hook = hook
+        self.vision = vision
         self._finalizer = weakref.finalize(model, _forget, self._key, implementation)
 
     # -- what users read -------------------------------------------------------------------------------
@@ -136,6 +141,8 @@ class PatchHandle:
         self._hook.remove()
         if model is not None:
             _switch(model, self.family, self._state.original)
+        if self.vision is not None:
+            self.vision.restore()
         _HANDLES.pop(self._key, None)
         _STATES.pop(self._key, None)
         unregister_implementation(self._implementation)
@@ -173,6 +180,7 @@ def patch(
     *,
     config_file: str | Path | None = None,
     timing: bool = False,
+    vision: str = "segment",
     **config: Any,
 ) -> PatchHandle:
     """Make the prefill attention of ``model``'s text decoder sparse with ``method``; returns a :class:`PatchHandle`.
@@ -186,6 +194,8 @@ def patch(
             whose ``[[layer_overrides]]`` (if any) set some layers' own; a config made for another decoder layer
             count raises ``ValueError``.
         timing: measure planning and attention time (synchronises the device around them).
+        vision: ``"segment"`` runs the vision tower's windows and frames in one kernel launch per layer where it
+            would otherwise loop over them (exact; restored by ``unpatch()``); ``"unpatched"`` leaves it alone.
         config: fields of the method's config (override the file), e.g. ``block_m=64, thresholds=[...]``.
 
     Prefill with visual tokens runs the planner and the pyramid kernel; decode steps and text-only prompts run
@@ -193,6 +203,7 @@ def patch(
     """
     if not isinstance(model, torch.nn.Module):
         raise ValueError(f"model must be a loaded transformers model, got {type(model).__name__}")
+    check_vision_mode(vision)
     family = family_for_model(model)
     text_config = family.text_config(model.config)
     layers = list(family.attention_modules(model))
@@ -256,8 +267,10 @@ def _install(
         observer=observer,
     )
     hook = model.register_forward_pre_hook(state.tracker.pre_hook, with_kwargs=True)
+    vision_patch = None
     try:
         _switch(model, family, name)
+        vision_patch = patch_vision(model, vision)
     except Exception:
         hook.remove()
         unregister_implementation(name)
@@ -265,6 +278,6 @@ def _install(
             _switch(model, family, original)
         raise
     _STATES[key] = state
-    handle = PatchHandle(model, family, state, name, hook)
+    handle = PatchHandle(model, family, state, name, hook, vision=vision_patch)
     _HANDLES[key] = handle
     return handle

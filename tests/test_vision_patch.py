@@ -1,0 +1,136 @@
+"""The vision tower's segment attention on tiny random Qwen2.5-VL / Qwen2-VL models (CPU).
+
+The patched tower must give the per-window SDPA output of the unpatched one (within float32 rounding), through
+one attention call per layer, and ``restore()`` / ``unpatch()`` must give back the model's own path bit for bit.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AttentionInterface
+
+import vlmsparse
+from vlmsparse.model import vision as vision_mod
+from vlmsparse.model.vision import IMPLEMENTATION, VisionTimer, patch_vision
+from vlmsparse.testing import tiny_qwen2_5_vl, tiny_qwen2_vl
+
+# Two videos: 4 x 8 x 20 patches (merged 4 x 10: windows of 4 x 4, 4 x 4 and 4 x 2 merged tokens, so segments
+# of 64, 64 and 32 patches) and 2 x 12 x 8 patches (windows cut at the bottom edge).
+GRID = torch.tensor([[4, 8, 20], [2, 12, 8]])
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    model, _ = tiny_qwen2_5_vl(seed=0)
+    return model
+
+
+def _pixels(model, grid: torch.Tensor) -> torch.Tensor:
+    cfg = model.config.vision_config
+    width = cfg.in_channels * cfg.temporal_patch_size * cfg.patch_size**2
+    return torch.randn(int(grid.prod(-1).sum()), width)
+
+
+def _tower_out(model, pixels, grid):
+    with torch.no_grad():
+        return model.model.visual(pixels, grid_thw=grid).pooler_output
+
+
+def _count_calls(monkeypatch) -> list[int]:
+    """Count calls of the registered segment attention function (one per layer expected)."""
+    calls = []
+    inner = vision_mod.segment_attention_forward
+
+    def counted(*args, **kwargs):
+        calls.append(args[1].shape[2])
+        return inner(*args, **kwargs)
+
+    monkeypatch.setattr(vision_mod, "segment_attention_forward", counted)
+    return calls
+
+
+@pytest.mark.parametrize("kernel", ["reference", "triton"])
+def test_patched_tower_equals_per_window_sdpa(tiny, monkeypatch, kernel):
+    monkeypatch.setenv("TRITON_INTERPRET", "0" if kernel == "reference" else "1")
+    calls = _count_calls(monkeypatch)
+    pixels = _pixels(tiny, GRID)
+    unpatched = _tower_out(tiny, pixels, GRID)
+    vp = patch_vision(tiny)
+    try:
+        assert tiny.config.vision_config._attn_implementation == IMPLEMENTATION
+        assert tiny.config.text_config._attn_implementation == "sdpa"
+        patched = _tower_out(tiny, pixels, GRID)
+    finally:
+        vp.restore()
+    n = int(GRID.prod(-1).sum())
+    assert calls == [n] * tiny.config.vision_config.depth  # one call per layer, all segments at once
+    torch.testing.assert_close(patched, unpatched, rtol=1e-5, atol=1e-6)
+    assert tiny.config.vision_config._attn_implementation == "sdpa"
+    assert IMPLEMENTATION not in AttentionInterface._global_mapping
+    assert torch.equal(_tower_out(tiny, pixels, GRID), unpatched)  # restored bit for bit
+
+
+def test_patch_switches_vision_by_default(tiny, monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    pixels = _pixels(tiny, GRID)
+    unpatched = _tower_out(tiny, pixels, GRID)
+    with vlmsparse.patch(tiny, "dense", block_m=16, block_n=16) as handle:
+        assert handle.vision is not None and handle.vision.active
+        assert tiny.config.vision_config._attn_implementation == IMPLEMENTATION
+        torch.testing.assert_close(_tower_out(tiny, pixels, GRID), unpatched, rtol=1e-5, atol=1e-6)
+    assert tiny.config.vision_config._attn_implementation == "sdpa"
+    assert torch.equal(_tower_out(tiny, pixels, GRID), unpatched)
+    with vlmsparse.patch(tiny, "dense", vision="unpatched") as handle:
+        assert handle.vision is None and tiny.config.vision_config._attn_implementation == "sdpa"
+
+
+def test_bad_vision_mode_changes_nothing(tiny):
+    with pytest.raises(ValueError, match="vision must be one of 'segment', 'unpatched'"):
+        vlmsparse.patch(tiny, "dense", vision="flash")
+    assert tiny.config.vision_config._attn_implementation == "sdpa"
+    assert tiny.config.text_config._attn_implementation == "sdpa"
+    assert not tiny._forward_pre_hooks
+
+
+def test_already_patched_or_flash_is_left_alone(tiny, monkeypatch):
+    vp = patch_vision(tiny)
+    try:
+        assert patch_vision(tiny) is None  # a second patch of the same tower does nothing
+    finally:
+        vp.restore()
+    vp.restore()  # idempotent
+    assert patch_vision(tiny, "unpatched") is None
+    assert tiny.config.vision_config._attn_implementation == "sdpa"
+
+
+def test_qwen2_vl_frames(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    model, _ = tiny_qwen2_vl(seed=1)
+    grid = torch.tensor([[3, 4, 6], [1, 8, 4]])
+    cfg = model.config.vision_config
+    pixels = torch.randn(int(grid.prod(-1).sum()), cfg.in_channels * cfg.temporal_patch_size * cfg.patch_size**2)
+
+    def out():
+        with torch.no_grad():
+            return model.model.visual(pixels, grid_thw=grid).pooler_output
+
+    unpatched = out()
+    with vlmsparse.patch(model, "dense") as handle:
+        assert handle.vision is not None
+        torch.testing.assert_close(out(), unpatched, rtol=1e-5, atol=1e-6)
+    assert torch.equal(out(), unpatched)
+
+
+def test_vision_timer(tiny):
+    pixels = _pixels(tiny, GRID)
+    with VisionTimer(tiny) as timer:
+        assert timer.seconds() == 0.0
+        _tower_out(tiny, pixels, GRID)
+        first = timer.seconds()
+        assert first > 0.0
+        _tower_out(tiny, pixels, GRID)
+        assert timer.seconds() > first
+        timer.reset()
+        assert timer.seconds() == 0.0
+    assert not tiny.model.visual._forward_hooks and not tiny.model.visual._forward_pre_hooks
