@@ -270,3 +270,26 @@ def test_ctrl_c_on_the_command_then_rerun_loses_nothing(tiny_model, data, tmp_pa
     (row,) = board_rows(out)
     ids = [r["question_id"] for r in run_records(out, row)]
     assert ids == [r["question_id"] for r in data.rows] and row["n_overall"] == "6"
+
+
+def test_time_split_and_vision_switch(tiny_model, data, tmp_path):
+    """Each record splits its time (decode, preprocess, vision, decoder prefill, generation); the row has the means."""
+    from vlmsparse.eval.timing import TIME_COLUMNS, TIME_FIELDS
+
+    for vision, implementation in (("segment", "vlmsparse_flash_segment"), ("unpatched", "sdpa")):
+        out = tmp_path / vision
+        assert run_cli(tiny_model, data.root, out, "--method", "dense", "--split", "short", "--vision", vision) == 0
+        (row,) = board_rows(out)
+        records = run_records(out, row)
+        assert len(records) == 2  # one video, two questions: decoded once, its time shared
+        for rec in records:
+            assert rec["vision_attention"] == implementation
+            assert all(rec[f] is not None and rec[f] >= 0 for f in TIME_FIELDS + ("wall_s",))
+            assert rec["vision_s"] > 0 and rec["decode_s"] > 0
+            assert rec["vision_s"] + rec["decoder_prefill_s"] == pytest.approx(rec["prefill_s"])
+            assert rec["wall_s"] >= rec["prefill_s"] + rec["generation_s"]
+        assert records[0]["decode_s"] == pytest.approx(records[1]["decode_s"])
+        for column in TIME_COLUMNS:
+            assert float(row[column]) > 0
+        mean_wall = sum(r["wall_s"] for r in records) / 2
+        assert float(row["questions_per_hour"]) == pytest.approx(3600 / mean_wall, rel=1e-3)

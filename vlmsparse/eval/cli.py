@@ -114,6 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--attn-implementation", default="sdpa", help="the model's own attention, used by dense and decode (default sdpa)"
     )
+    p.add_argument(
+        "--vision", choices=("segment", "unpatched"), default="segment",
+        help="the vision tower's windowed attention: one kernel launch per layer (segment, default) or the model's own",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument(
         "--no-warmup", action="store_true", help="skip the untimed first answer per setting (kernel compilation)"
@@ -158,6 +162,7 @@ def parse_options(argv: Sequence[str] | None = None) -> tuple[EvalOptions, Bench
         retry_errors=args.retry_errors,
         device_map=args.device_map,
         attn_implementation=args.attn_implementation,
+        vision=args.vision,
         progress=not args.no_progress,
         warmup=not args.no_warmup,
     )

@@ -115,6 +115,8 @@ class Generation:
     num_input_tokens: int
     num_visual_tokens: int
     num_generated: int
+    preprocess_s: float | None = None  # chat template, video processor and the copy to the device
+    vision_s: float | None = None  # the vision tower's forward (inside prefill_s)
 
 
 class _FirstStepTimer:
@@ -151,6 +153,12 @@ class VideoQA:
         if gen.pad_token_id is None:
             gen.pad_token_id = getattr(processor.tokenizer, "pad_token_id", None) or gen.eos_token_id
         self.generation_config = gen
+        from vlmsparse.model.vision import VisionTimer
+
+        try:
+            self.vision_timer: VisionTimer | None = VisionTimer(model)
+        except ValueError:  # a model of a family vlmsparse does not describe: no vision split
+            self.vision_timer = None
 
     @property
     def device(self) -> torch.device:
@@ -183,9 +191,13 @@ class VideoQA:
         """Generate the reply; ``prefill_s`` is the time to the first token's logits (vision tower included)."""
         from transformers import LogitsProcessorList
 
+        synchronize(self.device)
+        begin = time.perf_counter()
         batch = self.inputs(video, prompt)
         input_ids = batch["input_ids"]
         timer = _FirstStepTimer(self.device)
+        if self.vision_timer is not None:
+            self.vision_timer.reset()
         synchronize(self.device)
         start = time.perf_counter()
         out = self.model.generate(
@@ -205,4 +217,6 @@ class VideoQA:
             num_input_tokens=int(input_ids.shape[1]),
             num_visual_tokens=visual,
             num_generated=int(new_tokens.numel()),
+            preprocess_s=start - begin,
+            vision_s=self.vision_timer.seconds() if self.vision_timer is not None else None,
         )

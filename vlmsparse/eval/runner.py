@@ -15,6 +15,8 @@ import json
 import os
 import subprocess
 import sys
+import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +44,7 @@ from .settings import (
     resolve_settings,
     run_identity,
 )
+from .timing import question_times, time_split
 from .videomme import DURATIONS, Question, load_questions, locate_videos, select_split
 
 DEFAULT_MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"
@@ -76,6 +79,8 @@ class EvalOptions:
     retry_errors: bool = False
     device_map: str | None = None
     attn_implementation: str = "sdpa"
+    vision: str = "segment"  # the vision tower's attention: "segment" (one launch per layer) or "unpatched"
+    decode_workers: int = 4  # videos decoded ahead, in parallel, while the GPU answers (4: 3.2x one worker on 16 cores)
     progress: bool = True
     warmup: bool = True
     log: Callable[[str], None] = field(default=lambda msg: print(msg, file=sys.stderr, flush=True), repr=False)
@@ -123,14 +128,25 @@ def select_questions(questions: list[Question], split: str, limit: int | None) -
 
 
 @contextlib.contextmanager
-def apply_method(model, setting: Setting) -> Iterator[object | None]:
-    """Patch ``model`` with the setting's method for the duration of the block (``dense``: unpatched, None)."""
+def apply_method(model, setting: Setting, vision: str = "segment") -> Iterator[object | None]:
+    """Patch ``model`` with the setting's method for the duration of the block (``dense``: unpatched, None).
+
+    ``vision="segment"`` also runs the vision tower's windows in one launch per layer (for ``dense`` too: the
+    decoder stays unpatched); ``"unpatched"`` leaves the vision tower alone.
+    """
     if setting.unpatched:
-        yield None
+        from vlmsparse.model.vision import patch_vision
+
+        vision_patch = patch_vision(model, vision)
+        try:
+            yield None
+        finally:
+            if vision_patch is not None:
+                vision_patch.restore()
         return
     import vlmsparse
 
-    handle = vlmsparse.patch(model, setting.build_planners())
+    handle = vlmsparse.patch(model, setting.build_planners(), vision=vision)
     try:
         yield handle
     finally:
@@ -201,8 +217,23 @@ def _peak_mem_gib(device: torch.device) -> float | None:
     return None
 
 
-def answer_question(qa, handle, q: Question, video: SampledVideo, setting: Setting, model_id: str) -> dict:
-    """Ask one question about its decoded video; returns the question's record."""
+def answer_question(
+    qa,
+    handle,
+    q: Question,
+    video: SampledVideo,
+    setting: Setting,
+    model_id: str,
+    *,
+    decode_s: float | None = None,
+    wait_s: float = 0.0,
+) -> dict:
+    """Ask one question about its decoded video; returns the question's record.
+
+    ``decode_s``: this question's share of decoding its video; ``wait_s``: the time the harness waited for that
+    decode before this question (both go into the record's time split, :mod:`vlmsparse.eval.timing`).
+    """
+    began = time.perf_counter()
     prompt = build_prompt(q.question, q.options)
     if handle is not None:
         handle.stats.reset()
@@ -231,8 +262,10 @@ def answer_question(qa, handle, q: Question, video: SampledVideo, setting: Setti
         error=None,
         device=device_name(qa.device),
         peak_mem_gib=_peak_mem_gib(qa.device),
+        vision_attention=getattr(getattr(qa.model.config, "vision_config", None), "_attn_implementation", None),
         time=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     )
+    record.update(question_times(gen, decode_s=decode_s, wall_s=wait_s + time.perf_counter() - began))
     return record
 
 
@@ -309,6 +342,13 @@ def task_type_rows(row: dict, summary: Summary) -> list[dict]:
             out[f"acc_{duration}"] = summary.by_task_type_duration.get((task, duration), Tally()).accuracy
         rows.append(out)
     return rows
+
+
+def _timed_read(path, spec: FrameSpec) -> tuple[SampledVideo, float]:
+    """``read_video`` and the seconds it took (run on a decode thread)."""
+    start = time.perf_counter()
+    video = read_video(path, spec)
+    return video, time.perf_counter() - start
 
 
 class VideoMMERun:
@@ -478,6 +518,7 @@ class VideoMMERun:
             source=self.source,
             run_id=run_id,
         )
+        row.update(time_split(chosen))
         board = self.out / LEADERBOARD_FILE
         lb.append_row(board, row)
         lb.append_task_type_rows(lb.task_types_path(board), task_type_rows(row, summary))
@@ -521,19 +562,24 @@ class VideoMMERun:
                 claims.release(vid)
             return None
 
-        # Decode the next video on a worker thread while the model answers the current one's questions.
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode")
-        decode = lambda vid: pool.submit(read_video, self.videos[vid], spec)  # noqa: E731
+        # Decode the next videos on worker threads (decode_workers of them) while the model answers this one's.
+        workers = max(1, opts.decode_workers)
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode")
+        decode = lambda vid: pool.submit(_timed_read, self.videos[vid], spec)  # noqa: E731
         try:
-            with apply_method(qa.model, setting) as handle:
+            with apply_method(qa.model, setting, opts.vision) as handle:
                 state_ = {"warm": not opts.warmup}
                 it = iter(groups)
-                upcoming = next_claimed(it)
-                future = decode(upcoming[0]) if upcoming else None
-                while upcoming is not None:
-                    (vid, questions), current = upcoming, future
-                    upcoming = next_claimed(it)
-                    future = decode(upcoming[0]) if upcoming else None
+                ahead: deque = deque()
+
+                def fill() -> None:
+                    while len(ahead) < workers and (upcoming := next_claimed(it)) is not None:
+                        ahead.append((upcoming, decode(upcoming[0])))
+
+                fill()
+                while ahead:
+                    (vid, questions), current = ahead.popleft()
+                    fill()
                     self._answer_video(qa, handle, setting, spec, vid, questions, current, writer, tally, bar, device, state_, shorter)
                     claims.release(vid)
                 for vid, questions in deferred:  # claimed by another process when first met: wait for it
@@ -569,8 +615,10 @@ class VideoMMERun:
     def _answer_video(self, qa, handle, setting, spec, vid, questions, future, writer, tally, bar, device, state_, shorter) -> None:
         opts = self.opts
         label = f"[{setting.method}/{setting.name}]"
+        waited = time.perf_counter()
         try:
-            video = future.result()
+            video, decode_s = future.result()
+            waited = time.perf_counter() - waited
         except VideoDecodeError as exc:
             opts.log(f"{label} {exc}; its {len(questions)} question(s) recorded as errors")
             for q in questions:
@@ -588,9 +636,12 @@ class VideoMMERun:
         if not state_["warm"]:  # one untimed answer first: kernel compilation stays out of the latencies
             qa.answer(video, build_prompt(questions[0].question, questions[0].options))
             state_["warm"] = True
-        for q in questions:
+        for j, q in enumerate(questions):
             try:
-                record = answer_question(qa, handle, q, video, setting, opts.model)
+                record = answer_question(
+                    qa, handle, q, video, setting, opts.model,
+                    decode_s=decode_s / len(questions), wait_s=waited if j == 0 else 0.0,
+                )
             except torch.cuda.OutOfMemoryError as exc:
                 torch.cuda.empty_cache()
                 record = error_record(q, setting, opts.model, f"out of GPU memory: {exc}"[:500], device)
