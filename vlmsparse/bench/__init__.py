@@ -3,6 +3,8 @@
 - ``fidelity`` (:mod:`vlmsparse.bench.fidelity`): sweep each planner's knob on synthetic video-like q/k/v and
   write sparsity, output error against dense attention and attention recall to ``results/fidelity.csv``.
 - ``kernel`` (:mod:`vlmsparse.bench.kernel`) and ``prefill`` (:mod:`vlmsparse.bench.prefill`): speed benchmarks.
+- ``question`` (:mod:`vlmsparse.bench.question`): where a whole question's time goes (vision tower, decoder prefill,
+  generation) on a 7B-shaped model, per method; ``decode`` (:mod:`vlmsparse.bench.decode`): the CPU side's decord rate.
 
 To add a subcommand, write a module with ``add_arguments(parser: argparse.ArgumentParser)`` and
 ``run(args) -> int | None`` and add its name here (or call :func:`register_subcommand`).
@@ -17,6 +19,8 @@ SUBCOMMANDS: dict[str, str] = {
     "kernel": "vlmsparse.bench.kernel",
     "prefill": "vlmsparse.bench.prefill",
     "pareto": "vlmsparse.bench.pareto",
+    "question": "vlmsparse.bench.question",
+    "decode": "vlmsparse.bench.decode",
 }
 
 

@@ -1,0 +1,154 @@
+"""``python -m vlmsparse.bench decode``: how fast the harness's CPU side decodes and samples a video (decord).
+
+The harness decodes the next video on a worker thread while the GPU answers the current one's questions, so
+the CPU keeps up when one video's decode time is below the GPU time of its questions. This times
+:func:`vlmsparse.eval.frames.read_video` (decord, Qwen2.5-VL's sampling: 2 fps, at most 768 frames, resized to
+the 24,576-token budget) on the given files, or on a synthetic H.264 clip it writes first (PyAV; OpenCV's MPEG-4
+where PyAV is missing), and prints sampled frames, seconds and frames per second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import os
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .common import print_table, write_csv
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--video", nargs="*", default=[], help="video files to decode (default: a synthetic clip)")
+    p.add_argument("--seconds", type=float, default=120.0, help="length of the synthetic clip")
+    p.add_argument("--size", default="1280x720", help="WIDTHxHEIGHT of the synthetic clip")
+    p.add_argument("--fps", type=int, default=30, help="frame rate of the synthetic clip")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--parallel", type=int, nargs="+", default=[1],
+                   help="videos decoded at once (threads, one reader each): the aggregate rate of several workers")
+    p.add_argument("--out", default=None, help="run folder (default results/runs/bench-decode-<time>)")
+    p.add_argument("--results", action="store_true", help="also append the rows to results/decode.csv")
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(x) for x in text.lower().split("x"))
+    except ValueError:
+        raise SystemExit(f"--size must be WIDTHxHEIGHT, e.g. 1280x720, got {text!r}") from None
+    if w < 16 or h < 16 or w % 2 or h % 2:
+        raise SystemExit(f"--size must be even and at least 16x16, got {text!r}")
+    return w, h
+
+
+def _frames(n: int, width: int, height: int, seed: int = 0):
+    """Smooth gradients with fine texture, panning, and a moving square: compresses like footage, not like noise."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    texture = rng.normal(0, 12, size=(height, width, 1)).astype(np.float32)
+    base = np.stack([127 + 90 * np.sin(xx / (60 + 20 * c) + yy / 90 + c) for c in range(3)], -1) + texture
+    base = np.clip(base, 0, 255).astype(np.uint8)
+    side = height // 4
+    for t in range(n):
+        frame = np.roll(base, 3 * t, axis=1)
+        x = int((width - side) * (0.5 + 0.5 * np.sin(2 * np.pi * t / 90.0)))
+        frame[height // 3 : height // 3 + side, x : x + side] = (230, 40, 40)
+        yield frame
+
+
+def write_synthetic_video(
+    path: str | Path, seconds: float, width: int, height: int, fps: int, bit_rate: int = 2_000_000
+) -> tuple[Path, str]:
+    """Write a synthetic clip; returns its path and codec (H.264 at ``bit_rate`` through PyAV, else OpenCV MPEG-4)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    n = max(1, int(round(seconds * fps)))
+    try:
+        import av
+    except ImportError:
+        av = None
+    if av is not None:
+        with av.open(str(path), mode="w") as container:
+            stream = container.add_stream("libx264", rate=fps)
+            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+            stream.bit_rate = bit_rate  # about what 720p30 footage gets on video sites
+            for frame in _frames(n, width, height):
+                container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+            container.mux(stream.encode())
+        return path, "h264"
+    import cv2
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+    for frame in _frames(n, width, height):
+        writer.write(frame[..., ::-1])
+    writer.release()
+    return path, "mpeg4"
+
+
+def decode_rows(paths: list[tuple[Path, str]], repeats: int, parallel: list[int]) -> list[dict]:
+    """Time ``read_video`` with the harness's default frame spec on each file, ``k`` copies at once for each k."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from vlmsparse.eval.frames import FrameSpec, read_video
+
+    spec = FrameSpec()
+    rows = []
+    for path, codec in paths:
+        read_video(path, spec)  # first open (library load, file cache) kept out of the numbers
+        for k in parallel:
+            times = []
+            with ThreadPoolExecutor(max_workers=k) as pool:
+                for _ in range(repeats):
+                    start = time.perf_counter()
+                    videos = list(pool.map(lambda _: read_video(path, spec), range(k)))
+                    times.append(time.perf_counter() - start)
+            video, seconds = videos[0], statistics.median(times)
+            source_s = video.total_frames / video.video_fps if video.video_fps else None
+            rows.append(
+                dict(
+                    date=_dt.date.today().isoformat(),
+                    cpus=os.cpu_count(),
+                    video=path.name,
+                    codec=codec,
+                    source_frames=video.total_frames,
+                    source_size="x".join(map(str, video.source_size[::-1])),
+                    video_fps=round(video.video_fps, 3),
+                    sampled_frames=video.num_frames,
+                    sampled_size="x".join(map(str, video.size[::-1])),
+                    parallel=k,
+                    decode_s=seconds,
+                    videos_per_s=k / seconds,
+                    sampled_frames_per_s=k * video.num_frames / seconds,
+                    source_seconds_per_s=k * source_s / seconds if source_s else None,
+                )
+            )
+    return rows
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        import decord  # noqa: F401
+    except ImportError:
+        raise SystemExit("the decode benchmark needs decord (pip install decord)") from None
+    out = Path(args.out or f"results/runs/bench-decode-{_dt.datetime.now():%Y%m%d-%H%M%S}")
+    paths = []
+    for name in args.video:
+        if not Path(name).is_file():
+            raise SystemExit(f"no video file at {name}")
+        paths.append((Path(name), "file"))
+    if not paths:
+        width, height = _size(args.size)
+        start = time.perf_counter()
+        paths.append(write_synthetic_video(out / "synthetic.mp4", args.seconds, width, height, args.fps))
+        print(f"wrote {paths[0][0]} ({paths[0][1]}) in {time.perf_counter() - start:.1f} s")
+    if args.repeats < 1 or min(args.parallel) < 1:
+        raise SystemExit("--repeats and --parallel must be >= 1")
+    rows = decode_rows(paths, args.repeats, args.parallel)
+    print_table(rows, ["video", "codec", "source_frames", "source_size", "sampled_frames", "sampled_size", "parallel",
+                       "decode_s", "videos_per_s", "sampled_frames_per_s", "source_seconds_per_s", "cpus"])
+    print(f"wrote {write_csv(out / 'decode.csv', rows, append=False)}")
+    if args.results:
+        print(f"appended to {write_csv('results/decode.csv', rows)}")
+    return 0
