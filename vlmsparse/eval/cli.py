@@ -118,6 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--vision", choices=("segment", "unpatched"), default="segment",
         help="the vision tower's windowed attention: one kernel launch per layer (segment, default) or the model's own",
     )
+    p.add_argument(
+        "--decode-workers", type=_positive_int, default=2,
+        help="videos decoded ahead in parallel on CPU threads while the GPU answers (default 2)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument(
         "--no-warmup", action="store_true", help="skip the untimed first answer per setting (kernel compilation)"
@@ -163,6 +167,7 @@ def parse_options(argv: Sequence[str] | None = None) -> tuple[EvalOptions, Bench
         device_map=args.device_map,
         attn_implementation=args.attn_implementation,
         vision=args.vision,
+        decode_workers=args.decode_workers,
         progress=not args.no_progress,
         warmup=not args.no_warmup,
     )

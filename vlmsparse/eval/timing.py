@@ -2,8 +2,8 @@
 
 Per question (record fields, seconds):
 
-- ``decode_s``: this question's share of decoding its video with decord (CPU, on a worker thread while the GPU
-  answers the previous video; the video's decode time divided by the number of its questions);
+- ``decode_s``: this question's share of the wall time its video took to decode with decord (CPU, on a worker
+  thread while the GPU answers earlier videos; the video's decode time divided by the number of its questions);
 - ``preprocess_s``: chat template, video processor and the copy of the inputs to the device;
 - ``vision_s``: the vision tower's forward;
 - ``decoder_prefill_s``: the rest of the prefill up to the first token's logits (``prefill_s - vision_s``);
