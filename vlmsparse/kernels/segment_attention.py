@@ -192,7 +192,8 @@ def _segment_attention_fwd(
     m_ok = offs_m < seq_len
     d_ok = offs_d < head_dim
 
-    q = tl.load(Q + h * stride_qh + offs_m[:, None] * stride_qn + offs_d[None, :], mask=m_ok[:, None] & d_ok[None, :], other=0.0)
+    rows = offs_m.to(tl.int64)  # offsets in 64 bits: N x row stride passes 2**31 at ~560k vision tokens
+    q = tl.load(Q + h * stride_qh + rows[:, None] * stride_qn + offs_d[None, :], mask=m_ok[:, None] & d_ok[None, :], other=0.0)
     seg_q = tl.load(SegIds + offs_m, mask=m_ok, other=-1)
     lo = tl.load(KeyStart + qblk)
     hi = tl.load(KeyEnd + qblk)
@@ -207,8 +208,9 @@ def _segment_attention_fwd(
         cols = start + offs_n
         n_ok = cols < hi
         kv_mask = n_ok[:, None] & d_ok[None, :]
-        k = tl.load(k_base + cols[:, None] * stride_kn + offs_d[None, :], mask=kv_mask, other=0.0)
-        v = tl.load(v_base + cols[:, None] * stride_vn + offs_d[None, :], mask=kv_mask, other=0.0)
+        cols64 = cols.to(tl.int64)
+        k = tl.load(k_base + cols64[:, None] * stride_kn + offs_d[None, :], mask=kv_mask, other=0.0)
+        v = tl.load(v_base + cols64[:, None] * stride_vn + offs_d[None, :], mask=kv_mask, other=0.0)
         seg_k = tl.load(SegIds + cols, mask=n_ok, other=-2)
         qk = _dot(q, tl.trans(k), UPCAST) * qk_scale
         qk = tl.where(seg_q[:, None] == seg_k[None, :], qk, float("-inf"))
@@ -224,7 +226,7 @@ def _segment_attention_fwd(
     l_i = tl.where(l_i == 0.0, 1.0, l_i)
     out = acc / l_i[:, None]
     tl.store(
-        Out + h * stride_oh + offs_m[:, None] * stride_on + offs_d[None, :],
+        Out + h * stride_oh + rows[:, None] * stride_on + offs_d[None, :],
         out.to(Out.dtype.element_ty),
         mask=m_ok[:, None] & d_ok[None, :],
     )
