@@ -119,8 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="the vision tower's windowed attention: one kernel launch per layer (segment, default) or the model's own",
     )
     p.add_argument(
-        "--decode-workers", type=_positive_int, default=2,
-        help="videos decoded ahead in parallel on CPU threads while the GPU answers (default 2)",
+        "--decode-workers", type=_positive_int, default=4,
+        help="videos decoded ahead in parallel on CPU threads while the GPU answers (default 4)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument(
