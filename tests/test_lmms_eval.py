@@ -29,7 +29,7 @@ lmms_eval = pytest.importorskip(
 )
 
 import torch  # noqa: E402
-from videomme_fixture import make_videomme_fixture  # noqa: E402
+from vlmsparse.eval.synthetic_videomme import write_synthetic_videomme  # noqa: E402
 
 from vlmsparse.eval.leaderboard import LEADERBOARD_COLUMNS  # noqa: E402
 from vlmsparse.eval.prompts import build_prompt  # noqa: E402
@@ -188,7 +188,7 @@ def test_videomme_shaped_task_through_the_lmms_eval_cli(lmms_qwen, tmp_path, mon
     hf_home = tmp_path / "hf"
     monkeypatch.setenv("HF_HOME", str(hf_home))
     monkeypatch.setenv("VERBOSITY", "WARNING")
-    fixture = make_videomme_fixture(hf_home / "videomme", num_frames=8, height=112, width=112, questions_per_video=1)
+    fixture = write_synthetic_videomme(hf_home / "videomme", num_frames=8, height=112, width=112, questions_per_video=1)
     _task_yaml(tmp_path / "tasks", fixture.parquet)
     # one decoder layer with two query heads over one KV head (head dim 16) keeps the interpreted kernel quick
     model_dir = save_tiny_qwen2_5_vl(

@@ -1,6 +1,6 @@
 """vlmsparse.patch on a tiny random Qwen2.5-VL (CPU) fed a generated video through its processor.
 
-Most tests run the sparse path through the plain-PyTorch reference kernel (TRITON_INTERPRET unset, fast);
+Most tests run the sparse path through the plain-PyTorch CPU path, pyramid_attention_blockwise (TRITON_INTERPRET unset, fast);
 ``test_triton_kernel_path`` runs the Triton kernel under the interpreter.
 """
 
@@ -34,7 +34,7 @@ def tiny():
 
 @pytest.fixture
 def reference_kernel(monkeypatch):
-    """Serve the sparse path with pyramid_attention_ref (the CPU fallback) instead of the interpreted kernel."""
+    """Serve the sparse path with pyramid_attention_blockwise (the CPU path) instead of the interpreted kernel."""
     monkeypatch.setenv("TRITON_INTERPRET", "0")
 
 
@@ -200,7 +200,7 @@ def test_eager_model_and_reference_notice(reference_kernel, caplog):
             _logits(model, inputs)
             out = model.generate(**inputs, max_new_tokens=2, do_sample=False)
     assert out.shape[1] == inputs["input_ids"].shape[1] + 2
-    notices = [r for r in caplog.records if "pyramid_attention_ref" in r.getMessage()]
+    notices = [r for r in caplog.records if "pyramid_attention_blockwise" in r.getMessage()]
     assert len(notices) == 1  # said once
     assert model.config.text_config._attn_implementation == "eager"
 
