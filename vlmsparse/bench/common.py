@@ -1,4 +1,4 @@
-"""Shared pieces of the GPU benchmarks: timing, dense baselines, environment stamp, CSV output."""
+"""Shared pieces of the benchmarks: timing, dense baselines, environment stamp, where and how CSVs are written."""
 
 from __future__ import annotations
 
@@ -10,6 +10,11 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 import torch
+
+from vlmsparse.runs import new_run_folder
+
+#: The project's tables of measured numbers; a benchmark adds to them only with ``--results``.
+RESULTS_DIR = Path("results")
 
 
 def environment() -> dict[str, str]:
@@ -62,6 +67,33 @@ def sdpa_dense(backend: str) -> Callable[[torch.Tensor, torch.Tensor, torch.Tens
             return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
 
     return run
+
+
+def add_output_arguments(parser, name: str) -> None:
+    """``--out DIR`` and ``--results`` for a benchmark that writes ``<name>.csv``."""
+    parser.add_argument(
+        "--out",
+        metavar="DIR",
+        default=None,
+        help=f"run folder for {name}.csv (default: a new runs/{name}-<date>-<time>/); rows already in that "
+        "folder's file are kept",
+    )
+    parser.add_argument(
+        "--results",
+        action="store_true",
+        help=f"also add the rows to {RESULTS_DIR / (name + '.csv')}, the project's table of measured numbers "
+        "(default: only the run folder)",
+    )
+
+
+def output_csvs(args, name: str) -> list[Path]:
+    """The CSV files a benchmark run writes: its run folder's, and ``results/<name>.csv`` with ``--results``."""
+    folder = Path(args.out) if args.out else new_run_folder(name)
+    paths = [folder / f"{name}.csv"]
+    results = RESULTS_DIR / f"{name}.csv"
+    if getattr(args, "results", False) and results.resolve() != paths[0].resolve():
+        paths.append(results)
+    return paths
 
 
 def write_csv(path: str | os.PathLike, rows: Iterable[dict], append: bool = True) -> Path:

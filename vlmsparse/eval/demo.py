@@ -14,7 +14,6 @@ has random weights.
 from __future__ import annotations
 
 import dataclasses
-import datetime as _dt
 import importlib.util
 import os
 import time
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from ..runs import new_run_folder
 from .runner import EvalOptions
 
 __all__ = ["DemoModel", "demo_model", "demo_options", "run_demo", "DEMO_METHODS", "REAL_DATA_COMMAND"]
@@ -64,12 +64,6 @@ def demo_model(folder: str | Path) -> DemoModel:
     return DemoModel(str(path), "a tiny randomly initialised Qwen2.5-VL (its answers are chance)", False)
 
 
-def default_run_folder(now: _dt.datetime | None = None) -> Path:
-    """``runs/demo-<YYYYmmdd-HHMMSS>`` under the current folder."""
-    now = now or _dt.datetime.now()
-    return Path("runs") / f"demo-{now:%Y%m%d-%H%M%S}"
-
-
 def demo_options(opts: EvalOptions, *, out: str | None, model_given: bool) -> EvalOptions:
     """The harness options of a demo: the parsed ``opts`` with the demo's data, methods, frames and folder.
 
@@ -88,22 +82,30 @@ def demo_options(opts: EvalOptions, *, out: str | None, model_given: bool) -> Ev
         min_pixels=opts.min_pixels or 4 * 28 * 28,
         max_pixels=opts.max_pixels or DEMO_SIDE * DEMO_SIDE,
         dtype=opts.dtype if cuda else "float32",
-        out=str(out) if out else str(default_run_folder()),
+        out=str(out) if out else str(new_run_folder("demo")),
         warmup=opts.warmup and cuda,  # the CPU path compiles nothing: no untimed first answer needed
     )
 
 
 def run_demo(opts: EvalOptions) -> list[dict]:
     """Run the demo of ``opts`` (from :func:`demo_options`); returns the leaderboard rows written."""
+    threads = torch.get_num_threads()
+    if not torch.cuda.is_available() and "OMP_NUM_THREADS" not in os.environ:
+        # The demo's tensors are small: one thread runs them as fast as several, and on a busy machine much
+        # faster (threads waiting for each other at every small op).
+        torch.set_num_threads(1)
+    try:
+        return _run_demo(opts)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_demo(opts: EvalOptions) -> list[dict]:
     from .plots import plot_run
     from .runner import run_videomme
     from .synthetic_videomme import write_synthetic_videomme
 
     start = time.perf_counter()
-    if not torch.cuda.is_available() and "OMP_NUM_THREADS" not in os.environ:
-        # The demo's tensors are small: one thread runs them as fast as several, and on a busy machine much
-        # faster (threads waiting for each other at every small op).
-        torch.set_num_threads(1)
     folder = Path(opts.out)
     folder.mkdir(parents=True, exist_ok=True)
     data = write_synthetic_videomme(

@@ -173,6 +173,10 @@ class PatchState:
         if timing:
             _sync(q.device)
             t1 = time.perf_counter()
+        layout = self.method.layout(visual, q.shape[0], q.shape[2], k.shape[2], q.device)  # the plan's, memoised
+        self.stats.record_layout(
+            k.shape[2], visual.sum(-1).max(), layout.free.sum(), plan.block_m, plan.block_n
+        )
         out = self._kernel(q, k, v, plan, scaling)
         if timing:
             _sync(q.device)
