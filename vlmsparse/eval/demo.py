@@ -55,13 +55,13 @@ def demo_model(folder: str | Path) -> DemoModel:
     if importlib.util.find_spec("vlmsparse.testbed") is not None:
         from vlmsparse import testbed
 
-        path = Path(testbed.checkpoint_path())
+        path = Path(testbed.checkpoint_path()).resolve()
         if path.exists():
             return DemoModel(str(path), "the project's testbed model (trained on generated video tasks)", True)
     from vlmsparse.testing import save_tiny_qwen2_5_vl
 
-    path = save_tiny_qwen2_5_vl(Path(folder) / "tiny-qwen2.5-vl", num_hidden_layers=DEMO_TINY_LAYERS)
-    return DemoModel(str(path), "a tiny randomly initialised Qwen2.5-VL (its answers are chance)", False)
+    path = save_tiny_qwen2_5_vl(Path(folder).resolve() / "tiny-qwen2.5-vl", num_hidden_layers=DEMO_TINY_LAYERS)
+    return DemoModel(str(path), f"a tiny randomly initialised Qwen2.5-VL ({DEMO_TINY_LAYERS} layers), saved in {path}", False)
 
 
 def demo_options(opts: EvalOptions, *, out: str | None, model_given: bool) -> EvalOptions:
