@@ -86,31 +86,37 @@ def test_plot_command_redraws_a_run_folder(demo_run, tmp_path, capsys):
     assert exc.value.code == 2 and "no such folder" in capsys.readouterr().err
 
 
-def _pareto_rows(speedup_convention: bool) -> list[dict]:
+def _pareto_rows(with_dense_ms: bool) -> list[dict]:
+    """Rows as ``python -m vlmsparse.bench pareto`` writes them (two seeds per knob), with or without dense_ms."""
     rows = []
-    dense_ms = {"diffuse": 10.0, "peaked": 8.0}
-    for family, dense in dense_ms.items():
-        for method, times, errors in (("psa", (9.0, 6.0, 4.0), (0.02, 0.05, 0.1)), ("xattention", (9.5, 7.0), (0.03, 0.08))):
+    for family, dense in {"diffuse": 10.0, "peaked": 8.0}.items():
+        for line, times, errors in (("psa", (9.0, 6.0, 4.0), (0.02, 0.05, 0.1)), ("xattention", (9.5, 7.0), (0.03, 0.08))):
             for knob, (t, e) in enumerate(zip(times, errors)):
-                ratio = dense / t if speedup_convention else t / dense
-                rows.append(dict(device="H200", shapes="B=1 Hq=28 Hkv=4 L=16384 D=128", family=family, method=method,
-                                 knob=knob, sparsity=0.5, time_ms=t, ratio_to_dense=ratio, rel_error=e, recall=0.9))
+                for seed in (0, 1):
+                    row = dict(device="NVIDIA H200", B=1, Hq=28, Hkv=4, L=16480, D=128, dtype="bfloat16", family=family,
+                               seed=seed, line=line, method=line, knob=f"k={knob}", sparsity=0.5, time_ms=t + seed * 0.1,
+                               ratio_to_dense=dense / (t + seed * 0.1), rel_error=e, recall=0.9)
+                    if with_dense_ms:
+                        row["dense_ms"] = dense
+                    rows.append(row)
     return rows
 
 
-def test_speedups_read_either_ratio_convention_and_the_frontier_is_drawn(tmp_path):
-    want = [10.0 / 9.0, 10.0 / 6.0, 10.0 / 4.0]
-    for convention in (False, True):
-        ups = plots.speedups(_pareto_rows(convention))
-        assert ups[:3] == pytest.approx(want)
+def test_speed_vs_error_frontier_is_drawn_from_the_speed_csv(tmp_path):
+    for with_dense in (False, True):
+        ups = [plots.speedup(r) for r in _pareto_rows(with_dense)]
+        assert ups[:2] == pytest.approx([10.0 / 9.0, 10.0 / 9.1])
+    assert plots.speedup({"time_ms": "", "ratio_to_dense": ""}) is None
     path = tmp_path / "pareto.csv"
-    rows = _pareto_rows(False)
+    rows = _pareto_rows(True)
     with path.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
     assert plots.plot_run(tmp_path) == [tmp_path / plots.PARETO_PNG]
     assert (tmp_path / plots.PARETO_PNG).read_bytes()[:8] == PNG_MAGIC
+    with pytest.raises(ValueError, match="no row with a speed-up"):
+        plots.plot_pareto([{"rel_error": "0.1"}], tmp_path / "x.png")
 
 
 def test_a_missing_data_folder_is_an_immediate_error_pointing_at_the_demo(tmp_path, capsys):

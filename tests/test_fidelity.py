@@ -118,7 +118,12 @@ def test_fidelity_cli_end_to_end(tmp_path, monkeypatch, capsys):
     assert {r["seq_len"] for r in csv.DictReader((tmp_path / "results" / "fidelity.csv").open())} == {"288"}
 
 
-def test_fidelity_refuses_an_unknown_method(tmp_path, monkeypatch):
+def test_fidelity_refuses_an_unknown_method(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(SystemExit, match="unknown method"):
+    with pytest.raises(SystemExit) as exc:
         main(["fidelity", "--seq-lens", "300", "--core-seq-lens", "--methods", "psa", "fast"])
+    assert exc.value.code == 2 and "unknown ['fast']" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        (tmp_path / "taken").write_text("a file")
+        main(["fidelity", "--seq-lens", "300", "--out", str(tmp_path / "taken")])
+    assert exc.value.code == 2 and "is a file" in capsys.readouterr().err

@@ -159,20 +159,26 @@ def require_head_dim(head_dim: int) -> None:
         raise ValueError(f"--head-dim must be between 16 and 256, got {head_dim}")
 
 
-def check_writable_file(path: str | os.PathLike) -> None:
-    """``ValueError`` unless a file can be written at ``path`` (its folder created if needed), checked up front so
-    that a long benchmark does not fail at its end."""
-    target = Path(path)
-    if target.is_dir():
-        raise ValueError(f"--out {path} is a folder; pass a CSV file path")
-    folder = target.absolute().parent
-    while not folder.exists() and folder != folder.parent:  # probe the first folder that exists: create nothing
-        folder = folder.parent
-    probe = folder / f".write-test-{os.getpid()}"
-    try:
-        if not folder.is_dir():
-            raise NotADirectoryError(20, "not a folder")
-        probe.write_bytes(b"x")
-        probe.unlink()
-    except OSError as exc:
-        raise ValueError(f"--out {path} cannot be written ({exc.strerror or exc}); pass a path in a folder you can write to") from None
+def check_writable_output(args) -> None:
+    """``ValueError`` unless the run folder (``--out``, else ``runs/``) and, with ``--results``, ``results/`` can be
+    written (folders created as needed), checked up front so that a long benchmark does not fail at its end."""
+    from vlmsparse.runs import RUNS_DIR
+
+    targets = [(Path(args.out) if args.out else RUNS_DIR, "--out")]
+    if getattr(args, "results", False):
+        targets.append((RESULTS_DIR, "--results"))
+    for folder, flag in targets:
+        shown = f"{flag} {folder}" if flag == "--out" else f"--results ({folder}/)"
+        if folder.exists() and not folder.is_dir():
+            raise ValueError(f"{shown} is a file; pass a folder for the CSV")
+        probe_dir = folder.absolute()
+        while not probe_dir.exists() and probe_dir != probe_dir.parent:  # the first folder that exists: create nothing
+            probe_dir = probe_dir.parent
+        probe = probe_dir / f".write-test-{os.getpid()}"
+        try:
+            if not probe_dir.is_dir():
+                raise NotADirectoryError(20, "not a folder")
+            probe.write_bytes(b"x")
+            probe.unlink()
+        except OSError as exc:
+            raise ValueError(f"{shown} cannot be written ({exc.strerror or exc}); pass a folder you can write to") from None

@@ -231,7 +231,7 @@ def check_args(args: argparse.Namespace) -> None:
     """``ValueError`` naming the first bad flag (called before anything runs)."""
     from vlmsparse.methods import available_methods
 
-    from .common import check_writable_file, require_head_dim, require_heads, require_positive
+    from .common import check_writable_output, require_head_dim, require_heads, require_positive
 
     require_positive(args, "seq_lens", "core_seq_lens", "heads_q", "heads_kv", "head_dim", "height", "width")
     require_positive(args, "text_prefix", "text_suffix", allow_zero=True)
@@ -242,7 +242,7 @@ def check_args(args: argparse.Namespace) -> None:
     unknown = sorted(set(args.methods or []) - set(available_methods()))
     if unknown:
         raise ValueError(f"--methods: unknown {unknown}; available: {available_methods()}")
-    check_writable_file(args.out)
+    check_writable_output(args)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -261,10 +261,6 @@ def run(args: argparse.Namespace) -> int:
     dev_name = _device_name(device)
     date = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d")
     text = args.text_prefix + args.text_suffix
-    known = sorted({s.method for s in default_sweep()})
-    unknown = sorted(set(args.methods or ()) - set(known))
-    if unknown:
-        raise SystemExit(f"unknown method(s) {unknown} for --methods; choose from {known}")
     sweep = [s for s in default_sweep() if args.methods is None or s.method in args.methods]
     paths = output_csvs(args, "fidelity")
     rows: list[dict[str, Any]] = []

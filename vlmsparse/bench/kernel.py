@@ -301,7 +301,7 @@ def check_args(args: argparse.Namespace) -> None:
     """``ValueError`` naming the first bad flag (called before anything runs)."""
     from vlmsparse.kernels.blocks import VALID_BLOCK_SIZES
 
-    from .common import check_writable_file, require_head_dim, require_heads, require_positive
+    from .common import check_writable_output, require_head_dim, require_heads, require_positive
 
     require_positive(args, "lengths", "heads_q", "heads_kv", "head_dim", "check_rows")
     require_heads(args.heads_q, args.heads_kv)
@@ -312,7 +312,7 @@ def check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--keeps are shares of blocks kept, in (0, 1]; got {args.keeps}")
     if any(len(c) != 2 or min(c) < 1 for c in args.configs):
         raise ValueError(f"--configs are num_warps,num_stages pairs of positive integers (e.g. 8,3); got {args.configs}")
-    check_writable_file(args.out)
+    check_writable_output(args)
 
 
 def run(args: argparse.Namespace) -> int:

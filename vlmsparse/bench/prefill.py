@@ -50,11 +50,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def check_args(args: argparse.Namespace) -> None:
     """``ValueError`` naming the first bad flag (called before anything runs)."""
-    from .common import check_writable_file, require_positive
+    from .common import check_writable_output, require_positive
 
     require_positive(args, "visual_tokens", "layers", "repeats")
     require_positive(args, "text_prefix", "text_suffix", allow_zero=True)
-    check_writable_file(args.out)
+    check_writable_output(args)
 
 
 def _build_model(layers: int):

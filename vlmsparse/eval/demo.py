@@ -70,12 +70,16 @@ def demo_options(opts: EvalOptions, *, out: str | None, model_given: bool) -> Ev
     Frame and generation flags the user gave are kept; ``--model`` is kept only when given (``model_given``),
     otherwise :func:`demo_model` picks one when the demo runs.
     """
+    from .settings import resolve_settings
+
     cuda = torch.cuda.is_available()
+    methods = opts.methods or (None if opts.configs else list(DEMO_METHODS))
     return dataclasses.replace(
         opts,
         demo=True,
         model=opts.model if model_given else "",
-        methods=opts.methods or (None if opts.configs else list(DEMO_METHODS)),
+        settings=resolve_settings(methods, opts.configs),
+        methods=methods,
         split="all",
         data_dir=None,
         frames=opts.frames or DEMO_FRAMES,

@@ -5,9 +5,10 @@
   with the PSA paper's reported rows as hollow markers;
 - ``layer_sparsity.png`` from the records (``runs/**/records.jsonl``, field ``layer_sparsity``): sparsity per
   decoder layer, averaged over a run's questions, one line per run (``dense`` is 0 everywhere and not drawn);
-- ``pareto.png`` from a speed benchmark CSV (``pareto.csv``: device, shapes, family, method, knob, sparsity,
-  time_ms, ratio_to_dense, rel_error, recall): relative error against speed-up over dense attention, one line
-  per method and input family, one panel per device and shapes.
+- ``pareto.png`` from the speed benchmark's CSV (``pareto.csv`` of ``python -m vlmsparse.bench pareto``: device,
+  shapes, family, line / method, knob, seed, dense_ms, time_ms, ratio_to_dense, rel_error, ...): relative error
+  against speed-up over dense attention, one line per method line and input family (knob settings averaged
+  over seeds), one panel per device and shapes. The benchmark draws it with this module too.
 
 Figures are drawn on matplotlib's Agg canvas without pyplot, so nothing here touches a notebook's backend.
 """
@@ -22,7 +23,7 @@ from typing import Iterable, Sequence
 
 from .leaderboard import read_rows
 from .records import iter_jsonl
-from .reference import PSA_PAPER_VIDEOMME, REFERENCE_SOURCE
+from .reported import PSA_PAPER_VIDEOMME, REPORTED_SOURCE
 from .videomme import DURATIONS
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "plot_layer_sparsity",
     "plot_pareto",
     "plot_run",
+    "speedup",
     "main",
 ]
 
@@ -45,11 +47,14 @@ PARETO_CSV = "pareto.csv"
 STYLE = {
     "dense": ("#444444", "s"),
     "psa": ("#d62728", "o"),
+    "psa-all-levels": ("#ff9896", "o"),
+    "psa-stride16": ("#8c564b", "P"),
     "xattention": ("#1f77b4", "^"),
     "sparge": ("#2ca02c", "D"),
 }
-_OTHER_COLOURS = ("#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf", "#ff7f0e")
-_FAMILY_LINES = ("-", "--", ":", "-.")
+_OTHER_COLOURS = ("#9467bd", "#e377c2", "#bcbd22", "#17becf", "#ff7f0e")
+#: Line styles per input family of the speed benchmark (how concentrated attention is).
+FAMILY_LINES = {"diffuse": ":", "medium": "-", "peaked": "--", "mixed": "-."}
 
 
 def _style(method: str) -> tuple[str, str]:
@@ -121,7 +126,7 @@ def plot_accuracy_vs_sparsity(rows: Sequence[dict], path: str | Path, *, reporte
     fig.legend(handles, labels, loc="outside right upper", fontsize=8)
     title = "Video-MME accuracy vs achieved sparsity"
     if reported:
-        title += f"; hollow markers: {REFERENCE_SOURCE}"
+        title += f"; hollow markers: {REPORTED_SOURCE}"
     fig.suptitle(title, fontsize=9)
     return _save(fig, Path(path))
 
@@ -179,72 +184,62 @@ def plot_layer_sparsity(by_run: dict[str, list[float]], path: str | Path) -> Pat
 
 
 # -- speed vs error ----------------------------------------------------------------------------------------
-def speedups(rows: Sequence[dict]) -> list[float | None]:
-    """Speed-up over dense attention of each row of a speed CSV (``time_ms``, ``ratio_to_dense``).
+def speedup(row: dict) -> float | None:
+    """Speed-up over dense attention of one speed-CSV row: ``dense_ms / time_ms`` where both are given, else
+    ``ratio_to_dense`` (which ``python -m vlmsparse.bench pareto`` writes as dense time / time)."""
+    dense, time_ms = _float(row.get("dense_ms")), _float(row.get("time_ms"))
+    if dense and time_ms and dense > 0 and time_ms > 0:
+        return dense / time_ms
+    ratio = _float(row.get("ratio_to_dense"))
+    return ratio if ratio and ratio > 0 else None
 
-    ``ratio_to_dense`` relates a row's time to dense attention's on the same inputs, either as time / dense or
-    as dense / time. Within rows that share a device, shapes and family the dense time is one number, so the
-    reading under which ``time_ms`` and ``ratio_to_dense`` imply the same dense time for every row is taken
-    (``time / dense`` when a group has a single time and cannot tell).
-    """
-    groups: dict[tuple, list[int]] = defaultdict(list)
-    for i, row in enumerate(rows):
-        groups[(row.get("device"), row.get("shapes"), row.get("family"))].append(i)
-    out: list[float | None] = [None] * len(rows)
-    for members in groups.values():
-        pairs = [(i, _float(rows[i].get("time_ms")), _float(rows[i].get("ratio_to_dense"))) for i in members]
-        pairs = [(i, t, r) for i, t, r in pairs if t and r and t > 0 and r > 0]
-        if not pairs:
-            continue
 
-        def spread(values: list[float]) -> float:
-            return (max(values) - min(values)) / max(values)
-
-        as_time_ratio = spread([t / r for _, t, r in pairs])  # ratio = time / dense -> dense = time / ratio
-        as_speedup = spread([t * r for _, t, r in pairs])  # ratio = dense / time -> dense = time * ratio
-        time_over_dense = as_time_ratio <= as_speedup
-        for i, _t, r in pairs:
-            out[i] = 1.0 / r if time_over_dense else r
-    return out
+def _shapes(row: dict) -> str:
+    if row.get("shapes"):
+        return str(row["shapes"])
+    return " ".join(f"{k}={row[k]}" for k in ("L", "Hq", "Hkv", "D", "dtype") if row.get(k) not in (None, ""))
 
 
 def plot_pareto(rows: Sequence[dict], path: str | Path) -> Path:
-    """Relative error against speed-up over dense, one line per method and family (one panel per device and
-    shapes); returns the PNG path."""
-    ups = speedups(rows)
-    panels: dict[tuple[str, str], dict[tuple[str, str], list[tuple[float, float]]]] = defaultdict(lambda: defaultdict(list))
-    for row, up in zip(rows, ups):
-        err = _float(row.get("rel_error"))
+    """Relative error against speed-up over dense, one line per method line and input family, one panel per
+    device and shapes; points of one knob setting are averaged over seeds. Returns the PNG path."""
+    panels: dict[tuple[str, str], dict[tuple[str, str], dict[str, list[tuple[float, float]]]]] = defaultdict(
+        lambda: defaultdict(lambda: defaultdict(list))
+    )
+    for row in rows:
+        up, err = speedup(row), _float(row.get("rel_error"))
         if up is None or err is None:
             continue
-        panels[(str(row.get("device", "")), str(row.get("shapes", "")))][(str(row.get("method", "")), str(row.get("family", "")))].append((up, err))
+        line = str(row.get("line") or row.get("method", ""))
+        panel = panels[(str(row.get("device", "")), _shapes(row))]
+        panel[(line, str(row.get("family", "")))][str(row.get("knob", ""))].append((up, err))
     if not panels:
-        raise ValueError("no row with time_ms, ratio_to_dense and rel_error to draw")
-    families = sorted({fam for lines in panels.values() for _, fam in lines})
+        raise ValueError("no row with a speed-up (dense_ms and time_ms, or ratio_to_dense) and rel_error to draw")
     n = len(panels)
     cols = min(n, 3)
-    fig = _figure(4.6 * cols + 1.6, 3.8 * math.ceil(n / cols))
+    fig = _figure(4.8 * cols + 2.0, 4.0 * math.ceil(n / cols))
     axes = fig.subplots(math.ceil(n / cols), cols, squeeze=False).flatten()
     for ax, ((device, shapes), lines) in zip(axes, sorted(panels.items())):
-        positive = all(e > 0 for xy in lines.values() for _, e in xy)
-        for (method, family), xy in sorted(lines.items()):
-            xy.sort()
-            colour, marker = _style(method)
-            style = _FAMILY_LINES[families.index(family) % len(_FAMILY_LINES)]
-            ax.plot([x for x, _ in xy], [y for _, y in xy], marker=marker, color=colour, linestyle=style,
-                    label=f"{method}, {family}" if family else method, linewidth=1.2, markersize=4)
+        positive = True
+        for (line, family), knobs in sorted(lines.items()):
+            xy = sorted((sum(x for x, _ in pts) / len(pts), sum(y for _, y in pts) / len(pts)) for pts in knobs.values())
+            positive = positive and all(y > 0 for _, y in xy)
+            colour, marker = _style(line)
+            ax.plot([x for x, _ in xy], [y for _, y in xy], marker=marker, color=colour,
+                    linestyle=FAMILY_LINES.get(family, "-"), label=f"{line} / {family}" if family else line,
+                    linewidth=1.2, markersize=3)
         ax.axvline(1.0, color="#888888", linewidth=0.8)
         if positive:
             ax.set_yscale("log")
         ax.set_xlabel("speed-up over dense attention (x)")
         ax.set_ylabel("relative L2 error vs dense")
-        ax.set_title(f"{device}\n{shapes}", fontsize=8)
+        ax.set_title(f"{device}, {shapes}", fontsize=8)
         ax.grid(alpha=0.3, which="both")
     for ax in axes[n:]:
         ax.set_visible(False)
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside right upper", fontsize=7)
-    fig.suptitle("Speed vs error (lower right is better)", fontsize=9)
+    fig.suptitle("Speed vs error, mean over seeds (lower right is better)", fontsize=9)
     return _save(fig, Path(path))
 
 
@@ -261,7 +256,7 @@ def plot_run(run_dir: str | Path, *, pareto_csv: str | Path | None = None, repor
         written.append(plot_layer_sparsity(by_run, root / LAYERS_PNG))
     pareto = Path(pareto_csv) if pareto_csv is not None else root / PARETO_CSV
     pareto_rows = read_rows(pareto)
-    if pareto_rows and any(u is not None for u in speedups(pareto_rows)):
+    if any(speedup(r) is not None for r in pareto_rows):
         written.append(plot_pareto(pareto_rows, root / PARETO_PNG))
     return written
 
