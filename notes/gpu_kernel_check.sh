@@ -9,7 +9,7 @@ nvidia-smi --query-gpu=name,clocks.sm,clocks.mem --format=csv | tee "$OUT/gpu.tx
 VLMSPARSE_TEST_DEVICE=cuda TRITON_INTERPRET=0 timeout ${TEST_S:-150} python3 -m pytest -q -x \
   tests/test_kernel.py tests/test_kernel_parts.py 2>&1 | tail -4 | tee "$OUT/tests.log"
 timeout ${KERNEL_S:-150} python3 -m vlmsparse.bench kernel --skip-random --lengths 8192 32768 \
-  --methods ${METHODS:-psa xattention} --out "$OUT/kernel.csv" 2>&1 | tee "$OUT/kernel.log" | grep -v "^L="
+  --methods ${METHODS:-psa xattention} --out "$OUT" 2>&1 | tee "$OUT/kernel.log" | grep -v "^L="
 timeout ${PROFILE_S:-60} python3 notes/profile_plan.py --host psa > "$OUT/profile.txt" 2>&1
 timeout ${PARETO_S:-240} python3 -m vlmsparse.bench pareto --lengths ${PARETO_LENGTHS:-16384 32768} \
   --seeds ${SEEDS:-0} --out "$OUT" 2>&1 | tee "$OUT/pareto.log" | grep -v "^L="

@@ -451,7 +451,7 @@ def test_two_processes_on_one_run_share_it(tiny_model, tmp_path):
         (["fidelity", "--methods", "bogus"], "unknown ['bogus']"),
         (["fidelity", "--heads-q", "7", "--heads-kv", "2"], "multiple of --heads-kv"),
         (["fidelity", "--head-dim", "300"], "--head-dim"),
-        (["fidelity", "--out", "/proc/no/such.csv"], "cannot be written"),
+        (["fidelity", "--out", "/proc/no/such-folder"], "cannot be written"),
         (["kernel", "--block", "100"], "--block must be one of"),
         (["kernel", "--keeps", "1.5"], "--keeps"),
         (["prefill", "--layers", "0"], "--layers must be > 0"),

@@ -12,7 +12,7 @@ from vlmsparse.eval import cli, leaderboard, runner
 from vlmsparse.eval.model_io import VideoQA
 from vlmsparse.eval.records import load_records
 
-from videomme_fixture import make_videomme_fixture
+from vlmsparse.eval.synthetic_videomme import write_synthetic_videomme
 
 REPO = Path(__file__).resolve().parents[1]
 #: Tiny frames (4 frames of 56 x 28) and short answers keep a question well under a second on CPU.
@@ -33,7 +33,7 @@ def tiny_model(tmp_path_factory) -> str:
 @pytest.fixture
 def data(tmp_path):
     """One video per split, two questions each (6 questions)."""
-    return make_videomme_fixture(tmp_path / "videomme", videos_per_split=1, questions_per_video=2)
+    return write_synthetic_videomme(tmp_path / "videomme", videos_per_split=1, questions_per_video=2)
 
 
 def run_cli(model: str, data_dir: Path, out: Path, *extra: str) -> int:
@@ -202,7 +202,7 @@ def test_corrupt_video_is_an_error_for_its_questions_and_the_run_goes_on(tiny_mo
             assert rec["error"] is None
     # errors are kept on a plain rerun, tried again with --retry-errors
     data.videos[broken].unlink()
-    from videomme_fixture import write_video
+    from vlmsparse.eval.synthetic_videomme import write_video
 
     write_video(data.videos[broken], seed=9)
     assert run_cli(tiny_model, data.root, out, "--method", "dense", "--retry-errors") == 0

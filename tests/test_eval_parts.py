@@ -12,12 +12,12 @@ import pytest
 from vlmsparse.eval import aggregate, answers, frames, leaderboard, prompts, records, reported, settings, videomme
 from vlmsparse.eval.distributed import close_process_group, group_by_video, shard_by_video
 
-from videomme_fixture import make_videomme_fixture
+from vlmsparse.eval.synthetic_videomme import write_synthetic_videomme
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    return make_videomme_fixture(tmp_path_factory.mktemp("videomme"), videos_per_split=2, questions_per_video=2)
+    return write_synthetic_videomme(tmp_path_factory.mktemp("videomme"), videos_per_split=2, questions_per_video=2)
 
 
 # -- data --------------------------------------------------------------------------------------------

@@ -88,11 +88,14 @@ def test_dispatcher_lists_subcommands_and_reports_missing_modules(capsys):
         del SUBCOMMANDS["ghost"]
 
 
-def test_fidelity_cli_end_to_end(tmp_path):
-    out = tmp_path / "fid.csv"
+def test_fidelity_cli_end_to_end(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # the default run folder and results/ are relative to the current folder
     args = ["fidelity", "--seq-lens", "1200", "--core-seq-lens", "--heads-q", "2", "--head-dim", "32",
-            "--height", "8", "--width", "8", "--methods", "dense", "xattention", "--out", str(out)]
+            "--height", "8", "--width", "8", "--methods", "dense", "xattention"]
     assert main(args) == 0
+    assert "asked for 1200 tokens: 17 frames of 8x8 visual tokens and 96 text tokens make 1184" in capsys.readouterr().out
+    assert not (tmp_path / "results").exists()  # the committed table changes only with --results
+    (out,) = (tmp_path / "runs").glob("fidelity-*/fidelity.csv")
     rows = list(csv.DictReader(out.open()))
     assert list(rows[0]) == COLUMNS
     assert [r["method"] for r in rows] == ["dense"] + ["xattention"] * 6
@@ -106,6 +109,21 @@ def test_fidelity_cli_end_to_end(tmp_path):
     assert errors[0] > errors[-1]
     # 96 text tokens + 17 frames of 8 x 8
     assert all(r["backend"] == "float32" and r["device"].startswith("cpu") and r["seq_len"] == "1184" for r in rows)
-    # a second run at another length keeps the first run's rows
-    assert main(args[:2] + ["300"] + args[3:]) == 0
-    assert {r["seq_len"] for r in csv.DictReader(out.open())} == {"1184", "288"}
+    # a second run at another length into a chosen folder, and into results/: earlier rows there are kept
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "fidelity.csv").write_text(out.read_text())
+    assert main(args[:2] + ["300"] + args[3:] + ["--out", str(folder), "--results"]) == 0
+    assert {r["seq_len"] for r in csv.DictReader((folder / "fidelity.csv").open())} == {"1184", "288"}
+    assert {r["seq_len"] for r in csv.DictReader((tmp_path / "results" / "fidelity.csv").open())} == {"288"}
+
+
+def test_fidelity_refuses_an_unknown_method(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        main(["fidelity", "--seq-lens", "300", "--core-seq-lens", "--methods", "psa", "fast"])
+    assert exc.value.code == 2 and "unknown ['fast']" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        (tmp_path / "taken").write_text("a file")
+        main(["fidelity", "--seq-lens", "300", "--out", str(tmp_path / "taken")])
+    assert exc.value.code == 2 and "is a file" in capsys.readouterr().err

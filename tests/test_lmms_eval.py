@@ -2,10 +2,11 @@
 random Qwen2.5-VL saved to a temporary folder, and runs a Video-MME-shaped task end to end through its own CLI,
 with each request's achieved sparsity in the logged samples and the run's row in a leaderboard CSV.
 
-Needs the ``lmms`` extra (``pip install -e ".[cpu,test,lmms]"``); skipped only where lmms-eval is not installed.
+Needs the ``lmms`` extra (on a CPU-only machine, as CI: ``pip install -e ".[test,lmms]" torch==2.14.1
+torchvision==0.29.1``, see the README); skipped only where lmms-eval is not installed.
 
-Where torchvision cannot be imported (the PyPI torchvision wheels are CUDA builds, which do not load beside the
-CPU torch wheel), two torchvision-bound pieces that lmms-eval's Qwen2.5-VL model calls are replaced for the test:
+Where torchvision is not installed (nothing in vlmsparse needs it; the PyPI torchvision wheels are CUDA builds,
+which do not load beside the CPU torch wheel), two torchvision-bound pieces that lmms-eval's Qwen2.5-VL model calls are replaced for the test:
 ``AutoProcessor`` (transformers' Qwen2.5-VL video processor needs torchvision) by
 ``vlmsparse.model.processor.load_processor``, and ``qwen_vl_utils.process_vision_info`` (which imports
 torchvision) by a stand-in that samples and sizes frames by the same rules with ``vlmsparse.eval.frames``
@@ -25,11 +26,12 @@ from pathlib import Path
 import pytest
 
 lmms_eval = pytest.importorskip(
-    "lmms_eval", reason="lmms-eval is not installed; install the extra: pip install -e '.[cpu,test,lmms]'"
+    "lmms_eval",
+    reason="lmms-eval is not installed; on a CPU: pip install -e '.[test,lmms]' torch==2.14.1 torchvision==0.29.1",
 )
 
 import torch  # noqa: E402
-from videomme_fixture import make_videomme_fixture  # noqa: E402
+from vlmsparse.eval.synthetic_videomme import write_synthetic_videomme  # noqa: E402
 
 from vlmsparse.eval.leaderboard import LEADERBOARD_COLUMNS  # noqa: E402
 from vlmsparse.eval.prompts import build_prompt  # noqa: E402
@@ -60,7 +62,8 @@ def torchvision_usable() -> bool:
     if error not in (None, "absent"):
         pytest.fail(
             f"torchvision is installed but does not load beside torch {torch.__version__} ({error}); transformers "
-            "then fails to import its image utilities. On a CPU-only torch, uninstall it: pip uninstall -y torchvision"
+            "then fails to import its image utilities. On a CPU-only machine install the matching pair from the "
+            "README instead: pip install -e '.[test,lmms]' torch==2.14.1 torchvision==0.29.1"
         )
     return error is None
 
@@ -188,7 +191,7 @@ def test_videomme_shaped_task_through_the_lmms_eval_cli(lmms_qwen, tmp_path, mon
     hf_home = tmp_path / "hf"
     monkeypatch.setenv("HF_HOME", str(hf_home))
     monkeypatch.setenv("VERBOSITY", "WARNING")
-    fixture = make_videomme_fixture(hf_home / "videomme", num_frames=8, height=112, width=112, questions_per_video=1)
+    fixture = write_synthetic_videomme(hf_home / "videomme", num_frames=8, height=112, width=112, questions_per_video=1)
     _task_yaml(tmp_path / "tasks", fixture.parquet)
     # one decoder layer with two query heads over one KV head (head dim 16) keeps the interpreted kernel quick
     model_dir = save_tiny_qwen2_5_vl(

@@ -1,6 +1,6 @@
 """vlmsparse.patch on a tiny random Qwen2.5-VL (CPU) fed a generated video through its processor.
 
-Most tests run the sparse path through the plain-PyTorch reference kernel (TRITON_INTERPRET unset, fast);
+Most tests run the sparse path through the plain-PyTorch CPU path, pyramid_attention_blockwise (TRITON_INTERPRET unset, fast);
 ``test_triton_kernel_path`` runs the Triton kernel under the interpreter.
 """
 
@@ -34,7 +34,7 @@ def tiny():
 
 @pytest.fixture
 def reference_kernel(monkeypatch):
-    """Serve the sparse path with pyramid_attention_ref (the CPU fallback) instead of the interpreted kernel."""
+    """Serve the sparse path with pyramid_attention_blockwise (the CPU path) instead of the interpreted kernel."""
     monkeypatch.setenv("TRITON_INTERPRET", "0")
 
 
@@ -90,11 +90,30 @@ def test_psa_defaults_sparse_and_stats(tiny, reference_kernel):
         assert stats.prefill_seconds() > 0 and stats.planning_seconds() > 0
         table = stats.summary()
         assert "layer" in table and f"{overall:.3f}" in table
+        assert stats.why_not_sparse() is None and "sparsity 0" not in table
         # accumulated over prefills, per sample is the last one
         _logits(model, inputs)
         assert stats.num_prefills == 2 and stats.sparsity() == pytest.approx(overall)
         stats.reset()
         assert stats.sparsity() is None and stats.num_prefills == 0 and stats.per_layer() == {}
+
+
+def test_summary_says_why_a_short_prompt_is_not_sparse(tiny, reference_kernel):
+    model, _, inputs, _ = tiny
+    with vlmsparse.patch(model, "psa") as handle:  # 128-token blocks; the prompt holds 64 visual tokens
+        _logits(model, inputs)
+        assert handle.stats.num_prefills == 1 and handle.stats.sparsity() == 0.0
+        why = handle.stats.why_not_sparse()
+        assert why.startswith("too short to be sparse") and "64 of them visual" in why and "384" in why
+        assert "sparsity 0: too short" in handle.stats.summary()
+    with vlmsparse.patch(model, "psa", **ALL_LEVEL_ONE) as handle:  # blocks left to it, all kept
+        _logits(model, inputs)
+        assert handle.stats.why_not_sparse().startswith("the method kept every block left to it")
+    with vlmsparse.patch(model, "psa", **BLOCKS) as handle:
+        text_only = model.config.text_config.bos_token_id
+        with torch.no_grad():
+            model(input_ids=torch.full((1, 8), text_only))
+        assert handle.stats.num_prefills == 0 and "no prefill reached the sparse path" in handle.stats.why_not_sparse()
 
 
 def test_triton_kernel_path(tiny):
@@ -201,7 +220,7 @@ def test_eager_model_and_reference_notice(reference_kernel, caplog):
             _logits(model, inputs)
             out = model.generate(**inputs, max_new_tokens=2, do_sample=False)
     assert out.shape[1] == inputs["input_ids"].shape[1] + 2
-    notices = [r for r in caplog.records if "pyramid_attention_ref" in r.getMessage()]
+    notices = [r for r in caplog.records if "pyramid_attention_blockwise" in r.getMessage()]
     assert len(notices) == 1  # said once
     assert model.config.text_config._attn_implementation == "eager"
 

@@ -1,13 +1,17 @@
 """Benchmarks: ``python -m vlmsparse.bench <subcommand>``.
 
 - ``fidelity`` (:mod:`vlmsparse.bench.fidelity`): sweep each planner's knob on synthetic video-like q/k/v and
-  write sparsity, output error against dense attention and attention recall to ``results/fidelity.csv``.
+  write sparsity, output error against dense attention and attention recall to ``fidelity.csv``.
 - ``kernel`` (:mod:`vlmsparse.bench.kernel`) and ``prefill`` (:mod:`vlmsparse.bench.prefill`): speed benchmarks.
 - ``question`` (:mod:`vlmsparse.bench.question`): where a whole question's time goes (vision tower, decoder prefill,
   generation) on a 7B-shaped model, per method; ``decode`` (:mod:`vlmsparse.bench.decode`): the CPU side's decord rate.
 
+Each writes into a new run folder (``runs/<name>-<date>-<time>/``, or ``--out DIR``) and adds its rows to
+``results/<name>.csv`` only with ``--results`` (:func:`vlmsparse.bench.common.add_output_arguments`).
+
 To add a subcommand, write a module with ``add_arguments(parser: argparse.ArgumentParser)`` and
-``run(args) -> int | None`` and add its name here (or call :func:`register_subcommand`).
+``run(args) -> int | None`` (and, if it likes, an ``EXAMPLES`` string for its help) and add its name here (or
+call :func:`register_subcommand`).
 :mod:`vlmsparse.bench.synthetic` provides the inputs (``video_qkv``) for any of them.
 """
 

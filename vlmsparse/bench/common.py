@@ -1,4 +1,4 @@
-"""Shared pieces of the GPU benchmarks: timing, dense baselines, environment stamp, CSV output."""
+"""Shared pieces of the benchmarks: timing, dense baselines, environment stamp, where and how CSVs are written."""
 
 from __future__ import annotations
 
@@ -10,6 +10,11 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 import torch
+
+from vlmsparse.runs import new_run_folder
+
+#: The project's tables of measured numbers; a benchmark adds to them only with ``--results``.
+RESULTS_DIR = Path("results")
 
 
 def environment() -> dict[str, str]:
@@ -62,6 +67,33 @@ def sdpa_dense(backend: str) -> Callable[[torch.Tensor, torch.Tensor, torch.Tens
             return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
 
     return run
+
+
+def add_output_arguments(parser, name: str) -> None:
+    """``--out DIR`` and ``--results`` for a benchmark that writes ``<name>.csv``."""
+    parser.add_argument(
+        "--out",
+        metavar="DIR",
+        default=None,
+        help=f"run folder for {name}.csv (default: a new runs/{name}-<date>-<time>/); rows already in that "
+        "folder's file are kept",
+    )
+    parser.add_argument(
+        "--results",
+        action="store_true",
+        help=f"also add the rows to {RESULTS_DIR / (name + '.csv')}, the project's table of measured numbers "
+        "(default: only the run folder)",
+    )
+
+
+def output_csvs(args, name: str) -> list[Path]:
+    """The CSV files a benchmark run writes: its run folder's, and ``results/<name>.csv`` with ``--results``."""
+    folder = Path(args.out) if args.out else new_run_folder(name)
+    paths = [folder / f"{name}.csv"]
+    results = RESULTS_DIR / f"{name}.csv"
+    if getattr(args, "results", False) and results.resolve() != paths[0].resolve():
+        paths.append(results)
+    return paths
 
 
 def write_csv(path: str | os.PathLike, rows: Iterable[dict], append: bool = True) -> Path:
@@ -127,20 +159,26 @@ def require_head_dim(head_dim: int) -> None:
         raise ValueError(f"--head-dim must be between 16 and 256, got {head_dim}")
 
 
-def check_writable_file(path: str | os.PathLike) -> None:
-    """``ValueError`` unless a file can be written at ``path`` (its folder created if needed), checked up front so
-    that a long benchmark does not fail at its end."""
-    target = Path(path)
-    if target.is_dir():
-        raise ValueError(f"--out {path} is a folder; pass a CSV file path")
-    folder = target.absolute().parent
-    while not folder.exists() and folder != folder.parent:  # probe the first folder that exists: create nothing
-        folder = folder.parent
-    probe = folder / f".write-test-{os.getpid()}"
-    try:
-        if not folder.is_dir():
-            raise NotADirectoryError(20, "not a folder")
-        probe.write_bytes(b"x")
-        probe.unlink()
-    except OSError as exc:
-        raise ValueError(f"--out {path} cannot be written ({exc.strerror or exc}); pass a path in a folder you can write to") from None
+def check_writable_output(args) -> None:
+    """``ValueError`` unless the run folder (``--out``, else ``runs/``) and, with ``--results``, ``results/`` can be
+    written (folders created as needed), checked up front so that a long benchmark does not fail at its end."""
+    from vlmsparse.runs import RUNS_DIR
+
+    targets = [(Path(args.out) if args.out else RUNS_DIR, "--out")]
+    if getattr(args, "results", False):
+        targets.append((RESULTS_DIR, "--results"))
+    for folder, flag in targets:
+        shown = f"{flag} {folder}" if flag == "--out" else f"--results ({folder}/)"
+        if folder.exists() and not folder.is_dir():
+            raise ValueError(f"{shown} is a file; pass a folder for the CSV")
+        probe_dir = folder.absolute()
+        while not probe_dir.exists() and probe_dir != probe_dir.parent:  # the first folder that exists: create nothing
+            probe_dir = probe_dir.parent
+        probe = probe_dir / f".write-test-{os.getpid()}"
+        try:
+            if not probe_dir.is_dir():
+                raise NotADirectoryError(20, "not a folder")
+            probe.write_bytes(b"x")
+            probe.unlink()
+        except OSError as exc:
+            raise ValueError(f"{shown} cannot be written ({exc.strerror or exc}); pass a folder you can write to") from None

@@ -5,11 +5,16 @@ planned by every setting of the sweep (PSA thresholds scaled, with and without t
 Video-MME preset; XAttention's tau; SpargeAttn's CDF threshold, with its similarity test at the default and
 switched off), the plan is run, and one CSV row per setting records:
 
-- ``sparsity`` / ``visual_sparsity``: the plan's overall and visual x visual sparsity (DESIGN.md definition);
+- ``sparsity`` / ``visual_sparsity``: the plan's overall and visual x visual sparsity (a block at level p costs
+  1/p, a skipped one 0, over the causal block grid; see :mod:`vlmsparse.methods.sparsity`);
 - ``rel_l2_error``: ``||O_plan - O_dense|| / ||O_dense||`` over all heads, rows and channels;
 - ``recall``: the share of dense softmax mass on kept blocks (pooled blocks count as kept), averaged over
   query rows and heads;
 - ``plan_ms``: planning time (meaningful on CUDA only).
+
+A requested length becomes whole frames of ``height x width`` visual tokens plus the text tokens, so the
+length measured (the ``seq_len`` column) differs from the one asked for (1024 -> 1120 at the defaults); the
+run says so for every length.
 
 Backends for the sparse output: ``triton`` (CUDA; the dense output then also comes from the kernel, with an
 all-level-1 plan, so both carry the same rounding), ``reference`` (``pyramid_attention_ref``, float64, the
@@ -36,9 +41,18 @@ import torch
 from vlmsparse.kernels.blocks import cdiv
 from vlmsparse.methods import Plan, get_method
 
+from .common import add_output_arguments, output_csvs
 from .synthetic import video_qkv
 
 __all__ = ["Setting", "default_sweep", "dense_attention_stats", "evaluate_plan", "add_arguments", "run", "COLUMNS"]
+
+#: Shown under ``--help``: the first two run on a CPU in a few minutes, the last needs a CUDA GPU.
+EXAMPLES = """\
+examples:
+  python -m vlmsparse.bench fidelity --seq-lens 1024 --core-seq-lens --methods dense psa xattention
+  python -m vlmsparse.bench fidelity --seq-lens 2048 --core-seq-lens --heads-q 2 --methods psa sparge --out runs/fid
+  python -m vlmsparse.bench fidelity --device cuda --results     # the full sweep, into results/fidelity.csv
+"""
 
 COLUMNS = [
     "method", "setting", "knob", "knob_value", "tail", "seq_len", "frames", "grid", "text_tokens",
@@ -188,32 +202,36 @@ def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    """The sweep's flags (defaults differ between CPU and CUDA, as each help says)."""
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     parser.add_argument("--backend", default=None, choices=BACKENDS,
-                        help="how the sparse output is computed (default: cuda triton, cpu float32)")
-    parser.add_argument("--seq-lens", type=int, nargs="+", default=None,
-                        help="sequence lengths with the full sweep (default: cpu 1024 2048; cuda 4096 8192 16384)")
-    parser.add_argument("--core-seq-lens", type=int, nargs="*", default=None,
-                        help="sequence lengths with the reduced sweep (default: cpu 4096; cuda none)")
+                        help="how the sparse output is computed (default: triton on cuda, float32 on cpu)")
+    parser.add_argument("--seq-lens", type=int, nargs="+", default=None, metavar="N",
+                        help="lengths with the full sweep, each rounded to whole frames plus the text tokens "
+                        "(default: cpu 1024 2048, cuda 4096 8192 16384)")
+    parser.add_argument("--core-seq-lens", type=int, nargs="*", default=None, metavar="N",
+                        help="lengths with the reduced sweep (the settings marked core); give none to skip "
+                        "(default: cpu 4096, cuda none)")
     parser.add_argument("--heads-q", type=int, default=None, help="query heads (default: cpu 7, cuda 28)")
     parser.add_argument("--heads-kv", type=int, default=None, help="key/value heads (default: cpu 1, cuda 4)")
-    parser.add_argument("--head-dim", type=int, default=128)
-    parser.add_argument("--height", type=int, default=16, help="visual tokens per frame row count")
-    parser.add_argument("--width", type=int, default=16, help="visual tokens per frame column count")
-    parser.add_argument("--text-prefix", type=int, default=64)
-    parser.add_argument("--text-suffix", type=int, default=32)
+    parser.add_argument("--head-dim", type=int, default=128, help="head dimension (default 128)")
+    parser.add_argument("--height", type=int, default=16, help="rows of visual tokens per frame (default 16)")
+    parser.add_argument("--width", type=int, default=16, help="columns of visual tokens per frame (default 16)")
+    parser.add_argument("--text-prefix", type=int, default=64, help="text tokens before the video (default 64)")
+    parser.add_argument("--text-suffix", type=int, default=32, help="text tokens after the video (default 32)")
     parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
-                        help="input dtype (default: cpu float32, cuda bfloat16)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--methods", nargs="+", default=None, help="only these methods (default: all)")
-    parser.add_argument("--out", default="results/fidelity.csv")
+                        help="input dtype (default: float32 on cpu, bfloat16 on cuda)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic inputs (default 0)")
+    parser.add_argument("--methods", nargs="+", default=None, metavar="METHOD",
+                        help="only these methods: dense psa xattention sparge (default: all)")
+    add_output_arguments(parser, "fidelity")
 
 
 def check_args(args: argparse.Namespace) -> None:
     """``ValueError`` naming the first bad flag (called before anything runs)."""
     from vlmsparse.methods import available_methods
 
-    from .common import check_writable_file, require_head_dim, require_heads, require_positive
+    from .common import check_writable_output, require_head_dim, require_heads, require_positive
 
     require_positive(args, "seq_lens", "core_seq_lens", "heads_q", "heads_kv", "head_dim", "height", "width")
     require_positive(args, "text_prefix", "text_suffix", allow_zero=True)
@@ -224,7 +242,7 @@ def check_args(args: argparse.Namespace) -> None:
     unknown = sorted(set(args.methods or []) - set(available_methods()))
     if unknown:
         raise ValueError(f"--methods: unknown {unknown}; available: {available_methods()}")
-    check_writable_file(args.out)
+    check_writable_output(args)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -244,6 +262,7 @@ def run(args: argparse.Namespace) -> int:
     date = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d")
     text = args.text_prefix + args.text_suffix
     sweep = [s for s in default_sweep() if args.methods is None or s.method in args.methods]
+    paths = output_csvs(args, "fidelity")
     rows: list[dict[str, Any]] = []
     t_start = time.time()
     for seq_len, core_only in [(L, False) for L in seq_lens] + [(L, True) for L in core_lens]:
@@ -253,6 +272,9 @@ def run(args: argparse.Namespace) -> int:
             head_dim=args.head_dim, device=device, dtype=dtype, seed=args.seed,
         )
         length = q.shape[2]
+        if length != seq_len:
+            print(f"asked for {seq_len} tokens: {frames} frames of {args.height}x{args.width} visual tokens and "
+                  f"{text} text tokens make {length} (the seq_len column)", flush=True)
         dense_ref, mass = dense_attention_stats(q, k, v)
         if cuda:
             dense_plan = get_method("dense").plan(q, k, visual)
@@ -289,8 +311,9 @@ def run(args: argparse.Namespace) -> int:
                 f"[{time.time() - t_start:.0f}s]",
                 flush=True,
             )
-        _write_rows(Path(args.out), rows)  # after each length: partial runs keep their rows
-    print(f"wrote {len(rows)} rows to {args.out}")
+        for path in paths:  # after each length: partial runs keep their rows
+            _write_rows(path, rows)
+    print(f"wrote {len(rows)} rows to {', '.join(str(p) for p in paths)}")
     print(json.dumps({"device": dev_name, "backend": backend, "seconds": round(time.time() - t_start, 1)}))
     return 0
 

@@ -1,8 +1,10 @@
-"""``python -m vlmsparse.bench kernel``: the pyramid kernel on the GPU, checked and timed against dense SDPA.
+"""The pyramid kernel on a CUDA GPU, checked against the float64 reference and timed against dense SDPA.
 
 Every ratio is against torch SDPA with the cuDNN backend (dense causal GQA) measured in the same run, on the
-same inputs. Correctness against the float64 reference is checked in the same run, on every head, for the first and the
-last ``--check-rows`` queries (both are exact sub-problems of the causal prefill).
+same inputs. Correctness against the float64 reference is checked in the same run, on every head, for the
+first and the last ``--check-rows`` queries (both are exact sub-problems of the causal prefill). The planner
+part (``--methods``) builds video-like inputs of ``L / 256`` frames of 16 x 16 visual tokens plus 96 text
+tokens, so its rows are 96 tokens longer than the length asked for (8192 -> 8288); it says so.
 """
 
 from __future__ import annotations
@@ -16,7 +18,24 @@ from vlmsparse.kernels.blocks import INVISIBLE, PARTIAL
 from vlmsparse.kernels.reference import pyramid_attention_ref
 from vlmsparse.methods.sparsity import plan_sparsity
 
-from .common import causal_attention_flops, environment, print_table, sdpa_dense, time_ms, write_csv
+from .common import (
+    add_output_arguments,
+    causal_attention_flops,
+    environment,
+    output_csvs,
+    print_table,
+    sdpa_dense,
+    time_ms,
+    write_csv,
+)
+
+#: Shown under ``--help``; every example needs a CUDA GPU.
+EXAMPLES = """\
+examples:
+  python -m vlmsparse.bench kernel                                  # the full run (H200: a few minutes)
+  python -m vlmsparse.bench kernel --lengths 8192 --keeps 0.25 --methods psa
+  python -m vlmsparse.bench kernel --skip-random --methods psa xattention --results
+"""
 
 
 def random_mixed_plan(
@@ -217,6 +236,9 @@ def run_methods(args: argparse.Namespace) -> list[dict]:
         q, k, v, visual = video_qkv(frames, height, width, heads_q=args.heads_q, heads_kv=args.heads_kv,
                                     head_dim=args.head_dim, device="cuda", dtype=dtype, seed=length)
         total = q.shape[2]
+        if total != length:
+            print(f"asked for {length} tokens: {frames} frames of {height}x{width} visual tokens and "
+                  f"{total - frames * height * width} text tokens make {total} (the L column)", flush=True)
         t_cudnn = time_ms(lambda: cudnn(q, k, v))
         shapes = dict(B=1, Hq=args.heads_q, Hkv=args.heads_kv, L=total, visual_tokens=int(visual.sum()),
                       D=args.head_dim, dtype=args.dtype)
@@ -251,29 +273,35 @@ def run_methods(args: argparse.Namespace) -> list[dict]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--lengths", type=int, nargs="+", default=[8192, 16384, 32768])
-    p.add_argument("--heads-q", type=int, default=28)
-    p.add_argument("--heads-kv", type=int, default=4)
-    p.add_argument("--head-dim", type=int, default=128)
-    p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16"])
-    p.add_argument("--block", type=int, default=128)
-    p.add_argument("--keeps", type=float, nargs="+", default=[0.5, 0.25, 0.1])
+    """The benchmark's flags."""
+    p.add_argument("--lengths", type=int, nargs="+", default=[8192, 16384, 32768], metavar="L",
+                   help="sequence lengths (default 8192 16384 32768)")
+    p.add_argument("--heads-q", type=int, default=28, help="query heads (default 28, as Qwen2.5-VL-7B)")
+    p.add_argument("--heads-kv", type=int, default=4, help="key/value heads (default 4)")
+    p.add_argument("--head-dim", type=int, default=128, help="head dimension (default 128)")
+    p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16"], help="input dtype (default bfloat16)")
+    p.add_argument("--block", type=int, default=128, help="query and key block size of the plans (default 128)")
+    p.add_argument("--keeps", type=float, nargs="+", default=[0.5, 0.25, 0.1], metavar="FRACTION",
+                   help="fractions of off-diagonal blocks kept by the random mixed-level plans (default 0.5 0.25 0.1)")
     p.add_argument("--configs", type=lambda s: tuple(int(x) for x in s.split(",")), nargs="+", default=[(8, 3)],
-                   help="num_warps,num_stages pairs for the all-level-1 timing")
-    p.add_argument("--no-check", dest="check", action="store_false", help="skip the float64 reference check")
-    p.add_argument("--check-rows", type=int, default=1024, help="query rows checked at each end against the reference")
+                   metavar="WARPS,STAGES", help="num_warps,num_stages pairs for the all-level-1 timing (default 8,3)")
+    p.add_argument("--no-check", dest="check", action="store_false",
+                   help="skip the check of the random plans against the float64 reference (checked by default)")
+    p.add_argument("--check-rows", type=int, default=1024,
+                   help="query rows checked at each end against the reference (default 1024)")
     p.add_argument("--methods", nargs="*", default=list(METHOD_SETTINGS), choices=list(METHOD_SETTINGS),
-                   help="planners timed with the kernel on video-like inputs (none: skip)")
+                   help=f"planners timed with the kernel on video-like inputs; give none to skip "
+                   f"(default: {' '.join(METHOD_SETTINGS)})")
     p.add_argument("--skip-random", action="store_true", help="skip the all-level-1 and random-plan part")
     p.add_argument("--skip-levels", action="store_true", help="skip the per-level marginal cost part")
-    p.add_argument("--out", default="results/kernel.csv")
+    add_output_arguments(p, "kernel")
 
 
 def check_args(args: argparse.Namespace) -> None:
     """``ValueError`` naming the first bad flag (called before anything runs)."""
     from vlmsparse.kernels.blocks import VALID_BLOCK_SIZES
 
-    from .common import check_writable_file, require_head_dim, require_heads, require_positive
+    from .common import check_writable_output, require_head_dim, require_heads, require_positive
 
     require_positive(args, "lengths", "heads_q", "heads_kv", "head_dim", "check_rows")
     require_heads(args.heads_q, args.heads_kv)
@@ -284,7 +312,7 @@ def check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--keeps are shares of blocks kept, in (0, 1]; got {args.keeps}")
     if any(len(c) != 2 or min(c) < 1 for c in args.configs):
         raise ValueError(f"--configs are num_warps,num_stages pairs of positive integers (e.g. 8,3); got {args.configs}")
-    check_writable_file(args.out)
+    check_writable_output(args)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -302,16 +330,6 @@ def run(args: argparse.Namespace) -> int:
         print_table(mrows, ["L", "variant", "sparsity", "plan_ms", "ms", "total_ms", "cudnn_ms", "total_vs_cudnn",
                             "plan_share_of_dense", "target_ms", "rel_err_vs_dense"])
         rows += mrows
-    path = write_csv(args.out, rows)
-    print(f"wrote {len(rows)} rows to {path}")
+    paths = [write_csv(path, rows) for path in output_csvs(args, "kernel")]
+    print(f"wrote {len(rows)} rows to {', '.join(str(p) for p in paths)}")
     return 0
-
-
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m vlmsparse.bench kernel", description=__doc__)
-    add_arguments(p)
-    raise SystemExit(run(p.parse_args(argv)))
-
-
-if __name__ == "__main__":
-    main()

@@ -1,4 +1,4 @@
-"""``python -m vlmsparse.bench pareto``: the time vs error frontier of every planner on the one kernel (GPU).
+"""The time vs error frontier of every planner on the one kernel, over several input families (CUDA GPU).
 
 Each method's knob is swept (PSA's cumulative thresholds, XAttention's tau, SpargeAttn's thresholds) on
 video-like inputs of several families that differ in how concentrated attention is (``diffuse``, ``medium``,
@@ -6,8 +6,9 @@ video-like inputs of several families that differ in how concentrated attention 
 setting the whole per-layer cost (planning + kernel, the pyramid built in the call) is timed against SDPA's
 cuDNN backend on the same inputs in the same run, and the output is compared with dense attention (relative
 L2 error) together with the attention recall (the share of dense softmax mass on kept blocks, over a sample of
-query rows). Rows go to a run folder (``--out``); ``--results`` also appends them to ``results/pareto.csv``.
-A PNG of error against speed-up, one line per method and input family, is written beside the CSV.
+query rows). Rows go to a new run folder (``--out`` to choose it); ``--results`` also appends them to
+``results/pareto.csv``. A PNG of error against speed-up, one line per method and input family, is drawn beside
+each CSV by :func:`vlmsparse.eval.plots.plot_pareto`.
 """
 
 from __future__ import annotations
@@ -15,12 +16,19 @@ from __future__ import annotations
 import argparse
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from .common import environment, print_table, sdpa_dense, time_ms, write_csv
+from .common import add_output_arguments, environment, output_csvs, print_table, sdpa_dense, time_ms, write_csv
+
+#: Shown under ``--help``; every example needs a CUDA GPU.
+EXAMPLES = """\
+examples:
+  python -m vlmsparse.bench pareto                                  # 16k and 32k tokens, three families, two seeds
+  python -m vlmsparse.bench pareto --lengths 16384 --seeds 0 --lines psa xattention
+  python -m vlmsparse.bench pareto --results                        # also into results/pareto.csv and its PNG
+"""
 
 #: Input families: keyword arguments of :func:`vlmsparse.bench.synthetic.video_qkv`. They differ in how sharp
 #: the query heads are (the spread of attention) and how local the content is; none is fitted to a method.
@@ -103,7 +111,7 @@ def recall(levels: torch.Tensor, mass: torch.Tensor, rows: torch.Tensor, block_m
 
 def run(args: argparse.Namespace) -> int:
     if not torch.cuda.is_available():
-        raise SystemExit("error: the pareto benchmark needs a CUDA GPU (times are what it measures)")
+        raise SystemExit("the pareto benchmark needs a CUDA GPU (times are what it measures)")
     from vlmsparse.kernels import pyramid_attention
 
     from .kernel import VIDEO_GRIDS
@@ -120,6 +128,9 @@ def run(args: argparse.Namespace) -> int:
                 q, k, v, visual = video_qkv(frames, height, width, device="cuda", dtype=torch.bfloat16,
                                             seed=1000 * seed + length, **FAMILIES[family])
                 total = q.shape[2]
+                if total != length and family == args.families[0] and seed == args.seeds[0]:
+                    print(f"asked for {length} tokens: {frames} frames of {height}x{width} visual tokens and "
+                          f"{total - frames * height * width} text tokens make {total} (the L column)", flush=True)
                 dense = cudnn(q, k, v)
                 t_dense = time_ms(lambda: cudnn(q, k, v))
                 qrows = sampled_rows(total, args.recall_rows, q.device)
@@ -152,15 +163,14 @@ def run(args: argparse.Namespace) -> int:
                           f"speed-up {r['ratio_to_dense']:.2f}x err {err:.4f} recall {r['recall']:.4f}", flush=True)
                 del q, k, v, dense
                 torch.cuda.empty_cache()
-    out_dir = Path(args.out)
-    path = write_csv(out_dir / "pareto.csv", rows, append=False)
-    png = plot_frontier(path, out_dir / "pareto.png")
+    from vlmsparse.eval.leaderboard import read_rows
+    from vlmsparse.eval.plots import plot_pareto
+
     print_table(frontier_summary(rows), ["L", "family", "budget", "psa_err", "xattention_err", "psa_ahead"])
-    print(f"wrote {len(rows)} rows to {path} and the plot to {png}")
-    if args.results:
-        final = write_csv(Path(args.results_dir) / "pareto.csv", rows, append=True)
-        plot_frontier(final, Path(args.results_dir) / "pareto.png")
-        print(f"appended the rows to {final}")
+    for path in output_csvs(args, "pareto"):
+        write_csv(path, rows)
+        png = plot_pareto(read_rows(path), path.with_suffix(".png"))
+        print(f"wrote {len(rows)} rows to {path} and the plot of its rows to {png}")
     return 0
 
 
@@ -190,72 +200,25 @@ def frontier_summary(rows: list[dict], budgets=(1.1, 1.25, 1.5, 1.75, 2.0)) -> l
     return out
 
 
-def plot_frontier(csv_path: str | Path, png_path: str | Path) -> Path:
-    """Error against speed-up over dense, one line per method and input family, a panel per length."""
-    import csv
+def check_args(args: argparse.Namespace) -> None:
+    """``ValueError`` naming the first bad flag (called before anything runs)."""
+    from .common import check_writable_output, require_positive
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    with open(csv_path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    lengths = sorted({int(r["L"]) for r in rows})
-    fig, axes = plt.subplots(1, len(lengths), figsize=(6 * len(lengths), 4.5), squeeze=False)
-    styles = {"diffuse": ":", "medium": "-", "peaked": "--", "mixed": "-."}
-    colors = {"psa": "tab:blue", "psa-all-levels": "tab:cyan", "psa-stride16": "tab:purple", "xattention": "tab:orange",
-              "sparge": "tab:green"}
-    for ax, length in zip(axes[0], lengths):
-        sub = [r for r in rows if int(r["L"]) == length]
-        for line in sorted({r["line"] for r in sub}):
-            for family in sorted({r["family"] for r in sub}):
-                pts = [r for r in sub if r["line"] == line and r["family"] == family]
-                if not pts:
-                    continue
-                # mean over seeds of each knob setting
-                knobs: dict[str, list[dict]] = {}
-                for r in pts:
-                    knobs.setdefault(r["knob"], []).append(r)
-                xy = sorted(
-                    (sum(float(r["ratio_to_dense"]) for r in g) / len(g), sum(float(r["rel_error"]) for r in g) / len(g))
-                    for g in knobs.values()
-                )
-                ax.plot([x for x, _ in xy], [y for _, y in xy], marker="o", ms=3, linestyle=styles.get(family, "-"),
-                        color=colors.get(line), label=f"{line} / {family}")
-        ax.axvline(1.0, color="grey", lw=0.5)
-        ax.set_xlabel("speed-up over dense (plan + kernel vs SDPA cuDNN)")
-        ax.set_ylabel("relative L2 error vs dense")
-        ax.set_yscale("log")
-        ax.set_title(f"{length} tokens, {sub[0]['device']}")
-        ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=6, ncol=2)
-    fig.tight_layout()
-    png_path = Path(png_path)
-    fig.savefig(png_path, dpi=120)
-    plt.close(fig)
-    return png_path
+    require_positive(args, "lengths", "recall_rows")
+    check_writable_output(args)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--lengths", type=int, nargs="+", default=[16384, 32768],
-                   help="visual tokens of the video-like inputs (text around them is added)")
+    """The benchmark's flags."""
+    p.add_argument("--lengths", type=int, nargs="+", default=[16384, 32768], metavar="L",
+                   help="lengths of the video-like inputs, as frames of 16 x 16 visual tokens plus 96 text tokens "
+                   "(default 16384 32768)")
     p.add_argument("--families", nargs="+", default=["diffuse", "medium", "peaked"], choices=list(FAMILIES),
-                   help="input families (how concentrated attention is)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="input seeds per family")
+                   help="input families, by how concentrated attention is (default: diffuse medium peaked)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="input seeds per family (default 0 1)")
     lines = [*PSA_LINES, "xattention", "sparge"]
-    p.add_argument("--lines", nargs="+", default=lines, choices=lines, help="method lines to sweep")
-    p.add_argument("--recall-rows", type=int, default=64, help="query rows sampled for the attention recall")
-    p.add_argument("--out", default="results/runs/pareto", help="run folder for the CSV and the plot")
-    p.add_argument("--results", action="store_true", help="also append the rows to results/pareto.csv")
-    p.add_argument("--results-dir", default="results", help="where --results writes")
-
-
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m vlmsparse.bench pareto", description=__doc__.split("\n\n")[0])
-    add_arguments(p)
-    raise SystemExit(run(p.parse_args(argv)))
-
-
-if __name__ == "__main__":
-    main()
+    p.add_argument("--lines", nargs="+", default=lines, choices=lines,
+                   help=f"method lines to sweep (default: {' '.join(lines)})")
+    p.add_argument("--recall-rows", type=int, default=64,
+                   help="query rows sampled for the attention recall (default 64)")
+    add_output_arguments(p, "pareto")

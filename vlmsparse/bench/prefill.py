@@ -1,4 +1,4 @@
-"""``python -m vlmsparse.bench prefill``: decoder prefill of a Qwen2.5-VL-7B-shaped model, sparse vs dense.
+"""Decoder prefill of a Qwen2.5-VL-7B-shaped model on a CUDA GPU, each method against the unpatched model.
 
 The model has Qwen2.5-VL-7B's real decoder shapes (28 layers, hidden 3584, 28 q / 4 kv heads of dim 128, MLP
 18944) and random bfloat16 weights; the prompt is ``[text | N video tokens | text]``. The video tokens enter
@@ -16,7 +16,14 @@ import statistics
 
 import torch
 
-from .common import environment, print_table, write_csv
+from .common import add_output_arguments, environment, output_csvs, print_table, write_csv
+
+#: Shown under ``--help``; every example needs a CUDA GPU (the 7B-shaped model takes about 16 GB).
+EXAMPLES = """\
+examples:
+  python -m vlmsparse.bench prefill                                 # 8k, 16k and 32k visual tokens, every method
+  python -m vlmsparse.bench prefill --visual-tokens 8192 --methods psa xattention --layers 4
+"""
 
 SETTINGS = {
     "dense": dict(name="dense"),
@@ -28,22 +35,26 @@ SETTINGS = {
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--visual-tokens", type=int, nargs="+", default=[8192, 16384, 32768])
-    p.add_argument("--text-prefix", type=int, default=64)
-    p.add_argument("--text-suffix", type=int, default=32)
-    p.add_argument("--layers", type=int, default=28, help="decoder layers (28 in Qwen2.5-VL-7B)")
-    p.add_argument("--methods", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--out", default="results/prefill.csv")
+    """The benchmark's flags."""
+    p.add_argument("--visual-tokens", type=int, nargs="+", default=[8192, 16384, 32768], metavar="N",
+                   help="video tokens of the prompt; the text around them adds --text-prefix + --text-suffix "
+                   "(default 8192 16384 32768)")
+    p.add_argument("--text-prefix", type=int, default=64, help="text tokens before the video (default 64)")
+    p.add_argument("--text-suffix", type=int, default=32, help="text tokens after the video (default 32)")
+    p.add_argument("--layers", type=int, default=28, help="decoder layers (default 28, as Qwen2.5-VL-7B)")
+    p.add_argument("--methods", nargs="+", default=list(SETTINGS), choices=list(SETTINGS),
+                   help=f"methods to time (default: {' '.join(SETTINGS)})")
+    p.add_argument("--repeats", type=int, default=3, help="timed prefills per setting, after one warm-up (default 3)")
+    add_output_arguments(p, "prefill")
 
 
 def check_args(args: argparse.Namespace) -> None:
     """``ValueError`` naming the first bad flag (called before anything runs)."""
-    from .common import check_writable_file, require_positive
+    from .common import check_writable_output, require_positive
 
     require_positive(args, "visual_tokens", "layers", "repeats")
     require_positive(args, "text_prefix", "text_suffix", allow_zero=True)
-    check_writable_file(args.out)
+    check_writable_output(args)
 
 
 def _build_model(layers: int):
@@ -132,16 +143,6 @@ def run(args: argparse.Namespace) -> int:
         torch.cuda.empty_cache()
     print_table(rows, ["L", "method", "prefill_ms", "speedup", "sparsity", "planning_ms", "sparse_attention_ms",
                        "attention_share", "peak_gib"])
-    path = write_csv(args.out, rows)
-    print(f"wrote {len(rows)} rows to {path}")
+    paths = [write_csv(path, rows) for path in output_csvs(args, "prefill")]
+    print(f"wrote {len(rows)} rows to {', '.join(str(p) for p in paths)}")
     return 0
-
-
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m vlmsparse.bench prefill", description=__doc__)
-    add_arguments(p)
-    raise SystemExit(run(p.parse_args(argv)))
-
-
-if __name__ == "__main__":
-    main()

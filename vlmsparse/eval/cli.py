@@ -1,4 +1,8 @@
-"""Command line of the harness: ``python -m vlmsparse.eval --bench videomme --method psa --data-dir ...``."""
+"""Command line of the harness: ``python -m vlmsparse.eval --bench videomme --method psa --data-dir ...``.
+
+Also ``python -m vlmsparse.eval --demo`` (the main job on generated data, :mod:`vlmsparse.eval.demo`) and
+``python -m vlmsparse.eval plot RUN_DIR`` (the plots of a run folder, :mod:`vlmsparse.eval.plots`).
+"""
 
 from __future__ import annotations
 
@@ -17,13 +21,16 @@ from .errors import HarnessError
 from .model_io import DTYPES, check_model_source
 from .runner import DEFAULT_MODEL, EvalOptions, setting_spec
 from .settings import resolve_settings
+from .videomme import HUB_DATASET, HUB_METADATA
 
 EXAMPLES = """\
 examples:
+  python -m vlmsparse.eval --demo                      # every method on generated data, nothing downloaded
   python -m vlmsparse.eval --bench videomme --method psa --data-dir /data/Video-MME
   python -m vlmsparse.eval --method dense,psa,xattention,sparge --data-dir /data/Video-MME --split long
-  python -m vlmsparse.eval --config evals/psa-videomme.toml --data-dir /data/Video-MME --frames 64
+  python -m vlmsparse.eval --config evals/psa-videomme-065.toml --data-dir /data/Video-MME --frames 64
   accelerate launch --num_processes 8 -m vlmsparse.eval --method psa --data-dir /data/Video-MME
+  python -m vlmsparse.eval plot results                # plots (PNG) of the CSVs and records in a folder
 
 Interrupted? Rerun the same command: answered questions are kept and skipped. Two processes may run the
 same command on one --out at once: they share the work, and neither answers a question the other has.
@@ -90,11 +97,24 @@ def build_parser() -> argparse.ArgumentParser:
         "frame sampling",
     )
     p.add_argument("--split", default=None, help="short, medium, long or all (default all)")
-    p.add_argument("--data-dir", default=None, help="Video-MME folder: videomme/test-*.parquet and data/<videoID>.mp4")
+    data = p.add_mutually_exclusive_group(required=True)
+    data.add_argument(
+        "--data-dir",
+        default=None,
+        metavar="DIR",
+        help="required (or --demo): the Video-MME folder, videomme/test-*.parquet and data/<videoID>.mp4",
+    )
+    data.add_argument(
+        "--demo",
+        action="store_true",
+        help="instead of --data-dir: run every method (or --method) on a generated Video-MME-shaped dataset with "
+        "the project's small model, into a fresh run folder (--out to choose it), with the plots; nothing downloaded",
+    )
     p.add_argument(
         "--metadata",
         default=None,
-        help="the question table (parquet) if it is not under --data-dir; without either it is read from the hub",
+        help=f"the question table (parquet) if it is not under --data-dir; '{HUB_METADATA}' reads {HUB_DATASET} "
+        "from the hub",
     )
     frames = p.add_argument_group("frame sampling (Qwen2.5-VL's rules; flags override the config's [run])")
     frames.add_argument("--frames", type=_positive_int, default=None, help="fixed frame count per video (rounded to even)")
@@ -107,7 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=_positive_int, default=None, help="tokens generated per answer (default 16)")
     p.add_argument("--limit", type=_positive_int, default=None, help="at most this many questions per duration split")
     p.add_argument("--dtype", choices=DTYPES, default="bfloat16", help="model dtype (default bfloat16)")
-    p.add_argument("--out", default="results", help="output folder for the CSVs and runs/ (default results/)")
+    p.add_argument(
+        "--out", default=None, help="output folder for the CSVs, runs/ and plots (default results/; --demo: a new runs/demo-<time>/)"
+    )
     p.add_argument("--skip-missing", action="store_true", help="go on without questions whose video file is missing")
     p.add_argument("--retry-errors", action="store_true", help="answer again the questions recorded with an error")
     p.add_argument("--device-map", default=None, help="transformers device_map (default: auto on GPU, cpu otherwise)")
@@ -161,7 +183,7 @@ def parse_options(argv: Sequence[str] | None = None) -> tuple[EvalOptions, Bench
         max_new_tokens=args.max_new_tokens,
         limit=args.limit,
         dtype=args.dtype,
-        out=args.out,
+        out=args.out or "results",
         skip_missing=args.skip_missing,
         retry_errors=args.retry_errors,
         device_map=args.device_map,
@@ -182,11 +204,21 @@ def parse_options(argv: Sequence[str] | None = None) -> tuple[EvalOptions, Bench
         if key in seen:
             parser.error(f"{where} and {seen[key]} both name setting {setting.name!r} of {setting.method}; give each a name")
         seen[key] = where
-    if opts.data_dir is None:
-        parser.error("--data-dir is required: the folder holding Video-MME's data/<videoID>.mp4 files")
+    if args.demo:
+        from .demo import demo_options
+
+        if bench.name != "videomme":
+            parser.error(f"--demo runs the videomme benchmark on generated data; drop --bench {bench.name}")
+        if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+            parser.error(f"--out {args.out} is a file; pass a folder for the demo's run")
+        return demo_options(opts, out=args.out, model_given=args.model != DEFAULT_MODEL), bench
     if not Path(opts.data_dir).is_dir():
-        parser.error(f"--data-dir {opts.data_dir} is not a folder; pass the Video-MME folder (videomme/*.parquet, data/*.mp4)")
-    if opts.metadata is not None and not Path(opts.metadata).is_file():
+        parser.error(
+            f"--data-dir {opts.data_dir}: no such folder. Give the folder of a Video-MME copy "
+            "(videomme/test-*.parquet and data/<videoID>.mp4), or try the harness on generated data first: "
+            "python -m vlmsparse.eval --demo"
+        )
+    if opts.metadata is not None and opts.metadata != HUB_METADATA and not Path(opts.metadata).is_file():
         parser.error(f"--metadata {opts.metadata} is not a file; pass the Video-MME question table (parquet)")
     if Path(opts.out).exists() and not Path(opts.out).is_dir():
         parser.error(f"--out {opts.out} is a file; pass a folder for the CSVs and runs/")
@@ -240,12 +272,35 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _draw_plots(out: str) -> None:
+    """Redraw the plots of the output folder after a run; a plot that cannot be drawn does not fail the run."""
+    from .plots import plot_run
+
+    try:
+        written = plot_run(out)
+    except (ValueError, OSError) as exc:
+        print(f"plots not drawn: {exc}", file=sys.stderr)
+        return
+    if written:
+        print("plots: " + ", ".join(str(p) for p in written), flush=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["plot"]:
+        from .plots import main as plot_main
+
+        return plot_main(argv[1:])
     opts, bench = parse_options(argv)
     try:
         with _sigterm_as_interrupt():
-            bench.run(opts)
+            if opts.demo:
+                from .demo import run_demo
+
+                run_demo(opts)
+            elif bench.run(opts) and bench.name == "videomme":  # rows come back on the main process only
+                _draw_plots(opts.out)
     except (HarnessError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

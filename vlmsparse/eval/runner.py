@@ -83,6 +83,7 @@ class EvalOptions:
     decode_workers: int = 4  # videos decoded ahead, in parallel, while the GPU answers (4: 3.2x one worker on 16 cores)
     progress: bool = True
     warmup: bool = True
+    demo: bool = False
     log: Callable[[str], None] = field(default=lambda msg: print(msg, file=sys.stderr, flush=True), repr=False)
 
 
@@ -178,6 +179,7 @@ def error_record(q: Question, setting: Setting, model_id: str, error: str, devic
         correct=False,
         sparsity=None,
         visual_sparsity=None,
+        layer_sparsity=None,
         prefill_s=None,
         generate_s=None,
         num_tokens=None,
@@ -240,9 +242,11 @@ def answer_question(
     gen = qa.answer(video, prompt)
     prediction = extract_letter(gen.text)
     if handle is None:  # the model's own dense attention
-        sparsity, visual = 0.0, 0.0
+        sparsity, visual, layers = 0.0, 0.0, None
     else:
         sparsity, visual = handle.stats.sparsity(), handle.stats.visual_sparsity()
+        per_layer = handle.stats.per_layer()
+        layers = [per_layer.get(i) for i in range(max(per_layer) + 1)] if per_layer else []
     record = _base_record(q, setting, model_id)
     record.update(
         prediction=prediction,
@@ -250,6 +254,7 @@ def answer_question(
         correct=is_correct(prediction, q.answer),
         sparsity=sparsity,
         visual_sparsity=visual,
+        layer_sparsity=layers,
         prefill_s=gen.prefill_s,
         generate_s=gen.generate_s,
         num_tokens=gen.num_input_tokens,

@@ -20,6 +20,8 @@ from typing import Iterable, Sequence
 HUB_DATASET = "lmms-lab/Video-MME"
 HUB_CONFIG = "videomme"
 HUB_SPLIT = "test"
+#: ``metadata`` value (``--metadata hub``) that reads the question table from the hub instead of a file.
+HUB_METADATA = "hub"
 
 DURATIONS = ("short", "medium", "long")
 SPLITS = (*DURATIONS, "all")
@@ -141,23 +143,35 @@ def load_from_hub(dataset: str = HUB_DATASET, config: str = HUB_CONFIG, split: s
 def load_questions(data_dir: str | Path | None = None, metadata: str | Path | None = None) -> tuple[list[Question], str]:
     """Video-MME questions and a short description of where they came from.
 
-    ``metadata`` (a parquet file) wins; else the table under ``data_dir``; else the hub dataset.
+    ``metadata`` (a parquet file) wins; ``metadata="hub"`` reads the hub dataset; else the table under
+    ``data_dir``, which must exist (``FileNotFoundError`` says what to pass: a local folder never falls back
+    to the network); with neither, the hub dataset.
     """
-    if metadata is not None:
+    if metadata is not None and str(metadata) != HUB_METADATA:
         path = Path(metadata)
         if not path.is_file():
             raise FileNotFoundError(f"metadata file {path} does not exist; pass the Video-MME parquet file")
         return read_parquet(path), str(path)
-    if data_dir is not None:
-        found = find_metadata_file(data_dir)
-        if found is not None:
-            return read_parquet(found), str(found)
+    if data_dir is not None and metadata is None:
+        root = Path(data_dir)
+        if not root.is_dir():
+            raise FileNotFoundError(
+                f"Video-MME folder {root} does not exist; pass the folder holding videomme/test-*.parquet and "
+                "data/<videoID>.mp4 (python -m vlmsparse.eval --demo runs on generated data instead)"
+            )
+        found = find_metadata_file(root)
+        if found is None:
+            raise FileNotFoundError(
+                f"no Video-MME question table under {root} (looked for videomme/test-*.parquet and any *.parquet "
+                f"outside data/): put videomme/test-00000-of-00001.parquet there, pass --metadata FILE, or "
+                f"--metadata {HUB_METADATA} to read {HUB_DATASET} from the hub"
+            )
+        return read_parquet(found), str(found)
     try:
         questions = load_from_hub()
     except Exception as exc:  # offline, gated, renamed: say what to do instead
-        where = f"no parquet file under {data_dir}, and " if data_dir is not None else ""
         raise FileNotFoundError(
-            f"Video-MME question table not found: {where}loading {HUB_DATASET} ({HUB_CONFIG}/{HUB_SPLIT}) from the hub "
+            f"Video-MME question table not found: loading {HUB_DATASET} ({HUB_CONFIG}/{HUB_SPLIT}) from the hub "
             f"failed ({type(exc).__name__}: {exc}). Put videomme/test-00000-of-00001.parquet under --data-dir "
             "or pass --metadata FILE."
         ) from exc

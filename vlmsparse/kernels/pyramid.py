@@ -382,7 +382,7 @@ def pyramid_attention(
         raise ValueError(
             f"pyramid_attention runs its Triton kernel on a CUDA device, but q is on {q.device}; move the tensors "
             "to CUDA, set TRITON_INTERPRET=1 before importing vlmsparse (slow, for tests), or call "
-            "vlmsparse.kernels.reference.pyramid_attention_ref"
+            "vlmsparse.kernels.blockwise.pyramid_attention_blockwise (the same maths in plain PyTorch)"
         )
     b, hq, lq, d = q.shape
     hkv, lk = k.shape[1], k.shape[2]

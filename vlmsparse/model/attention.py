@@ -10,7 +10,7 @@ Per call (one decoder layer), with ``q [B, Hq, Lq, D]`` and ``k, v [B, Hkv, Lk, 
 - prefill (``Lq > 1``) with visual tokens among the keys: ``planners.for_layer(module.layer_idx).plan(q, k,
   visual)`` (one planner per distinct per-layer setting; see ``vlmsparse.methods.layers``) then
   ``vlmsparse.kernels.pyramid_attention`` (the Triton kernel on CUDA, or on CPU under ``TRITON_INTERPRET=1``;
-  otherwise the plain-PyTorch reference, said once in the log). Padded samples are served one by one on their
+  otherwise the same maths in plain PyTorch, ``pyramid_attention_blockwise``, said once in the log). Padded samples are served one by one on their
   unpadded slice, so padding is never attended.
 - everything else (decode steps, text-only prompts, training with dropout, sliding windows, a layout that could
   not be read, non-contiguous padding) goes to the original implementation untouched; why is logged once.
@@ -32,7 +32,7 @@ from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMa
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from vlmsparse.kernels import pyramid_attention
-from vlmsparse.kernels.reference import pyramid_attention_ref
+from vlmsparse.kernels.blockwise import pyramid_attention_blockwise
 from vlmsparse.kernels.validation import triton_can_run
 from vlmsparse.methods import LayerPlanners, Method, PlanSparsity
 
@@ -159,10 +159,10 @@ class PatchState:
             return pyramid_attention(q, k, v, plan.levels, check_levels=False, **kwargs)
         self.say_once(
             "reference",
-            f"tensors on {q.device.type} and TRITON_INTERPRET is not set: using the plain-PyTorch reference "
-            "pyramid_attention_ref (exact, slow) instead of the Triton kernel",
+            f"tensors on {q.device.type} and TRITON_INTERPRET is not set: using pyramid_attention_blockwise "
+            "(the same maths in plain PyTorch, float32) instead of the Triton kernel",
         )
-        return pyramid_attention_ref(q, k, v, plan.levels, **kwargs)
+        return pyramid_attention_blockwise(q, k, v, plan.levels, **kwargs)
 
     def _plan_and_run(self, q, k, v, visual, scaling, layer: int):
         timing = self.stats.timing
@@ -173,6 +173,10 @@ class PatchState:
         if timing:
             _sync(q.device)
             t1 = time.perf_counter()
+        layout = self.method.layout(visual, q.shape[0], q.shape[2], k.shape[2], q.device)  # the plan's, memoised
+        self.stats.record_layout(
+            k.shape[2], visual.sum(-1).max(), layout.free.sum(), plan.block_m, plan.block_n
+        )
         out = self._kernel(q, k, v, plan, scaling)
         if timing:
             _sync(q.device)

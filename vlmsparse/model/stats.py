@@ -62,6 +62,8 @@ class PatchStats:
     _plan_s: float = 0.0
     _attn_s: float = 0.0
     _dense_s: float = 0.0
+    _free_blocks: torch.Tensor | None = None  # blocks left to the method, summed over sparse layer calls
+    _last_layout: tuple | None = None  # (tokens, visual tokens, block_m, block_n) of the last sparse layer call
 
     # -- recording (called by the attention function) ---------------------------------------------------
     def record(self, forward_index: int, layer_idx: int, s: PlanSparsity) -> None:
@@ -92,6 +94,15 @@ class PatchStats:
             self._last_visual_cost += per_row[2]
             self._last_visual_blocks += per_row[3]
 
+    def record_layout(
+        self, tokens: int, visual_tokens: torch.Tensor, free_blocks: torch.Tensor, block_m: int, block_n: int
+    ) -> None:
+        """Note one sparse layer call's layout: its length, its visual tokens (a device tensor, the batch's
+        largest count) and how many blocks the layout rules left to the method (a device tensor)."""
+        free = free_blocks.to(torch.float64)
+        self._free_blocks = free if self._free_blocks is None else self._free_blocks + free
+        self._last_layout = (tokens, visual_tokens, block_m, block_n)
+
     def record_dense_prefill(self, forward_index: int) -> None:
         """Count a prefill forward that ran densely (once per forward, whatever the number of layers)."""
         if forward_index != self._last_dense_forward:
@@ -111,6 +122,7 @@ class PatchStats:
         self._last_cost = self._last_blocks = self._last_visual_cost = self._last_visual_blocks = None
         self._last_forward = self._last_dense_forward = -1
         self._plan_s = self._attn_s = self._dense_s = 0.0
+        self._free_blocks = self._last_layout = None
 
     def _sums(self, visual: bool = False) -> tuple[float, float]:
         cost = blocks = 0.0
@@ -179,6 +191,40 @@ class PatchStats:
         """Time in the dense fallback attention (decode steps included) since ``reset()`` (``timing=True``)."""
         return self._dense_s if self.timing else None
 
+    def why_not_sparse(self) -> str | None:
+        """Why the prefills since ``reset()`` reached no sparsity at all, in words; None if they did (or none ran).
+
+        The usual cause is a prompt too short to be sparse: the layout rules keep every block exact that holds
+        text, the first key block and the blocks on the diagonal, so only visual x visual blocks wholly before
+        the diagonal are left to the method, and a prompt whose visual tokens span fewer than about three
+        blocks has none.
+        """
+        if self.num_prefills == 0:
+            if self.num_dense_prefills:
+                return (
+                    "no prefill reached the sparse path: text-only prompts (and cases it cannot serve, said once in "
+                    "the log) run the model's own dense attention"
+                )
+            return None
+        sparsity = self.sparsity()
+        if sparsity is None or sparsity > 0 or self._last_layout is None:
+            return None
+        tokens, visual, block_m, block_n = self._last_layout
+        visual, free = int(visual), float(self._free_blocks)
+        block = max(block_m, block_n)
+        if free == 0:
+            return (
+                f"too short to be sparse: the last prompt had {tokens} tokens, {visual} of them visual "
+                f"({visual / block_n:.1f} key blocks of {block_n}). The layout rules keep exact every block that "
+                "holds text, the first key block and the diagonal, so no block was left to the method. Sparsity "
+                f"needs visual tokens over at least about 3 blocks ({3 * block} at blocks of {block}): more or "
+                "larger frames, or smaller blocks (block_m / block_n)"
+            )
+        return (
+            f"the method kept every block left to it ({free:.0f} block positions over the layers since reset()): "
+            "its thresholds asked for all of them on these inputs"
+        )
+
     def as_dict(self) -> dict:
         """The figures as plain numbers (for records and CSV rows)."""
         return {
@@ -209,6 +255,9 @@ class PatchStats:
         lines.append(f"sparse prefills: {self.num_prefills}, dense prefills: {self.num_dense_prefills}")
         if self.per_sample():
             lines.append("last prefill per sample: " + ", ".join(_fmt(x) for x in self.per_sample()))
+        why = self.why_not_sparse()
+        if why is not None:
+            lines.append(f"sparsity 0: {why}")
         if self.timing:
             lines.append(
                 f"time: planning {self._plan_s * 1e3:.1f} ms, sparse attention {self._attn_s * 1e3:.1f} ms, "

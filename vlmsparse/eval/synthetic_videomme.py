@@ -1,7 +1,10 @@
 """A Video-MME-shaped dataset built on the fly: the published parquet columns and small generated videos.
 
-Layout as distributed: ``<root>/videomme/test-00000-of-00001.parquet`` and ``<root>/data/<videoID>.mp4``.
-Videos are written with PyAV (mpeg4) and read back by decord like the real ones.
+Layout as distributed: ``<root>/videomme/test-00000-of-00001.parquet`` and ``<root>/data/<videoID>.mp4``, so
+``python -m vlmsparse.eval --data-dir <root>`` reads it like the real one. Videos are written with PyAV (mpeg4)
+and read back by decord like the real ones. The questions are about the generated clips, but their answers are
+assigned in turn (A, B, C, D, ...), not derived from the pictures: the dataset exercises the harness, it does
+not measure a model. Used by ``python -m vlmsparse.eval --demo`` and by the tests.
 """
 
 from __future__ import annotations
@@ -11,7 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-DURATIONS = ("short", "medium", "long")
+from .videomme import COLUMNS, DURATIONS
+
+__all__ = ["SyntheticVideoMME", "write_synthetic_videomme", "write_video"]
+
 TASK_TYPES = ("Object Recognition", "Counting Problem", "Temporal Reasoning", "Action Recognition")
 DOMAINS = ("Knowledge", "Film & Television", "Sports Competition")
 SUB_CATEGORIES = ("Humanity & History", "Animation", "Basketball")
@@ -41,8 +47,8 @@ def write_video(path: str | Path, *, num_frames: int = 12, height: int = 56, wid
 
 
 @dataclass
-class VideoMMEFixture:
-    """Where the fixture lives and what it holds."""
+class SyntheticVideoMME:
+    """Where a generated dataset lives and what it holds (``rows``: the question table, as dicts)."""
 
     root: Path
     parquet: Path
@@ -50,6 +56,7 @@ class VideoMMEFixture:
     videos: dict[str, Path] = field(default_factory=dict)
 
     def questions(self, duration: str | None = None) -> list[dict]:
+        """The question rows, all or those of one duration."""
         return [r for r in self.rows if duration is None or r["duration"] == duration]
 
     def corrupt(self, video_file_id: str) -> None:
@@ -57,10 +64,11 @@ class VideoMMEFixture:
         self.videos[video_file_id].write_bytes(b"\x00\x01not a video at all" * 64)
 
     def remove(self, video_file_id: str) -> None:
+        """Delete a video file (its questions stay in the table)."""
         self.videos[video_file_id].unlink()
 
 
-def make_videomme_fixture(
+def write_synthetic_videomme(
     root: str | Path,
     *,
     videos_per_split: int = 1,
@@ -68,8 +76,16 @@ def make_videomme_fixture(
     num_frames: int = 12,
     height: int = 56,
     width: int = 84,
-) -> VideoMMEFixture:
-    """Write the question table and the videos under ``root``; returns what was written."""
+) -> SyntheticVideoMME:
+    """Write the question table and the videos under ``root``; returns what was written.
+
+    Each duration split gets ``videos_per_split`` clips of ``num_frames`` frames of ``height`` x ``width``
+    pixels, each with ``questions_per_video`` questions.
+    """
+    for name, value in (("videos_per_split", videos_per_split), ("questions_per_video", questions_per_video),
+                        ("num_frames", num_frames), ("height", height), ("width", width)):
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -109,8 +125,6 @@ def make_videomme_fixture(
                 )
     parquet = root / "videomme" / "test-00000-of-00001.parquet"
     parquet.parent.mkdir(parents=True, exist_ok=True)
-    schema = pa.schema(
-        [(c, pa.list_(pa.string()) if c == "options" else pa.string()) for c in rows[0]]
-    )
+    schema = pa.schema([(c, pa.list_(pa.string()) if c == "options" else pa.string()) for c in COLUMNS])
     pq.write_table(pa.Table.from_pylist(rows, schema=schema), parquet)
-    return VideoMMEFixture(root=root, parquet=parquet, rows=rows, videos=videos)
+    return SyntheticVideoMME(root=root, parquet=parquet, rows=rows, videos=videos)

@@ -1,0 +1,293 @@
+"""Plots (PNG, matplotlib) of a run folder, written beside its CSVs: ``python -m vlmsparse.eval plot RUN_DIR``.
+
+- ``accuracy_vs_sparsity.png`` from the leaderboard (``videomme.csv``): accuracy on the short, medium and long
+  splits and overall against achieved sparsity, one colour per method (settings of a method joined by a line),
+  with the PSA paper's reported rows as hollow markers;
+- ``layer_sparsity.png`` from the records (``runs/**/records.jsonl``, field ``layer_sparsity``): sparsity per
+  decoder layer, averaged over a run's questions, one line per run (``dense`` is 0 everywhere and not drawn);
+- ``pareto.png`` from the speed benchmark's CSV (``pareto.csv`` of ``python -m vlmsparse.bench pareto``: device,
+  shapes, family, line / method, knob, seed, dense_ms, time_ms, ratio_to_dense, rel_error, ...): relative error
+  against speed-up over dense attention, one line per method line and input family (knob settings averaged
+  over seeds), one panel per device and shapes. The benchmark draws it with this module too.
+
+Figures are drawn on matplotlib's Agg canvas without pyplot, so nothing here touches a notebook's backend.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from .leaderboard import read_rows
+from .records import iter_jsonl
+from .reported import PSA_PAPER_VIDEOMME, REPORTED_SOURCE
+from .videomme import DURATIONS
+
+__all__ = [
+    "ACCURACY_PNG",
+    "LAYERS_PNG",
+    "PARETO_PNG",
+    "plot_accuracy_vs_sparsity",
+    "plot_layer_sparsity",
+    "plot_pareto",
+    "plot_run",
+    "speedup",
+    "main",
+]
+
+ACCURACY_PNG = "accuracy_vs_sparsity.png"
+LAYERS_PNG = "layer_sparsity.png"
+PARETO_PNG = "pareto.png"
+LEADERBOARD_CSV = "videomme.csv"
+PARETO_CSV = "pareto.csv"
+#: Colours and markers per method, so a method looks the same in every figure.
+STYLE = {
+    "dense": ("#444444", "s"),
+    "psa": ("#d62728", "o"),
+    "psa-all-levels": ("#ff9896", "o"),
+    "psa-stride16": ("#8c564b", "P"),
+    "xattention": ("#1f77b4", "^"),
+    "sparge": ("#2ca02c", "D"),
+}
+_OTHER_COLOURS = ("#9467bd", "#e377c2", "#bcbd22", "#17becf", "#ff7f0e")
+#: Line styles per input family of the speed benchmark (how concentrated attention is).
+FAMILY_LINES = {"diffuse": ":", "medium": "-", "peaked": "--", "mixed": "-."}
+
+
+def _style(method: str) -> tuple[str, str]:
+    if method in STYLE:
+        return STYLE[method]
+    return _OTHER_COLOURS[sum(map(ord, method)) % len(_OTHER_COLOURS)], "v"
+
+
+def _figure(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=110, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _float(value) -> float | None:
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(x) else x
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return path
+
+
+# -- accuracy vs sparsity ----------------------------------------------------------------------------------
+def plot_accuracy_vs_sparsity(rows: Sequence[dict], path: str | Path, *, reported: bool = True) -> Path:
+    """Accuracy per duration (and overall) against sparsity, from leaderboard rows; returns the PNG path."""
+    points = []  # (model, method, setting, sparsity, {column: accuracy})
+    for row in rows:
+        sparsity = _float(row.get("sparsity"))
+        if sparsity is None:
+            continue
+        acc = {c: _float(row.get(f"acc_{c}")) for c in (*DURATIONS, "overall")}
+        points.append((str(row.get("model", "")), str(row.get("method", "")), str(row.get("setting", "")), sparsity, acc))
+    if not points:
+        raise ValueError("no leaderboard row with a sparsity to draw")
+    several_models = len({p[0] for p in points}) > 1
+    fig = _figure(13, 3.6)
+    axes = fig.subplots(1, 4, sharey=True)
+    for ax, column in zip(axes, (*DURATIONS, "overall")):
+        groups: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
+        for model, method, _setting, sparsity, acc in points:
+            if acc[column] is not None:
+                groups[(model, method)].append((sparsity, acc[column]))
+        for (model, method), xy in sorted(groups.items()):
+            xy.sort()
+            colour, marker = _style(method)
+            label = f"{method} ({Path(model).name or model})" if several_models else method
+            ax.plot([x for x, _ in xy], [y for _, y in xy], marker=marker, color=colour, label=label, linewidth=1.2)
+        if reported:
+            for ref in PSA_PAPER_VIDEOMME:
+                colour, marker = _style(ref.method)
+                ax.plot([ref.sparsity], [getattr(ref, column)], marker=marker, color=colour, markerfacecolor="none",
+                        linestyle="none", markersize=8, label=f"{ref.label} (paper)")
+        ax.set_title(column)
+        ax.set_xlabel("sparsity (overall)")
+        ax.set_xlim(-0.03, 1.0)
+        ax.set_ylim(-0.03, 1.03)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("accuracy")
+    handles, labels = axes[-1].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right upper", fontsize=8)
+    title = "Video-MME accuracy vs achieved sparsity"
+    if reported:
+        title += f"; hollow markers: {REPORTED_SOURCE}"
+    fig.suptitle(title, fontsize=9)
+    return _save(fig, Path(path))
+
+
+# -- per-layer sparsity ------------------------------------------------------------------------------------
+def layer_sparsity_by_run(run_root: str | Path) -> dict[str, list[float]]:
+    """Mean sparsity per decoder layer over each run's answered questions: ``{"method/setting": [layer 0, ...]}``.
+
+    ``run_root`` is a folder holding ``runs/`` (or ``runs/`` itself); runs without per-layer figures (``dense``,
+    records written before the field existed) are left out.
+    """
+    root = Path(run_root)
+    out: dict[str, list[float]] = {}
+    for records_file in sorted(root.rglob("records.jsonl")):
+        sums: list[float] = []
+        counts: list[int] = []
+        name = None
+        for record in iter_jsonl(records_file):
+            layers = record.get("layer_sparsity")
+            if not layers:
+                continue
+            name = f"{record.get('method')}/{record.get('setting')}"
+            for i, value in enumerate(layers):
+                if value is None:
+                    continue
+                while len(sums) <= i:
+                    sums.append(0.0)
+                    counts.append(0)
+                sums[i] += float(value)
+                counts[i] += 1
+        if name is not None:
+            label = name if name not in out else f"{name} ({records_file.parent.name})"
+            out[label] = [s / c if c else math.nan for s, c in zip(sums, counts)]
+    return out
+
+
+def plot_layer_sparsity(by_run: dict[str, list[float]], path: str | Path) -> Path:
+    """Sparsity per decoder layer, one line per run (from :func:`layer_sparsity_by_run`); returns the PNG path."""
+    if not by_run:
+        raise ValueError("no record with per-layer sparsity to draw (dense runs have none)")
+    fig = _figure(7, 3.8)
+    ax = fig.subplots()
+    for name, values in by_run.items():
+        colour, marker = _style(name.split("/")[0])
+        ax.plot(range(len(values)), values, marker=marker, color=colour, label=name, linewidth=1.2)
+    layers = max(len(v) for v in by_run.values())
+    ax.set_xticks(range(layers) if layers <= 32 else range(0, layers, 4))
+    ax.set_xlabel("decoder layer")
+    ax.set_ylabel("sparsity (mean over questions)")
+    ax.set_ylim(-0.03, 1.0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("Sparsity per layer (dense: 0 everywhere, not drawn)", fontsize=9)
+    return _save(fig, Path(path))
+
+
+# -- speed vs error ----------------------------------------------------------------------------------------
+def speedup(row: dict) -> float | None:
+    """Speed-up over dense attention of one speed-CSV row: ``dense_ms / time_ms`` where both are given, else
+    ``ratio_to_dense`` (which ``python -m vlmsparse.bench pareto`` writes as dense time / time)."""
+    dense, time_ms = _float(row.get("dense_ms")), _float(row.get("time_ms"))
+    if dense and time_ms and dense > 0 and time_ms > 0:
+        return dense / time_ms
+    ratio = _float(row.get("ratio_to_dense"))
+    return ratio if ratio and ratio > 0 else None
+
+
+def _shapes(row: dict) -> str:
+    if row.get("shapes"):
+        return str(row["shapes"])
+    return " ".join(f"{k}={row[k]}" for k in ("L", "Hq", "Hkv", "D", "dtype") if row.get(k) not in (None, ""))
+
+
+def plot_pareto(rows: Sequence[dict], path: str | Path) -> Path:
+    """Relative error against speed-up over dense, one line per method line and input family, one panel per
+    device and shapes; points of one knob setting are averaged over seeds. Returns the PNG path."""
+    panels: dict[tuple[str, str], dict[tuple[str, str], dict[str, list[tuple[float, float]]]]] = defaultdict(
+        lambda: defaultdict(lambda: defaultdict(list))
+    )
+    for row in rows:
+        up, err = speedup(row), _float(row.get("rel_error"))
+        if up is None or err is None:
+            continue
+        line = str(row.get("line") or row.get("method", ""))
+        panel = panels[(str(row.get("device", "")), _shapes(row))]
+        panel[(line, str(row.get("family", "")))][str(row.get("knob", ""))].append((up, err))
+    if not panels:
+        raise ValueError("no row with a speed-up (dense_ms and time_ms, or ratio_to_dense) and rel_error to draw")
+    n = len(panels)
+    cols = min(n, 3)
+    fig = _figure(4.8 * cols + 2.0, 4.0 * math.ceil(n / cols))
+    axes = fig.subplots(math.ceil(n / cols), cols, squeeze=False).flatten()
+    for ax, ((device, shapes), lines) in zip(axes, sorted(panels.items())):
+        positive = True
+        for (line, family), knobs in sorted(lines.items()):
+            xy = sorted((sum(x for x, _ in pts) / len(pts), sum(y for _, y in pts) / len(pts)) for pts in knobs.values())
+            positive = positive and all(y > 0 for _, y in xy)
+            colour, marker = _style(line)
+            ax.plot([x for x, _ in xy], [y for _, y in xy], marker=marker, color=colour,
+                    linestyle=FAMILY_LINES.get(family, "-"), label=f"{line} / {family}" if family else line,
+                    linewidth=1.2, markersize=3)
+        ax.axvline(1.0, color="#888888", linewidth=0.8)
+        if positive:
+            ax.set_yscale("log")
+        ax.set_xlabel("speed-up over dense attention (x)")
+        ax.set_ylabel("relative L2 error vs dense")
+        ax.set_title(f"{device}, {shapes}", fontsize=8)
+        ax.grid(alpha=0.3, which="both")
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right upper", fontsize=7)
+    fig.suptitle("Speed vs error, mean over seeds (lower right is better)", fontsize=9)
+    return _save(fig, Path(path))
+
+
+# -- a run folder ------------------------------------------------------------------------------------------
+def plot_run(run_dir: str | Path, *, pareto_csv: str | Path | None = None, reported: bool = True) -> list[Path]:
+    """Every plot the folder's files allow, written into ``run_dir``; returns the PNG paths (maybe none)."""
+    root = Path(run_dir)
+    written: list[Path] = []
+    rows = read_rows(root / LEADERBOARD_CSV)
+    if any(_float(r.get("sparsity")) is not None for r in rows):
+        written.append(plot_accuracy_vs_sparsity(rows, root / ACCURACY_PNG, reported=reported))
+    by_run = layer_sparsity_by_run(root / "runs") if (root / "runs").is_dir() else {}
+    if by_run:
+        written.append(plot_layer_sparsity(by_run, root / LAYERS_PNG))
+    pareto = Path(pareto_csv) if pareto_csv is not None else root / PARETO_CSV
+    pareto_rows = read_rows(pareto)
+    if any(speedup(r) is not None for r in pareto_rows):
+        written.append(plot_pareto(pareto_rows, root / PARETO_PNG))
+    return written
+
+
+def main(argv: Iterable[str] | None = None) -> int:
+    """``python -m vlmsparse.eval plot RUN_DIR [--pareto CSV]``; returns the exit code."""
+    import sys
+
+    parser = argparse.ArgumentParser(
+        prog="python -m vlmsparse.eval plot",
+        description="Draw the plots (PNG) of a run folder, beside its CSVs: accuracy vs sparsity (videomme.csv), "
+        "sparsity per layer (runs/**/records.jsonl) and speed vs error (pareto.csv).",
+        epilog="examples:\n  python -m vlmsparse.eval plot results\n"
+        "  python -m vlmsparse.eval plot runs/demo-20261201-120000\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="folder with videomme.csv, runs/ and/or pareto.csv")
+    parser.add_argument("--pareto", metavar="CSV", default=None,
+                        help="speed vs error CSV to draw (default: RUN_DIR/pareto.csv when it exists)")
+    parser.add_argument("--no-reported", action="store_true", help="leave the PSA paper's reported rows out")
+    args = parser.parse_args(list(argv) if argv is not None else None)
+    root = Path(args.run_dir)
+    if not root.is_dir():
+        parser.error(f"{root}: no such folder; give a run folder (--out of python -m vlmsparse.eval, or results)")
+    if args.pareto is not None and not Path(args.pareto).is_file():
+        parser.error(f"--pareto {args.pareto}: no such file")
+    written = plot_run(root, pareto_csv=args.pareto, reported=not args.no_reported)
+    if not written:
+        print(f"error: nothing to plot in {root}: it has no {LEADERBOARD_CSV} rows, no records with per-layer "
+              f"sparsity and no {PARETO_CSV}", file=sys.stderr)
+        return 2
+    for path in written:
+        print(path)
+    return 0
