@@ -26,7 +26,7 @@ from vlmsparse.eval.errors import OutputError
 from vlmsparse.eval.frames import FrameSpec, read_video
 from vlmsparse.eval.record_fields import check_record
 
-from videomme_fixture import make_videomme_fixture, write_video
+from vlmsparse.eval.synthetic_videomme import write_synthetic_videomme as make_videomme_fixture, write_video
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--min-pixels", "784", "--max-pixels", "3136", "--dtype", "float32", "--max-new-tokens", "2"]
@@ -419,7 +419,7 @@ def test_two_processes_on_one_run_share_it(tiny_model, tmp_path):
     out, barrier, log = tmp_path / "results", tmp_path / "barrier", tmp_path / "writes.log"
     barrier.mkdir()
     argv = ["--model", tiny_model, "--data-dir", str(data.root), "--out", str(out), "--no-progress", "--no-warmup",
-            *TINY, "--method", "dense", "--frames", "4"]
+            *TINY, "--method", "dense", "--frames", "4", "--vision", "unpatched"]
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
     procs = [
         subprocess.Popen([sys.executable, "-c", _SLOW_RUN, str(barrier), str(log), *argv], cwd=REPO, env=env,

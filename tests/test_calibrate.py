@@ -13,7 +13,7 @@ from vlmsparse.calibrate import cli
 from vlmsparse.calibrate.choose import allocate, curve_at, uniform_knob
 from vlmsparse.methods import get_planners
 
-from videomme_fixture import make_videomme_fixture
+from vlmsparse.eval.synthetic_videomme import write_synthetic_videomme as make_videomme_fixture
 
 SMALL = 'name = "psa-small"\nmethod = "psa"\n[method_config]\nblock_m = 16\nblock_n = 16\nstride = 4\n'
 SYNTH = ["--bench", "synthetic", "--layers", "3", "--tokens", "2x8x8", "--heads", "2:1", "--head-dim", "32",

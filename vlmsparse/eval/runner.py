@@ -267,7 +267,7 @@ def answer_question(
         error=None,
         device=device_name(qa.device),
         peak_mem_gib=_peak_mem_gib(qa.device),
-        vision_attention=getattr(getattr(qa.model.config, "vision_config", None), "_attn_implementation", None),
+        vision_attention=getattr(getattr(getattr(qa.model, "config", None), "vision_config", None), "_attn_implementation", None),
         time=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     )
     record.update(question_times(gen, decode_s=decode_s, wall_s=wait_s + time.perf_counter() - began))
