@@ -23,6 +23,8 @@ SUMMARIES = {
     "kernel": "the pyramid kernel checked and timed against dense SDPA (GPU)",
     "prefill": "a Qwen2.5-VL-7B-shaped decoder prefill, each method against the unpatched model (GPU)",
     "pareto": "the time vs error frontier of every planner over several input families (GPU)",
+    "question": "where a whole question's time goes (vision tower, prefill, generation) per method (GPU)",
+    "decode": "how fast the harness's CPU side decodes and samples videos (decord)",
 }
 
 

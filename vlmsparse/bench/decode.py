@@ -20,13 +20,20 @@ import numpy as np
 
 from .common import print_table, write_csv
 
+#: Shown under ``--help``.
+EXAMPLES = """\
+examples:
+  python -m vlmsparse.bench decode                                  # a synthetic 2-minute 720p clip
+  python -m vlmsparse.bench decode --video a.mp4 b.mp4 --parallel 1 4
+"""
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--video", nargs="*", default=[], help="video files to decode (default: a synthetic clip)")
     p.add_argument("--seconds", type=float, default=120.0, help="length of the synthetic clip")
     p.add_argument("--size", default="1280x720", help="WIDTHxHEIGHT of the synthetic clip")
     p.add_argument("--fps", type=int, default=30, help="frame rate of the synthetic clip")
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=3, help="timed decodes of each file (the median is reported)")
     p.add_argument("--parallel", type=int, nargs="+", default=[1],
                    help="videos decoded at once (threads, one reader each): the aggregate rate of several workers")
     p.add_argument("--out", default=None, help="run folder (default results/runs/bench-decode-<time>)")

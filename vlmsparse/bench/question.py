@@ -28,6 +28,13 @@ from pathlib import Path
 
 import torch
 
+#: Shown under ``--help``; the examples need a CUDA GPU.
+EXAMPLES = """\
+examples:
+  python -m vlmsparse.bench question                                # 24k, 12k and 48k visual tokens, every setting
+  python -m vlmsparse.bench question --visual-tokens 24576 --settings unpatched dense psa --results
+"""
+
 from .common import environment, print_table, write_csv
 
 #: label -> (decoder method or None for the model's own attention, vision mode)
