@@ -299,3 +299,28 @@ def test_layout_is_reused_for_the_same_unmodified_visual():
     assert method._layout_memo[2] is not layout
     _check_layout(second, visual, 200, 240)
     assert not torch.equal(first.levels, second.levels)
+
+
+def test_plan_is_compiled_once_and_runs_the_kernel():
+    """The planner hands over the kernel's lists with the plan; running it gives the kernel's own output."""
+    import os
+
+    from vlmsparse.kernels import pyramid_attention
+    from vlmsparse.kernels.plan_lists import compile_plan_torch
+    from vlmsparse.methods import get_method
+
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("the compiled lists are made where the Triton kernel runs")
+    q = torch.randn(1, 4, 96, 32)
+    k = torch.randn(1, 2, 96, 32)
+    v = torch.randn(1, 2, 96, 32)
+    plan = get_method("psa", block_m=32, block_n=32, stride=4).plan(q, k, None)
+    assert plan.compiled is not None
+    want = compile_plan_torch(plan.levels, 96, 96, 32, 32, True)
+    assert torch.equal(plan.compiled.cat_offsets, want.cat_offsets)
+    out = plan.run(q, k, v)
+    ref = pyramid_attention(q, k, v, plan.levels, block_m=32, block_n=32)
+    assert torch.equal(out, ref)
+    other = get_method("psa", block_m=32, block_n=32, stride=4).plan(q[:, :, :64], k[:, :, :64], None)
+    with pytest.raises(ValueError, match="compiled from other levels"):
+        pyramid_attention(q, k, v, plan.levels, block_m=32, block_n=32, plan=other.compiled)

@@ -151,9 +151,7 @@ def evaluate_plan(
 ) -> dict[str, float]:
     """Run the plan and compare it with dense attention."""
     if backend == "triton":
-        from vlmsparse.kernels import pyramid_attention
-
-        out = pyramid_attention(q, k, v, plan.levels, check_levels=False, **plan.kernel_kwargs())
+        out = plan.run(q, k, v)
     elif backend == "reference":
         from vlmsparse.kernels.reference import pyramid_attention_ref
 

@@ -256,7 +256,7 @@ def run_methods(args: argparse.Namespace) -> list[dict]:
 
             def prefill():
                 p_ = method.plan(q, k, visual)
-                return pyramid_attention(q, k, v, p_.levels, check_levels=False, **p_.kernel_kwargs())
+                return p_.run(q, k, v)
 
             t_total = time_ms(prefill)
             err = rel_err(pyramid_attention(q, k, v, plan.levels, **kw), cudnn(q, k, v))

@@ -144,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
 
                     def layer():
                         p_ = method.plan(q, k, visual)
-                        return pyramid_attention(q, k, v, p_.levels, check_levels=False, **p_.kernel_kwargs())
+                        return p_.run(q, k, v)
 
                     t_total = time_ms(layer)
                     t_plan = time_ms(lambda: method.plan(q, k, visual))

@@ -48,11 +48,9 @@ class LayerFigures:
 
 
 def _sparse_output(q, k, v, plan: Plan, scale: float) -> torch.Tensor:
-    kwargs = dict(sm_scale=scale, **plan.kernel_kwargs())
     if q.is_cuda:
-        from vlmsparse.kernels import pyramid_attention
-
-        return pyramid_attention(q, k, v, plan.levels, check_levels=False, **kwargs)
+        return plan.run(q, k, v, sm_scale=scale)
+    kwargs = dict(sm_scale=scale, **plan.kernel_kwargs())
     from vlmsparse.kernels.reference import pyramid_attention_ref
 
     return pyramid_attention_ref(q, k, v, plan.levels, compute_dtype=torch.float32, row_chunk=512, **kwargs)

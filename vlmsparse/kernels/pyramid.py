@@ -396,6 +396,10 @@ def pyramid_attention(
         )
     if plan is None:
         plan = compile_plan(levels, lq, lk, block_m, block_n, causal)
+    elif tuple(plan.block_idx.shape) != (levels.shape[0] * levels.shape[1] * levels.shape[2], levels.shape[3]) or (
+        plan.plan_heads != levels.shape[1]
+    ):
+        raise ValueError("plan was compiled from other levels; pass the CompiledPlan of these levels (or none)")
     q = q if q.stride(-1) == 1 else q.contiguous()
     k = k if k.stride(-1) == 1 else k.contiguous()
     v = v if v.stride(-1) == 1 else v.contiguous()

@@ -17,12 +17,14 @@ first key block) are left to the method.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 import torch
 
 from vlmsparse.kernels.blocks import INVISIBLE, PARTIAL, VALID_BLOCK_SIZES, block_classes, cdiv
+from vlmsparse.kernels.plan_lists import CompiledPlan, compile_plan
+from vlmsparse.kernels.validation import triton_can_run
 
 from .sparsity import PlanSparsity, plan_sparsity
 
@@ -82,7 +84,9 @@ class Plan:
 
     ``levels`` is int8 ``[B, Hm, ceil(Lq / block_m), ceil(Lk / block_n)]`` with values in {0, 1, 2, 4, 8};
     ``query_block_visual [B, nQB]`` / ``key_block_visual [B, nKB]`` mark blocks holding no text token
-    (``None``: all visual).
+    (``None``: all visual). ``compiled`` is the kernel's form of ``levels`` (per query block, the kept key blocks
+    by category), made once by the planner where the Triton kernel can run; :meth:`run` hands it to the kernel,
+    which then neither re-checks nor re-compiles the plan (plan once, run fast).
     """
 
     levels: torch.Tensor
@@ -94,6 +98,20 @@ class Plan:
     tail: bool = False
     query_block_visual: torch.Tensor | None = None
     key_block_visual: torch.Tensor | None = None
+    compiled: CompiledPlan | None = field(default=None, repr=False)
+
+    def compile(self) -> CompiledPlan:
+        """The kernel's lists of this plan (made on first use when the planner did not make them)."""
+        if self.compiled is None:
+            self.compiled = compile_plan(self.levels, self.q_len, self.k_len, self.block_m, self.block_n, self.causal)
+        return self.compiled
+
+    def run(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, sm_scale: float | None = None, **kernel):
+        """The pyramid kernel on this plan: ``pyramid_attention(q, k, v, levels, ...)`` with the compiled lists."""
+        from vlmsparse.kernels import pyramid_attention
+
+        return pyramid_attention(q, k, v, self.levels, sm_scale=sm_scale, plan=self.compile(), check_levels=False,
+                                 **self.kernel_kwargs(), **kernel)
 
     def sparsity(self) -> PlanSparsity:
         """Cost sums and counted blocks per ``[batch, plan head]`` (see :mod:`vlmsparse.methods.sparsity`)."""
@@ -276,9 +294,13 @@ class Method:
         hm = hq if cfg.plan_heads == "q" else hkv
         with torch.no_grad():
             levels = apply_layout_rules(self.select(q, k, layout, hm), layout)
+        compiled = (
+            compile_plan(levels, lq, lk, cfg.block_m, cfg.block_n, cfg.causal) if triton_can_run(levels.device) else None
+        )
         return Plan(
             levels=levels, block_m=cfg.block_m, block_n=cfg.block_n, q_len=lq, k_len=lk, causal=cfg.causal,
             tail=cfg.tail, query_block_visual=layout.query_block_visual, key_block_visual=layout.key_block_visual,
+            compiled=compiled,
         )
 
     def select(self, q: torch.Tensor, k: torch.Tensor, layout: BlockLayout, plan_heads: int) -> torch.Tensor:

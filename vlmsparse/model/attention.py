@@ -31,7 +31,6 @@ from transformers import AttentionInterface
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-from vlmsparse.kernels import pyramid_attention
 from vlmsparse.kernels.blockwise import pyramid_attention_blockwise
 from vlmsparse.kernels.validation import triton_can_run
 from vlmsparse.methods import LayerPlanners, Method, PlanSparsity
@@ -154,9 +153,9 @@ class PatchState:
 
     # -- sparse ----------------------------------------------------------------------------------------
     def _kernel(self, q, k, v, plan, scaling):
-        kwargs = dict(sm_scale=scaling, **plan.kernel_kwargs())
         if triton_can_run(q.device):
-            return pyramid_attention(q, k, v, plan.levels, check_levels=False, **kwargs)
+            return plan.run(q, k, v, sm_scale=scaling)
+        kwargs = dict(sm_scale=scaling, **plan.kernel_kwargs())
         self.say_once(
             "reference",
             f"tensors on {q.device.type} and TRITON_INTERPRET is not set: using pyramid_attention_blockwise "
