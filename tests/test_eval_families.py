@@ -1,5 +1,5 @@
 """``python -m vlmsparse.eval`` end to end on tiny random Qwen3-VL, Qwen3-VL-MoE and LLaVA-OneVision models saved
-to folders, with the generated Video-MME-shaped fixture: each family samples frames by its own rules."""
+to folders, with a generated Video-MME-shaped dataset (vlmsparse.eval.synthetic_videomme): each family samples frames by its own rules."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from vlmsparse.eval import cli, frames, leaderboard, settings
 from vlmsparse.eval.families import family_of_model, get_eval_family
 
-from videomme_fixture import make_videomme_fixture
+from vlmsparse.eval.synthetic_videomme import write_synthetic_videomme
 
 #: 8 frames; Qwen3-VL frames at least 32768 pixels: the fixture's 56 x 84 video becomes 160 x 224 (5 x 7 merged
 #: 32-pixel patches per frame pair: 140 video tokens)
@@ -22,7 +22,7 @@ FAMILY_ARGS = {"qwen3_vl": QWEN3_FRAMES, "qwen3_vl_moe": QWEN3_FRAMES, "llava_on
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     """One 12-frame video (56 x 84, 4 fps) per split, one question each."""
-    return make_videomme_fixture(tmp_path_factory.mktemp("videomme"), videos_per_split=1, questions_per_video=1)
+    return write_synthetic_videomme(tmp_path_factory.mktemp("videomme"), videos_per_split=1, questions_per_video=1)
 
 
 @pytest.fixture(scope="module")

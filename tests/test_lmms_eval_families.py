@@ -23,7 +23,7 @@ lmms_eval = pytest.importorskip(
 )
 
 import torch  # noqa: E402
-from videomme_fixture import make_videomme_fixture  # noqa: E402
+from vlmsparse.eval.synthetic_videomme import write_synthetic_videomme  # noqa: E402
 
 from vlmsparse.eval.prompts import build_prompt  # noqa: E402
 from vlmsparse.integrations.lmms_eval import PLUGINS, plugin_class  # noqa: E402
@@ -156,7 +156,7 @@ def test_videomme_shaped_task_through_the_lmms_eval_cli(
     hf_home = tmp_path / "hf"
     monkeypatch.setenv("HF_HOME", str(hf_home))
     monkeypatch.setenv("VERBOSITY", "WARNING")
-    fixture = make_videomme_fixture(hf_home / "videomme", questions_per_video=1)
+    fixture = write_synthetic_videomme(hf_home / "videomme", questions_per_video=1)
     _task_yaml(tmp_path / "tasks", fixture.parquet)
     out = tmp_path / "lmms-out"
     model_args = f"pretrained={saved[family]},method=psa,block_m=16,block_n=16,{frame_args}"
