@@ -227,7 +227,7 @@ def patch(
     else:
         raise ValueError(f"method must be a method name or a vlmsparse Method, got {type(method).__name__}")
     planners.check_model(len(layers), text_config.num_attention_heads, text_config.num_key_value_heads)
-    return _install(model, family, planners, timing=bool(timing))
+    return _install(model, family, planners, timing=bool(timing), vision=vision)
 
 
 def observe(model: torch.nn.Module, observer: Callable[[PrefillAttention], None]) -> PatchHandle:
@@ -247,6 +247,7 @@ def _install(
     *,
     timing: bool,
     observer: Callable[[PrefillAttention], None] | None = None,
+    vision: str = "segment",
 ) -> PatchHandle:
     text_config = family.text_config(model.config)
     key = id(text_config)
