@@ -237,7 +237,7 @@ def observe(model: torch.nn.Module, observer: Callable[[PrefillAttention], None]
     if not list(family.attention_modules(model)):
         raise ValueError(f"{type(model).__name__} has no decoder attention module to observe")
     dense = LayerPlanners(get_method_class("dense")())
-    return _install(model, family, dense, timing=False, observer=observer)
+    return _install(model, family, dense, timing=False, observer=observer, vision="unpatched")
 
 
 def _install(
