@@ -23,6 +23,7 @@ SUMMARIES = {
     "kernel": "the pyramid kernel checked and timed against dense SDPA (GPU)",
     "prefill": "a Qwen2.5-VL-7B-shaped decoder prefill, each method against the unpatched model (GPU)",
     "pareto": "the time vs error frontier of every planner over several input families (GPU)",
+    "prefill-qwen3-vl": "a Qwen3-VL-8B-shaped decoder prefill with frame timestamps, DeepStack and M-RoPE (GPU)",
 }
 
 

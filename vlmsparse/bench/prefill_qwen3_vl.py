@@ -1,4 +1,5 @@
-"""``python -m vlmsparse.bench prefill-qwen3-vl``: decoder prefill of a Qwen3-VL-8B-shaped model, sparse vs dense.
+"""Decoder prefill of a Qwen3-VL-8B-shaped model on a CUDA GPU, each method against the unpatched model, with
+Qwen3-VL's frame timestamps, DeepStack and M-RoPE.
 
 The model has Qwen3-VL-8B's decoder shapes (36 layers, hidden 4096, 32 q / 8 kv heads of dim 128, MLP 12288;
 ``vlmsparse.testing.qwen3_vl_8b_config``) and random bfloat16 weights. The prompt is laid out as Qwen3-VL's
@@ -23,7 +24,7 @@ from typing import Any
 
 import torch
 
-from .common import add_output_arguments, check_writable_output, environment, output_csvs, print_table, write_csv
+from .common import add_output_arguments, environment, output_csvs, print_table, write_csv
 
 SETTINGS: dict[str, dict[str, Any]] = {
     "dense": dict(name="dense"),
@@ -36,15 +37,39 @@ SETTINGS: dict[str, dict[str, Any]] = {
 DEFAULT_METHODS = ["dense", "psa", "psa-old-rule", "psa-videomme"]
 
 
+#: Shown under ``--help``; every example needs a CUDA GPU (the 8B-shaped model takes about 18 GB).
+EXAMPLES = """\
+examples:
+  python -m vlmsparse.bench prefill-qwen3-vl                          # 16384 video tokens in 64 frame pairs
+  python -m vlmsparse.bench prefill-qwen3-vl --frame-pairs 32 64 --methods psa psa-old-rule --layers 4
+"""
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--frame-pairs", type=int, nargs="+", default=[64], help="frame pairs (temporal patches) per video")
-    p.add_argument("--tokens-per-pair", type=int, default=256, help="video tokens per frame pair (256: 512x512 frames)")
-    p.add_argument("--text-prefix", type=int, default=64)
-    p.add_argument("--text-suffix", type=int, default=32)
-    p.add_argument("--layers", type=int, default=36, help="decoder layers (36 in Qwen3-VL-8B)")
-    p.add_argument("--methods", nargs="+", default=DEFAULT_METHODS, choices=list(SETTINGS))
-    p.add_argument("--repeats", type=int, default=3)
+    """The benchmark's flags."""
+    p.add_argument("--frame-pairs", type=int, nargs="+", default=[64], metavar="N",
+                   help="frame pairs (temporal patches) of the video, one timestamp each (default 64)")
+    p.add_argument("--tokens-per-pair", type=int, default=256,
+                   help="video tokens per frame pair, a square (default 256: 512 x 512 frames)")
+    p.add_argument("--text-prefix", type=int, default=64, help="text tokens before the video (default 64)")
+    p.add_argument("--text-suffix", type=int, default=32, help="text tokens after the video (default 32)")
+    p.add_argument("--layers", type=int, default=36, help="decoder layers (default 36, as Qwen3-VL-8B)")
+    p.add_argument("--methods", nargs="+", default=DEFAULT_METHODS, choices=list(SETTINGS),
+                   help=f"methods to time (default: {' '.join(DEFAULT_METHODS)}); psa-old-rule plans the "
+                   "timestamps as text")
+    p.add_argument("--repeats", type=int, default=3, help="timed prefills per setting, after one warm-up (default 3)")
     add_output_arguments(p, "prefill")
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """``ValueError`` naming the first bad flag (called before anything runs)."""
+    from .common import check_writable_output, require_positive
+
+    require_positive(args, "frame_pairs", "tokens_per_pair", "layers", "repeats")
+    require_positive(args, "text_prefix", "text_suffix", allow_zero=True)
+    if round(args.tokens_per_pair**0.5) ** 2 != args.tokens_per_pair:
+        raise ValueError(f"--tokens-per-pair must be a square (a merged patch grid), got {args.tokens_per_pair}")
+    check_writable_output(args)
 
 
 def build_model(layers: int, device: str = "cuda", dtype: torch.dtype = torch.bfloat16):
@@ -181,10 +206,6 @@ def run(args: argparse.Namespace) -> int:
 
     if not torch.cuda.is_available():
         raise SystemExit("the prefill benchmark needs a CUDA GPU")
-    try:
-        check_writable_output(args)
-    except ValueError as exc:
-        raise SystemExit(f"error: {exc}") from None
     env = environment()
     model = build_model(args.layers)
     text_cfg = model.config.text_config
