@@ -16,5 +16,8 @@ FAMILY = ModelFamily(
     eager_attention=modeling.eager_attention_forward,
     interleaved_token_id_fields=("video_token_id",),
     interleaved_text_max_run=32,
-    notes="Qwen3VLMoeForConditionalGeneration / Qwen3VLMoeModel; the vision tower keeps its own attention.",
+    vision_config_key="vision_config",
+    vision_attention_classes=(modeling.Qwen3VLMoeVisionAttention,),
+    notes="Qwen3VLMoeForConditionalGeneration / Qwen3VLMoeModel; the vision tower's frames run as segments in "
+    "one launch per layer (vlmsparse.model.vision).",
 )

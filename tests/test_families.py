@@ -49,7 +49,9 @@ def test_dense_equals_unpatched(tiny, reference_kernel):
     with vlmsparse.patch(model, "dense", **BLOCKS) as handle:
         assert handle.family.name == family
         assert model.config.text_config._attn_implementation == "vlmsparse+sdpa"
-        assert model.config.vision_config._attn_implementation == "sdpa"  # the vision tower keeps its own
+        # Qwen3-VL's tower runs its frames as segments in one launch per layer; SigLIP has no segments to join
+        vision = "vlmsparse_flash_segment" if family.startswith("qwen3") else "sdpa"
+        assert model.config.vision_config._attn_implementation == vision
         logits = _logits(model, inputs)
         assert handle.stats.num_prefills == 1 and handle.stats.sparsity() == 0.0
     torch.testing.assert_close(logits, reference, rtol=1e-5, atol=1e-5)
@@ -140,9 +142,14 @@ def test_qwen3_deepstack_and_mrope_reach_the_decoder_unchanged(family, reference
     model, processor = tiny_model(family, seed=1)
     inputs = video_chat_inputs(processor, synthetic_video(8, 128, 128, seed=3), "Describe the video.", fps=2.0)
     before = _decoder_inputs(model, inputs)
-    with vlmsparse.patch(model, "psa", **BLOCKS) as handle:
+    with vlmsparse.patch(model, "psa", vision="unpatched", **BLOCKS) as handle:  # the decoder's patch alone
         after = _decoder_inputs(model, inputs)
         assert handle.stats.sparsity() > 0
+    with vlmsparse.patch(model, "psa", **BLOCKS):  # the tower's frames as segments too: equal up to rounding
+        segments = _decoder_inputs(model, inputs)
+    for a, b in zip(segments["deepstack_visual_embeds"], before["deepstack_visual_embeds"]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    assert torch.equal(segments["position_ids"], before["position_ids"])
     # DeepStack: features of both vision blocks added to the visual positions of the first two decoder layers
     assert len(before["deepstack_visual_embeds"]) == 2
     assert int(before["visual_pos_masks"].sum()) == int((inputs["input_ids"] == model.config.video_token_id).sum())
