@@ -245,7 +245,8 @@ def test_unsupported_model_lists_families():
         Qwen2Config(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
                     num_key_value_heads=1)
     )
-    with pytest.raises(ValueError, match=r"supported families: \['qwen2_5_vl', 'qwen2_vl'\]"):
+    families = r"\['llava_onevision', 'qwen2_5_vl', 'qwen2_vl', 'qwen3_vl', 'qwen3_vl_moe'\]"
+    with pytest.raises(ValueError, match=r"Qwen2ForCausalLM \(model_type='qwen2'\); supported families: " + families):
         vlmsparse.patch(text_model, "dense")
     with pytest.raises(ValueError, match="supported families"):
         vlmsparse.patch(torch.nn.Linear(2, 2), "dense")

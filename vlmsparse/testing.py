@@ -1,4 +1,4 @@
-"""Tiny, offline Qwen2.5-VL models and inputs for tests and examples (no hub, no downloaded weights).
+"""Tiny, offline models of every supported family, and inputs, for tests and examples (no hub, no weights).
 
 - ``tiny_qwen2_5_vl(seed=0)`` -> ``(model, processor)``: a randomly initialised two-layer Qwen2.5-VL with a small
   vision tower, and a Qwen2.5-VL processor built offline (a byte-level BPE tokenizer trained here with the
@@ -9,9 +9,14 @@
   ``Qwen2_5_VLForConditionalGeneration.from_pretrained(path)`` works offline, and so does
   ``AutoProcessor.from_pretrained(path)`` where torchvision is installed; ``vlmsparse.model.processor.load_processor``
   loads the processor with or without torchvision.
+- ``tiny_qwen3_vl(seed)``, ``tiny_qwen3_vl_moe(seed)``, ``tiny_llava_onevision(seed)`` -> ``(model, processor)``:
+  the same for Qwen3-VL (DeepStack into both decoder layers, interleaved M-RoPE, patch 16), Qwen3-VL-MoE (four
+  experts, two per token) and LLaVA-OneVision (SigLIP tower, Qwen2 decoder, 112-pixel frames pooled to 4 x 4
+  tokens), built from their transformers configs with torchvision-free processors; ``save_tiny_model(family,
+  path)`` saves any of them as a stock folder of its family.
 - ``synthetic_video(...)``: a ``[T, H, W, 3]`` uint8 frame array with moving shapes.
 - ``qwen2_5_vl_7b_text_config()`` / ``qwen2_5_vl_7b_config()``: the real Qwen2.5-VL-7B shapes, to build
-  random-weight models for kernel and patch benchmarks.
+  random-weight models for kernel and patch benchmarks; ``qwen3_vl_8b_config()`` the same for Qwen3-VL-8B.
 """
 
 from __future__ import annotations
@@ -25,8 +30,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from .model.processor import Qwen2_5_VLProcessorTorch, Qwen2VLProcessorTorch
+from .model.processor import (
+    LlavaOnevisionProcessorTorch,
+    Qwen2_5_VLProcessorTorch,
+    Qwen2VLProcessorTorch,
+    Qwen3VLProcessorTorch,
+)
 from .model.video_processing import Qwen2VLVideoProcessorTorch
+from .model.video_processing_llava_onevision import LlavaOnevisionVideoProcessorTorch
+from .model.video_processing_qwen3_vl import Qwen3VLVideoProcessorTorch
 
 __all__ = [
     "QWEN_SPECIAL_TOKENS",
@@ -37,10 +49,17 @@ __all__ = [
     "tiny_qwen2_5_vl",
     "tiny_qwen2_vl",
     "save_tiny_qwen2_5_vl",
+    "tiny_qwen3_vl",
+    "tiny_qwen3_vl_moe",
+    "tiny_llava_onevision",
+    "TINY_MODELS",
+    "tiny_model",
+    "save_tiny_model",
     "synthetic_video",
     "video_chat_inputs",
     "qwen2_5_vl_7b_text_config",
     "qwen2_5_vl_7b_config",
+    "qwen3_vl_8b_config",
 ]
 
 # In the order of their ids in Qwen's vocabulary (the ids here differ: the vocabulary is small).
@@ -134,8 +153,9 @@ def _trained_bpe(vocab_size: int) -> tuple[str, str]:
     return json.dumps(model["vocab"]), json.dumps(merges)
 
 
-def tiny_tokenizer(vocab_size: int = 512):
-    """Qwen2 tokenizer (transformers ``Qwen2Tokenizer``) over a small byte-level BPE, with Qwen's special tokens."""
+def tiny_tokenizer(vocab_size: int = 512, extra_special_tokens: tuple[str, ...] = ()):
+    """Qwen2 tokenizer (transformers ``Qwen2Tokenizer``) over a small byte-level BPE, with Qwen's special tokens
+    (and ``extra_special_tokens`` after them, e.g. LLaVA-OneVision's ``<image>`` / ``<video>``)."""
     from transformers import Qwen2Tokenizer
 
     vocab_json, merges_json = _trained_bpe(vocab_size)
@@ -145,7 +165,9 @@ def tiny_tokenizer(vocab_size: int = 512):
         unk_token=None,
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
-        extra_special_tokens=[t for t in QWEN_SPECIAL_TOKENS if t not in ("<|im_end|>", "<|endoftext|>")],
+        extra_special_tokens=[
+            *(t for t in QWEN_SPECIAL_TOKENS if t not in ("<|im_end|>", "<|endoftext|>")), *extra_special_tokens
+        ],
         model_max_length=32768,
         errors="replace",
     )
@@ -282,6 +304,220 @@ def tiny_qwen2_vl(seed: int = 0, *, attn_implementation: str = "sdpa", dtype: to
     return _random_model(Qwen2VLForConditionalGeneration, config, seed, attn_implementation, dtype), processor
 
 
+# Qwen3-VL: clip-level pixel bounds (frames x height x width); 8 frames of 128 x 128 stay at their size.
+_TINY_QWEN3_VIDEO_SIZE = {"shortest_edge": 2 * 32 * 32, "longest_edge": 16 * 128 * 128}
+_TINY_QWEN3_IMAGE_SIZE = {"shortest_edge": 32 * 32, "longest_edge": 128 * 128}
+#: LLaVA-OneVision's processor inputs are square frames of the tower's image size (112 here, 384 in the real one).
+_TINY_LLAVA_IMAGE_SIZE = 112
+
+# A chat template with the structure of LLaVA-OneVision's: ``<|im_start|>role `` then the turn's images, then its
+# videos, then each text part after a newline, ``<|im_end|>``; an assistant header for generation; no system turn.
+LLAVA_ONEVISION_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + ' ' }}"
+    "{% if message['content'] is string %}"
+    "{{ message['content'] }}"
+    "{% else %}"
+    "{% for part in message['content'] %}{% if part['type'] == 'image' %}{{ '<image>' }}{% endif %}{% endfor %}"
+    "{% for part in message['content'] %}{% if part['type'] == 'video' %}{{ '<video>' }}{% endif %}{% endfor %}"
+    "{% for part in message['content'] %}{% if part['type'] == 'text' %}{{ '\\n' + part['text'] }}{% endif %}{% endfor %}"
+    "{% endif %}"
+    "{{ '<|im_end|>\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}"
+    "{{ '<|im_start|>assistant\\n' }}"
+    "{% endif %}"
+)
+
+
+def _tiny_qwen3_vl_config(moe: bool, tokenizer, **text_overrides: Any):
+    """A two-layer Qwen3-VL (or -MoE) config: hidden 64, 4 q / 2 kv heads of dim 16, interleaved M-RoPE, DeepStack
+    features from both vision blocks into both decoder layers, patch 16."""
+    if moe:
+        from transformers import Qwen3VLMoeConfig as Config
+    else:
+        from transformers import Qwen3VLConfig as Config
+
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}
+    text = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        max_position_embeddings=8192,
+        rms_norm_eps=1e-6,
+        rope_parameters={"rope_type": "default", "rope_theta": 5_000_000.0, "mrope_section": [4, 2, 2],
+                         "mrope_interleaved": True},
+        bos_token_id=ids["<|endoftext|>"],
+        eos_token_id=ids["<|im_end|>"],
+        pad_token_id=ids["<|endoftext|>"],
+    )
+    if moe:
+        text.update(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, decoder_sparse_step=1)
+    text.update(text_overrides)
+    vision = dict(
+        depth=2,
+        hidden_size=32,
+        intermediate_size=64,
+        num_heads=2,
+        out_hidden_size=text["hidden_size"],
+        patch_size=16,
+        temporal_patch_size=2,
+        spatial_merge_size=2,
+        num_position_embeddings=64,
+        deepstack_visual_indexes=[0, 1],
+    )
+    return Config(
+        text_config=text,
+        vision_config=vision,
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=False,
+    )
+
+
+def _tiny_qwen3_vl_processor(tokenizer):
+    from transformers import Qwen2VLImageProcessorPil
+    from transformers.image_utils import IMAGENET_STANDARD_MEAN, IMAGENET_STANDARD_STD
+
+    return Qwen3VLProcessorTorch(
+        image_processor=Qwen2VLImageProcessorPil(
+            size=dict(_TINY_QWEN3_IMAGE_SIZE), patch_size=16, image_mean=IMAGENET_STANDARD_MEAN,
+            image_std=IMAGENET_STANDARD_STD,
+        ),
+        tokenizer=tokenizer,
+        video_processor=Qwen3VLVideoProcessorTorch(size=dict(_TINY_QWEN3_VIDEO_SIZE)),
+        chat_template=QWEN_CHAT_TEMPLATE,
+    )
+
+
+def tiny_qwen3_vl(
+    seed: int = 0, *, attn_implementation: str = "sdpa", dtype: torch.dtype = torch.float32, **text_overrides: Any
+):
+    """A randomly initialised tiny Qwen3-VL (eval mode) and its offline processor: ``(model, processor)``.
+
+    The processor writes Qwen3-VL's ``<t seconds>`` timestamp before every frame (pass ``fps`` to
+    :func:`video_chat_inputs` for real times). ``text_overrides`` replace decoder config fields.
+    """
+    from transformers import Qwen3VLForConditionalGeneration
+
+    tokenizer = tiny_tokenizer()
+    config = _tiny_qwen3_vl_config(False, tokenizer, **text_overrides)
+    model = _random_model(Qwen3VLForConditionalGeneration, config, seed, attn_implementation, dtype)
+    return model, _tiny_qwen3_vl_processor(tokenizer)
+
+
+def tiny_qwen3_vl_moe(
+    seed: int = 0, *, attn_implementation: str = "sdpa", dtype: torch.dtype = torch.float32, **text_overrides: Any
+):
+    """A randomly initialised tiny Qwen3-VL-MoE (4 experts, 2 per token) and its offline processor."""
+    from transformers import Qwen3VLMoeForConditionalGeneration
+
+    tokenizer = tiny_tokenizer()
+    config = _tiny_qwen3_vl_config(True, tokenizer, **text_overrides)
+    model = _random_model(Qwen3VLMoeForConditionalGeneration, config, seed, attn_implementation, dtype)
+    return model, _tiny_qwen3_vl_processor(tokenizer)
+
+
+def tiny_llava_onevision(
+    seed: int = 0, *, attn_implementation: str = "sdpa", dtype: torch.dtype = torch.float32, **text_overrides: Any
+):
+    """A randomly initialised tiny LLaVA-OneVision and its offline processor: ``(model, processor)``.
+
+    SigLIP tower (2 layers, 112-pixel inputs in 14-pixel patches: an 8 x 8 grid, pooled to 4 x 4 = 16 tokens per
+    video frame, plus one image-newline token per video) and a two-layer Qwen2 decoder (hidden 64, 4 q / 2 kv heads).
+    """
+    from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration
+    from transformers.models.llava_onevision import LlavaOnevisionImageProcessorPil
+
+    tokenizer = tiny_tokenizer(extra_special_tokens=("<image>", "<video>"))
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in (*QWEN_SPECIAL_TOKENS, "<image>", "<video>")}
+    size, patch = _TINY_LLAVA_IMAGE_SIZE, 14
+    text = dict(
+        model_type="qwen2",
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=8192,
+        rms_norm_eps=1e-6,
+        rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0},
+        bos_token_id=ids["<|endoftext|>"],
+        eos_token_id=ids["<|im_end|>"],
+        pad_token_id=ids["<|endoftext|>"],
+        tie_word_embeddings=False,
+    )
+    text.update(text_overrides)
+    vision = dict(
+        model_type="siglip_vision_model",
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=size,
+        patch_size=patch,
+        vision_use_head=False,
+    )
+    pinpoints = [[size, size], [size, 2 * size], [2 * size, size], [2 * size, 2 * size]]
+    config = LlavaOnevisionConfig(
+        text_config=text,
+        vision_config=vision,
+        image_token_index=ids["<image>"],
+        video_token_index=ids["<video>"],
+        vision_feature_select_strategy="full",
+        vision_feature_layer=-1,
+        image_grid_pinpoints=pinpoints,
+        vision_aspect_ratio="anyres_max_9",
+        tie_word_embeddings=False,
+    )
+    model = _random_model(LlavaOnevisionForConditionalGeneration, config, seed, attn_implementation, dtype)
+    processor = LlavaOnevisionProcessorTorch(
+        image_processor=LlavaOnevisionImageProcessorPil(
+            size={"height": size, "width": size}, image_grid_pinpoints=pinpoints
+        ),
+        tokenizer=tokenizer,
+        video_processor=LlavaOnevisionVideoProcessorTorch(size={"height": size, "width": size}),
+        num_image_tokens=(size // patch) ** 2,
+        vision_feature_select_strategy="full",
+        chat_template=LLAVA_ONEVISION_CHAT_TEMPLATE,
+        vision_aspect_ratio="anyres_max_9",
+    )
+    return model, processor
+
+
+#: family name -> builder of its tiny ``(model, processor)``
+TINY_MODELS = {
+    "qwen2_5_vl": lambda seed=0, **kw: tiny_qwen2_5_vl(seed, **kw),
+    "qwen2_vl": lambda seed=0, **kw: tiny_qwen2_vl(seed, **kw),
+    "qwen3_vl": lambda seed=0, **kw: tiny_qwen3_vl(seed, **kw),
+    "qwen3_vl_moe": lambda seed=0, **kw: tiny_qwen3_vl_moe(seed, **kw),
+    "llava_onevision": lambda seed=0, **kw: tiny_llava_onevision(seed, **kw),
+}
+
+
+def tiny_model(family: str, seed: int = 0, **kwargs: Any):
+    """The tiny random ``(model, processor)`` of a supported family (a key of ``TINY_MODELS``)."""
+    if family not in TINY_MODELS:
+        raise ValueError(f"no tiny model for family {family!r}; families: {sorted(TINY_MODELS)}")
+    return TINY_MODELS[family](seed, **kwargs)
+
+
+def save_tiny_model(family: str, path: str | os.PathLike, seed: int = 0, **kwargs: Any) -> Path:
+    """Save ``tiny_model(family, seed, **kwargs)`` (model and processor) to ``path`` as a stock folder."""
+    path = Path(path)
+    model, processor = tiny_model(family, seed, **kwargs)
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    return path
+
+
 def save_tiny_qwen2_5_vl(path: str | os.PathLike, seed: int = 0, **overrides: Any) -> Path:
     """Save ``tiny_qwen2_5_vl(seed, **overrides)`` (model and processor) to ``path``; returns the path."""
     path = Path(path)
@@ -311,8 +547,14 @@ def synthetic_video(
     return frames
 
 
-def video_chat_inputs(processor, video: np.ndarray | list[np.ndarray], question: str | list[str]):
-    """Processor inputs (``pt`` tensors, left padding) for one or more (video, question) chat prompts."""
+def video_chat_inputs(
+    processor, video: np.ndarray | list[np.ndarray], question: str | list[str], *, fps: float | None = None
+):
+    """Processor inputs (``pt`` tensors, left padding) for one or more (video, question) chat prompts.
+
+    ``fps``: the frames' rate, passed as video metadata (Qwen3-VL's timestamps and Qwen2.5-VL's temporal
+    positions read it); None passes no metadata.
+    """
     videos = video if isinstance(video, list) else [video]
     questions = question if isinstance(question, list) else [question] * len(videos)
     if len(questions) != len(videos):
@@ -326,7 +568,13 @@ def video_chat_inputs(processor, video: np.ndarray | list[np.ndarray], question:
         for q in questions
     ]
     processor.tokenizer.padding_side = "left"
-    return processor(text=texts, videos=videos, return_tensors="pt", padding=True)
+    extra: dict[str, Any] = {}
+    if fps is not None:
+        extra["video_metadata"] = [
+            {"fps": float(fps), "total_num_frames": int(v.shape[0]), "frames_indices": list(range(int(v.shape[0])))}
+            for v in videos
+        ]
+    return processor(text=texts, videos=videos, return_tensors="pt", padding=True, **extra)
 
 
 def qwen2_5_vl_7b_text_config(**overrides: Any):
@@ -379,4 +627,53 @@ def qwen2_5_vl_7b_config(**text_overrides: Any):
         video_token_id=151656,
         vision_start_token_id=151652,
         vision_end_token_id=151653,
+    )
+
+
+def qwen3_vl_8b_config(**text_overrides: Any):
+    """A Qwen3-VL-8B-shaped config (decoder: hidden 4096, 36 layers, 32 q / 8 kv heads of dim 128, MLP 12288,
+    interleaved M-RoPE sections 24/20/20; vision: 27 blocks of width 1152, patch 16, DeepStack from blocks 8/16/24).
+
+    The shapes are those published for Qwen3-VL-8B-Instruct (its config could not be downloaded here to check);
+    for random-weight benchmarks of real layer shapes. ``text_overrides`` replace decoder fields.
+    """
+    from transformers import Qwen3VLConfig
+
+    text = dict(
+        vocab_size=151936,
+        hidden_size=4096,
+        intermediate_size=12288,
+        num_hidden_layers=36,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        head_dim=128,
+        max_position_embeddings=262144,
+        rms_norm_eps=1e-6,
+        rope_parameters={"rope_type": "default", "rope_theta": 5_000_000.0, "mrope_section": [24, 20, 20],
+                         "mrope_interleaved": True},
+        bos_token_id=151643,
+        eos_token_id=151645,
+        hidden_act="silu",
+    )
+    text.update(text_overrides)
+    vision = dict(
+        depth=27,
+        hidden_size=1152,
+        intermediate_size=4304,
+        num_heads=16,
+        out_hidden_size=text["hidden_size"],
+        patch_size=16,
+        temporal_patch_size=2,
+        spatial_merge_size=2,
+        num_position_embeddings=2304,
+        deepstack_visual_indexes=[8, 16, 24],
+    )
+    return Qwen3VLConfig(
+        text_config=text,
+        vision_config=vision,
+        image_token_id=151655,
+        video_token_id=151656,
+        vision_start_token_id=151652,
+        vision_end_token_id=151653,
+        tie_word_embeddings=False,
     )

@@ -2,7 +2,9 @@
 
 - ``fidelity`` (:mod:`vlmsparse.bench.fidelity`): sweep each planner's knob on synthetic video-like q/k/v and
   write sparsity, output error against dense attention and attention recall to ``fidelity.csv``.
-- ``kernel`` (:mod:`vlmsparse.bench.kernel`) and ``prefill`` (:mod:`vlmsparse.bench.prefill`): speed benchmarks.
+- ``kernel`` (:mod:`vlmsparse.bench.kernel`) and ``prefill`` (:mod:`vlmsparse.bench.prefill`): speed benchmarks;
+  ``prefill-qwen3-vl`` (:mod:`vlmsparse.bench.prefill_qwen3_vl`) the prefill of a Qwen3-VL-8B-shaped model with
+  its timestamps, DeepStack and M-RoPE.
 - ``question`` (:mod:`vlmsparse.bench.question`): where a whole question's time goes (vision tower, decoder prefill,
   generation) on a 7B-shaped model, per method; ``decode`` (:mod:`vlmsparse.bench.decode`): the CPU side's decord rate.
 
@@ -25,6 +27,7 @@ SUBCOMMANDS: dict[str, str] = {
     "pareto": "vlmsparse.bench.pareto",
     "question": "vlmsparse.bench.question",
     "decode": "vlmsparse.bench.decode",
+    "prefill-qwen3-vl": "vlmsparse.bench.prefill_qwen3_vl",
 }
 
 

@@ -25,6 +25,7 @@ SUMMARIES = {
     "pareto": "the time vs error frontier of every planner over several input families (GPU)",
     "question": "where a whole question's time goes (vision tower, prefill, generation) per method (GPU)",
     "decode": "how fast the harness's CPU side decodes and samples videos (decord)",
+    "prefill-qwen3-vl": "a Qwen3-VL-8B-shaped decoder prefill with frame timestamps, DeepStack and M-RoPE (GPU)",
 }
 
 

@@ -14,6 +14,7 @@ from typing import Protocol
 
 import numpy as np
 
+from vlmsparse.methods.base import planning_visual
 from vlmsparse.model.attention import PrefillAttention
 
 from .measure import LayerFigures, Planner, measure_layer
@@ -86,8 +87,9 @@ def profile_samples(
         def observe(att: PrefillAttention, i: int = i, inner=inner) -> None:
             if not 0 <= att.layer < n_layers:
                 raise ValueError(f"layer {att.layer} is outside the source's {n_layers} layers")
+            visual = planning_visual(att.visual, att.interleaved_text)  # text inside a video span planned as visual
             figures[i, att.layer] = measure_layer(
-                att.q, att.k, att.v, att.visual, planners_for_layer(att.layer), att.scaling, by_head=by_head
+                att.q, att.k, att.v, visual, planners_for_layer(att.layer), att.scaling, by_head=by_head
             )
             inner.update(1)
 

@@ -18,6 +18,7 @@ from typing import Iterator, NoReturn, Sequence
 from .distributed import close_process_group
 from .benchmarks import Benchmark, available_benchmarks, get_benchmark
 from .errors import HarnessError
+from .families import sampling_help
 from .model_io import DTYPES, check_model_source
 from .runner import DEFAULT_MODEL, EvalOptions, setting_spec
 from .settings import resolve_settings
@@ -80,7 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--bench", default="videomme", help=f"benchmark: {', '.join(available_benchmarks())} (default videomme)")
-    p.add_argument("--model", default=DEFAULT_MODEL, help=f"hub id or local folder of a Qwen2.5-VL model (default {DEFAULT_MODEL})")
+    p.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help=f"hub id or local folder of a Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Qwen3-VL-MoE or LLaVA-OneVision / "
+        f"LLaVA-Video model (default {DEFAULT_MODEL})",
+    )
     p.add_argument(
         "--method",
         type=_comma_list,
@@ -116,13 +122,26 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"the question table (parquet) if it is not under --data-dir; '{HUB_METADATA}' reads {HUB_DATASET} "
         "from the hub",
     )
-    frames = p.add_argument_group("frame sampling (Qwen2.5-VL's rules; flags override the config's [run])")
-    frames.add_argument("--frames", type=_positive_int, default=None, help="fixed frame count per video (rounded to even)")
-    frames.add_argument("--fps", type=_positive_float, default=None, help="frames per second of video (default 2)")
-    frames.add_argument("--min-pixels", type=_positive_int, default=None, help="min pixels per frame (default 128*28*28)")
-    frames.add_argument("--max-pixels", type=_positive_int, default=None, help="max pixels per frame (default 768*28*28)")
+    frames = p.add_argument_group(
+        "frame sampling (the model family's own rules; flags override the config's [run])",
+        description=sampling_help(),
+    )
     frames.add_argument(
-        "--total-pixels", type=_positive_int, default=None, help="pixel budget over all frames (default 24576*28*28)"
+        "--frames", type=_positive_int, default=None,
+        help="fixed frame count per video (Qwen: rounded to even; LLaVA-OneVision: default 32)",
+    )
+    frames.add_argument("--fps", type=_positive_float, default=None, help="frames per second of video (Qwen; default 2)")
+    frames.add_argument(
+        "--min-pixels", type=_positive_int, default=None,
+        help="min pixels per frame (Qwen; default 128*28*28, Qwen3-VL 128*32*32)",
+    )
+    frames.add_argument(
+        "--max-pixels", type=_positive_int, default=None,
+        help="max pixels per frame (Qwen; default 768*28*28, Qwen3-VL 768*32*32)",
+    )
+    frames.add_argument(
+        "--total-pixels", type=_positive_int, default=None,
+        help="pixel budget over all frames (Qwen; default 24576*28*28, Qwen3-VL 24576*32*32)",
     )
     p.add_argument("--max-new-tokens", type=_positive_int, default=None, help="tokens generated per answer (default 16)")
     p.add_argument("--limit", type=_positive_int, default=None, help="at most this many questions per duration split")
@@ -226,6 +245,7 @@ def parse_options(argv: Sequence[str] | None = None) -> tuple[EvalOptions, Bench
         check_model_source(opts.model)
     except HarnessError as exc:
         parser.error(str(exc))
+    _check_family_frames(parser, args, opts, settings)
     return opts, bench
 
 
@@ -283,6 +303,23 @@ def _draw_plots(out: str) -> None:
         return
     if written:
         print("plots: " + ", ".join(str(p) for p in written), flush=True)
+
+
+def _check_family_frames(parser: argparse.ArgumentParser, args: argparse.Namespace, opts: EvalOptions, settings) -> None:
+    """An unsupported --model, or frame flags its family has no use for (or out of its range): argument errors,
+    before anything loads. The family comes from the model's config.json."""
+    from .families import family_of_model
+
+    try:
+        family = family_of_model(opts.model)
+    except ValueError as exc:
+        parser.error(str(exc))
+    for setting in settings:
+        try:
+            setting_spec(setting, opts, family)
+        except (ValueError, TypeError) as exc:
+            where = f"config {setting.source}" if setting.source else f"--method {setting.method}"
+            parser.error(f"{_culprit(str(exc), args, setting) or where}: {exc}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,16 +1,21 @@
-"""Video frames for Qwen2.5-VL: decode with decord (PyAV where decord fails), sample and resize by the model
-family's own rules.
+"""Video frames: decode with decord (PyAV where decord fails), sample and resize by the model family's own rules.
 
-The rules are those of Qwen's ``qwen-vl-utils`` video path, re-expressed here without torchvision:
+``sampling="fps"`` (Qwen2-VL, Qwen2.5-VL, Qwen3-VL): the rules of Qwen's ``qwen-vl-utils`` video path, which
+lmms-eval's Qwen models call, re-expressed here without torchvision:
 
 * frame count: either a fixed ``frames`` (rounded to a multiple of 2) or ``duration * fps`` clamped to
   ``[min_frames, max_frames]`` and to the video's length, floored to a multiple of 2;
 * frame indices: ``linspace(0, total - 1, n)`` rounded;
-* frame size (``smart_resize``): height and width multiples of 28, aspect ratio kept, pixel count within
-  ``[min_pixels, max_pixels]``, where ``max_pixels`` is further capped by a total budget over the clip:
-  ``total_pixels / n * 2`` (two frames make one temporal patch), never below ``1.05 * min_pixels``.
+* frame size (``smart_resize``): height and width multiples of ``factor`` (patch x merge: 28 for Qwen2/2.5-VL,
+  32 for Qwen3-VL), aspect ratio kept, pixel count within ``[min_pixels, max_pixels]``, where ``max_pixels`` is
+  further capped by a total budget over the clip: ``total_pixels / n * 2`` (two frames make one temporal patch),
+  never below ``1.05 * min_pixels``.
 
 Frames are resized with PIL's bicubic filter (antialiased), as Qwen's path resizes bicubically.
+
+``sampling="uniform"`` (LLaVA-OneVision / LLaVA-Video): as lmms-eval's LLaVA models (``llava_hf``) sample,
+exactly ``frames`` frames (32 by default) at ``linspace(0, total - 1, frames)`` truncated to integers, kept at
+the video's own size: the model's processor resizes every frame to its square input (384 x 384).
 
 decord cannot read some valid files (frames of some widths, e.g. 16, 24, 48 or 72 pixels, come back with four
 channels and fail its size check); those are decoded again with PyAV, and the video says which decoder it came
@@ -40,6 +45,11 @@ DEFAULT_MAX_PIXELS = 768 * 28 * 28
 DEFAULT_TOTAL_PIXELS = 24576 * 28 * 28
 #: Frames decoded per decord call, so a long clip at full resolution never sits in memory at once.
 DECODE_CHUNK = 32
+#: How frames are picked: Qwen's fps rules, or a fixed count spread uniformly (lmms-eval's LLaVA models).
+SAMPLINGS = ("fps", "uniform")
+#: Fields added after the first runs were recorded: left out of ``to_dict`` at their defaults, so the run
+#: identities of earlier runs stay the same.
+_LATER_FIELDS = {"factor": IMAGE_FACTOR, "sampling": "fps"}
 
 
 class VideoDecodeError(RuntimeError):
@@ -66,7 +76,9 @@ class FrameSpec:
     """How many frames to take from a video and at what size.
 
     ``frames`` fixes the count (it wins over ``fps``); otherwise ``fps`` frames per second of video are
-    taken within ``[min_frames, max_frames]``. Pixel counts are per frame except ``total_pixels``.
+    taken within ``[min_frames, max_frames]``. Pixel counts are per frame except ``total_pixels``; frame sides
+    are multiples of ``factor``. ``sampling="uniform"`` takes exactly ``frames`` frames and leaves their size to
+    the processor (fps and pixel fields unused).
     """
 
     frames: int | None = None
@@ -76,8 +88,18 @@ class FrameSpec:
     min_pixels: int = DEFAULT_MIN_PIXELS
     max_pixels: int = DEFAULT_MAX_PIXELS
     total_pixels: int = DEFAULT_TOTAL_PIXELS
+    factor: int = IMAGE_FACTOR
+    sampling: str = "fps"
 
     def __post_init__(self) -> None:
+        if self.sampling not in SAMPLINGS:
+            raise ValueError(f"sampling must be one of {SAMPLINGS}, got {self.sampling!r}")
+        if not _is_int(self.factor) or self.factor < 1:
+            raise ValueError(f"factor must be an integer >= 1, got {self.factor!r}")
+        if self.sampling == "uniform":
+            if not _is_int(self.frames) or self.frames < 1:
+                raise ValueError(f"uniform sampling needs a frame count: frames must be an integer >= 1, got {self.frames!r}")
+            return
         for name in ("min_frames", "max_frames", "min_pixels", "max_pixels", "total_pixels"):
             if not _is_int(getattr(self, name)):
                 raise ValueError(f"{name} must be an integer, got {getattr(self, name)!r}")
@@ -91,21 +113,25 @@ class FrameSpec:
             )
         if self.max_frames < FRAME_FACTOR:
             raise ValueError(f"max_frames must be >= {FRAME_FACTOR}, got {self.max_frames}")
-        if self.min_pixels < IMAGE_FACTOR * IMAGE_FACTOR:
-            raise ValueError(f"min_pixels must be >= {IMAGE_FACTOR * IMAGE_FACTOR}, got {self.min_pixels}")
+        if self.min_pixels < self.factor * self.factor:
+            raise ValueError(f"min_pixels must be >= {self.factor * self.factor} (factor {self.factor} squared), got {self.min_pixels}")
         if self.max_pixels < self.min_pixels:
             raise ValueError(f"max_pixels ({self.max_pixels}) must be >= min_pixels ({self.min_pixels})")
         if self.total_pixels < self.min_pixels:
             raise ValueError(f"total_pixels ({self.total_pixels}) must be >= min_pixels ({self.min_pixels})")
 
     def to_dict(self) -> dict:
-        """Plain dict (for run identities and records)."""
-        return asdict(self)
+        """Plain dict (for run identities and records); fields added later are left out at their defaults."""
+        out = asdict(self)
+        for key, default in _LATER_FIELDS.items():
+            if out[key] == default:
+                del out[key]
+        return out
 
     def adjustments(self) -> list[str]:
         """What sampling will change in this request whatever the video (shown to the user before a run)."""
         notes = []
-        if self.frames is not None and round_by_factor(self.frames, FRAME_FACTOR) != self.frames:
+        if self.sampling == "fps" and self.frames is not None and round_by_factor(self.frames, FRAME_FACTOR) != self.frames:
             notes.append(
                 f"frames {self.frames} is not a multiple of {FRAME_FACTOR} (frames go in pairs): "
                 f"{round_by_factor(self.frames, FRAME_FACTOR)} frames are sampled"
@@ -123,6 +149,10 @@ def smart_nframes(total_frames: int, video_fps: float, spec: FrameSpec) -> int:
     A fixed ``spec.frames`` larger than the video is lowered to the video's length (floored to a multiple
     of 2) rather than refused.
     """
+    if spec.sampling == "uniform":
+        if total_frames < 1:
+            raise VideoDecodeError("video has no frames")
+        return spec.frames
     if total_frames < FRAME_FACTOR:
         raise VideoDecodeError(f"video has {total_frames} frame(s); at least {FRAME_FACTOR} are needed")
     if spec.frames is not None:
@@ -138,8 +168,11 @@ def smart_nframes(total_frames: int, video_fps: float, spec: FrameSpec) -> int:
     return max(nframes, FRAME_FACTOR)
 
 
-def frame_indices(total_frames: int, nframes: int) -> list[int]:
-    """Evenly spread frame indices over the whole video, first and last frame included."""
+def frame_indices(total_frames: int, nframes: int, sampling: str = "fps") -> list[int]:
+    """Evenly spread frame indices over the whole video, first and last frame included: rounded (Qwen's rule) or,
+    for ``sampling="uniform"``, truncated (lmms-eval's LLaVA models; a short video repeats frames)."""
+    if sampling == "uniform":
+        return np.linspace(0, total_frames - 1, nframes, dtype=int).astype(np.int64).tolist()
     return np.linspace(0, total_frames - 1, nframes).round().astype(np.int64).tolist()
 
 
@@ -176,13 +209,19 @@ def frame_pixel_budget(nframes: int, spec: FrameSpec) -> int:
 
 
 def frame_size(height: int, width: int, nframes: int, spec: FrameSpec) -> tuple[int, int]:
-    """Output ``(h, w)`` of each of ``nframes`` frames sampled from a ``height x width`` video."""
-    return smart_resize(height, width, min_pixels=spec.min_pixels, max_pixels=frame_pixel_budget(nframes, spec))
+    """Output ``(h, w)`` of each of ``nframes`` frames sampled from a ``height x width`` video (uniform sampling:
+    the video's own size, the processor resizes)."""
+    if spec.sampling == "uniform":
+        return height, width
+    return smart_resize(
+        height, width, factor=spec.factor, min_pixels=spec.min_pixels, max_pixels=frame_pixel_budget(nframes, spec)
+    )
 
 
 @dataclass
 class SampledVideo:
-    """Frames ready for the processor: ``frames`` uint8 ``[T, H, W, 3]`` with H, W multiples of 28."""
+    """Frames ready for the processor: ``frames`` uint8 ``[T, H, W, 3]`` (fps sampling: H, W multiples of the
+    family's factor; uniform sampling: the video's own size)."""
 
     frames: np.ndarray
     sample_fps: float
@@ -265,7 +304,7 @@ def _read_with_decord(path: str, spec: FrameSpec, num_threads: int) -> SampledVi
     total = len(reader)
     video_fps = float(reader.get_avg_fps())
     nframes = smart_nframes(total, video_fps, spec)
-    indices = frame_indices(total, nframes)
+    indices = frame_indices(total, nframes, spec.sampling)
     chunks = []
     size = source_size = None
     for start in range(0, len(indices), DECODE_CHUNK):
@@ -296,7 +335,7 @@ def _read_with_pyav(path: str, spec: FrameSpec) -> SampledVideo:
             total = sum(1 for _ in container.decode(video=0))
     for _attempt in range(2):
         nframes = smart_nframes(total, video_fps, spec)
-        indices = frame_indices(total, nframes)
+        indices = frame_indices(total, nframes, spec.sampling)
         wanted: dict[int, int] = {}
         for position, index in enumerate(indices):
             wanted.setdefault(index, position)

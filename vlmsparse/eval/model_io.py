@@ -1,8 +1,10 @@
-"""Loading Qwen2.5-VL and answering one video question with it (greedy, timed).
+"""Loading a model of a supported family and answering one video question with it (greedy, timed).
 
-``load_model`` takes a hub id or a local folder. Frames arrive already sampled and sized by
-:mod:`vlmsparse.eval.frames` (multiples of 28), so the processor is told not to resize them again, and it
-gets the sampling's metadata so the model's temporal positions follow the real frame rate.
+``load_model`` takes a hub id or a local folder and loads it with its family's class
+(:mod:`vlmsparse.eval.families`). Frames arrive already sampled by :mod:`vlmsparse.eval.frames`; for Qwen's
+families they are sized too (multiples of 28 or 32), so the processor is told not to resize them again, and it
+gets the sampling's metadata so the model's temporal positions (and Qwen3-VL's timestamps) follow the real
+frame rate.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from .families import EvalFamily, family_of_model
 from .frames import SampledVideo
 from .prompts import chat_messages
 
@@ -54,7 +57,10 @@ def check_model_source(model_id: str) -> None:
     from .errors import ModelError
 
     path = Path(model_id).expanduser()
-    what = "pass --model a Qwen2.5-VL folder (config.json, weights, processor files) or a hub id such as Qwen/Qwen2.5-VL-7B-Instruct"
+    what = (
+        "pass --model a folder of a supported model (config.json, weights, processor files) or a hub id such as "
+        "Qwen/Qwen2.5-VL-7B-Instruct"
+    )
     if path.exists():
         if not path.is_dir():
             raise ModelError(f"--model {model_id} is a file, not a model folder; {what}")
@@ -88,14 +94,17 @@ def load_model(
     dtype: str = "bfloat16",
     device_map: str | dict | None = "auto",
     attn_implementation: str = "sdpa",
+    family: EvalFamily | None = None,
 ):
-    """``(model, processor)`` for a Qwen2.5-VL checkpoint (hub id or local path), in eval mode."""
-    from transformers import Qwen2_5_VLForConditionalGeneration
+    """``(model, processor)`` for a checkpoint of a supported family (hub id or local path), in eval mode.
 
+    ``family``: the checkpoint's family (read from its config when None).
+    """
+    family = family if family is not None else family_of_model(model_id)
     kwargs = {"dtype": resolve_dtype(dtype), "attn_implementation": attn_implementation}
     if device_map is not None:
         kwargs["device_map"] = device_map
-    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_id, **kwargs)
+    model = family.load_class().from_pretrained(model_id, **kwargs)
     return model.eval(), load_processor(model_id)
 
 
@@ -134,14 +143,19 @@ class _FirstStepTimer:
 
 
 class VideoQA:
-    """Greedy answers from a Qwen2.5-VL model to a prompt about sampled frames."""
+    """Greedy answers from a video model to a prompt about sampled frames.
 
-    def __init__(self, model, processor, *, max_new_tokens: int = 16):
+    ``processor_kwargs``: keywords of every processor call, from the family (``{"do_resize": False}`` where the
+    frames arrive sized, the default).
+    """
+
+    def __init__(self, model, processor, *, max_new_tokens: int = 16, processor_kwargs: dict | None = None):
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         self.model = model
         self.processor = processor
         self.max_new_tokens = max_new_tokens
+        self.processor_kwargs = dict({"do_resize": False} if processor_kwargs is None else processor_kwargs)
         self.video_token_id = getattr(model.config, "video_token_id", None)
         gen = copy.deepcopy(model.generation_config)
         gen.do_sample = False
@@ -180,9 +194,9 @@ class VideoQA:
             text=[text],
             videos=[video.frames],
             video_metadata=[metadata],
-            do_resize=False,
             do_sample_frames=False,
             return_tensors="pt",
+            **self.processor_kwargs,
         )
         return batch.to(self.device)
 

@@ -192,8 +192,9 @@ def error_record(q: Question, setting: Setting, model_id: str, error: str, devic
     return record
 
 
-def setting_spec(setting: Setting, opts: EvalOptions) -> tuple[FrameSpec, int]:
-    """Frame sampling and generation length of ``setting``: CLI flags over its ``[run]`` over the defaults.
+def setting_spec(setting: Setting, opts: EvalOptions, family=None) -> tuple[FrameSpec, int]:
+    """Frame sampling and generation length of ``setting``: CLI flags over its ``[run]`` over the defaults of the
+    model's family (``family``, a :class:`~vlmsparse.eval.families.EvalFamily`; None: Qwen2.5-VL's).
 
     ``ValueError`` names the value that is out of range (the CLI checks every setting before anything runs).
     """
@@ -206,6 +207,7 @@ def setting_spec(setting: Setting, opts: EvalOptions) -> tuple[FrameSpec, int]:
             "max_pixels": opts.max_pixels,
             "total_pixels": opts.total_pixels,
         },
+        defaults=None if family is None else family.frame_defaults,
     )
     max_new_tokens = opts.max_new_tokens or setting.run.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS)
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
@@ -313,9 +315,10 @@ def leaderboard_row(
         limit=opts.limit if opts.limit is not None else "",
         frames=spec.frames if spec.frames is not None else "",
         fps="" if spec.frames is not None else spec.fps,
-        min_pixels=spec.min_pixels,
-        max_pixels=spec.max_pixels,
-        total_pixels=spec.total_pixels,
+        # uniform sampling (LLaVA-OneVision) leaves the frame size to the processor: no pixel bounds
+        min_pixels=spec.min_pixels if spec.sampling == "fps" else "",
+        max_pixels=spec.max_pixels if spec.sampling == "fps" else "",
+        total_pixels=spec.total_pixels if spec.sampling == "fps" else "",
         frames_used=_span(summary.frames_used),
         frame_pixels_used=_span(summary.frame_pixels_used),
         dtype=opts.dtype,
@@ -365,6 +368,16 @@ class VideoMMERun:
         self.settings = opts.settings if opts.settings is not None else resolve_settings(opts.methods, opts.configs)
         self.out = Path(opts.out)
         self._qa = None
+        self._family = None
+
+    @property
+    def family(self):
+        """The model's family (its frame sampling, class and processor keywords), read from its config once."""
+        if self._family is None:
+            from .families import family_of_model
+
+            self._family = family_of_model(self.opts.model)
+        return self._family
 
     # -- data -----------------------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -422,7 +435,8 @@ class VideoMMERun:
                 device_map = "auto" if torch.cuda.is_available() else None
             try:
                 model, processor = load_model(
-                    opts.model, dtype=opts.dtype, device_map=device_map, attn_implementation=opts.attn_implementation
+                    opts.model, dtype=opts.dtype, device_map=device_map, attn_implementation=opts.attn_implementation,
+                    family=self.family,
                 )
             except (OSError, ValueError, ImportError, RuntimeError, KeyError) as exc:
                 if isinstance(exc, torch.cuda.OutOfMemoryError):
@@ -430,10 +444,12 @@ class VideoMMERun:
                 detail = (str(exc).strip().splitlines() or [""])[0][:300]
                 raise ModelError(
                     f"cannot load the model {opts.model!r} ({type(exc).__name__}: {detail}); pass --model a "
-                    "Qwen2.5-VL folder (config.json, weights, processor files) or a hub id such as "
+                    "folder of a supported model (config.json, weights, processor files) or a hub id such as "
                     f"{DEFAULT_MODEL}, and check --dtype, --device-map and --attn-implementation"
                 ) from exc
-            self._qa = VideoQA(model, processor, max_new_tokens=max_new_tokens)
+            self._qa = VideoQA(
+                model, processor, max_new_tokens=max_new_tokens, processor_kwargs=self.family.processor_kwargs
+            )
         self._qa.max_new_tokens = max_new_tokens
         self._qa.generation_config.max_new_tokens = max_new_tokens
         return self._qa
@@ -443,7 +459,7 @@ class VideoMMERun:
         """Answer every pending question of one setting, then (main process) score it; returns its row."""
         opts, state = self.opts, self.state
         label = f"[{setting.method}/{setting.name}]"
-        spec, max_new_tokens = setting_spec(setting, opts)
+        spec, max_new_tokens = setting_spec(setting, opts, self.family)
         run_id, identity = run_identity(
             bench=BENCH,
             model=opts.model,

@@ -90,13 +90,28 @@ def questions_digest(question_ids: Sequence[str], content: Sequence[Any] = ()) -
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def frame_spec(run: dict[str, Any], overrides: dict[str, Any] | None = None) -> FrameSpec:
-    """The frame sampling of a setting: Qwen2.5-VL's defaults, then its ``[run]`` keys, then CLI flags.
+#: CLI frame flags that uniform sampling (a fixed frame count, sized by the processor) has no use for.
+_FPS_ONLY_FLAGS = ("fps", "min_pixels", "max_pixels", "total_pixels")
+
+
+def frame_spec(
+    run: dict[str, Any], overrides: dict[str, Any] | None = None, defaults: dict[str, Any] | None = None
+) -> FrameSpec:
+    """The frame sampling of a setting: the model family's defaults (``defaults``, e.g. Qwen3-VL's 32-pixel
+    factor; Qwen2.5-VL's when None), then its ``[run]`` keys, then CLI flags.
 
     A fixed ``frames`` wins over ``fps``; passing ``fps`` on the CLI (without ``frames``) drops the config's
-    fixed ``frames``.
+    fixed ``frames``. With uniform sampling (LLaVA-OneVision) a CLI ``fps`` or pixel flag is a ``ValueError``.
     """
-    values = {k: v for k, v in run.items() if k in FrameSpec.__dataclass_fields__}
+    values = dict(defaults or {})
+    if values.get("sampling") == "uniform":
+        given = [f"--{k.replace('_', '-')}" for k in _FPS_ONLY_FLAGS if (overrides or {}).get(k) is not None]
+        if given:
+            raise ValueError(
+                f"{', '.join(given)} do(es) not apply to this model: it takes a fixed number of frames spread "
+                "uniformly, sized by its processor; set the count with --frames"
+            )
+    values.update({k: v for k, v in run.items() if k in FrameSpec.__dataclass_fields__})
     for key, value in (overrides or {}).items():
         if value is None:
             continue

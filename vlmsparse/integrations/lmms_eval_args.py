@@ -1,16 +1,17 @@
-"""``--model_args`` of the lmms-eval plugin: which go to lmms-eval's Qwen2.5-VL model, which to the method.
+"""``--model_args`` of the lmms-eval plugins: which go to lmms-eval's own model class, which to the method.
 
 One ``--model_args`` string carries three kinds of keys:
 
 * the plugin's own: ``method`` (default ``psa``), ``config_file`` (a run config TOML, ``evals/*.toml``) and
   ``timing`` (measure the sparse planning and attention time);
-* the arguments of lmms-eval's Qwen2.5-VL model (``pretrained``, ``max_num_frames``, ``fps``, ``max_pixels``,
-  ``min_pixels``, ``device_map``, ``attn_implementation``, ...), passed on unchanged;
+* the arguments of lmms-eval's model class (Qwen2.5-VL's: ``pretrained``, ``max_num_frames``, ``fps``,
+  ``max_pixels``, ``min_pixels``, ``device_map``, ``attn_implementation``, ...), passed on unchanged;
 * fields of the method's config dataclass (``block_m``, ``thresholds``, ``preset``, ...). A list value is
   written as JSON inside the string: ``thresholds=[0.7,0.8,0.9,0.9]`` (quote the whole ``--model_args``).
 
-A run config file's ``[run]`` table maps onto lmms-eval's frame arguments where lmms-eval has them
-(``frames`` -> ``max_num_frames``, ``fps``, ``min_pixels``, ``max_pixels``); explicit ``--model_args`` win.
+A run config file's ``[run]`` table maps onto lmms-eval's frame arguments where the model class has them (for
+Qwen2.5-VL ``frames`` -> ``max_num_frames``, ``fps``, ``min_pixels``, ``max_pixels``; each plugin gives its own
+map); explicit ``--model_args`` win.
 """
 
 from __future__ import annotations
@@ -193,8 +194,8 @@ def split_model_args(
             unknown.append(key)
     if unknown:
         raise ValueError(
-            f"unknown --model_args {sorted(unknown)}: the plugin takes {list(PLUGIN_KEYS)}, lmms-eval's Qwen2.5-VL "
-            f"model takes {sorted(base_args)}, and method {method!r} takes the config fields {fields}"
+            f"unknown --model_args {sorted(unknown)}: the plugin takes {list(PLUGIN_KEYS)}, lmms-eval's model "
+            f"takes {sorted(base_args)}, and method {method!r} takes the config fields {fields}"
         )
     timing = kwargs.get("timing", False)
     if not isinstance(timing, bool):
@@ -210,53 +211,68 @@ def split_model_args(
     return base, sparse
 
 
-def run_config_model_args(run: dict[str, Any], explicit: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+def run_config_model_args(
+    run: dict[str, Any], explicit: dict[str, Any], run_key_map: dict[str, str] | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """lmms-eval model arguments from a run config's ``[run]`` table: ``(arguments, keys left out)``.
 
-    ``frames`` wins over ``fps`` (as in ``vlmsparse.eval``); an explicit ``max_num_frames`` or ``fps`` in
-    ``explicit`` drops both. Keys lmms-eval's model has no argument for (``total_pixels``, ``max_new_tokens``,
+    ``run_key_map``: ``[run]`` key -> the model class's argument (default ``RUN_KEY_TO_MODEL_ARG``, Qwen2.5-VL's).
+    ``frames`` wins over ``fps`` (as in ``vlmsparse.eval``); an explicit frame-count or fps argument in
+    ``explicit`` drops both. Keys the model has no argument for (Qwen2.5-VL: ``total_pixels``, ``max_new_tokens``,
     and ``min_frames`` / ``max_frames`` unless they equal qwen-vl-utils' own 4 / 768) come back as left out.
     """
+    keys = RUN_KEY_TO_MODEL_ARG if run_key_map is None else run_key_map
+    frames_arg, fps_arg = keys.get("frames"), keys.get("fps")
     out: dict[str, Any] = {}
-    if "frames" in run and run["frames"] is not None:
-        out["max_num_frames"] = int(run["frames"])
-    elif "fps" in run and run["fps"] is not None:
-        out["fps"] = float(run["fps"])
-    if "max_num_frames" in explicit or "fps" in explicit:
-        out.pop("max_num_frames", None)
-        out.pop("fps", None)
-    for key in ("min_pixels", "max_pixels"):
-        if key in run:
-            out[key] = int(run[key])
+    if frames_arg and run.get("frames") is not None:
+        out[frames_arg] = int(run["frames"])
+    elif fps_arg and run.get("fps") is not None:
+        out[fps_arg] = float(run["fps"])
+    if (frames_arg and frames_arg in explicit) or (fps_arg and fps_arg in explicit):
+        out.pop(frames_arg, None)
+        out.pop(fps_arg, None)
+    for key in ("min_pixels", "max_pixels", "total_pixels"):
+        if key in keys and key in run:
+            out[keys[key]] = int(run[key])
     out = {k: v for k, v in out.items() if k not in explicit}
+    skipped = {"fps"} if frames_arg and run.get("frames") is not None else set()  # frames wins: fps is not lost
     left_out = {
-        k: v for k, v in run.items() if k not in RUN_KEY_TO_MODEL_ARG and QWEN_VL_UTILS_RUN_DEFAULTS.get(k) != v
+        k: v
+        for k, v in run.items()
+        if k not in keys and k not in skipped and not (fps_arg and QWEN_VL_UTILS_RUN_DEFAULTS.get(k) == v)
     }
     return out, left_out
 
 
-def effective_model_args(kwargs: dict[str, Any], model_cls: type) -> tuple[dict[str, Any], SparseArgs, dict]:
+def effective_model_args(
+    kwargs: dict[str, Any],
+    model_cls: type,
+    *,
+    default_pretrained: str = DEFAULT_PRETRAINED,
+    run_key_map: dict[str, str] | None = None,
+) -> tuple[dict[str, Any], SparseArgs, dict]:
     """``(base model arguments, SparseArgs, [run] keys left out)`` for lmms-eval's ``model_cls``.
 
-    The base arguments hold the explicit ones, then those a config file's ``[run]`` adds; ``pretrained``
-    defaults to Qwen2.5-VL-7B-Instruct.
+    The base arguments hold the explicit ones, then those a config file's ``[run]`` adds (through
+    ``run_key_map``, see :func:`run_config_model_args`); ``pretrained`` defaults to ``default_pretrained``
+    (Qwen2.5-VL-7B-Instruct).
     """
     base, sparse = split_model_args(kwargs, base_model_defaults(model_cls))
     left_out: dict[str, Any] = {}
     if sparse.config_file is not None:
-        from_run, left_out = run_config_model_args(sparse.setting.run, base)
+        from_run, left_out = run_config_model_args(sparse.setting.run, base, run_key_map)
         base.update(from_run)
-    base.setdefault("pretrained", DEFAULT_PRETRAINED)
+    base.setdefault("pretrained", default_pretrained)
     check_frame_args(base)
     return base, sparse, left_out
 
 
 def check_frame_args(base: dict[str, Any]) -> None:
-    """``ValueError`` naming the bad one unless the frame arguments (``max_num_frames``, ``fps``,
-    ``min_pixels``, ``max_pixels``) are positive numbers, ``min_pixels <= max_pixels``."""
+    """``ValueError`` naming the bad one unless the frame arguments (``max_num_frames`` / ``max_frames_num``,
+    ``fps``, ``min_pixels``, ``max_pixels``, ``total_pixels``) are positive numbers, ``min_pixels <= max_pixels``."""
     import math
 
-    for key in ("max_num_frames", "min_pixels", "max_pixels"):
+    for key in ("max_num_frames", "max_frames_num", "min_pixels", "max_pixels", "total_pixels"):
         value = base.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise ValueError(f"{key} must be an integer >= 1, got {value!r}")

@@ -1,4 +1,5 @@
-"""A leaderboard row from an lmms-eval Video-MME run of ``vlmsparse_qwen2_5_vl``, in ``vlmsparse.eval``'s format.
+"""A leaderboard row from an lmms-eval Video-MME run of a vlmsparse plugin (``vlmsparse_qwen2_5_vl``,
+``vlmsparse_qwen3_vl``, ...), in ``vlmsparse.eval``'s format.
 
 lmms-eval writes ``<output_path>/<model>/<date>_results.json`` and, with ``--log_samples``,
 ``<date>_samples_<task>.jsonl`` beside it. From the samples this reads each question's duration and score
@@ -97,27 +98,31 @@ def _accuracy(samples: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _effective_args(model_args: dict[str, Any]):
+def _effective_args(model_args: dict[str, Any], model_id: str):
+    from .lmms_eval import MODEL_ID, PLUGINS, plugin_class
+
     try:
-        from lmms_eval.models.chat.qwen2_5_vl import Qwen2_5_VL
+        plugin = plugin_class(model_id if model_id in PLUGINS else MODEL_ID)
     except Exception:  # lmms-eval absent here: only the arguments given explicitly are known
-        Qwen2_5_VL = None
-    if Qwen2_5_VL is not None:
-        return effective_model_args(model_args, Qwen2_5_VL)[:2]
+        plugin = None
+    if plugin is not None:
+        return effective_model_args(
+            model_args, plugin.lmms_base, default_pretrained=plugin.default_pretrained, run_key_map=plugin.run_key_map
+        )[:2]
     from .lmms_eval_args import split_model_args
 
     return split_model_args(model_args, None)
 
 
 def leaderboard_row(run: LmmsEvalRun) -> dict[str, Any]:
-    """The leaderboard row (a :class:`~vlmsparse.eval.leaderboard.LeaderboardRow`) of an lmms-eval run of
-    ``vlmsparse_qwen2_5_vl``."""
+    """The leaderboard row (a :class:`~vlmsparse.eval.leaderboard.LeaderboardRow`) of an lmms-eval run of a
+    vlmsparse plugin (``vlmsparse_qwen2_5_vl``, ``vlmsparse_qwen3_vl``, ...)."""
     from vlmsparse.eval.runner import project_version
     from vlmsparse.eval.settings import method_settings_text, slugify
 
     config = run.results.get("config", {})
     model_args = run.model_args
-    base, sparse = _effective_args(model_args)
+    base, sparse = _effective_args(model_args, str(config.get("model", "")))
     setting = sparse.setting
     model = str(base.get("pretrained") or model_args.get("pretrained") or config.get("model", ""))
     if run.samples is not None:
@@ -125,7 +130,7 @@ def leaderboard_row(run: LmmsEvalRun) -> dict[str, Any]:
         if not records:
             raise ValueError(
                 f"the samples of {run.source} carry no vlmsparse sparsity: was the run made with "
-                "--model vlmsparse_qwen2_5_vl?"
+                "--model vlmsparse_<family> (vlmsparse_qwen2_5_vl, vlmsparse_qwen3_vl, ...)?"
             )
         accuracy = _accuracy(run.samples)
         summary = summarize_records(records)
@@ -158,12 +163,13 @@ def leaderboard_row(run: LmmsEvalRun) -> dict[str, Any]:
         method_settings=method_settings_text(setting),
         split=TASK_SPLITS.get(run.task, run.task),
         limit="" if limit is None else limit,
-        frames="" if fps is not None else base.get("max_num_frames", ""),
+        frames="" if fps is not None else base.get("max_num_frames", base.get("max_frames_num", "")),
         fps="" if fps is None else fps,
         min_pixels=base.get("min_pixels", ""),
         max_pixels=base.get("max_pixels", ""),
-        total_pixels="",
-        dtype="bfloat16",  # lmms-eval's Qwen2.5-VL always loads bfloat16 weights
+        total_pixels=base.get("total_pixels", ""),
+        # lmms-eval's Qwen models always load bfloat16 weights; its llava_hf takes dtype= (default: the checkpoint's)
+        dtype=str(base.get("dtype", "auto" if config.get("model") == "vlmsparse_llava_onevision" else "bfloat16")),
         n_errors=0,
         n_missing=0,  # lmms-eval stops on a missing video
         sparsity=summary.get("sparsity"),
@@ -191,7 +197,7 @@ def append_lmms_eval_row(csv_path: str | Path, path: str | Path, task: str = "vi
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m vlmsparse.integrations.lmms_eval_leaderboard",
-        description="Add the row of an lmms-eval Video-MME run of vlmsparse_qwen2_5_vl to a leaderboard CSV.",
+        description="Add the row of an lmms-eval Video-MME run of a vlmsparse plugin to a leaderboard CSV.",
     )
     parser.add_argument("path", help="lmms-eval's --output_path folder (newest run) or one *_results.json file")
     parser.add_argument("--task", default="videomme", help="the lmms-eval task of the run (default: videomme)")

@@ -12,6 +12,11 @@ for every method alike:
 
 Only the remaining *free* blocks (visual query block x visual key block, wholly before the diagonal, not the
 first key block) are left to the method.
+
+Text inside a visual span (*interleaved text*, e.g. Qwen3-VL's frame timestamps; the model side finds it) counts
+as visual for these rules (:func:`planning_visual`): a block whose only text tokens are interleaved text is
+planned like a visual block, as a query block and as a key block. The plan keeps those positions
+(``Plan.interleaved_text``) so that the kernel can attend them exactly beside the plan.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ __all__ = [
     "BlockLayout",
     "block_layout",
     "apply_layout_rules",
+    "planning_visual",
     "PLAN_HEADS",
 ]
 
@@ -98,6 +104,8 @@ class Plan:
     tail: bool = False
     query_block_visual: torch.Tensor | None = None
     key_block_visual: torch.Tensor | None = None
+    #: bool ``[B, Lk]``: text keys planned as visual (interleaved text), to be attended exactly; None: none
+    interleaved_text: torch.Tensor | None = None
     compiled: CompiledPlan | None = field(default=None, repr=False)
 
     def compile(self) -> CompiledPlan:
@@ -226,6 +234,21 @@ def apply_layout_rules(levels: torch.Tensor, layout: BlockLayout) -> torch.Tenso
     return lv.masked_fill_(layout.forced[:, None], 1)
 
 
+def planning_visual(visual: torch.Tensor | None, interleaved_text: torch.Tensor | None) -> torch.Tensor | None:
+    """The visual mask the layout rules plan with: visual tokens and the interleaved text (text inside a visual
+    span), so that a block whose only text is interleaved text is planned as visual (query and key blocks alike).
+
+    ``visual`` and ``interleaved_text`` are bool ``[B, Lk]`` (or ``[Lk]``); either may be None.
+    """
+    if interleaved_text is None or visual is None:
+        return visual
+    if tuple(interleaved_text.shape) != tuple(visual.shape):
+        raise ValueError(
+            f"interleaved_text must have the shape of visual {tuple(visual.shape)}, got {tuple(interleaved_text.shape)}"
+        )
+    return visual | interleaved_text.to(device=visual.device, dtype=torch.bool)
+
+
 def _tensor_version(t: torch.Tensor | None) -> int | None:
     """The in-place version counter of ``t``; None where there is none (inference tensors)."""
     try:
@@ -264,33 +287,49 @@ class Method:
         if not isinstance(config, self.config_class):
             raise ValueError(f"{self.name} needs a {self.config_class.__name__}, got {type(config).__name__}")
         self.config = config
-        self._layout_memo: tuple | None = None  # (key, visual, layout) of the last call
+        self._layout_memo: tuple | None = None  # (key, visual, layout, interleaved_text) of the last call
 
-    def layout(self, visual: torch.Tensor | None, batch: int, q_len: int, k_len: int, device: torch.device) -> BlockLayout:
-        """:func:`block_layout` for this method's blocks, reused while the same, unmodified ``visual`` comes back
-        (a model plans every layer of one prefill with one token layout)."""
+    def layout(
+        self,
+        visual: torch.Tensor | None,
+        batch: int,
+        q_len: int,
+        k_len: int,
+        device: torch.device,
+        interleaved_text: torch.Tensor | None = None,
+    ) -> BlockLayout:
+        """:func:`block_layout` for this method's blocks, reused while the same, unmodified ``visual`` (and
+        ``interleaved_text``) come back (a model plans every layer of one prefill with one token layout)."""
         cfg = self.config
         key = (
-            id(visual), _tensor_version(visual), batch, q_len, k_len, cfg.block_m, cfg.block_n, cfg.causal,
-            str(device),
+            id(visual), _tensor_version(visual), id(interleaved_text), _tensor_version(interleaved_text), batch,
+            q_len, k_len, cfg.block_m, cfg.block_n, cfg.causal, str(device),
         )
         memo = self._layout_memo
-        if memo is not None and memo[0] == key and memo[1] is visual:
+        if memo is not None and memo[0] == key and memo[1] is visual and memo[3] is interleaved_text:
             return memo[2]
-        layout = block_layout(visual, batch, q_len, k_len, cfg.block_m, cfg.block_n, cfg.causal, device)
-        self._layout_memo = (key, visual, layout)  # holding `visual` keeps its id from being reused
+        planned = planning_visual(visual, interleaved_text)
+        layout = block_layout(planned, batch, q_len, k_len, cfg.block_m, cfg.block_n, cfg.causal, device)
+        self._layout_memo = (key, visual, layout, interleaved_text)  # holding the masks keeps their ids unique
         return layout
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.config})"
 
-    def plan(self, q: torch.Tensor, k: torch.Tensor, visual: torch.Tensor | None = None) -> Plan:
-        """Plan one prefill: ``q [B, Hq, Lq, D]``, ``k [B, Hkv, Lk, D]``, ``visual`` bool ``[B, Lk]`` or None."""
+    def plan(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        visual: torch.Tensor | None = None,
+        interleaved_text: torch.Tensor | None = None,
+    ) -> Plan:
+        """Plan one prefill: ``q [B, Hq, Lq, D]``, ``k [B, Hkv, Lk, D]``, ``visual`` bool ``[B, Lk]`` or None;
+        ``interleaved_text`` bool ``[B, Lk]``: text inside visual spans, planned as visual (None: none)."""
         check_qk(q, k)
         cfg = self.config
         b, hq, lq, _ = q.shape
         hkv, lk = k.shape[1], k.shape[2]
-        layout = self.layout(visual, b, lq, lk, q.device)
+        layout = self.layout(visual, b, lq, lk, q.device, interleaved_text)
         hm = hq if cfg.plan_heads == "q" else hkv
         with torch.no_grad():
             levels = apply_layout_rules(self.select(q, k, layout, hm), layout)
@@ -301,6 +340,7 @@ class Method:
             levels=levels, block_m=cfg.block_m, block_n=cfg.block_n, q_len=lq, k_len=lk, causal=cfg.causal,
             tail=cfg.tail, query_block_visual=layout.query_block_visual, key_block_visual=layout.key_block_visual,
             compiled=compiled,
+            interleaved_text=interleaved_text,
         )
 
     def select(self, q: torch.Tensor, k: torch.Tensor, layout: BlockLayout, plan_heads: int) -> torch.Tensor:

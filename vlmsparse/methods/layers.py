@@ -143,7 +143,13 @@ class HeadSplitPlanner:
     def max_head(self) -> int:
         return max(max(heads) for heads, _ in self.parts)
 
-    def plan(self, q: torch.Tensor, k: torch.Tensor, visual: torch.Tensor | None = None) -> Plan:
+    def plan(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        visual: torch.Tensor | None = None,
+        interleaved_text: torch.Tensor | None = None,
+    ) -> Plan:
         """Plan ``q [B, Hq, Lq, D]``, ``k [B, Hkv, Lk, D]`` head group by head group (see the class docstring)."""
         hq, hkv = q.shape[1], k.shape[1]
         group = hq // hkv
@@ -166,7 +172,7 @@ class HeadSplitPlanner:
             else:
                 q_heads = (heads[:, None] * group + torch.arange(group)).flatten()
                 qs, ks = q[:, q_heads.to(q.device)], k[:, heads.to(k.device)]
-            part = planner.plan(qs, ks, visual)
+            part = planner.plan(qs, ks, visual, interleaved_text)
             if levels is None:
                 first = part
                 levels = torch.empty((part.levels.shape[0], hm, *part.levels.shape[2:]), dtype=part.levels.dtype,

@@ -8,7 +8,7 @@ Per call (one decoder layer), with ``q [B, Hq, Lq, D]`` and ``k, v [B, Hkv, Lk, 
 ``Lq`` of the ``Lk`` positions):
 
 - prefill (``Lq > 1``) with visual tokens among the keys: ``planners.for_layer(module.layer_idx).plan(q, k,
-  visual)`` (one planner per distinct per-layer setting; see ``vlmsparse.methods.layers``) then
+  visual, interleaved_text)`` (one planner per distinct per-layer setting; see ``vlmsparse.methods.layers``) then
   ``vlmsparse.kernels.pyramid_attention`` (the Triton kernel on CUDA, or on CPU under ``TRITON_INTERPRET=1``;
   otherwise the same maths in plain PyTorch, ``pyramid_attention_blockwise``, said once in the log). Padded samples are served one by one on their
   unpadded slice, so padding is never attended.
@@ -101,7 +101,8 @@ class PrefillAttention:
     """One decoder layer's prefill attention inputs, as an observer gets them (batch 1, no padding).
 
     ``q [1, Hq, Lq, D]``, ``k, v [1, Hkv, Lk, D]`` (after rotary embedding), ``visual`` bool ``[1, Lk]``,
-    ``scaling`` the softmax scale the model uses (None: ``1 / sqrt(D)``).
+    ``scaling`` the softmax scale the model uses (None: ``1 / sqrt(D)``), ``interleaved_text`` bool ``[1, Lk]``
+    (text inside a visual span, planned as visual; None: none).
     """
 
     layer: int
@@ -110,6 +111,7 @@ class PrefillAttention:
     v: torch.Tensor
     visual: torch.Tensor
     scaling: float | None
+    interleaved_text: torch.Tensor | None = None
 
 
 @dataclass
@@ -163,12 +165,12 @@ class PatchState:
         )
         return pyramid_attention_blockwise(q, k, v, plan.levels, **kwargs)
 
-    def _plan_and_run(self, q, k, v, visual, scaling, layer: int):
+    def _plan_and_run(self, q, k, v, visual, interleaved, scaling, layer: int):
         timing = self.stats.timing
         if timing:
             _sync(q.device)
             t0 = time.perf_counter()
-        plan = self.planners.for_layer(layer).plan(q, k, visual)
+        plan = self.planners.for_layer(layer).plan(q, k, visual, interleaved)
         if timing:
             _sync(q.device)
             t1 = time.perf_counter()
@@ -182,12 +184,12 @@ class PatchState:
             self.stats.add_time(planning=t1 - t0, attention=time.perf_counter() - t1)
         return out, plan.sparsity()
 
-    def sparse(self, module, query, key, value, visual, valid, scaling):
+    def sparse(self, module, query, key, value, visual, valid, scaling, interleaved=None):
         """Sparse prefill of one layer; returns ``[B, Lq, Hq, D]`` or None when a sample cannot be served."""
         lq, lk = query.shape[2], key.shape[2]
         layer = int(module.layer_idx)
         if valid is None:
-            out, s = self._plan_and_run(query, key, value, visual, scaling, layer)
+            out, s = self._plan_and_run(query, key, value, visual, interleaved, scaling, layer)
         else:
             out = torch.zeros_like(query)
             parts = []
@@ -203,7 +205,8 @@ class PatchState:
                     return None  # no real query in this sample
                 qs = query[b : b + 1, :, q_start - (lk - lq) : end - (lk - lq)]
                 ks, vs = key[b : b + 1, :, start:end], value[b : b + 1, :, start:end]
-                o, s_b = self._plan_and_run(qs, ks, vs, visual[b : b + 1, start:end], scaling, layer)
+                inter = None if interleaved is None else interleaved[b : b + 1, start:end]
+                o, s_b = self._plan_and_run(qs, ks, vs, visual[b : b + 1, start:end], inter, scaling, layer)
                 out[b : b + 1, :, q_start - (lk - lq) : end - (lk - lq)] = o
                 parts.append(s_b)
             s = PlanSparsity(*(torch.cat([getattr(p, f) for p in parts]) for f in ("cost", "blocks", "visual_cost", "visual_blocks")))
@@ -236,13 +239,14 @@ class PatchState:
             return self.dense(module, query, key, value, attention_mask, None, **dense_kwargs)
         visual = layout.visual.to(query.device)
         valid = None if layout.valid is None else layout.valid.to(query.device)
+        interleaved = None if layout.interleaved_text is None else layout.interleaved_text.to(query.device)
         scale = float(scaling) if scaling is not None else None
         if self.observer is not None:
             if valid is not None or query.shape[0] != 1:
                 return self.dense(module, query, key, value, attention_mask, "observing a padded or batched prefill", **dense_kwargs)
-            self.observer(PrefillAttention(int(module.layer_idx), query, key, value, visual, scale))
+            self.observer(PrefillAttention(int(module.layer_idx), query, key, value, visual, scale, interleaved))
             return self.dense(module, query, key, value, attention_mask, None, **dense_kwargs)
-        out = self.sparse(module, query, key, value, visual, valid, scale)
+        out = self.sparse(module, query, key, value, visual, valid, scale, interleaved)
         if out is None:
             return self.dense(module, query, key, value, attention_mask, "padding that is not a contiguous run per sample", **dense_kwargs)
         return out, None

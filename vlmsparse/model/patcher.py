@@ -186,8 +186,8 @@ def patch(
     """Make the prefill attention of ``model``'s text decoder sparse with ``method``; returns a :class:`PatchHandle`.
 
     Args:
-        model: a loaded ``Qwen2_5_VLForConditionalGeneration`` / ``Qwen2VLForConditionalGeneration`` (or their
-            base ``*Model``).
+        model: a loaded model of a supported family (``vlmsparse.model.supported_families()``: Qwen2-VL,
+            Qwen2.5-VL, Qwen3-VL, Qwen3-VL-MoE, LLaVA-OneVision), ``*ForConditionalGeneration`` or base ``*Model``.
         method: a method name (``vlmsparse.methods.available_methods()``), a built ``Method``, or built
             ``LayerPlanners`` (``vlmsparse.methods.get_planners``).
         config_file: a run config TOML (``evals/*.toml``) whose ``[method_config]`` sets the method's fields and
@@ -237,7 +237,7 @@ def observe(model: torch.nn.Module, observer: Callable[[PrefillAttention], None]
     if not list(family.attention_modules(model)):
         raise ValueError(f"{type(model).__name__} has no decoder attention module to observe")
     dense = LayerPlanners(get_method_class("dense")())
-    return _install(model, family, dense, timing=False, observer=observer)
+    return _install(model, family, dense, timing=False, observer=observer, vision="unpatched")
 
 
 def _install(
@@ -263,7 +263,11 @@ def _install(
         family=family,
         original=original,
         dense_fn=dense_fn,
-        tracker=LayoutTracker(family.visual_token_ids(model.config)),
+        tracker=LayoutTracker(
+            family.visual_token_ids(model.config),
+            interleaved_token_ids=family.interleaved_token_ids(model.config),
+            interleaved_text_max_run=family.interleaved_text_max_run,
+        ),
         stats=PatchStats(timing=timing),
         observer=observer,
     )

@@ -1,10 +1,11 @@
-"""Qwen2-VL / Qwen2.5-VL processors that also work where torchvision is not installed.
+"""Processors of the supported families that also work where torchvision is not installed.
 
 transformers 5 takes a video processor only if torchvision is installed (its ``VideoProcessorMixin`` is not
 exported otherwise, and ``AutoVideoProcessor`` is a placeholder), so the stock ``Qwen2_5_VLProcessor`` cannot be
-built or loaded at all without torchvision. The two subclasses below change one thing: they accept the
-torchvision-free ``Qwen2VLVideoProcessorTorch`` as their video processor. They save under the stock class names,
-so a saved folder is a plain Qwen2.5-VL processor folder.
+built or loaded at all without torchvision. The subclasses below change one thing: they accept a torchvision-free
+video processor (``Qwen2VLVideoProcessorTorch``, ``Qwen3VLVideoProcessorTorch``,
+``LlavaOnevisionVideoProcessorTorch``). They save under the stock class names, so a saved folder is a plain
+processor folder of its family.
 
 ``load_processor(path)`` is what callers use: the stock ``AutoProcessor`` where torchvision exists, these classes
 where it does not.
@@ -15,7 +16,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from transformers import Qwen2_5_VLProcessor, Qwen2VLProcessor
+from transformers import LlavaOnevisionProcessor, Qwen2_5_VLProcessor, Qwen2VLProcessor, Qwen3VLProcessor
 from transformers.utils import is_torchvision_available
 try:
     from transformers.video_processing_utils import VideoProcessorMixin
@@ -23,8 +24,16 @@ except ImportError:  # older transformers: only the torchvision-based base class
     from transformers.video_processing_utils import BaseVideoProcessor as VideoProcessorMixin
 
 from .video_processing import Qwen2VLVideoProcessorTorch
+from .video_processing_llava_onevision import LlavaOnevisionVideoProcessorTorch
+from .video_processing_qwen3_vl import Qwen3VLVideoProcessorTorch
 
-__all__ = ["Qwen2_5_VLProcessorTorch", "Qwen2VLProcessorTorch", "load_processor"]
+__all__ = [
+    "Qwen2_5_VLProcessorTorch",
+    "Qwen2VLProcessorTorch",
+    "Qwen3VLProcessorTorch",
+    "LlavaOnevisionProcessorTorch",
+    "load_processor",
+]
 
 
 class _AcceptsTorchVideoProcessor:
@@ -57,15 +66,35 @@ class Qwen2VLProcessorTorch(_AcceptsTorchVideoProcessor, Qwen2VLProcessor):
     _stock_name = "Qwen2VLProcessor"
 
 
-_TORCH_PROCESSORS = {"Qwen2_5_VLProcessor": Qwen2_5_VLProcessorTorch, "Qwen2VLProcessor": Qwen2VLProcessorTorch}
+class Qwen3VLProcessorTorch(_AcceptsTorchVideoProcessor, Qwen3VLProcessor):
+    """``Qwen3VLProcessor`` that takes ``Qwen3VLVideoProcessorTorch`` (no torchvision needed)."""
+
+    _stock_name = "Qwen3VLProcessor"
+
+
+class LlavaOnevisionProcessorTorch(_AcceptsTorchVideoProcessor, LlavaOnevisionProcessor):
+    """``LlavaOnevisionProcessor`` that takes ``LlavaOnevisionVideoProcessorTorch`` (no torchvision needed)."""
+
+    _stock_name = "LlavaOnevisionProcessor"
+
+
+#: stock processor class name -> (torch-only processor, torch-only video processor)
+_TORCH_PROCESSORS = {
+    "Qwen2_5_VLProcessor": (Qwen2_5_VLProcessorTorch, Qwen2VLVideoProcessorTorch),
+    "Qwen2VLProcessor": (Qwen2VLProcessorTorch, Qwen2VLVideoProcessorTorch),
+    "Qwen3VLProcessor": (Qwen3VLProcessorTorch, Qwen3VLVideoProcessorTorch),
+    "LlavaOnevisionProcessor": (LlavaOnevisionProcessorTorch, LlavaOnevisionVideoProcessorTorch),
+}
+#: processor settings kept from a folder's processor config (besides the chat template)
+_PROCESSOR_FIELDS = ("num_image_tokens", "vision_feature_select_strategy", "vision_aspect_ratio", "image_token", "video_token")
 
 
 def load_processor(path: str | os.PathLike, **kwargs: Any):
-    """Load a Qwen2-VL / Qwen2.5-VL processor from a local folder or hub id.
+    """Load the processor of a supported family (Qwen2-VL, Qwen2.5-VL, Qwen3-VL, LLaVA-OneVision) from a folder or hub id.
 
     With torchvision installed this is ``AutoProcessor.from_pretrained(path, **kwargs)``. Without it, the tokenizer
-    and image processor load through their Auto classes, the video processor is ``Qwen2VLVideoProcessorTorch``
-    (same outputs for frame arrays), and the chat template comes from the folder.
+    and image processor load through their Auto classes, the video processor is the family's torch-only one
+    (same outputs for frame arrays), and the chat template and processor settings come from the folder.
     """
     from transformers import AutoImageProcessor, AutoProcessor, AutoTokenizer
 
@@ -78,14 +107,16 @@ def load_processor(path: str | os.PathLike, **kwargs: Any):
             f"load_processor without torchvision supports {sorted(_TORCH_PROCESSORS)}, but {path} holds a {name}; "
             "install torchvision to load it with AutoProcessor"
         )
+    processor_class, video_class = _TORCH_PROCESSORS[name]
     video_config = dict(processor_dict.get("video_processor") or {})
     if not video_config:
-        video_config, _ = Qwen2VLVideoProcessorTorch.get_video_processor_dict(path, **kwargs)
+        video_config, _ = video_class.get_video_processor_dict(path, **kwargs)
     video_config = {k: v for k, v in video_config.items() if k not in ("video_processor_type", "processor_class")}
-    chat_template = processor_dict.get("chat_template")
-    return _TORCH_PROCESSORS[name](
+    settings = {k: processor_dict[k] for k in _PROCESSOR_FIELDS if processor_dict.get(k) is not None}
+    return processor_class(
         image_processor=AutoImageProcessor.from_pretrained(path, **kwargs),
         tokenizer=AutoTokenizer.from_pretrained(path, **kwargs),
-        video_processor=Qwen2VLVideoProcessorTorch(**video_config),
-        chat_template=chat_template,
+        video_processor=video_class(**video_config),
+        chat_template=processor_dict.get("chat_template"),
+        **settings,
     )
