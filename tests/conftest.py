@@ -21,3 +21,11 @@ def _fresh_seed(request):
     seed = zlib.crc32(request.node.nodeid.encode())  # stable across processes, unlike hash()
     torch.manual_seed(seed)
     yield
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> str:
+    """A tiny random Qwen2.5-VL saved as a model folder, shared by the harness tests (saved once per session)."""
+    from vlmsparse.testing import save_tiny_qwen2_5_vl
+
+    return str(save_tiny_qwen2_5_vl(tmp_path_factory.mktemp("tiny-qwen2.5-vl") / "model"))

@@ -32,13 +32,6 @@ REPO = Path(__file__).resolve().parents[1]
 TINY = ["--min-pixels", "784", "--max-pixels", "3136", "--dtype", "float32", "--max-new-tokens", "2"]
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> str:
-    from vlmsparse.testing import save_tiny_qwen2_5_vl
-
-    return str(save_tiny_qwen2_5_vl(tmp_path_factory.mktemp("tiny") / "model"))
-
-
 @pytest.fixture
 def data(tmp_path):
     """One video per split, two questions each; 56 x 72 frames, a size decord cannot read (PyAV does)."""
@@ -60,6 +53,12 @@ def run_dirs(out: Path) -> list[Path]:
 
 def lines_of(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture(autouse=True)
+def _no_plots(monkeypatch):
+    """The plots drawn after a run are tested elsewhere; here they would only cost time."""
+    monkeypatch.setattr(cli, "_draw_plots", lambda out: None)
 
 
 @pytest.fixture
@@ -377,7 +376,7 @@ def test_a_claim_dies_with_its_process(tmp_path):
 
 
 _SLOW_RUN = """
-import os, sys, time
+import os, sys, time, types
 from pathlib import Path
 import torch
 barrier, log = Path(sys.argv[1]), sys.argv[2]
@@ -387,7 +386,7 @@ from vlmsparse.eval.records import RecordWriter
 
 class SlowQA:  # the model, replaced: a process then needs no transformers import (seconds on a busy CPU)
     device = torch.device("cpu")
-    model = None
+    model = types.SimpleNamespace(config=types.SimpleNamespace())
     def answer(self, video, prompt):
         time.sleep(0.3)
         return Generation(text="B", prefill_s=0.3, generate_s=0.3, num_input_tokens=20,
@@ -401,6 +400,7 @@ def logged(self, record):
             fh.write(f"{os.getpid()} {record['question_id']}\\n")
     return written
 runner.VideoMMERun.qa = lambda self, max_new_tokens: SlowQA()
+cli._draw_plots = lambda out: None  # plots are not what this checks (matplotlib takes seconds to import)
 RecordWriter.write = logged
 (barrier / str(os.getpid())).touch()
 while len(list(barrier.iterdir())) < 2:
@@ -455,6 +455,7 @@ def test_two_processes_on_one_run_share_it(tiny_model, tmp_path):
         (["kernel", "--block", "100"], "--block must be one of"),
         (["kernel", "--keeps", "1.5"], "--keeps"),
         (["prefill", "--layers", "0"], "--layers must be > 0"),
+        (["pareto", "--recall-rows", "0"], "--recall-rows must be > 0"),
     ],
 )
 def test_bench_flags(argv, message, capsys, tmp_path, monkeypatch):
@@ -490,10 +491,14 @@ def test_plugin_frame_and_model_arguments(tmp_path):
 # -- kernel boundary -------------------------------------------------------------------------------------------
 
 
+#: VLMSPARSE_TEST_DEVICE=cuda TRITON_INTERPRET=0 runs the kernel-boundary checks on a GPU.
+KERNEL_DEVICE = os.environ.get("VLMSPARSE_TEST_DEVICE", "cpu")
+
+
 def _kernel_inputs():
-    q, k, v = (torch.randn(1, 2, 64, 16) for _ in range(3))
+    q, k, v = (torch.randn(1, 2, 64, 16, device=KERNEL_DEVICE) for _ in range(3))
     levels = torch.tensor([[1, 0, 0, 0], [1, 1, 0, 0], [1, 0, 1, 0], [1, 2, 0, 1]], dtype=torch.int8)
-    return q, k, v, levels.expand(1, 2, 4, 4).contiguous()
+    return q, k, v, levels.expand(1, 2, 4, 4).contiguous().to(KERNEL_DEVICE)
 
 
 def _nan_rows(out: torch.Tensor) -> set[int]:
@@ -518,8 +523,8 @@ def test_nan_inputs_give_nan_rows_in_kernel_and_reference(where):
         assert users <= _nan_rows(kernel) <= set(range(16, 32)) | set(range(48, 64))
     else:
         assert _nan_rows(kernel) == users
-    finite = torch.ones(64, dtype=torch.bool)
-    finite[list(_nan_rows(kernel))] = False
+    finite = torch.ones(64, dtype=torch.bool, device=kernel.device)
+    finite[sorted(_nan_rows(kernel))] = False
     torch.testing.assert_close(kernel[0, 0, finite], ref[0, 0, finite], atol=1e-4, rtol=1e-4)
     assert not (ref[0, 0, sorted(users)] == 0).all(-1).any()  # never silently zero
 

@@ -23,13 +23,6 @@ RECORD_FIELDS = {
 }
 
 
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory) -> str:
-    from vlmsparse.testing import save_tiny_qwen2_5_vl
-
-    return str(save_tiny_qwen2_5_vl(tmp_path_factory.mktemp("tiny-qwen2.5-vl") / "model"))
-
-
 @pytest.fixture
 def data(tmp_path):
     """One video per split, two questions each (6 questions)."""

@@ -115,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         result = module.run(args)
     except SystemExit as exc:  # a subcommand stops with a message (e.g. no CUDA device)
         if isinstance(exc.code, str):
-            sys.stderr.write(f"error: {exc.code}\n")
+            message = exc.code[len("error: "):] if exc.code.startswith("error: ") else exc.code
+            sys.stderr.write(f"error: {message}\n")
             return 2
         raise
     except KeyboardInterrupt:
