@@ -544,7 +544,6 @@ def test_kernel_boundary_errors():
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
-@pytest.mark.xfail(strict=True, reason="pyramid.py does not yet pass sm_scale to check_attention_args")
 def test_kernel_refuses_a_nan_scale():
     from vlmsparse.kernels import pyramid_attention
 

@@ -377,7 +377,7 @@ def pyramid_attention(
     Returns:
         ``[B, Hq, Lq, D]`` in the dtype of ``q``.
     """
-    check_attention_args(q, k, v, levels, block_m, block_n, check_values=check_levels)
+    check_attention_args(q, k, v, levels, block_m, block_n, check_values=check_levels, sm_scale=sm_scale)
     if not triton_can_run(q.device):
         raise ValueError(
             f"pyramid_attention runs its Triton kernel on a CUDA device, but q is on {q.device}; move the tensors "
