@@ -63,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-head", action="store_true", help="one knob per plan head instead of per layer")
     p.add_argument("--grid", type=_floats, default=None, help="knob values to profile, comma-separated")
     p.add_argument("--compare", action="append", default=[], help="run config also measured on the held-out samples")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", default=None,
+                   help="output folder (default results/runs/calibration/<bench>-<method>-<target>)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--bench", default="synthetic", help="synthetic, or a benchmark of vlmsparse.eval (videomme, ...)")
     model = p.add_argument_group("model and benchmark samples (--bench other than synthetic)")
@@ -193,6 +194,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                   "base_config": args.config},
         )
         check_spec(spec)
+        if args.out is None:
+            target = f"s{spec.target_sparsity}" if spec.target_sparsity is not None else f"e{spec.target_error}"
+            args.out = f"results/runs/calibration/{args.bench}-{method}-{target}{'-per-head' if spec.per_head else ''}"
         for path in spec.compare:
             if not Path(path).is_file():
                 raise ValueError(f"--compare {path}: no such run config file")
