@@ -124,9 +124,9 @@ _TINY_VIDEO_SIZE = {"shortest_edge": 28 * 28, "longest_edge": 112 * 112}
 _TINY_IMAGE_SIZE = {"shortest_edge": 28 * 28, "longest_edge": 112 * 112}
 
 
-@lru_cache(maxsize=1)
-def _trained_bpe(vocab_size: int) -> tuple[str, str]:
-    """Byte-level BPE trained on the small corpus above; returns (vocab json, merges json), cached."""
+@lru_cache(maxsize=4)
+def _trained_bpe(vocab_size: int, corpus: tuple[str, ...] = _CORPUS) -> tuple[str, str]:
+    """Byte-level BPE trained on ``corpus`` (default: the small corpus above); (vocab json, merges json), cached."""
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
     pretokenize = (
@@ -147,18 +147,21 @@ def _trained_bpe(vocab_size: int) -> tuple[str, str]:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tokenizer.train_from_iterator(list(_CORPUS), trainer=trainer)
+    tokenizer.train_from_iterator(list(corpus), trainer=trainer)
     model = json.loads(tokenizer.to_str())["model"]
     merges = [list(m) if isinstance(m, list) else m.split(" ") for m in model["merges"]]
     return json.dumps(model["vocab"]), json.dumps(merges)
 
 
-def tiny_tokenizer(vocab_size: int = 512, extra_special_tokens: tuple[str, ...] = ()):
+def tiny_tokenizer(vocab_size: int = 512, extra_special_tokens: tuple[str, ...] = (), corpus: tuple[str, ...] | None = None):
     """Qwen2 tokenizer (transformers ``Qwen2Tokenizer``) over a small byte-level BPE, with Qwen's special tokens
-    (and ``extra_special_tokens`` after them, e.g. LLaVA-OneVision's ``<image>`` / ``<video>``)."""
+    (and ``extra_special_tokens`` after them, e.g. LLaVA-OneVision's ``<image>`` / ``<video>``).
+
+    ``corpus``: the sentences the BPE merges are learned from (default: a few prompt-like sentences).
+    """
     from transformers import Qwen2Tokenizer
 
-    vocab_json, merges_json = _trained_bpe(vocab_size)
+    vocab_json, merges_json = _trained_bpe(vocab_size, tuple(corpus) if corpus is not None else _CORPUS)
     tokenizer = Qwen2Tokenizer(
         vocab=json.loads(vocab_json),
         merges=[tuple(pair) for pair in json.loads(merges_json)],

@@ -34,8 +34,21 @@ def _videomme() -> Benchmark:
     )
 
 
-#: name -> factory (called on use, so importing this module stays cheap)
-_BENCHMARKS: dict[str, Callable[[], Benchmark]] = {"videomme": _videomme}
+def _vniah() -> Benchmark:
+    from .vniah_run import run_vniah, vniah_samples
+
+    return Benchmark(
+        name="vniah",
+        splits=("all",),
+        default_split="all",
+        run=run_vniah,
+        description="video needle in a haystack: a generated needle clip at a depth of a long haystack, four options",
+        samples=vniah_samples,
+    )
+
+
+#: name -> factory (called on use, so importing the registry stays cheap)
+_BENCHMARKS: dict[str, Callable[[], Benchmark]] = {"videomme": _videomme, "vniah": _vniah}
 
 
 def register_benchmark(name: str, factory: Callable[[], Benchmark]) -> None:

@@ -32,6 +32,9 @@ examples:
   python -m vlmsparse.eval --config evals/psa-videomme-065.toml --data-dir /data/Video-MME --frames 64
   accelerate launch --num_processes 8 -m vlmsparse.eval --method psa --data-dir /data/Video-MME
   python -m vlmsparse.eval plot results                # plots (PNG) of the CSVs and records in a folder
+  python -m vlmsparse.eval --bench vniah --model testbed --method dense,psa --generate --seed 0 --limit 2
+  python -m vlmsparse.eval --bench vniah --model testbed --generate --lengths 64,256,512 --depths 0,0.5,1
+  python -m vlmsparse.eval --bench vniah --method psa --data-dir my_videos/ --lengths 128,512
 
 Interrupted? Rerun the same command: answered questions are kept and skipped. Two processes may run the
 same command on one --out at once: they share the work, and neither answers a question the other has.
@@ -72,6 +75,26 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _even_ints(text: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated frame counts, got {text!r}") from None
+    if not values or any(v < 2 or v % 2 for v in values):
+        raise argparse.ArgumentTypeError(f"expected even frame counts >= 2 (frames go in pairs), got {text!r}")
+    return values
+
+
+def _depths(text: str) -> list[float]:
+    try:
+        values = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated depths in [0, 1], got {text!r}") from None
+    if not values or any(not 0.0 <= v <= 1.0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected depths within [0, 1], got {text!r}")
+    return values
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (also used by the docs and the tests)."""
     p = _Parser(
@@ -85,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--model",
         default=DEFAULT_MODEL,
         help=f"hub id or local folder of a Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Qwen3-VL-MoE or LLaVA-OneVision / "
-        f"LLaVA-Video model (default {DEFAULT_MODEL})",
+        f"LLaVA-Video model, or testbed (the project's trained small model; default {DEFAULT_MODEL})",
     )
     p.add_argument(
         "--method",
@@ -143,8 +166,29 @@ def build_parser() -> argparse.ArgumentParser:
         "--total-pixels", type=_positive_int, default=None,
         help="pixel budget over all frames (Qwen; default 24576*28*28, Qwen3-VL 24576*32*32)",
     )
+    data.add_argument(
+        "--generate",
+        action="store_true",
+        help="--bench vniah, instead of --data-dir: generated haystacks (moving textures)",
+    )
+    needle = p.add_argument_group("needle in a haystack (--bench vniah; --data-dir is then a folder of videos)")
+    needle.add_argument("--lengths", type=_even_ints, default=None, help="haystack lengths in frames (default 32,64,128)")
+    needle.add_argument("--depths", type=_depths, default=None, help="needle depths in [0, 1] (default 0,0.25,0.5,0.75,1)")
+    needle.add_argument("--seed", type=int, default=None, help="seed of the generated questions (default 0)")
+    needle.add_argument("--needle", choices=("shape", "digit", "mixed", "colour"), default=None,
+                        help="needle and question: a coloured shape, a digit, either (options shuffled), or the colour "
+                        "of a shape (fixed options) (default: what a testbed model was trained on, else shape)")
+    needle.add_argument("--needle-frames", type=_positive_int, default=None, help="frames the needle lasts (even, default 2)")
+    needle.add_argument("--frame-size", type=_positive_int, default=None,
+                        help="side of the square frames in pixels, a multiple of 28 (default: a testbed's own, else 112)")
     p.add_argument("--max-new-tokens", type=_positive_int, default=None, help="tokens generated per answer (default 16)")
-    p.add_argument("--limit", type=_positive_int, default=None, help="at most this many questions per duration split")
+    p.add_argument(
+        "--limit",
+        type=_positive_int,
+        default=None,
+        help="videomme: at most this many questions per duration split; vniah: questions per (length, depth) cell "
+        "(default 4)",
+    )
     p.add_argument("--dtype", choices=DTYPES, default="bfloat16", help="model dtype (default bfloat16)")
     p.add_argument(
         "--out", default=None, help="output folder for the CSVs, runs/ and plots (default results/; --demo: a new runs/demo-<time>/)"
@@ -223,6 +267,17 @@ def parse_options(argv: Sequence[str] | None = None) -> tuple[EvalOptions, Bench
         if key in seen:
             parser.error(f"{where} and {seen[key]} both name setting {setting.name!r} of {setting.method}; give each a name")
         seen[key] = where
+    needle_flags = [f"--{n.replace('_', '-')}" for n in _NEEDLE_FLAGS if getattr(args, n) not in (None, False)]
+    if bench.name == "vniah":
+        if args.demo:
+            parser.error("--demo runs the videomme benchmark on generated data; for vniah use --generate")
+        try:
+            opts.vniah = _vniah_spec(args)
+        except ValueError as exc:
+            parser.error(str(exc))
+        return opts, bench
+    if needle_flags:
+        parser.error(f"{', '.join(needle_flags)} apply to --bench vniah only")
     if args.demo:
         from .demo import demo_options
 
@@ -320,6 +375,50 @@ def _check_family_frames(parser: argparse.ArgumentParser, args: argparse.Namespa
         except (ValueError, TypeError) as exc:
             where = f"config {setting.source}" if setting.source else f"--method {setting.method}"
             parser.error(f"{_culprit(str(exc), args, setting) or where}: {exc}")
+
+
+_NEEDLE_FLAGS = ("generate", "lengths", "depths", "seed", "needle", "needle_frames", "frame_size")
+_VIDEOMME_ONLY = ("frames", "fps", "min_pixels", "max_pixels", "total_pixels", "metadata", "skip_missing")
+
+
+def _vniah_spec(args):
+    """The needle benchmark's grid from the flags; ValueError (an argument error) for anything wrong."""
+    from .model_io import resolve_model
+    from .needle import NeedleConfig
+    from .vniah import DEFAULT_SAMPLES, HaystackSource, VniahSpec, check_context, model_context, parse_grid, trained_needle
+
+    stray = [f"--{n.replace('_', '-')}" for n in _VIDEOMME_ONLY if getattr(args, n) not in (None, False)]
+    if stray:
+        raise ValueError(f"{', '.join(stray)} apply to --bench videomme; vniah sets frames with --lengths and --frame-size")
+    lengths, depths = parse_grid(args.lengths, args.depths)
+    try:
+        path = resolve_model(args.model)
+    except FileNotFoundError as exc:
+        raise ValueError(str(exc)) from None
+    trained = trained_needle(path)  # a testbed folder says which needles and frame size it was trained on
+    needle = NeedleConfig(
+        frame_size=args.frame_size or trained.get("frame_size", 112),
+        needle_frames=args.needle_frames or trained.get("needle_frames", 2),
+        kind=args.needle or trained.get("kind", "shape"),
+    )
+    spec = VniahSpec(
+        lengths=tuple(lengths), depths=tuple(depths), samples=args.limit or DEFAULT_SAMPLES,
+        seed=args.seed if args.seed is not None else 0, needle=needle, data_dir=args.data_dir,
+    )
+    HaystackSource(spec)  # an empty or missing video folder is an argument error
+    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise ValueError(f"--out {args.out} is a file; pass a folder for the CSVs and runs/")
+    try:
+        check_model_source(args.model)
+    except HarnessError as exc:
+        raise ValueError(str(exc)) from None
+    if Path(path).is_dir():  # a local model: its context is checked now (a hub id is checked once it is read)
+        try:
+            context = model_context(path)
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"cannot read the config of model {args.model!r} in {path}: {exc}") from None
+        check_context(spec, context, args.model)
+    return spec
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -96,6 +96,12 @@ def family_of_model(model_id: str) -> EvalFamily:
 
     from vlmsparse.model.families import family_for_model_type
 
+    from .model_io import resolve_model
+
+    try:
+        model_id = resolve_model(model_id)  # testbed: the shipped checkpoint's folder
+    except FileNotFoundError as exc:
+        raise ValueError(str(exc)) from None
     try:
         config = AutoConfig.from_pretrained(model_id)
     except Exception as exc:  # OSError for a missing folder or hub id, ValueError for an unknown model_type

@@ -56,6 +56,11 @@ def check_model_source(model_id: str) -> None:
     is set). Cheap: reads no weights."""
     from .errors import ModelError
 
+    if model_id == "testbed":
+        try:
+            model_id = resolve_model(model_id)
+        except FileNotFoundError as exc:
+            raise ModelError(str(exc)) from None
     path = Path(model_id).expanduser()
     what = (
         "pass --model a folder of a supported model (config.json, weights, processor files) or a hub id such as "
@@ -88,6 +93,19 @@ def check_model_source(model_id: str) -> None:
             )
 
 
+#: ``--model`` names that are not hub ids or folders: the project's own testbed checkpoint.
+MODEL_ALIASES = ("testbed",)
+
+
+def resolve_model(model_id: str) -> str:
+    """``testbed`` -> the shipped testbed checkpoint's folder; any other hub id or folder unchanged."""
+    if model_id == "testbed":
+        from ..testbed import require_checkpoint  # the testbed ships inside the package, beside eval
+
+        return str(require_checkpoint())
+    return model_id
+
+
 def load_model(
     model_id: str,
     *,
@@ -100,6 +118,7 @@ def load_model(
 
     ``family``: the checkpoint's family (read from its config when None).
     """
+    model_id = resolve_model(model_id)
     family = family if family is not None else family_of_model(model_id)
     kwargs = {"dtype": resolve_dtype(dtype), "attn_implementation": attn_implementation}
     if device_map is not None:

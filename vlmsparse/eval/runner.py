@@ -84,6 +84,7 @@ class EvalOptions:
     progress: bool = True
     warmup: bool = True
     demo: bool = False
+    vniah: object | None = None  # vniah.VniahSpec: the needle benchmark's grid (set by the CLI for --bench vniah)
     log: Callable[[str], None] = field(default=lambda msg: print(msg, file=sys.stderr, flush=True), repr=False)
 
 

@@ -1,0 +1,116 @@
+"""``python -m vlmsparse.eval --bench vniah`` on CPU: rows, cells, heatmaps, resume, and every bad input refused
+before anything runs. The tiny testbed here has random weights: these tests check the harness, not accuracy."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from vlmsparse.eval import cli, leaderboard
+from vlmsparse.eval.model_io import VideoQA
+
+from testbed_fixture import save_tiny_testbed
+
+QUICK = ["--no-progress", "--no-warmup", "--dtype", "float32"]
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> str:
+    return str(save_tiny_testbed(tmp_path_factory.mktemp("tiny-testbed") / "model"))
+
+
+def run(model: str, out: Path, *extra: str) -> int:
+    return cli.main(["--bench", "vniah", "--model", model, "--out", str(out), *QUICK, *extra])
+
+
+def records(out: Path, row: dict) -> list[dict]:
+    path = out / "runs" / row["run_id"] / "records.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_two_methods_write_rows_cells_heatmaps_and_resume(model, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    grid = ["--generate", "--seed", "7", "--lengths", "2,4", "--depths", "0,1", "--limit", "1"]
+    assert run(model, out, "--method", "dense,psa", *grid) == 0
+    rows = leaderboard.read_rows(out / "vniah.csv")
+    assert [r["method"] for r in rows] == ["dense", "psa"]
+    for row in rows:
+        assert row["n_overall"] == "4" and row["n_errors"] == "0" and row["device"] == "cpu"
+        assert row["lengths"] == "2/4" and row["depths"] == "0/1" and row["seed"] == "7"
+        assert row["needle"] == "colour" and row["frame_size"] == "56"  # from the model's testbed.json
+        assert row["acc_by_length"].startswith("2:") and 0.0 <= float(row["acc_overall"]) <= 1.0
+        assert 0.0 <= float(row["sparsity"]) <= 1.0 and float(row["prefill_s_mean"]) > 0
+        assert (out / f"vniah_model_{row['method']}-default.png").stat().st_size > 1000
+        recs = records(out, row)
+        assert sorted(r["question_id"] for r in recs) == ["L2-d0-0", "L2-d1-0", "L4-d0-0", "L4-d1-0"]
+        assert all(r["answer"] in "ABCD" and r["num_visual_tokens"] == r["visual_tokens"] for r in recs)
+    cells = leaderboard.read_rows(out / "vniah_cells.csv")
+    assert len(cells) == 8 and {c["length"] for c in cells} == {"2", "4"}
+
+    calls = []
+    real = VideoQA.answer
+    monkeypatch.setattr(VideoQA, "answer", lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
+    assert run(model, out, "--method", "dense", *grid) == 0  # same command: nothing to answer
+    assert calls == []
+    grid[4] = "2,4,6"  # a longer grid reuses the answered cells
+    assert run(model, out, "--method", "dense", *grid) == 0
+    assert len(calls) == 2
+    assert len(leaderboard.read_rows(out / "vniah.csv")) == 3  # a new grid is a new row
+
+
+def test_haystacks_from_a_video_folder(model, tmp_path):
+    av = pytest.importorskip("av")
+    import numpy as np
+
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    with av.open(str(folder / "clip.mp4"), "w") as container:
+        stream = container.add_stream("mpeg4", rate=8)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for t in range(6):
+            frame = np.full((48, 64, 3), 40 * t, dtype=np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    out = tmp_path / "out"
+    assert run(model, out, "--method", "dense", "--data-dir", str(folder), "--lengths", "4", "--depths", "0",
+               "--limit", "1") == 0
+    row = leaderboard.read_rows(out / "vniah.csv")[0]
+    assert row["haystack"] == str(folder) and row["n_errors"] == "0"
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--lengths", "4"], "--generate"),  # no haystack source
+        (["--generate", "--data-dir", "x"], "not allowed with"),
+        (["--generate", "--needle-frames", "6", "--lengths", "4"], "longer than the haystack"),
+        (["--generate", "--lengths", "1000"], "context"),  # 1000 frames = 2000 tokens > 1024 positions
+        (["--generate", "--frames", "8"], "apply to --bench videomme"),
+        (["--generate", "--frame-size", "50"], "multiple of 28"),
+        (["--generate", "--lengths", "3"], "even frame counts"),
+    ],
+)
+def test_bad_input_is_an_argument_error_before_anything_runs(model, tmp_path, capsys, extra, message):
+    with pytest.raises(SystemExit) as exc:
+        run(model, tmp_path / "out", *extra)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_empty_or_missing_video_folder_is_refused(model, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    for folder, message in ((tmp_path / "empty", "holds no video"), (tmp_path / "nowhere", "is not a folder")):
+        with pytest.raises(SystemExit) as exc:
+            run(model, tmp_path / "out", "--data-dir", str(folder))
+        assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_needle_flags_belong_to_vniah(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--data-dir", str(tmp_path), "--generate"])
+    assert exc.value.code == 2 and "--bench vniah only" in capsys.readouterr().err

@@ -1,0 +1,220 @@
+"""``python -m vlmsparse.testbed train|check``: train the testbed, or measure a testbed folder's dense accuracy."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from typing import Sequence
+
+EXAMPLES = """\
+examples:
+  python -m vlmsparse.testbed train --device cuda --out runs/testbed        # the shipped recipe (H200: minutes)
+  python -m vlmsparse.testbed train --preset cpu --out runs/testbed-cpu     # short haystacks, CPU
+  python -m vlmsparse.testbed train --stages 16:200,64:200 --lengths 8,16,32,64 --out runs/tb
+  python -m vlmsparse.testbed check --model runs/testbed --lengths 64,512   # dense accuracy on fresh seeds
+"""
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers >= 1, got {text!r}")
+    return values
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one number")
+    return values
+
+
+def _stages(text: str):
+    from .train import Stage
+
+    stages = []
+    for part in text.split(","):
+        try:
+            frames, steps = part.split(":")
+            stages.append(Stage(int(frames), int(steps)))
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"a stage is MAX_FRAMES:STEPS (e.g. 16:300,64:300), got {part!r}"
+            ) from None
+    return tuple(stages)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .train import PRESETS
+
+    p = argparse.ArgumentParser(
+        prog="python -m vlmsparse.testbed",
+        description="Train the vlmsparse testbed (a small Qwen2.5-VL) on generated video needle questions.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train a testbed from scratch (or from --init) and save it as a model folder")
+    t.add_argument("--out", default="runs/testbed", help="output model folder (default runs/testbed)")
+    t.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    t.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                   help="recipe: gpu (the shipped checkpoint's; default with --device cuda) or cpu (short haystacks)")
+    t.add_argument("--init", default=None, help="continue from this testbed folder instead of a fresh model")
+    t.add_argument("--stages", type=_stages, default=None, help="curriculum MAX_FRAMES:STEPS,... (default: the preset's)")
+    t.add_argument("--lengths", type=_ints, default=None, help="haystack lengths in frames the curriculum draws from")
+    t.add_argument("--tokens-per-step", type=int, default=None, help="visual tokens per step (sets the batch size)")
+    t.add_argument("--max-batch", type=int, default=None, help="largest batch")
+    t.add_argument("--lr", type=float, default=None, help="peak learning rate")
+    t.add_argument("--kind", choices=("shape", "digit", "mixed", "colour"), default=None,
+                   help="needle questions trained on (default colour: fixed options; the shuffled-option kinds did not "
+                   "learn within a few minutes of H200 time)")
+    t.add_argument("--seed", type=int, default=None, help="seed of the weights and of the training draws")
+    t.add_argument("--time-limit", type=float, default=None, help="stop training after this many seconds")
+    t.add_argument("--eval-lengths", type=_ints, default=None, help="lengths of the accuracy check at the end")
+    t.add_argument("--eval-samples", type=int, default=None, help="samples per (length, depth) cell of the check")
+    c = sub.add_parser("check", help="dense accuracy of a testbed folder on fresh seeds, per length and depth")
+    c.add_argument("--model", default="testbed", help="testbed folder (default: the shipped checkpoint)")
+    c.add_argument("--device", default="cpu", help="cpu or cuda")
+    c.add_argument("--lengths", type=_ints, default=(16, 32), help="haystack lengths in frames (default 16,32)")
+    c.add_argument("--depths", type=_floats, default=(0.0, 0.25, 0.5, 0.75, 1.0), help="needle depths in [0, 1]")
+    c.add_argument("--samples", type=int, default=8, help="samples per cell (default 8)")
+    f = sub.add_parser("fidelity", help="per-layer attention error of each method on the model's own q/k/v")
+    f.add_argument("--model", default="testbed", help="testbed folder (default: the shipped checkpoint)")
+    f.add_argument("--device", default="cpu", help="cpu or cuda")
+    f.add_argument("--lengths", type=_ints, default=(32,), help="haystack lengths in frames (default 32)")
+    f.add_argument("--samples", type=int, default=1, help="needle samples per length (default 1)")
+    f.add_argument("--seed", type=int, default=0, help="seed of the samples")
+    f.add_argument("--methods", default=None, help="only these methods of the sweep (comma list)")
+    f.add_argument("--out", default="runs/testbed_fidelity.csv", help="CSV to write (rows of a rerun are replaced)")
+    return p
+
+
+def _train_config(args):
+    from .train import PRESETS
+
+    preset = args.preset or ("gpu" if args.device.startswith("cuda") else "cpu")
+    cfg = PRESETS[preset]
+    overrides = {
+        "stages": args.stages,
+        "lengths": args.lengths,
+        "tokens_per_step": args.tokens_per_step,
+        "max_batch": args.max_batch,
+        "lr": args.lr,
+        "kind": args.kind,
+        "seed": args.seed,
+        "time_limit_s": args.time_limit,
+        "eval_lengths": args.eval_lengths,
+        "eval_samples": args.eval_samples,
+    }
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if args.stages is not None and args.lengths is None:
+        top = max(s.max_frames for s in args.stages)
+        overrides["lengths"] = tuple(L for L in (8, 16, 32, 64, 128, 256, 512, 1024) if L <= top) or (top,)
+    return dataclasses.replace(cfg, **overrides)
+
+
+def _check(args) -> int:
+    import torch
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    from pathlib import Path
+
+    from ..eval.model_io import resolve_model
+    from ..model.processor import load_processor
+    from .train import TrainConfig, evaluate
+
+    path = Path(resolve_model(args.model))
+    from ..eval.vniah import trained_needle
+    from .model import TestbedSpec
+
+    trained = trained_needle(str(path))
+    device = torch.device(args.device)
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(path, dtype=torch.float32).to(device).eval()
+    processor = load_processor(path)
+    spec = TestbedSpec(frame_size=trained.get("frame_size", 112))
+    cfg = TrainConfig(kind=trained.get("kind", "shape"), needle_frames=trained.get("needle_frames", 2),
+                      eval_depths=tuple(args.depths), spec=spec)
+    result = evaluate(model, processor, cfg, device=device, lengths=args.lengths, samples=args.samples)
+    print(json.dumps({k: result[k] for k in ("overall", "by_length", "by_depth", "samples")}, indent=2))
+    return 0
+
+
+def _fidelity(args) -> int:
+    from pathlib import Path
+
+    import torch
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    from ..eval import leaderboard as lb
+    from ..eval.model_io import VideoQA, resolve_model
+    from ..eval.needle import NeedleConfig, make_sample
+    from ..eval.prompts import build_prompt
+    from ..eval.runner import device_name
+    from ..eval.vniah import sampled_video
+    from ..model.processor import load_processor
+    from .fidelity import COLUMNS, capture_qkv, layer_errors, mean_rows
+    from .sweep import SWEEP
+
+    path = Path(resolve_model(args.model))
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
+    if cuda and not torch.cuda.is_available():
+        raise ValueError("--device cuda was given but no CUDA device is available")
+    dtype = torch.bfloat16 if cuda else torch.float32
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(path, dtype=dtype, attn_implementation="sdpa")
+    model = model.to(device).eval()
+    qa = VideoQA(model, load_processor(path), max_new_tokens=1)
+    from ..eval.vniah import trained_needle
+
+    needle = NeedleConfig(**trained_needle(str(path)))
+    methods = args.methods.split(",") if args.methods else None
+    sweep = [s for s in SWEEP if methods is None or s[1] in methods]
+    backend = "triton" if cuda else "float32"
+    rows = []
+    for length in args.lengths:
+        for index in range(args.samples):
+            sample = make_sample(args.seed, length, 0.5, needle, index=index)
+            prompt = build_prompt(sample.question.question, sample.question.options)
+            inputs = qa.inputs(sampled_video(sample.frames), prompt)
+            layers = capture_qkv(model, dict(inputs))
+            meta = {"model": args.model, "frames": length, "visual_tokens": int(layers[0].visual.sum()), "sample": index,
+                    "device": device_name(device), "seed": args.seed}
+            got = layer_errors(layers, sweep, backend=backend, meta=meta)
+            rows += got + mean_rows(got)
+            for row in mean_rows(got):
+                print(f"{length:5d} frames  {row['method']:10s} {row['setting']:16s} sparsity {row['sparsity']:.3f}  "
+                      f"error {row['rel_l2_error']:.4f}  recall {row['recall']:.4f}  (mean of {len(layers)} layers)")
+    key = ("model", "method", "setting", "layer", "frames", "sample", "device", "seed")
+    lb.upsert_rows(args.out, rows, columns=COLUMNS, key=key)
+    print(f"wrote {len(rows)} rows to {args.out}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "train":
+            from .train import train
+
+            cfg = _train_config(args)
+            train(cfg, args.out, device=args.device, init=args.init)
+            return 0
+        if args.command == "fidelity":
+            return _fidelity(args)
+        return _check(args)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,38 @@
+"""The method settings the testbed's numbers compare (``results/vniah.csv``, ``results/testbed_fidelity.csv``).
+
+Each is ``(setting name, method, method config)``: dense; PSA at its public default, with its cumulative
+thresholds scaled by 0.7 and by 0.5 (sparser), and its ``videomme-0.65`` preset; XAttention at tau 0.9 (its
+Video-MME setting) and 0.7; SpargeAttn at its defaults and with its similarity test off at CDF 0.9 (its
+defaults keep every block of video-like inputs dense).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["SWEEP", "settings"]
+
+SWEEP: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    ("dense", "dense", {}),
+    ("default", "psa", {}),
+    ("thresholds-x0.7", "psa", {"thresholds": [0.49, 0.56, 0.63, 0.63]}),
+    ("thresholds-x0.5", "psa", {"thresholds": [0.35, 0.4, 0.45, 0.45]}),
+    ("videomme-0.65", "psa", {"preset": "videomme-0.65"}),
+    ("tau-0.9", "xattention", {"threshold": 0.9}),
+    ("tau-0.7", "xattention", {"threshold": 0.7}),
+    ("default", "sparge", {}),
+    ("sim-off-cdf-0.9", "sparge", {"sim_threshold": -1.0, "cdf_threshold": 0.9}),
+)
+
+
+def settings(methods: list[str] | None = None):
+    """The sweep as :class:`~vlmsparse.methods.config.Setting` objects (optionally only some methods)."""
+    import dataclasses
+
+    from ..methods.config import default_setting
+
+    return [
+        dataclasses.replace(default_setting(method, **config), name=name, description="testbed sweep")
+        for name, method, config in SWEEP
+        if methods is None or method in methods
+    ]
