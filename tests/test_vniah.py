@@ -112,5 +112,17 @@ def test_an_empty_or_missing_video_folder_is_refused(model, tmp_path, capsys):
 
 def test_needle_flags_belong_to_vniah(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
-        cli.main(["--data-dir", str(tmp_path), "--generate"])
+        cli.main(["--data-dir", str(tmp_path), "--lengths", "8"])
     assert exc.value.code == 2 and "--bench vniah only" in capsys.readouterr().err
+
+
+def test_the_shipped_testbed_runs_by_name(tmp_path):
+    from vlmsparse.testbed import CHECKPOINT_DIR
+
+    if not (CHECKPOINT_DIR / "config.json").is_file():
+        pytest.skip("no testbed checkpoint in this checkout")
+    out = tmp_path / "out"
+    assert run("testbed", out, "--method", "dense,psa", "--generate", "--seed", "3", "--limit", "1",
+               "--lengths", "8", "--depths", "0.5") == 0
+    rows = leaderboard.read_rows(out / "vniah.csv")
+    assert [r["model"] for r in rows] == ["testbed", "testbed"] and all(r["n_overall"] == "1" for r in rows)
