@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+import vlmsparse
 from vlmsparse.eval import cli, demo, plots
 from vlmsparse.eval.leaderboard import read_rows
 
@@ -29,6 +30,8 @@ def demo_run(tmp_path_factory):
     printed = StringIO()
     with pytest.MonkeyPatch.context() as mp, redirect_stdout(printed):
         mp.setenv("TRITON_INTERPRET", "0")  # the plain-PyTorch CPU path, as on a user's CPU
+        # the tiny random model's path (a shipped testbed checkpoint would be chosen otherwise)
+        mp.setattr("vlmsparse.testbed.checkpoint_path", lambda: out.parent / "no-testbed")
         code = cli.main(argv)
     return code, out, printed.getvalue()
 
@@ -61,6 +64,7 @@ def test_demo_model_prefers_the_trained_testbed(tmp_path, monkeypatch):
     checkpoint = tmp_path / "testbed-checkpoint"
     fake.checkpoint_path = lambda: checkpoint
     monkeypatch.setitem(sys.modules, "vlmsparse.testbed", fake)
+    monkeypatch.setattr(vlmsparse, "testbed", fake, raising=False)  # where an earlier test imported the real one
     saved = []
     monkeypatch.setattr("vlmsparse.testing.save_tiny_qwen2_5_vl", lambda path, **kw: saved.append(path) or Path(path))
     chosen = demo.demo_model(tmp_path / "models")
@@ -151,6 +155,6 @@ def test_help_shows_data_dir_as_required_and_its_examples_parse():
         argv = words[words.index("vlmsparse.eval") + 1 :]
         if argv[:1] == ["plot"]:
             continue
-        args = parser.parse_args(argv)
+        args = cli.build_parser(generated="--generate" in argv).parse_args(argv)
         for config in args.config or []:
             assert (repo / config).is_file(), f"the help names {config}, which is not in the repository"

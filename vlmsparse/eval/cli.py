@@ -95,8 +95,9 @@ def _depths(text: str) -> list[float]:
     return values
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser (also used by the docs and the tests)."""
+def build_parser(generated: bool = False) -> argparse.ArgumentParser:
+    """The argument parser (also used by the docs and the tests). ``generated``: ``--generate`` was given (vniah's
+    generated haystacks), so neither --data-dir nor --demo is required."""
     p = _Parser(
         prog="python -m vlmsparse.eval",
         description="Evaluate sparse-attention methods on a video benchmark and write leaderboard CSVs.",
@@ -126,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
         "frame sampling",
     )
     p.add_argument("--split", default=None, help="short, medium, long or all (default all)")
-    data = p.add_mutually_exclusive_group(required=True)
+    data = p.add_mutually_exclusive_group(required=not generated)
     data.add_argument(
         "--data-dir",
         default=None,
@@ -166,12 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--total-pixels", type=_positive_int, default=None,
         help="pixel budget over all frames (Qwen; default 24576*28*28, Qwen3-VL 24576*32*32)",
     )
-    data.add_argument(
-        "--generate",
-        action="store_true",
-        help="--bench vniah, instead of --data-dir: generated haystacks (moving textures)",
-    )
     needle = p.add_argument_group("needle in a haystack (--bench vniah; --data-dir is then a folder of videos)")
+    needle.add_argument("--generate", action="store_true", help="instead of --data-dir: generated haystacks (moving textures)")
     needle.add_argument("--lengths", type=_even_ints, default=None, help="haystack lengths in frames (default 32,64,128)")
     needle.add_argument("--depths", type=_depths, default=None, help="needle depths in [0, 1] (default 0,0.25,0.5,0.75,1)")
     needle.add_argument("--seed", type=int, default=None, help="seed of the generated questions (default 0)")
@@ -217,7 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_options(argv: Sequence[str] | None = None) -> tuple[EvalOptions, Benchmark]:
     """Parsed and checked options (settings resolved once) and the benchmark; argument errors exit through
     argparse."""
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(generated="--generate" in argv)
     args = parser.parse_args(argv)
     try:
         bench = get_benchmark(args.bench)
@@ -390,6 +388,8 @@ def _vniah_spec(args):
     stray = [f"--{n.replace('_', '-')}" for n in _VIDEOMME_ONLY if getattr(args, n) not in (None, False)]
     if stray:
         raise ValueError(f"{', '.join(stray)} apply to --bench videomme; vniah sets frames with --lengths and --frame-size")
+    if args.generate and args.data_dir is not None:
+        raise ValueError("give one haystack source: --generate (generated videos) or --data-dir FOLDER (your videos)")
     lengths, depths = parse_grid(args.lengths, args.depths)
     try:
         path = resolve_model(args.model)

@@ -11,7 +11,8 @@ from typing import Sequence
 EXAMPLES = """\
 examples:
   python -m vlmsparse.testbed train --device cuda --out runs/testbed        # the shipped recipe (H200: minutes)
-  python -m vlmsparse.testbed train --preset cpu --out runs/testbed-cpu     # short haystacks, CPU
+  python -m vlmsparse.testbed train --preset cpu --out runs/testbed-cpu     # the shipped checkpoint's recipe, CPU
+  python -m vlmsparse.testbed train --preset cpu-long --init runs/testbed-cpu --out runs/testbed-cpu2
   python -m vlmsparse.testbed train --stages 16:200,64:200 --lengths 8,16,32,64 --out runs/tb
   python -m vlmsparse.testbed check --model runs/testbed --lengths 64,512   # dense accuracy on fresh seeds
 """
@@ -66,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", default="runs/testbed", help="output model folder (default runs/testbed)")
     t.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     t.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                   help="recipe: gpu (the shipped checkpoint's; default with --device cuda) or cpu (short haystacks)")
+                   help="recipe: gpu (up to 512 frames; default with --device cuda), cpu (the shipped checkpoint's, short "
+                   "haystacks; default otherwise) or cpu-long (continues a cpu checkpoint given by --init)")
     t.add_argument("--init", default=None, help="continue from this testbed folder instead of a fresh model")
     t.add_argument("--stages", type=_stages, default=None, help="curriculum MAX_FRAMES:STEPS,... (default: the preset's)")
     t.add_argument("--lengths", type=_ints, default=None, help="haystack lengths in frames the curriculum draws from")
