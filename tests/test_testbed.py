@@ -33,7 +33,10 @@ def test_training_batches_are_the_harness_inputs(tiny):
     seed = sample_seed(5, 6, 0.5, 0)
     batch = needle_batch(processor, [seed], 6, [0.5], NEEDLE)
     sample = make_sample(5, 6, 0.5, NEEDLE)
-    harness = VideoQA(model, processor).inputs(sampled_video(sample.frames),
+    from vlmsparse.eval.families import get_eval_family
+
+    qa = VideoQA(model, processor, processor_kwargs=get_eval_family("qwen2_5_vl").processor_kwargs)
+    harness = qa.inputs(sampled_video(sample.frames),
                                                build_prompt(sample.question.question, sample.question.options))
     ids = batch.inputs["input_ids"][0]
     assert torch.equal(ids[:-2], harness["input_ids"][0])  # then the answer letter and <|im_end|>

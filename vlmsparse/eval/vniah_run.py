@@ -107,7 +107,10 @@ class VniahRun:
             except (OSError, ValueError, ImportError, KeyError) as exc:
                 raise ModelError(f"cannot load the model {opts.model!r} ({type(exc).__name__}: {exc}); pass --model a "
                                  f"Qwen2.5-VL folder, testbed, or a hub id such as {DEFAULT_MODEL}") from exc
-            self._qa = VideoQA(model, processor, max_new_tokens=max_new_tokens)
+            from .families import family_of_model
+
+            family = family_of_model(opts.model)
+            self._qa = VideoQA(model, processor, max_new_tokens=max_new_tokens, processor_kwargs=family.processor_kwargs)
             self.render_device = self._probe_device(self._qa)
         self._qa.max_new_tokens = max_new_tokens
         self._qa.generation_config.max_new_tokens = max_new_tokens
