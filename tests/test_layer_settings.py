@@ -90,7 +90,7 @@ def tiny():
 
 @pytest.fixture
 def reference_kernel(monkeypatch):
-    monkeypatch.setenv("TRITON_INTERPRET", "0")  # the plain-PyTorch reference serves the sparse path (fast)
+    monkeypatch.setenv("TRITON_INTERPRET", "0")  # the plain-PyTorch CPU path serves the sparse path (fast)
 
 
 def test_patch_gives_each_layer_its_setting(tiny, tmp_path, reference_kernel):

@@ -1,4 +1,4 @@
-"""``python -m vlmsparse.bench decode``: how fast the harness's CPU side decodes and samples a video (decord).
+"""How fast the harness's CPU side decodes and samples a video with decord (no GPU needed).
 
 The harness decodes the next video on a worker thread while the GPU answers the current one's questions, so
 the CPU keeps up when one video's decode time is below the GPU time of its questions. This times
@@ -18,26 +18,29 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import print_table, write_csv
+from vlmsparse.runs import new_run_folder
 
-#: Shown under ``--help``.
+from .common import RESULTS_DIR, add_output_arguments, print_table, write_csv
+
+#: Shown under ``--help``; each runs on a CPU.
 EXAMPLES = """\
 examples:
-  python -m vlmsparse.bench decode                                  # a synthetic 2-minute 720p clip
-  python -m vlmsparse.bench decode --video a.mp4 b.mp4 --parallel 1 4
+  python -m vlmsparse.bench decode                                  # a synthetic 2-minute 720p clip, written first
+  python -m vlmsparse.bench decode --seconds 20 --repeats 1 --parallel 1 2 --out runs/decode-small
 """
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The benchmark's flags."""
     p.add_argument("--video", nargs="*", default=[], help="video files to decode (default: a synthetic clip)")
-    p.add_argument("--seconds", type=float, default=120.0, help="length of the synthetic clip")
-    p.add_argument("--size", default="1280x720", help="WIDTHxHEIGHT of the synthetic clip")
-    p.add_argument("--fps", type=int, default=30, help="frame rate of the synthetic clip")
-    p.add_argument("--repeats", type=int, default=3, help="timed decodes of each file (the median is reported)")
+    p.add_argument("--seconds", type=float, default=120.0, help="length of the synthetic clip (default 120)")
+    p.add_argument("--size", default="1280x720", help="WIDTHxHEIGHT of the synthetic clip (default 1280x720)")
+    p.add_argument("--fps", type=int, default=30, help="frame rate of the synthetic clip (default 30)")
+    p.add_argument("--repeats", type=int, default=3, help="timed decodes per video and worker count (default 3)")
     p.add_argument("--parallel", type=int, nargs="+", default=[1],
-                   help="videos decoded at once (threads, one reader each): the aggregate rate of several workers")
-    p.add_argument("--out", default=None, help="run folder (default results/runs/bench-decode-<time>)")
-    p.add_argument("--results", action="store_true", help="also append the rows to results/decode.csv")
+                   help="videos decoded at once (threads, one reader each): the aggregate rate of several workers "
+                   "(default 1)")
+    add_output_arguments(p, "decode")
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -141,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
         import decord  # noqa: F401
     except ImportError:
         raise SystemExit("the decode benchmark needs decord (pip install decord)") from None
-    out = Path(args.out or f"results/runs/bench-decode-{_dt.datetime.now():%Y%m%d-%H%M%S}")
+    out = Path(args.out) if args.out else new_run_folder("decode")
     paths = []
     for name in args.video:
         if not Path(name).is_file():
@@ -159,5 +162,5 @@ def run(args: argparse.Namespace) -> int:
                        "decode_s", "videos_per_s", "sampled_frames_per_s", "source_seconds_per_s", "cpus"])
     print(f"wrote {write_csv(out / 'decode.csv', rows, append=False)}")
     if args.results:
-        print(f"appended to {write_csv('results/decode.csv', rows)}")
+        print(f"appended to {write_csv(RESULTS_DIR / 'decode.csv', rows)}")
     return 0

@@ -1,4 +1,4 @@
-"""``python -m vlmsparse.bench question``: where a whole question's time goes, per method (GPU).
+"""Where a whole question's time goes, per method, on a Qwen2.5-VL-7B-shaped model (CUDA GPU).
 
 A Qwen2.5-VL-7B-shaped model with random bfloat16 weights (the real vision tower: 32 layers, hidden 1280, 16 heads
 of dim 80, windows of 112 pixels, full attention at layers 7, 15, 23, 31; the real decoder: 28 layers), loaded with
@@ -21,21 +21,22 @@ method reaches here is not what it reaches on real videos. Rows go to a run fold
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import statistics
 import time
 from pathlib import Path
 
 import torch
 
-#: Shown under ``--help``; the examples need a CUDA GPU.
+from vlmsparse.runs import new_run_folder
+
+from .common import RESULTS_DIR, add_output_arguments, environment, print_table, write_csv
+
+#: Shown under ``--help``; every example needs a CUDA GPU (the 7B-shaped model takes about 17 GB).
 EXAMPLES = """\
 examples:
   python -m vlmsparse.bench question                                # 24k, 12k and 48k visual tokens, every setting
-  python -m vlmsparse.bench question --visual-tokens 24576 --settings unpatched dense psa --results
+  python -m vlmsparse.bench question --visual-tokens 12288 --settings unpatched dense psa --no-floor
 """
-
-from .common import environment, print_table, write_csv
 
 #: label -> (decoder method or None for the model's own attention, vision mode)
 #: (run in this order: ``dense`` before ``unpatched``, so that the first large allocations at a size, if they cost
@@ -51,20 +52,22 @@ PARTS = ("vision_s", "decoder_prefill_s", "generation_s")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--visual-tokens", type=int, nargs="+", default=[24576, 12288, 49152],
-                   help="visual tokens per question (rounded to whole frames of the frame grid)")
-    p.add_argument("--frame", default="36x64", help="patches per frame, HxW (36x64: 504x896 pixels, 16:9)")
+    """The benchmark's flags."""
+    p.add_argument("--visual-tokens", type=int, nargs="+", default=[24576, 12288, 49152], metavar="N",
+                   help="visual tokens per question, rounded to whole frames of the frame grid "
+                   "(default 24576 12288 49152)")
+    p.add_argument("--frame", default="36x64", help="patches per frame, HxW (default 36x64: 504x896 pixels, 16:9)")
     p.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS),
-                   help="settings to run (always in the order listed here)")
-    p.add_argument("--layers", type=int, default=28, help="decoder layers (28 in Qwen2.5-VL-7B)")
-    p.add_argument("--vision-layers", type=int, default=32, help="vision tower layers (32 in Qwen2.5-VL-7B)")
-    p.add_argument("--new-tokens", type=int, default=16, help="tokens generated per question")
-    p.add_argument("--repeats", type=int, default=1, help="timed questions per setting and size (after a warm-up)")
+                   help=f"settings to run, always in this order (default: {' '.join(SETTINGS)})")
+    p.add_argument("--layers", type=int, default=28, help="decoder layers (default 28, as Qwen2.5-VL-7B)")
+    p.add_argument("--vision-layers", type=int, default=32, help="vision tower layers (default 32, as Qwen2.5-VL-7B)")
+    p.add_argument("--new-tokens", type=int, default=16, help="tokens generated per question (default 16)")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="timed questions per setting and size, after a warm-up (default 1)")
     p.add_argument("--no-kernel", action="store_true", help="skip the one-layer vision attention timing")
     p.add_argument("--no-floor", action="store_true",
                    help="skip the unpatched tower on a second SDPA backend (the yardstick of the vision check)")
-    p.add_argument("--out", default=None, help="run folder (default results/runs/bench-question-<time>)")
-    p.add_argument("--results", action="store_true", help="also append the rows to results/question.csv (+ PNG)")
+    add_output_arguments(p, "question")
     p.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # tests: a tiny model, CPU allowed
 
 
@@ -309,7 +312,7 @@ def run(args: argparse.Namespace) -> int:
     if args.repeats < 1 or args.new_tokens < 1:
         raise SystemExit("--repeats and --new-tokens must be >= 1")
     frame = frame_grid(args.frame)
-    out = Path(args.out or f"results/runs/bench-question-{_dt.datetime.now():%Y%m%d-%H%M%S}")
+    out = Path(args.out) if args.out else new_run_folder("question")
     out.mkdir(parents=True, exist_ok=True)
     env = environment()
     started = time.perf_counter()
@@ -394,7 +397,7 @@ def run(args: argparse.Namespace) -> int:
     png = plot(rows, out / "question.png")
     print(f"wrote {csv_path} and {png}")
     if args.results:
-        write_csv("results/question.csv", rows)
-        plot([dict(r) for r in rows], Path("results/question.png"))
+        write_csv(RESULTS_DIR / "question.csv", rows)
+        plot([dict(r) for r in rows], RESULTS_DIR / "question.png")
         print("appended to results/question.csv, drew results/question.png")
     return 0

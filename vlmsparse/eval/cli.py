@@ -350,7 +350,7 @@ def _draw_plots(out: str) -> None:
     from .plots import plot_run
 
     try:
-        written = plot_run(out)
+        written = plot_run(out, speed=False)
     except (ValueError, OSError) as exc:
         print(f"plots not drawn: {exc}", file=sys.stderr)
         return

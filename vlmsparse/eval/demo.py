@@ -129,7 +129,7 @@ def _run_demo(opts: EvalOptions) -> list[dict]:
         f"{data.root}; model: {model.description}"
     )
     rows = run_videomme(dataclasses.replace(opts, model=model.path, data_dir=str(data.root)))
-    plots = plot_run(folder)
+    plots = plot_run(folder, speed=False)
     elapsed = time.perf_counter() - start
     files = sorted(p.name for p in folder.glob("*.csv")) + [p.name for p in plots]
     lines = [

@@ -244,8 +244,13 @@ def plot_pareto(rows: Sequence[dict], path: str | Path) -> Path:
 
 
 # -- a run folder ------------------------------------------------------------------------------------------
-def plot_run(run_dir: str | Path, *, pareto_csv: str | Path | None = None, reported: bool = True) -> list[Path]:
-    """Every plot the folder's files allow, written into ``run_dir``; returns the PNG paths (maybe none)."""
+def plot_run(
+    run_dir: str | Path, *, pareto_csv: str | Path | None = None, reported: bool = True, speed: bool = True
+) -> list[Path]:
+    """Every plot the folder's files allow, written into ``run_dir``; returns the PNG paths (maybe none).
+
+    ``speed=False`` leaves the speed vs error figure alone (the harness redraws only its own figures).
+    """
     root = Path(run_dir)
     written: list[Path] = []
     rows = read_rows(root / LEADERBOARD_CSV)
@@ -255,7 +260,7 @@ def plot_run(run_dir: str | Path, *, pareto_csv: str | Path | None = None, repor
     if by_run:
         written.append(plot_layer_sparsity(by_run, root / LAYERS_PNG))
     pareto = Path(pareto_csv) if pareto_csv is not None else root / PARETO_CSV
-    pareto_rows = read_rows(pareto)
+    pareto_rows = read_rows(pareto) if speed else []
     if any(speedup(r) is not None for r in pareto_rows):
         written.append(plot_pareto(pareto_rows, root / PARETO_PNG))
     return written
