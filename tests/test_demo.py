@@ -54,7 +54,7 @@ def test_demo_runs_the_main_job_end_to_end(demo_run):
         assert (out / name).read_bytes()[:8] == PNG_MAGIC
     assert sum(line.startswith("paper ") for line in printed.splitlines()) == 4
     assert [line.split()[2] for line in printed.splitlines() if line.startswith("this run")] == ["dense", "psa"]
-    assert demo.REAL_DATA_COMMAND in printed and "accuracy means nothing" in printed
+    assert demo.REAL_DATA_COMMAND in printed and "accuracy here is chance" in printed
     assert (out / "data" / "videomme" / "videomme" / "test-00000-of-00001.parquet").is_file()
 
 
@@ -70,8 +70,10 @@ def test_demo_model_prefers_the_trained_testbed(tmp_path, monkeypatch):
     chosen = demo.demo_model(tmp_path / "models")
     assert not chosen.trained and saved  # no checkpoint yet: the tiny random model
     checkpoint.mkdir()
+    assert not demo.demo_model(tmp_path / "models").trained  # an empty folder is no checkpoint
+    (checkpoint / "config.json").write_text("{}")
     chosen = demo.demo_model(tmp_path / "models")
-    assert chosen.trained and chosen.path == str(checkpoint) and len(saved) == 1
+    assert chosen.trained and chosen.path == str(checkpoint) and len(saved) == 2
 
 
 def test_plot_command_redraws_a_run_folder(demo_run, tmp_path, capsys):

@@ -7,8 +7,7 @@ paper's rows, the CSVs and records, the plots (:mod:`vlmsparse.eval.plots`), and
 
 The clips are 32 frames of 224 x 224 pixels: 1024 visual tokens, eight key blocks of 128, so the planners have
 visual x visual blocks to skip (a prompt whose visual tokens span only a few blocks is planned dense by the
-layout rules). Its accuracy means nothing: the questions' answers are assigned in turn, and the tiny model
-has random weights.
+layout rules). Its accuracy means nothing: the questions' answers are assigned in turn.
 """
 
 from __future__ import annotations
@@ -56,7 +55,7 @@ def demo_model(folder: str | Path) -> DemoModel:
         from vlmsparse import testbed
 
         path = Path(testbed.checkpoint_path()).resolve()
-        if path.exists():
+        if (path / "config.json").is_file():  # the folder holds a model
             return DemoModel(str(path), "the project's testbed model (trained on generated video tasks)", True)
     from vlmsparse.testing import save_tiny_qwen2_5_vl
 
@@ -137,12 +136,13 @@ def _run_demo(opts: EvalOptions) -> list[dict]:
         f"demo done in {elapsed:.0f} s. Run folder {folder}: {', '.join(files)}, and runs/*/records.jsonl "
         "(one record per question).",
     ]
-    if not model.trained:
-        lines.append(
-            "The model has random weights: its replies are not answers (most name no option), so its accuracy "
-            "means nothing; the sparsity is what each method achieved on its attention. The paper's rows are "
-            "Qwen2.5-VL-7B on the real Video-MME."
-        )
+    lines.append(
+        "The generated questions' answers are assigned in turn, not read from the clips, so accuracy here is "
+        "chance for any model (about 0.25)"
+        + ("; this model has random weights and its replies mostly name no option" if not model.trained else "")
+        + ". The sparsity is what each method reached on this model's attention. The paper's rows are "
+        "Qwen2.5-VL-7B on the real Video-MME."
+    )
     lines.append(f"On real data (Qwen/Qwen2.5-VL-7B-Instruct, a GPU): {REAL_DATA_COMMAND}")
     print("\n".join(lines), flush=True)
     return rows
