@@ -247,19 +247,16 @@ def run_methods(args: argparse.Namespace) -> list[dict]:
             method = get_method(setting.pop("name"), **setting)
             plan = method.plan(q, k, visual)
             sp = plan.sparsity()
-            kw = plan.kernel_kwargs()
             pyr = build_kv_pyramid(k, v, tail=plan.tail, block_n=plan.block_n)
-            compiled = compile_plan(plan.levels, total, total, plan.block_m, plan.block_n, plan.causal)
             t_plan = time_ms(lambda: method.plan(q, k, visual))
-            t_kernel = time_ms(lambda: pyramid_attention(q, k, v, plan.levels, pyramid=pyr, plan=compiled,
-                                                         check_levels=False, **kw))
+            t_kernel = time_ms(lambda: plan.run(q, k, v, pyramid=pyr))
 
             def prefill():
                 p_ = method.plan(q, k, visual)
                 return p_.run(q, k, v)
 
             t_total = time_ms(prefill)
-            err = rel_err(pyramid_attention(q, k, v, plan.levels, **kw), cudnn(q, k, v))
+            err = rel_err(plan.run(q, k, v), cudnn(q, k, v))
             s = sp.overall
             rows.append(dict(
                 env, **shapes, variant=f"plan+kernel:{label}", method=repr(method), cudnn_ms=t_cudnn,
