@@ -166,6 +166,22 @@ PRESETS: dict[str, TrainConfig] = {
         log_every=10,
         spec=CPU_SPEC,
     ),
+    # Continues the shipped CPU checkpoint (--init) on one GPU: haystacks of up to 2048 frames (4096 visual
+    # tokens), each stage moving on once it is mastered.
+    "gpu-long": TrainConfig(
+        stages=(Stage(128, 100_000, seconds=45, advance_at=0.95), Stage(512, 100_000, seconds=60, advance_at=0.95),
+                Stage(2048, 100_000)),
+        lengths=(8, 32, 128, 256, 512, 1024, 2048),
+        tokens_per_step=32768,
+        max_batch=64,
+        lr=1e-3,
+        warmup_steps=10,
+        time_limit_s=240,
+        eval_lengths=(512, 2048),
+        eval_samples=16,
+        log_every=10,
+        spec=CPU_SPEC,
+    ),
     # Continues a "cpu" checkpoint (--init) on haystacks of up to 128 frames (256 visual tokens).
     "cpu-long": TrainConfig(
         stages=(Stage(128, 100_000),),
