@@ -27,6 +27,9 @@ T0 = time.perf_counter()
 PRIORITY = (
     ("dense", "dense"), ("psa", "default"), ("psa", "videomme-0.65"), ("xattention", "tau-0.9"), ("sparge", "default"),
     ("psa", "thresholds-x0.5"), ("xattention", "tau-0.7"), ("psa", "thresholds-x0.7"), ("sparge", "sim-off-cdf-0.9"),
+    ("psa", "thresholds-x0.3"), ("xattention", "tau-0.5"), ("sparge", "sim-off-cdf-0.7"),
+    ("psa", "thresholds-x0.15"), ("xattention", "tau-0.3"), ("sparge", "sim-off-cdf-0.5"),
+    ("psa", "thresholds-x0.05"), ("xattention", "tau-0.1"), ("sparge", "sim-off-cdf-0.3"),
 )
 
 
@@ -48,6 +51,10 @@ def main() -> int:
     p.add_argument("--device", default="cuda")
     p.add_argument("--preset", default="gpu")
     p.add_argument("--no-install", action="store_true", help="measure the folder, do not install it as the testbed")
+    p.add_argument("--settings", default=None, help="METHOD/NAME,... of the sweep to run (default: all, in priority order)")
+    p.add_argument("--skip-fidelity", action="store_true")
+    p.add_argument("--seed", type=int, default=0, help="seed of the vniah samples")
+    p.add_argument("--fidelity-samples", type=int, default=1, help="needle samples per length for the q/k errors")
     args = p.parse_args()
 
     import torch
@@ -87,7 +94,7 @@ def main() -> int:
         lengths=tuple(int(x) for x in args.lengths.split(",")),
         depths=tuple(float(x) for x in args.depths.split(",")),
         samples=args.samples,
-        seed=0,
+        seed=args.seed,
         needle=needle,
     )
     opts = EvalOptions(model=model, out=str(results), dtype="bfloat16", vniah=spec, progress=False, log=log)
@@ -96,7 +103,11 @@ def main() -> int:
     by_key = {(s.method, s.name): s for s in settings()}
     rows, skipped = [], []
     per_setting = None
-    for key in PRIORITY:
+    order = PRIORITY if args.settings is None else [tuple(x.split("/", 1)) for x in args.settings.split(",")]
+    unknown = [k for k in order if k not in by_key]
+    if unknown:
+        raise SystemExit(f"--settings: unknown {unknown}; known: {sorted(by_key)}")
+    for key in order:
         left = args.budget_seconds - (time.perf_counter() - T0) - args.reserve_seconds
         if per_setting is not None and left < per_setting * 1.1:
             skipped.append(key)
@@ -118,12 +129,13 @@ def main() -> int:
         print(vniah_report.table(rows), flush=True)
     (results / "skipped.json").write_text(json.dumps([list(k) for k in skipped]) + "\n")
 
-    log("per-layer attention error on the model's own q/k/v")
-    subprocess.run(
-        [sys.executable, "-m", "vlmsparse.testbed", "fidelity", "--model", model, "--device", args.device,
-         "--lengths", args.fidelity_frames, "--out", str(results / "testbed_fidelity.csv")],
-        check=False,
-    )
+    if not args.skip_fidelity:
+        log("per-layer attention error on the model's own q/k/v")
+        subprocess.run(
+            [sys.executable, "-m", "vlmsparse.testbed", "fidelity", "--model", model, "--device", args.device,
+             "--lengths", args.fidelity_frames, "--samples", str(args.fidelity_samples), "--out", str(results / "testbed_fidelity.csv")],
+            check=False,
+        )
     with tarfile.open(out / "bundle.tgz", "w:gz") as tar:
         tar.add(work, arcname="work")
     log(f"packed {out / 'bundle.tgz'} ({(out / 'bundle.tgz').stat().st_size / 2**20:.1f} MiB)")

@@ -117,6 +117,28 @@ def test_every_count_of_pooled_blocks_per_row(block):
     check(q, k, v, levels, block, block, causal=False)
 
 
+def run_levels(n_qb, n_kb, choices=(0, 1, 2, 4, 8), longest=10):
+    """Rows made of runs of one level (1 to ``longest`` blocks), so every span size and remainder occurs."""
+    levels = torch.zeros(1, 1, n_qb, n_kb, dtype=torch.int8)
+    for i in range(n_qb):
+        row: list[int] = []
+        while len(row) < n_kb:
+            row += [choices[int(torch.randint(0, len(choices), ()))]] * int(torch.randint(1, longest + 1, ()))
+        levels[0, 0, i] = torch.tensor(row[:n_kb], dtype=torch.int8)
+    return levels
+
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("tail", [False, True])
+def test_runs_of_one_level_read_as_spans(causal, tail):
+    # consecutive blocks of one level are read as one tile of pooled keys: the same maths as block by block
+    block, n_kb = 16, 24
+    lq = lk = n_kb * block - 5  # a ragged last key block
+    q, k, v = make_inputs(1, 2, 1, lq, lk, 16)
+    levels = run_levels(plan_shape(1, 1, lq, lk, 64, block)[2], n_kb)
+    check(q, k, v, levels, 64, block, causal=causal, tail=tail)
+
+
 def test_all_skipped_rows_give_zeros_and_tail_restores_mass():
     q, k, v = make_inputs(1, 2, 1, 64, 64, 32)
     levels = torch.zeros(plan_shape(1, 1, 64, 64, 32, 32), dtype=torch.int8)

@@ -75,6 +75,45 @@ def test_compiled_plan_matches_definition(lq, lk, bm, bn, causal):
     assert got.plan_heads == 3
 
 
+def test_runs_of_one_level_become_spans_and_single_blocks():
+    # one row, no causal mask: exact 0; level 2 at 1-3; level 4 at 4-9; level 8 at 10-19; skipped 20
+    row = [1] + [2] * 3 + [4] * 6 + [8] * 10 + [0]
+    levels = torch.tensor(row, dtype=torch.int8, device=DEVICE).reshape(1, 1, 1, -1)
+    want = [
+        [0],  # exact
+        [1 * 8 + 1],  # a span of two level-2 blocks from block 1 (entry 8 * first + blocks - 1)
+        [4 * 8 + 3, 8 * 8 + 1],  # four level-4 blocks from 4, then the remainder of two as a part-filled span
+        [10 * 8 + 7],  # eight level-8 blocks from 10
+        [3],  # the level-2 remainder of one block: a narrow tile
+        [],
+        [18, 19],  # a level-8 remainder of two is cheaper as two narrow tiles than one span
+        [], [], [20],
+    ]
+    for compile_fn in (compile_plan, compile_plan_torch):
+        got = compile_fn(levels, 16, len(row) * 16, 16, 16, False)
+        assert _lists(got) == [want]
+    # a ragged last block never joins a span: its last group has fewer keys
+    ragged = compile_plan(torch.full((1, 1, 1, 4), 2, dtype=torch.int8, device=DEVICE), 16, 60, 16, 16, False)
+    assert _lists(ragged)[0][1] == [0 * 8 + 1] and _lists(ragged)[0][4] == [2, 3]
+
+
+@pytest.mark.parametrize("lq,lk,bm,bn", [(200, 200, 32, 16), (64, 300, 16, 16), (130, 130, 64, 32)])
+@pytest.mark.parametrize("causal", [True, False])
+def test_compiled_runs_match_definition(lq, lk, bm, bn, causal):
+    # levels in runs of one value (1 to 10 blocks), so spans of every size and every remainder occur
+    b, hm, n_qb, n_kb = plan_shape(2, 2, lq, lk, bm, bn)
+    values = torch.tensor([0, 1, 2, 4, 8], device=DEVICE)
+    runs = torch.randint(1, 11, (b * hm * n_qb, n_kb), device=DEVICE)
+    run_id = torch.searchsorted(runs.cumsum(-1), torch.arange(n_kb, device=DEVICE).expand_as(runs).contiguous(), right=True)
+    pick = torch.randint(0, 5, (b * hm * n_qb, n_kb + 1), device=DEVICE)
+    levels = values[torch.gather(pick, -1, run_id)].reshape(b, hm, n_qb, n_kb).to(torch.int8)
+    got = compile_plan(levels, lq, lk, bm, bn, causal)
+    want = compile_plan_torch(levels, lq, lk, bm, bn, causal)
+    assert torch.equal(got.cat_offsets, want.cat_offsets)
+    assert _lists(got) == _lists(want)
+    assert int((got.cat_offsets[:, 4] - got.cat_offsets[:, 1]).sum()) > 0  # spans were made
+
+
 @pytest.mark.parametrize("length,d,block", [(100, 32, 16), (256, 80, 64), (7, 16, 32)])
 @pytest.mark.parametrize("centred", [False, True])
 def test_block_stats_match_definition(length, d, block, centred):

@@ -2,7 +2,8 @@
 
 One program handles one (query block, q-head). It reads a compact list of the key blocks its plan keeps,
 grouped by level, and visits only those: exact blocks (level 1) from K/V, pooled blocks (level 2, 4, 8)
-from the K/V pyramid with a ``+ log2(group size)`` logit correction (the kernel works in base 2), then the
+from the K/V pyramid with a ``+ log2(group size)`` logit correction (the kernel works in base 2), up to ``p``
+consecutive level-``p`` blocks read as one full tile of pooled keys (a span) and the rest one block a tile, then the
 blocks that meet the causal diagonal (or end the sequence) with token-level masking. With ``tail=True``
 the keys a row skips become one extra key, their mean, with logit ``+ ln(count)``.
 """
@@ -111,6 +112,33 @@ def _pooled_blocks(
 
 
 @triton.jit
+def _pooled_spans(
+    m_i, l_i, acc, q, qk_scale, idx_ptr, start, stop, kp_base, vp_base, offs_d, d_mask, head_dim,
+    P: tl.constexpr, LOG2P: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_D: tl.constexpr, UPCAST: tl.constexpr,
+):
+    """Visit spans of level ``P``: up to ``P`` consecutive wholly visible blocks, whose pooled keys lie side by
+    side in the pyramid, as one tile of ``BLOCK_N`` pooled keys (logits ``+ log2 P``; entry ``8 * first + n - 1``).
+    """
+    GROUPS: tl.constexpr = BLOCK_N // P  # pooled keys per block
+    offs_g = tl.arange(0, BLOCK_N)
+    e_next = tl.load(idx_ptr + start, mask=start < stop, other=0)
+    for t in range(start, stop):
+        e = e_next
+        e_next = tl.load(idx_ptr + t + 1, mask=t + 1 < stop, other=0)
+        g_ok = offs_g < (e % 8 + 1) * GROUPS
+        g = (e // 8) * GROUPS + offs_g
+        if EVEN_D:
+            ld_mask = g_ok[:, None]
+        else:
+            ld_mask = g_ok[:, None] & d_mask[None, :]
+        kp = tl.load(kp_base + g[:, None] * head_dim + offs_d[None, :], mask=ld_mask, other=0.0)
+        vp = tl.load(vp_base + g[:, None] * head_dim + offs_d[None, :], mask=ld_mask, other=0.0)
+        qk = tl.where(g_ok[None, :], _dot(q, tl.trans(kp), UPCAST) * qk_scale + LOG2P, float("-inf"))
+        m_i, l_i, acc = _online_update(m_i, l_i, acc, qk, vp, UPCAST)
+    return m_i, l_i, acc
+
+
+@triton.jit
 def _block_sums(sum_k, sum_v, n_keys, idx_ptr, start, stop, bsk_base, bsv_base, offs_d, d_mask, k_len, head_dim,
                 BLOCK_N: tl.constexpr, CHUNK: tl.constexpr, BLOCK_D: tl.constexpr):
     """Add the float32 sums (and key counts) of the listed key blocks ``idx_ptr[start:stop]``, ``CHUNK`` at a time."""
@@ -166,12 +194,15 @@ def _pyramid_attention_fwd(
     v_base = V + b * stride_vb + kvh * stride_vh
     row = (b * n_plan_heads + ph) * n_qb + qblk
     idx_ptr = BlockIdx + row.to(tl.int64) * n_kb
-    off_ptr = CatOff + row * 8
+    off_ptr = CatOff + row * 11
     o_exact = tl.load(off_ptr + 1)
-    o_p2 = tl.load(off_ptr + 2)
-    o_p4 = tl.load(off_ptr + 3)
-    o_p8 = tl.load(off_ptr + 4)
-    o_mask = tl.load(off_ptr + 5)
+    o_s2 = tl.load(off_ptr + 2)
+    o_s4 = tl.load(off_ptr + 3)
+    o_s8 = tl.load(off_ptr + 4)
+    o_p2 = tl.load(off_ptr + 5)
+    o_p4 = tl.load(off_ptr + 6)
+    o_p8 = tl.load(off_ptr + 7)
+    o_mask = tl.load(off_ptr + 8)
 
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
@@ -206,8 +237,22 @@ def _pyramid_attention_fwd(
     g8 = (k_len + 7) // 8
     kp_base = KP + pyr_bh.to(tl.int64) * (g2 + g4 + g8) * head_dim  # level 2, then level 4, then level 8
     vp_base = VP + pyr_bh.to(tl.int64) * (g2 + g4 + g8) * head_dim
+    # spans: consecutive blocks of one level read as one full tile of pooled keys
+    m_i, l_i, acc = _pooled_spans(
+        m_i, l_i, acc, q, qk_scale, idx_ptr, o_exact, o_s2, kp_base, vp_base,
+        offs_d, d_mask, head_dim, 2, 1.0, BLOCK_N, EVEN_D, UPCAST,
+    )
+    m_i, l_i, acc = _pooled_spans(
+        m_i, l_i, acc, q, qk_scale, idx_ptr, o_s2, o_s4, kp_base + g2 * head_dim, vp_base + g2 * head_dim,
+        offs_d, d_mask, head_dim, 4, 2.0, BLOCK_N, EVEN_D, UPCAST,
+    )
+    m_i, l_i, acc = _pooled_spans(
+        m_i, l_i, acc, q, qk_scale, idx_ptr, o_s4, o_s8, kp_base + (g2 + g4) * head_dim,
+        vp_base + (g2 + g4) * head_dim, offs_d, d_mask, head_dim, 8, 3.0, BLOCK_N, EVEN_D, UPCAST,
+    )
+    # single pooled blocks: one narrow tile each
     m_i, l_i, acc = _pooled_blocks(
-        m_i, l_i, acc, q, qk_scale, idx_ptr, o_exact, o_p2, kp_base, vp_base,
+        m_i, l_i, acc, q, qk_scale, idx_ptr, o_s8, o_p2, kp_base, vp_base,
         offs_d, d_mask, k_len, head_dim, 2, BLOCK_N, EVEN_D, UPCAST,
     )
     m_i, l_i, acc = _pooled_blocks(
@@ -245,11 +290,11 @@ def _pyramid_attention_fwd(
 
     if TAIL:
         # One extra key per row: the mean of the visible keys its plan skips, logit + log(count). Skipped blocks
-        # wholly visible (category 7) are the same for every row: their float32 block sums, CHUNK blocks per
-        # step. Skipped blocks on the diagonal (category 6, rare: planners keep the diagonal) are summed per row
+        # wholly visible (category 10) are the same for every row: their float32 block sums, CHUNK blocks per
+        # step. Skipped blocks on the diagonal (category 9, rare: planners keep the diagonal) are summed per row
         # through a 0/1 visibility matrix times their K and V tiles.
-        o_skip_part = tl.load(off_ptr + 6)
-        o_skip_full = tl.load(off_ptr + 7)
+        o_skip_part = tl.load(off_ptr + 9)
+        o_skip_full = tl.load(off_ptr + 10)
         bs_off = pyr_bh.to(tl.int64) * n_kb * head_dim
         sum_k = tl.zeros([BLOCK_D], dtype=tl.float32)
         sum_v = tl.zeros([BLOCK_D], dtype=tl.float32)

@@ -3,7 +3,8 @@
 Each is ``(setting name, method, method config)``: dense; PSA at its public default, with its cumulative
 thresholds scaled by 0.7 and by 0.5 (sparser), and its ``videomme-0.65`` preset; XAttention at tau 0.9 (its
 Video-MME setting) and 0.7; SpargeAttn at its defaults and with its similarity test off at CDF 0.9 (its
-defaults keep every block of video-like inputs dense).
+defaults keep every block of video-like inputs dense). Then sparser settings of each, down to where the needle
+is lost: PSA thresholds scaled by 0.3, 0.15, 0.05; XAttention tau 0.5, 0.3, 0.1; SpargeAttn CDF 0.7, 0.5, 0.3.
 """
 
 from __future__ import annotations
@@ -22,6 +23,16 @@ SWEEP: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("tau-0.7", "xattention", {"threshold": 0.7}),
     ("default", "sparge", {}),
     ("sim-off-cdf-0.9", "sparge", {"sim_threshold": -1.0, "cdf_threshold": 0.9}),
+    # sparser, to find where accuracy breaks
+    ("thresholds-x0.3", "psa", {"thresholds": [0.21, 0.24, 0.27, 0.27]}),
+    ("thresholds-x0.15", "psa", {"thresholds": [0.105, 0.12, 0.135, 0.135]}),
+    ("thresholds-x0.05", "psa", {"thresholds": [0.035, 0.04, 0.045, 0.045]}),
+    ("tau-0.5", "xattention", {"threshold": 0.5}),
+    ("tau-0.3", "xattention", {"threshold": 0.3}),
+    ("tau-0.1", "xattention", {"threshold": 0.1}),
+    ("sim-off-cdf-0.7", "sparge", {"sim_threshold": -1.0, "cdf_threshold": 0.7}),
+    ("sim-off-cdf-0.5", "sparge", {"sim_threshold": -1.0, "cdf_threshold": 0.5}),
+    ("sim-off-cdf-0.3", "sparge", {"sim_threshold": -1.0, "cdf_threshold": 0.3}),
 )
 
 
