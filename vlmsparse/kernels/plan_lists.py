@@ -163,23 +163,25 @@ def _block_state(lv_row, j, n_kb, qblk, q_len, k_len,
 
 
 @triton.jit
-def _spans(lv_row, j, n_kb, qblk, q_len, k_len, lv, full, ragged, P: tl.constexpr, MIN_REM: tl.constexpr,
-           CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    """Spans (their entries and where they start) and narrow blocks of level ``P``, as ``_runs`` defines them."""
-    elig = full & (lv == P) & (ragged == 0)
-    lv_a, full_a, _, ragged_a = _block_state(lv_row, j - 1, n_kb, qblk, q_len, k_len, CAUSAL, BLOCK_M, BLOCK_N)
-    lv_b, full_b, _, ragged_b = _block_state(lv_row, j + 1, n_kb, qblk, q_len, k_len, CAUSAL, BLOCK_M, BLOCK_N)
-    elig_prev = full_a & (lv_a == P) & (ragged_a == 0)
-    elig_next = full_b & (lv_b == P) & (ragged_b == 0)
-    start = tl.associative_scan(tl.where(elig & (elig_prev == 0), j, -1), 0, _max_fn)
-    end = tl.associative_scan(tl.where(elig & (elig_next == 0), j, n_kb), 0, _min_fn, reverse=True)
-    pos = j - start
-    run = end - start + 1
-    whole = run // P * P
-    part_ok = (run - whole) >= MIN_REM
-    span = elig & (pos % P == 0) & ((pos < whole) | ((pos == whole) & part_ok))
-    narrow = (elig & (pos >= whole) & (part_ok == 0)) | (full & (lv == P) & ragged)
-    code = j * 8 + tl.minimum(run - pos, P) - 1
+def _spans(j, n_kb, lv, full, ragged, lv_prev, ok_prev, lv_next, ok_next, P: tl.constexpr, MIN_REM: tl.constexpr):
+    """Spans (their entries and where they start) and single blocks of level ``P``, as ``_runs`` defines them.
+    ``ok_prev`` / ``ok_next``: the block before / after is wholly visible and not the ragged last one."""
+    at_p = full & (lv == P)
+    span = j < 0
+    code = j
+    narrow = at_p
+    if tl.max(at_p.to(tl.int32), 0) > 0:  # the runs only where the row has blocks of this level
+        elig = at_p & (ragged == 0)
+        start = tl.associative_scan(tl.where(elig & ((lv_prev != P) | (ok_prev == 0)), j, -1), 0, _max_fn)
+        end = tl.associative_scan(tl.where(elig & ((lv_next != P) | (ok_next == 0)), j, n_kb), 0, _min_fn,
+                                  reverse=True)
+        pos = j - start
+        run = end - start + 1
+        whole = run // P * P
+        part_ok = (run - whole) >= MIN_REM
+        span = elig & (pos % P == 0) & ((pos < whole) | ((pos == whole) & part_ok))
+        narrow = (elig & (pos >= whole) & (part_ok == 0)) | (at_p & ragged)
+        code = j * 8 + tl.minimum(run - pos, P) - 1
     return span, code, narrow
 
 
@@ -192,9 +194,13 @@ def _plan_lists_kernel(Levels, BlockIdx, CatOff, n_qb, n_kb, q_len, k_len,
     j = tl.arange(0, NKB)
     lv_row = Levels + row.to(tl.int64) * n_kb
     lv, full, partial, ragged = _block_state(lv_row, j, n_kb, qblk, q_len, k_len, CAUSAL, BLOCK_M, BLOCK_N)
-    s2, c2, n2 = _spans(lv_row, j, n_kb, qblk, q_len, k_len, lv, full, ragged, 2, MIN2, CAUSAL, BLOCK_M, BLOCK_N)
-    s4, c4, n4 = _spans(lv_row, j, n_kb, qblk, q_len, k_len, lv, full, ragged, 4, MIN4, CAUSAL, BLOCK_M, BLOCK_N)
-    s8, c8, n8 = _spans(lv_row, j, n_kb, qblk, q_len, k_len, lv, full, ragged, 8, MIN8, CAUSAL, BLOCK_M, BLOCK_N)
+    lv_a, full_a, _, ragged_a = _block_state(lv_row, j - 1, n_kb, qblk, q_len, k_len, CAUSAL, BLOCK_M, BLOCK_N)
+    lv_b, full_b, _, ragged_b = _block_state(lv_row, j + 1, n_kb, qblk, q_len, k_len, CAUSAL, BLOCK_M, BLOCK_N)
+    ok_a = full_a & (ragged_a == 0)
+    ok_b = full_b & (ragged_b == 0)
+    s2, c2, n2 = _spans(j, n_kb, lv, full, ragged, lv_a, ok_a, lv_b, ok_b, 2, MIN2)
+    s4, c4, n4 = _spans(j, n_kb, lv, full, ragged, lv_a, ok_a, lv_b, ok_b, 4, MIN4)
+    s8, c8, n8 = _spans(j, n_kb, lv, full, ragged, lv_a, ok_a, lv_b, ok_b, 8, MIN8)
     idx_row = BlockIdx + row.to(tl.int64) * n_kb
     off_row = CatOff + row * 11
     count = tl.sum(j * 0, 0)

@@ -113,11 +113,18 @@ def _pooled_blocks(
 
 @triton.jit
 def _pooled_spans(
-    m_i, l_i, acc, q, qk_scale, idx_ptr, start, stop, kp_base, vp_base, offs_d, d_mask, head_dim,
-    P: tl.constexpr, LOG2P: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_D: tl.constexpr, UPCAST: tl.constexpr,
+    m_i, l_i, acc, q, qk_scale, idx_ptr, start, stop, kp_base, vp_base, DescKP, DescVP, b, kvh, row0,
+    offs_d, d_mask, head_dim,
+    P: tl.constexpr, LOG2P: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, EVEN_D: tl.constexpr,
+    UPCAST: tl.constexpr, DESC: tl.constexpr,
 ):
     """Visit spans of level ``P``: up to ``P`` consecutive wholly visible blocks, whose pooled keys lie side by
     side in the pyramid, as one tile of ``BLOCK_N`` pooled keys (logits ``+ log2 P``; entry ``8 * first + n - 1``).
+
+    ``DESC``: the tiles come through tensor descriptors of the concatenated pyramid (rows ``row0 + ...`` of
+    ``[B, Hkv, G2 + G4 + G8, D]``; rows past a span's end belong to the next blocks or level, or read zeros, and
+    are masked out of the softmax). With pointer loads a 128-row tile needs a 64-bit address per element: the
+    compiler spilled 360 bytes per thread (local compile for sm_90, triton 3.6).
     """
     GROUPS: tl.constexpr = BLOCK_N // P  # pooled keys per block
     offs_g = tl.arange(0, BLOCK_N)
@@ -126,13 +133,17 @@ def _pooled_spans(
         e = e_next
         e_next = tl.load(idx_ptr + t + 1, mask=t + 1 < stop, other=0)
         g_ok = offs_g < (e % 8 + 1) * GROUPS
-        g = (e // 8) * GROUPS + offs_g
-        if EVEN_D:
-            ld_mask = g_ok[:, None]
+        if DESC:
+            kp = DescKP.load([b, kvh, row0 + (e // 8) * GROUPS, 0]).reshape(BLOCK_N, BLOCK_D)
+            vp = DescVP.load([b, kvh, row0 + (e // 8) * GROUPS, 0]).reshape(BLOCK_N, BLOCK_D)
         else:
-            ld_mask = g_ok[:, None] & d_mask[None, :]
-        kp = tl.load(kp_base + g[:, None] * head_dim + offs_d[None, :], mask=ld_mask, other=0.0)
-        vp = tl.load(vp_base + g[:, None] * head_dim + offs_d[None, :], mask=ld_mask, other=0.0)
+            g = (e // 8) * GROUPS + offs_g
+            if EVEN_D:
+                ld_mask = g_ok[:, None]
+            else:
+                ld_mask = g_ok[:, None] & d_mask[None, :]
+            kp = tl.load(kp_base + g[:, None] * head_dim + offs_d[None, :], mask=ld_mask, other=0.0)
+            vp = tl.load(vp_base + g[:, None] * head_dim + offs_d[None, :], mask=ld_mask, other=0.0)
         qk = tl.where(g_ok[None, :], _dot(q, tl.trans(kp), UPCAST) * qk_scale + LOG2P, float("-inf"))
         m_i, l_i, acc = _online_update(m_i, l_i, acc, qk, vp, UPCAST)
     return m_i, l_i, acc
@@ -159,7 +170,7 @@ def _pyramid_attention_fwd(
     KP, VP,
     BSK, BSV,
     BlockIdx, CatOff,
-    DescK, DescV,
+    DescK, DescV, DescKP, DescVP,
     qk_scale,
     stride_qb, stride_qh, stride_qm,
     stride_kb, stride_kh, stride_kn,
@@ -168,7 +179,7 @@ def _pyramid_attention_fwd(
     n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, head_dim,
     CAUSAL: tl.constexpr, TAIL: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, EVEN_D: tl.constexpr,
-    UPCAST: tl.constexpr, KV_DESC: tl.constexpr,
+    UPCAST: tl.constexpr, KV_DESC: tl.constexpr, PYR_DESC: tl.constexpr,
 ):
     # heavy (late) query blocks first: better load balance under causal masking
     qblk = n_qb - 1 - tl.program_id(0)
@@ -239,16 +250,17 @@ def _pyramid_attention_fwd(
     vp_base = VP + pyr_bh.to(tl.int64) * (g2 + g4 + g8) * head_dim
     # spans: consecutive blocks of one level read as one full tile of pooled keys
     m_i, l_i, acc = _pooled_spans(
-        m_i, l_i, acc, q, qk_scale, idx_ptr, o_exact, o_s2, kp_base, vp_base,
-        offs_d, d_mask, head_dim, 2, 1.0, BLOCK_N, EVEN_D, UPCAST,
+        m_i, l_i, acc, q, qk_scale, idx_ptr, o_exact, o_s2, kp_base, vp_base, DescKP, DescVP, b, kvh, 0,
+        offs_d, d_mask, head_dim, 2, 1.0, BLOCK_N, BLOCK_D, EVEN_D, UPCAST, PYR_DESC,
     )
     m_i, l_i, acc = _pooled_spans(
         m_i, l_i, acc, q, qk_scale, idx_ptr, o_s2, o_s4, kp_base + g2 * head_dim, vp_base + g2 * head_dim,
-        offs_d, d_mask, head_dim, 4, 2.0, BLOCK_N, EVEN_D, UPCAST,
+        DescKP, DescVP, b, kvh, g2, offs_d, d_mask, head_dim, 4, 2.0, BLOCK_N, BLOCK_D, EVEN_D, UPCAST, PYR_DESC,
     )
     m_i, l_i, acc = _pooled_spans(
         m_i, l_i, acc, q, qk_scale, idx_ptr, o_s4, o_s8, kp_base + (g2 + g4) * head_dim,
-        vp_base + (g2 + g4) * head_dim, offs_d, d_mask, head_dim, 8, 3.0, BLOCK_N, EVEN_D, UPCAST,
+        vp_base + (g2 + g4) * head_dim, DescKP, DescVP, b, kvh, g2 + g4, offs_d, d_mask, head_dim, 8, 3.0, BLOCK_N,
+        BLOCK_D, EVEN_D, UPCAST, PYR_DESC,
     )
     # single pooled blocks: one narrow tile each
     m_i, l_i, acc = _pooled_blocks(
@@ -465,13 +477,17 @@ def pyramid_attention(
         )
     desc_k = _kv_descriptor(k, block_n) if tma else k
     desc_v = _kv_descriptor(v, block_n) if tma else v
+    # spans of pooled keys through descriptors too, where K/V are (the pyramid is contiguous, same head dim)
+    pyr_desc = bool(tma) and can_use_tma(pyramid.pooled_k_all, pyramid.pooled_v_all, check_device=False)
+    desc_kp = _kv_descriptor(pyramid.pooled_k_all, block_n) if pyr_desc else pyramid.pooled_k_all
+    desc_vp = _kv_descriptor(pyramid.pooled_v_all, block_n) if pyr_desc else pyramid.pooled_v_all
     grid = (n_qb, b * hq)
     _pyramid_attention_fwd[grid](
         q, k, v, out,
         pyramid.pooled_k_all, pyramid.pooled_v_all,
         pyramid.block_sum_k if tail else dummy, pyramid.block_sum_v if tail else dummy,
         plan.block_idx, plan.cat_offsets,
-        desc_k, desc_v,
+        desc_k, desc_v, desc_kp, desc_vp,
         scale * LOG2E,
         q.stride(0), q.stride(1), q.stride(2),
         k.stride(0), k.stride(1), k.stride(2),
@@ -481,7 +497,7 @@ def pyramid_attention(
         CAUSAL=causal, TAIL=tail,
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, EVEN_D=(block_d == d),
         UPCAST=(q.dtype == torch.float32 or (q.dtype == torch.bfloat16 and interpreting())),
-        KV_DESC=bool(tma),
+        KV_DESC=bool(tma), PYR_DESC=pyr_desc,
         num_warps=num_warps, num_stages=num_stages,
     )
     return out
