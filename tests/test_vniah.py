@@ -48,6 +48,7 @@ def test_two_methods_write_rows_cells_heatmaps_and_resume(model, tmp_path, monke
         assert all(r["answer"] in "ABCD" and r["num_visual_tokens"] == r["visual_tokens"] for r in recs)
     cells = leaderboard.read_rows(out / "vniah_cells.csv")
     assert len(cells) == 8 and {c["length"] for c in cells} == {"2", "4"}
+    assert (out / "vniah.png").stat().st_size > 1000  # accuracy vs sparsity of the board's settings
 
     calls = []
     real = VideoQA.answer
@@ -126,3 +127,20 @@ def test_the_shipped_testbed_runs_by_name(tmp_path):
                "--lengths", "8", "--depths", "0.5") == 0
     rows = leaderboard.read_rows(out / "vniah.csv")
     assert [r["model"] for r in rows] == ["testbed", "testbed"] and all(r["n_overall"] == "1" for r in rows)
+
+
+def test_plot_command_draws_the_vniah_summary_with_the_testbed_errors(tmp_path):
+    from vlmsparse.eval import plots
+
+    rows = [dict(model="testbed", method=m, setting=s, acc_overall=a, acc_min_cell=a, sparsity=sp, visual_sparsity=sp)
+            for m, s, a, sp in (("dense", "dense", 1.0, 0.0), ("psa", "default", 0.9, 0.4), ("psa", "x0.5", 0.6, 0.7))]
+    leaderboard.write_rows(tmp_path / "vniah.csv", rows, list(rows[0]))
+    fidelity = [dict(method="psa", setting="default", layer=i, sparsity=0.3 + 0.1 * i, rel_l2_error=0.05 * i)
+                for i in range(3)]
+    leaderboard.write_rows(tmp_path / "testbed_fidelity.csv", fidelity, list(fidelity[0]))
+    assert plots.main([str(tmp_path)]) == 0
+    assert (tmp_path / "vniah.png").stat().st_size > 1000
+    with pytest.raises(ValueError, match="no vniah row"):
+        from vlmsparse.eval.vniah_report import plot_summary
+
+        plot_summary([dict(method="psa")], tmp_path / "x.png")

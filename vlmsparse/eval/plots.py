@@ -259,6 +259,13 @@ def plot_run(
     by_run = layer_sparsity_by_run(root / "runs") if (root / "runs").is_dir() else {}
     if by_run:
         written.append(plot_layer_sparsity(by_run, root / LAYERS_PNG))
+    vniah_rows = read_rows(root / "vniah.csv") if (root / "vniah.csv").is_file() else []
+    if vniah_rows:
+        from .vniah_report import plot_summary, summary_path
+
+        fidelity_csv = root / "testbed_fidelity.csv"
+        fidelity = read_rows(fidelity_csv) if fidelity_csv.is_file() else []
+        written.append(plot_summary(vniah_rows, summary_path(root / "vniah.csv"), fidelity))
     pareto = Path(pareto_csv) if pareto_csv is not None else root / PARETO_CSV
     pareto_rows = read_rows(pareto) if speed else []
     if any(speedup(r) is not None for r in pareto_rows):
@@ -272,8 +279,9 @@ def main(argv: Iterable[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(
         prog="python -m vlmsparse.eval plot",
-        description="Draw the plots (PNG) of a run folder, beside its CSVs: accuracy vs sparsity (videomme.csv), "
-        "sparsity per layer (runs/**/records.jsonl) and speed vs error (pareto.csv).",
+        description="Draw the plots (PNG) of a run folder, beside its CSVs: accuracy vs sparsity (videomme.csv, and "
+        "vniah.csv with testbed_fidelity.csv), sparsity per layer (runs/**/records.jsonl) and speed vs error "
+        "(pareto.csv).",
         epilog="examples:\n  python -m vlmsparse.eval plot results\n"
         "  python -m vlmsparse.eval plot runs/demo-20261201-120000\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -290,7 +298,7 @@ def main(argv: Iterable[str] | None = None) -> int:
         parser.error(f"--pareto {args.pareto}: no such file")
     written = plot_run(root, pareto_csv=args.pareto, reported=not args.no_reported)
     if not written:
-        print(f"error: nothing to plot in {root}: it has no {LEADERBOARD_CSV} rows, no records with per-layer "
+        print(f"error: nothing to plot in {root}: it has no {LEADERBOARD_CSV} or vniah.csv rows, no records with per-layer "
               f"sparsity and no {PARETO_CSV}", file=sys.stderr)
         return 2
     for path in written:

@@ -24,6 +24,7 @@ from .samples import PromptSample
 from .settings import Setting, run_identity
 from .videomme import Question
 from .vniah import BENCH, HaystackSource, Item, VniahSpec, check_context, grid_items, item_record, model_context, sampled_video
+from . import leaderboard as lb
 from . import vniah_report as report
 
 __all__ = ["run_vniah", "vniah_samples", "VniahRun", "LEADERBOARD_FILE", "check_vniah_record"]
@@ -243,6 +244,12 @@ class VniahRun:
             board = self.out / LEADERBOARD_FILE
             print(f"\nVideo needle in a haystack ({self.spec.haystack}, seed {self.spec.seed}), leaderboard {board}\n"
                   + report.table(rows), flush=True)
+            try:
+                board_rows = [r for r in lb.read_rows(board) if r.get("model") == rows[0].get("model")]
+                picture = report.plot_summary(board_rows or rows, report.summary_path(board))
+                print(f"accuracy vs sparsity of every setting on the board: {picture}", flush=True)
+            except (OSError, ValueError) as exc:  # a figure is never worth losing a finished run
+                print(f"vniah: the summary figure was not drawn ({exc})", flush=True)
         return rows
 
 
