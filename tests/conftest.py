@@ -14,6 +14,15 @@ import zlib  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+# Triton fixes a kernel's mode (interpreter or compiled) when its module is imported: import every kernel now,
+# under TRITON_INTERPRET=1, so a test that sets TRITON_INTERPRET=0 for a while (to take the PyTorch paths) cannot
+# leave a kernel module imported in compiled mode, which would then fail on a machine without a GPU.
+import vlmsparse.kernels  # noqa: E402,F401
+import vlmsparse.kernels.antidiagonal  # noqa: E402,F401
+import vlmsparse.kernels.block_stats  # noqa: E402,F401
+import vlmsparse.kernels.segment_attention  # noqa: E402,F401
+import vlmsparse.kernels.select_levels  # noqa: E402,F401
+
 
 @pytest.fixture(autouse=True)
 def _fresh_seed(request):

@@ -160,7 +160,24 @@ class Qwen2VLVideoProcessorTorchKwargs(VideosKwargs, total=False):
     max_frames: int
 
 
-class Qwen2VLVideoProcessorTorch(VideoProcessorMixin):
+class DecodedFramesVideoProcessor(VideoProcessorMixin):
+    """Base of this package's video processors: already decoded and sampled ``[T, H, W, 3]`` frames in (no
+    torchvision, no decoding of files, no frame sampling inside the processor)."""
+
+    def _decode_and_sample_videos(self, videos, video_metadata=None, do_sample_frames=None, sample_indices_fn=None):
+        name = type(self).__name__
+        if do_sample_frames:
+            raise ValueError(f"{name} does not sample frames: pass already sampled frames and do_sample_frames=False")
+        videos = make_batched_videos(videos)
+        if not videos or isinstance(videos[0], (str, list)):
+            raise ValueError(f"{name} takes decoded [T, H, W, 3] frame arrays, not paths or URLs")
+        return videos, make_batched_metadata(videos, video_metadata=video_metadata)
+
+    def _prepare_input_videos(self, videos, do_convert_rgb=None, input_data_format=None, device=None):
+        return [_as_frames(video) for video in videos]
+
+
+class Qwen2VLVideoProcessorTorch(DecodedFramesVideoProcessor):
     """Qwen2-VL / Qwen2.5-VL video processor without torchvision (frame arrays in, patches out).
 
     Accepts what the processor passes for ``videos=``: one ``[T, H, W, 3]`` array or a list of them (already
@@ -203,20 +220,6 @@ class Qwen2VLVideoProcessorTorch(VideoProcessorMixin):
             if max_pixels is not None:
                 size["longest_edge"] = max_pixels
         return super()._standardize_kwargs(size=size, **kwargs)
-
-    def _decode_and_sample_videos(self, videos, video_metadata=None, do_sample_frames=None, sample_indices_fn=None):
-        if do_sample_frames:
-            raise ValueError(
-                "Qwen2VLVideoProcessorTorch does not sample frames: pass already sampled frames "
-                "and do_sample_frames=False"
-            )
-        videos = make_batched_videos(videos)
-        if not videos or isinstance(videos[0], (str, list)):
-            raise ValueError("Qwen2VLVideoProcessorTorch takes decoded [T, H, W, 3] frame arrays, not paths or URLs")
-        return videos, make_batched_metadata(videos, video_metadata=video_metadata)
-
-    def _prepare_input_videos(self, videos, do_convert_rgb=None, input_data_format=None, device=None):
-        return [_as_frames(video) for video in videos]
 
     def _preprocess(
         self,

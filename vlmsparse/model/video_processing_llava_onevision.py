@@ -14,13 +14,7 @@ from transformers.image_processing_utils import BatchFeature
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, PILImageResampling, SizeDict
 from transformers.processing_utils import VideosKwargs
 
-try:
-    from transformers.video_processing_utils import VideoProcessorMixin
-except ImportError:  # older transformers: only the torchvision-based base class exists
-    from transformers.video_processing_utils import BaseVideoProcessor as VideoProcessorMixin
-from transformers.video_utils import make_batched_metadata, make_batched_videos
-
-from .video_processing import _as_frames, _resize_bicubic_uint8
+from .video_processing import DecodedFramesVideoProcessor, _as_frames, _resize_bicubic_uint8
 
 __all__ = ["llava_onevision_video_inputs", "LlavaOnevisionVideoProcessorTorch"]
 
@@ -43,7 +37,7 @@ def llava_onevision_video_inputs(
     return (frames.to(torch.float32) - mean) / std
 
 
-class LlavaOnevisionVideoProcessorTorch(VideoProcessorMixin):
+class LlavaOnevisionVideoProcessorTorch(DecodedFramesVideoProcessor):
     """LLaVA-OneVision video processor without torchvision (sampled frame arrays in, ``[B, T, 3, H, W]`` out)."""
 
     resample = PILImageResampling.BICUBIC
@@ -59,20 +53,6 @@ class LlavaOnevisionVideoProcessorTorch(VideoProcessorMixin):
     do_sample_frames = False
     valid_kwargs = VideosKwargs
     model_input_names = ["pixel_values_videos"]
-
-    def _decode_and_sample_videos(self, videos, video_metadata=None, do_sample_frames=None, sample_indices_fn=None):
-        if do_sample_frames:
-            raise ValueError(
-                "LlavaOnevisionVideoProcessorTorch does not sample frames: pass already sampled frames "
-                "and do_sample_frames=False"
-            )
-        videos = make_batched_videos(videos)
-        if not videos or isinstance(videos[0], (str, list)):
-            raise ValueError("LlavaOnevisionVideoProcessorTorch takes decoded [T, H, W, 3] frame arrays, not paths")
-        return videos, make_batched_metadata(videos, video_metadata=video_metadata)
-
-    def _prepare_input_videos(self, videos, do_convert_rgb=None, input_data_format=None, device=None):
-        return [_as_frames(video) for video in videos]
 
     def _preprocess(
         self,

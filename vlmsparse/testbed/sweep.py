@@ -4,7 +4,8 @@ Each is ``(setting name, method, method config)``: dense; PSA at its public defa
 thresholds scaled by 0.7 and by 0.5 (sparser), and its ``videomme-0.65`` preset; XAttention at tau 0.9 (its
 Video-MME setting) and 0.7; SpargeAttn at its defaults and with its similarity test off at CDF 0.9 (its
 defaults keep every block of video-like inputs dense). Then sparser settings of each, down to where the needle
-is lost: PSA thresholds scaled by 0.3, 0.15, 0.05; XAttention tau 0.5, 0.3, 0.1; SpargeAttn CDF 0.7, 0.5, 0.3.
+is lost: PSA thresholds scaled by 0.3, 0.15, 0.05; XAttention tau 0.5, 0.3, 0.1; SpargeAttn CDF 0.7, 0.5, 0.3;
+and PSA's default and the sparsest of each with 64 x 64 blocks (``b64-``).
 """
 
 from __future__ import annotations
@@ -33,6 +34,11 @@ SWEEP: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("sim-off-cdf-0.7", "sparge", {"sim_threshold": -1.0, "cdf_threshold": 0.7}),
     ("sim-off-cdf-0.5", "sparge", {"sim_threshold": -1.0, "cdf_threshold": 0.5}),
     ("sim-off-cdf-0.3", "sparge", {"sim_threshold": -1.0, "cdf_threshold": 0.3}),
+    # 64 x 64 blocks: twice the blocks per row, so a planner can skip a larger share
+    ("b64-default", "psa", {"block_m": 64, "block_n": 64}),
+    ("b64-thresholds-x0.05", "psa", {"thresholds": [0.035, 0.04, 0.045, 0.045], "block_m": 64, "block_n": 64}),
+    ("b64-tau-0.1", "xattention", {"threshold": 0.1, "block_m": 64, "block_n": 64}),
+    ("b64-sim-off-cdf-0.3", "sparge", {"sim_threshold": -1.0, "cdf_threshold": 0.3, "block_m": 64, "block_n": 64}),
 )
 
 
