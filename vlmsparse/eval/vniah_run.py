@@ -289,7 +289,7 @@ def configure_vniah(opts: EvalOptions, options: dict) -> None:
     spec = VniahSpec(lengths=lengths, depths=depths, samples=int(options.get("samples") or opts.limit or DEFAULT_SAMPLES),
                      seed=int(options.get("seed") or 0), needle=needle, data_dir=opts.data_dir)
     HaystackSource(spec)  # an empty or missing video folder is refused here
-    if opts.model and Path(opts.model).is_dir():
+    if opts.model and (Path(opts.model) / "config.json").is_file():  # a local model: its context is checked now
         check_context(spec, model_context(opts.model), opts.model)
     opts.vniah = spec
 
