@@ -25,10 +25,11 @@ python -m vlmsparse.calibrate "${SYN[@]}" --config "$OUT/sparge-nosim.toml" --ta
 
 if python -c "import vlmsparse.testbed" 2>/dev/null && python -c "from vlmsparse.eval.benchmarks import get_benchmark as g; assert g('vniah').samples" 2>/dev/null; then
     # vniah's own options (generated haystacks, seeds, lengths) go through --bench-option KEY=VALUE if it needs them
-    python -m vlmsparse.calibrate --model testbed --bench vniah --bench-option generate=true --method psa \
-        --samples 8 --holdout 4 --target-sparsity 0.65 --compare evals/psa-videomme-065.toml --no-progress \
-        --out "$OUT/testbed-psa" > "$OUT/testbed-psa.log"
-    python -m vlmsparse.eval --bench vniah --model testbed --generate --seed 1 \
+    # (12 questions index-major over 1024 / 2048 frames x 5 depths: 8 calibrate, 4 are held out, both lengths in each)
+    python -m vlmsparse.calibrate --model testbed --bench vniah --bench-option generate=true --bench-option lengths=1024,2048 \
+        --bench-option samples=2 --method psa --samples 8 --holdout 4 --target-sparsity 0.65 \
+        --compare evals/psa-videomme-065.toml --no-progress --out "$OUT/testbed-psa" > "$OUT/testbed-psa.log"
+    python -m vlmsparse.eval --bench vniah --model testbed --generate --seed 1 --lengths 1024,2048 --limit 4 \
         --config "$OUT/testbed-psa/calibrated.toml" --config "$OUT/testbed-psa/global.toml" --config evals/psa-videomme-065.toml \
         --out "$OUT/testbed-eval" --no-progress > "$OUT/testbed-eval.log" 2>&1 || echo "testbed accuracy run failed: see $OUT/testbed-eval.log"
 else

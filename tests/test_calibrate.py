@@ -136,6 +136,47 @@ def test_model_on_the_videomme_fixture(tmp_path, small_config):
         assert handle.planners.num_layers == 2
 
 
+def test_tiny_testbed_on_the_needle_benchmark(tmp_path, small_config):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from testbed_fixture import save_tiny_testbed
+
+    model = save_tiny_testbed(tmp_path / "tb")
+    out = tmp_path / "cal"
+    # 64 and 96 frames: 64 / 96 visual tokens (2 a frame), a handful of 16-token blocks; 2 + 2 samples spread
+    # over both lengths (the samples come index-major, the lengths alternating)
+    code = cli.main([
+        "--bench", "vniah", "--model", str(model), "--bench-option", "lengths=64,96", "--bench-option", "depths=0,1",
+        "--bench-option", "samples=1", "--bench-option", "seed=5", "--bench-option", "generate=true",
+        "--config", str(small_config), "--samples", "2", "--holdout", "2", "--target-sparsity", "0.1",
+        "--grid", "1.43,0.6,0.2,0.05", "--out", str(out), "--no-progress",
+    ])
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["layers"] == 2 and summary["calibration"]["calibrated"]["sparsity"] == pytest.approx(0.1, abs=1e-6)
+    assert set(summary["heldout"]) == {"calibrated", "global"}
+
+
+def test_vniah_samples_spread_over_the_grid_and_use_the_trained_needle(tmp_path):
+    from vlmsparse.eval.runner import EvalOptions
+    from vlmsparse.eval.vniah_run import configure_vniah, vniah_samples
+
+    folder = tmp_path / "tb"
+    folder.mkdir()
+    (folder / "testbed.json").write_text(json.dumps({"needle": {"kind": "colour", "frame_size": 56, "needle_frames": 2}}))
+    opts = EvalOptions(model=str(folder))
+    configure_vniah(opts, {"lengths": [64, 128], "depths": [0.0, 1.0], "samples": 2, "generate": True})
+    assert opts.vniah.needle.frame_size == 56 and opts.vniah.needle.kind == "colour"
+    ids = [s.sample_id for s in vniah_samples(opts)]
+    assert ids[:4] == ["L64-d0-0", "L128-d0-0", "L64-d1-0", "L128-d1-0"] and len(ids) == 8
+    with pytest.raises(ValueError, match="vniah has no option frames_per_second"):
+        configure_vniah(opts, {"frames_per_second": 2})
+    with pytest.raises(ValueError, match="haystack lengths are even"):
+        configure_vniah(opts, {"lengths": 63})
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [

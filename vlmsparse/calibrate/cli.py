@@ -10,8 +10,8 @@ from typing import Sequence
 EXAMPLES = """\
 examples:
   python -m vlmsparse.calibrate --bench synthetic --method psa --samples 6 --holdout 3 --target-sparsity 0.65 --out runs/cal
-  python -m vlmsparse.calibrate --model testbed --bench vniah --method xattention --samples 8 --holdout 4 \\
-      --target-sparsity 0.6 --out runs/cal-xattn
+  python -m vlmsparse.calibrate --model testbed --bench vniah --bench-option lengths=1024,2048 \\
+      --bench-option samples=2 --method xattention --samples 8 --holdout 4 --target-sparsity 0.6 --out runs/cal-xattn
   python -m vlmsparse.calibrate --bench videomme --data-dir /data/Video-MME --method psa --samples 16 \\
       --target-error 0.05 --per-head --out runs/cal-psa
 then: python -m vlmsparse.eval --config runs/cal/calibrated.toml ...   (or vlmsparse.patch(model, config_file=...))
@@ -81,7 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--device-map", default=None, help="transformers device_map (default auto on GPU)")
     model.add_argument("--attn-implementation", default="sdpa")
     model.add_argument("--bench-option", action="append", default=[], metavar="KEY=VALUE",
-                       help="another option of the benchmark (a field of vlmsparse.eval's options), e.g. seed=3")
+                       help="another option of the benchmark: a field of vlmsparse.eval's options (e.g. limit=2), or "
+                            "the benchmark's own (vniah: lengths=1024,2048 depths=0,0.5,1 samples=2 seed=3 "
+                            "generate=true needle= needle_frames= frame_size=)")
     syn = p.add_argument_group("synthetic source (--bench synthetic)")
     syn.add_argument("--layers", type=int, default=8, help="synthetic layers (default 8)")
     syn.add_argument("--tokens", type=_shape, default=(4, 8, 8), help="visual grid FRAMESxHEIGHTxWIDTH (default 4x8x8)")
@@ -155,12 +157,21 @@ def _model_source(args, run: dict, needed: int):
         frames["frames"] = None
     model_id = resolve_model(args.model or DEFAULT_MODEL)
     opts = EvalOptions(model=model_id, split=split, data_dir=args.data_dir, metadata=args.metadata, **frames,
-                       dtype=args.dtype or "bfloat16", progress=False)
+                       dtype=args.dtype or ("bfloat16" if torch.cuda.is_available() else "float32"),
+                       progress=False)
+    own: dict = {}  # the benchmark's own options (vniah: lengths, depths, seed, ...)
     for item in args.bench_option:
         key, sep, value = item.partition("=")
-        if not sep or not hasattr(opts, key):
-            raise ValueError(f"--bench-option {item!r}: expected KEY=VALUE with KEY an option of vlmsparse.eval")
-        setattr(opts, key, _option_value(value))
+        if not sep or not key:
+            raise ValueError(f"--bench-option {item!r}: expected KEY=VALUE")
+        if hasattr(opts, key) and key != "vniah":
+            setattr(opts, key, _option_value(value))
+        elif bench.configure is not None:
+            own[key] = _option_value(value)
+        else:
+            raise ValueError(f"--bench-option {item!r}: {key} is no option of vlmsparse.eval nor of {bench.name}")
+    if bench.configure is not None:
+        bench.configure(opts, own)
     samples = bench.samples(opts)
     if len(samples) < needed:
         raise ValueError(

@@ -10,7 +10,8 @@ layers, heads and samples aggregate exactly:
 - ``kept`` / ``rows``: dense softmax mass on kept blocks (any level > 0), summed over query rows, and the rows.
 
 On CUDA the plan runs in the Triton kernel and the dense output is the same kernel with every block kept (both
-carry the same rounding); on CPU both come from float32 PyTorch (the reference's maths in float32).
+carry the same rounding); on CPU the plan runs in ``pyramid_attention_blockwise`` (float32, the path a patched
+model takes on CPU; its work follows the plan's density) and the dense output is float32 PyTorch.
 """
 
 from __future__ import annotations
@@ -51,9 +52,9 @@ def _sparse_output(q, k, v, plan: Plan, scale: float) -> torch.Tensor:
     if q.is_cuda:
         return plan.run(q, k, v, sm_scale=scale)
     kwargs = dict(sm_scale=scale, **plan.kernel_kwargs())
-    from vlmsparse.kernels.reference import pyramid_attention_ref
+    from vlmsparse.kernels.blockwise import pyramid_attention_blockwise
 
-    return pyramid_attention_ref(q, k, v, plan.levels, compute_dtype=torch.float32, row_chunk=512, **kwargs)
+    return pyramid_attention_blockwise(q, k, v, plan.levels, compute_dtype=torch.float32, **kwargs)
 
 
 def _per_head(x: torch.Tensor, plan_heads: int) -> torch.Tensor:

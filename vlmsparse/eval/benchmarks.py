@@ -17,6 +17,9 @@ class Benchmark:
     run: Callable  # (EvalOptions) -> list[dict] leaderboard rows
     description: str = ""
     samples: Callable | None = None  # (EvalOptions) -> list[PromptSample]
+    #: (EvalOptions, {key: value}) -> None: the benchmark's own options for ``samples`` (``--bench-option`` keys
+    #: that are no field of EvalOptions, e.g. vniah's grid); ValueError for a key it does not know
+    configure: Callable | None = None
 
 
 def _videomme() -> Benchmark:
@@ -35,7 +38,7 @@ def _videomme() -> Benchmark:
 
 
 def _vniah() -> Benchmark:
-    from .vniah_run import run_vniah, vniah_samples
+    from .vniah_run import configure_vniah, run_vniah, vniah_samples
 
     return Benchmark(
         name="vniah",
@@ -44,6 +47,7 @@ def _vniah() -> Benchmark:
         run=run_vniah,
         description="video needle in a haystack: a generated needle clip at a depth of a long haystack, four options",
         samples=vniah_samples,
+        configure=configure_vniah,
     )
 
 

@@ -27,7 +27,7 @@ from .vniah import BENCH, HaystackSource, Item, VniahSpec, check_context, grid_i
 from . import leaderboard as lb
 from . import vniah_report as report
 
-__all__ = ["run_vniah", "vniah_samples", "VniahRun", "LEADERBOARD_FILE", "check_vniah_record"]
+__all__ = ["run_vniah", "vniah_samples", "configure_vniah", "VNIAH_OPTIONS", "VniahRun", "LEADERBOARD_FILE", "check_vniah_record"]
 
 LEADERBOARD_FILE = "vniah.csv"
 DEFAULT_MAX_NEW_TOKENS = 16
@@ -258,15 +258,62 @@ def run_vniah(opts: EvalOptions) -> list[dict]:
     return VniahRun(opts).run()
 
 
+#: keys of :func:`configure_vniah` (``--bench-option KEY=VALUE`` of ``python -m vlmsparse.calibrate``)
+VNIAH_OPTIONS = ("lengths", "depths", "samples", "seed", "needle", "needle_frames", "frame_size", "generate")
+
+
+def configure_vniah(opts: EvalOptions, options: dict) -> None:
+    """Set ``opts.vniah`` from ``options`` (keys of ``VNIAH_OPTIONS``, as ``python -m vlmsparse.eval``'s flags:
+    ``samples`` is questions per cell, ``--limit``); the needle defaults to the one a testbed folder was trained
+    on. Haystacks are generated unless ``opts.data_dir`` names a folder of videos. ``ValueError`` for an unknown
+    key, ``generate`` beside a data folder, a bad grid or a grid longer than the model's context."""
+    from .needle import NeedleConfig
+    from .vniah import DEFAULT_SAMPLES, check_context, model_context, parse_grid, trained_needle
+
+    unknown = sorted(set(options) - set(VNIAH_OPTIONS))
+    if unknown:
+        raise ValueError(f"vniah has no option {', '.join(unknown)}; its options: {', '.join(VNIAH_OPTIONS)}")
+
+    def seq(key, cast):
+        value = options.get(key)
+        if value is None:
+            return None
+        return tuple(cast(v) for v in (value if isinstance(value, (list, tuple)) else [value]))
+
+    if options.get("generate") is False and opts.data_dir is None:
+        raise ValueError("vniah needs a haystack source: generated haystacks (generate=true) or a data folder of videos")
+    if options.get("generate") is True and opts.data_dir is not None:
+        raise ValueError("give one haystack source: generate=true (generated videos) or a data folder (your videos)")
+    lengths, depths = parse_grid(seq("lengths", int), seq("depths", float))
+    trained = {}
+    if opts.model and Path(opts.model).is_dir():
+        trained = trained_needle(opts.model)
+    needle = NeedleConfig(
+        frame_size=int(options.get("frame_size") or trained.get("frame_size", 112)),
+        needle_frames=int(options.get("needle_frames") or trained.get("needle_frames", 2)),
+        kind=str(options.get("needle") or trained.get("kind", "shape")),
+    )
+    spec = VniahSpec(lengths=lengths, depths=depths, samples=int(options.get("samples") or opts.limit or DEFAULT_SAMPLES),
+                     seed=int(options.get("seed") or 0), needle=needle, data_dir=opts.data_dir)
+    HaystackSource(spec)  # an empty or missing video folder is refused here
+    if opts.model and (Path(opts.model) / "config.json").is_file():  # a local model: its context is checked now
+        check_context(spec, model_context(opts.model), opts.model)
+    opts.vniah = spec
+
+
 def vniah_samples(opts: EvalOptions) -> list[PromptSample]:
     """The grid's questions as model inputs without scoring (calibration profiles attention on them).
 
-    ``opts.vniah`` sets the grid; without it, the default grid with ``opts.limit`` questions per cell.
+    ``opts.vniah`` sets the grid (:func:`configure_vniah`); without it, the default grid with ``opts.limit``
+    questions per cell and the model's trained needle. Questions come index-major (every cell's first question,
+    then every cell's second, ...), and within one index depth by depth with the lengths alternating, so the
+    first N samples (calibration) and the next K (held out) each spread over the lengths and depths.
     """
     from .prompts import build_prompt
-    from .vniah import DEFAULT_SAMPLES
 
-    spec = opts.vniah if isinstance(opts.vniah, VniahSpec) else VniahSpec(samples=opts.limit or DEFAULT_SAMPLES)
+    if not isinstance(opts.vniah, VniahSpec):
+        configure_vniah(opts, {})
+    spec = opts.vniah
     source = HaystackSource(spec)
 
     def loader(item: Item):
@@ -276,4 +323,7 @@ def vniah_samples(opts: EvalOptions) -> list[PromptSample]:
 
         return load
 
-    return [PromptSample(item.question_id, loader(item)) for item in grid_items(spec)]
+    length_at = {length: n for n, length in enumerate(spec.lengths)}
+    depth_at = {depth: n for n, depth in enumerate(spec.depths)}
+    items = sorted(grid_items(spec), key=lambda item: (item.index, depth_at[item.depth], length_at[item.length]))
+    return [PromptSample(item.question_id, loader(item)) for item in items]
