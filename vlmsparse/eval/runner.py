@@ -360,6 +360,33 @@ def _timed_read(path, spec: FrameSpec) -> tuple[SampledVideo, float]:
     return video, time.perf_counter() - start
 
 
+def load_video_qa(opts: EvalOptions, state, family, max_new_tokens: int):
+    """Load ``opts.model`` as a :class:`VideoQA` on this process's device (``state``: its process group), with
+    ``family``'s processor keywords; a model that cannot be loaded is a one-line :class:`ModelError`."""
+    from .model_io import VideoQA, load_model
+
+    device_map = opts.device_map
+    if state.num_processes > 1:
+        device_map = {"": str(state.device)}
+    elif device_map is None:
+        device_map = "auto" if torch.cuda.is_available() else None
+    try:
+        model, processor = load_model(
+            opts.model, dtype=opts.dtype, device_map=device_map, attn_implementation=opts.attn_implementation,
+            family=family,
+        )
+    except (OSError, ValueError, ImportError, RuntimeError, KeyError) as exc:
+        if isinstance(exc, torch.cuda.OutOfMemoryError):
+            raise
+        detail = (str(exc).strip().splitlines() or [""])[0][:300]
+        raise ModelError(
+            f"cannot load the model {opts.model!r} ({type(exc).__name__}: {detail}); pass --model a "
+            "folder of a supported model (config.json, weights, processor files), testbed, or a hub id such as "
+            f"{DEFAULT_MODEL}, and check --dtype, --device-map and --attn-implementation"
+        ) from exc
+    return VideoQA(model, processor, max_new_tokens=max_new_tokens, processor_kwargs=family.processor_kwargs)
+
+
 class VideoMMERun:
     """One invocation of the harness: shared questions, videos and model across its settings."""
 
@@ -425,32 +452,8 @@ class VideoMMERun:
     # -- model ----------------------------------------------------------------------------------------
     def qa(self, max_new_tokens: int):
         """The model, loaded on first use (a finished run only re-scores its records, without a model)."""
-        from .model_io import VideoQA, load_model
-
         if self._qa is None:
-            opts = self.opts
-            device_map = opts.device_map
-            if self.state.num_processes > 1:
-                device_map = {"": str(self.state.device)}
-            elif device_map is None:
-                device_map = "auto" if torch.cuda.is_available() else None
-            try:
-                model, processor = load_model(
-                    opts.model, dtype=opts.dtype, device_map=device_map, attn_implementation=opts.attn_implementation,
-                    family=self.family,
-                )
-            except (OSError, ValueError, ImportError, RuntimeError, KeyError) as exc:
-                if isinstance(exc, torch.cuda.OutOfMemoryError):
-                    raise
-                detail = (str(exc).strip().splitlines() or [""])[0][:300]
-                raise ModelError(
-                    f"cannot load the model {opts.model!r} ({type(exc).__name__}: {detail}); pass --model a "
-                    "folder of a supported model (config.json, weights, processor files) or a hub id such as "
-                    f"{DEFAULT_MODEL}, and check --dtype, --device-map and --attn-implementation"
-                ) from exc
-            self._qa = VideoQA(
-                model, processor, max_new_tokens=max_new_tokens, processor_kwargs=self.family.processor_kwargs
-            )
+            self._qa = load_video_qa(self.opts, self.state, self.family, max_new_tokens)
         self._qa.max_new_tokens = max_new_tokens
         self._qa.generation_config.max_new_tokens = max_new_tokens
         return self._qa

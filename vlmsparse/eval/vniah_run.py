@@ -19,7 +19,9 @@ from .errors import ModelError
 from .frames import VideoDecodeError
 from .needle import question_for
 from .records import RecordWriter, drop_errors, merge_shards, read_run, shard_path
-from .runner import DEFAULT_MODEL, EvalOptions, answer_question, apply_method, device_name, error_record, project_version
+from .runner import (
+    EvalOptions, answer_question, apply_method, device_name, error_record, load_video_qa, project_version,
+)
 from .samples import PromptSample
 from .settings import Setting, run_identity
 from .videomme import Question
@@ -93,25 +95,10 @@ class VniahRun:
         check_context(self.spec, context, self.opts.model)
 
     def qa(self, max_new_tokens: int):
-        from .model_io import VideoQA, load_model
-
         if self._qa is None:
-            opts = self.opts
-            device_map = opts.device_map
-            if self.state.num_processes > 1:
-                device_map = {"": str(self.state.device)}
-            elif device_map is None:
-                device_map = "auto" if torch.cuda.is_available() else None
-            try:
-                model, processor = load_model(opts.model, dtype=opts.dtype, device_map=device_map,
-                                              attn_implementation=opts.attn_implementation)
-            except (OSError, ValueError, ImportError, KeyError) as exc:
-                raise ModelError(f"cannot load the model {opts.model!r} ({type(exc).__name__}: {exc}); pass --model a "
-                                 f"Qwen2.5-VL folder, testbed, or a hub id such as {DEFAULT_MODEL}") from exc
             from .families import family_of_model
 
-            family = family_of_model(opts.model)
-            self._qa = VideoQA(model, processor, max_new_tokens=max_new_tokens, processor_kwargs=family.processor_kwargs)
+            self._qa = load_video_qa(self.opts, self.state, family_of_model(self.opts.model), max_new_tokens)
             self.render_device = self._probe_device(self._qa)
         self._qa.max_new_tokens = max_new_tokens
         self._qa.generation_config.max_new_tokens = max_new_tokens
