@@ -165,6 +165,22 @@ def _block_sums(sum_k, sum_v, n_keys, idx_ptr, start, stop, bsk_base, bsv_base, 
 
 
 @triton.jit
+def _skipped_diagonal_tile(base, stride_n, j, offs_n, offs_d, d_mask, k_len, limit, m_ok,
+                           BLOCK_N: tl.constexpr, EVEN_D: tl.constexpr):
+    """Key block ``j`` of K or V (from ``base``) and the float 0/1 matrix of which rows see which of its keys
+    (causal ``limit``, sequence end, rows past the queries): what both tail passes over skipped diagonal blocks read."""
+    cols = j * BLOCK_N + offs_n
+    n_ok = cols < k_len
+    if EVEN_D:
+        ld_mask = n_ok[:, None]
+    else:
+        ld_mask = n_ok[:, None] & d_mask[None, :]
+    tile = tl.load(base + cols[:, None] * stride_n + offs_d[None, :], mask=ld_mask, other=0.0)
+    vis = (n_ok[None, :] & (cols[None, :] <= limit[:, None]) & m_ok[:, None]).to(tl.float32)
+    return tile, vis
+
+
+@triton.jit
 def _pyramid_attention_fwd(
     Q, K, V, Out,
     KP, VP,
@@ -320,15 +336,8 @@ def _pyramid_attention_fwd(
         # pass 1 over skipped diagonal blocks: logits and counts (no [BLOCK_M, D] accumulator: it made the
         # compiler spill 10 KB per thread)
         for t in tl.range(o_mask, o_skip_part, num_stages=1):  # rare; unpipelined keeps shared memory in bounds
-            j = tl.load(idx_ptr + t)
-            cols = j * BLOCK_N + offs_n
-            n_ok = cols < k_len
-            if EVEN_D:
-                ld_mask = n_ok[:, None]
-            else:
-                ld_mask = n_ok[:, None] & d_mask[None, :]
-            k = tl.load(k_base + cols[:, None] * stride_kn + offs_d[None, :], mask=ld_mask, other=0.0)
-            vis = (n_ok[None, :] & (cols[None, :] <= limit[:, None]) & m_ok[:, None]).to(tl.float32)
+            k, vis = _skipped_diagonal_tile(k_base, stride_kn, tl.load(idx_ptr + t), offs_n, offs_d, d_mask, k_len,
+                                            limit, m_ok, BLOCK_N, EVEN_D)
             qs += tl.sum(_dot(q, tl.trans(k), UPCAST) * vis, 1)
             n_skip += tl.sum(vis, 1)
         has_tail = n_skip > 0.5
@@ -345,15 +354,8 @@ def _pyramid_attention_fwd(
         m_i = m_new
         # pass 2: the skipped diagonal keys' values, weighted like a P @ V step
         for t in tl.range(o_mask, o_skip_part, num_stages=1):
-            j = tl.load(idx_ptr + t)
-            cols = j * BLOCK_N + offs_n
-            n_ok = cols < k_len
-            if EVEN_D:
-                ld_mask = n_ok[:, None]
-            else:
-                ld_mask = n_ok[:, None] & d_mask[None, :]
-            v = tl.load(v_base + cols[:, None] * stride_vn + offs_d[None, :], mask=ld_mask, other=0.0)
-            vis = (n_ok[None, :] & (cols[None, :] <= limit[:, None]) & m_ok[:, None]).to(tl.float32)
+            v, vis = _skipped_diagonal_tile(v_base, stride_vn, tl.load(idx_ptr + t), offs_n, offs_d, d_mask, k_len,
+                                            limit, m_ok, BLOCK_N, EVEN_D)
             acc = _pv(vis * w_tail[:, None], v, acc, UPCAST)
 
     # a row with nothing to attend has l == 0 and acc == 0: it returns zeros, never NaN
