@@ -141,6 +141,4 @@ def test_plot_command_draws_the_vniah_summary_with_the_testbed_errors(tmp_path):
     assert plots.main([str(tmp_path)]) == 0
     assert (tmp_path / "vniah.png").stat().st_size > 1000
     with pytest.raises(ValueError, match="no vniah row"):
-        from vlmsparse.eval.vniah_report import plot_summary
-
-        plot_summary([dict(method="psa")], tmp_path / "x.png")
+        plots.plot_vniah([dict(method="psa")], tmp_path / "x.png")

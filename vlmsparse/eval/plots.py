@@ -33,6 +33,7 @@ __all__ = [
     "plot_accuracy_vs_sparsity",
     "plot_layer_sparsity",
     "plot_pareto",
+    "plot_vniah",
     "plot_run",
     "speedup",
     "main",
@@ -41,6 +42,9 @@ __all__ = [
 ACCURACY_PNG = "accuracy_vs_sparsity.png"
 LAYERS_PNG = "layer_sparsity.png"
 PARETO_PNG = "pareto.png"
+VNIAH_CSV = "vniah.csv"
+VNIAH_PNG = "vniah.png"
+FIDELITY_CSV = "testbed_fidelity.csv"
 LEADERBOARD_CSV = "videomme.csv"
 PARETO_CSV = "pareto.csv"
 #: Colours and markers per method, so a method looks the same in every figure.
@@ -244,6 +248,66 @@ def plot_pareto(rows: Sequence[dict], path: str | Path) -> Path:
 
 
 # -- a run folder ------------------------------------------------------------------------------------------
+# -- needle in a haystack -------------------------------------------------------------------------------------
+
+
+def plot_vniah(rows: Sequence[dict], path: str | Path, fidelity: Sequence[dict] = ()) -> Path:
+    """Needle accuracy (overall; hollow: the worst length x depth cell) against visual sparsity from ``vniah.csv``
+    rows, one line per model and method; with ``fidelity`` rows (``python -m vlmsparse.testbed fidelity``), a second
+    panel: each setting's relative L2 attention error on the model's own q/k/v against its sparsity, averaged over
+    layers and samples. Returns the PNG path."""
+    lines: dict[tuple[str, str], list[tuple[float, float, float | None]]] = defaultdict(list)
+    for row in rows:
+        x = _float(row.get("visual_sparsity"))
+        x = _float(row.get("sparsity")) if x is None else x
+        acc = _float(row.get("acc_overall"))
+        if x is None or acc is None:
+            continue
+        lines[(str(row.get("model", "")), str(row.get("method", "")))].append((x, acc, _float(row.get("acc_min_cell"))))
+    if not lines:
+        raise ValueError("no vniah row with an accuracy and a sparsity to draw")
+    fig = _figure(5.2 * (2 if fidelity else 1), 3.8)
+    axes = fig.subplots(1, 2 if fidelity else 1, squeeze=False)[0]
+    ax = axes[0]
+    several_models = len({model for model, _ in lines}) > 1
+    for (model, method), pts in sorted(lines.items()):
+        colour, marker = _style(method)
+        pts.sort()
+        label = f"{method} ({Path(model).name or model})" if several_models else method
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=marker, color=colour, label=label, linewidth=1.2)
+        worst = [(p[0], p[2]) for p in pts if p[2] is not None]
+        ax.plot([w[0] for w in worst], [w[1] for w in worst], marker=marker, markerfacecolor="none", color=colour,
+                linestyle="none")
+    ax.set_xlabel("visual sparsity")
+    ax.set_ylabel("accuracy (hollow: worst length x depth cell)")
+    ax.set_xlim(-0.03, 1.0)
+    ax.set_ylim(-0.03, 1.03)
+    ax.axhline(0.25, color="grey", linewidth=0.8, linestyle=":")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower left")
+    ax.set_title("needle accuracy vs sparsity (dotted: chance)", fontsize=9)
+    if fidelity:
+        ax = axes[1]
+        by_setting: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
+        for row in fidelity:
+            sp, err = _float(row.get("sparsity")), _float(row.get("rel_l2_error"))
+            if sp is not None and err is not None:
+                by_setting[(str(row.get("method", "")), str(row.get("setting", "")))].append((sp, err))
+        labelled: set[str] = set()
+        for (method, setting), pts in sorted(by_setting.items()):
+            colour, marker = _style(method)
+            x, y = sum(p[0] for p in pts) / len(pts), sum(p[1] for p in pts) / len(pts)
+            ax.plot([x], [y], marker=marker, color=colour, linestyle="none", label=None if method in labelled else method)
+            labelled.add(method)
+            ax.annotate(setting, (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
+        ax.set_xlabel("sparsity (mean over layers and samples)")
+        ax.set_ylabel("relative L2 attention error")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        ax.set_title("per-layer attention error on the model's own q/k/v", fontsize=9)
+    return _save(fig, Path(path))
+
+
 def plot_run(
     run_dir: str | Path, *, pareto_csv: str | Path | None = None, reported: bool = True, speed: bool = True
 ) -> list[Path]:
@@ -259,13 +323,9 @@ def plot_run(
     by_run = layer_sparsity_by_run(root / "runs") if (root / "runs").is_dir() else {}
     if by_run:
         written.append(plot_layer_sparsity(by_run, root / LAYERS_PNG))
-    vniah_rows = read_rows(root / "vniah.csv") if (root / "vniah.csv").is_file() else []
+    vniah_rows = read_rows(root / VNIAH_CSV)
     if vniah_rows:
-        from .vniah_report import plot_summary, summary_path
-
-        fidelity_csv = root / "testbed_fidelity.csv"
-        fidelity = read_rows(fidelity_csv) if fidelity_csv.is_file() else []
-        written.append(plot_summary(vniah_rows, summary_path(root / "vniah.csv"), fidelity))
+        written.append(plot_vniah(vniah_rows, root / VNIAH_PNG, read_rows(root / FIDELITY_CSV)))
     pareto = Path(pareto_csv) if pareto_csv is not None else root / PARETO_CSV
     pareto_rows = read_rows(pareto) if speed else []
     if any(speedup(r) is not None for r in pareto_rows):

@@ -29,8 +29,6 @@ __all__ = [
     "write_rows",
     "heatmap",
     "heatmap_path",
-    "summary_path",
-    "plot_summary",
     "table",
 ]
 
@@ -163,11 +161,9 @@ def heatmap_path(board: str | Path, row: dict) -> Path:
 
 def heatmap(path: str | Path, grid: Grid, spec, row: dict) -> Path:
     """Draw accuracy over (haystack length x depth) to a PNG; returns its path."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
+
+    from .plots import _figure, _save
 
     lengths, depths = list(spec.lengths), list(spec.depths)
     acc = np.full((len(depths), len(lengths)), np.nan)
@@ -176,7 +172,8 @@ def heatmap(path: str | Path, grid: Grid, spec, row: dict) -> Path:
             value = grid.cells.get((length, depth), Tally()).accuracy
             if value is not None:
                 acc[i, j] = value
-    fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(lengths), 1.4 + 0.55 * len(depths)), dpi=110)
+    fig = _figure(1.2 + 1.1 * len(lengths), 1.4 + 0.55 * len(depths))
+    ax = fig.add_subplot()
     image = ax.imshow(acc, vmin=0.0, vmax=1.0, cmap="RdYlGn", aspect="auto")
     for i in range(len(depths)):
         for j in range(len(lengths)):
@@ -190,90 +187,7 @@ def heatmap(path: str | Path, grid: Grid, spec, row: dict) -> Path:
     title = f"{row['method']}/{row['setting']}  acc {_fmt(row.get('acc_overall'))}  sparsity {_fmt(sparsity)}"
     ax.set_title(title, fontsize=9)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="accuracy")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
-
-
-def summary_path(board: str | Path) -> Path:
-    """Where the accuracy vs sparsity figure of a board goes: ``vniah.png`` beside ``vniah.csv``."""
-    return Path(board).with_suffix(".png")
-
-
-def plot_summary(rows: Sequence[dict], path: str | Path, fidelity: Sequence[dict] = ()) -> Path:
-    """Accuracy (overall, and the worst cell hollow) against visual sparsity, one line per model and method;
-    with ``fidelity`` rows (``python -m vlmsparse.testbed fidelity``), a second panel: each setting's per-layer
-    relative L2 attention error on the model's own q/k/v against its sparsity. Returns the PNG path."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    def num(row: dict, key: str) -> float | None:
-        value = row.get(key)
-        return None if value in (None, "") else float(value)
-
-    lines: dict[tuple[str, str], list[tuple[float, float, float | None]]] = defaultdict(list)
-    for row in rows:
-        x = num(row, "visual_sparsity")
-        x = num(row, "sparsity") if x is None else x
-        acc = num(row, "acc_overall")
-        if x is None or acc is None:
-            continue
-        lines[(str(row.get("model", "")), str(row.get("method", "")))].append((x, acc, num(row, "acc_min_cell")))
-    if not lines:
-        raise ValueError("no vniah row with an accuracy and a sparsity to draw")
-    panels = 2 if fidelity else 1
-    fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 3.8), dpi=110, squeeze=False)
-    ax = axes[0][0]
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    method_colour: dict[str, str] = {}
-    several = len({m for m, _ in lines}) > 1
-    for (model, method), pts in sorted(lines.items()):
-        colour = method_colour.setdefault(method, colours[len(method_colour) % len(colours)])
-        pts.sort()
-        label = f"{method} ({Path(model).name or model})" if several else method
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", color=colour, label=label, linewidth=1.2)
-        worst = [(p[0], p[2]) for p in pts if p[2] is not None]
-        ax.plot([w[0] for w in worst], [w[1] for w in worst], marker="o", markerfacecolor="none", color=colour,
-                linestyle="none")
-    ax.set_xlabel("visual sparsity")
-    ax.set_ylabel("accuracy (hollow: worst length x depth cell)")
-    ax.set_xlim(-0.03, 1.0)
-    ax.set_ylim(-0.03, 1.03)
-    ax.axhline(0.25, color="grey", linewidth=0.8, linestyle=":")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower left")
-    ax.set_title("needle accuracy vs sparsity (dotted: chance)", fontsize=9)
-    if fidelity:
-        ax = axes[0][1]
-        by_setting: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
-        for row in fidelity:
-            sp, err = num(row, "sparsity"), num(row, "rel_l2_error")
-            if sp is not None and err is not None:
-                by_setting[(str(row.get("method", "")), str(row.get("setting", "")))].append((sp, err))
-        labelled: set[str] = set()
-        for (method, setting), pts in sorted(by_setting.items()):
-            colour = method_colour.setdefault(method, colours[len(method_colour) % len(colours)])
-            x, y = sum(p[0] for p in pts) / len(pts), sum(p[1] for p in pts) / len(pts)
-            ax.plot([x], [y], marker="s", color=colour, linestyle="none",
-                    label=None if method in labelled else method)
-            labelled.add(method)
-            ax.annotate(setting, (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
-        ax.set_xlabel("sparsity (mean over layers and samples)")
-        ax.set_ylabel("relative L2 attention error")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        ax.set_title("per-layer attention error on the model's own q/k/v", fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, Path(path))
 
 
 def _fmt(value) -> str:

@@ -232,8 +232,10 @@ class VniahRun:
             print(f"\nVideo needle in a haystack ({self.spec.haystack}, seed {self.spec.seed}), leaderboard {board}\n"
                   + report.table(rows), flush=True)
             try:
+                from .plots import plot_vniah
+
                 board_rows = [r for r in lb.read_rows(board) if r.get("model") == rows[0].get("model")]
-                picture = report.plot_summary(board_rows or rows, report.summary_path(board))
+                picture = plot_vniah(board_rows or rows, board.with_suffix(".png"))
                 print(f"accuracy vs sparsity of every setting on the board: {picture}", flush=True)
             except (OSError, ValueError) as exc:  # a figure is never worth losing a finished run
                 print(f"vniah: the summary figure was not drawn ({exc})", flush=True)
