@@ -8,6 +8,8 @@ import torch
 
 import vlmsparse
 from vlmsparse.methods import get_method, get_planners, load_run_config
+from vlmsparse.kernels.plan_lists import compile_plan
+from vlmsparse.kernels.reference import pyramid_attention_ref
 from vlmsparse.methods.layers import HeadSplitPlanner
 from vlmsparse.testing import synthetic_video, tiny_qwen2_5_vl, video_chat_inputs
 
@@ -79,6 +81,14 @@ def test_head_split_plan_equals_each_planners_own_heads(plan_heads):
         owner = "d" if h in heads else ("t" if plan_heads == "q" and h == 2 else "s")
         assert torch.equal(plan.levels[:, h], whole[owner][:, h]), h
     assert plan.sparsity().cost.shape == (1, hm)
+    # the kernel's lists are those of the joined levels (each part's own lists cover only its heads)
+    assert plan.compiled is not None and plan.compiled.plan_heads == hm
+    want = compile_plan(plan.levels, plan.q_len, plan.k_len, plan.block_m, plan.block_n, plan.causal)
+    assert torch.equal(plan.compiled.cat_offsets, want.cat_offsets)
+    v = torch.randn_like(k)
+    out = plan.run(q, k, v)
+    ref = pyramid_attention_ref(q, k, v, plan.levels, block_m=16, block_n=16)
+    assert (out.double() - ref).abs().max().item() < 1e-4
 
 
 @pytest.fixture(scope="module")

@@ -29,6 +29,8 @@ from typing import Any
 
 import torch
 
+from vlmsparse.kernels.plan_lists import compile_plan
+
 from .base import Method, Plan
 
 __all__ = ["LayerOverride", "LayerPlanners", "HeadSplitPlanner", "parse_layer_overrides", "build_planners"]
@@ -179,7 +181,10 @@ class HeadSplitPlanner:
                                      device=part.levels.device)
             levels[:, heads.to(levels.device)] = part.levels
         assert first is not None and levels is not None
-        return dataclasses.replace(first, levels=levels)
+        # the parts' compiled lists cover their own heads only: the joined levels are compiled anew
+        compiled = compile_plan(levels, first.q_len, first.k_len, first.block_m, first.block_n, first.causal) if (
+            first.compiled is not None) else None
+        return dataclasses.replace(first, levels=levels, compiled=compiled)
 
     def __repr__(self) -> str:
         return f"HeadSplitPlanner(default={self.default!r}, parts={self.parts!r})"
