@@ -10,20 +10,24 @@
 # every run writes its TOMLs, CSVs and PNG under $OUT/<case>.
 set -uo pipefail
 OUT=${OUT:?set OUT to an output folder}
+CASES=" ${CASES:-psa psa-per-head xattention sparge testbed} "   # which cases to run (default: all)
+want() { [[ "$CASES" == *" $1 "* ]]; }
 mkdir -p "$OUT"
 SYN=(--bench synthetic --device cuda --layers 8 --tokens 64x16x16 --heads 28:4 --head-dim 128 --samples 6 --holdout 3 --no-progress)
 printf 'name = "sparge-nosim"\nmethod = "sparge"\n[method_config]\nsim_threshold = -1.0\n' > "$OUT/sparge-nosim.toml"
 
-python3 -m vlmsparse.calibrate "${SYN[@]}" --method psa --target-sparsity 0.65 --compare evals/psa-videomme-065.toml \
+want psa && python3 -m vlmsparse.calibrate "${SYN[@]}" --method psa --target-sparsity 0.65 --compare evals/psa-videomme-065.toml \
     --out "$OUT/synthetic-psa" > "$OUT/synthetic-psa.log"
-python3 -m vlmsparse.calibrate "${SYN[@]}" --method psa --target-sparsity 0.65 --per-head --out "$OUT/synthetic-psa-per-head" \
+want psa-per-head && python3 -m vlmsparse.calibrate "${SYN[@]}" --method psa --target-sparsity 0.65 --per-head --out "$OUT/synthetic-psa-per-head" \
     > "$OUT/synthetic-psa-per-head.log"
-python3 -m vlmsparse.calibrate "${SYN[@]}" --method xattention --target-sparsity 0.58 --out "$OUT/synthetic-xattention" \
+want xattention && python3 -m vlmsparse.calibrate "${SYN[@]}" --method xattention --target-sparsity 0.58 --out "$OUT/synthetic-xattention" \
     > "$OUT/synthetic-xattention.log"
-python3 -m vlmsparse.calibrate "${SYN[@]}" --config "$OUT/sparge-nosim.toml" --target-sparsity 0.37 \
+want sparge && python3 -m vlmsparse.calibrate "${SYN[@]}" --config "$OUT/sparge-nosim.toml" --target-sparsity 0.37 \
     --out "$OUT/synthetic-sparge" > "$OUT/synthetic-sparge.log"
 
-if python3 -c "import vlmsparse.testbed" 2>/dev/null && python3 -c "from vlmsparse.eval.benchmarks import get_benchmark as g; assert g('vniah').samples" 2>/dev/null; then
+if ! want testbed; then
+    :
+elif python3 -c "import vlmsparse.testbed" 2>/dev/null && python3 -c "from vlmsparse.eval.benchmarks import get_benchmark as g; assert g('vniah').samples" 2>/dev/null; then
     # vniah's own options (generated haystacks, seeds, lengths) go through --bench-option KEY=VALUE if it needs them
     # (12 questions index-major over 1024 / 2048 frames x 5 depths: 8 calibrate, 4 are held out, both lengths in each)
     python3 -m vlmsparse.calibrate --model testbed --bench vniah --bench-option generate=true --bench-option lengths=1024,2048 \
@@ -31,7 +35,7 @@ if python3 -c "import vlmsparse.testbed" 2>/dev/null && python3 -c "from vlmspar
         --compare evals/psa-videomme-065.toml --no-progress --out "$OUT/testbed-psa" > "$OUT/testbed-psa.log"
     python3 -m vlmsparse.eval --bench vniah --model testbed --generate --seed 1 --lengths 1024,2048 --limit 4 \
         --config "$OUT/testbed-psa/calibrated.toml" --config "$OUT/testbed-psa/global.toml" --config evals/psa-videomme-065.toml \
-        --out "$OUT/testbed-eval" --no-progress > "$OUT/testbed-eval.log" 2>&1 || echo "testbed accuracy run failed: see $OUT/testbed-eval.log"
+        --vision segment --out "$OUT/testbed-eval" --no-progress > "$OUT/testbed-eval.log" 2>&1 || echo "testbed accuracy run failed: see $OUT/testbed-eval.log"
 else
     echo "testbed or --bench vniah samples not in this checkout: synthetic cases only"
 fi

@@ -86,7 +86,7 @@ def test_patch_switches_vision_by_default(tiny, monkeypatch):
 
 
 def test_bad_vision_mode_changes_nothing(tiny):
-    with pytest.raises(ValueError, match="vision must be one of 'segment', 'unpatched'"):
+    with pytest.raises(ValueError, match="vision must be one of 'compiled', 'segment', 'unpatched'"):
         vlmsparse.patch(tiny, "dense", vision="flash")
     assert tiny.config.vision_config._attn_implementation == "sdpa"
     assert tiny.config.text_config._attn_implementation == "sdpa"
@@ -134,3 +134,55 @@ def test_vision_timer(tiny):
         timer.reset()
         assert timer.seconds() == 0.0
     assert not tiny.model.visual._forward_hooks and not tiny.model.visual._forward_pre_hooks
+
+
+@pytest.fixture
+def compile_on_cpu(monkeypatch):
+    """Compile the vision blocks on CPU with the graph capture alone (``aot_eager``: no code generation)."""
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    monkeypatch.setattr(vision_mod, "COMPILE_BACKEND", "aot_eager")
+    monkeypatch.setattr(vision_mod, "COMPILE_ANY_DEVICE", True)
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+def test_compiled_blocks_equal_the_segment_path(tiny, compile_on_cpu, monkeypatch):
+    calls = _count_calls(monkeypatch)
+    pixels = _pixels(tiny, GRID)
+    unpatched = _tower_out(tiny, pixels, GRID)
+    with vlmsparse.patch(tiny, "dense", block_m=16, block_n=16) as handle:  # "compiled" is the default
+        compiled = handle.vision.compiled
+        assert compiled is not None and all("forward" in b.__dict__ for b in tiny.model.visual.blocks)
+        out = _tower_out(tiny, pixels, GRID)
+        other = GRID[:1]  # another video length: dynamic shapes, no failure
+        other_out = _tower_out(tiny, _pixels(tiny, other), other)
+        assert compiled.failed is None
+        assert "blocks compiled" in repr(handle.vision)
+    torch.testing.assert_close(out, unpatched, rtol=1e-5, atol=1e-6)
+    assert other_out.shape[0] == int(other.prod()) // 4
+    n = int(GRID.prod(-1).sum())
+    assert calls[: tiny.config.vision_config.depth] == [n] * tiny.config.vision_config.depth  # attention outside
+    assert not any("forward" in b.__dict__ for b in tiny.model.visual.blocks)  # restored
+    assert torch.equal(_tower_out(tiny, pixels, GRID), unpatched)
+
+
+def test_compiled_blocks_fall_back_when_compiling_fails(tiny, compile_on_cpu, monkeypatch, caplog):
+    pixels = _pixels(tiny, GRID)
+    unpatched = _tower_out(tiny, pixels, GRID)
+    def broken(graph, example_inputs):
+        raise RuntimeError("no code generation here")
+
+    monkeypatch.setattr(vision_mod, "COMPILE_BACKEND", broken)
+    with vlmsparse.patch(tiny, "dense", block_m=16, block_n=16) as handle:
+        out = _tower_out(tiny, pixels, GRID)
+        assert handle.vision.compiled.failed  # said once, then the blocks ran as "segment"
+    torch.testing.assert_close(out, unpatched, rtol=1e-5, atol=1e-6)
+    assert "run uncompiled" in caplog.text
+
+
+def test_compiled_is_segment_off_cuda(tiny, monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    with vlmsparse.patch(tiny, "dense", vision="compiled") as handle:
+        assert handle.vision is not None and handle.vision.compiled is None  # the tower is on the CPU
+        assert not any("forward" in b.__dict__ for b in tiny.model.visual.blocks)

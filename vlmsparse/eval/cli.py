@@ -197,8 +197,9 @@ def build_parser(generated: bool = False) -> argparse.ArgumentParser:
         "--attn-implementation", default="sdpa", help="the model's own attention, used by dense and decode (default sdpa)"
     )
     p.add_argument(
-        "--vision", choices=("segment", "unpatched"), default="segment",
-        help="the vision tower's windowed attention: one kernel launch per layer (segment, default) or the model's own",
+        "--vision", choices=("compiled", "segment", "unpatched"), default="compiled",
+        help="the vision tower: one attention launch per layer and its blocks compiled on CUDA (compiled, default), "
+        "the one launch alone (segment), or the model's own (unpatched)",
     )
     p.add_argument(
         "--decode-workers", type=_positive_int, default=4,

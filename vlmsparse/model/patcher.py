@@ -4,7 +4,8 @@ Through transformers' own extension points only: the sparse attention function i
 ``AttentionInterface`` and the text decoder's attention implementation is switched to it with
 ``model.set_attn_implementation({"text_config": ...})``; a forward pre-hook on the model reads the token layout
 from ``input_ids``. By default the vision tower's windowed / per-frame attention is switched too, to one kernel
-launch per layer (``vision="segment"``, :mod:`vlmsparse.model.vision`; ``vision="unpatched"`` leaves it alone).
+launch per layer, its blocks compiled on CUDA (``vision="compiled"``, :mod:`vlmsparse.model.vision`;
+``vision="segment"``: the one launch alone; ``vision="unpatched"`` leaves the tower alone).
 No model code is copied and no class is modified.
 
     handle = vlmsparse.patch(model, method="psa")     # keywords: fields of the method's config
@@ -180,7 +181,7 @@ def patch(
     *,
     config_file: str | Path | None = None,
     timing: bool = False,
-    vision: str = "segment",
+    vision: str = "compiled",
     **config: Any,
 ) -> PatchHandle:
     """Make the prefill attention of ``model``'s text decoder sparse with ``method``; returns a :class:`PatchHandle`.
@@ -194,8 +195,10 @@ def patch(
             whose ``[[layer_overrides]]`` (if any) set some layers' own; a config made for another decoder layer
             count raises ``ValueError``.
         timing: measure planning and attention time (synchronises the device around them).
-        vision: ``"segment"`` runs the vision tower's windows and frames in one kernel launch per layer where it
-            would otherwise loop over them (exact; restored by ``unpatch()``); ``"unpatched"`` leaves it alone.
+        vision: ``"compiled"`` (default) runs the vision tower's windows and frames in one kernel launch per layer
+            where it would otherwise loop over them, and on CUDA compiles each vision block (``torch.compile``;
+            the first forward pays the compilation); ``"segment"``: the one launch alone; both exact up to
+            rounding and restored by ``unpatch()``; ``"unpatched"`` leaves the tower alone.
         config: fields of the method's config (override the file), e.g. ``block_m=64, thresholds=[...]``.
 
     Prefill with visual tokens runs the planner and the pyramid kernel; decode steps and text-only prompts run
