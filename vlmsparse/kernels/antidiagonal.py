@@ -1,16 +1,32 @@
 """The strided antidiagonal block estimate: its plain-PyTorch definition (``antidiagonal_block_scores``, at the
-end of this file) and the fused Triton kernel that is its GPU path.
+end of this file) and the Triton kernels that are its GPU path.
 
+With ``S = stride``, tile row ``a`` holds queries ``S a .. S a + S - 1`` and tile column ``c`` keys
+``S c .. S c + S - 1``; the tile logit ``sum_i q[S a + S - 1 - i] . k[S c + i]`` is a GEMM of ``Lq / S`` rows
+against ``Lk / S`` columns over ``S * D``. Its softmax over the visible columns of each tile row is summed
+into ``[B, Hq, nQB, nKB]`` blocks.
 
-One program takes ``BLOCK_R`` tile rows (whole query blocks) of one query head and walks the visible tile
-columns ``BLOCK_C`` at a time. For each column tile it forms the antidiagonal logits as ``stride`` small
-matmuls (``q`` rows ``S a + S - 1 - i`` against ``k`` rows ``S c + i``), in one loop over (tile, step) pairs
-so that loads stay pipelined across tiles (10-15% faster on an H100 than a nested loop; notes/kernel.md).
-On a tile's last step it exponentiates the logits against the tile's own row maximum, sums them per key
-block into a float32 scratch buffer, and keeps an online softmax maximum and normaliser per row. A second
-pass over its own scratch rescales to the final maximum, divides by the normaliser and sums the rows of each
-query block into the ``[B, Hq, nQB, nKB]`` output. Nothing of size ``[Lq / S, Lk / S]`` is ever written
-whole; the extra memory is ``[B, Hq, Lq / S, nKB]`` floats.
+Split variant (default, two launches):
+
+1. One program per (``BLOCK_R x BLOCK_C`` tile of tile logits, query head); only the tiles that meet the causal
+   triangle are launched, listed row by row in a small int32 table built once per geometry (cached). The
+   program runs a plain GEMM loop over ``S * D`` in chunks of ``BLOCK_K``: chunk ``j`` of the reduction pairs
+   query ``S a + j`` with key ``S c + S - 1 - j``, so both operands are ordinary ``[BLOCK, BLOCK_K]`` pointer
+   loads (row stride ``S`` rows), unmasked when the lengths fill whole tiles. The epilogue masks invisible
+   tiles (causal, past ``Lk``, rows past ``Lq``), takes each row's maximum over the tile, and stores the
+   tile's row maximum, its row sum of ``exp2(logit - max)`` and those sums per key block into float32
+   scratch (tile-major, ``[B * Hq, n_tiles, Lq / S, BLOCK_C / (block_n / S)]``: ``[B, Hq, Lq / S, nKB]``
+   floats padded to whole tiles, as in the rows variant).
+2. One program per (``BLOCK_R`` tile rows, query head) combines its tiles: the row maximum ``m`` over the tile
+   maxima, the normaliser ``z = sum_t exp2(max_t - m) * sum_t``, then each block sum is rescaled by
+   ``exp2(max_t - m) / z`` and the tile rows of a query block are added. Rows that see nothing give 0; key
+   blocks past the visible tiles are written as 0.
+
+Rows variant (``variant="rows"``, the earlier single kernel): one program takes ``BLOCK_R`` tile rows of one
+query head and walks its visible column tiles, forming each tile as ``S`` matmuls of ``D`` in one loop over
+(tile, step) pairs with the tile's softmax epilogue on its last step and an online maximum and normaliser;
+a second pass in the same program rescales its scratch rows into the output. Its work per program grows
+along the causal triangle, which leaves a GPU unevenly loaded at moderate lengths.
 """
 
 from __future__ import annotations
