@@ -205,44 +205,47 @@ def _split_tiles_kernel(
 def _split_reduce_kernel(
     Table, Scratch, TileMax, TileSum, Out,
     n_rows_pad, n_ct, n_qb, n_kb,
-    BLOCK_R: tl.constexpr, NB: tl.constexpr, RQ: tl.constexpr,
+    BLOCK_R: tl.constexpr, ROWS: tl.constexpr, TC: tl.constexpr, NB: tl.constexpr, RQ: tl.constexpr,
 ):
-    """Pass 2 of the split variant: per tile row, the softmax maximum and normaliser over its tiles, then the
-    rescaled block sums of ``BLOCK_R`` tile rows summed into their query blocks (zeros past the visible tiles)."""
-    r_blk = tl.program_id(0)
+    """Pass 2 of the split variant: for ``ROWS`` tile rows (inside one pass-1 row block of ``BLOCK_R``), the
+    softmax maximum and normaliser over their tiles, then the rescaled block sums summed into query blocks,
+    ``TC`` column tiles per step (zeros past the visible tiles)."""
+    pid = tl.program_id(0)
     bh = tl.program_id(1)
-    QB: tl.constexpr = BLOCK_R // RQ  # query blocks per program
-    n_vis = tl.load(Table + r_blk)  # column tiles pass 1 wrote for this row block
-    rows = r_blk * BLOCK_R + tl.arange(0, BLOCK_R)
+    QB: tl.constexpr = ROWS // RQ  # query blocks per program
+    n_vis = tl.load(Table + (pid * ROWS) // BLOCK_R)  # column tiles pass 1 wrote for these rows
+    rows = pid * ROWS + tl.arange(0, ROWS)
     head = bh.to(tl.int64) * n_ct * n_rows_pad
+    offs_t = tl.arange(0, TC)
 
-    m_i = tl.full([BLOCK_R], float("-inf"), dtype=tl.float32)
-    z_i = tl.zeros([BLOCK_R], dtype=tl.float32)
-    for t in range(0, n_vis):
-        mt = tl.load(TileMax + head + t * n_rows_pad + rows)
-        st = tl.load(TileSum + head + t * n_rows_pad + rows)
-        m_new = tl.maximum(m_i, mt)
+    m_i = tl.full([ROWS], float("-inf"), dtype=tl.float32)
+    z_i = tl.zeros([ROWS], dtype=tl.float32)
+    for t0 in range(0, n_vis, TC):
+        ts = t0 + offs_t
+        at = head + ts[:, None] * n_rows_pad + rows[None, :]  # [TC, ROWS]
+        mt = tl.load(TileMax + at, mask=(ts < n_vis)[:, None], other=float("-inf"))
+        st = tl.load(TileSum + at, mask=(ts < n_vis)[:, None], other=0.0)
+        m_new = tl.maximum(m_i, tl.max(mt, 0))
         m_new_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-        z_i = z_i * tl.math.exp2(m_i - m_new_safe) + st * tl.math.exp2(mt - m_new_safe)
+        z_i = z_i * tl.math.exp2(m_i - m_new_safe) + tl.sum(st * tl.math.exp2(mt - m_new_safe[None, :]), 0)
         m_i = m_new
     m_fin = tl.where(m_i == float("-inf"), 0.0, m_i)
     inv_z = tl.where(z_i > 0.0, 1.0 / tl.maximum(z_i, 1e-30), 0.0)
 
-    qbs = r_blk * QB + tl.arange(0, QB)
+    qbs = pid * QB + tl.arange(0, QB)
+    offs_nb = tl.arange(0, NB)
     out_base = Out + bh.to(tl.int64) * n_qb * n_kb
-    for t in range(0, n_vis):
-        kbs = t * NB + tl.arange(0, NB)
-        sums = tl.load(Scratch + (head + t * n_rows_pad + rows)[:, None] * NB + tl.arange(0, NB)[None, :])
-        mt = tl.load(TileMax + head + t * n_rows_pad + rows)
-        w = tl.math.exp2(mt - m_fin) * inv_z  # 0 where the row sees nothing of the tile (mt = -inf)
-        grouped = tl.sum(tl.reshape(sums * w[:, None], (QB, RQ, NB)), 1)  # [QB, NB]
-        tl.store(out_base + qbs[:, None] * n_kb + kbs[None, :], grouped,
-                 mask=(qbs[:, None] < n_qb) & (kbs[None, :] < n_kb))
-    zeros = tl.zeros([QB, NB], dtype=tl.float32)
-    for t in range(n_vis, n_ct):
-        kbs = t * NB + tl.arange(0, NB)
-        tl.store(out_base + qbs[:, None] * n_kb + kbs[None, :], zeros,
-                 mask=(qbs[:, None] < n_qb) & (kbs[None, :] < n_kb))
+    for t0 in range(0, n_ct, TC):
+        ts = t0 + offs_t
+        vis = (ts < n_vis)[:, None]
+        at = head + ts[:, None] * n_rows_pad + rows[None, :]  # [TC, ROWS]
+        mt = tl.load(TileMax + at, mask=vis, other=float("-inf"))
+        w = tl.math.exp2(mt - m_fin[None, :]) * inv_z[None, :]  # 0 where a row sees nothing of a tile
+        sums = tl.load(Scratch + at[:, :, None] * NB + offs_nb[None, None, :], mask=vis[:, :, None], other=0.0)
+        grouped = tl.sum(tl.reshape(sums * w[:, :, None], (TC, QB, RQ, NB)), 2)  # [TC, QB, NB]
+        kbs = ts[:, None, None] * NB + offs_nb[None, None, :]  # [TC, 1, NB]
+        tl.store(out_base + qbs[None, :, None] * n_kb + kbs, grouped,
+                 mask=(qbs[None, :, None] < n_qb) & (kbs < n_kb))
 
 
 def _is_pow2(x: int) -> bool:
@@ -347,10 +350,12 @@ def _scores_split(q, k, *, stride, block_m, block_n, causal, scale, block_r, blo
             EVEN_Q=lq == n_rows_pad * stride, EVEN_K=lk == n_ct * block_c * stride,
             num_warps=num_warps, num_stages=num_stages,
         )
-    _split_reduce_kernel[(n_rb, b * hq)](
+    rows2 = max(rq, min(block_r, 64))  # tile rows per reduction program
+    tc = max(1, min(8, triton.next_power_of_2(n_ct), 4096 // (rows2 * nb)))  # column tiles per step
+    _split_reduce_kernel[(n_rows_pad // rows2, b * hq)](
         table, scratch, tile_max, tile_sum, out,
         n_rows_pad, n_ct, n_qb, n_kb,
-        BLOCK_R=block_r, NB=nb, RQ=rq,
+        BLOCK_R=block_r, ROWS=rows2, TC=tc, NB=nb, RQ=rq,
         num_warps=4,
     )
     return out
