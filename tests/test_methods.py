@@ -276,15 +276,58 @@ def test_psa_plan_runs_through_the_kernel(tail):
     assert torch.allclose(out.float(), ref.float(), atol=2e-3, rtol=2e-3)
 
 
-@pytest.mark.parametrize("lq,lk,bm,bn,stride,causal", [(200, 260, 64, 32, 8, True), (100, 100, 32, 32, 4, False)])
-def test_triton_antidiagonal_kernel_matches_torch(lq, lk, bm, bn, stride, causal):
+@pytest.mark.parametrize("variant", ["split", "rows"])
+@pytest.mark.parametrize(
+    "lq,lk,bm,bn,stride,causal",
+    [
+        (200, 260, 64, 32, 8, True),  # partial last blocks, Lq < Lk
+        (100, 100, 32, 32, 4, False),
+        (130, 300, 32, 64, 4, True),
+        (300, 120, 32, 32, 4, True),  # Lq > Lk: the first query blocks see nothing
+        (96, 160, 32, 32, 8, False),
+    ],
+)
+def test_triton_antidiagonal_kernel_matches_torch(lq, lk, bm, bn, stride, causal, variant):
     from vlmsparse.kernels.antidiagonal import antidiagonal_block_scores_triton
 
     q = torch.randn(2, 4, lq, 32)
     k = torch.randn(2, 2, lk, 32)
     want = antidiagonal_block_scores(q, k, stride=stride, block_m=bm, block_n=bn, causal=causal, use_triton=False)
-    got = antidiagonal_block_scores_triton(q, k, stride=stride, block_m=bm, block_n=bn, causal=causal)
+    got = antidiagonal_block_scores_triton(q, k, stride=stride, block_m=bm, block_n=bn, causal=causal, variant=variant)
+    assert not got.isnan().any()
     assert torch.allclose(got, want, atol=1e-5)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize(
+    "lq,lk,causal,knobs",
+    [
+        (96, 96, True, dict(block_r=4, block_c=4, block_k=16)),  # whole tiles: the unmasked loads
+        (70, 100, True, dict(block_r=8, block_c=16, block_k=32, num_warps=4, num_stages=2)),  # 48 = 32 + 16 dims
+        (96, 64, False, dict(block_r=8, block_c=8, block_k=64)),
+    ],
+)
+def test_split_antidiagonal_tiles_match_torch(lq, lk, causal, knobs, seed):
+    """Small tiles of the split variant (several tiles per row, several row blocks), a head dim that is not a
+    multiple of the reduction chunk, 3 query heads per key head, q in the model's [B, L, H, D] layout."""
+    from vlmsparse.kernels.antidiagonal import antidiagonal_block_scores_triton
+
+    torch.manual_seed(seed)
+    q = torch.randn(1, lq, 6, 48).transpose(1, 2)
+    k = torch.randn(1, 2, lk, 48)
+    want = antidiagonal_block_scores(q, k, stride=8, block_m=32, block_n=32, causal=causal, use_triton=False)
+    got = antidiagonal_block_scores_triton(q, k, stride=8, block_m=32, block_n=32, causal=causal, **knobs)
+    rows = antidiagonal_block_scores_triton(q, k, stride=8, block_m=32, block_n=32, causal=causal, variant="rows")
+    assert torch.allclose(got, want, atol=1e-5)
+    assert torch.allclose(got, rows, atol=1e-5)
+
+
+def test_triton_antidiagonal_rejects_unknown_variant():
+    from vlmsparse.kernels.antidiagonal import antidiagonal_block_scores_triton
+
+    with pytest.raises(ValueError, match="variant"):
+        antidiagonal_block_scores_triton(torch.randn(1, 1, 32, 16), torch.randn(1, 1, 32, 16), stride=4, block_m=16,
+                                         block_n=16, variant="tiles")
 
 
 def test_layout_is_reused_for_the_same_unmodified_visual():
