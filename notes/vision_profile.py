@@ -13,6 +13,16 @@ import time
 import torch
 
 
+def profile_once(run, rows: int) -> None:
+    """A torch.profiler table of one call of ``run``, kernels sorted by device time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        run()
+        torch.cuda.synchronize()
+    print(prof.key_averages().table(sort_by="device_time_total", row_limit=rows, max_name_column_width=70))
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--tokens", type=int, default=24576)
@@ -60,12 +70,7 @@ def main() -> None:
             err = ((outs[mode].float() - ref.float()).norm() / ref.float().norm()).item()
             print(f"{'':<28} rel. err vs unpatched {err:.2e}")
         if args.profile:
-            from torch.profiler import ProfilerActivity, profile
-
-            with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-                run()
-                torch.cuda.synchronize()
-            print(prof.key_averages().table(sort_by="device_time_total", row_limit=30, max_name_column_width=70))
+            profile_once(run, rows=30)
         if vp is not None:
             vp.restore()
 
@@ -87,12 +92,7 @@ def main() -> None:
             err = ((out.float() - ref.float()).norm() / ref.float().norm()).item()
             print(f"{'':<28} rel. err vs unpatched {err:.2e}")
         if args.profile:
-            from torch.profiler import ProfilerActivity, profile
-
-            with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-                run()
-                torch.cuda.synchronize()
-            print(prof.key_averages().table(sort_by="device_time_total", row_limit=20, max_name_column_width=70))
+            profile_once(run, rows=20)
 
 
 if __name__ == "__main__":
