@@ -1,8 +1,8 @@
 """Where the vision tower's time goes (GPU): a Qwen2.5-VL-7B-shaped tower (random bf16 weights) on one video of
-about N visual tokens, timed as loaded, with the segment kernel, and with each option of ``vlmsparse.patch``'s
-``vision=`` that exists; then a torch.profiler table of one forward, by kernel, and an optional torch.compile try.
+about N visual tokens, timed as loaded and with each ``vision=`` mode of ``vlmsparse.patch`` (``segment``,
+``compiled``); ``--profile`` adds a torch.profiler table of one forward per mode, by kernel.
 
-Run on a GPU:  python notes/vision_profile.py [--tokens 24576] [--compile] [--profile]
+Run on a GPU:  python notes/vision_profile.py [--tokens 24576] [--profile]
 """
 
 from __future__ import annotations
@@ -27,9 +27,8 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--tokens", type=int, default=24576)
     p.add_argument("--frame", default="36x64")
-    p.add_argument("--modes", nargs="+", default=["unpatched", "segment"])
+    p.add_argument("--modes", nargs="+", default=["unpatched", "segment", "compiled"])
     p.add_argument("--profile", action="store_true")
-    p.add_argument("--compile", action="store_true", help="also time torch.compile of each block (segment attention)")
     args = p.parse_args()
 
     from vlmsparse.bench.question import build_model, frame_grid, question_inputs, video_grid
@@ -73,26 +72,6 @@ def main() -> None:
             profile_once(run, rows=30)
         if vp is not None:
             vp.restore()
-
-    if args.compile:
-        vp = patch_vision(model, "segment")
-        from vlmsparse.model import vision as vision_mod
-
-        fn = vision_mod.segment_attention_forward
-        from transformers import AttentionInterface
-
-        AttentionInterface.register(vision_mod.IMPLEMENTATION, torch.compiler.disable(fn))
-        t0 = time.perf_counter()
-        for blk in tower.blocks:
-            blk.forward = torch.compile(blk.forward, dynamic=False)
-        timed("segment + compile (first)", repeats=1)
-        print(f"compile and first run: {time.perf_counter() - t0:.1f} s")
-        out = timed("segment + compile")
-        if ref is not None:
-            err = ((out.float() - ref.float()).norm() / ref.float().norm()).item()
-            print(f"{'':<28} rel. err vs unpatched {err:.2e}")
-        if args.profile:
-            profile_once(run, rows=20)
 
 
 if __name__ == "__main__":
