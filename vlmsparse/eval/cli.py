@@ -20,7 +20,7 @@ from .benchmarks import Benchmark, available_benchmarks, get_benchmark
 from .errors import HarnessError
 from .families import sampling_help
 from .model_io import DTYPES, check_model_source
-from .runner import DEFAULT_MODEL, EvalOptions, setting_spec
+from .runner import DEFAULT_DECODE_WORKERS, DEFAULT_MODEL, EvalOptions, setting_spec
 from .settings import resolve_settings
 from .videomme import HUB_DATASET, HUB_METADATA
 
@@ -202,8 +202,9 @@ def build_parser(generated: bool = False) -> argparse.ArgumentParser:
         "the one launch alone (segment), or the model's own (unpatched)",
     )
     p.add_argument(
-        "--decode-workers", type=_positive_int, default=4,
-        help="videos decoded ahead in parallel on CPU threads while the GPU answers (default 4)",
+        "--decode-workers", type=_positive_int, default=DEFAULT_DECODE_WORKERS,
+        help=f"videos decoded ahead in parallel on CPU threads while the GPU answers (default {DEFAULT_DECODE_WORKERS}: "
+        "8, or the CPU count if smaller)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument(
