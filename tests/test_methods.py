@@ -276,7 +276,6 @@ def test_psa_plan_runs_through_the_kernel(tail):
     assert torch.allclose(out.float(), ref.float(), atol=2e-3, rtol=2e-3)
 
 
-@pytest.mark.parametrize("variant", ["split", "rows"])
 @pytest.mark.parametrize(
     "lq,lk,bm,bn,stride,causal",
     [
@@ -287,13 +286,13 @@ def test_psa_plan_runs_through_the_kernel(tail):
         (96, 160, 32, 32, 8, False),
     ],
 )
-def test_triton_antidiagonal_kernel_matches_torch(lq, lk, bm, bn, stride, causal, variant):
+def test_triton_antidiagonal_kernel_matches_torch(lq, lk, bm, bn, stride, causal):
     from vlmsparse.kernels.antidiagonal import antidiagonal_block_scores_triton
 
     q = torch.randn(2, 4, lq, 32)
     k = torch.randn(2, 2, lk, 32)
     want = antidiagonal_block_scores(q, k, stride=stride, block_m=bm, block_n=bn, causal=causal, use_triton=False)
-    got = antidiagonal_block_scores_triton(q, k, stride=stride, block_m=bm, block_n=bn, causal=causal, variant=variant)
+    got = antidiagonal_block_scores_triton(q, k, stride=stride, block_m=bm, block_n=bn, causal=causal)
     assert not got.isnan().any()
     assert torch.allclose(got, want, atol=1e-5)
 
@@ -308,7 +307,7 @@ def test_triton_antidiagonal_kernel_matches_torch(lq, lk, bm, bn, stride, causal
     ],
 )
 def test_split_antidiagonal_tiles_match_torch(lq, lk, causal, knobs, seed):
-    """Small tiles of the split variant (several tiles per row, several row blocks), a head dim that is not a
+    """Small tiles (several tiles per row, several row blocks), a head dim that is not a
     multiple of the reduction chunk, 3 query heads per key head, q in the model's [B, L, H, D] layout."""
     from vlmsparse.kernels.antidiagonal import antidiagonal_block_scores_triton
 
@@ -317,17 +316,7 @@ def test_split_antidiagonal_tiles_match_torch(lq, lk, causal, knobs, seed):
     k = torch.randn(1, 2, lk, 48)
     want = antidiagonal_block_scores(q, k, stride=8, block_m=32, block_n=32, causal=causal, use_triton=False)
     got = antidiagonal_block_scores_triton(q, k, stride=8, block_m=32, block_n=32, causal=causal, **knobs)
-    rows = antidiagonal_block_scores_triton(q, k, stride=8, block_m=32, block_n=32, causal=causal, variant="rows")
     assert torch.allclose(got, want, atol=1e-5)
-    assert torch.allclose(got, rows, atol=1e-5)
-
-
-def test_triton_antidiagonal_rejects_unknown_variant():
-    from vlmsparse.kernels.antidiagonal import antidiagonal_block_scores_triton
-
-    with pytest.raises(ValueError, match="variant"):
-        antidiagonal_block_scores_triton(torch.randn(1, 1, 32, 16), torch.randn(1, 1, 32, 16), stride=4, block_m=16,
-                                         block_n=16, variant="tiles")
 
 
 def test_layout_is_reused_for_the_same_unmodified_visual():

@@ -6,7 +6,7 @@ With ``S = stride``, tile row ``a`` holds queries ``S a .. S a + S - 1`` and til
 against ``Lk / S`` columns over ``S * D``. Its softmax over the visible columns of each tile row is summed
 into ``[B, Hq, nQB, nKB]`` blocks.
 
-Split variant (default, two launches):
+Two launches:
 
 1. One program per (``BLOCK_R x BLOCK_C`` tile of tile logits, query head); only the tiles that meet the causal
    triangle are launched, listed row by row in a small int32 table built once per geometry (cached). The
@@ -16,17 +16,15 @@ Split variant (default, two launches):
    tiles (causal, past ``Lk``, rows past ``Lq``), takes each row's maximum over the tile, and stores the
    tile's row maximum, its row sum of ``exp2(logit - max)`` and those sums per key block into float32
    scratch (tile-major, ``[B * Hq, n_tiles, Lq / S, BLOCK_C / (block_n / S)]``: ``[B, Hq, Lq / S, nKB]``
-   floats padded to whole tiles, as in the rows variant).
+   floats padded to whole tiles).
 2. One program per (``BLOCK_R`` tile rows, query head) combines its tiles: the row maximum ``m`` over the tile
    maxima, the normaliser ``z = sum_t exp2(max_t - m) * sum_t``, then each block sum is rescaled by
    ``exp2(max_t - m) / z`` and the tile rows of a query block are added. Rows that see nothing give 0; key
    blocks past the visible tiles are written as 0.
 
-Rows variant (``variant="rows"``, the earlier single kernel): one program takes ``BLOCK_R`` tile rows of one
-query head and walks its visible column tiles, forming each tile as ``S`` matmuls of ``D`` in one loop over
-(tile, step) pairs with the tile's softmax epilogue on its last step and an online maximum and normaliser;
-a second pass in the same program rescales its scratch rows into the output. Its work per program grows
-along the causal triangle, which leaves a GPU unevenly loaded at moderate lengths.
+The estimate was one kernel before (tag ``antidiagonal-rows``): one program took ``BLOCK_R`` tile rows of one query
+head and walked its visible column tiles, so its work grew along the causal triangle and left the GPU unevenly
+loaded; on an H200 the two launches took 76 vs 125 us at 8k tokens and 994 vs 1214 us at 32k (stride 8).
 """
 
 from __future__ import annotations
@@ -43,96 +41,6 @@ from vlmsparse.kernels.blocks import cdiv
 __all__ = ["antidiagonal_block_scores", "antidiagonal_block_scores_triton", "triton_supports", "DEFAULT_MAX_ELEMENTS"]
 
 LOG2E = 1.4426950408889634
-
-
-@triton.jit
-def _antidiagonal_kernel(
-    Q, K, Scratch, TileMax, Out,
-    stride_qb, stride_qh, stride_qm,
-    stride_kb, stride_kh, stride_kn,
-    n_q_heads, n_kv_heads, q_len, k_len, n_rows_pad, n_cols, n_qb, n_kb, n_ct, kb_pad,
-    scale_log2,
-    CAUSAL: tl.constexpr, STRIDE: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
-    BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr, RQ: tl.constexpr, RK: tl.constexpr,
-):
-    pid_r = tl.program_id(0)
-    bh = tl.program_id(1)
-    b = bh // n_q_heads
-    h = bh % n_q_heads
-    kvh = h // (n_q_heads // n_kv_heads)
-    NB: tl.constexpr = BLOCK_C // RK  # key blocks per column tile
-    QB: tl.constexpr = BLOCK_R // RQ  # query blocks per program
-
-    rows = pid_r * BLOCK_R + tl.arange(0, BLOCK_R)  # tile rows
-    offs_d = tl.arange(0, BLOCK_D)
-    d_ok = offs_d < HEAD_DIM
-    offset = k_len - q_len
-    row_ok = rows * STRIDE < q_len
-    q_base = Q + b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh
-    k_base = K + b.to(tl.int64) * stride_kb + kvh.to(tl.int64) * stride_kh
-    scratch = Scratch + bh.to(tl.int64) * n_rows_pad * kb_pad
-    tile_max = TileMax + bh.to(tl.int64) * n_rows_pad * n_ct
-
-    if CAUSAL:
-        last_row = pid_r * BLOCK_R + BLOCK_R - 1
-        col_end = tl.minimum(n_cols, (last_row * STRIDE + STRIDE - 1 + offset) // STRIDE + 1)
-    else:
-        col_end = n_cols
-    n_tiles = tl.cdiv(col_end, BLOCK_C)
-
-    m_i = tl.full([BLOCK_R], float("-inf"), dtype=tl.float32)
-    z_i = tl.zeros([BLOCK_R], dtype=tl.float32)
-    acc = tl.zeros([BLOCK_R, BLOCK_C], dtype=tl.float32)
-    for it in range(0, n_tiles * STRIDE):
-        t = it // STRIDE
-        i = it % STRIDE
-        cols = t * BLOCK_C + tl.arange(0, BLOCK_C)
-        q_idx = rows * STRIDE + (STRIDE - 1 - i)
-        k_idx = cols * STRIDE + i
-        qt = tl.load(
-            q_base + q_idx[:, None] * stride_qm + offs_d[None, :],
-            mask=(q_idx[:, None] < q_len) & d_ok[None, :], other=0.0,
-        )
-        kt = tl.load(
-            k_base + k_idx[:, None] * stride_kn + offs_d[None, :],
-            mask=(k_idx[:, None] < k_len) & d_ok[None, :], other=0.0,
-        )
-        acc += tl.dot(qt, tl.trans(kt))
-        if i == STRIDE - 1:
-            logits = acc * scale_log2
-            keep = (cols[None, :] * STRIDE < k_len) & row_ok[:, None]
-            if CAUSAL:
-                keep = keep & (cols[None, :] * STRIDE <= rows[:, None] * STRIDE + STRIDE - 1 + offset)
-            logits = tl.where(keep, logits, float("-inf"))
-            m_t = tl.max(logits, 1)
-            m_t_safe = tl.where(m_t == float("-inf"), 0.0, m_t)
-            p = tl.math.exp2(logits - m_t_safe[:, None])
-            sums = tl.sum(tl.reshape(p, (BLOCK_R, NB, RK)), 2)  # [BLOCK_R, NB]
-            kbs = t * NB + tl.arange(0, NB)
-            tl.store(scratch + rows[:, None] * kb_pad + kbs[None, :], sums)
-            tl.store(tile_max + rows * n_ct + t, m_t_safe)
-            m_new = tl.maximum(m_i, m_t)
-            m_new_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-            z_i = z_i * tl.math.exp2(m_i - m_new_safe) + tl.sum(p, 1) * tl.math.exp2(m_t_safe - m_new_safe)
-            m_i = m_new
-            acc = tl.zeros([BLOCK_R, BLOCK_C], dtype=tl.float32)
-
-    tl.debug_barrier()  # the second pass reads what other threads of this program wrote
-    m_fin = tl.where(m_i == float("-inf"), 0.0, m_i)
-    inv_z = tl.where(z_i > 0.0, 1.0 / tl.maximum(z_i, 1e-30), 0.0)
-    qbs = pid_r * QB + tl.arange(0, QB)
-    out_base = Out + bh.to(tl.int64) * n_qb * n_kb
-    for t in range(0, n_tiles):
-        kbs = t * NB + tl.arange(0, NB)
-        sums = tl.load(scratch + rows[:, None] * kb_pad + kbs[None, :])
-        mt = tl.load(tile_max + rows * n_ct + t)
-        w = tl.math.exp2(mt - m_fin) * inv_z
-        vals = sums * w[:, None]
-        grouped = tl.sum(tl.reshape(vals, (QB, RQ, NB)), 1)  # [QB, NB]
-        tl.store(
-            out_base + qbs[:, None] * n_kb + kbs[None, :], grouped,
-            mask=(qbs[:, None] < n_qb) & (kbs[None, :] < n_kb),
-        )
 
 
 @triton.jit
@@ -271,29 +179,21 @@ def antidiagonal_block_scores_triton(
     num_warps: int | None = None,
     num_stages: int = 3,
     block_k: int | None = None,
-    variant: str = "split",
 ) -> torch.Tensor:
     """Same result as :func:`antidiagonal_block_scores`, computed by Triton kernels.
 
-    ``variant``: ``"split"`` (default) computes each ``block_r x block_c`` tile of tile logits in its own
-    program, then reduces the tiles per row in a second launch; ``"rows"`` is the earlier single kernel (one
-    program per ``block_r`` tile rows walking every visible column tile), kept for comparison.
+    Each ``block_r x block_c`` tile of tile logits is computed in its own program, then the tiles of a row are
+    reduced in a second launch.
     ``block_r`` / ``block_c``: tile rows / tile columns per program (powers of two, multiples of
     ``block_m / stride`` and ``block_n / stride``); ``block_k``: reduction chunk of the split variant (a power of
     two >= 16); tuning knobs only.
     """
-    if variant not in ("split", "rows"):
-        raise ValueError(f"variant must be 'split' or 'rows', not {variant!r}")
     d = q.shape[-1]
     scale = (1.0 / math.sqrt(d) if sm_scale is None else float(sm_scale)) / stride
     q = q if q.stride(-1) == 1 else q.contiguous()
     k = k if k.stride(-1) == 1 else k.contiguous()
-    if variant == "split":
-        return _scores_split(q, k, stride=stride, block_m=block_m, block_n=block_n, causal=causal, scale=scale,
-                             block_r=block_r, block_c=block_c, block_k=block_k, num_warps=num_warps,
-                             num_stages=num_stages)
-    return _scores_rows(q, k, stride=stride, block_m=block_m, block_n=block_n, causal=causal, scale=scale,
-                        block_r=block_r, block_c=block_c, num_warps=num_warps, num_stages=num_stages)
+    return _scores_split(q, k, stride=stride, block_m=block_m, block_n=block_n, causal=causal, scale=scale,
+                         block_r=block_r, block_c=block_c, block_k=block_k, num_warps=num_warps, num_stages=num_stages)
 
 
 @functools.lru_cache(maxsize=64)
@@ -357,41 +257,6 @@ def _scores_split(q, k, *, stride, block_m, block_n, causal, scale, block_r, blo
         n_rows_pad, n_ct, n_qb, n_kb,
         BLOCK_R=block_r, ROWS=rows2, TC=tc, NB=nb, RQ=rq,
         num_warps=4,
-    )
-    return out
-
-
-def _scores_rows(q, k, *, stride, block_m, block_n, causal, scale, block_r, block_c, num_warps, num_stages):
-    b, hq, lq, d = q.shape
-    hkv, lk = k.shape[1], k.shape[2]
-    rq, rk = block_m // stride, block_n // stride
-    n_qb, n_kb = cdiv(lq, block_m), cdiv(lk, block_n)
-    # defaults from sweeps on an H100 (28 / 4 heads, D = 128; notes/planning_parts.py): at stride 8, 128 x 128
-    # tiles with 8 warps took 1.60 ms at 32k tokens (64 x 128 with 4 warps: 1.74 ms) and the same at 8k;
-    # at stride 16, 64 x 128 with 4 warps was fastest at 32k (0.94 ms)
-    wide = stride <= 8 and block_r is None and block_c is None and num_warps is None
-    block_r = max(block_r or (128 if wide else 64), rq)
-    block_c = max(block_c or 128, rk)
-    if num_warps is None:
-        num_warps = 8 if wide else 4
-    n_rows = n_qb * rq
-    n_rows_pad = cdiv(n_rows, block_r) * block_r
-    n_cols = n_kb * rk
-    n_ct = cdiv(n_cols, block_c)
-    kb_pad = n_ct * (block_c // rk)
-    scratch = torch.empty(b * hq, n_rows_pad, kb_pad, dtype=torch.float32, device=q.device)
-    tile_max = torch.empty(b * hq, n_rows_pad, n_ct, dtype=torch.float32, device=q.device)
-    out = torch.zeros(b, hq, n_qb, n_kb, dtype=torch.float32, device=q.device)
-    grid = (n_rows_pad // block_r, b * hq)
-    _antidiagonal_kernel[grid](
-        q, k, scratch, tile_max, out,
-        q.stride(0), q.stride(1), q.stride(2),
-        k.stride(0), k.stride(1), k.stride(2),
-        hq, hkv, lq, lk, n_rows_pad, n_cols, n_qb, n_kb, n_ct, kb_pad,
-        scale * LOG2E,
-        CAUSAL=causal, STRIDE=stride, HEAD_DIM=d, BLOCK_D=max(16, triton.next_power_of_2(d)),
-        BLOCK_R=block_r, BLOCK_C=block_c, RQ=rq, RK=rk,
-        num_warps=num_warps, num_stages=num_stages,
     )
     return out
 
