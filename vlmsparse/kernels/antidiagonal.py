@@ -22,9 +22,10 @@ Two launches:
    ``exp2(max_t - m) / z`` and the tile rows of a query block are added. Rows that see nothing give 0; key
    blocks past the visible tiles are written as 0.
 
-The estimate was one kernel before (tag ``antidiagonal-rows``, commit f32a923): one program took ``BLOCK_R`` tile rows of one query
-head and walked its visible column tiles, so its work grew along the causal triangle and left the GPU unevenly
-loaded; on an H200 the two launches took 76 vs 125 us at 8k tokens and 994 vs 1214 us at 32k (stride 8).
+The estimate was one kernel before (tag ``antidiagonal-rows``, commit f32a923): one program took ``BLOCK_R``
+tile rows of one query head and walked its visible column tiles, so its work grew along the causal triangle and
+left the GPU unevenly loaded; on an H200 the two launches took 76 vs 125 us at 8k tokens and 994 vs 1214 us at
+32k (stride 8).
 """
 
 from __future__ import annotations
