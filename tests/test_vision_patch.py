@@ -186,3 +186,27 @@ def test_compiled_is_segment_off_cuda(tiny, monkeypatch):
     with vlmsparse.patch(tiny, "dense", vision="compiled") as handle:
         assert handle.vision is not None and handle.vision.compiled is None  # the tower is on the CPU
         assert not any("forward" in b.__dict__ for b in tiny.model.visual.blocks)
+
+
+@pytest.mark.parametrize("family", ["qwen2_vl", "qwen3_vl"])
+def test_compiled_blocks_of_other_families(family, compile_on_cpu):
+    """Qwen2-VL's (LayerNorm, per-frame segments) and Qwen3-VL's (DeepStack) towers compile the same way."""
+    from vlmsparse.testing import tiny_model
+
+    model = tiny_model(family, seed=2)[0]
+    tower = vision_mod.vision_tower(model)
+    cfg = model.config.vision_config
+    grid = torch.tensor([[2, 8, 4], [1, 4, 8]])
+    pixels = torch.randn(int(grid.prod(-1).sum()), cfg.in_channels * cfg.temporal_patch_size * cfg.patch_size**2)
+
+    def out():
+        with torch.no_grad():
+            return tower(pixels, grid_thw=grid).pooler_output
+
+    unpatched = out()
+    with vlmsparse.patch(model, "dense", block_m=16, block_n=16) as handle:
+        assert handle.vision.compiled is not None
+        patched = out()
+        assert handle.vision.compiled.failed is None
+    torch.testing.assert_close(patched, unpatched, rtol=1e-5, atol=1e-5)
+    assert not any("forward" in b.__dict__ for b in tower.blocks)
