@@ -18,8 +18,8 @@ elsewhere the float64 reference, exact).
 ``torch.compile`` where the tower is on a CUDA device, the attention call left outside the graph: the block's
 float32 RMSNorm, rotary embedding and SiLU-gated MLP then run as a few fused kernels instead of about twenty
 elementwise passes over the activations each (on an H200 at 24,768 visual tokens the tower went from 0.75 s to
-0.33 s; ``notes/vision_profile.py``). Shapes are compiled as dynamic, so videos of other lengths reuse the
-compiled code; the first forward in a process pays the compilation (about 10-30 s). Where the tower is not on
+0.31 s; ``notes/vision_profile.py``). Shapes are compiled as dynamic, so videos of other lengths reuse the
+compiled code; the first forward in a process pays the compilation (about 10 s there). Where the tower is not on
 CUDA, or compilation fails, the blocks run as ``"segment"`` (a warning says why). ``"segment"`` is the segment
 kernel alone, ``"unpatched"`` the model's own path. ``vlmsparse.patch(model, ...)`` does this by default, and
 its ``unpatch()`` undoes it. :class:`VisionTimer` times the vision tower's forwards (CUDA events; no extra
