@@ -210,3 +210,25 @@ def test_compiled_blocks_of_other_families(family, compile_on_cpu):
         assert handle.vision.compiled.failed is None
     torch.testing.assert_close(patched, unpatched, rtol=1e-5, atol=1e-5)
     assert not any("forward" in b.__dict__ for b in tower.blocks)
+
+
+def test_an_error_of_the_inputs_keeps_the_compiled_path(tiny, compile_on_cpu, monkeypatch):
+    """An error that the blocks' own forward raises too is the inputs' (here: the attention's): it propagates, and
+    the compiled path stays."""
+    inner = vision_mod.segment_attention_forward
+    broken = {"on": True}
+
+    def attention(*args, **kwargs):
+        if broken["on"]:
+            raise ValueError("bad segments")
+        return inner(*args, **kwargs)
+
+    monkeypatch.setattr(vision_mod, "segment_attention_forward", attention)
+    pixels = _pixels(tiny, GRID)
+    with vlmsparse.patch(tiny, "dense", block_m=16, block_n=16) as handle:
+        with pytest.raises(ValueError, match="bad segments"):
+            _tower_out(tiny, pixels, GRID)
+        assert handle.vision.compiled.failed is None
+        broken["on"] = False
+        _tower_out(tiny, pixels, GRID)
+        assert handle.vision.compiled.failed is None

@@ -167,8 +167,9 @@ class _CompiledForward:
     """One ``torch.compile`` of a vision block class's ``forward``, shared by every block and every patch in the
     process (the blocks' weights are graph inputs, shapes are dynamic), so it is compiled once per process.
 
-    If compiling or running it raises, the class's own forward answers that call and every later one, after one
-    warning.
+    If compiling or running it raises and the class's own forward then answers the call, that forward answers
+    every later one too, after one warning; if the own forward raises as well, the error is the inputs', it
+    propagates and the compiled path stays.
     """
 
     def __init__(self, cls: type) -> None:
@@ -190,7 +191,9 @@ class _CompiledForward:
             except torch.OutOfMemoryError:
                 raise
             except Exception as exc:  # compilation or a compiled kernel failed: the eager path answers
+                out = self.eager(block, *args, **kwargs)  # raises where the inputs, not the compilation, are at fault
                 self._fail(exc)
+                return out
         return self.eager(block, *args, **kwargs)
 
 
