@@ -11,6 +11,7 @@ import sys
 import torch
 import triton.testing
 
+from vlmsparse.bench.common import sdpa_dense
 from vlmsparse.bench.kernel import METHOD_SETTINGS, VIDEO_GRIDS
 from vlmsparse.bench.synthetic import video_qkv
 from vlmsparse.kernels.plan_lists import compile_plan
@@ -45,8 +46,6 @@ def main(labels: list[str]) -> None:
         frames, height, width = VIDEO_GRIDS[length]
         q, k, v, visual = video_qkv(frames, height, width, heads_q=28, heads_kv=4, head_dim=128, device="cuda",
                                     dtype=torch.bfloat16, seed=length)
-        from vlmsparse.bench.common import sdpa_dense
-
         cudnn = sdpa_dense("cudnn")
         t_dense = ms(lambda: cudnn(q, k, v))
         print(f"=== L={q.shape[2]}: cuDNN dense {t_dense:.3f} ms", flush=True)

@@ -55,7 +55,7 @@ def _split_tiles_kernel(
     BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_K: tl.constexpr, RK: tl.constexpr,
     EVEN_Q: tl.constexpr, EVEN_K: tl.constexpr,
 ):
-    """Pass 1 of the split variant: one ``BLOCK_R x BLOCK_C`` tile of antidiagonal logits (a GEMM over
+    """Pass 1: one ``BLOCK_R x BLOCK_C`` tile of antidiagonal logits (a GEMM over
     ``STRIDE * HEAD_DIM``) and its softmax epilogue against the tile's own row maximum."""
     pid = tl.program_id(0)
     bh = tl.program_id(1)
@@ -116,7 +116,7 @@ def _split_reduce_kernel(
     n_rows_pad, n_ct, n_qb, n_kb,
     BLOCK_R: tl.constexpr, ROWS: tl.constexpr, TC: tl.constexpr, NB: tl.constexpr, RQ: tl.constexpr,
 ):
-    """Pass 2 of the split variant: for ``ROWS`` tile rows (inside one pass-1 row block of ``BLOCK_R``), the
+    """Pass 2: for ``ROWS`` tile rows (inside one pass-1 row block of ``BLOCK_R``), the
     softmax maximum and normaliser over their tiles, then the rescaled block sums summed into query blocks,
     ``TC`` column tiles per step (zeros past the visible tiles)."""
     pid = tl.program_id(0)
@@ -186,7 +186,7 @@ def antidiagonal_block_scores_triton(
     Each ``block_r x block_c`` tile of tile logits is computed in its own program, then the tiles of a row are
     reduced in a second launch.
     ``block_r`` / ``block_c``: tile rows / tile columns per program (powers of two, multiples of
-    ``block_m / stride`` and ``block_n / stride``); ``block_k``: reduction chunk of the split variant (a power of
+    ``block_m / stride`` and ``block_n / stride``); ``block_k``: reduction chunk of pass 1 (a power of
     two >= 16); tuning knobs only.
     """
     d = q.shape[-1]
