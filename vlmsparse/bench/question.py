@@ -5,11 +5,16 @@ of dim 80, windows of 112 pixels, full attention at layers 7, 15, 23, 31; the re
 ``attn_implementation="sdpa"`` as the harness loads it, answers one question about a random video of about N
 visual tokens: the vision tower, the decoder prefill and 16 generated tokens, timed with CUDA events. Settings:
 
-- ``unpatched``: the model as loaded (the vision tower's windows one SDPA call each, the decoder's own attention);
+- ``unpatched``: the model as loaded (the vision tower's windows one SDPA call each, the decoder's own attention,
+  transformers' default dynamic KV cache);
 - ``dense``: the vision tower's windows in one launch per layer and its blocks compiled (``vision="compiled"``), the
   decoder unpatched: what the harness's ``dense`` row runs;
 - ``dense-segment``: the same with the blocks uncompiled (``vision="segment"``): what compiling adds;
 - each method (``psa``, ``xattention``, ``sparge``): the decoder's prefill patched too.
+
+Every setting but ``unpatched`` generates with ``--kv-cache`` (default ``static``, as the harness does on CUDA:
+transformers' preallocated cache, its decode step compiled once and replayed from CUDA graphs); the compilation
+falls in the untimed warm-up question, whose wall time is the row's ``warmup_wall_s``.
 
 Before the questions, one layer's vision attention is timed alone at real shapes (per-window SDPA loop against the
 segment kernel, both checked against float32 SDPA per segment). Each setting's vision tower output is checked
@@ -64,6 +69,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layers", type=int, default=28, help="decoder layers (default 28, as Qwen2.5-VL-7B)")
     p.add_argument("--vision-layers", type=int, default=32, help="vision tower layers (default 32, as Qwen2.5-VL-7B)")
     p.add_argument("--new-tokens", type=int, default=16, help="tokens generated per question (default 16)")
+    p.add_argument("--kv-cache", choices=("static", "dynamic"), default="static",
+                   help="the KV cache of every setting but unpatched (default static, as the harness on CUDA)")
     p.add_argument("--repeats", type=int, default=1,
                    help="timed questions per setting and size, after a warm-up (default 1)")
     p.add_argument("--no-kernel", action="store_true", help="skip the one-layer vision attention timing")
@@ -343,6 +350,8 @@ def run(args: argparse.Namespace) -> int:
         outputs: dict[str, torch.Tensor] = {}
         for label in [s for s in SETTINGS if s in args.settings]:
             method, vision = SETTINGS[label]
+            kv_cache = "dynamic" if label == "unpatched" else args.kv_cache
+            model.generation_config.cache_implementation = "static" if kv_cache == "static" else None
             if method is None:
                 handle, vision_patch = None, patch_vision(model, vision)
             else:
@@ -365,7 +374,8 @@ def run(args: argparse.Namespace) -> int:
                     handle.unpatch()
                 if vision_patch is not None:
                     vision_patch.restore()
-            row = dict(env, model=model_name, setting=label, method=method or "unpatched", vision=vision, visual_tokens=n_visual,
+            row = dict(env, model=model_name, setting=label, method=method or "unpatched", vision=vision, kv_cache=kv_cache,
+                       visual_tokens=n_visual,
                        target_tokens=n_target, grid_thw="x".join(map(str, grid)), layers=layers,
                        vision_layers=vision_layers, new_tokens=args.new_tokens, repeats=args.repeats,
                        dtype=str(model.dtype).removeprefix("torch."))

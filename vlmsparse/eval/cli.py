@@ -19,7 +19,7 @@ from .distributed import close_process_group
 from .benchmarks import Benchmark, available_benchmarks, get_benchmark
 from .errors import HarnessError
 from .families import sampling_help
-from .model_io import DTYPES, check_model_source
+from .model_io import DTYPES, KV_CACHES, check_model_source
 from .runner import DEFAULT_DECODE_WORKERS, DEFAULT_MODEL, EvalOptions, setting_spec
 from .settings import resolve_settings
 from .videomme import HUB_DATASET, HUB_METADATA
@@ -202,6 +202,12 @@ def build_parser(generated: bool = False) -> argparse.ArgumentParser:
         "the one launch alone (segment), or the model's own (unpatched)",
     )
     p.add_argument(
+        "--kv-cache", choices=KV_CACHES, default="auto",
+        help="the KV cache of generation: static (preallocated; transformers compiles the decode step on CUDA and "
+        "replays it from CUDA graphs, after a one-off compilation at the first question), dynamic (transformers' "
+        "default), auto (default: static on CUDA, dynamic elsewhere)",
+    )
+    p.add_argument(
         "--decode-workers", type=_positive_int, default=DEFAULT_DECODE_WORKERS,
         help=f"videos decoded ahead in parallel on CPU threads while the GPU answers (default {DEFAULT_DECODE_WORKERS}: "
         "8, or the CPU count if smaller)",
@@ -252,6 +258,7 @@ def parse_options(argv: Sequence[str] | None = None) -> tuple[EvalOptions, Bench
         device_map=args.device_map,
         attn_implementation=args.attn_implementation,
         vision=args.vision,
+        kv_cache=args.kv_cache,
         decode_workers=args.decode_workers,
         progress=not args.no_progress,
         warmup=not args.no_warmup,

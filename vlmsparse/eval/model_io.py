@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import os
 import re
 import time
@@ -145,6 +146,7 @@ class Generation:
     num_generated: int
     preprocess_s: float | None = None  # chat template, video processor and the copy to the device
     vision_s: float | None = None  # the vision tower's forward (inside prefill_s)
+    kv_cache: str | None = None  # "static" (preallocated, decode steps compiled and replayed) or "dynamic"
 
 
 class _FirstStepTimer:
@@ -161,16 +163,40 @@ class _FirstStepTimer:
         return scores
 
 
+#: ``kv_cache`` choices of :class:`VideoQA` (and the harness's ``--kv-cache``).
+KV_CACHES = ("auto", "static", "dynamic")
+
+
+def resolve_kv_cache(kv_cache: str, device: torch.device) -> str:
+    """``"static"`` or ``"dynamic"`` for ``kv_cache`` on ``device`` (``"auto"``: static on CUDA, else dynamic)."""
+    if kv_cache not in KV_CACHES:
+        raise ValueError(f"kv_cache must be one of {KV_CACHES}, got {kv_cache!r}")
+    if kv_cache == "auto":
+        return "static" if torch.device(device).type == "cuda" else "dynamic"
+    return kv_cache
+
+
 class VideoQA:
     """Greedy answers from a video model to a prompt about sampled frames.
 
     ``processor_kwargs``: keywords of every processor call, from the family (``{"do_resize": False}`` where the
     frames arrive sized, the default).
+
+    ``kv_cache``: ``"static"`` generates with transformers' preallocated cache (``cache_implementation="static"``):
+    on CUDA, transformers compiles the decode step once and replays it from CUDA graphs, which takes generation off
+    the host's clock (16 tokens after a 24,866-token prefill of a 7B-shaped Qwen2.5-VL on an H200: 0.26 s instead of
+    0.47-0.65 s). The first question pays the compilation (about 45 s there); a later, longer question allocates a
+    longer cache and compiles again, shorter ones reuse it. ``"dynamic"`` is transformers' default cache; ``"auto"``
+    (default) is static on CUDA and dynamic elsewhere. If a static-cache generation fails where the dynamic one
+    succeeds, the answerer says so once and stays dynamic.
     """
 
-    def __init__(self, model, processor, *, max_new_tokens: int = 16, processor_kwargs: dict | None = None):
+    def __init__(
+        self, model, processor, *, max_new_tokens: int = 16, processor_kwargs: dict | None = None, kv_cache: str = "auto"
+    ):
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        self.kv_cache = resolve_kv_cache(kv_cache, model.device)
         self.model = model
         self.processor = processor
         self.max_new_tokens = max_new_tokens
@@ -185,6 +211,7 @@ class VideoQA:
         gen.max_new_tokens = max_new_tokens
         if gen.pad_token_id is None:
             gen.pad_token_id = getattr(processor.tokenizer, "pad_token_id", None) or gen.eos_token_id
+        gen.cache_implementation = "static" if self.kv_cache == "static" else None
         self.generation_config = gen
         from vlmsparse.model.vision import VisionTimer
 
@@ -233,11 +260,7 @@ class VideoQA:
             self.vision_timer.reset()
         synchronize(self.device)
         start = time.perf_counter()
-        out = self.model.generate(
-            **batch,
-            generation_config=self.generation_config,
-            logits_processor=LogitsProcessorList([timer]),
-        )
+        out = self._generate(batch, LogitsProcessorList([timer]), timer)
         synchronize(self.device)
         end = time.perf_counter()
         new_tokens = out[0, input_ids.shape[1] :]
@@ -252,4 +275,29 @@ class VideoQA:
             num_generated=int(new_tokens.numel()),
             preprocess_s=start - begin,
             vision_s=self.vision_timer.seconds() if self.vision_timer is not None else None,
+            kv_cache=self.kv_cache,
         )
+
+    def _generate(self, batch, processors, timer: "_FirstStepTimer"):
+        try:
+            return self.model.generate(**batch, generation_config=self.generation_config, logits_processor=processors)
+        except Exception as exc:
+            if self.kv_cache != "static" or isinstance(exc, torch.cuda.OutOfMemoryError):
+                raise
+            static_error = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:200]}"
+        # the same question with the dynamic cache: if that fails too, the error is the input's, not the cache's
+        self.generation_config.cache_implementation = None
+        timer.at = None
+        if self.vision_timer is not None:
+            self.vision_timer.reset()
+        try:
+            out = self.model.generate(**batch, generation_config=self.generation_config, logits_processor=processors)
+        except Exception:
+            self.generation_config.cache_implementation = "static"
+            raise
+        self.kv_cache = "dynamic"
+        logging.getLogger("vlmsparse").warning(
+            "vlmsparse: generation with a static KV cache failed (%s); answering with the dynamic cache from here "
+            "(pass --kv-cache dynamic to skip the attempt)", static_error
+        )
+        return out

@@ -87,6 +87,7 @@ class EvalOptions:
     device_map: str | None = None
     attn_implementation: str = "sdpa"
     vision: str = "compiled"  # the vision tower: "compiled" (one launch per layer, blocks compiled), "segment", "unpatched"
+    kv_cache: str = "auto"  # generation's KV cache: "static" (decode step compiled on CUDA), "dynamic", "auto"
     decode_workers: int = DEFAULT_DECODE_WORKERS  # videos decoded ahead, in parallel, while the GPU answers
     progress: bool = True
     warmup: bool = True
@@ -275,6 +276,7 @@ def answer_question(
         frame_size=list(video.size),
         sample_fps=video.sample_fps,
         decoder=video.decoder,
+        kv_cache=gen.kv_cache,
         error=None,
         device=device_name(qa.device),
         peak_mem_gib=_peak_mem_gib(qa.device),
@@ -392,7 +394,8 @@ def load_video_qa(opts: EvalOptions, state, family, max_new_tokens: int):
             "folder of a supported model (config.json, weights, processor files), testbed, or a hub id such as "
             f"{DEFAULT_MODEL}, and check --dtype, --device-map and --attn-implementation"
         ) from exc
-    return VideoQA(model, processor, max_new_tokens=max_new_tokens, processor_kwargs=family.processor_kwargs)
+    return VideoQA(model, processor, max_new_tokens=max_new_tokens, processor_kwargs=family.processor_kwargs,
+                   kv_cache=opts.kv_cache)
 
 
 class VideoMMERun:

@@ -12,6 +12,8 @@ Per call (one decoder layer), with ``q [B, Hq, Lq, D]`` and ``k, v [B, Hkv, Lk, 
   ``vlmsparse.kernels.pyramid_attention`` (the Triton kernel on CUDA, or on CPU under ``TRITON_INTERPRET=1``;
   otherwise the same maths in plain PyTorch, ``pyramid_attention_blockwise``, said once in the log). Padded samples are served one by one on their
   unpadded slice, so padding is never attended.
+  With a static KV cache (``cache_implementation="static"``) the keys are the cache's whole preallocated length:
+  the sparse path takes the sequence's first ``Lk`` of them (the rest are slots not written yet).
 - everything else (decode steps, text-only prompts, training with dropout, sliding windows, a layout that could
   not be read, non-contiguous padding) goes to the original implementation untouched; why is logged once.
 
@@ -231,6 +233,8 @@ class PatchState:
         if layout.visual is None:
             why = f"token layout unknown ({layout.unknown_reason or 'no forward of the patched model seen'})"
             return self.dense(module, query, key, value, attention_mask, why, **dense_kwargs)
+        if layout.preallocated and lq <= layout.length < lk:
+            lk = layout.length  # a static cache: the slots past the sequence are not written yet
         if layout.length != lk or layout.visual.shape[0] != query.shape[0]:
             why = f"token layout covers {layout.length} positions but attention sees {lk}"
             return self.dense(module, query, key, value, attention_mask, why, **dense_kwargs)
@@ -241,6 +245,8 @@ class PatchState:
         valid = None if layout.valid is None else layout.valid.to(query.device)
         interleaved = None if layout.interleaved_text is None else layout.interleaved_text.to(query.device)
         scale = float(scaling) if scaling is not None else None
+        if key.shape[2] != lk:  # the sparse paths see the sequence's keys only; the dense ones get the cache's mask
+            key, value = key[:, :, :lk], value[:, :, :lk]
         if self.observer is not None:
             if valid is not None or query.shape[0] != 1:
                 return self.dense(module, query, key, value, attention_mask, "observing a padded or batched prefill", **dense_kwargs)

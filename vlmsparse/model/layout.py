@@ -37,6 +37,9 @@ class TokenLayout:
             None when the family interleaves no text or none is present.
         span: bool ``[B, L]``, True at the placeholders whose spans may hold interleaved text (kept so that the
             layout can be extended while a KV cache grows); None when the family has none.
+        preallocated: the forward's KV cache is a preallocated one (transformers' ``StaticCache``: generation with
+            ``cache_implementation="static"``): attention then sees keys and values of the cache's whole length, of
+            which the first ``length`` are this sequence's and the rest are slots not written yet.
     """
 
     visual: torch.Tensor | None = None
@@ -45,6 +48,7 @@ class TokenLayout:
     unknown_reason: str | None = None
     interleaved_text: torch.Tensor | None = None
     span: torch.Tensor | None = None
+    preallocated: bool = False
 
     @property
     def length(self) -> int:
@@ -73,6 +77,18 @@ def _past_length(past_key_values) -> int:
     raise TypeError(f"cannot read the length of a {type(past_key_values).__name__} cache")
 
 
+def _preallocates(cache) -> bool:
+    """Whether every layer of ``cache`` returns keys of its fixed, preallocated length (transformers' static layers)."""
+    layers = getattr(cache, "layers", None)
+    if not layers:
+        return False
+    try:
+        from transformers.cache_utils import StaticLayer
+    except ImportError:  # a transformers without per-layer caches
+        return False
+    return all(isinstance(layer, StaticLayer) and not getattr(layer, "is_sliding", False) for layer in layers)
+
+
 @dataclass
 class LayoutTracker:
     """Keeps the layout of the current sequence; ``pre_hook`` is registered on the patched model."""
@@ -85,6 +101,7 @@ class LayoutTracker:
     #: incremented at every forward of the patched model (statistics group layer records by it)
     forward_index: int = 0
 
+    @torch.compiler.disable  # host-side bookkeeping: a compiled decode step (static cache) calls it eagerly
     def pre_hook(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
         """``register_forward_pre_hook(..., with_kwargs=True)`` hook: read this forward's tokens."""
         self.forward_index += 1
@@ -129,7 +146,8 @@ class LayoutTracker:
             interleaved = interleaved_text_mask(visual, span, self.interleaved_text_max_run)
             interleaved = interleaved if bool(interleaved.any()) else None
         self.layout = TokenLayout(
-            visual=visual, valid=valid, has_visual=bool(visual.any()), interleaved_text=interleaved, span=span
+            visual=visual, valid=valid, has_visual=bool(visual.any()), interleaved_text=interleaved, span=span,
+            preallocated=bool(getattr(cache, "is_compileable", False)) and _preallocates(cache),
         )
 
     def reset(self) -> None:
