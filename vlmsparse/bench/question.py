@@ -289,7 +289,7 @@ def plot(rows: list[dict], path: Path) -> Path:
 
     sizes = sorted({r["visual_tokens"] for r in rows})
     settings = list(dict.fromkeys(r["setting"] for r in rows))
-    fig, axes = plt.subplots(1, len(sizes), figsize=(4.2 * len(sizes), 4), sharey=False, squeeze=False)
+    fig, axes = plt.subplots(1, len(sizes), figsize=(max(7.5, 4.2 * len(sizes)), 4), sharey=False, squeeze=False)
     colors = {"vision_s": "#4c72b0", "decoder_prefill_s": "#dd8452", "generation_s": "#55a868"}
     for ax, size in zip(axes[0], sizes):
         here = [r for r in rows if r["visual_tokens"] == size]
