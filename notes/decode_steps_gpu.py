@@ -66,6 +66,12 @@ def main() -> None:
         out = model.generate(**inputs, max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, do_sample=False)
     n = ref.shape[1] - args.new_tokens
     print("same tokens:", torch.equal(out, ref), ref[0, n:].tolist(), out[0, n:].tolist(), flush=True)
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        with torch.no_grad(), profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            model.generate(**inputs, max_new_tokens=8, min_new_tokens=8, do_sample=False)
+        print(prof.key_averages().table(sort_by="cpu_time_total", row_limit=30), flush=True)
     # a question of another length reuses the cache (and the graphs) when it is no longer
     other = question_inputs(model, video_grid(args.visual_tokens - 2304, (36, 64)), seed=1)
     for i in range(2):
