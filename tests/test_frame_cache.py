@@ -337,3 +337,20 @@ def test_cache_flag_error_on_the_command_line(tmp_path):
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "--decode-only needs --frame-cache DIR" in lines[0] and "Traceback" not in proc.stderr
+
+
+def test_bench_decode_times_a_cache_hit(tmp_path):
+    pytest.importorskip("decord")
+    import csv
+
+    from vlmsparse.bench.__main__ import main as bench_main
+
+    out, cache = tmp_path / "decode", tmp_path / "frames"
+    argv = ["decode", "--seconds", "1", "--size", "64x48", "--fps", "8", "--repeats", "2", "--parallel", "1", "2",
+            "--frame-cache", str(cache), "--out", str(out)]
+    assert bench_main(argv) == 0
+    with open(out / "decode.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["parallel"] for r in rows] == ["1", "2"]
+    assert all(float(r["cached_read_s"]) > 0 for r in rows) and rows[0]["cached_read_s"] == rows[1]["cached_read_s"]
+    assert len(list(cache.glob("*.json"))) == 1
