@@ -211,8 +211,8 @@ def build_parser(generated: bool = False) -> argparse.ArgumentParser:
     p.add_argument(
         "--frame-cache", default=None, metavar="DIR",
         help="decode each video once: sampled frames are stored in DIR and reused by later settings and runs "
-        "(at the default frame budget about 100 MB for a 1-3 minute video, up to 217 MB for a 16:9 video over "
-        "6.4 minutes: 768 frames of 224 x 420)",
+        "(at the default frame budget about 100 MB for a 1-3 minute video, 215-235 MB for one over 6.4 minutes: "
+        "768 frames)",
     )
     p.add_argument(
         "--decode-only", action="store_true",
