@@ -262,6 +262,28 @@ def test_decode_only_stores_the_spec_of_each_setting(tiny_model, data, tmp_path,
     assert shapes == [6, 8]  # by default 2 fps of the 3 s clip (12 frames at 4 fps); 8 frames by the config
 
 
+@pytest.mark.parametrize("family, sampled", [("qwen3_vl", {"factor": 32}), ("llava_onevision", {"sampling": "uniform"})])
+def test_decode_only_samples_by_the_model_family(family, sampled, data, tmp_path):
+    """The entries stored ahead are those a run of that model looks up: its family's frame rules (read from the
+    model's config), not Qwen2.5-VL's."""
+    from vlmsparse.eval.families import family_of_model
+    from vlmsparse.eval.runner import EvalOptions, setting_spec
+    from vlmsparse.eval.settings import default_setting
+    from vlmsparse.testing import save_tiny_model
+
+    model = str(save_tiny_model(family, tmp_path / family, num_hidden_layers=1))
+    cache = tmp_path / "frames"
+    argv = ["--model", model, "--data-dir", str(data.root), "--no-progress", "--frame-cache", str(cache),
+            "--decode-only", "--method", "dense", "--split", "short"]
+    assert cli.main(argv) == 0
+    (meta,) = [json.loads(p.read_text()) for p in cache.glob("*.json")]
+    assert {k: meta["spec"].get(k) for k in sampled} == sampled
+    spec, _ = setting_spec(default_setting("dense"), EvalOptions(model=model), family_of_model(model))
+    video = data.videos[data.questions("short")[0]["videoID"]]
+    assert FrameCache(cache).get(video, spec) is not None
+    assert FrameCache(cache).get(video, FrameSpec()) is None  # Qwen2.5-VL's rules would have been another entry
+
+
 def test_decode_only_stops_when_the_cache_cannot_be_written(tiny_model, data, tmp_path, monkeypatch, capsys):
     def full(self, target, write):
         raise OSError(errno.ENOSPC, "No space left on device")
