@@ -31,6 +31,8 @@ examples:
   python -m vlmsparse.eval --method dense,psa,xattention,sparge --data-dir /data/Video-MME --split long
   python -m vlmsparse.eval --config evals/psa-videomme-065.toml --data-dir /data/Video-MME --frames 64
   accelerate launch --num_processes 8 -m vlmsparse.eval --method psa --data-dir /data/Video-MME
+  python -m vlmsparse.eval --method dense,psa --data-dir /data/Video-MME --frame-cache /data/frames
+  python -m vlmsparse.eval --data-dir /data/Video-MME --frame-cache /data/frames --decode-only   # no GPU needed
   python -m vlmsparse.eval plot results                # plots (PNG) of the CSVs and records in a folder
   python -m vlmsparse.eval --bench vniah --model testbed --method dense,psa --generate --seed 0 --limit 2
   python -m vlmsparse.eval --bench vniah --model testbed --generate --lengths 64,256,512 --depths 0,0.5,1
@@ -212,6 +214,17 @@ def build_parser(generated: bool = False) -> argparse.ArgumentParser:
         help=f"videos decoded ahead in parallel on CPU threads while the GPU answers (default {DEFAULT_DECODE_WORKERS}: "
         "8, or the CPU count if smaller)",
     )
+    p.add_argument(
+        "--frame-cache", default=None, metavar="DIR",
+        help="decode each video once: sampled frames are stored in DIR and reused by later settings and runs "
+        "(at the default frame budget about 100 MB for a 1-3 minute video, 215-235 MB for one over 6.4 minutes: "
+        "768 frames)",
+    )
+    p.add_argument(
+        "--decode-only", action="store_true",
+        help="fill --frame-cache ahead, without a GPU: decode every selected video by the frame sampling the "
+        "settings would use, on --decode-workers threads; no model is loaded, no record written",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument(
         "--no-warmup", action="store_true", help="skip the untimed first answer per setting (kernel compilation)"
@@ -260,6 +273,8 @@ def parse_options(argv: Sequence[str] | None = None) -> tuple[EvalOptions, Bench
         vision=args.vision,
         kv_cache=args.kv_cache,
         decode_workers=args.decode_workers,
+        frame_cache=args.frame_cache,
+        decode_only=args.decode_only,
         progress=not args.no_progress,
         warmup=not args.no_warmup,
     )
@@ -274,6 +289,10 @@ def parse_options(argv: Sequence[str] | None = None) -> tuple[EvalOptions, Bench
         if key in seen:
             parser.error(f"{where} and {seen[key]} both name setting {setting.name!r} of {setting.method}; give each a name")
         seen[key] = where
+    if args.decode_only and not args.frame_cache:
+        parser.error("--decode-only needs --frame-cache DIR: the folder the decoded frames are stored in")
+    if args.frame_cache and Path(args.frame_cache).exists() and not Path(args.frame_cache).is_dir():
+        parser.error(f"--frame-cache {args.frame_cache} is a file; pass a folder for the sampled frames")
     needle_flags = [f"--{n.replace('_', '-')}" for n in _NEEDLE_FLAGS if getattr(args, n) not in (None, False)]
     if bench.name == "vniah":
         if args.demo:
@@ -292,6 +311,9 @@ def parse_options(argv: Sequence[str] | None = None) -> tuple[EvalOptions, Bench
             parser.error(f"--demo runs the videomme benchmark on generated data; drop --bench {bench.name}")
         if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
             parser.error(f"--out {args.out} is a file; pass a folder for the demo's run")
+        if args.decode_only:
+            parser.error("--decode-only decodes the videos of --data-dir; the demo generates its own")
+        _check_frame_cache(parser, args)
         return demo_options(opts, out=args.out, model_given=args.model != DEFAULT_MODEL), bench
     if not Path(opts.data_dir).is_dir():
         parser.error(
@@ -303,12 +325,25 @@ def parse_options(argv: Sequence[str] | None = None) -> tuple[EvalOptions, Bench
         parser.error(f"--metadata {opts.metadata} is not a file; pass the Video-MME question table (parquet)")
     if Path(opts.out).exists() and not Path(opts.out).is_dir():
         parser.error(f"--out {opts.out} is a file; pass a folder for the CSVs and runs/")
-    try:
-        check_model_source(opts.model)
-    except HarnessError as exc:
-        parser.error(str(exc))
+    if not opts.decode_only:  # decoding alone needs the model's config (its family), not its weights
+        try:
+            check_model_source(opts.model)
+        except HarnessError as exc:
+            parser.error(str(exc))
     _check_family_frames(parser, args, opts, settings)
+    _check_frame_cache(parser, args)
     return opts, bench
+
+
+def _check_frame_cache(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """--frame-cache DIR must be a folder that can be created and written: an argument error otherwise (last of
+    the checks, as it creates the folder)."""
+    from .frame_cache import check_cache_folder
+
+    if args.frame_cache:
+        problem = check_cache_folder(args.frame_cache)
+        if problem:
+            parser.error(f"--frame-cache {problem}; pass a folder you can write to")
 
 
 #: Run settings a flag can set, and the flag.
@@ -385,7 +420,9 @@ def _check_family_frames(parser: argparse.ArgumentParser, args: argparse.Namespa
 
 
 _NEEDLE_FLAGS = ("generate", "lengths", "depths", "seed", "needle", "needle_frames", "frame_size")
-_VIDEOMME_ONLY = ("frames", "fps", "min_pixels", "max_pixels", "total_pixels", "metadata", "skip_missing")
+_VIDEOMME_ONLY = (
+    "frames", "fps", "min_pixels", "max_pixels", "total_pixels", "metadata", "skip_missing", "frame_cache", "decode_only",
+)
 
 
 def _vniah_spec(args):
@@ -440,7 +477,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     opts, bench = parse_options(argv)
     try:
         with _sigterm_as_interrupt():
-            if opts.demo:
+            if opts.decode_only:
+                from .runner import decode_videomme
+
+                decode_videomme(opts)
+            elif opts.demo:
                 from .demo import run_demo
 
                 run_demo(opts)
@@ -451,7 +492,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt as exc:
         what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
-        print(f"\n{what}: every answered question is saved; rerun the same command to resume.", file=sys.stderr)
+        kept = "every video stored so far is kept" if opts.decode_only else "every answered question is saved"
+        print(f"\n{what}: {kept}; rerun the same command to resume.", file=sys.stderr)
         return 143 if isinstance(exc, Terminated) else 130
     finally:
         close_process_group()

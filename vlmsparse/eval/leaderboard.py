@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Iterable, Sequence, Union
 
 from .errors import output_error
-from .timing import TIME_COLUMNS
+from .timing import CACHE_COLUMN, TIME_COLUMNS
 
 Cell = Union[str, int, float, None]
 
@@ -33,6 +33,7 @@ LEADERBOARD_COLUMNS: tuple[str, ...] = (
     "sparsity", "visual_sparsity", "prefill_s_mean", "peak_mem_gib",  # what it cost
     "device", "num_processes", "date", "version", "data", "run_id",  # where, when, on what data, run identity
     *TIME_COLUMNS,  # where a question's time goes: means of the per-question split (vlmsparse.eval.timing)
+    CACHE_COLUMN,  # share of answered questions whose frames came from the frame cache (--frame-cache)
 )
 #: Columns a row must name; every other one defaults to an empty cell.
 _REQUIRED_COLUMNS = ("model", "method", "setting", "config", "split")

@@ -1,8 +1,9 @@
 """The Video-MME run: questions -> frames -> model answers -> records -> leaderboard rows.
 
 For each setting (a method and its config) in turn: find the run's record folder, skip every question that
-already has a record, deal the rest out over the processes by video, decode each video once, answer its
-questions greedily with the method patched in, append one record per question, then (main process) merge
+already has a record, deal the rest out over the processes by video, decode each video once (with a frame
+cache, :mod:`vlmsparse.eval.frame_cache`, once for every setting and run), answer its questions greedily with
+the method patched in, append one record per question, then (main process) merge
 the records, score them and write the leaderboard rows. ``dense`` runs the model's own attention, unpatched:
 it is the full-attention baseline, and its sparsity is 0 by definition.
 """
@@ -28,7 +29,8 @@ from . import leaderboard as lb
 from .aggregate import Summary, Tally, summarize
 from .answers import extract_letter, is_correct
 from .distributed import group_by_video, process_state, shard_by_video
-from .errors import DataError, MissingVideosError, ModelError, OutputError, output_error
+from .errors import DataError, HarnessError, MissingVideosError, ModelError, OutputError, output_error
+from .frame_cache import FrameCache
 from .frames import FRAME_FACTOR, FrameSpec, SampledVideo, VideoDecodeError, read_video, round_by_factor
 from .locks import VideoClaims
 from .prompts import build_prompt
@@ -89,6 +91,10 @@ class EvalOptions:
     vision: str = "compiled"  # the vision tower: "compiled" (one launch per layer, blocks compiled), "segment", "unpatched"
     kv_cache: str = "auto"  # generation's KV cache: "static" (decode step compiled on CUDA), "dynamic", "auto"
     decode_workers: int = DEFAULT_DECODE_WORKERS  # videos decoded ahead, in parallel, while the GPU answers
+    #: folder of sampled videos (:mod:`vlmsparse.eval.frame_cache`): each video decoded once, read back by later
+    #: settings and runs; None: decode every time
+    frame_cache: str | None = None
+    decode_only: bool = False  # fill ``frame_cache`` with every selected video, load no model, write no records
     progress: bool = True
     warmup: bool = True
     demo: bool = False
@@ -241,11 +247,13 @@ def answer_question(
     *,
     decode_s: float | None = None,
     wait_s: float = 0.0,
+    frames_cached: bool = False,
 ) -> dict:
     """Ask one question about its decoded video; returns the question's record.
 
     ``decode_s``: this question's share of decoding its video; ``wait_s``: the time the harness waited for that
-    decode before this question (both go into the record's time split, :mod:`vlmsparse.eval.timing`).
+    decode before this question (both go into the record's time split, :mod:`vlmsparse.eval.timing`);
+    ``frames_cached``: the video's frames were read from the frame cache, not decoded (``decode_s`` is the read).
     """
     began = time.perf_counter()
     prompt = build_prompt(q.question, q.options)
@@ -277,6 +285,7 @@ def answer_question(
         sample_fps=video.sample_fps,
         decoder=video.decoder,
         kv_cache=gen.kv_cache,
+        frames_cached=frames_cached,
         error=None,
         device=device_name(qa.device),
         peak_mem_gib=_peak_mem_gib(qa.device),
@@ -363,11 +372,15 @@ def task_type_rows(row: dict, summary: Summary) -> list[dict]:
     return rows
 
 
-def _timed_read(path, spec: FrameSpec) -> tuple[SampledVideo, float]:
-    """``read_video`` and the seconds it took (run on a decode thread)."""
+def _timed_read(path, spec: FrameSpec, cache: FrameCache | None = None) -> tuple[SampledVideo, float, bool]:
+    """``read_video`` (through ``cache`` when given), the seconds it took, and whether the frames came from the
+    cache (run on a decode thread)."""
     start = time.perf_counter()
-    video = read_video(path, spec)
-    return video, time.perf_counter() - start
+    if cache is None:
+        video, cached = read_video(path, spec), False
+    else:
+        video, cached = cache.read(path, spec)
+    return video, time.perf_counter() - start, cached
 
 
 def load_video_qa(opts: EvalOptions, state, family, max_new_tokens: int):
@@ -408,6 +421,7 @@ class VideoMMERun:
         self.out = Path(opts.out)
         self._qa = None
         self._family = None
+        self.frame_cache = FrameCache(opts.frame_cache, log=opts.log) if opts.frame_cache else None
 
     @property
     def family(self):
@@ -419,9 +433,10 @@ class VideoMMERun:
         return self._family
 
     # -- data -----------------------------------------------------------------------------------------
-    def prepare(self) -> None:
-        """Check the results folder, load the questions and find the videos; missing videos stop the run unless
-        ``skip_missing``. Every problem here is a :class:`~vlmsparse.eval.errors.HarnessError`."""
+    def prepare(self, *, records: bool = True) -> None:
+        """Check the results folder (``records``: results will be written), load the questions and find the
+        videos; missing videos stop the run unless ``skip_missing``. Every problem here is a
+        :class:`~vlmsparse.eval.errors.HarnessError`."""
         opts = self.opts
         if opts.data_dir is None:
             raise DataError("--data-dir is required: the folder holding Video-MME's data/<videoID>.mp4 files")
@@ -448,7 +463,8 @@ class VideoMMERun:
                 raise MissingVideosError(message + ". Add them, or pass --skip-missing to run without them.")
             if self.state.is_main_process:
                 opts.log(message + ". Going on without them (--skip-missing); the row counts them as n_missing.")
-        ensure_writable(self.out)  # on every process, so that all of them stop here alike
+        if records:
+            ensure_writable(self.out)  # on every process, so that all of them stop here alike
 
     def question_selection(self) -> dict:
         """Which questions this invocation asks (part of every run identity)."""
@@ -601,7 +617,7 @@ class VideoMMERun:
         # Decode the next videos on worker threads (decode_workers of them) while the model answers this one's.
         workers = max(1, opts.decode_workers)
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode")
-        decode = lambda vid: pool.submit(_timed_read, self.videos[vid], spec)  # noqa: E731
+        decode = lambda vid: pool.submit(_timed_read, self.videos[vid], spec, self.frame_cache)  # noqa: E731
         try:
             with apply_method(qa.model, setting, opts.vision) as handle:
                 state_ = {"warm": not opts.warmup}
@@ -653,7 +669,7 @@ class VideoMMERun:
         label = f"[{setting.method}/{setting.name}]"
         waited = time.perf_counter()
         try:
-            video, decode_s = future.result()
+            video, decode_s, cached = future.result()
             waited = time.perf_counter() - waited
         except VideoDecodeError as exc:
             opts.log(f"{label} {exc}; its {len(questions)} question(s) recorded as errors")
@@ -661,7 +677,8 @@ class VideoMMERun:
                 self._record(writer, tally, bar, error_record(q, setting, opts.model, f"decode: {exc}", device))
             return
         if video.decoder != "decord":
-            opts.log(f"{label} decord could not read {video.path}; decoded with PyAV instead")
+            from_cache = " (frames read from the frame cache)" if cached else ""
+            opts.log(f"{label} decord could not read {video.path}; decoded with PyAV instead{from_cache}")
         if spec.frames is not None and video.num_frames < round_by_factor(spec.frames, FRAME_FACTOR):
             if not shorter:
                 opts.log(
@@ -676,7 +693,7 @@ class VideoMMERun:
             try:
                 record = answer_question(
                     qa, handle, q, video, setting, opts.model,
-                    decode_s=decode_s / len(questions), wait_s=waited if j == 0 else 0.0,
+                    decode_s=decode_s / len(questions), wait_s=waited if j == 0 else 0.0, frames_cached=cached,
                 )
             except torch.cuda.OutOfMemoryError as exc:
                 torch.cuda.empty_cache()
@@ -689,6 +706,64 @@ class VideoMMERun:
             tally.add(record)
         bar.update(1)
         bar.set_postfix(acc=_fmt(tally.accuracy), sparsity=_fmt(tally.sparsity), errors=tally.errors, refresh=False)
+
+    # -- decoding alone (--decode-only) -----------------------------------------------------------------
+    def frame_specs(self) -> list[FrameSpec]:
+        """The distinct frame specs of the settings, computed as their runs compute them (:func:`setting_spec`
+        with the model's family), so that the entries stored ahead are the ones the runs look up."""
+        specs: dict[str, FrameSpec] = {}
+        for setting in self.settings:
+            spec, _ = setting_spec(setting, self.opts, self.family)
+            specs.setdefault(json.dumps(spec.to_dict(), sort_keys=True), spec)
+        return list(specs.values())
+
+    def fill_frame_cache(self) -> DecodeSummary:
+        """Decode every selected video into the frame cache, by every setting's frame spec, on
+        ``decode_workers`` threads; load no model and write no records. Entries already stored are checked,
+        not decoded again; a video that does not decode is counted and skipped; a cache that cannot be written
+        stops the run (:class:`OutputError`)."""
+        from concurrent.futures import as_completed
+
+        from tqdm.auto import tqdm
+
+        opts, state = self.opts, self.state
+        if not opts.frame_cache:
+            raise HarnessError("--decode-only needs --frame-cache DIR: the folder the decoded frames are stored in")
+        self.prepare(records=False)
+        cache = FrameCache(opts.frame_cache, log=lambda message: None)  # a failed write stops this run (below)
+        specs = self.frame_specs()
+        mine = shard_by_video(self.present, state.process_index, state.num_processes)
+        videos = list(dict.fromkeys(q.video_file_id for q in mine))
+        jobs = [(vid, spec) for vid in videos for spec in specs]
+        rank = f" [rank {state.process_index}]" if state.num_processes > 1 else ""
+        summary = DecodeSummary(folder=str(cache.folder), specs=len(specs), rank=rank)
+        bar = tqdm(total=len(jobs), desc=f"decode-only{rank}", unit="video", dynamic_ncols=True,
+                   disable=not opts.progress or not state.is_main_process)
+        start = time.perf_counter()
+        pool = ThreadPoolExecutor(max_workers=max(1, opts.decode_workers), thread_name_prefix="decode")
+        try:
+            futures = {pool.submit(_fill_entry, cache, self.videos[vid], spec): vid for vid, spec in jobs}
+            for future in as_completed(futures):
+                try:
+                    video_s, cached = future.result()
+                except VideoDecodeError as exc:
+                    if futures[future] not in summary.failed:  # once, whatever the number of specs
+                        summary.failed.append(futures[future])
+                        opts.log(f"decode-only{rank}: {exc}")
+                else:
+                    summary.add(futures[future], video_s, cached)
+                if cache.write_error is not None:
+                    raise OutputError(
+                        f"cannot write to the frame cache {cache.folder} ({cache.write_error}); free some space or "
+                        "pass --frame-cache another folder, and rerun: the videos stored so far are kept"
+                    )
+                bar.update(1)
+                bar.set_postfix(cached=summary.cached, failed=len(summary.failed), refresh=False)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+            bar.close()
+        summary.wall_s = time.perf_counter() - start
+        return summary
 
     # -- all settings ---------------------------------------------------------------------------------
     def run(self) -> list[dict]:
@@ -703,6 +778,62 @@ class VideoMMERun:
             board = self.out / LEADERBOARD_FILE
             print(f"\nVideo-MME ({self.opts.split}), leaderboard {board}\n" + comparison_table(rows), flush=True)
         return rows
+
+
+@dataclass
+class DecodeSummary:
+    """What a ``--decode-only`` run did. An entry is one video sampled by one frame spec (settings that sample
+    alike share one); ``cached`` counts the entries found stored already, ``failed`` the videos that did not
+    decode."""
+
+    folder: str
+    specs: int = 1
+    entries: int = 0
+    cached: int = 0
+    #: seconds of source video per video (each counted once, whatever the number of specs)
+    video_seconds: dict[str, float] = field(default_factory=dict)
+    #: seconds of source video over the entries decoded now (a video decoded by two specs counts twice)
+    decoded_video_s: float = 0.0
+    wall_s: float = 0.0
+    failed: list[str] = field(default_factory=list)
+    rank: str = ""
+
+    def add(self, video_id: str, video_s: float | None, cached: bool) -> None:
+        self.entries += 1
+        self.cached += int(cached)
+        self.video_seconds[video_id] = video_s or 0.0
+        if not cached:
+            self.decoded_video_s += video_s or 0.0
+
+    def line(self) -> str:
+        """``N videos, X s of video, Y s wall, Z cached already``, then the decoding rate and any failures."""
+        n = len(self.video_seconds)
+        videos = f"{n} video{'' if n == 1 else 's'}"
+        if self.specs > 1:
+            videos += f" by {self.specs} frame specs ({self.entries} entries)"
+        text = (
+            f"decode-only{self.rank}: {videos}, {sum(self.video_seconds.values()):.0f} s of video, "
+            f"{self.wall_s:.1f} s wall, {self.cached} cached already"
+        )
+        decoded = self.entries - self.cached
+        if decoded and self.wall_s > 0:
+            text += (
+                f" ({decoded} decoded: {self.decoded_video_s:.0f} s of video at "
+                f"{self.decoded_video_s / self.wall_s:.1f} s of video per second)"
+            )
+        if self.failed:
+            text += f"; {len(self.failed)} did not decode (first: {self.failed[0]})"
+        return text + f"; frames in {self.folder}"
+
+
+def _fill_entry(cache: FrameCache, path, spec: FrameSpec) -> tuple[float | None, bool]:
+    """One video into ``cache`` (on a decode thread): ``(seconds of source video, stored already)``. A stored
+    entry is checked with its frames mapped, not read."""
+    video = cache.get(path, spec, mmap=True)
+    cached = video is not None
+    if video is None:
+        video, cached = cache.read(path, spec)
+    return (video.total_frames / video.video_fps if video.video_fps > 0 else None), cached
 
 
 def ensure_writable(folder: Path) -> None:
@@ -736,3 +867,11 @@ def _write_text_atomic(path: Path, text: str) -> None:
 def run_videomme(opts: EvalOptions) -> list[dict]:
     """Run Video-MME for every setting of ``opts``; returns the leaderboard rows written."""
     return VideoMMERun(opts).run()
+
+
+def decode_videomme(opts: EvalOptions) -> DecodeSummary:
+    """``--decode-only``: decode the selected videos of ``opts`` into ``opts.frame_cache`` by the frame specs its
+    settings would answer with, and print the summary; no model is loaded, no record written."""
+    summary = VideoMMERun(opts).fill_frame_cache()
+    print(summary.line(), flush=True)
+    return summary
