@@ -102,15 +102,10 @@ def test_all_level_one_equals_dense_sdpa(lq, lk):
     assert rel_err(pyramid_attention_ref(q, k, v, levels, block_m=32, block_n=32), dense) < 1e-6
 
 
-@pytest.mark.parametrize("chunk_rows", [0, 64])
 @pytest.mark.parametrize("block", [64, 128])
-def test_every_count_of_pooled_blocks_per_row(block, chunk_rows, monkeypatch):
+def test_every_count_of_pooled_blocks_per_row(block):
     # Row i keeps min(i, 8) blocks at level 8, i % 5 at level 4 and i % 3 at level 2 (in shuffled places), so
     # the kernel meets every group size and every leftover size of each level; the last key block is partial.
-    # chunk_rows: single pooled blocks one per online-softmax step (0) or several (64 pooled keys per step)
-    import vlmsparse.kernels.pyramid as pyramid_module
-
-    monkeypatch.setattr(pyramid_module, "POOLED_CHUNK_ROWS", chunk_rows)
     n_qb, n_kb = 10, 16
     lq, lk = n_qb * block, n_kb * block - 37
     q, k, v = make_inputs(1, 1, 1, lq, lk, 16)

@@ -77,39 +77,27 @@ def _online_update_masked(m_i, l_i, acc, qk, v, UPCAST: tl.constexpr):
 @triton.jit
 def _pooled_blocks(
     m_i, l_i, acc, q, qk_scale, idx_ptr, start, stop, kp_base, vp_base, offs_d, d_mask, k_len, head_dim,
-    P: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_D: tl.constexpr, UPCAST: tl.constexpr, CHUNK: tl.constexpr,
+    P: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_D: tl.constexpr, UPCAST: tl.constexpr,
 ):
     """Visit kept blocks of pooling level ``P``: ``BLOCK_N // P`` pooled keys each, logits ``+ log2(count)``.
 
-    ``CHUNK`` blocks per online-softmax step (their pooled keys side by side in one tile of ``CHUNK * BLOCK_N //
-    P`` rows, padded to 16): a narrow tile's step pays the row maxima and the rescale of the accumulator as a
-    whole exact tile does, so single pooled blocks of levels 4 and 8 are visited several at once (the launcher
-    picks ``CHUNK``; 1 visits one block per step, as before). Gathering the pooled keys of ``P`` blocks into one
-    128-row tile was measured slower on an H100 (notes/kernel.md), and so was one stream of gathered pooled keys
-    of every level (tag ``kernel-pooled-stream``: on an H200 with triton 3.6 a gathered 128-key tile cost about 4
-    exact tiles). Pyramid tiles through tensor descriptors gained another 1% in the kernel but six more
-    descriptors to encode on the host per call, which made small sparse calls host-bound (notes/kernel.md);
-    they stay pointer loads.
+    One block per tile (padded to 16 rows for the matmul). Gathering ``P`` blocks into one full tile was
+    measured slower on an H100 (notes/kernel.md), and so was one stream of gathered pooled keys of every level
+    (tag ``kernel-pooled-stream``: on an H200 with triton 3.6 a gathered 128-key tile cost about 4 exact tiles). As in the exact loop, the next block index is read one
+    step ahead (1-2% faster on PSA plans). Pyramid tiles through tensor descriptors gained another 1% in the
+    kernel but six more descriptors to encode on the host per call, which made small sparse calls host-bound
+    (notes/kernel.md); they stay pointer loads.
     """
     GROUPS: tl.constexpr = BLOCK_N // P  # pooled keys per block
-    ROWS: tl.constexpr = CHUNK * GROUPS
-    TILE: tl.constexpr = 16 if ROWS < 16 else ROWS
+    TILE: tl.constexpr = 16 if GROUPS < 16 else GROUPS
     n_groups = (k_len + P - 1) // P
-    offs_r = tl.arange(0, TILE)
-    within = offs_r % GROUPS
-    if CHUNK == 1:
-        j_next = tl.load(idx_ptr + start, mask=start < stop, other=0)
-    for t in range(start, stop, CHUNK):
-        if CHUNK == 1:  # the next block index read one step ahead (1-2% faster on PSA plans)
-            j = j_next
-            j_next = tl.load(idx_ptr + t + 1, mask=t + 1 < stop, other=0)
-            g = j * GROUPS + offs_r
-            g_ok = (offs_r < GROUPS) & (g < n_groups)
-        else:
-            u = t + offs_r // GROUPS  # the list entry of each tile row
-            u_ok = (offs_r < ROWS) & (u < stop)
-            g = tl.load(idx_ptr + u, mask=u_ok, other=0) * GROUPS + within
-            g_ok = u_ok & (g < n_groups)
+    offs_g = tl.arange(0, TILE)
+    j_next = tl.load(idx_ptr + start, mask=start < stop, other=0)
+    for t in range(start, stop):
+        j = j_next
+        j_next = tl.load(idx_ptr + t + 1, mask=t + 1 < stop, other=0)
+        g = j * GROUPS + offs_g
+        g_ok = (offs_g < GROUPS) & (g < n_groups)
         if EVEN_D:
             ld_mask = g_ok[:, None]
         else:
@@ -208,7 +196,6 @@ def _pyramid_attention_fwd(
     CAUSAL: tl.constexpr, TAIL: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, EVEN_D: tl.constexpr,
     UPCAST: tl.constexpr, KV_DESC: tl.constexpr, PYR_DESC: tl.constexpr,
-    CHUNK2: tl.constexpr, CHUNK4: tl.constexpr, CHUNK8: tl.constexpr,
 ):
     # heavy (late) query blocks first: better load balance under causal masking
     qblk = n_qb - 1 - tl.program_id(0)
@@ -294,15 +281,15 @@ def _pyramid_attention_fwd(
     # single pooled blocks: one narrow tile each
     m_i, l_i, acc = _pooled_blocks(
         m_i, l_i, acc, q, qk_scale, idx_ptr, o_s8, o_p2, kp_base, vp_base,
-        offs_d, d_mask, k_len, head_dim, 2, BLOCK_N, EVEN_D, UPCAST, CHUNK2,
+        offs_d, d_mask, k_len, head_dim, 2, BLOCK_N, EVEN_D, UPCAST,
     )
     m_i, l_i, acc = _pooled_blocks(
         m_i, l_i, acc, q, qk_scale, idx_ptr, o_p2, o_p4, kp_base + g2 * head_dim, vp_base + g2 * head_dim,
-        offs_d, d_mask, k_len, head_dim, 4, BLOCK_N, EVEN_D, UPCAST, CHUNK4,
+        offs_d, d_mask, k_len, head_dim, 4, BLOCK_N, EVEN_D, UPCAST,
     )
     m_i, l_i, acc = _pooled_blocks(
         m_i, l_i, acc, q, qk_scale, idx_ptr, o_p4, o_p8, kp_base + (g2 + g4) * head_dim,
-        vp_base + (g2 + g4) * head_dim, offs_d, d_mask, k_len, head_dim, 8, BLOCK_N, EVEN_D, UPCAST, CHUNK8,
+        vp_base + (g2 + g4) * head_dim, offs_d, d_mask, k_len, head_dim, 8, BLOCK_N, EVEN_D, UPCAST,
     )
 
     # blocks on the causal diagonal or at the end of the sequence: exact, token-level masks
@@ -513,17 +500,6 @@ def pyramid_attention(
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, EVEN_D=(block_d == d),
         UPCAST=(q.dtype == torch.float32 or (q.dtype == torch.bfloat16 and interpreting())),
         KV_DESC=bool(tma), PYR_DESC=pyr_desc,
-        CHUNK2=pooled_chunk(block_n, 2), CHUNK4=pooled_chunk(block_n, 4), CHUNK8=pooled_chunk(block_n, 8),
         num_warps=num_warps, num_stages=num_stages,
     )
     return out
-
-
-#: Rows of pooled keys per online-softmax step when single pooled blocks (not in a span) are visited: blocks of
-#: one level are taken ``POOLED_CHUNK_ROWS // (block_n // p)`` at a time (at least one). 0 visits one per step.
-POOLED_CHUNK_ROWS = 64
-
-
-def pooled_chunk(block_n: int, p: int) -> int:
-    """Single level-``p`` blocks visited per online-softmax step (see :data:`POOLED_CHUNK_ROWS`)."""
-    return max(1, POOLED_CHUNK_ROWS // (block_n // p)) if POOLED_CHUNK_ROWS else 1
