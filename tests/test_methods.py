@@ -356,3 +356,21 @@ def test_plan_is_compiled_once_and_runs_the_kernel():
     other = get_method("psa", block_m=32, block_n=32, stride=4).plan(q[:, :, :64], k[:, :, :64], None)
     with pytest.raises(ValueError, match="compiled from other levels"):
         pyramid_attention(q, k, v, plan.levels, block_m=32, block_n=32, plan=other.compiled)
+
+
+def test_lone_level2_blocks_are_kept_exact():
+    from vlmsparse.methods.psa import lone_level2_exact
+
+    row = torch.tensor([[2, 0, 2, 2, 1, 2, 4, 2, 2, 2, 0, 2]], dtype=torch.int8)
+    assert lone_level2_exact(row).tolist() == [[1, 0, 2, 2, 1, 1, 4, 2, 2, 2, 0, 1]]
+
+    torch.manual_seed(3)
+    q, k, visual = _layout_inputs(b=1, hq=4, hkv=2, lq=512, lk=512, prefix=8, suffix=8)
+    raw = _small("psa", thresholds=(0.3, 0.6, 0.8, 0.95)).plan(q, k, visual).levels
+    new = _small("psa", thresholds=(0.3, 0.6, 0.8, 0.95), lone_level2_exact=True).plan(q, k, visual).levels
+    two = raw == 2
+    lone = two & ~(torch.nn.functional.pad(two[..., :-1], (1, 0)) | torch.nn.functional.pad(two[..., 1:], (0, 1)))
+    assert lone.any()  # the input has lone level-2 blocks to change
+    assert torch.equal(new, torch.where(lone, torch.ones_like(raw), raw))  # they, and only they, became exact
+    with pytest.raises(ValueError, match="lone_level2_exact must be true or false"):
+        _small("psa", lone_level2_exact="yes")

@@ -11,7 +11,13 @@ What it does, per query-block row (Algorithm 2 of the PSA paper):
    mean cosine similarity between the first and the last key of each group of p keys must exceed
    ``sim_thresholds`` (for p = 2, 4, 8); otherwise the block falls back to the coarsest level that passes, or
    to level 1;
-5. ``tail=True`` asks the kernel to fold every skipped key of a row into one mean key (tail aggregation).
+5. ``tail=True`` asks the kernel to fold every skipped key of a row into one mean key (tail aggregation);
+6. optionally (``lone_level2_exact=True``) a level-2 block with no level-2 neighbour in its row is kept exact
+   instead. The kernel reads runs of level-p blocks as one tile, so a block in a run costs about its share, but a
+   lone level-2 block pays a whole tile step for 64 pooled keys: about 1.23 of an exact block on an H200
+   (levels 4 and 8 alone: 0.76 and 0.49, below an exact block, so they stay). Exact is then both cheaper and
+   exact. Off by default (Algorithm 2's levels as they are): with it a block's cost is no longer monotone in
+   the thresholds (raising ``thresholds[1]`` can give a lone level-2 block a level-2 neighbour).
 
 Where the defaults come from:
 
@@ -86,6 +92,7 @@ class PSAConfig(MethodConfig):
         sim_guard: pool a key block at level p only where its keys are alike (see ``sim_thresholds``).
         sim_thresholds: cosine thresholds for pooling 2, 4 and 8 keys.
         max_elements: memory bound of the antidiagonal estimate (tile logits materialised at once).
+        lone_level2_exact: a level-2 block with no level-2 neighbour in its row is kept exact (step 6 above).
     """
 
     thresholds: tuple[float, float, float, float] = (0.7, 0.8, 0.9, 0.9)
@@ -95,6 +102,7 @@ class PSAConfig(MethodConfig):
     sim_guard: bool = False
     sim_thresholds: tuple[float, float, float] = (0.75, 0.7, 0.7)
     max_elements: int = DEFAULT_MAX_ELEMENTS
+    lone_level2_exact: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -113,8 +121,9 @@ class PSAConfig(MethodConfig):
                 f"stride must be a positive integer dividing block_m ({self.block_m}) and block_n ({self.block_n}), "
                 f"got {self.stride!r}"
             )
-        if not isinstance(self.sim_guard, bool):
-            raise ValueError(f"sim_guard must be true or false, got {self.sim_guard!r}")
+        for name in ("sim_guard", "lone_level2_exact"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if not isinstance(self.max_elements, int) or self.max_elements < 1:
             raise ValueError(f"max_elements must be a positive integer, got {self.max_elements!r}")
 
@@ -178,4 +187,14 @@ class PSA(Method):
             if plan_heads != hkv:
                 allowed = allowed.repeat_interleave(plan_heads // hkv, dim=1)
             levels = torch.where(levels > 1, torch.minimum(levels, allowed[:, :, None, :]), levels)
+        if cfg.lone_level2_exact:
+            levels = lone_level2_exact(levels)
         return levels
+
+
+def lone_level2_exact(levels: torch.Tensor) -> torch.Tensor:
+    """``levels`` with every level-2 block that has no level-2 neighbour in its row (``[..., nKB]``) set to 1."""
+    two = levels == 2
+    pad = torch.zeros_like(two[..., :1])
+    neighbour = torch.cat([pad, two[..., :-1]], -1) | torch.cat([two[..., 1:], pad], -1)
+    return torch.where(two & ~neighbour, torch.ones_like(levels), levels)
