@@ -29,6 +29,7 @@ def test_question_split_and_vision_check(tmp_path):
         assert all(p > 0 for p in parts)
         assert sum(parts) == pytest.approx(float(r["question_s"]), rel=1e-6)
     dense, unpatched = rows
+    assert (dense["kv_cache"], unpatched["kv_cache"]) == ("static", "dynamic")  # the baseline as transformers ships
     assert unpatched["vision_rel_err"] == "" and float(dense["vision_rel_err"]) < 1e-5  # same tower output
     assert 0 <= float(dense["vision_rel_err_floor"]) < 1e-5
     assert float(unpatched["speedup"]) == 1.0 and float(dense["speedup"]) > 0
