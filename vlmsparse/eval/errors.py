@@ -7,6 +7,9 @@ wrong is a bug and keeps its traceback.
 from __future__ import annotations
 
 import errno
+import os
+import tempfile
+from pathlib import Path
 
 
 class HarnessError(RuntimeError):
@@ -39,3 +42,19 @@ def output_error(action: str, path, exc: OSError) -> OutputError:
     else:
         hint = "check the folder, or pass --out another one"
     return OutputError(f"{action} {path} failed: {reason}; every answer recorded before is kept; {hint}")
+
+
+def write_problem(folder: Path) -> str | None:
+    """Why files cannot be written in ``folder`` (created if needed): the system's reason, or None when they can.
+    The probe file it writes is removed."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=folder)
+        try:
+            os.write(fd, b"x")
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None

@@ -30,6 +30,7 @@ from typing import Callable
 
 import numpy as np
 
+from .errors import write_problem
 from .frames import FrameSpec, SampledVideo, read_video
 
 __all__ = ["FORMAT_VERSION", "FrameCache", "check_cache_folder"]
@@ -50,17 +51,8 @@ def check_cache_folder(folder: str | Path) -> str | None:
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         return f"{folder} is a file, not a folder"
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=folder)
-        try:
-            os.write(fd, b"x")
-        finally:
-            os.close(fd)
-            os.unlink(probe)
-    except OSError as exc:
-        return f"{folder} cannot be written ({exc.strerror or exc})"
-    return None
+    reason = write_problem(folder)
+    return None if reason is None else f"{folder} cannot be written ({reason})"
 
 
 class FrameCache:
@@ -212,14 +204,15 @@ class FrameCache:
         self._log(f"frame cache: cannot write to {self.folder} ({self.write_error}); going on without storing frames")
 
     # -- both -----------------------------------------------------------------------------------------
-    def read(self, path: str | Path, spec: FrameSpec) -> tuple[SampledVideo, bool]:
+    def read(self, path: str | Path, spec: FrameSpec, *, mmap: bool = False) -> tuple[SampledVideo, bool]:
         """``(video, cached)``: the stored video when there is one, else :func:`~vlmsparse.eval.frames.read_video`
-        (whose :class:`~vlmsparse.eval.frames.VideoDecodeError` passes through), stored for next time."""
+        (whose :class:`~vlmsparse.eval.frames.VideoDecodeError` passes through), stored for next time.
+        ``mmap``: a stored video's frames are mapped, not read (as in :meth:`get`)."""
         try:
             fields = self.key_fields(path, spec)  # before decoding: a file changed meanwhile keeps its old identity
         except OSError:
             return read_video(path, spec), False  # no file to key on: read_video says what is wrong
-        video = self._load(self.key_of(fields), str(path))
+        video = self._load(self.key_of(fields), str(path), mmap=mmap)
         if video is not None:
             return video, True
         video = read_video(path, spec)

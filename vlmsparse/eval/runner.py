@@ -29,7 +29,7 @@ from . import leaderboard as lb
 from .aggregate import Summary, Tally, summarize
 from .answers import extract_letter, is_correct
 from .distributed import group_by_video, process_state, shard_by_video
-from .errors import DataError, HarnessError, MissingVideosError, ModelError, OutputError, output_error
+from .errors import DataError, HarnessError, MissingVideosError, ModelError, OutputError, output_error, write_problem
 from .frame_cache import FrameCache
 from .frames import FRAME_FACTOR, FrameSpec, SampledVideo, VideoDecodeError, read_video, round_by_factor
 from .locks import VideoClaims
@@ -829,29 +829,17 @@ class DecodeSummary:
 def _fill_entry(cache: FrameCache, path, spec: FrameSpec) -> tuple[float | None, bool]:
     """One video into ``cache`` (on a decode thread): ``(seconds of source video, stored already)``. A stored
     entry is checked with its frames mapped, not read."""
-    video = cache.get(path, spec, mmap=True)
-    cached = video is not None
-    if video is None:
-        video, cached = cache.read(path, spec)
+    video, cached = cache.read(path, spec, mmap=True)
     return (video.total_frames / video.video_fps if video.video_fps > 0 else None), cached
 
 
 def ensure_writable(folder: Path) -> None:
     """Create ``folder`` if needed and check that files can be written in it (:class:`OutputError` if not)."""
-    probe = folder / f".write-test-{os.getpid()}"
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.write(fd, b"x")
-        finally:
-            os.close(fd)
-            probe.unlink(missing_ok=True)
-    except OSError as exc:
-        reason = exc.strerror or str(exc)
+    reason = write_problem(folder)
+    if reason is not None:
         raise OutputError(
             f"cannot write to the results folder {folder} ({reason}); pass --out a folder you can write to"
-        ) from exc
+        )
 
 
 def _write_text_atomic(path: Path, text: str) -> None:
