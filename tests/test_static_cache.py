@@ -13,6 +13,7 @@ from transformers import CompileConfig
 import vlmsparse
 from vlmsparse.bench.question import question_inputs, video_grid
 from vlmsparse.eval.model_io import VideoQA, resolve_kv_cache
+from vlmsparse.model.patcher import observe
 from vlmsparse.testing import tiny_qwen2_5_vl
 
 
@@ -51,6 +52,22 @@ def test_static_cache_prefill_takes_the_sparse_path(model, caplog):
     assert static_records == dynamic_records  # and it still does when the keys are the cache's preallocated length
     assert "attention sees" not in caplog.text  # no dense fallback for a layout/key-length mismatch
     assert torch.equal(static, dynamic)
+
+
+def test_observer_sees_the_sequence_keys_of_a_static_cache(model):
+    """Calibration's observer gets the sequence's keys; the model's own attention keeps the cache's keys and mask."""
+    inputs = question_inputs(model, video_grid(2 * 96, (8, 8)), seed=2)
+    reference = _generate(model, inputs, None)
+    seen = []
+    handle = observe(model, lambda layer: seen.append(tuple(layer.k.shape)))
+    try:
+        static = _generate(model, inputs, "static")
+    finally:
+        handle.unpatch()
+    length = inputs["input_ids"].shape[1]
+    assert len(seen) == model.config.text_config.num_hidden_layers  # every layer's prefill, once
+    assert all(shape[2] == length for shape in seen)
+    assert torch.equal(static, reference)
 
 
 def test_compiled_decode_step_with_a_patched_model(model):

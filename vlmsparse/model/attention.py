@@ -245,7 +245,9 @@ class PatchState:
         valid = None if layout.valid is None else layout.valid.to(query.device)
         interleaved = None if layout.interleaved_text is None else layout.interleaved_text.to(query.device)
         scale = float(scaling) if scaling is not None else None
-        if key.shape[2] != lk:  # the sparse paths see the sequence's keys only; the dense ones get the cache's mask
+        # from here every path sees the sequence's keys only (transformers' own implementations, which the dense
+        # fallbacks call, cut the cache's mask to the keys they get)
+        if key.shape[2] != lk:
             key, value = key[:, :, :lk], value[:, :, :lk]
         if self.observer is not None:
             if valid is not None or query.shape[0] != 1:

@@ -21,6 +21,11 @@ from dataclasses import dataclass, field
 
 import torch
 
+try:
+    from transformers.cache_utils import StaticLayer
+except ImportError:  # a transformers without per-layer caches: no cache is taken as preallocated
+    StaticLayer = None
+
 __all__ = ["TokenLayout", "LayoutTracker", "interleaved_text_mask", "planned_block_counts"]
 
 
@@ -80,11 +85,7 @@ def _past_length(past_key_values) -> int:
 def _preallocates(cache) -> bool:
     """Whether every layer of ``cache`` returns keys of its fixed, preallocated length (transformers' static layers)."""
     layers = getattr(cache, "layers", None)
-    if not layers:
-        return False
-    try:
-        from transformers.cache_utils import StaticLayer
-    except ImportError:  # a transformers without per-layer caches
+    if not layers or StaticLayer is None:
         return False
     return all(isinstance(layer, StaticLayer) and not getattr(layer, "is_sliding", False) for layer in layers)
 
@@ -147,7 +148,7 @@ class LayoutTracker:
             interleaved = interleaved if bool(interleaved.any()) else None
         self.layout = TokenLayout(
             visual=visual, valid=valid, has_visual=bool(visual.any()), interleaved_text=interleaved, span=span,
-            preallocated=bool(getattr(cache, "is_compileable", False)) and _preallocates(cache),
+            preallocated=_preallocates(cache),
         )
 
     def reset(self) -> None:
