@@ -22,9 +22,6 @@ from .validation import check_attention_args, interpreting, triton_can_run
 
 LOG2E = 1.4426950408889634
 
-#: Experiment: single pooled blocks through tensor descriptors of their own tile height (notes/ab/single_desc_ab.py)
-SINGLE_BLOCK_DESCRIPTORS = True
-
 
 @triton.jit
 def _dot(a, b, UPCAST: tl.constexpr):
@@ -79,10 +76,8 @@ def _online_update_masked(m_i, l_i, acc, qk, v, UPCAST: tl.constexpr):
 
 @triton.jit
 def _pooled_blocks(
-    m_i, l_i, acc, q, qk_scale, idx_ptr, start, stop, kp_base, vp_base, DescKP, DescVP, b, kvh, row0,
-    offs_d, d_mask, k_len, head_dim,
-    P: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, EVEN_D: tl.constexpr, UPCAST: tl.constexpr,
-    DESC: tl.constexpr,
+    m_i, l_i, acc, q, qk_scale, idx_ptr, start, stop, kp_base, vp_base, offs_d, d_mask, k_len, head_dim,
+    P: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_D: tl.constexpr, UPCAST: tl.constexpr,
 ):
     """Visit kept blocks of pooling level ``P``: ``BLOCK_N // P`` pooled keys each, logits ``+ log2(count)``.
 
@@ -103,16 +98,12 @@ def _pooled_blocks(
         j_next = tl.load(idx_ptr + t + 1, mask=t + 1 < stop, other=0)
         g = j * GROUPS + offs_g
         g_ok = (offs_g < GROUPS) & (g < n_groups)
-        if DESC:
-            kp = DescKP.load([b, kvh, row0 + j * GROUPS, 0]).reshape(TILE, BLOCK_D)
-            vp = DescVP.load([b, kvh, row0 + j * GROUPS, 0]).reshape(TILE, BLOCK_D)
+        if EVEN_D:
+            ld_mask = g_ok[:, None]
         else:
-            if EVEN_D:
-                ld_mask = g_ok[:, None]
-            else:
-                ld_mask = g_ok[:, None] & d_mask[None, :]
-            kp = tl.load(kp_base + g[:, None] * head_dim + offs_d[None, :], mask=ld_mask, other=0.0)
-            vp = tl.load(vp_base + g[:, None] * head_dim + offs_d[None, :], mask=ld_mask, other=0.0)
+            ld_mask = g_ok[:, None] & d_mask[None, :]
+        kp = tl.load(kp_base + g[:, None] * head_dim + offs_d[None, :], mask=ld_mask, other=0.0)
+        vp = tl.load(vp_base + g[:, None] * head_dim + offs_d[None, :], mask=ld_mask, other=0.0)
         count = tl.minimum(k_len - g * P, P).to(tl.float32)
         qk = _dot(q, tl.trans(kp), UPCAST) * qk_scale + tl.log2(tl.maximum(count, 1.0))[None, :]
         qk = tl.where(g_ok[None, :], qk, float("-inf"))
@@ -196,7 +187,6 @@ def _pyramid_attention_fwd(
     BSK, BSV,
     BlockIdx, CatOff,
     DescK, DescV, DescKP, DescVP,
-    DescKP2, DescVP2, DescKP4, DescVP4, DescKP8, DescVP8,
     qk_scale,
     stride_qb, stride_qh, stride_qm,
     stride_kb, stride_kh, stride_kn,
@@ -205,7 +195,7 @@ def _pyramid_attention_fwd(
     n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, head_dim,
     CAUSAL: tl.constexpr, TAIL: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, EVEN_D: tl.constexpr,
-    UPCAST: tl.constexpr, KV_DESC: tl.constexpr, PYR_DESC: tl.constexpr, SINGLE_DESC: tl.constexpr,
+    UPCAST: tl.constexpr, KV_DESC: tl.constexpr, PYR_DESC: tl.constexpr,
 ):
     # heavy (late) query blocks first: better load balance under causal masking
     qblk = n_qb - 1 - tl.program_id(0)
@@ -290,18 +280,16 @@ def _pyramid_attention_fwd(
     )
     # single pooled blocks: one narrow tile each
     m_i, l_i, acc = _pooled_blocks(
-        m_i, l_i, acc, q, qk_scale, idx_ptr, o_s8, o_p2, kp_base, vp_base, DescKP2, DescVP2, b, kvh, 0,
-        offs_d, d_mask, k_len, head_dim, 2, BLOCK_N, BLOCK_D, EVEN_D, UPCAST, SINGLE_DESC,
+        m_i, l_i, acc, q, qk_scale, idx_ptr, o_s8, o_p2, kp_base, vp_base,
+        offs_d, d_mask, k_len, head_dim, 2, BLOCK_N, EVEN_D, UPCAST,
     )
     m_i, l_i, acc = _pooled_blocks(
         m_i, l_i, acc, q, qk_scale, idx_ptr, o_p2, o_p4, kp_base + g2 * head_dim, vp_base + g2 * head_dim,
-        DescKP4, DescVP4, b, kvh, g2, offs_d, d_mask, k_len, head_dim, 4, BLOCK_N, BLOCK_D, EVEN_D, UPCAST,
-        SINGLE_DESC,
+        offs_d, d_mask, k_len, head_dim, 4, BLOCK_N, EVEN_D, UPCAST,
     )
     m_i, l_i, acc = _pooled_blocks(
         m_i, l_i, acc, q, qk_scale, idx_ptr, o_p4, o_p8, kp_base + (g2 + g4) * head_dim,
-        vp_base + (g2 + g4) * head_dim, DescKP8, DescVP8, b, kvh, g2 + g4, offs_d, d_mask, k_len, head_dim, 8,
-        BLOCK_N, BLOCK_D, EVEN_D, UPCAST, SINGLE_DESC,
+        vp_base + (g2 + g4) * head_dim, offs_d, d_mask, k_len, head_dim, 8, BLOCK_N, EVEN_D, UPCAST,
     )
 
     # blocks on the causal diagonal or at the end of the sequence: exact, token-level masks
@@ -495,11 +483,6 @@ def pyramid_attention(
     pyr_desc = bool(tma) and can_use_tma(pyramid.pooled_k_all, pyramid.pooled_v_all, check_device=False)
     desc_kp = _kv_descriptor(pyramid.pooled_k_all, block_n) if pyr_desc else pyramid.pooled_k_all
     desc_vp = _kv_descriptor(pyramid.pooled_v_all, block_n) if pyr_desc else pyramid.pooled_v_all
-    single_desc = pyr_desc and SINGLE_BLOCK_DESCRIPTORS
-    singles = []
-    for p in (2, 4, 8):
-        rows = max(16, block_n // p)
-        singles += [_kv_descriptor(t, rows) if single_desc else t for t in (pyramid.pooled_k_all, pyramid.pooled_v_all)]
     grid = (n_qb, b * hq)
     _pyramid_attention_fwd[grid](
         q, k, v, out,
@@ -507,7 +490,6 @@ def pyramid_attention(
         pyramid.block_sum_k if tail else dummy, pyramid.block_sum_v if tail else dummy,
         plan.block_idx, plan.cat_offsets,
         desc_k, desc_v, desc_kp, desc_vp,
-        *singles,
         scale * LOG2E,
         q.stride(0), q.stride(1), q.stride(2),
         k.stride(0), k.stride(1), k.stride(2),
@@ -517,7 +499,7 @@ def pyramid_attention(
         CAUSAL=causal, TAIL=tail,
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, EVEN_D=(block_d == d),
         UPCAST=(q.dtype == torch.float32 or (q.dtype == torch.bfloat16 and interpreting())),
-        KV_DESC=bool(tma), PYR_DESC=pyr_desc, SINGLE_DESC=single_desc,
+        KV_DESC=bool(tma), PYR_DESC=pyr_desc,
         num_warps=num_warps, num_stages=num_stages,
     )
     return out
