@@ -130,13 +130,32 @@ def run_levels(n_qb, n_kb, choices=(0, 1, 2, 4, 8), longest=10):
 
 @pytest.mark.parametrize("causal", [True, False])
 @pytest.mark.parametrize("tail", [False, True])
-def test_runs_of_one_level_read_as_spans(causal, tail):
-    # consecutive blocks of one level are read as one tile of pooled keys: the same maths as block by block
+@pytest.mark.parametrize("one_span_loop", [True, False])
+def test_runs_of_one_level_read_as_spans(causal, tail, one_span_loop, monkeypatch):
+    # consecutive blocks of one level are read as one tile of pooled keys: the same maths as block by block,
+    # with the spans of every level in one loop or one loop per level
+    import vlmsparse.kernels.pyramid as pyramid_module
+
+    monkeypatch.setattr(pyramid_module, "ONE_SPAN_LOOP", one_span_loop)
     block, n_kb = 16, 24
     lq = lk = n_kb * block - 5  # a ragged last key block
     q, k, v = make_inputs(1, 2, 1, lq, lk, 16)
     levels = run_levels(plan_shape(1, 1, lq, lk, 64, block)[2], n_kb)
     check(q, k, v, levels, 64, block, causal=causal, tail=tail)
+
+
+def test_tail_only_where_a_program_skips_something():
+    # one query block skips nothing (its tail work is left out), the next skips whole and diagonal blocks; a
+    # plan that skips nothing gives the same output with and without tail aggregation
+    q, k, v = make_inputs(1, 2, 1, 128, 128, 16)
+    levels = torch.tensor([[1, 2, 4, 8], [1, 0, 4, 0]], dtype=torch.int8)[None, None].repeat(1, 2, 2, 1)
+    levels[0, :, 2:, 3] = 0  # skipped diagonal blocks too
+    levels[0, :, 0] = torch.tensor([1, 0, 0, 0], dtype=torch.int8)
+    check(q, k, v, levels, 32, 32, tail=True)
+    full = torch.tensor([1, 2, 4, 1], dtype=torch.int8).repeat(1, 2, 4, 1)
+    with_tail = pyramid_attention(q, k, v, full, block_m=32, block_n=32, tail=True)
+    without = pyramid_attention(q, k, v, full, block_m=32, block_n=32, tail=False)
+    assert (with_tail - without).abs().max().item() == 0
 
 
 def test_all_skipped_rows_give_zeros_and_tail_restores_mass():

@@ -162,3 +162,31 @@ def test_bad_inputs():
         cumulative_levels_triton(imp, forced.to(torch.uint8), free, (0.5,), (1,))
     # five pairs are fine for the PyTorch path, which the default takes on the CPU
     cumulative_levels(imp, forced, free, (0.1, 0.2, 0.3, 0.4, 0.5), levels=(1, 1, 2, 4, 8))
+
+
+@pytest.mark.parametrize("mode", ["energy", "quota"])
+def test_layout_rules_and_lone_level2_in_the_same_launch(mode):
+    # forced_level=1 writes forced blocks as exact (the layout rules) and lone_level2_exact turns a level-2 block
+    # with no level-2 neighbour into an exact one: the kernel equals the PyTorch definition, and that equals
+    # the two steps applied afterwards
+    from vlmsparse.methods.base import BlockLayout, apply_layout_rules
+    from vlmsparse.methods.psa import lone_level2_exact
+
+    torch.manual_seed(11)
+    n_qb, n_kb = 24, 40
+    visible, forced = _layout(n_qb, n_kb)
+    forced = forced | (visible & (torch.rand(n_qb, n_kb) < 0.1))  # text blocks too
+    free = visible & ~forced
+    imp = _importance((2, 3, n_qb, n_kb), forced, free)
+    thresholds, levels = ((0.2, 0.45, 0.7, 0.9), (1, 2, 4, 8))
+    plain = cumulative_levels(imp, forced, free, thresholds, levels=levels, mode=mode, use_triton=False)
+    layout = BlockLayout(torch.zeros(n_qb, n_kb), torch.ones(1, n_qb, dtype=torch.bool),
+                         torch.ones(1, n_kb, dtype=torch.bool), forced[None], free[None])
+    expected = apply_layout_rules(lone_level2_exact(plain), layout)
+    assert (lone_level2_exact(plain) != plain).any() and (expected != plain).any()  # both steps change something
+    for use_triton in (False, True):
+        got = cumulative_levels(imp.to(DEVICE), forced.to(DEVICE), free.to(DEVICE), thresholds, levels=levels,
+                                mode=mode, forced_level=1, lone_level2_exact=True, use_triton=use_triton)
+        assert torch.equal(got.cpu(), expected), use_triton
+    with pytest.raises(ValueError, match="forced_level must be 0 or 1"):
+        cumulative_levels(imp, forced, free, thresholds, levels=levels, forced_level=2)

@@ -42,6 +42,43 @@ def time_ms(fn: Callable[[], object], warmup_ms: int = 50, rep_ms: int = 300) ->
     return float(triton.testing.do_bench(fn, warmup=warmup_ms, rep=rep_ms, return_mode="median"))
 
 
+def device_time_ms(fn: Callable[[], object], reps: int = 30, trials: int = 5) -> float:
+    """Median device time of one call of ``fn`` in milliseconds, with the host ahead of the device.
+
+    The device is first kept busy (``torch.cuda._sleep``) while the host queues ``reps`` calls, so the calls run
+    back to back and their CUDA-event time is what the device spends on them, not what the host spends launching
+    them: the time a call costs inside a model's forward pass, where the host runs ahead. The sleep grows until
+    the device is still busy when the host has queued every call (else the number would be host time again).
+    """
+    import time
+
+    fn()
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(3):
+        fn()
+    torch.cuda.synchronize()
+    host_s = (time.perf_counter() - t0) / 3
+    cycles = int(max(1e6, 4e9 * host_s * reps))  # about twice the host's queueing time at 2 GHz
+    times: list[float] = []
+    while len(times) < trials:
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda._sleep(cycles)
+        start.record()
+        for _ in range(reps):
+            fn()
+        end.record()
+        ahead = not end.query()  # the device had not caught up with the host
+        torch.cuda.synchronize()
+        if not ahead:
+            if cycles > 1e12:
+                raise RuntimeError("the device kept up with the host at every sleep length; cannot separate them")
+            cycles *= 4
+            continue
+        times.append(start.elapsed_time(end) / reps)
+    return float(sorted(times)[len(times) // 2])
+
+
 def causal_attention_flops(batch: int, heads: int, q_len: int, k_len: int, head_dim: int, causal: bool = True) -> float:
     """Matmul FLOPs of dense attention (QK^T and PV) over the causally visible (query, key) pairs."""
     if causal:

@@ -22,6 +22,9 @@ from .validation import check_attention_args, interpreting, triton_can_run
 
 LOG2E = 1.4426950408889634
 
+#: The spans of levels 2, 4 and 8 in one loop (False: one loop per level); the A/B switch of notes/ab/fixed_ab.py
+ONE_SPAN_LOOP = True
+
 
 @triton.jit
 def _dot(a, b, UPCAST: tl.constexpr):
@@ -150,6 +153,43 @@ def _pooled_spans(
 
 
 @triton.jit
+def _pooled_spans_all(
+    m_i, l_i, acc, q, qk_scale, idx_ptr, start, o_s2, o_s4, stop, kp_base, vp_base, DescKP, DescVP, b, kvh, g2, g4,
+    offs_d, d_mask, head_dim,
+    BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, EVEN_D: tl.constexpr, UPCAST: tl.constexpr, DESC: tl.constexpr,
+):
+    """The spans of all three levels in one loop (entries ``start .. o_s2`` level 2, ``.. o_s4`` level 4,
+    ``.. stop`` level 8): the level, its rows in the pyramid and its logit correction are picked per step, so
+    the program sets up one pipelined loop instead of three. Same tiles and maths as :func:`_pooled_spans`."""
+    offs_g = tl.arange(0, BLOCK_N)
+    e_next = tl.load(idx_ptr + start, mask=start < stop, other=0)
+    for t in range(start, stop):
+        e = e_next
+        e_next = tl.load(idx_ptr + t + 1, mask=t + 1 < stop, other=0)
+        is2 = t < o_s2
+        is4 = t < o_s4
+        groups = tl.where(is2, BLOCK_N // 2, tl.where(is4, BLOCK_N // 4, BLOCK_N // 8))  # pooled keys per block
+        row0 = tl.where(is2, 0, tl.where(is4, g2, g2 + g4))  # first row of the level in the pyramid
+        log2p = tl.where(is2, 1.0, tl.where(is4, 2.0, 3.0))
+        first = row0 + (e // 8) * groups
+        g_ok = offs_g < (e % 8 + 1) * groups
+        if DESC:
+            kp = DescKP.load([b, kvh, first, 0]).reshape(BLOCK_N, BLOCK_D)
+            vp = DescVP.load([b, kvh, first, 0]).reshape(BLOCK_N, BLOCK_D)
+        else:
+            g = first + offs_g
+            if EVEN_D:
+                ld_mask = g_ok[:, None]
+            else:
+                ld_mask = g_ok[:, None] & d_mask[None, :]
+            kp = tl.load(kp_base + g[:, None] * head_dim + offs_d[None, :], mask=ld_mask, other=0.0)
+            vp = tl.load(vp_base + g[:, None] * head_dim + offs_d[None, :], mask=ld_mask, other=0.0)
+        qk = tl.where(g_ok[None, :], _dot(q, tl.trans(kp), UPCAST) * qk_scale + log2p, float("-inf"))
+        m_i, l_i, acc = _online_update(m_i, l_i, acc, qk, vp, UPCAST)
+    return m_i, l_i, acc
+
+
+@triton.jit
 def _block_sums(sum_k, sum_v, n_keys, idx_ptr, start, stop, bsk_base, bsv_base, offs_d, d_mask, k_len, head_dim,
                 BLOCK_N: tl.constexpr, CHUNK: tl.constexpr, BLOCK_D: tl.constexpr):
     """Add the float32 sums (and key counts) of the listed key blocks ``idx_ptr[start:stop]``, ``CHUNK`` at a time."""
@@ -181,6 +221,56 @@ def _skipped_diagonal_tile(base, stride_n, j, offs_n, offs_d, d_mask, k_len, lim
 
 
 @triton.jit
+def _tail_key(
+    m_i, l_i, acc, q, qk_scale, idx_ptr, o_mask, o_skip_part, o_skip_full, BSK, BSV, pyr_bh, n_kb,
+    k_base, v_base, stride_kn, stride_vn, offs_n, offs_d, d_mask, limit, m_ok, k_len, head_dim,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, EVEN_D: tl.constexpr,
+    UPCAST: tl.constexpr,
+):
+    """Tail aggregation for one program: one extra key per row, the mean of the visible keys its plan skips
+    (listed in ``idx_ptr[o_mask:o_skip_full]``), with logit ``+ log2(count)``."""
+    # One extra key per row: the mean of the visible keys its plan skips, logit + log(count). Skipped blocks
+    # wholly visible (category 10) are the same for every row: their float32 block sums, CHUNK blocks per
+    # step. Skipped blocks on the diagonal (category 9, rare: planners keep the diagonal) are summed per row
+    # through a 0/1 visibility matrix times their K and V tiles.
+    bs_off = pyr_bh.to(tl.int64) * n_kb * head_dim
+    sum_k = tl.zeros([BLOCK_D], dtype=tl.float32)
+    sum_v = tl.zeros([BLOCK_D], dtype=tl.float32)
+    n_full = tl.sum(tl.zeros([1], dtype=tl.float32), 0)
+    sum_k, sum_v, n_full = _block_sums(
+        sum_k, sum_v, n_full, idx_ptr, o_skip_part, o_skip_full, BSK + bs_off, BSV + bs_off, offs_d, d_mask,
+        k_len, head_dim, BLOCK_N, 16, BLOCK_D,
+    )
+    qs = tl.sum(q.to(tl.float32) * sum_k[None, :], 1)  # [BLOCK_M]: q . (sum of skipped keys)
+    n_skip = tl.zeros([BLOCK_M], dtype=tl.float32) + n_full
+    # pass 1 over skipped diagonal blocks: logits and counts (no [BLOCK_M, D] accumulator: it made the
+    # compiler spill 10 KB per thread)
+    for t in tl.range(o_mask, o_skip_part, num_stages=1):  # rare; unpipelined keeps shared memory in bounds
+        k, vis = _skipped_diagonal_tile(k_base, stride_kn, tl.load(idx_ptr + t), offs_n, offs_d, d_mask, k_len,
+                                        limit, m_ok, BLOCK_N, EVEN_D)
+        qs += tl.sum(_dot(q, tl.trans(k), UPCAST) * vis, 1)
+        n_skip += tl.sum(vis, 1)
+    has_tail = n_skip > 0.5
+    inv = tl.where(has_tail, 1.0 / tl.maximum(n_skip, 1.0), 0.0)
+    s_tail = qs * inv * qk_scale + tl.log2(tl.maximum(n_skip, 1.0))
+    s_tail = tl.where(has_tail, s_tail, float("-inf"))
+    m_new = tl.maximum(m_i, s_tail)
+    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+    alpha = tl.math.exp2(m_i - m_safe)
+    p_tail = tl.math.exp2(s_tail - m_safe)
+    l_i = l_i * alpha + p_tail
+    w_tail = p_tail * inv  # weight of each skipped key's value
+    acc = acc * alpha[:, None] + w_tail[:, None] * sum_v[None, :]
+    m_i = m_new
+    # pass 2: the skipped diagonal keys' values, weighted like a P @ V step
+    for t in tl.range(o_mask, o_skip_part, num_stages=1):
+        v, vis = _skipped_diagonal_tile(v_base, stride_vn, tl.load(idx_ptr + t), offs_n, offs_d, d_mask, k_len,
+                                        limit, m_ok, BLOCK_N, EVEN_D)
+        acc = _pv(vis * w_tail[:, None], v, acc, UPCAST)
+    return m_i, l_i, acc
+
+
+@triton.jit
 def _pyramid_attention_fwd(
     Q, K, V, Out,
     KP, VP,
@@ -195,7 +285,7 @@ def _pyramid_attention_fwd(
     n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, head_dim,
     CAUSAL: tl.constexpr, TAIL: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, EVEN_D: tl.constexpr,
-    UPCAST: tl.constexpr, KV_DESC: tl.constexpr, PYR_DESC: tl.constexpr,
+    UPCAST: tl.constexpr, KV_DESC: tl.constexpr, PYR_DESC: tl.constexpr, ONE_SPAN_LOOP: tl.constexpr,
 ):
     # heavy (late) query blocks first: better load balance under causal masking
     qblk = n_qb - 1 - tl.program_id(0)
@@ -265,19 +355,25 @@ def _pyramid_attention_fwd(
     kp_base = KP + pyr_bh.to(tl.int64) * (g2 + g4 + g8) * head_dim  # level 2, then level 4, then level 8
     vp_base = VP + pyr_bh.to(tl.int64) * (g2 + g4 + g8) * head_dim
     # spans: consecutive blocks of one level read as one full tile of pooled keys
-    m_i, l_i, acc = _pooled_spans(
-        m_i, l_i, acc, q, qk_scale, idx_ptr, o_exact, o_s2, kp_base, vp_base, DescKP, DescVP, b, kvh, 0,
-        offs_d, d_mask, head_dim, 2, 1.0, BLOCK_N, BLOCK_D, EVEN_D, UPCAST, PYR_DESC,
-    )
-    m_i, l_i, acc = _pooled_spans(
-        m_i, l_i, acc, q, qk_scale, idx_ptr, o_s2, o_s4, kp_base + g2 * head_dim, vp_base + g2 * head_dim,
-        DescKP, DescVP, b, kvh, g2, offs_d, d_mask, head_dim, 4, 2.0, BLOCK_N, BLOCK_D, EVEN_D, UPCAST, PYR_DESC,
-    )
-    m_i, l_i, acc = _pooled_spans(
-        m_i, l_i, acc, q, qk_scale, idx_ptr, o_s4, o_s8, kp_base + (g2 + g4) * head_dim,
-        vp_base + (g2 + g4) * head_dim, DescKP, DescVP, b, kvh, g2 + g4, offs_d, d_mask, head_dim, 8, 3.0, BLOCK_N,
-        BLOCK_D, EVEN_D, UPCAST, PYR_DESC,
-    )
+    if ONE_SPAN_LOOP:
+        m_i, l_i, acc = _pooled_spans_all(
+            m_i, l_i, acc, q, qk_scale, idx_ptr, o_exact, o_s2, o_s4, o_s8, kp_base, vp_base, DescKP, DescVP, b, kvh,
+            g2, g4, offs_d, d_mask, head_dim, BLOCK_N, BLOCK_D, EVEN_D, UPCAST, PYR_DESC,
+        )
+    else:
+        m_i, l_i, acc = _pooled_spans(
+            m_i, l_i, acc, q, qk_scale, idx_ptr, o_exact, o_s2, kp_base, vp_base, DescKP, DescVP, b, kvh, 0,
+            offs_d, d_mask, head_dim, 2, 1.0, BLOCK_N, BLOCK_D, EVEN_D, UPCAST, PYR_DESC,
+        )
+        m_i, l_i, acc = _pooled_spans(
+            m_i, l_i, acc, q, qk_scale, idx_ptr, o_s2, o_s4, kp_base + g2 * head_dim, vp_base + g2 * head_dim,
+            DescKP, DescVP, b, kvh, g2, offs_d, d_mask, head_dim, 4, 2.0, BLOCK_N, BLOCK_D, EVEN_D, UPCAST, PYR_DESC,
+        )
+        m_i, l_i, acc = _pooled_spans(
+            m_i, l_i, acc, q, qk_scale, idx_ptr, o_s4, o_s8, kp_base + (g2 + g4) * head_dim,
+            vp_base + (g2 + g4) * head_dim, DescKP, DescVP, b, kvh, g2 + g4, offs_d, d_mask, head_dim, 8, 3.0, BLOCK_N,
+            BLOCK_D, EVEN_D, UPCAST, PYR_DESC,
+        )
     # single pooled blocks: one narrow tile each
     m_i, l_i, acc = _pooled_blocks(
         m_i, l_i, acc, q, qk_scale, idx_ptr, o_s8, o_p2, kp_base, vp_base,
@@ -317,46 +413,16 @@ def _pyramid_attention_fwd(
         m_i, l_i, acc = _online_update_masked(m_i, l_i, acc, qk, v, UPCAST)
 
     if TAIL:
-        # One extra key per row: the mean of the visible keys its plan skips, logit + log(count). Skipped blocks
-        # wholly visible (category 10) are the same for every row: their float32 block sums, CHUNK blocks per
-        # step. Skipped blocks on the diagonal (category 9, rare: planners keep the diagonal) are summed per row
-        # through a 0/1 visibility matrix times their K and V tiles.
+        # Only a program whose plan skips something visible pays for the tail (a plan that skips nothing, e.g.
+        # text rows or every block pooled, costs what it costs without tail aggregation).
         o_skip_part = tl.load(off_ptr + 9)
         o_skip_full = tl.load(off_ptr + 10)
-        bs_off = pyr_bh.to(tl.int64) * n_kb * head_dim
-        sum_k = tl.zeros([BLOCK_D], dtype=tl.float32)
-        sum_v = tl.zeros([BLOCK_D], dtype=tl.float32)
-        n_full = tl.sum(tl.zeros([1], dtype=tl.float32), 0)
-        sum_k, sum_v, n_full = _block_sums(
-            sum_k, sum_v, n_full, idx_ptr, o_skip_part, o_skip_full, BSK + bs_off, BSV + bs_off, offs_d, d_mask,
-            k_len, head_dim, BLOCK_N, 16, BLOCK_D,
-        )
-        qs = tl.sum(q.to(tl.float32) * sum_k[None, :], 1)  # [BLOCK_M]: q . (sum of skipped keys)
-        n_skip = tl.zeros([BLOCK_M], dtype=tl.float32) + n_full
-        # pass 1 over skipped diagonal blocks: logits and counts (no [BLOCK_M, D] accumulator: it made the
-        # compiler spill 10 KB per thread)
-        for t in tl.range(o_mask, o_skip_part, num_stages=1):  # rare; unpipelined keeps shared memory in bounds
-            k, vis = _skipped_diagonal_tile(k_base, stride_kn, tl.load(idx_ptr + t), offs_n, offs_d, d_mask, k_len,
-                                            limit, m_ok, BLOCK_N, EVEN_D)
-            qs += tl.sum(_dot(q, tl.trans(k), UPCAST) * vis, 1)
-            n_skip += tl.sum(vis, 1)
-        has_tail = n_skip > 0.5
-        inv = tl.where(has_tail, 1.0 / tl.maximum(n_skip, 1.0), 0.0)
-        s_tail = qs * inv * qk_scale + tl.log2(tl.maximum(n_skip, 1.0))
-        s_tail = tl.where(has_tail, s_tail, float("-inf"))
-        m_new = tl.maximum(m_i, s_tail)
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-        alpha = tl.math.exp2(m_i - m_safe)
-        p_tail = tl.math.exp2(s_tail - m_safe)
-        l_i = l_i * alpha + p_tail
-        w_tail = p_tail * inv  # weight of each skipped key's value
-        acc = acc * alpha[:, None] + w_tail[:, None] * sum_v[None, :]
-        m_i = m_new
-        # pass 2: the skipped diagonal keys' values, weighted like a P @ V step
-        for t in tl.range(o_mask, o_skip_part, num_stages=1):
-            v, vis = _skipped_diagonal_tile(v_base, stride_vn, tl.load(idx_ptr + t), offs_n, offs_d, d_mask, k_len,
-                                            limit, m_ok, BLOCK_N, EVEN_D)
-            acc = _pv(vis * w_tail[:, None], v, acc, UPCAST)
+        if o_skip_full > o_mask:
+            m_i, l_i, acc = _tail_key(
+                m_i, l_i, acc, q, qk_scale, idx_ptr, o_mask, o_skip_part, o_skip_full, BSK, BSV, pyr_bh, n_kb,
+                k_base, v_base, stride_kn, stride_vn, offs_n, offs_d, d_mask, limit, m_ok, k_len, head_dim,
+                BLOCK_M, BLOCK_N, BLOCK_D, EVEN_D, UPCAST,
+            )
 
     # a row with nothing to attend has l == 0 and acc == 0: it returns zeros, never NaN
     out = acc / tl.where(l_i > 0.0, l_i, 1.0)[:, None]
@@ -499,7 +565,7 @@ def pyramid_attention(
         CAUSAL=causal, TAIL=tail,
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, EVEN_D=(block_d == d),
         UPCAST=(q.dtype == torch.float32 or (q.dtype == torch.bfloat16 and interpreting())),
-        KV_DESC=bool(tma), PYR_DESC=pyr_desc,
+        KV_DESC=bool(tma), PYR_DESC=pyr_desc, ONE_SPAN_LOOP=ONE_SPAN_LOOP,
         num_warps=num_warps, num_stages=num_stages,
     )
     return out

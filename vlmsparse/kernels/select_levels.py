@@ -57,6 +57,7 @@ __all__ = [
     "cumulative_levels_triton",
     "triton_supports_levels",
     "cumulative_levels",
+    "lone_level2_exact_",
 ]
 
 MODES = ("energy", "quota")
@@ -68,8 +69,13 @@ MAX_KEY_BLOCKS = 4096
 MAX_LEVEL_PAIRS = 4
 
 
-def check_selection_args(thresholds: Sequence[float], levels: Sequence[int], mode: str, rule: str) -> None:
-    """Raise ``ValueError`` unless ``mode``, ``rule`` and the threshold/level pairs are well formed."""
+def check_selection_args(
+    thresholds: Sequence[float], levels: Sequence[int], mode: str, rule: str, forced_level: int = 0
+) -> None:
+    """Raise ``ValueError`` unless ``mode``, ``rule``, the threshold/level pairs and ``forced_level`` are well
+    formed."""
+    if forced_level not in (0, 1) or isinstance(forced_level, bool):
+        raise ValueError(f"forced_level must be 0 or 1, got {forced_level!r}")
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if rule not in RULES:
@@ -101,7 +107,8 @@ def _select_levels_kernel(
     n_heads, n_qb, n_kb,
     t0, t1, t2, t3,
     L0: tl.constexpr, L1: tl.constexpr, L2: tl.constexpr, L3: tl.constexpr, N_PAIRS: tl.constexpr,
-    ENERGY: tl.constexpr, INCLUSIVE: tl.constexpr, NKB: tl.constexpr,
+    ENERGY: tl.constexpr, INCLUSIVE: tl.constexpr, NKB: tl.constexpr, FORCED_LEVEL: tl.constexpr,
+    LONE2: tl.constexpr,
 ):
     row = tl.program_id(0)
     qb = row % n_qb
@@ -161,8 +168,16 @@ def _select_levels_kernel(
     if N_PAIRS >= 2:
         lv = tl.where(_hit(stat, t1, INCLUSIVE), L1, lv)
     lv = tl.where(_hit(stat, t0, INCLUSIVE), L0, lv)
-    lv = tl.where(free_s, lv, 0)
+    lv = tl.where(free_s, lv, tl.where(forced_s, FORCED_LEVEL, 0))
     tl.store(out_row + idx, lv.to(tl.int8), mask=idx < n_kb)
+    if LONE2:
+        # a level-2 block with no level-2 neighbour in its row becomes exact: read the row back in block order
+        tl.debug_barrier()  # the scattered stores above are visible to every thread of the program
+        cur = tl.load(out_row + j, mask=in_row, other=0)
+        left = tl.load(out_row + j - 1, mask=in_row & (j >= 1), other=0)
+        right = tl.load(out_row + j + 1, mask=j + 1 < n_kb, other=0)
+        lone = (cur == 2) & (left != 2) & (right != 2)
+        tl.store(out_row + j, tl.full([NKB], 1, tl.int8), mask=in_row & lone)
 
 
 def cumulative_levels_triton(
@@ -173,6 +188,8 @@ def cumulative_levels_triton(
     levels: Sequence[int] = (1, 2, 4, 8),
     mode: str = "energy",
     rule: str = "exclusive",
+    forced_level: int = 0,
+    lone_level2_exact: bool = False,
 ) -> torch.Tensor:
     """``cumulative_levels`` in one Triton launch: int8 levels shaped like ``importance [B, H, nQB, nKB]``.
 
@@ -180,11 +197,12 @@ def cumulative_levels_triton(
     at most :data:`MAX_LEVEL_PAIRS` threshold/level pairs and :data:`MAX_KEY_BLOCKS` key blocks per row.
     Among equal ordering keys the lower block index comes first.
     """
-    check_selection_args(thresholds, levels, mode, rule)
-    return _levels_triton(importance, forced, free, thresholds, levels, mode, rule)
+    check_selection_args(thresholds, levels, mode, rule, forced_level)
+    return _levels_triton(importance, forced, free, thresholds, levels, mode, rule, forced_level, lone_level2_exact)
 
 
-def _levels_triton(importance, forced, free, thresholds, levels, mode, rule) -> torch.Tensor:
+def _levels_triton(importance, forced, free, thresholds, levels, mode, rule, forced_level=0,
+                   lone_level2_exact=False) -> torch.Tensor:
     """:func:`cumulative_levels_triton` after its mode / rule / pairs check (done once by the caller)."""
     if not isinstance(importance, torch.Tensor) or importance.dim() != 4:
         shape = tuple(importance.shape) if isinstance(importance, torch.Tensor) else type(importance).__name__
@@ -220,7 +238,7 @@ def _levels_triton(importance, forced, free, thresholds, levels, mode, rule) -> 
         raise ValueError(f"Triton kernels need a CUDA tensor (or TRITON_INTERPRET=1), got {importance.device}")
 
     b, h, n_qb, _ = importance.shape
-    out = torch.zeros(importance.shape, dtype=torch.int8, device=importance.device)
+    out = torch.empty(importance.shape, dtype=torch.int8, device=importance.device)  # every entry is written
     rows = b * h * n_qb
     if rows == 0 or n_kb == 0:
         return out
@@ -235,7 +253,8 @@ def _levels_triton(importance, forced, free, thresholds, levels, mode, rule) -> 
         h, n_qb, n_kb,
         t0, t1, t2, t3,
         L0=l0, L1=l1, L2=l2, L3=l3, N_PAIRS=len(levels),
-        ENERGY=mode == "energy", INCLUSIVE=rule == "inclusive", NKB=nkb_pad,
+        ENERGY=mode == "energy", INCLUSIVE=rule == "inclusive", NKB=nkb_pad, FORCED_LEVEL=int(forced_level),
+        LONE2=bool(lone_level2_exact),
         num_warps=min(8, max(1, nkb_pad // 256)),
     )
     return out
@@ -243,17 +262,21 @@ def _levels_triton(importance, forced, free, thresholds, levels, mode, rule) -> 
 
 def cumulative_levels(
     importance: torch.Tensor, forced: torch.Tensor, free: torch.Tensor, thresholds: Sequence[float], *,
-    levels: Sequence[int] = (1, 2, 4, 8), mode: str = "energy", rule: str = "exclusive", use_triton: bool | None = None,
+    levels: Sequence[int] = (1, 2, 4, 8), mode: str = "energy", rule: str = "exclusive", forced_level: int = 0,
+    lone_level2_exact: bool = False, use_triton: bool | None = None,
 ) -> torch.Tensor:
     """Levels (int8, same shape as ``importance [B, H, nQB, nKB]``) for the free blocks; 0 elsewhere.
 
     ``forced`` / ``free`` are bool masks broadcastable to ``importance``; blocks in neither are invisible.
     ``thresholds[j]`` bounds ``levels[j]`` (non-decreasing); beyond the last threshold a block is skipped.
+    ``forced_level``: the level written for forced blocks (0: left to the caller's layout rules; 1: the
+    layout rules applied here, so the result is a finished plan). ``lone_level2_exact``: then every level-2
+    block with no level-2 neighbour in its row becomes 1 (:func:`lone_level2_exact`).
     ``use_triton``: ``None`` takes the one-launch Triton kernel for CUDA tensors it supports (at most
     4096 key blocks and 4 threshold/level pairs) and this PyTorch code elsewhere, CPU included; ``True``
     forces the kernel (a ``ValueError`` if it cannot take the input), ``False`` forces PyTorch.
     """
-    check_selection_args(thresholds, levels, mode, rule)
+    check_selection_args(thresholds, levels, mode, rule, forced_level)
     if use_triton is None:
         use_triton = (
             importance.device.type == "cuda"
@@ -261,7 +284,8 @@ def cumulative_levels(
             and triton_supports_levels(importance.shape[-1], len(levels))
         )
     if use_triton:
-        return _levels_triton(importance, forced, free, thresholds, levels, mode, rule)
+        return _levels_triton(importance, forced, free, thresholds, levels, mode, rule, forced_level,
+                              lone_level2_exact)
     forced = forced.expand_as(importance)
     free = free.expand_as(importance) & ~forced
     visible = forced | free
@@ -281,4 +305,15 @@ def cumulative_levels(
         hit = stat < threshold if rule == "exclusive" else stat <= threshold
         sorted_levels.masked_fill_(hit, level)
     out = torch.zeros_like(sorted_levels).scatter_(-1, order, sorted_levels)
-    return out.masked_fill_(~free, 0)
+    out.masked_fill_(~free, 0)
+    if forced_level:
+        out.masked_fill_(forced, forced_level)
+    return lone_level2_exact_(out) if lone_level2_exact else out
+
+
+def lone_level2_exact_(levels: torch.Tensor) -> torch.Tensor:
+    """``levels [..., nKB]`` with every level-2 block that has no level-2 neighbour in its row set to 1."""
+    two = levels == 2
+    pad = torch.zeros_like(two[..., :1])
+    neighbour = torch.cat([pad, two[..., :-1]], -1) | torch.cat([two[..., 1:], pad], -1)
+    return levels.masked_fill_(two & ~neighbour, 1)

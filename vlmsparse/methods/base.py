@@ -280,6 +280,9 @@ class Method:
     config_class: ClassVar[type[MethodConfig]] = MethodConfig
     #: named settings: preset name -> field overrides of the config defaults
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
+    #: :meth:`select` returns the finished int8 plan (forced blocks 1, blocks neither free nor forced 0), so
+    #: :meth:`plan` does not apply the layout rules again
+    select_applies_layout_rules: ClassVar[bool] = False
 
     def __init__(self, config: MethodConfig | None = None) -> None:
         if config is None:
@@ -332,7 +335,9 @@ class Method:
         layout = self.layout(visual, b, lq, lk, q.device, interleaved_text)
         hm = hq if cfg.plan_heads == "q" else hkv
         with torch.no_grad():
-            levels = apply_layout_rules(self.select(q, k, layout, hm), layout)
+            levels = self.select(q, k, layout, hm)
+            if not self.select_applies_layout_rules:
+                levels = apply_layout_rules(levels, layout)
         compiled = (
             compile_plan(levels, lq, lk, cfg.block_m, cfg.block_n, cfg.causal) if triton_can_run(levels.device) else None
         )
@@ -344,5 +349,6 @@ class Method:
         )
 
     def select(self, q: torch.Tensor, k: torch.Tensor, layout: BlockLayout, plan_heads: int) -> torch.Tensor:
-        """Levels ``[B, plan_heads, nQB, nKB]`` for the free blocks (others are overwritten by the layout rules)."""
+        """Levels ``[B, plan_heads, nQB, nKB]`` for the free blocks (others are overwritten by the layout rules,
+        unless the class sets ``select_applies_layout_rules`` and returns the finished plan itself)."""
         raise NotImplementedError

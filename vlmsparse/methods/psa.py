@@ -67,7 +67,7 @@ from .scoring import (
     visible_key_counts,
     DEFAULT_MAX_ELEMENTS,
 )
-from .selection import MODES, cumulative_levels
+from .selection import MODES, cumulative_levels, lone_level2_exact_
 
 IMPORTANCE = ("antidiagonal", "pooled")
 PSA_LEVELS = (1, 2, 4, 8)
@@ -158,6 +158,7 @@ class PSA(Method):
 
     name = "psa"
     config_class = PSAConfig
+    select_applies_layout_rules = True
     presets = {
         "public-qwen2.5-vl": {"lone_level2_exact": False},
         "videomme-0.65": {"mode": "quota", "thresholds": (0.22, 0.32, 0.42, 0.60), "lone_level2_exact": False},
@@ -183,22 +184,22 @@ class PSA(Method):
         share = self.importance(q, k, layout)
         if plan_heads != hq:
             share = group_heads(share / share.sum(-1, keepdim=True).clamp(min=1e-30), hkv, "mean")
+        # the layout rules (forced blocks exact) and, without the similarity guard, the lone level-2 step are
+        # applied in the same launch as the level assignment: the result is the finished plan
         levels = cumulative_levels(
-            share, layout.forced[:, None], layout.free[:, None], cfg.thresholds, levels=PSA_LEVELS, mode=cfg.mode
+            share, layout.forced[:, None], layout.free[:, None], cfg.thresholds, levels=PSA_LEVELS, mode=cfg.mode,
+            forced_level=1, lone_level2_exact=cfg.lone_level2_exact and not cfg.sim_guard,
         )
         if cfg.sim_guard:
             allowed = key_pooling_allowance(k, cfg.block_n, cfg.sim_thresholds)  # [B, Hkv, nKB]
             if plan_heads != hkv:
                 allowed = allowed.repeat_interleave(plan_heads // hkv, dim=1)
             levels = torch.where(levels > 1, torch.minimum(levels, allowed[:, :, None, :]), levels)
-        if cfg.lone_level2_exact:
-            levels = lone_level2_exact(levels)
+            if cfg.lone_level2_exact:
+                levels = lone_level2_exact(levels)
         return levels
 
 
 def lone_level2_exact(levels: torch.Tensor) -> torch.Tensor:
     """``levels`` with every level-2 block that has no level-2 neighbour in its row (``[..., nKB]``) set to 1."""
-    two = levels == 2
-    pad = torch.zeros_like(two[..., :1])
-    neighbour = torch.cat([pad, two[..., :-1]], -1) | torch.cat([two[..., 1:], pad], -1)
-    return torch.where(two & ~neighbour, torch.ones_like(levels), levels)
+    return lone_level2_exact_(levels.clone())

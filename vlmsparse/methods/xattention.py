@@ -64,6 +64,7 @@ class XAttention(Method):
 
     name = "xattention"
     config_class = XAttentionConfig
+    select_applies_layout_rules = True
     presets = {"videomme": {}}
 
     def select(self, q: torch.Tensor, k: torch.Tensor, layout: BlockLayout, plan_heads: int) -> torch.Tensor:
@@ -74,4 +75,5 @@ class XAttention(Method):
         )
         if plan_heads != q.shape[1]:
             imp = group_heads(imp / imp.sum(-1, keepdim=True).clamp(min=1e-30), k.shape[1], "mean")
-        return cumulative_levels(imp, layout.forced[:, None], layout.free[:, None], (cfg.threshold,), levels=(1,))
+        return cumulative_levels(imp, layout.forced[:, None], layout.free[:, None], (cfg.threshold,), levels=(1,),
+                                 forced_level=1)
