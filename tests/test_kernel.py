@@ -130,13 +130,8 @@ def run_levels(n_qb, n_kb, choices=(0, 1, 2, 4, 8), longest=10):
 
 @pytest.mark.parametrize("causal", [True, False])
 @pytest.mark.parametrize("tail", [False, True])
-@pytest.mark.parametrize("one_span_loop", [True, False])
-def test_runs_of_one_level_read_as_spans(causal, tail, one_span_loop, monkeypatch):
-    # consecutive blocks of one level are read as one tile of pooled keys: the same maths as block by block,
-    # with the spans of every level in one loop or one loop per level
-    import vlmsparse.kernels.pyramid as pyramid_module
-
-    monkeypatch.setattr(pyramid_module, "ONE_SPAN_LOOP", one_span_loop)
+def test_runs_of_one_level_read_as_spans(causal, tail):
+    # consecutive blocks of one level are read as one tile of pooled keys: the same maths as block by block
     block, n_kb = 16, 24
     lq = lk = n_kb * block - 5  # a ragged last key block
     q, k, v = make_inputs(1, 2, 1, lq, lk, 16)

@@ -22,9 +22,6 @@ from .validation import check_attention_args, interpreting, triton_can_run
 
 LOG2E = 1.4426950408889634
 
-#: The spans of levels 2, 4 and 8 in one loop (False: one loop per level); the A/B switch of notes/ab/fixed_ab.py
-ONE_SPAN_LOOP = True
-
 
 @triton.jit
 def _dot(a, b, UPCAST: tl.constexpr):
@@ -153,43 +150,6 @@ def _pooled_spans(
 
 
 @triton.jit
-def _pooled_spans_all(
-    m_i, l_i, acc, q, qk_scale, idx_ptr, start, o_s2, o_s4, stop, kp_base, vp_base, DescKP, DescVP, b, kvh, g2, g4,
-    offs_d, d_mask, head_dim,
-    BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, EVEN_D: tl.constexpr, UPCAST: tl.constexpr, DESC: tl.constexpr,
-):
-    """The spans of all three levels in one loop (entries ``start .. o_s2`` level 2, ``.. o_s4`` level 4,
-    ``.. stop`` level 8): the level, its rows in the pyramid and its logit correction are picked per step, so
-    the program sets up one pipelined loop instead of three. Same tiles and maths as :func:`_pooled_spans`."""
-    offs_g = tl.arange(0, BLOCK_N)
-    e_next = tl.load(idx_ptr + start, mask=start < stop, other=0)
-    for t in range(start, stop):
-        e = e_next
-        e_next = tl.load(idx_ptr + t + 1, mask=t + 1 < stop, other=0)
-        is2 = t < o_s2
-        is4 = t < o_s4
-        groups = tl.where(is2, BLOCK_N // 2, tl.where(is4, BLOCK_N // 4, BLOCK_N // 8))  # pooled keys per block
-        row0 = tl.where(is2, 0, tl.where(is4, g2, g2 + g4))  # first row of the level in the pyramid
-        log2p = tl.where(is2, 1.0, tl.where(is4, 2.0, 3.0))
-        first = row0 + (e // 8) * groups
-        g_ok = offs_g < (e % 8 + 1) * groups
-        if DESC:
-            kp = DescKP.load([b, kvh, first, 0]).reshape(BLOCK_N, BLOCK_D)
-            vp = DescVP.load([b, kvh, first, 0]).reshape(BLOCK_N, BLOCK_D)
-        else:
-            g = first + offs_g
-            if EVEN_D:
-                ld_mask = g_ok[:, None]
-            else:
-                ld_mask = g_ok[:, None] & d_mask[None, :]
-            kp = tl.load(kp_base + g[:, None] * head_dim + offs_d[None, :], mask=ld_mask, other=0.0)
-            vp = tl.load(vp_base + g[:, None] * head_dim + offs_d[None, :], mask=ld_mask, other=0.0)
-        qk = tl.where(g_ok[None, :], _dot(q, tl.trans(kp), UPCAST) * qk_scale + log2p, float("-inf"))
-        m_i, l_i, acc = _online_update(m_i, l_i, acc, qk, vp, UPCAST)
-    return m_i, l_i, acc
-
-
-@triton.jit
 def _block_sums(sum_k, sum_v, n_keys, idx_ptr, start, stop, bsk_base, bsv_base, offs_d, d_mask, k_len, head_dim,
                 BLOCK_N: tl.constexpr, CHUNK: tl.constexpr, BLOCK_D: tl.constexpr):
     """Add the float32 sums (and key counts) of the listed key blocks ``idx_ptr[start:stop]``, ``CHUNK`` at a time."""
@@ -285,7 +245,7 @@ def _pyramid_attention_fwd(
     n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, head_dim,
     CAUSAL: tl.constexpr, TAIL: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, EVEN_D: tl.constexpr,
-    UPCAST: tl.constexpr, KV_DESC: tl.constexpr, PYR_DESC: tl.constexpr, ONE_SPAN_LOOP: tl.constexpr,
+    UPCAST: tl.constexpr, KV_DESC: tl.constexpr, PYR_DESC: tl.constexpr,
 ):
     # heavy (late) query blocks first: better load balance under causal masking
     qblk = n_qb - 1 - tl.program_id(0)
@@ -355,25 +315,19 @@ def _pyramid_attention_fwd(
     kp_base = KP + pyr_bh.to(tl.int64) * (g2 + g4 + g8) * head_dim  # level 2, then level 4, then level 8
     vp_base = VP + pyr_bh.to(tl.int64) * (g2 + g4 + g8) * head_dim
     # spans: consecutive blocks of one level read as one full tile of pooled keys
-    if ONE_SPAN_LOOP:
-        m_i, l_i, acc = _pooled_spans_all(
-            m_i, l_i, acc, q, qk_scale, idx_ptr, o_exact, o_s2, o_s4, o_s8, kp_base, vp_base, DescKP, DescVP, b, kvh,
-            g2, g4, offs_d, d_mask, head_dim, BLOCK_N, BLOCK_D, EVEN_D, UPCAST, PYR_DESC,
-        )
-    else:
-        m_i, l_i, acc = _pooled_spans(
-            m_i, l_i, acc, q, qk_scale, idx_ptr, o_exact, o_s2, kp_base, vp_base, DescKP, DescVP, b, kvh, 0,
-            offs_d, d_mask, head_dim, 2, 1.0, BLOCK_N, BLOCK_D, EVEN_D, UPCAST, PYR_DESC,
-        )
-        m_i, l_i, acc = _pooled_spans(
-            m_i, l_i, acc, q, qk_scale, idx_ptr, o_s2, o_s4, kp_base + g2 * head_dim, vp_base + g2 * head_dim,
-            DescKP, DescVP, b, kvh, g2, offs_d, d_mask, head_dim, 4, 2.0, BLOCK_N, BLOCK_D, EVEN_D, UPCAST, PYR_DESC,
-        )
-        m_i, l_i, acc = _pooled_spans(
-            m_i, l_i, acc, q, qk_scale, idx_ptr, o_s4, o_s8, kp_base + (g2 + g4) * head_dim,
-            vp_base + (g2 + g4) * head_dim, DescKP, DescVP, b, kvh, g2 + g4, offs_d, d_mask, head_dim, 8, 3.0, BLOCK_N,
-            BLOCK_D, EVEN_D, UPCAST, PYR_DESC,
-        )
+    m_i, l_i, acc = _pooled_spans(
+        m_i, l_i, acc, q, qk_scale, idx_ptr, o_exact, o_s2, kp_base, vp_base, DescKP, DescVP, b, kvh, 0,
+        offs_d, d_mask, head_dim, 2, 1.0, BLOCK_N, BLOCK_D, EVEN_D, UPCAST, PYR_DESC,
+    )
+    m_i, l_i, acc = _pooled_spans(
+        m_i, l_i, acc, q, qk_scale, idx_ptr, o_s2, o_s4, kp_base + g2 * head_dim, vp_base + g2 * head_dim,
+        DescKP, DescVP, b, kvh, g2, offs_d, d_mask, head_dim, 4, 2.0, BLOCK_N, BLOCK_D, EVEN_D, UPCAST, PYR_DESC,
+    )
+    m_i, l_i, acc = _pooled_spans(
+        m_i, l_i, acc, q, qk_scale, idx_ptr, o_s4, o_s8, kp_base + (g2 + g4) * head_dim,
+        vp_base + (g2 + g4) * head_dim, DescKP, DescVP, b, kvh, g2 + g4, offs_d, d_mask, head_dim, 8, 3.0, BLOCK_N,
+        BLOCK_D, EVEN_D, UPCAST, PYR_DESC,
+    )
     # single pooled blocks: one narrow tile each
     m_i, l_i, acc = _pooled_blocks(
         m_i, l_i, acc, q, qk_scale, idx_ptr, o_s8, o_p2, kp_base, vp_base,
@@ -565,7 +519,7 @@ def pyramid_attention(
         CAUSAL=causal, TAIL=tail,
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, EVEN_D=(block_d == d),
         UPCAST=(q.dtype == torch.float32 or (q.dtype == torch.bfloat16 and interpreting())),
-        KV_DESC=bool(tma), PYR_DESC=pyr_desc, ONE_SPAN_LOOP=ONE_SPAN_LOOP,
+        KV_DESC=bool(tma), PYR_DESC=pyr_desc,
         num_warps=num_warps, num_stages=num_stages,
     )
     return out
