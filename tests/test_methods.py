@@ -375,3 +375,42 @@ def test_lone_level2_blocks_are_kept_exact():
     assert torch.equal(new, torch.where(lone, torch.ones_like(raw), raw))  # they, and only they, became exact
     with pytest.raises(ValueError, match="lone_level2_exact must be true or false"):
         _small("psa", lone_level2_exact="yes")
+
+
+@pytest.mark.parametrize("length,stride", [(100, 8), (64, 16)])
+def test_float8_group_quantisation_kernel_matches_torch(length, stride):
+    from vlmsparse.kernels.antidiagonal import FP8_MAX, quantize_groups, quantize_groups_torch
+
+    torch.manual_seed(0)
+    x = (torch.randn(1, length, 3, 48) * torch.linspace(0.01, 30, 48)).transpose(1, 2)  # strided, wide range
+    x[0, 1, :stride] = 0  # an all-zero group gets scale 1
+    x8, scale = quantize_groups(x, stride)
+    want8, want_scale = quantize_groups_torch(x, stride)
+    assert x8.dtype == torch.float8_e4m3fn and x8.shape == x.shape and scale.shape == (1, 3, -(-length // stride))
+    assert torch.equal(scale, want_scale) and scale[0, 1, 0] == 1
+    assert torch.equal(x8.view(torch.uint8), want8.view(torch.uint8))
+    back = (x8.float().reshape(1, 3, -1, 48)[:, :, :length])
+    assert back.abs().max() <= FP8_MAX
+    rel = ((x8.float() * scale.repeat_interleave(stride, -1)[..., :length, None] - x).norm() / x.norm()).item()
+    assert 0 < rel < 0.05  # rounded to 3 mantissa bits, not more
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_float8_antidiagonal_estimate(causal):
+    # the Triton float8 GEMM equals its PyTorch definition, and stays close to the full-precision estimate
+    from vlmsparse.kernels.antidiagonal import antidiagonal_block_scores_triton, resolve_estimate_dtype
+
+    torch.manual_seed(1)
+    q = torch.randn(1, 4, 130, 32)
+    k = torch.randn(1, 2, 130, 32)
+    kw = dict(stride=8, block_m=32, block_n=32, causal=causal)
+    want = antidiagonal_block_scores(q, k, use_triton=False, estimate_dtype="fp8", **kw)
+    got = antidiagonal_block_scores_triton(q, k, fp8=True, block_k=16, **kw)  # raised to 32 for float8
+    assert torch.allclose(got, want, atol=1e-5)
+    full = antidiagonal_block_scores(q, k, use_triton=False, **kw)
+    share = lambda x: x / x.sum(-1, keepdim=True).clamp(min=1e-30)
+    assert (share(want) - share(full)).abs().max() < 0.03
+    assert not torch.equal(want, full)  # the float8 path was taken
+    assert resolve_estimate_dtype("auto", q) == "bfloat16"  # CPU tensors: no float8 GEMM
+    with pytest.raises(ValueError, match="estimate_dtype must be one of"):
+        antidiagonal_block_scores(q, k, estimate_dtype="fp16", **kw)
