@@ -388,6 +388,7 @@ def test_float8_group_quantisation_kernel_matches_torch(length, stride):
     want8, want_scale = quantize_groups_torch(x, stride)
     assert x8.dtype == torch.float8_e4m3fn and x8.shape == x.shape and scale.shape == (1, 3, -(-length // stride))
     assert torch.equal(scale, want_scale) and scale[0, 1, 0] == 1
+    assert torch.equal(torch.exp2(torch.log2(scale).round()), scale)  # powers of two
     assert torch.equal(x8.view(torch.uint8), want8.view(torch.uint8))
     back = (x8.float().reshape(1, 3, -1, 48)[:, :, :length])
     assert back.abs().max() <= FP8_MAX

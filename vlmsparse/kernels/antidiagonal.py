@@ -237,9 +237,10 @@ def _quantize_groups_kernel(
     X, X8, Scale, stride_b, stride_h, stride_l, n_heads, length, n_groups,
     STRIDE: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, GROUPS: tl.constexpr,
 ):
-    """``GROUPS`` groups of ``STRIDE`` consecutive rows of one head of ``X [B, H, L, D]``: each group's scale
-    ``max |x| / 448`` (1 for an all-zero group) and its rows divided by it, rounded to float8 e4m3 into the
-    contiguous ``X8``."""
+    """``GROUPS`` groups of ``STRIDE`` consecutive rows of one head of ``X [B, H, L, D]``: each group's scale, the
+    smallest power of two that brings ``max |x|`` to at most 448 (1 for an all-zero group; a power of two, so the
+    division is exact on every device and in either code), and its rows divided by it, rounded to float8 e4m3
+    into the contiguous ``X8``."""
     pid = tl.program_id(0)
     bh = tl.program_id(1)
     b = bh // n_heads
@@ -252,8 +253,12 @@ def _quantize_groups_kernel(
     x = tl.load(X + b.to(tl.int64) * stride_b + h.to(tl.int64) * stride_h + row.to(tl.int64) * stride_l
                 + d[None, None, :], mask=ok, other=0.0).to(tl.float32)
     amax = tl.max(tl.max(tl.abs(x), 2), 1)  # [GROUPS]
-    scale = tl.where(amax > 0.0, tl.math.div_rn(amax, 448.0), 1.0)  # FP8_MAX
-    y = tl.math.div_rn(x, scale[:, None, None])
+    # the smallest power of two 2^e with amax / 2^e <= 448 = 1.75 * 2^8, from amax's exponent and mantissa bits
+    bits = amax.to(tl.int32, bitcast=True)
+    e = ((bits >> 23) & 255) - 127 - 8 + ((bits & 0x7FFFFF) > 0x600000).to(tl.int32)
+    scale = tl.where(amax > 0.0, ((e + 127) << 23).to(tl.float32, bitcast=True), 1.0)
+    inv = tl.where(amax > 0.0, ((127 - e) << 23).to(tl.float32, bitcast=True), 1.0)
+    y = x * inv[:, None, None]  # exact: a power of two
     y = _round_e4m3(tl.minimum(tl.maximum(y, -448.0), 448.0))
     tl.store(X8 + bh.to(tl.int64) * length * HEAD_DIM + row.to(tl.int64) * HEAD_DIM + d[None, None, :],
              y.to(tl.float8e4nv), mask=ok)
@@ -262,7 +267,7 @@ def _quantize_groups_kernel(
 
 def quantize_groups(x: torch.Tensor, stride: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``x [B, H, L, D]`` as contiguous float8 e4m3 with one float32 scale per group of ``stride`` rows
-    (``[B, H, ceil(L / stride)]``): ``x ~ x8 * scale`` (one Triton launch)."""
+    (``[B, H, ceil(L / stride)]``, powers of two): ``x ~ x8 * scale`` (one Triton launch)."""
     b, h, length, d = x.shape
     n_groups = cdiv(length, stride)
     x = x if x.stride(-1) == 1 else x.contiguous()
@@ -282,7 +287,9 @@ def quantize_groups_torch(x: torch.Tensor, stride: int) -> tuple[torch.Tensor, t
     n_groups = cdiv(length, stride)
     xp = _pad_len(x.float(), n_groups * stride).reshape(b, h, n_groups, stride * d)
     amax = xp.abs().amax(-1, keepdim=True)
-    scale = torch.where(amax > 0, amax / FP8_MAX, torch.ones_like(amax))
+    mant, exp = torch.frexp(amax)  # amax = mant * 2^exp, mant in [0.5, 1)
+    e = exp - 9 + (mant > 0.875).to(exp.dtype)  # smallest 2^e with amax / 2^e <= 448 = 1.75 * 2^8
+    scale = torch.where(amax > 0, torch.ldexp(torch.ones_like(amax), e), torch.ones_like(amax))
     x8 = (xp / scale).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
     return x8.reshape(b, h, n_groups * stride, d)[:, :, :length], scale.reshape(b, h, n_groups)
 
