@@ -38,7 +38,6 @@ import triton
 import triton.language as tl
 
 from vlmsparse.kernels.blocks import cdiv
-from vlmsparse.kernels.validation import interpreting
 
 __all__ = ["antidiagonal_block_scores", "antidiagonal_block_scores_triton", "triton_supports", "DEFAULT_MAX_ELEMENTS"]
 
@@ -47,19 +46,17 @@ LOG2E = 1.4426950408889634
 
 @triton.jit
 def _split_tiles_kernel(
-    Q, K, QScale, KScale, Table, Scratch, TileMax, TileSum,
+    Q, K, Table, Scratch, TileMax, TileSum,
     stride_qb, stride_qh, stride_qm,
     stride_kb, stride_kh, stride_kn,
     n_q_heads, n_kv_heads, q_len, k_len, n_rows_pad, n_ct, n_rb, n_pairs,
     scale_log2,
     CAUSAL: tl.constexpr, STRIDE: tl.constexpr, HEAD_DIM: tl.constexpr,
     BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_K: tl.constexpr, RK: tl.constexpr,
-    EVEN_Q: tl.constexpr, EVEN_K: tl.constexpr, FP8: tl.constexpr,
+    EVEN_Q: tl.constexpr, EVEN_K: tl.constexpr,
 ):
     """Pass 1: one ``BLOCK_R x BLOCK_C`` tile of antidiagonal logits (a GEMM over
-    ``STRIDE * HEAD_DIM``) and its softmax epilogue against the tile's own row maximum. ``FP8``: ``Q`` and ``K``
-    are float8 (e4m3) with one scale per group of ``STRIDE`` rows (``QScale``, ``KScale``), which are a tile row's
-    and a tile column's: the GEMM runs in float8 and the epilogue multiplies by both scales."""
+    ``STRIDE * HEAD_DIM``) and its softmax epilogue against the tile's own row maximum."""
     pid = tl.program_id(0)
     bh = tl.program_id(1)
     b = bh // n_q_heads
@@ -97,12 +94,6 @@ def _split_tiles_kernel(
             kt = tl.load(k_ptrs + k_off, mask=k_ok & d_ok, other=0.0)
         acc = tl.dot(qt, tl.trans(kt), acc)
 
-    if FP8:
-        n_gq = (q_len + STRIDE - 1) // STRIDE
-        n_gk = (k_len + STRIDE - 1) // STRIDE
-        qs = tl.load(QScale + bh.to(tl.int64) * n_gq + rows, mask=rows < n_gq, other=0.0)
-        ks = tl.load(KScale + (b * n_kv_heads + kvh).to(tl.int64) * n_gk + cols, mask=cols < n_gk, other=0.0)
-        acc = acc * qs[:, None] * ks[None, :]
     logits = acc * scale_log2
     keep = (cols[None, :] * STRIDE < k_len) & (rows[:, None] * STRIDE < q_len)
     if CAUSAL:
@@ -189,10 +180,8 @@ def antidiagonal_block_scores_triton(
     num_warps: int | None = None,
     num_stages: int = 3,
     block_k: int | None = None,
-    fp8: bool = False,
 ) -> torch.Tensor:
-    """Same result as :func:`antidiagonal_block_scores`, computed by Triton kernels (``fp8``: on float8 copies
-    of ``q`` and ``k``, one scale per group of ``stride`` rows; see :func:`quantize_groups`).
+    """Same result as :func:`antidiagonal_block_scores`, computed by Triton kernels.
 
     Each ``block_r x block_c`` tile of tile logits is computed in its own program, then the tiles of a row are
     reduced in a second launch.
@@ -205,111 +194,7 @@ def antidiagonal_block_scores_triton(
     q = q if q.stride(-1) == 1 else q.contiguous()
     k = k if k.stride(-1) == 1 else k.contiguous()
     return _scores_split(q, k, stride=stride, block_m=block_m, block_n=block_n, causal=causal, scale=scale,
-                         block_r=block_r, block_c=block_c, block_k=block_k, num_warps=num_warps, num_stages=num_stages,
-                         fp8=fp8)
-
-
-
-#: Largest magnitude of float8 e4m3 (``torch.float8_e4m3fn``).
-FP8_MAX = 448.0
-ESTIMATE_DTYPES = ("bfloat16", "fp8", "auto")
-#: ``estimate_dtype="auto"`` takes float8 from this many query tokens on (below it the extra quantising launch
-#: costs about what the float8 GEMM saves).
-FP8_MIN_TOKENS = 16384
-
-
-@triton.jit
-def _round_e4m3(y):
-    """``y`` (float32, ``|y| <= 448``) rounded to the nearest float8 e4m3 value, ties to even, still float32: three
-    mantissa bits kept from the float32 bits, or multiples of ``2^-9`` below ``2^-6`` (the subnormals). Done here
-    rather than left to the cast, so the cast only meets exact values (the interpreter's own rounding is wrong)."""
-    bits = y.to(tl.int32, bitcast=True)
-    bits = (bits + 0x7FFFF + ((bits >> 20) & 1)) & -1048576  # clear the low 20 of 23 mantissa bits, ties to even
-    normal = bits.to(tl.float32, bitcast=True)
-    a = tl.abs(y)
-    sub = (a + 16384.0) - 16384.0  # float32 spacing 2^-9 here: the sum rounds to the subnormal grid
-    sub = tl.where(y < 0, -sub, sub)
-    return tl.where(a < 0.015625, sub, normal)
-
-
-@triton.jit
-def _quantize_groups_kernel(
-    X, X8, Scale, stride_b, stride_h, stride_l, n_heads, length, n_groups,
-    STRIDE: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, GROUPS: tl.constexpr,
-):
-    """``GROUPS`` groups of ``STRIDE`` consecutive rows of one head of ``X [B, H, L, D]``: each group's scale, the
-    smallest power of two that brings ``max |x|`` to at most 448 (1 for an all-zero group; a power of two, so the
-    division is exact on every device and in either code), and its rows divided by it, rounded to float8 e4m3
-    into the contiguous ``X8``."""
-    pid = tl.program_id(0)
-    bh = tl.program_id(1)
-    b = bh // n_heads
-    h = bh % n_heads
-    g = pid * GROUPS + tl.arange(0, GROUPS)
-    r = tl.arange(0, STRIDE)
-    d = tl.arange(0, BLOCK_D)
-    row = g[:, None, None] * STRIDE + r[None, :, None]  # [GROUPS, STRIDE, 1]
-    ok = (row < length) & (d[None, None, :] < HEAD_DIM)
-    x = tl.load(X + b.to(tl.int64) * stride_b + h.to(tl.int64) * stride_h + row.to(tl.int64) * stride_l
-                + d[None, None, :], mask=ok, other=0.0).to(tl.float32)
-    amax = tl.max(tl.max(tl.abs(x), 2), 1)  # [GROUPS]
-    # the smallest power of two 2^e with amax / 2^e <= 448 = 1.75 * 2^8, from amax's exponent and mantissa bits
-    bits = amax.to(tl.int32, bitcast=True)
-    e = ((bits >> 23) & 255) - 127 - 8 + ((bits & 0x7FFFFF) > 0x600000).to(tl.int32)
-    scale = tl.where(amax > 0.0, ((e + 127) << 23).to(tl.float32, bitcast=True), 1.0)
-    inv = tl.where(amax > 0.0, ((127 - e) << 23).to(tl.float32, bitcast=True), 1.0)
-    y = x * inv[:, None, None]  # exact: a power of two
-    y = _round_e4m3(tl.minimum(tl.maximum(y, -448.0), 448.0))
-    tl.store(X8 + bh.to(tl.int64) * length * HEAD_DIM + row.to(tl.int64) * HEAD_DIM + d[None, None, :],
-             y.to(tl.float8e4nv), mask=ok)
-    tl.store(Scale + bh.to(tl.int64) * n_groups + g, scale, mask=g < n_groups)
-
-
-def quantize_groups(x: torch.Tensor, stride: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``x [B, H, L, D]`` as contiguous float8 e4m3 with one float32 scale per group of ``stride`` rows
-    (``[B, H, ceil(L / stride)]``, powers of two): ``x ~ x8 * scale`` (one Triton launch)."""
-    b, h, length, d = x.shape
-    n_groups = cdiv(length, stride)
-    x = x if x.stride(-1) == 1 else x.contiguous()
-    x8 = torch.empty(b, h, length, d, dtype=torch.float8_e4m3fn, device=x.device)
-    scale = torch.empty(b, h, n_groups, dtype=torch.float32, device=x.device)
-    groups = max(1, 4096 // (stride * max(16, triton.next_power_of_2(d))))
-    _quantize_groups_kernel[(cdiv(n_groups, groups), b * h)](
-        x, x8, scale, x.stride(0), x.stride(1), x.stride(2), h, length, n_groups,
-        STRIDE=stride, HEAD_DIM=d, BLOCK_D=max(16, triton.next_power_of_2(d)), GROUPS=groups, num_warps=4,
-    )
-    return x8, scale
-
-
-def quantize_groups_torch(x: torch.Tensor, stride: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`quantize_groups` in plain PyTorch (the definition): float8 values and their scales."""
-    b, h, length, d = x.shape
-    n_groups = cdiv(length, stride)
-    xp = _pad_len(x.float(), n_groups * stride).reshape(b, h, n_groups, stride * d)
-    amax = xp.abs().amax(-1, keepdim=True)
-    mant, exp = torch.frexp(amax)  # amax = mant * 2^exp, mant in [0.5, 1)
-    e = exp - 9 + (mant > 0.875).to(exp.dtype)  # smallest 2^e with amax / 2^e <= 448 = 1.75 * 2^8
-    scale = torch.where(amax > 0, torch.ldexp(torch.ones_like(amax), e), torch.ones_like(amax))
-    x8 = (xp / scale).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
-    return x8.reshape(b, h, n_groups * stride, d)[:, :, :length], scale.reshape(b, h, n_groups)
-
-
-def fp8_supported(device: torch.device) -> bool:
-    """Whether float8 matmuls run here: a CUDA GPU of compute capability 8.9 or newer, or the interpreter."""
-    if device.type != "cuda":
-        return interpreting()
-    return torch.cuda.get_device_capability(device) >= (8, 9)
-
-
-def resolve_estimate_dtype(estimate_dtype: str, q: torch.Tensor) -> str:
-    """``"bfloat16"`` or ``"fp8"``: ``"auto"`` is float8 where it runs (:func:`fp8_supported`) and the query has at
-    least :data:`FP8_MIN_TOKENS` tokens."""
-    if estimate_dtype not in ESTIMATE_DTYPES:
-        raise ValueError(f"estimate_dtype must be one of {ESTIMATE_DTYPES}, got {estimate_dtype!r}")
-    if estimate_dtype == "auto":
-        ok = q.device.type == "cuda" and fp8_supported(q.device) and q.shape[2] >= FP8_MIN_TOKENS
-        return "fp8" if ok else "bfloat16"
-    return estimate_dtype
+                         block_r=block_r, block_c=block_c, block_k=block_k, num_warps=num_warps, num_stages=num_stages)
 
 
 @functools.lru_cache(maxsize=64)
@@ -335,21 +220,14 @@ def _split_table(
 
 
 def _scores_split(q, k, *, stride, block_m, block_n, causal, scale, block_r, block_c, block_k, num_warps,
-                  num_stages, fp8=False):
+                  num_stages):
     b, hq, lq, d = q.shape
-    if fp8:
-        q, q_scale = quantize_groups(q, stride)
-        k, k_scale = quantize_groups(k, stride)
-    else:
-        q_scale = k_scale = q  # unused
     hkv, lk = k.shape[1], k.shape[2]
     rq, rk = block_m // stride, block_n // stride
     n_qb, n_kb = cdiv(lq, block_m), cdiv(lk, block_n)
     block_r = max(block_r or 128, rq)
     block_c = max(block_c or 128, rk)
-    block_k = min(block_k or (128 if fp8 else 64), max(16, triton.next_power_of_2(d)))
-    if fp8:
-        block_k = max(block_k, 32)  # float8 wgmma takes 32 along the reduction
+    block_k = min(block_k or 64, max(16, triton.next_power_of_2(d)))
     num_warps = num_warps or 8
     n_rows = n_qb * rq
     n_rows_pad = cdiv(n_rows, block_r) * block_r
@@ -364,13 +242,13 @@ def _scores_split(q, k, *, stride, block_m, block_n, causal, scale, block_r, blo
     out = torch.empty(b, hq, n_qb, n_kb, dtype=torch.float32, device=q.device)
     if n_pairs:
         _split_tiles_kernel[(n_pairs, b * hq)](
-            q, k, q_scale, k_scale, table, scratch, tile_max, tile_sum,
+            q, k, table, scratch, tile_max, tile_sum,
             q.stride(0), q.stride(1), q.stride(2),
             k.stride(0), k.stride(1), k.stride(2),
             hq, hkv, lq, lk, n_rows_pad, n_ct, n_rb, n_pairs,
             scale * LOG2E,
             CAUSAL=causal, STRIDE=stride, HEAD_DIM=d, BLOCK_R=block_r, BLOCK_C=block_c, BLOCK_K=block_k, RK=rk,
-            EVEN_Q=lq == n_rows_pad * stride, EVEN_K=lk == n_ct * block_c * stride, FP8=fp8,
+            EVEN_Q=lq == n_rows_pad * stride, EVEN_K=lk == n_ct * block_c * stride,
             num_warps=num_warps, num_stages=num_stages,
         )
     rows2 = max(rq, min(block_r, 64))  # tile rows per reduction program
@@ -389,14 +267,6 @@ def _scores_split(q, k, *, stride, block_m, block_n, causal, scale, block_r, blo
 DEFAULT_MAX_ELEMENTS = 1 << 26
 
 
-def _dequantized(x8: torch.Tensor, scale: torch.Tensor, stride: int) -> torch.Tensor:
-    """float32 ``x8 * scale`` (one scale per group of ``stride`` rows), the length of ``x8``."""
-    b, h, length, d = x8.shape
-    n_groups = scale.shape[-1]
-    xp = _pad_len(x8.float(), n_groups * stride).reshape(b, h, n_groups, stride, d) * scale[..., None, None]
-    return xp.reshape(b, h, n_groups * stride, d)[:, :, :length]
-
-
 def _pad_len(x: torch.Tensor, length: int, mode: str = "zeros") -> torch.Tensor:
     pad = length - x.shape[-2]
     if pad <= 0:
@@ -409,14 +279,8 @@ def _pad_len(x: torch.Tensor, length: int, mode: str = "zeros") -> torch.Tensor:
 def antidiagonal_block_scores(
     q: torch.Tensor, k: torch.Tensor, *, stride: int, block_m: int, block_n: int, causal: bool = True,
     sm_scale: float | None = None, max_elements: int = DEFAULT_MAX_ELEMENTS, use_triton: bool | None = None,
-    estimate_dtype: str = "bfloat16",
 ) -> torch.Tensor:
     """Attention mass per block estimated from strided antidiagonals: float32 ``[B, Hq, nQB, nKB]``.
-
-    ``estimate_dtype``: ``"bfloat16"`` (GEMM in the inputs' dtype on CUDA, float32 on the CPU), ``"fp8"`` (``q``
-    and ``k`` rounded to float8 e4m3 with one scale per group of ``stride`` rows, so each tile logit is a float8
-    GEMM times a tile row's and a tile column's scale; about half the GEMM time on Hopper) or ``"auto"``
-    (:func:`resolve_estimate_dtype`).
 
     Row ``I`` sums to the number of tile rows (``block_m / stride``, fewer in a partial last block); only the
     relative sizes within a row matter to the planners. Query tile rows past ``Lq`` contribute nothing.
@@ -427,17 +291,11 @@ def antidiagonal_block_scores(
     hkv, lk = k.shape[1], k.shape[2]
     if block_m % stride or block_n % stride:
         raise ValueError(f"stride ({stride}) must divide block_m ({block_m}) and block_n ({block_n})")
-    fp8 = resolve_estimate_dtype(estimate_dtype, q) == "fp8"
     if use_triton is None:
         use_triton = q.device.type == "cuda" and triton_supports(q, stride, block_m, block_n)
-    if fp8 and use_triton and not fp8_supported(q.device):
-        raise ValueError(
-            f"estimate_dtype='fp8' needs a GPU with float8 matmuls (compute capability 8.9 or newer), not "
-            f"{torch.cuda.get_device_name(q.device)}; use estimate_dtype='auto' or 'bfloat16'"
-        )
     if use_triton:
         return antidiagonal_block_scores_triton(
-            q, k, stride=stride, block_m=block_m, block_n=block_n, causal=causal, sm_scale=sm_scale, fp8=fp8
+            q, k, stride=stride, block_m=block_m, block_n=block_n, causal=causal, sm_scale=sm_scale
         )
     group = hq // hkv
     n_qb, n_kb = cdiv(lq, block_m), cdiv(lk, block_n)
@@ -445,9 +303,6 @@ def antidiagonal_block_scores(
     scale = (1.0 / math.sqrt(d) if sm_scale is None else float(sm_scale)) / stride
     offset = lk - lq
     compute_dtype = q.dtype if q.device.type == "cuda" else torch.float32
-    if fp8:  # the float8 values times their group scales, in float32
-        q, k = (_dequantized(*quantize_groups_torch(x, stride), stride) for x in (q, k))
-        compute_dtype = torch.float32
 
     # q tile rows: the S queries of a tile in reverse order, side by side; k tile columns: S keys in order.
     qp = _pad_len(q, n_qb * block_m).to(compute_dtype)

@@ -67,8 +67,6 @@ from .scoring import (
     visible_key_counts,
     DEFAULT_MAX_ELEMENTS,
 )
-from vlmsparse.kernels.antidiagonal import ESTIMATE_DTYPES
-
 from .selection import MODES, cumulative_levels, lone_level2_exact_
 
 IMPORTANCE = ("antidiagonal", "pooled")
@@ -99,8 +97,6 @@ class PSAConfig(MethodConfig):
         sim_thresholds: cosine thresholds for pooling 2, 4 and 8 keys.
         max_elements: memory bound of the antidiagonal estimate (tile logits materialised at once).
         lone_level2_exact: a level-2 block with no level-2 neighbour in its row is kept exact (step 6 above).
-        estimate_dtype: precision of the antidiagonal estimate's GEMM: ``"bfloat16"``, ``"fp8"`` (float8 e4m3 with
-            one scale per group of ``stride`` rows) or ``"auto"`` (float8 on GPUs that have it, from 16k tokens).
     """
 
     thresholds: tuple[float, float, float, float] = (0.7, 0.8, 0.9, 0.9)
@@ -111,7 +107,6 @@ class PSAConfig(MethodConfig):
     sim_thresholds: tuple[float, float, float] = (0.75, 0.7, 0.7)
     max_elements: int = DEFAULT_MAX_ELEMENTS
     lone_level2_exact: bool = True
-    estimate_dtype: str = "bfloat16"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -135,8 +130,6 @@ class PSAConfig(MethodConfig):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if not isinstance(self.max_elements, int) or self.max_elements < 1:
             raise ValueError(f"max_elements must be a positive integer, got {self.max_elements!r}")
-        if self.estimate_dtype not in ESTIMATE_DTYPES:
-            raise ValueError(f"estimate_dtype must be one of {ESTIMATE_DTYPES}, got {self.estimate_dtype!r}")
 
 
 def key_pooling_allowance(k: torch.Tensor, block_n: int, sim_thresholds: tuple[float, float, float]) -> torch.Tensor:
@@ -177,7 +170,7 @@ class PSA(Method):
         if cfg.importance == "antidiagonal":
             return antidiagonal_block_scores(
                 q, k, stride=cfg.stride, block_m=cfg.block_m, block_n=cfg.block_n, causal=cfg.causal,
-                max_elements=cfg.max_elements, estimate_dtype=cfg.estimate_dtype,
+                max_elements=cfg.max_elements,
             )
         counts = visible_key_counts(k.shape[2], cfg.block_n, q.device)
         return pooled_block_scores(

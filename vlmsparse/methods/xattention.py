@@ -28,8 +28,6 @@ import torch
 
 from .base import BlockLayout, Method, MethodConfig
 from .scoring import DEFAULT_MAX_ELEMENTS, antidiagonal_block_scores, group_heads
-from vlmsparse.kernels.antidiagonal import ESTIMATE_DTYPES
-
 from .selection import cumulative_levels
 
 
@@ -41,13 +39,11 @@ class XAttentionConfig(MethodConfig):
         threshold: tau, the share of each row's estimated attention mass to keep, in [0, 1].
         stride: antidiagonal stride (must divide ``block_m`` and ``block_n``).
         max_elements: memory bound of the antidiagonal estimate.
-        estimate_dtype: precision of the estimate's GEMM, ``"bfloat16"``, ``"fp8"`` or ``"auto"`` (as PSA's).
     """
 
     threshold: float = 0.9
     stride: int = 16
     max_elements: int = DEFAULT_MAX_ELEMENTS
-    estimate_dtype: str = "bfloat16"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -61,8 +57,6 @@ class XAttentionConfig(MethodConfig):
             )
         if not isinstance(self.max_elements, int) or self.max_elements < 1:
             raise ValueError(f"max_elements must be a positive integer, got {self.max_elements!r}")
-        if self.estimate_dtype not in ESTIMATE_DTYPES:
-            raise ValueError(f"estimate_dtype must be one of {ESTIMATE_DTYPES}, got {self.estimate_dtype!r}")
 
 
 class XAttention(Method):
@@ -77,7 +71,7 @@ class XAttention(Method):
         cfg = self.config
         imp = antidiagonal_block_scores(
             q, k, stride=cfg.stride, block_m=cfg.block_m, block_n=cfg.block_n, causal=cfg.causal,
-            max_elements=cfg.max_elements, estimate_dtype=cfg.estimate_dtype,
+            max_elements=cfg.max_elements,
         )
         if plan_heads != q.shape[1]:
             imp = group_heads(imp / imp.sum(-1, keepdim=True).clamp(min=1e-30), k.shape[1], "mean")
