@@ -375,3 +375,24 @@ def test_lone_level2_blocks_are_kept_exact():
     assert torch.equal(new, torch.where(lone, torch.ones_like(raw), raw))  # they, and only they, became exact
     with pytest.raises(ValueError, match="lone_level2_exact must be true or false"):
         _small("psa", lone_level2_exact="yes")
+
+
+def test_lone_level4_and_level8_blocks_exact_or_skipped():
+    from vlmsparse.methods.psa import lone_pooled_blocks
+
+    row = torch.tensor([[4, 0, 4, 4, 8, 1, 8, 8, 2, 8, 4, 2]], dtype=torch.int8)
+    assert lone_pooled_blocks(row, 0).tolist() == [[0, 0, 4, 4, 0, 1, 8, 8, 2, 0, 0, 2]]
+    assert lone_pooled_blocks(row, 1).tolist() == [[1, 0, 4, 4, 1, 1, 8, 8, 2, 1, 1, 2]]
+
+    torch.manual_seed(3)
+    q, k, visual = _layout_inputs(b=1, hq=4, hkv=2, lq=512, lk=512, prefix=8, suffix=8)
+    th = (0.3, 0.3, 0.6, 0.9)
+    keep = _small("psa", thresholds=th).plan(q, k, visual)
+    skip = _small("psa", thresholds=th, lone_pooled="skip").plan(q, k, visual)
+    exact = _small("psa", thresholds=th, lone_pooled="exact").plan(q, k, visual)
+    changed = skip.levels != keep.levels
+    assert changed.any() and (keep.levels[changed] >= 4).all() and (skip.levels[changed] == 0).all()
+    assert torch.equal(changed, exact.levels != keep.levels) and (exact.levels[changed] == 1).all()
+    assert skip.sparsity().overall > keep.sparsity().overall > exact.sparsity().overall
+    with pytest.raises(ValueError, match="lone_pooled must be one of"):
+        _small("psa", lone_pooled="drop")

@@ -79,6 +79,13 @@ def default_settings() -> list[Setting]:
     for tau in (0.5, 0.6, 0.7, 0.8, 0.9, 0.95):
         t = (tau, tau, round(1 - 0.6 * (1 - tau), 4), round(1 - 0.3 * (1 - tau), 4))
         out.append(Setting("psa-exact", "psa", f"thresholds={list(t)},stride=16", (("thresholds", t), ("stride", 16))))
+    # the same, with the level-4 and level-8 blocks that have no neighbour of their level (read as narrow tiles of
+    # their own, each costing several times its share) skipped, or made exact
+    for lone in ("skip", "exact"):
+        for tau in (0.5, 0.6, 0.7, 0.8, 0.9, 0.95):
+            t = (tau, tau, round(1 - 0.6 * (1 - tau), 4), round(1 - 0.3 * (1 - tau), 4))
+            out.append(Setting(f"psa-exact-lone-{lone}", "psa", f"thresholds={list(t)},stride=16,lone_pooled={lone}",
+                               (("thresholds", t), ("stride", 16), ("lone_pooled", lone))))
     for tau in (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98):
         out.append(Setting("xattention", "xattention", f"threshold={tau}", (("threshold", tau),)))
     for cdf in (0.5, 0.7, 0.85, 0.95, 0.98):
@@ -178,7 +185,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-PSA_LINES = ("psa", "psa-all-levels", "psa-stride16", "psa-exact")
+PSA_LINES = ("psa", "psa-all-levels", "psa-stride16", "psa-exact", "psa-exact-lone-skip", "psa-exact-lone-exact")
 
 
 def best_error_within(rows: list[dict], line: str, speedup: float) -> float:
