@@ -160,3 +160,18 @@ def test_help_shows_data_dir_as_required_and_its_examples_parse():
         args = cli.build_parser(generated="--generate" in argv).parse_args(argv)
         for config in args.config or []:
             assert (repo / config).is_file(), f"the help names {config}, which is not in the repository"
+
+
+def test_frontier_summary_names_the_line_and_counts_budgets_xattention_cannot_reach():
+    from vlmsparse.bench.pareto import frontier_summary
+
+    def row(line, up, err):
+        return dict(L=1024, family="peaked", seed=0, line=line, ratio_to_dense=up, rel_error=err)
+
+    rows = [row("psa", 1.3, 0.02), row("psa-exact-lone-exact", 1.3, 0.01), row("psa", 2.2, 0.05),
+            row("xattention", 1.2, 0.015), row("xattention", 1.6, 0.03)]
+    out = {r["budget"]: r for r in frontier_summary(rows, budgets=(1.25, 1.5, 2.0, 3.0))}
+    assert out["1.25x"]["psa_line"] == "psa-exact-lone-exact" and out["1.25x"]["psa_ahead"] == "yes"  # 0.01 vs 0.03
+    assert out["1.5x"]["psa_err"] == 0.05 and out["1.5x"]["psa_ahead"] == "no"  # 0.05 vs 0.03
+    assert out["2.0x"]["psa_ahead"] == "yes" and out["2.0x"]["psa_line"] == "psa"  # no XAttention setting that fast
+    assert out["3.0x"]["psa_ahead"] == "" and out["3.0x"]["psa_line"] == ""
