@@ -262,18 +262,3 @@ def test_descriptor_loads_fall_back_where_they_cannot_run():
     _, k, v = make_inputs(1, 2, 1, 32, 32, 32)
     assert can_use_tma(k, v)
     assert not can_use_tma(k.expand(3, -1, -1, -1), v.expand(3, -1, -1, -1))  # broadcast batch: stride 0
-
-
-@pytest.mark.parametrize("singles_pass,sub_m", [(True, 32), (True, 64), (False, 64)])
-def test_single_pooled_blocks_in_their_own_launch(singles_pass, sub_m, monkeypatch):
-    # single pooled blocks visited by _pyramid_singles_fwd (SUB_M query rows a program) or by the main kernel:
-    # the same maths, with tail aggregation and GQA, and rows without single blocks left to the main kernel
-    import vlmsparse.kernels.pyramid as pyramid_module
-
-    monkeypatch.setattr(pyramid_module, "SINGLES_PASS", singles_pass)
-    monkeypatch.setattr(pyramid_module, "SINGLES_SUB_M", sub_m)
-    q, k, v = make_inputs(1, 4, 2, 200, 256, 32)
-    levels = random_levels(1, 4, 200, 256, 64, 32)
-    levels[:, :, 0] = 1  # a query block with no single pooled block
-    check(q, k, v, levels, 64, 32, tail=True)
-    check(q, k, v, levels, 64, 32, causal=False)

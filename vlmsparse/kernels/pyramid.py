@@ -22,19 +22,6 @@ from .validation import check_attention_args, interpreting, triton_can_run
 
 LOG2E = 1.4426950408889634
 
-#: Visit the single pooled blocks in a launch of their own before the main kernel (``_pyramid_singles_fwd``),
-#: ``SINGLES_SUB_M`` query rows and ``SINGLES_WARPS`` warps per program. An experiment awaiting a GPU A/B
-#: (notes/ab/singles_pass_ab.py on main).
-SINGLES_PASS = True
-SINGLES_SUB_M = 64
-SINGLES_WARPS = 4
-#: ... reading the pooled tiles through tensor descriptors where the spans are (pointer tiles of 64 rows keep a
-#: 64-bit address per element: 255 registers and spills in a local sm_90 compile)
-SINGLES_DESC = True
-#: ... and at most this many registers per thread (None: the compiler's choice, 200-255 in a local sm_90 compile,
-#: which leaves two 4-warp programs per SM)
-SINGLES_MAXNREG = None
-
 
 @triton.jit
 def _dot(a, b, UPCAST: tl.constexpr):
@@ -91,7 +78,6 @@ def _online_update_masked(m_i, l_i, acc, qk, v, UPCAST: tl.constexpr):
 def _pooled_blocks(
     m_i, l_i, acc, q, qk_scale, idx_ptr, start, stop, kp_base, vp_base, offs_d, d_mask, k_len, head_dim,
     P: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_D: tl.constexpr, UPCAST: tl.constexpr,
-    DescKP=None, DescVP=None, b=0, kvh=0, row0=0, BLOCK_D: tl.constexpr = 16, DESC: tl.constexpr = False,
 ):
     """Visit kept blocks of pooling level ``P``: ``BLOCK_N // P`` pooled keys each, logits ``+ log2(count)``.
 
@@ -112,16 +98,12 @@ def _pooled_blocks(
         j_next = tl.load(idx_ptr + t + 1, mask=t + 1 < stop, other=0)
         g = j * GROUPS + offs_g
         g_ok = (offs_g < GROUPS) & (g < n_groups)
-        if DESC:  # ``DescKP`` / ``DescVP``: tiles of TILE rows of the concatenated pyramid, level rows from row0
-            kp = DescKP.load([b, kvh, row0 + j * GROUPS, 0]).reshape(TILE, BLOCK_D)
-            vp = DescVP.load([b, kvh, row0 + j * GROUPS, 0]).reshape(TILE, BLOCK_D)
+        if EVEN_D:
+            ld_mask = g_ok[:, None]
         else:
-            if EVEN_D:
-                ld_mask = g_ok[:, None]
-            else:
-                ld_mask = g_ok[:, None] & d_mask[None, :]
-            kp = tl.load(kp_base + g[:, None] * head_dim + offs_d[None, :], mask=ld_mask, other=0.0)
-            vp = tl.load(vp_base + g[:, None] * head_dim + offs_d[None, :], mask=ld_mask, other=0.0)
+            ld_mask = g_ok[:, None] & d_mask[None, :]
+        kp = tl.load(kp_base + g[:, None] * head_dim + offs_d[None, :], mask=ld_mask, other=0.0)
+        vp = tl.load(vp_base + g[:, None] * head_dim + offs_d[None, :], mask=ld_mask, other=0.0)
         count = tl.minimum(k_len - g * P, P).to(tl.float32)
         qk = _dot(q, tl.trans(kp), UPCAST) * qk_scale + tl.log2(tl.maximum(count, 1.0))[None, :]
         qk = tl.where(g_ok[None, :], qk, float("-inf"))
@@ -249,83 +231,12 @@ def _tail_key(
 
 
 @triton.jit
-def _pyramid_singles_fwd(
-    Q, KP, VP, BlockIdx, CatOff, PartO, PartM, PartL,
-    DescKP2, DescVP2, DescKP4, DescVP4, DescKP8, DescVP8,
-    qk_scale,
-    stride_qb, stride_qh, stride_qm,
-    n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, head_dim,
-    BLOCK_M: tl.constexpr, SUB_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-    EVEN_D: tl.constexpr, UPCAST: tl.constexpr, DESC: tl.constexpr,
-):
-    """The single pooled blocks of a plan (categories 5-7), in a launch of their own before the main kernel:
-    one program per ``SUB_M`` query rows of a plan row and q-head, with no K/V pipeline buffers, so that several
-    programs share an SM and hide each other's latency (a narrow visit is a short dependent QK^T, softmax, P @ V
-    chain). A program whose plan row has single blocks writes its partial softmax state, the normalised output
-    in ``PartO`` (the dtype of q) and the row maxima and sums in ``PartM`` / ``PartL``; the main kernel starts from it."""
-    SUBS: tl.constexpr = BLOCK_M // SUB_M
-    pid = tl.program_id(0)
-    qblk = n_qb - 1 - pid // SUBS
-    sub = pid % SUBS
-    bh = tl.program_id(1)
-    b = bh // n_q_heads
-    h = bh % n_q_heads
-    kvh = h // (n_q_heads // n_kv_heads)
-    ph = h if n_plan_heads == n_q_heads else kvh
-    row = (b * n_plan_heads + ph) * n_qb + qblk
-    idx_ptr = BlockIdx + row.to(tl.int64) * n_kb
-    off_ptr = CatOff + row * 11
-    o_s8 = tl.load(off_ptr + 4)
-    o_p2 = tl.load(off_ptr + 5)
-    o_p4 = tl.load(off_ptr + 6)
-    o_p8 = tl.load(off_ptr + 7)
-    if o_p8 > o_s8:
-        offs_m = qblk * BLOCK_M + sub * SUB_M + tl.arange(0, SUB_M)
-        offs_d = tl.arange(0, BLOCK_D)
-        d_mask = offs_d < head_dim
-        m_ok = offs_m < q_len
-        q_ptrs = Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qm + offs_d[None, :]
-        if EVEN_D:
-            q = tl.load(q_ptrs, mask=m_ok[:, None], other=0.0)
-        else:
-            q = tl.load(q_ptrs, mask=m_ok[:, None] & d_mask[None, :], other=0.0)
-        pyr_bh = b * n_kv_heads + kvh
-        g2 = (k_len + 1) // 2
-        g4 = (k_len + 3) // 4
-        g8 = (k_len + 7) // 8
-        kp_base = KP + pyr_bh.to(tl.int64) * (g2 + g4 + g8) * head_dim
-        vp_base = VP + pyr_bh.to(tl.int64) * (g2 + g4 + g8) * head_dim
-        m_i = tl.full([SUB_M], float("-inf"), dtype=tl.float32)
-        l_i = tl.zeros([SUB_M], dtype=tl.float32)
-        acc = tl.zeros([SUB_M, BLOCK_D], dtype=tl.float32)
-        m_i, l_i, acc = _pooled_blocks(
-            m_i, l_i, acc, q, qk_scale, idx_ptr, o_s8, o_p2, kp_base, vp_base,
-            offs_d, d_mask, k_len, head_dim, 2, BLOCK_N, EVEN_D, UPCAST, DescKP2, DescVP2, b, kvh, 0, BLOCK_D, DESC,
-        )
-        m_i, l_i, acc = _pooled_blocks(
-            m_i, l_i, acc, q, qk_scale, idx_ptr, o_p2, o_p4, kp_base + g2 * head_dim, vp_base + g2 * head_dim,
-            offs_d, d_mask, k_len, head_dim, 4, BLOCK_N, EVEN_D, UPCAST, DescKP4, DescVP4, b, kvh, g2, BLOCK_D, DESC,
-        )
-        m_i, l_i, acc = _pooled_blocks(
-            m_i, l_i, acc, q, qk_scale, idx_ptr, o_p4, o_p8, kp_base + (g2 + g4) * head_dim,
-            vp_base + (g2 + g4) * head_dim, offs_d, d_mask, k_len, head_dim, 8, BLOCK_N, EVEN_D, UPCAST,
-            DescKP8, DescVP8, b, kvh, g2 + g4, BLOCK_D, DESC,
-        )
-        prow = bh.to(tl.int64) * n_qb * BLOCK_M + offs_m  # every row of the padded query length
-        out = acc / tl.where(l_i > 0.0, l_i, 1.0)[:, None]
-        tl.store(PartO + prow[:, None] * BLOCK_D + offs_d[None, :], out.to(PartO.dtype.element_ty))
-        tl.store(PartM + prow, m_i)
-        tl.store(PartL + prow, l_i)
-
-
-@triton.jit
 def _pyramid_attention_fwd(
     Q, K, V, Out,
     KP, VP,
     BSK, BSV,
     BlockIdx, CatOff,
     DescK, DescV, DescKP, DescVP,
-    PartO, PartM, PartL,
     qk_scale,
     stride_qb, stride_qh, stride_qm,
     stride_kb, stride_kh, stride_kn,
@@ -334,7 +245,7 @@ def _pyramid_attention_fwd(
     n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, head_dim,
     CAUSAL: tl.constexpr, TAIL: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, EVEN_D: tl.constexpr,
-    UPCAST: tl.constexpr, KV_DESC: tl.constexpr, PYR_DESC: tl.constexpr, SINGLES_PASS: tl.constexpr,
+    UPCAST: tl.constexpr, KV_DESC: tl.constexpr, PYR_DESC: tl.constexpr,
 ):
     # heavy (late) query blocks first: better load balance under causal masking
     qblk = n_qb - 1 - tl.program_id(0)
@@ -373,12 +284,6 @@ def _pyramid_attention_fwd(
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
-    if SINGLES_PASS:
-        if o_p8 > o_s8:  # the single pooled blocks were visited by _pyramid_singles_fwd: start from its state
-            prow = bh.to(tl.int64) * n_qb * BLOCK_M + offs_m
-            m_i = tl.load(PartM + prow)
-            l_i = tl.load(PartL + prow)
-            acc = tl.load(PartO + prow[:, None] * BLOCK_D + offs_d[None, :]).to(tl.float32) * l_i[:, None]
 
     # level 1, block wholly visible: no masking at all. The next block index is read one step ahead: read in
     # the same step, the compiler copied it asynchronously into a single buffer and waited for every copy at
@@ -424,19 +329,18 @@ def _pyramid_attention_fwd(
         BLOCK_D, EVEN_D, UPCAST, PYR_DESC,
     )
     # single pooled blocks: one narrow tile each
-    if not SINGLES_PASS:
-        m_i, l_i, acc = _pooled_blocks(
-            m_i, l_i, acc, q, qk_scale, idx_ptr, o_s8, o_p2, kp_base, vp_base,
-            offs_d, d_mask, k_len, head_dim, 2, BLOCK_N, EVEN_D, UPCAST,
-        )
-        m_i, l_i, acc = _pooled_blocks(
-            m_i, l_i, acc, q, qk_scale, idx_ptr, o_p2, o_p4, kp_base + g2 * head_dim, vp_base + g2 * head_dim,
-            offs_d, d_mask, k_len, head_dim, 4, BLOCK_N, EVEN_D, UPCAST,
-        )
-        m_i, l_i, acc = _pooled_blocks(
-            m_i, l_i, acc, q, qk_scale, idx_ptr, o_p4, o_p8, kp_base + (g2 + g4) * head_dim,
-            vp_base + (g2 + g4) * head_dim, offs_d, d_mask, k_len, head_dim, 8, BLOCK_N, EVEN_D, UPCAST,
-        )
+    m_i, l_i, acc = _pooled_blocks(
+        m_i, l_i, acc, q, qk_scale, idx_ptr, o_s8, o_p2, kp_base, vp_base,
+        offs_d, d_mask, k_len, head_dim, 2, BLOCK_N, EVEN_D, UPCAST,
+    )
+    m_i, l_i, acc = _pooled_blocks(
+        m_i, l_i, acc, q, qk_scale, idx_ptr, o_p2, o_p4, kp_base + g2 * head_dim, vp_base + g2 * head_dim,
+        offs_d, d_mask, k_len, head_dim, 4, BLOCK_N, EVEN_D, UPCAST,
+    )
+    m_i, l_i, acc = _pooled_blocks(
+        m_i, l_i, acc, q, qk_scale, idx_ptr, o_p4, o_p8, kp_base + (g2 + g4) * head_dim,
+        vp_base + (g2 + g4) * head_dim, offs_d, d_mask, k_len, head_dim, 8, BLOCK_N, EVEN_D, UPCAST,
+    )
 
     # blocks on the causal diagonal or at the end of the sequence: exact, token-level masks
     limit = offs_m + (k_len - q_len)  # last key each row may see
@@ -599,29 +503,6 @@ def pyramid_attention(
     pyr_desc = bool(tma) and can_use_tma(pyramid.pooled_k_all, pyramid.pooled_v_all, check_device=False)
     desc_kp = _kv_descriptor(pyramid.pooled_k_all, block_n) if pyr_desc else pyramid.pooled_k_all
     desc_vp = _kv_descriptor(pyramid.pooled_v_all, block_n) if pyr_desc else pyramid.pooled_v_all
-    singles = SINGLES_PASS
-    if singles:
-        sub_m = min(SINGLES_SUB_M, block_m)
-        part_o = torch.empty(b * hq, n_qb * block_m, block_d, dtype=q.dtype, device=q.device)
-        part_m = torch.empty(b * hq, n_qb * block_m, dtype=torch.float32, device=q.device)
-        part_l = torch.empty(b * hq, n_qb * block_m, dtype=torch.float32, device=q.device)
-        single_desc = pyr_desc and SINGLES_DESC
-        descs = [
-            _kv_descriptor(t, max(16, block_n // p)) if single_desc else t
-            for p in (2, 4, 8) for t in (pyramid.pooled_k_all, pyramid.pooled_v_all)
-        ]
-        _pyramid_singles_fwd[(n_qb * (block_m // sub_m), b * hq)](
-            q, pyramid.pooled_k_all, pyramid.pooled_v_all, plan.block_idx, plan.cat_offsets, part_o, part_m, part_l,
-            *descs,
-            scale * LOG2E, q.stride(0), q.stride(1), q.stride(2),
-            hq, hkv, plan.plan_heads, n_qb, n_kb, lq, lk, d,
-            BLOCK_M=block_m, SUB_M=sub_m, BLOCK_N=block_n, BLOCK_D=block_d, EVEN_D=(block_d == d),
-            UPCAST=(q.dtype == torch.float32 or (q.dtype == torch.bfloat16 and interpreting())),
-            DESC=single_desc, num_warps=SINGLES_WARPS, num_stages=2,
-            **({} if SINGLES_MAXNREG is None else {"maxnreg": SINGLES_MAXNREG}),
-        )
-    else:
-        part_o = part_m = part_l = dummy
     grid = (n_qb, b * hq)
     _pyramid_attention_fwd[grid](
         q, k, v, out,
@@ -629,7 +510,6 @@ def pyramid_attention(
         pyramid.block_sum_k if tail else dummy, pyramid.block_sum_v if tail else dummy,
         plan.block_idx, plan.cat_offsets,
         desc_k, desc_v, desc_kp, desc_vp,
-        part_o, part_m, part_l,
         scale * LOG2E,
         q.stride(0), q.stride(1), q.stride(2),
         k.stride(0), k.stride(1), k.stride(2),
@@ -639,7 +519,7 @@ def pyramid_attention(
         CAUSAL=causal, TAIL=tail,
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, EVEN_D=(block_d == d),
         UPCAST=(q.dtype == torch.float32 or (q.dtype == torch.bfloat16 and interpreting())),
-        KV_DESC=bool(tma), PYR_DESC=pyr_desc, SINGLES_PASS=singles,
+        KV_DESC=bool(tma), PYR_DESC=pyr_desc,
         num_warps=num_warps, num_stages=num_stages,
     )
     return out
