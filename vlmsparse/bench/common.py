@@ -199,6 +199,7 @@ def require_head_dim(head_dim: int) -> None:
 def check_writable_output(args) -> None:
     """``ValueError`` unless the run folder (``--out``, else ``runs/``) and, with ``--results``, ``results/`` can be
     written (folders created as needed), checked up front so that a long benchmark does not fail at its end."""
+    from vlmsparse.eval.errors import write_problem
     from vlmsparse.runs import RUNS_DIR
 
     targets = [(Path(args.out) if args.out else RUNS_DIR, "--out")]
@@ -211,11 +212,6 @@ def check_writable_output(args) -> None:
         probe_dir = folder.absolute()
         while not probe_dir.exists() and probe_dir != probe_dir.parent:  # the first folder that exists: create nothing
             probe_dir = probe_dir.parent
-        probe = probe_dir / f".write-test-{os.getpid()}"
-        try:
-            if not probe_dir.is_dir():
-                raise NotADirectoryError(20, "not a folder")
-            probe.write_bytes(b"x")
-            probe.unlink()
-        except OSError as exc:
-            raise ValueError(f"{shown} cannot be written ({exc.strerror or exc}); pass a folder you can write to") from None
+        reason = write_problem(probe_dir) if probe_dir.is_dir() else "not a folder"
+        if reason is not None:
+            raise ValueError(f"{shown} cannot be written ({reason}); pass a folder you can write to")

@@ -76,14 +76,17 @@ def default_settings() -> list[Setting]:
                            (("thresholds", t), ("stride", 16))))
     # exact blocks up to the same cumulative mass as XAttention's tau (same stride 16 estimate), then the next
     # 40% of the mass left at level 4 and the 30% after it at level 8: XAttention's plan with pooled blocks added
+    def exact_first(tau: float) -> tuple[float, ...]:
+        return (tau, tau, round(1 - 0.6 * (1 - tau), 4), round(1 - 0.3 * (1 - tau), 4))
+
     for tau in (0.5, 0.6, 0.7, 0.8, 0.9, 0.95):
-        t = (tau, tau, round(1 - 0.6 * (1 - tau), 4), round(1 - 0.3 * (1 - tau), 4))
+        t = exact_first(tau)
         out.append(Setting("psa-exact", "psa", f"thresholds={list(t)},stride=16", (("thresholds", t), ("stride", 16))))
     # the same, with the level-4 and level-8 blocks that have no neighbour of their level (read as narrow tiles of
     # their own, each costing several times its share) skipped, or made exact
     for lone in ("skip", "exact"):
         for tau in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95):  # "exact" is slower per tau: lower taus reach 2x
-            t = (tau, tau, round(1 - 0.6 * (1 - tau), 4), round(1 - 0.3 * (1 - tau), 4))
+            t = exact_first(tau)
             out.append(Setting(f"psa-exact-lone-{lone}", "psa", f"thresholds={list(t)},stride=16,lone_pooled={lone}",
                                (("thresholds", t), ("stride", 16), ("lone_pooled", lone))))
     for tau in (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98):

@@ -58,6 +58,7 @@ __all__ = [
     "triton_supports_levels",
     "cumulative_levels",
     "lone_level2_exact_",
+    "no_same_level_neighbour",
 ]
 
 MODES = ("energy", "quota")
@@ -311,9 +312,15 @@ def cumulative_levels(
     return lone_level2_exact_(out) if lone_level2_exact else out
 
 
+def no_same_level_neighbour(levels: torch.Tensor) -> torch.Tensor:
+    """bool, shaped like ``levels [..., nKB]``: True where neither neighbour in the row (none past its ends) has
+    the block's level, so the kernel reads a pooled block there as a narrow tile of its own."""
+    pad = torch.zeros_like(levels[..., :1])
+    left = torch.cat([pad, levels[..., :-1]], -1)
+    right = torch.cat([levels[..., 1:], pad], -1)
+    return (left != levels) & (right != levels)
+
+
 def lone_level2_exact_(levels: torch.Tensor) -> torch.Tensor:
     """``levels [..., nKB]`` with every level-2 block that has no level-2 neighbour in its row set to 1."""
-    two = levels == 2
-    pad = torch.zeros_like(two[..., :1])
-    neighbour = torch.cat([pad, two[..., :-1]], -1) | torch.cat([two[..., 1:], pad], -1)
-    return levels.masked_fill_(two & ~neighbour, 1)
+    return levels.masked_fill_((levels == 2) & no_same_level_neighbour(levels), 1)

@@ -67,7 +67,7 @@ from .scoring import (
     visible_key_counts,
     DEFAULT_MAX_ELEMENTS,
 )
-from .selection import MODES, cumulative_levels, lone_level2_exact_
+from .selection import MODES, cumulative_levels, lone_level2_exact_, no_same_level_neighbour
 
 IMPORTANCE = ("antidiagonal", "pooled")
 LONE_POOLED = ("keep", "exact", "skip")
@@ -212,11 +212,7 @@ class PSA(Method):
 def lone_pooled_blocks(levels: torch.Tensor, to: int) -> torch.Tensor:
     """``levels`` with every level-4 or level-8 block that has no neighbour of its own level in its row
     (``[..., nKB]``) set to ``to`` (1: exact, 0: skipped)."""
-    pad = torch.zeros_like(levels[..., :1])
-    left = torch.cat([pad, levels[..., :-1]], -1)
-    right = torch.cat([levels[..., 1:], pad], -1)
-    lone = (levels >= 4) & (left != levels) & (right != levels)
-    return levels.masked_fill(lone, to)
+    return levels.masked_fill((levels >= 4) & no_same_level_neighbour(levels), to)
 
 
 def lone_level2_exact(levels: torch.Tensor) -> torch.Tensor:
