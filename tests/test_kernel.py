@@ -153,6 +153,21 @@ def test_tail_only_where_a_program_skips_something():
     assert (with_tail - without).abs().max().item() == 0
 
 
+def test_tail_sums_runs_of_skipped_blocks_across_list_chunks():
+    # many key blocks per row (more skipped blocks than one step of the tail's list walk), runs of skipped blocks
+    # of every length and keys far from zero mean: the tail's prefix-sum differences must equal the block sums
+    torch.manual_seed(3)
+    q, k, v = make_inputs(1, 2, 1, 32, 1500, 16)
+    k, v = k + 20.0, v - 30.0
+    n_kb = -(-1500 // 16)
+    levels = torch.zeros(1, 2, 2, n_kb, dtype=torch.int8)
+    pattern = torch.tensor([1, 0, 0, 2, 2, 0, 4, 4, 4, 4, 0, 0, 0, 0, 0, 8, 1, 0])
+    levels[0, 0, :] = pattern.repeat(n_kb // len(pattern) + 1)[:n_kb].to(torch.int8)
+    levels[0, 1, :] = (torch.rand(n_kb) < 0.2).to(torch.int8)
+    check(q, k, v, levels, 16, 16, causal=False, tail=True)
+    check(q, k, v, levels, 16, 16, causal=True, tail=True)
+
+
 def test_all_skipped_rows_give_zeros_and_tail_restores_mass():
     q, k, v = make_inputs(1, 2, 1, 64, 64, 32)
     levels = torch.zeros(plan_shape(1, 1, 64, 64, 32, 32), dtype=torch.int8)

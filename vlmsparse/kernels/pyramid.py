@@ -150,16 +150,26 @@ def _pooled_spans(
 
 
 @triton.jit
-def _block_sums(sum_k, sum_v, n_keys, idx_ptr, start, stop, bsk_base, bsv_base, offs_d, d_mask, k_len, head_dim,
+def _block_sums(sum_k, sum_v, n_keys, idx_ptr, start, stop, psk_base, psv_base, offs_d, d_mask, k_len, head_dim,
                 BLOCK_N: tl.constexpr, CHUNK: tl.constexpr, BLOCK_D: tl.constexpr):
-    """Add the float32 sums (and key counts) of the listed key blocks ``idx_ptr[start:stop]``, ``CHUNK`` at a time."""
+    """Add the sums (and key counts) of the listed key blocks ``idx_ptr[start:stop]`` (increasing), through the
+    float64 prefix sums over blocks: a run of consecutive blocks ``a .. b`` adds ``prefix[b + 1] - prefix[a]``, so
+    only the ends of runs read vectors (``CHUNK`` list entries a step)."""
     offs_c = tl.arange(0, CHUNK)
     for c0 in range(start, stop, CHUNK):
-        ok = c0 + offs_c < stop
-        j = tl.load(idx_ptr + c0 + offs_c, mask=ok, other=0)
-        m = ok[:, None] & d_mask[None, :]
-        sum_k += tl.sum(tl.load(bsk_base + j[:, None] * head_dim + offs_d[None, :], mask=m, other=0.0), 0)
-        sum_v += tl.sum(tl.load(bsv_base + j[:, None] * head_dim + offs_d[None, :], mask=m, other=0.0), 0)
+        pos = c0 + offs_c
+        ok = pos < stop
+        j = tl.load(idx_ptr + pos, mask=ok, other=0)
+        j_prev = tl.load(idx_ptr + pos - 1, mask=ok & (pos > start), other=-2)
+        j_next = tl.load(idx_ptr + pos + 1, mask=(pos + 1) < stop, other=-2)
+        opens = (ok & (j_prev != j - 1))[:, None] & d_mask[None, :]
+        closes = (ok & (j_next != j + 1))[:, None] & d_mask[None, :]
+        at_open = j[:, None] * head_dim + offs_d[None, :]
+        at_close = at_open + head_dim
+        sum_k += (tl.sum(tl.load(psk_base + at_close, mask=closes, other=0.0), 0)
+                  - tl.sum(tl.load(psk_base + at_open, mask=opens, other=0.0), 0)).to(tl.float32)
+        sum_v += (tl.sum(tl.load(psv_base + at_close, mask=closes, other=0.0), 0)
+                  - tl.sum(tl.load(psv_base + at_open, mask=opens, other=0.0), 0)).to(tl.float32)
         n_keys += tl.sum(tl.where(ok, tl.minimum(k_len - j * BLOCK_N, BLOCK_N), 0), 0).to(tl.float32)
     return sum_k, sum_v, n_keys
 
@@ -190,10 +200,10 @@ def _tail_key(
     """Tail aggregation for one program: one extra key per row, the mean of the visible keys its plan skips
     (listed in ``idx_ptr[o_mask:o_skip_full]``), with logit ``+ log2(count)``."""
     # One extra key per row: the mean of the visible keys its plan skips, logit + log(count). Skipped blocks
-    # wholly visible (category 10) are the same for every row: their float32 block sums, CHUNK blocks per
-    # step. Skipped blocks on the diagonal (category 9, rare: planners keep the diagonal) are summed per row
+    # wholly visible (category 10) are the same for every row: their sums from the prefix sums over blocks, one
+    # difference per run of consecutive skipped blocks. Skipped blocks on the diagonal (category 9, rare: planners keep the diagonal) are summed per row
     # through a 0/1 visibility matrix times their K and V tiles.
-    bs_off = pyr_bh.to(tl.int64) * n_kb * head_dim
+    bs_off = pyr_bh.to(tl.int64) * (n_kb + 1) * head_dim
     sum_k = tl.zeros([BLOCK_D], dtype=tl.float32)
     sum_v = tl.zeros([BLOCK_D], dtype=tl.float32)
     n_full = tl.sum(tl.zeros([1], dtype=tl.float32), 0)
@@ -245,11 +255,16 @@ def _pyramid_attention_fwd(
     n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, head_dim,
     CAUSAL: tl.constexpr, TAIL: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, EVEN_D: tl.constexpr,
-    UPCAST: tl.constexpr, KV_DESC: tl.constexpr, PYR_DESC: tl.constexpr,
+    UPCAST: tl.constexpr, KV_DESC: tl.constexpr, PYR_DESC: tl.constexpr, HEADS_FIRST: tl.constexpr,
 ):
-    # heavy (late) query blocks first: better load balance under causal masking
-    qblk = n_qb - 1 - tl.program_id(0)
-    bh = tl.program_id(1)
+    # heavy (late) query blocks first: better load balance under causal masking; HEADS_FIRST launches the last
+    # query block of every head before the second-to-last of any
+    if HEADS_FIRST:
+        qblk = n_qb - 1 - tl.program_id(1)
+        bh = tl.program_id(0)
+    else:
+        qblk = n_qb - 1 - tl.program_id(0)
+        bh = tl.program_id(1)
     b = bh // n_q_heads
     h = bh % n_q_heads
     kvh = h // (n_q_heads // n_kv_heads)
@@ -420,6 +435,11 @@ def _kv_descriptor(t: torch.Tensor, block_n: int):
     return TensorDescriptor(t, list(t.shape), list(t.stride()), [1, 1, block_n, t.shape[-1]])
 
 
+#: Launch order (experiment knob): every head's last query block first, rather than one head's query blocks
+#: in a row.
+GRID_HEADS_FIRST = False
+
+
 def pyramid_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -503,11 +523,11 @@ def pyramid_attention(
     pyr_desc = bool(tma) and can_use_tma(pyramid.pooled_k_all, pyramid.pooled_v_all, check_device=False)
     desc_kp = _kv_descriptor(pyramid.pooled_k_all, block_n) if pyr_desc else pyramid.pooled_k_all
     desc_vp = _kv_descriptor(pyramid.pooled_v_all, block_n) if pyr_desc else pyramid.pooled_v_all
-    grid = (n_qb, b * hq)
+    grid = (b * hq, n_qb) if GRID_HEADS_FIRST else (n_qb, b * hq)
     _pyramid_attention_fwd[grid](
         q, k, v, out,
         pyramid.pooled_k_all, pyramid.pooled_v_all,
-        pyramid.block_sum_k if tail else dummy, pyramid.block_sum_v if tail else dummy,
+        pyramid.block_prefix_k if tail else dummy, pyramid.block_prefix_v if tail else dummy,
         plan.block_idx, plan.cat_offsets,
         desc_k, desc_v, desc_kp, desc_vp,
         scale * LOG2E,
@@ -519,7 +539,7 @@ def pyramid_attention(
         CAUSAL=causal, TAIL=tail,
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, EVEN_D=(block_d == d),
         UPCAST=(q.dtype == torch.float32 or (q.dtype == torch.bfloat16 and interpreting())),
-        KV_DESC=bool(tma), PYR_DESC=pyr_desc,
+        KV_DESC=bool(tma), PYR_DESC=pyr_desc, HEADS_FIRST=GRID_HEADS_FIRST,
         num_warps=num_warps, num_stages=num_stages,
     )
     return out
