@@ -228,13 +228,18 @@ def test_unknown_method_field_and_preset_list_what_exists():
 
 def test_defaults_and_presets():
     psa = get_method("psa").config
-    assert psa.thresholds == (0.7, 0.8, 0.9, 0.9) and psa.stride == 8 and psa.mode == "energy"
+    assert psa.thresholds == (0.6, 0.6, 0.8, 0.93) and psa.stride == 16 and psa.mode == "energy"
+    # the default until it changed, and the public code's levels, stay reachable by name
+    old = get_method("psa", preset="public-thresholds").config
+    assert old.thresholds == (0.7, 0.8, 0.9, 0.9) and old.stride == 8 and old.lone_level2_exact
+    public = get_method("psa", preset="public-qwen2.5-vl").config
+    assert public.thresholds == (0.7, 0.8, 0.9, 0.9) and public.stride == 8 and not public.lone_level2_exact
     x = get_method("xattention").config
     assert (x.threshold, x.stride, x.block_m, x.block_n) == (0.9, 16, 128, 128)
     sp = get_method("sparge").config
     assert (sp.sim_threshold, sp.cdf_threshold, sp.block_m, sp.block_n) == (0.6, 0.98, 128, 64)
     vm = get_method("psa", preset="videomme-0.65", tail=True).config
-    assert vm.mode == "quota" and vm.tail
+    assert vm.mode == "quota" and vm.tail and vm.stride == 8
 
 
 def test_run_config_files_load(tmp_path):

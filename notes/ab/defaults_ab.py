@@ -24,12 +24,12 @@ from vlmsparse.methods import get_method
 from vlmsparse.methods.selection import cumulative_levels
 
 CANDIDATES = {
-    "public-s8 (old default)": dict(thresholds=(0.7, 0.8, 0.9, 0.9)),
+    "public-s8 (old default)": dict(thresholds=(0.7, 0.8, 0.9, 0.9), stride=8),
     "public-s16": dict(thresholds=(0.7, 0.8, 0.9, 0.9), stride=16),
     "x0.7-s16 (0.7,0.7,0.85,0.95)": dict(thresholds=(0.7, 0.7, 0.85, 0.95), stride=16),
     "x0.65-s16 (0.65,0.65,0.82,0.94)": dict(thresholds=(0.65, 0.65, 0.82, 0.94), stride=16),
-    "x0.6-s16 (0.6,0.6,0.8,0.93)": dict(thresholds=(0.6, 0.6, 0.8, 0.93), stride=16),
-    "x0.65-s8 (0.65,0.65,0.82,0.94)": dict(thresholds=(0.65, 0.65, 0.82, 0.94)),
+    "x0.6-s16 (0.6,0.6,0.8,0.93) (new default)": dict(thresholds=(0.6, 0.6, 0.8, 0.93), stride=16),
+    "x0.65-s8 (0.65,0.65,0.82,0.94)": dict(thresholds=(0.65, 0.65, 0.82, 0.94), stride=8),
     "x0.65-s16-lone-exact": dict(thresholds=(0.65, 0.65, 0.82, 0.94), stride=16, lone_pooled="exact"),
     "xattention default": dict(name="xattention"),
 }

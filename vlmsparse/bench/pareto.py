@@ -60,20 +60,22 @@ class Setting:
 
 def default_settings() -> list[Setting]:
     """The sweep: each method's knob over a range that spans sparsity about 0.2 to 0.9 on video-like inputs."""
+    from vlmsparse.methods.psa import PSAConfig
+
     out: list[Setting] = []
-    public = (0.7, 0.8, 0.9, 0.9)  # PSA's public Qwen2.5-VL thresholds (the default)
-    all_levels = (0.6, 0.75, 0.85, 0.95)  # a shape that also uses level 8
+    default = PSAConfig()  # levels 1, 4 and 8 on the stride-16 estimate
+    for c in (2.0, 1.5, 1.0, 0.75, 0.45, 0.25):
+        t = _scaled(default.thresholds, c)
+        out.append(Setting("psa", "psa", f"thresholds={list(t)},stride={default.stride}", (("thresholds", t),)))
+    public = (0.7, 0.8, 0.9, 0.9)  # PSA's public Qwen2.5-VL thresholds on the stride-8 estimate (preset public-thresholds)
     for c in (3.0, 2.0, 1.5, 1.0, 0.6, 0.3):
         t = _scaled(public, c)
-        out.append(Setting("psa", "psa", f"thresholds={list(t)}", (("thresholds", t),)))
+        out.append(Setting("psa-public", "psa", f"thresholds={list(t)},stride=8", (("thresholds", t), ("stride", 8))))
+    all_levels = (0.6, 0.75, 0.85, 0.95)  # a shape that also uses level 8
     for c in (4.0, 2.5, 1.6, 1.0, 0.6, 0.3):
         t = _scaled(all_levels, c)
-        out.append(Setting("psa-all-levels", "psa", f"thresholds={list(t)}", (("thresholds", t),)))
-    no_level2 = (0.7, 0.7, 0.85, 0.95)  # levels 1, 4 and 8 only, with XAttention's stride 16 estimate
-    for c in (3.0, 2.0, 1.4, 1.0, 0.6, 0.3):
-        t = _scaled(no_level2, c)
-        out.append(Setting("psa-stride16", "psa", f"thresholds={list(t)},stride=16",
-                           (("thresholds", t), ("stride", 16))))
+        out.append(Setting("psa-all-levels", "psa", f"thresholds={list(t)},stride=8",
+                           (("thresholds", t), ("stride", 8))))
     # exact blocks up to the same cumulative mass as XAttention's tau (same stride 16 estimate), then the next
     # 40% of the mass left at level 4 and the 30% after it at level 8: XAttention's plan with pooled blocks added
     def exact_first(tau: float) -> tuple[float, ...]:
@@ -188,7 +190,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-PSA_LINES = ("psa", "psa-all-levels", "psa-stride16", "psa-exact", "psa-exact-lone-skip", "psa-exact-lone-exact")
+PSA_LINES = ("psa", "psa-public", "psa-all-levels", "psa-exact", "psa-exact-lone-skip", "psa-exact-lone-exact")
 
 
 def best_error_within(rows: list[dict], line: str, speedup: float) -> float:

@@ -52,7 +52,7 @@ STYLE = {
     "dense": ("#444444", "s"),
     "psa": ("#d62728", "o"),
     "psa-all-levels": ("#ff9896", "o"),
-    "psa-stride16": ("#8c564b", "P"),
+    "psa-public": ("#8c564b", "P"),
     "psa-exact": ("#8b0a50", "v"),
     "xattention": ("#1f77b4", "^"),
     "sparge": ("#2ca02c", "D"),
