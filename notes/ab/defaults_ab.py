@@ -29,8 +29,6 @@ CANDIDATES = {
     "x0.7-s16 (0.7,0.7,0.85,0.95)": dict(thresholds=(0.7, 0.7, 0.85, 0.95), stride=16),
     "x0.65-s16 (0.65,0.65,0.82,0.94)": dict(thresholds=(0.65, 0.65, 0.82, 0.94), stride=16),
     "x0.6-s16 (0.6,0.6,0.8,0.93) (new default)": dict(thresholds=(0.6, 0.6, 0.8, 0.93), stride=16),
-    "x0.65-s8 (0.65,0.65,0.82,0.94)": dict(thresholds=(0.65, 0.65, 0.82, 0.94), stride=8),
-    "x0.65-s16-lone-exact": dict(thresholds=(0.65, 0.65, 0.82, 0.94), stride=16, lone_pooled="exact"),
     "xattention default": dict(name="xattention"),
 }
 
