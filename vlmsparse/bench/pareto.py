@@ -91,6 +91,13 @@ def default_settings() -> list[Setting]:
             t = exact_first(tau)
             out.append(Setting(f"psa-exact-lone-{lone}", "psa", f"thresholds={list(t)},stride=16,lone_pooled={lone}",
                                (("thresholds", t), ("stride", 16), ("lone_pooled", lone))))
+    # and with tail aggregation: the keys a row skips folded into one mean key (its cost follows the runs of
+    # skipped blocks, not their number)
+    for tau in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95):
+        t = exact_first(tau)
+        out.append(Setting("psa-exact-lone-exact-tail", "psa",
+                           f"thresholds={list(t)},stride=16,lone_pooled=exact,tail=True",
+                           (("thresholds", t), ("stride", 16), ("lone_pooled", "exact"), ("tail", True))))
     for tau in (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98):
         out.append(Setting("xattention", "xattention", f"threshold={tau}", (("threshold", tau),)))
     for cdf in (0.5, 0.7, 0.85, 0.95, 0.98):
@@ -190,7 +197,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-PSA_LINES = ("psa", "psa-public", "psa-all-levels", "psa-exact", "psa-exact-lone-skip", "psa-exact-lone-exact")
+PSA_LINES = ("psa", "psa-public", "psa-all-levels", "psa-exact", "psa-exact-lone-skip", "psa-exact-lone-exact",
+             "psa-exact-lone-exact-tail")
 
 
 def best_error_within(rows: list[dict], line: str, speedup: float) -> float:
