@@ -63,6 +63,15 @@ def test_mixed_levels_gqa_plan_per_q_head(causal, tail):
     check(q, k, v, random_levels(1, 4, 100, 100, 32, 32), 32, 32, causal=causal, tail=tail)
 
 
+@pytest.mark.parametrize("heads_first", [False, True])
+def test_both_launch_orders(heads_first, monkeypatch):
+    from vlmsparse.kernels import pyramid as kernel_module
+
+    monkeypatch.setattr(kernel_module, "GRID_HEADS_FIRST", heads_first)
+    q, k, v = make_inputs(2, 4, 2, 100, 100, 32)
+    check(q, k, v, random_levels(2, 4, 100, 100, 32, 32), 32, 32, tail=True)
+
+
 @pytest.mark.parametrize("tail", [False, True])
 def test_plan_per_kv_head_and_batch_2(tail):
     q, k, v = make_inputs(2, 6, 2, 80, 112, 32)

@@ -88,7 +88,7 @@ def grid_order(lengths):
                 tp = time_ms(lambda: plan.run(q, k, v))
                 td = time_ms(lambda: cudnn(q, k, v))
                 res.setdefault(order, []).append((t1, tp, td))
-        pyr_mod.GRID_HEADS_FIRST = False
+        pyr_mod.GRID_HEADS_FIRST = None
         for order, ts in res.items():
             t1 = min(t[0] for t in ts)
             tp = min(t[1] for t in ts)

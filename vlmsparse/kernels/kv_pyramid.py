@@ -34,9 +34,6 @@ class KVPyramid:
     ``pooled_k_all`` / ``pooled_v_all``: ``[B, Hkv, G2 + G4 + G8, D]`` in the dtype of K, contiguous;
     ``pooled_k[p]`` / ``pooled_v[p]`` are views of level ``p`` (``[B, Hkv, ceil(Lk / p), D]``).
     ``block_sum_k`` / ``block_sum_v``: ``[B, Hkv, ceil(Lk / block_n), D]`` float32 (``None`` without tail).
-    ``block_prefix_k`` / ``block_prefix_v``: ``[B, Hkv, ceil(Lk / block_n) + 1, D]`` float64, the block sums'
-    exclusive prefix sums (row ``j`` sums blocks ``0 .. j - 1``): tail aggregation reads a run of consecutive
-    skipped blocks ``a .. b`` as ``prefix[b + 1] - prefix[a]``, two vectors whatever the run's length.
     Build it once per call with :func:`build_kv_pyramid`, or once per layer and pass it to several calls.
     """
 
@@ -46,8 +43,6 @@ class KVPyramid:
     block_n: int | None = None
     block_sum_k: torch.Tensor | None = None
     block_sum_v: torch.Tensor | None = None
-    block_prefix_k: torch.Tensor | None = field(init=False, default=None)
-    block_prefix_v: torch.Tensor | None = field(init=False, default=None)
     pooled_k: dict[int, torch.Tensor] = field(init=False)
     pooled_v: dict[int, torch.Tensor] = field(init=False)
 
@@ -58,18 +53,9 @@ class KVPyramid:
             n = cdiv(self.k_len, p)
             self.pooled_k[p] = self.pooled_k_all[:, :, off[p] : off[p] + n]
             self.pooled_v[p] = self.pooled_v_all[:, :, off[p] : off[p] + n]
-        if self.block_sum_k is not None:
-            self.block_prefix_k, self.block_prefix_v = (block_prefix(x) for x in (self.block_sum_k, self.block_sum_v))
 
     def has_block_sums(self, block_n: int) -> bool:
         return self.block_sum_k is not None and self.block_n == block_n
-
-
-def block_prefix(sums: torch.Tensor) -> torch.Tensor:
-    """Exclusive prefix sums over blocks of ``sums [B, H, nKB, D]``: float64 ``[B, H, nKB + 1, D]``, row 0 zero."""
-    out = torch.zeros(*sums.shape[:2], sums.shape[2] + 1, sums.shape[3], dtype=torch.float64, device=sums.device)
-    torch.cumsum(sums, dim=2, dtype=torch.float64, out=out[:, :, 1:])
-    return out
 
 
 def _check_block_n(tail: bool, block_n: int) -> None:

@@ -15,7 +15,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .blocks import cdiv
+from .blocks import FULL, block_classes, cdiv
 from .kv_pyramid import KVPyramid, build_kv_pyramid
 from .plan_lists import CompiledPlan, compile_plan
 from .validation import check_attention_args, interpreting, triton_can_run
@@ -150,31 +150,6 @@ def _pooled_spans(
 
 
 @triton.jit
-def _block_sums(sum_k, sum_v, n_keys, idx_ptr, start, stop, psk_base, psv_base, offs_d, d_mask, k_len, head_dim,
-                BLOCK_N: tl.constexpr, CHUNK: tl.constexpr, BLOCK_D: tl.constexpr):
-    """Add the sums (and key counts) of the listed key blocks ``idx_ptr[start:stop]`` (increasing), through the
-    float64 prefix sums over blocks: a run of consecutive blocks ``a .. b`` adds ``prefix[b + 1] - prefix[a]``, so
-    only the ends of runs read vectors (``CHUNK`` list entries a step)."""
-    offs_c = tl.arange(0, CHUNK)
-    for c0 in range(start, stop, CHUNK):
-        pos = c0 + offs_c
-        ok = pos < stop
-        j = tl.load(idx_ptr + pos, mask=ok, other=0)
-        j_prev = tl.load(idx_ptr + pos - 1, mask=ok & (pos > start), other=-2)
-        j_next = tl.load(idx_ptr + pos + 1, mask=(pos + 1) < stop, other=-2)
-        opens = (ok & (j_prev != j - 1))[:, None] & d_mask[None, :]
-        closes = (ok & (j_next != j + 1))[:, None] & d_mask[None, :]
-        at_open = j[:, None] * head_dim + offs_d[None, :]
-        at_close = at_open + head_dim
-        sum_k += (tl.sum(tl.load(psk_base + at_close, mask=closes, other=0.0), 0)
-                  - tl.sum(tl.load(psk_base + at_open, mask=opens, other=0.0), 0)).to(tl.float32)
-        sum_v += (tl.sum(tl.load(psv_base + at_close, mask=closes, other=0.0), 0)
-                  - tl.sum(tl.load(psv_base + at_open, mask=opens, other=0.0), 0)).to(tl.float32)
-        n_keys += tl.sum(tl.where(ok, tl.minimum(k_len - j * BLOCK_N, BLOCK_N), 0), 0).to(tl.float32)
-    return sum_k, sum_v, n_keys
-
-
-@triton.jit
 def _skipped_diagonal_tile(base, stride_n, j, offs_n, offs_d, d_mask, k_len, limit, m_ok,
                            BLOCK_N: tl.constexpr, EVEN_D: tl.constexpr):
     """Key block ``j`` of K or V (from ``base``) and the float 0/1 matrix of which rows see which of its keys
@@ -192,7 +167,7 @@ def _skipped_diagonal_tile(base, stride_n, j, offs_n, offs_d, d_mask, k_len, lim
 
 @triton.jit
 def _tail_key(
-    m_i, l_i, acc, q, qk_scale, idx_ptr, o_mask, o_skip_part, o_skip_full, BSK, BSV, pyr_bh, n_kb,
+    m_i, l_i, acc, q, qk_scale, idx_ptr, o_mask, o_skip_part, SkipK, SkipV, SkipN, row,
     k_base, v_base, stride_kn, stride_vn, offs_n, offs_d, d_mask, limit, m_ok, k_len, head_dim,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, EVEN_D: tl.constexpr,
     UPCAST: tl.constexpr,
@@ -200,17 +175,13 @@ def _tail_key(
     """Tail aggregation for one program: one extra key per row, the mean of the visible keys its plan skips
     (listed in ``idx_ptr[o_mask:o_skip_full]``), with logit ``+ log2(count)``."""
     # One extra key per row: the mean of the visible keys its plan skips, logit + log(count). Skipped blocks
-    # wholly visible (category 10) are the same for every row: their sums from the prefix sums over blocks, one
-    # difference per run of consecutive skipped blocks. Skipped blocks on the diagonal (category 9, rare: planners keep the diagonal) are summed per row
-    # through a 0/1 visibility matrix times their K and V tiles.
-    bs_off = pyr_bh.to(tl.int64) * (n_kb + 1) * head_dim
-    sum_k = tl.zeros([BLOCK_D], dtype=tl.float32)
-    sum_v = tl.zeros([BLOCK_D], dtype=tl.float32)
-    n_full = tl.sum(tl.zeros([1], dtype=tl.float32), 0)
-    sum_k, sum_v, n_full = _block_sums(
-        sum_k, sum_v, n_full, idx_ptr, o_skip_part, o_skip_full, BSK + bs_off, BSV + bs_off, offs_d, d_mask,
-        k_len, head_dim, BLOCK_N, 16, BLOCK_D,
-    )
+    # wholly visible (category 10) are the same for every row of the program: their summed keys, values and key
+    # count are computed before the launch (skipped_key_sums: one small matmul per plan), two vectors to load
+    # here whatever their number. Skipped blocks on the diagonal (category 9, rare: planners keep the diagonal)
+    # are summed per row through a 0/1 visibility matrix times their K and V tiles.
+    sum_k = tl.load(SkipK + row.to(tl.int64) * head_dim + offs_d, mask=d_mask, other=0.0)
+    sum_v = tl.load(SkipV + row.to(tl.int64) * head_dim + offs_d, mask=d_mask, other=0.0)
+    n_full = tl.load(SkipN + row)
     qs = tl.sum(q.to(tl.float32) * sum_k[None, :], 1)  # [BLOCK_M]: q . (sum of skipped keys)
     n_skip = tl.zeros([BLOCK_M], dtype=tl.float32) + n_full
     # pass 1 over skipped diagonal blocks: logits and counts (no [BLOCK_M, D] accumulator: it made the
@@ -244,7 +215,7 @@ def _tail_key(
 def _pyramid_attention_fwd(
     Q, K, V, Out,
     KP, VP,
-    BSK, BSV,
+    SkipK, SkipV, SkipN,
     BlockIdx, CatOff,
     DescK, DescV, DescKP, DescVP,
     qk_scale,
@@ -388,7 +359,7 @@ def _pyramid_attention_fwd(
         o_skip_full = tl.load(off_ptr + 10)
         if o_skip_full > o_mask:
             m_i, l_i, acc = _tail_key(
-                m_i, l_i, acc, q, qk_scale, idx_ptr, o_mask, o_skip_part, o_skip_full, BSK, BSV, pyr_bh, n_kb,
+                m_i, l_i, acc, q, qk_scale, idx_ptr, o_mask, o_skip_part, SkipK, SkipV, SkipN, row,
                 k_base, v_base, stride_kn, stride_vn, offs_n, offs_d, d_mask, limit, m_ok, k_len, head_dim,
                 BLOCK_M, BLOCK_N, BLOCK_D, EVEN_D, UPCAST,
             )
@@ -435,9 +406,29 @@ def _kv_descriptor(t: torch.Tensor, block_n: int):
     return TensorDescriptor(t, list(t.shape), list(t.stride()), [1, 1, block_n, t.shape[-1]])
 
 
-#: Launch order (experiment knob): every head's last query block first, rather than one head's query blocks
-#: in a row.
-GRID_HEADS_FIRST = False
+def skipped_key_sums(
+    levels: torch.Tensor, pyramid: KVPyramid, q_len: int, k_len: int, block_m: int, block_n: int, causal: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """What tail aggregation needs of the wholly visible key blocks a plan skips, per plan row (batch, plan head,
+    query block, in the kernel's row order): float32 sums of their keys and values ``[rows, D]`` and their key
+    counts ``[rows]``. One float64 matmul of the skipped-block mask with the pyramid's block sums per kv-head."""
+    b, hm, n_qb, n_kb = levels.shape
+    hkv, d = pyramid.block_sum_k.shape[1], pyramid.block_sum_k.shape[3]
+    cls = block_classes(q_len, k_len, block_m, block_n, causal, levels.device)
+    mask = ((levels == 0) & (cls == FULL)).to(torch.float64).reshape(b, hkv, (hm // hkv) * n_qb, n_kb)
+    counts = torch.clamp(k_len - torch.arange(n_kb, device=levels.device) * block_n, max=block_n)
+    sums = [torch.matmul(mask, x.double()).to(torch.float32).reshape(-1, d).contiguous()
+            for x in (pyramid.block_sum_k, pyramid.block_sum_v)]
+    return sums[0], sums[1], torch.matmul(mask, counts.to(torch.float64)).to(torch.float32).reshape(-1).contiguous()
+
+
+#: Launch order: every head's last query block first, then every head's second-to-last, ... ("heads first"), or
+#: one head's query blocks in a row, last first. None chooses by length: heads first up to
+#: HEADS_FIRST_MAX_QUERY_BLOCKS query blocks. H200, 2026-12-02 (notes/ab/defaults_ab.py): at 8k tokens heads first
+#: took the all-level-1 plan from 0.881 to 0.911 of cuDNN and PSA's default plan from 0.673 to 0.596 ms; at 32k
+#: it was slower (0.922 vs 0.933 of cuDNN, 7.18 vs 7.09 ms). Lengths in between were not measured.
+GRID_HEADS_FIRST: bool | None = None
+HEADS_FIRST_MAX_QUERY_BLOCKS = 96
 
 
 def pyramid_attention(
@@ -523,11 +514,12 @@ def pyramid_attention(
     pyr_desc = bool(tma) and can_use_tma(pyramid.pooled_k_all, pyramid.pooled_v_all, check_device=False)
     desc_kp = _kv_descriptor(pyramid.pooled_k_all, block_n) if pyr_desc else pyramid.pooled_k_all
     desc_vp = _kv_descriptor(pyramid.pooled_v_all, block_n) if pyr_desc else pyramid.pooled_v_all
-    grid = (b * hq, n_qb) if GRID_HEADS_FIRST else (n_qb, b * hq)
+    heads_first = GRID_HEADS_FIRST if GRID_HEADS_FIRST is not None else n_qb <= HEADS_FIRST_MAX_QUERY_BLOCKS
+    grid = (b * hq, n_qb) if heads_first else (n_qb, b * hq)
     _pyramid_attention_fwd[grid](
         q, k, v, out,
         pyramid.pooled_k_all, pyramid.pooled_v_all,
-        pyramid.block_prefix_k if tail else dummy, pyramid.block_prefix_v if tail else dummy,
+        *(skipped_key_sums(levels, pyramid, lq, lk, block_m, block_n, causal) if tail else (dummy, dummy, dummy)),
         plan.block_idx, plan.cat_offsets,
         desc_k, desc_v, desc_kp, desc_vp,
         scale * LOG2E,
@@ -539,7 +531,7 @@ def pyramid_attention(
         CAUSAL=causal, TAIL=tail,
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, EVEN_D=(block_d == d),
         UPCAST=(q.dtype == torch.float32 or (q.dtype == torch.bfloat16 and interpreting())),
-        KV_DESC=bool(tma), PYR_DESC=pyr_desc, HEADS_FIRST=GRID_HEADS_FIRST,
+        KV_DESC=bool(tma), PYR_DESC=pyr_desc, HEADS_FIRST=heads_first,
         num_warps=num_warps, num_stages=num_stages,
     )
     return out
