@@ -162,9 +162,9 @@ def test_tail_only_where_a_program_skips_something():
     assert (with_tail - without).abs().max().item() == 0
 
 
-def test_tail_sums_runs_of_skipped_blocks_across_list_chunks():
-    # many key blocks per row (more skipped blocks than one step of the tail's list walk), runs of skipped blocks
-    # of every length and keys far from zero mean: the tail's prefix-sum differences must equal the block sums
+def test_tail_with_many_skipped_blocks_per_row():
+    # many key blocks per row (more skipped blocks than one step of the tail's walk over them), runs of skipped
+    # blocks of every length and keys far from zero mean
     torch.manual_seed(3)
     q, k, v = make_inputs(1, 2, 1, 32, 1500, 16)
     k, v = k + 20.0, v - 30.0

@@ -15,7 +15,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .blocks import FULL, block_classes, cdiv
+from .blocks import cdiv
 from .kv_pyramid import KVPyramid, build_kv_pyramid
 from .plan_lists import CompiledPlan, compile_plan
 from .validation import check_attention_args, interpreting, triton_can_run
@@ -150,6 +150,21 @@ def _pooled_spans(
 
 
 @triton.jit
+def _block_sums(sum_k, sum_v, n_keys, idx_ptr, start, stop, bsk_base, bsv_base, offs_d, d_mask, k_len, head_dim,
+                BLOCK_N: tl.constexpr, CHUNK: tl.constexpr, BLOCK_D: tl.constexpr):
+    """Add the float32 sums (and key counts) of the listed key blocks ``idx_ptr[start:stop]``, ``CHUNK`` at a time."""
+    offs_c = tl.arange(0, CHUNK)
+    for c0 in range(start, stop, CHUNK):
+        ok = c0 + offs_c < stop
+        j = tl.load(idx_ptr + c0 + offs_c, mask=ok, other=0)
+        m = ok[:, None] & d_mask[None, :]
+        sum_k += tl.sum(tl.load(bsk_base + j[:, None] * head_dim + offs_d[None, :], mask=m, other=0.0), 0)
+        sum_v += tl.sum(tl.load(bsv_base + j[:, None] * head_dim + offs_d[None, :], mask=m, other=0.0), 0)
+        n_keys += tl.sum(tl.where(ok, tl.minimum(k_len - j * BLOCK_N, BLOCK_N), 0), 0).to(tl.float32)
+    return sum_k, sum_v, n_keys
+
+
+@triton.jit
 def _skipped_diagonal_tile(base, stride_n, j, offs_n, offs_d, d_mask, k_len, limit, m_ok,
                            BLOCK_N: tl.constexpr, EVEN_D: tl.constexpr):
     """Key block ``j`` of K or V (from ``base``) and the float 0/1 matrix of which rows see which of its keys
@@ -167,7 +182,7 @@ def _skipped_diagonal_tile(base, stride_n, j, offs_n, offs_d, d_mask, k_len, lim
 
 @triton.jit
 def _tail_key(
-    m_i, l_i, acc, q, qk_scale, idx_ptr, o_mask, o_skip_part, SkipK, SkipV, SkipN, row,
+    m_i, l_i, acc, q, qk_scale, idx_ptr, o_mask, o_skip_part, o_skip_full, BSK, BSV, pyr_bh, n_kb,
     k_base, v_base, stride_kn, stride_vn, offs_n, offs_d, d_mask, limit, m_ok, k_len, head_dim,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, EVEN_D: tl.constexpr,
     UPCAST: tl.constexpr,
@@ -175,13 +190,17 @@ def _tail_key(
     """Tail aggregation for one program: one extra key per row, the mean of the visible keys its plan skips
     (listed in ``idx_ptr[o_mask:o_skip_full]``), with logit ``+ log2(count)``."""
     # One extra key per row: the mean of the visible keys its plan skips, logit + log(count). Skipped blocks
-    # wholly visible (category 10) are the same for every row of the program: their summed keys, values and key
-    # count are computed before the launch (skipped_key_sums: one small matmul per plan), two vectors to load
-    # here whatever their number. Skipped blocks on the diagonal (category 9, rare: planners keep the diagonal)
-    # are summed per row through a 0/1 visibility matrix times their K and V tiles.
-    sum_k = tl.load(SkipK + row.to(tl.int64) * head_dim + offs_d, mask=d_mask, other=0.0)
-    sum_v = tl.load(SkipV + row.to(tl.int64) * head_dim + offs_d, mask=d_mask, other=0.0)
-    n_full = tl.load(SkipN + row)
+    # wholly visible (category 10) are the same for every row: their float32 block sums, CHUNK blocks per
+    # step. Skipped blocks on the diagonal (category 9, rare: planners keep the diagonal) are summed per row
+    # through a 0/1 visibility matrix times their K and V tiles.
+    bs_off = pyr_bh.to(tl.int64) * n_kb * head_dim
+    sum_k = tl.zeros([BLOCK_D], dtype=tl.float32)
+    sum_v = tl.zeros([BLOCK_D], dtype=tl.float32)
+    n_full = tl.sum(tl.zeros([1], dtype=tl.float32), 0)
+    sum_k, sum_v, n_full = _block_sums(
+        sum_k, sum_v, n_full, idx_ptr, o_skip_part, o_skip_full, BSK + bs_off, BSV + bs_off, offs_d, d_mask,
+        k_len, head_dim, BLOCK_N, 16, BLOCK_D,
+    )
     qs = tl.sum(q.to(tl.float32) * sum_k[None, :], 1)  # [BLOCK_M]: q . (sum of skipped keys)
     n_skip = tl.zeros([BLOCK_M], dtype=tl.float32) + n_full
     # pass 1 over skipped diagonal blocks: logits and counts (no [BLOCK_M, D] accumulator: it made the
@@ -215,7 +234,7 @@ def _tail_key(
 def _pyramid_attention_fwd(
     Q, K, V, Out,
     KP, VP,
-    SkipK, SkipV, SkipN,
+    BSK, BSV,
     BlockIdx, CatOff,
     DescK, DescV, DescKP, DescVP,
     qk_scale,
@@ -359,7 +378,7 @@ def _pyramid_attention_fwd(
         o_skip_full = tl.load(off_ptr + 10)
         if o_skip_full > o_mask:
             m_i, l_i, acc = _tail_key(
-                m_i, l_i, acc, q, qk_scale, idx_ptr, o_mask, o_skip_part, SkipK, SkipV, SkipN, row,
+                m_i, l_i, acc, q, qk_scale, idx_ptr, o_mask, o_skip_part, o_skip_full, BSK, BSV, pyr_bh, n_kb,
                 k_base, v_base, stride_kn, stride_vn, offs_n, offs_d, d_mask, limit, m_ok, k_len, head_dim,
                 BLOCK_M, BLOCK_N, BLOCK_D, EVEN_D, UPCAST,
             )
@@ -404,22 +423,6 @@ def can_use_tma(k: torch.Tensor, v: torch.Tensor, check_device: bool = True) -> 
 def _kv_descriptor(t: torch.Tensor, block_n: int):
     """A ``[B, Hkv, Lk, D]`` descriptor whose tiles are ``block_n`` rows of one head."""
     return TensorDescriptor(t, list(t.shape), list(t.stride()), [1, 1, block_n, t.shape[-1]])
-
-
-def skipped_key_sums(
-    levels: torch.Tensor, pyramid: KVPyramid, q_len: int, k_len: int, block_m: int, block_n: int, causal: bool
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """What tail aggregation needs of the wholly visible key blocks a plan skips, per plan row (batch, plan head,
-    query block, in the kernel's row order): float32 sums of their keys and values ``[rows, D]`` and their key
-    counts ``[rows]``. One float64 matmul of the skipped-block mask with the pyramid's block sums per kv-head."""
-    b, hm, n_qb, n_kb = levels.shape
-    hkv, d = pyramid.block_sum_k.shape[1], pyramid.block_sum_k.shape[3]
-    cls = block_classes(q_len, k_len, block_m, block_n, causal, levels.device)
-    mask = ((levels == 0) & (cls == FULL)).to(torch.float64).reshape(b, hkv, (hm // hkv) * n_qb, n_kb)
-    counts = torch.clamp(k_len - torch.arange(n_kb, device=levels.device) * block_n, max=block_n)
-    sums = [torch.matmul(mask, x.double()).to(torch.float32).reshape(-1, d).contiguous()
-            for x in (pyramid.block_sum_k, pyramid.block_sum_v)]
-    return sums[0], sums[1], torch.matmul(mask, counts.to(torch.float64)).to(torch.float32).reshape(-1).contiguous()
 
 
 #: Launch order: every head's last query block first, then every head's second-to-last, ... ("heads first"), or
@@ -519,7 +522,7 @@ def pyramid_attention(
     _pyramid_attention_fwd[grid](
         q, k, v, out,
         pyramid.pooled_k_all, pyramid.pooled_v_all,
-        *(skipped_key_sums(levels, pyramid, lq, lk, block_m, block_n, causal) if tail else (dummy, dummy, dummy)),
+        pyramid.block_sum_k if tail else dummy, pyramid.block_sum_v if tail else dummy,
         plan.block_idx, plan.cat_offsets,
         desc_k, desc_v, desc_kp, desc_vp,
         scale * LOG2E,
