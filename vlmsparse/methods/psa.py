@@ -31,8 +31,8 @@ Where the defaults come from:
   run and 1.23 alone, for half its keys, so its accuracy is bought more cheaply by exact blocks), and the stride-16
   estimate of XAttention's video setting (half the planning work of stride 8). Against the public code's setting
   below, on the pareto benchmark's synthetic families at 8k to 32k tokens (``notes/ab/defaults_ab.py``,
-  ``results/defaults_ab.csv``) it was faster at 16k and 32k on all four and more accurate on ``diffuse`` and
-  ``medium`` inputs, less accurate on ``peaked`` and ``mixed`` ones.
+  ``results/defaults_ab.csv``) at 16k and 32k it was faster on ``diffuse``, ``medium`` and ``mixed`` inputs and
+  about as fast on ``peaked`` ones, more accurate on ``diffuse`` and ``medium``, less on ``peaked`` and ``mixed``.
 - Preset ``"public-thresholds"`` (the default until this change): ``thresholds = (0.7, 0.8, 0.9, 0.9)``,
   ``stride = 8``, the Qwen2.5-VL example of the public PSA code (``qwenvl2.5-example/README.md`` of
   ``ziplab/Pyramid-Sparse-Attention``: ``mask_mode="energybound"``, ``mask_ratios`` 1: (0, 0.7), 2: (0.7, 0.8),
