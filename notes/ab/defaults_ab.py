@@ -50,14 +50,16 @@ def stages(lengths):
             b, hq, lq, _ = q.shape
             lay = m.layout(visual, b, lq, k.shape[2], q.device, None)
             share = m.importance(q, k, lay)
-            levels = cumulative_levels(share, lay.forced[:, None], lay.free[:, None], cfg.thresholds,
-                                       levels=(1, 2, 4, 8), mode=cfg.mode, forced_level=1, lone_level2_exact=True)
+
+            def select():
+                return cumulative_levels(share, lay.forced[:, None], lay.free[:, None], cfg.thresholds,
+                                         levels=(1, 2, 4, 8), mode=cfg.mode, forced_level=1, lone_level2_exact=True)
+
+            levels = select()
             parts = {
                 "layout": lambda: m.layout(visual, b, lq, k.shape[2], q.device, None),
                 "estimate": lambda: m.importance(q, k, lay),
-                "select": lambda: cumulative_levels(share, lay.forced[:, None], lay.free[:, None], cfg.thresholds,
-                                                    levels=(1, 2, 4, 8), mode=cfg.mode, forced_level=1,
-                                                    lone_level2_exact=True),
+                "select": select,
                 "compile": lambda: compile_plan(levels, lq, lq, 128, 128, True),
                 "plan": lambda: m.plan(q, k, visual),
             }

@@ -60,16 +60,15 @@ class Setting:
 
 def default_settings() -> list[Setting]:
     """The sweep: each method's knob over a range that spans sparsity about 0.2 to 0.9 on video-like inputs."""
-    from vlmsparse.methods.psa import PSAConfig
+    from vlmsparse.methods.psa import PUBLIC_THRESHOLDS, PSAConfig
 
     out: list[Setting] = []
     default = PSAConfig()  # levels 1, 4 and 8 on the stride-16 estimate
     for c in (2.0, 1.5, 1.0, 0.75, 0.45, 0.25):
         t = _scaled(default.thresholds, c)
         out.append(Setting("psa", "psa", f"thresholds={list(t)},stride={default.stride}", (("thresholds", t),)))
-    public = (0.7, 0.8, 0.9, 0.9)  # PSA's public Qwen2.5-VL thresholds on the stride-8 estimate (preset public-thresholds)
-    for c in (3.0, 2.0, 1.5, 1.0, 0.6, 0.3):
-        t = _scaled(public, c)
+    for c in (3.0, 2.0, 1.5, 1.0, 0.6, 0.3):  # the public thresholds on the stride-8 estimate (preset public-thresholds)
+        t = _scaled(PUBLIC_THRESHOLDS, c)
         out.append(Setting("psa-public", "psa", f"thresholds={list(t)},stride=8", (("thresholds", t), ("stride", 8))))
     all_levels = (0.6, 0.75, 0.85, 0.95)  # a shape that also uses level 8
     for c in (4.0, 2.5, 1.6, 1.0, 0.6, 0.3):
@@ -91,8 +90,7 @@ def default_settings() -> list[Setting]:
             t = exact_first(tau)
             out.append(Setting(f"psa-exact-lone-{lone}", "psa", f"thresholds={list(t)},stride=16,lone_pooled={lone}",
                                (("thresholds", t), ("stride", 16), ("lone_pooled", lone))))
-    # and with tail aggregation: the keys a row skips folded into one mean key (its cost follows the runs of
-    # skipped blocks, not their number)
+    # and with tail aggregation: the keys a row skips folded into one mean key
     for tau in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95):
         t = exact_first(tau)
         out.append(Setting("psa-exact-lone-exact-tail", "psa",

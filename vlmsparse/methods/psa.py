@@ -81,6 +81,8 @@ from .selection import MODES, cumulative_levels, lone_level2_exact_, no_same_lev
 IMPORTANCE = ("antidiagonal", "pooled")
 LONE_POOLED = ("keep", "exact", "skip")
 PSA_LEVELS = (1, 2, 4, 8)
+#: The public PSA code's Qwen2.5-VL thresholds (presets "public-thresholds" and "public-qwen2.5-vl", on stride 8).
+PUBLIC_THRESHOLDS = (0.7, 0.8, 0.9, 0.9)
 
 
 def _as_floats(name: str, value, n: int) -> tuple[float, ...]:
@@ -176,8 +178,8 @@ class PSA(Method):
     config_class = PSAConfig
     select_applies_layout_rules = True
     presets = {
-        "public-thresholds": {"thresholds": (0.7, 0.8, 0.9, 0.9), "stride": 8},
-        "public-qwen2.5-vl": {"thresholds": (0.7, 0.8, 0.9, 0.9), "stride": 8, "lone_level2_exact": False},
+        "public-thresholds": {"thresholds": PUBLIC_THRESHOLDS, "stride": 8},
+        "public-qwen2.5-vl": {"thresholds": PUBLIC_THRESHOLDS, "stride": 8, "lone_level2_exact": False},
         "videomme-0.65": {"mode": "quota", "thresholds": (0.22, 0.32, 0.42, 0.60), "stride": 8,
                           "lone_level2_exact": False},
     }
