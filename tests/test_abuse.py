@@ -529,6 +529,27 @@ def test_nan_inputs_give_nan_rows_in_kernel_and_reference(where):
     assert not (ref[0, 0, sorted(users)] == 0).all(-1).any()  # never silently zero
 
 
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("where", ["k", "v"])
+def test_nan_in_a_skipped_block_never_gives_a_finite_tail(where):
+    from vlmsparse.kernels import pyramid_attention
+    from vlmsparse.kernels.reference import pyramid_attention_ref
+
+    q, k, v, levels = _kernel_inputs()
+    {"k": k, "v": v}[where][0, 0, 20] = float("nan")  # key block 1, which query block 2 skips (wholly visible)
+    kw = dict(block_m=16, block_n=16, tail=True)
+    kernel, ref = pyramid_attention(q, k, v, levels, **kw), pyramid_attention_ref(q, k, v, levels, **kw)
+    assert set(range(32, 48)) <= _nan_rows(ref)  # the tail of query block 2 holds the NaN key
+    # the kernel sums skipped blocks with one matmul per kv-head: a NaN reaches every row whose program has a
+    # tail over wholly visible blocks (query blocks 2 and 3), and may reach rows 16-19 through a whole V tile
+    assert _nan_rows(ref) <= _nan_rows(kernel) <= _nan_rows(ref) | set(range(16, 20)) | set(range(32, 64))
+    finite = torch.ones(64, dtype=torch.bool, device=kernel.device)
+    finite[sorted(_nan_rows(kernel))] = False
+    assert finite[:16].all()
+    torch.testing.assert_close(kernel[0, 0, finite], ref[0, 0, finite], atol=1e-4, rtol=1e-4)
+
+
 def test_kernel_boundary_errors():
     from vlmsparse.kernels import pyramid_attention
     from vlmsparse.kernels.reference import pyramid_attention_ref

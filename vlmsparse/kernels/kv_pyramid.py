@@ -2,7 +2,9 @@
 
 Memory layout: one buffer per tensor, ``[B, Hkv, G2 + G4 + G8, D]``, the groups of 2 first, then those of 4, then
 those of 8 (``Gp = ceil(Lk / p)``), so that the kernel's pooled loop can gather pooled keys of every level into
-one tile from one base pointer. For tail aggregation, float32 sums of every key block (``[B, Hkv, nKB, D]``).
+one tile from one base pointer. For tail aggregation, the sums of every key block's keys and values and its key
+count in one float64 buffer (``[B, Hkv, nKB, 2 D + 1]``), what the kernel's launcher multiplies by a plan's skip
+mask.
 One Triton launch per tensor pools every level and writes the block sums; plain-PyTorch versions define the
 result and serve CPU tensors without the Triton interpreter.
 """
@@ -29,11 +31,13 @@ def level_offsets(k_len: int) -> dict[int, int]:
 
 @dataclass
 class KVPyramid:
-    """Mean-pooled copies of K and V, and (for tail aggregation) the float32 sums of each key block.
+    """Mean-pooled copies of K and V, and (for tail aggregation) the sums of each key block.
 
     ``pooled_k_all`` / ``pooled_v_all``: ``[B, Hkv, G2 + G4 + G8, D]`` in the dtype of K, contiguous;
     ``pooled_k[p]`` / ``pooled_v[p]`` are views of level ``p`` (``[B, Hkv, ceil(Lk / p), D]``).
-    ``block_sum_k`` / ``block_sum_v``: ``[B, Hkv, ceil(Lk / block_n), D]`` float32 (``None`` without tail).
+    ``block_sums``: ``[B, Hkv, ceil(Lk / block_n), 2 D + 1]`` float64, per key block the sum of its keys, the sum
+    of its values and its key count (``None`` without tail); ``block_sum_k`` / ``block_sum_v`` are views of the
+    first two.
     Build it once per call with :func:`build_kv_pyramid`, or once per layer and pass it to several calls.
     """
 
@@ -41,8 +45,7 @@ class KVPyramid:
     pooled_k_all: torch.Tensor
     pooled_v_all: torch.Tensor
     block_n: int | None = None
-    block_sum_k: torch.Tensor | None = None
-    block_sum_v: torch.Tensor | None = None
+    block_sums: torch.Tensor | None = None
     pooled_k: dict[int, torch.Tensor] = field(init=False)
     pooled_v: dict[int, torch.Tensor] = field(init=False)
 
@@ -54,8 +57,17 @@ class KVPyramid:
             self.pooled_k[p] = self.pooled_k_all[:, :, off[p] : off[p] + n]
             self.pooled_v[p] = self.pooled_v_all[:, :, off[p] : off[p] + n]
 
+    @property
+    def block_sum_k(self) -> torch.Tensor | None:
+        return None if self.block_sums is None else self.block_sums[..., : self.pooled_k_all.shape[-1]]
+
+    @property
+    def block_sum_v(self) -> torch.Tensor | None:
+        d = self.pooled_k_all.shape[-1]
+        return None if self.block_sums is None else self.block_sums[..., d : 2 * d]
+
     def has_block_sums(self, block_n: int) -> bool:
-        return self.block_sum_k is not None and self.block_n == block_n
+        return self.block_sums is not None and self.block_n == block_n
 
 
 def _check_block_n(tail: bool, block_n: int) -> None:
@@ -66,7 +78,8 @@ def _check_block_n(tail: bool, block_n: int) -> None:
 def build_kv_pyramid(k: torch.Tensor, v: torch.Tensor, *, tail: bool = False, block_n: int = 128) -> KVPyramid:
     """Pool K and V in groups of 2, 4 and 8 keys (a partial last group is the mean of its own keys).
 
-    With ``tail=True`` also the float32 sums of every ``block_n`` keys, which the kernel's tail aggregation reads.
+    With ``tail=True`` also the sums of every ``block_n`` keys and values and their counts (float64), which
+    tail aggregation reads.
     """
     _check_block_n(tail, block_n)
     if not triton_can_run(k.device):
@@ -75,14 +88,15 @@ def build_kv_pyramid(k: torch.Tensor, v: torch.Tensor, *, tail: bool = False, bl
     total = level_offsets(length)[0]
     n_kb = cdiv(length, block_n)
     pooled = [torch.empty(b, h, total, d, device=k.device, dtype=k.dtype) for _ in range(2)]
-    sums = [torch.empty(b, h, n_kb, d, device=k.device, dtype=torch.float32) for _ in range(2)] if tail else [None, None]
+    sums = torch.empty(b, h, n_kb, 2 * d + 1, device=k.device, dtype=torch.float64) if tail else None
     block_d = max(16, triton.next_power_of_2(d))
-    for src, dst, bsum in zip((k, v), pooled, sums):
+    for i, (src, dst) in enumerate(zip((k, v), pooled)):
+        # keys' sums in columns [0, D) and their counts in column 2 D; values' sums in [D, 2 D)
         _pool_kernel[(cdiv(length, _POOL_TILE), b * h)](
-            src, dst, bsum if tail else dst, length, src.stride(0), src.stride(1), src.stride(2), h, d, n_kb,
-            BLOCK_D=block_d, TILE=_POOL_TILE, BLOCK_SUMS=tail, BLOCK_N=block_n if tail else 128,
+            src, dst, sums[..., i * d :] if tail else dst, length, src.stride(0), src.stride(1), src.stride(2), h, d,
+            n_kb, BLOCK_D=block_d, TILE=_POOL_TILE, BLOCK_SUMS=tail, BLOCK_N=block_n if tail else 128, COUNTS=i == 0,
         )
-    return KVPyramid(length, pooled[0], pooled[1], block_n if tail else None, sums[0], sums[1])
+    return KVPyramid(length, pooled[0], pooled[1], block_n if tail else None, sums)
 
 
 def build_kv_pyramid_torch(k: torch.Tensor, v: torch.Tensor, *, tail: bool = False, block_n: int = 128) -> KVPyramid:
@@ -100,16 +114,19 @@ def build_kv_pyramid_torch(k: torch.Tensor, v: torch.Tensor, *, tail: bool = Fal
             s = x.reshape(b, h, groups, p, d).sum(-2, dtype=torch.float32)
             levels.append((s / counts[:, None]).to(src.dtype))
         out.append(torch.cat(levels, dim=2).contiguous())
-    sums = [None, None]
+    sums = None
     if tail:
         n_kb = cdiv(length, block_n)
         pad = n_kb * block_n - length
-        sums = [
+        parts = [
             (torch.nn.functional.pad(x, (0, 0, 0, pad)) if pad else x).reshape(b, h, n_kb, block_n, d)
-            .sum(-2, dtype=torch.float32).contiguous()
+            .sum(-2, dtype=torch.float32).double()
             for x in (k, v)
         ]
-    return KVPyramid(length, out[0], out[1], block_n if tail else None, sums[0], sums[1])
+        counts = torch.clamp(length - torch.arange(n_kb, device=k.device) * block_n, max=block_n)
+        parts.append(counts.to(torch.float64)[:, None].expand(b, h, n_kb, 1))
+        sums = torch.cat(parts, -1).contiguous()
+    return KVPyramid(length, out[0], out[1], block_n if tail else None, sums)
 
 
 @triton.jit
@@ -131,8 +148,10 @@ def _load_rows(base, rows, length, stride_l, offs_d, d_mask):
 
 @triton.jit
 def _pool_kernel(X, XP, XS, length, stride_b, stride_h, stride_l, n_heads, head_dim, n_kb,
-                 BLOCK_D: tl.constexpr, TILE: tl.constexpr, BLOCK_SUMS: tl.constexpr, BLOCK_N: tl.constexpr):
-    """Pool ``TILE`` keys of one head at levels 2, 4 and 8 (and, with ``BLOCK_SUMS``, sum each key block).
+                 BLOCK_D: tl.constexpr, TILE: tl.constexpr, BLOCK_SUMS: tl.constexpr, BLOCK_N: tl.constexpr,
+                 COUNTS: tl.constexpr):
+    """Pool ``TILE`` keys of one head at levels 2, 4 and 8 (and, with ``BLOCK_SUMS``, sum each key block into rows
+    of ``2 * head_dim + 1`` float64 from ``XS``, and with ``COUNTS`` store its key count at column ``2 * head_dim``).
 
     The tile is read as 8 interleaved row sets (rows ``8 r + i``), so every group sum is an elementwise add of
     whole rows held by the same threads: no data moves between threads (a reshape-and-sum over rows did;
@@ -181,5 +200,8 @@ def _pool_kernel(X, XP, XS, length, stride_b, stride_h, stride_l, n_heads, head_
         NB: tl.constexpr = R // PER
         bs = tl.sum(tl.reshape(s8, (NB, PER, BLOCK_D)), 1)
         kb = tile * NB + tl.arange(0, NB)
-        tl.store(XS + (bh.to(tl.int64) * n_kb + kb[:, None]) * head_dim + offs_d[None, :], bs,
-                 mask=(kb < n_kb)[:, None] & d_mask[None, :])
+        row = (bh.to(tl.int64) * n_kb + kb) * (2 * head_dim + 1)
+        tl.store(XS + row[:, None] + offs_d[None, :], bs.to(tl.float64), mask=(kb < n_kb)[:, None] & d_mask[None, :])
+        if COUNTS:
+            count = tl.minimum(length - kb * BLOCK_N, BLOCK_N).to(tl.float64)
+            tl.store(XS + row + 2 * head_dim, count, mask=kb < n_kb)

@@ -5,17 +5,20 @@ grouped by level, and visits only those: exact blocks (level 1) from K/V, pooled
 from the K/V pyramid with a ``+ log2(group size)`` logit correction (the kernel works in base 2), up to ``p``
 consecutive level-``p`` blocks read as one full tile of pooled keys (a span) and the rest one block a tile, then the
 blocks that meet the causal diagonal (or end the sequence) with token-level masking. With ``tail=True``
-the keys a row skips become one extra key, their mean, with logit ``+ ln(count)``.
+the keys a row skips become one extra key, their mean, with logit ``+ ln(count)``; the sums of the wholly
+visible blocks it skips are computed before the launch.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+
 import torch
 import triton
 import triton.language as tl
 
-from .blocks import cdiv
+from .blocks import FULL, block_classes, cdiv
 from .kv_pyramid import KVPyramid, build_kv_pyramid
 from .plan_lists import CompiledPlan, compile_plan
 from .validation import check_attention_args, interpreting, triton_can_run
@@ -150,21 +153,6 @@ def _pooled_spans(
 
 
 @triton.jit
-def _block_sums(sum_k, sum_v, n_keys, idx_ptr, start, stop, bsk_base, bsv_base, offs_d, d_mask, k_len, head_dim,
-                BLOCK_N: tl.constexpr, CHUNK: tl.constexpr, BLOCK_D: tl.constexpr):
-    """Add the float32 sums (and key counts) of the listed key blocks ``idx_ptr[start:stop]``, ``CHUNK`` at a time."""
-    offs_c = tl.arange(0, CHUNK)
-    for c0 in range(start, stop, CHUNK):
-        ok = c0 + offs_c < stop
-        j = tl.load(idx_ptr + c0 + offs_c, mask=ok, other=0)
-        m = ok[:, None] & d_mask[None, :]
-        sum_k += tl.sum(tl.load(bsk_base + j[:, None] * head_dim + offs_d[None, :], mask=m, other=0.0), 0)
-        sum_v += tl.sum(tl.load(bsv_base + j[:, None] * head_dim + offs_d[None, :], mask=m, other=0.0), 0)
-        n_keys += tl.sum(tl.where(ok, tl.minimum(k_len - j * BLOCK_N, BLOCK_N), 0), 0).to(tl.float32)
-    return sum_k, sum_v, n_keys
-
-
-@triton.jit
 def _skipped_diagonal_tile(base, stride_n, j, offs_n, offs_d, d_mask, k_len, limit, m_ok,
                            BLOCK_N: tl.constexpr, EVEN_D: tl.constexpr):
     """Key block ``j`` of K or V (from ``base``) and the float 0/1 matrix of which rows see which of its keys
@@ -182,25 +170,24 @@ def _skipped_diagonal_tile(base, stride_n, j, offs_n, offs_d, d_mask, k_len, lim
 
 @triton.jit
 def _tail_key(
-    m_i, l_i, acc, q, qk_scale, idx_ptr, o_mask, o_skip_part, o_skip_full, BSK, BSV, pyr_bh, n_kb,
+    m_i, l_i, acc, q, qk_scale, idx_ptr, o_mask, o_skip_part, SkipSums, row,
     k_base, v_base, stride_kn, stride_vn, offs_n, offs_d, d_mask, limit, m_ok, k_len, head_dim,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, EVEN_D: tl.constexpr,
     UPCAST: tl.constexpr,
 ):
     """Tail aggregation for one program: one extra key per row, the mean of the visible keys its plan skips
-    (listed in ``idx_ptr[o_mask:o_skip_full]``), with logit ``+ log2(count)``."""
+    (those wholly visible summed in row ``row`` of ``SkipSums``, those on the diagonal listed in
+    ``idx_ptr[o_mask:o_skip_part]``), with logit ``+ log2(count)``."""
     # One extra key per row: the mean of the visible keys its plan skips, logit + log(count). Skipped blocks
-    # wholly visible (category 10) are the same for every row: their float32 block sums, CHUNK blocks per
-    # step. Skipped blocks on the diagonal (category 9, rare: planners keep the diagonal) are summed per row
-    # through a 0/1 visibility matrix times their K and V tiles.
-    bs_off = pyr_bh.to(tl.int64) * n_kb * head_dim
-    sum_k = tl.zeros([BLOCK_D], dtype=tl.float32)
-    sum_v = tl.zeros([BLOCK_D], dtype=tl.float32)
-    n_full = tl.sum(tl.zeros([1], dtype=tl.float32), 0)
-    sum_k, sum_v, n_full = _block_sums(
-        sum_k, sum_v, n_full, idx_ptr, o_skip_part, o_skip_full, BSK + bs_off, BSV + bs_off, offs_d, d_mask,
-        k_len, head_dim, BLOCK_N, 16, BLOCK_D,
-    )
+    # wholly visible (category 10) are the same for every row of the program: the sums of their keys and values
+    # and their key count come from the launcher (skipped_key_sums: one float64 matmul of the skip mask with the
+    # block sums per call), one row of 2 D + 1 values here whatever their number. Skipped blocks on the diagonal
+    # (category 9, rare: planners keep the diagonal) are summed per row through a 0/1 visibility matrix times
+    # their K and V tiles.
+    sums = SkipSums + row.to(tl.int64) * (2 * head_dim + 1)
+    sum_k = tl.load(sums + offs_d, mask=d_mask, other=0.0).to(tl.float32)
+    sum_v = tl.load(sums + head_dim + offs_d, mask=d_mask, other=0.0).to(tl.float32)
+    n_full = tl.load(sums + 2 * head_dim).to(tl.float32)
     qs = tl.sum(q.to(tl.float32) * sum_k[None, :], 1)  # [BLOCK_M]: q . (sum of skipped keys)
     n_skip = tl.zeros([BLOCK_M], dtype=tl.float32) + n_full
     # pass 1 over skipped diagonal blocks: logits and counts (no [BLOCK_M, D] accumulator: it made the
@@ -234,7 +221,7 @@ def _tail_key(
 def _pyramid_attention_fwd(
     Q, K, V, Out,
     KP, VP,
-    BSK, BSV,
+    SkipSums,
     BlockIdx, CatOff,
     DescK, DescV, DescKP, DescVP,
     qk_scale,
@@ -378,7 +365,7 @@ def _pyramid_attention_fwd(
         o_skip_full = tl.load(off_ptr + 10)
         if o_skip_full > o_mask:
             m_i, l_i, acc = _tail_key(
-                m_i, l_i, acc, q, qk_scale, idx_ptr, o_mask, o_skip_part, o_skip_full, BSK, BSV, pyr_bh, n_kb,
+                m_i, l_i, acc, q, qk_scale, idx_ptr, o_mask, o_skip_part, SkipSums, row,
                 k_base, v_base, stride_kn, stride_vn, offs_n, offs_d, d_mask, limit, m_ok, k_len, head_dim,
                 BLOCK_M, BLOCK_N, BLOCK_D, EVEN_D, UPCAST,
             )
@@ -423,6 +410,26 @@ def can_use_tma(k: torch.Tensor, v: torch.Tensor, check_device: bool = True) -> 
 def _kv_descriptor(t: torch.Tensor, block_n: int):
     """A ``[B, Hkv, Lk, D]`` descriptor whose tiles are ``block_n`` rows of one head."""
     return TensorDescriptor(t, list(t.shape), list(t.stride()), [1, 1, block_n, t.shape[-1]])
+
+
+@functools.lru_cache(maxsize=64)
+def _full_blocks64(q_len: int, k_len: int, block_m: int, block_n: int, causal: bool, device: torch.device) -> torch.Tensor:
+    """float64 ``[nQB, nKB]``: 1 where every query of the query block sees every key of the key block."""
+    return (block_classes(q_len, k_len, block_m, block_n, causal, device) == FULL).to(torch.float64)
+
+
+def skipped_key_sums(
+    levels: torch.Tensor, pyramid: KVPyramid, q_len: int, k_len: int, block_m: int, block_n: int, causal: bool
+) -> torch.Tensor:
+    """What tail aggregation needs of the wholly visible key blocks a plan skips: per plan row (batch, plan head,
+    query block: the kernel's row order) the sum of their keys, the sum of their values and their key count,
+    ``[rows, 2 D + 1]`` float64. One matmul of the skip mask with the pyramid's block sums per kv-head (three
+    launches whatever the plan; a non-finite key or value then reaches every tail row of its kv-head)."""
+    b, hm, n_qb, n_kb = levels.shape
+    hkv = pyramid.block_sums.shape[1]
+    mask = (levels == 0) * _full_blocks64(q_len, k_len, block_m, block_n, causal, levels.device)
+    out = torch.matmul(mask.reshape(b, hkv, (hm // hkv) * n_qb, n_kb), pyramid.block_sums)
+    return out.reshape(b * hm * n_qb, -1)
 
 
 #: Launch order: every head's last query block first, then every head's second-to-last, ... ("heads first"), or
@@ -522,7 +529,7 @@ def pyramid_attention(
     _pyramid_attention_fwd[grid](
         q, k, v, out,
         pyramid.pooled_k_all, pyramid.pooled_v_all,
-        pyramid.block_sum_k if tail else dummy, pyramid.block_sum_v if tail else dummy,
+        skipped_key_sums(levels, pyramid, lq, lk, block_m, block_n, causal) if tail else dummy,
         plan.block_idx, plan.cat_offsets,
         desc_k, desc_v, desc_kp, desc_vp,
         scale * LOG2E,

@@ -1,0 +1,111 @@
+"""Tail aggregation's cost, and the kernel's fixed costs, against past versions in one process.
+
+For every plan, each version runs it with and without ``tail=True`` (its own pyramid and plan lists, prebuilt;
+the launcher's own work per call, such as the skipped-block sums of the current version, is inside the timed
+call). Prints one line per (plan, version) and writes a CSV (``--csv``): time without and with tail, the tail's
+overhead, the time against the current version, the output's difference to the current version's.
+
+Plans: every wholly visible block at one level (1, 2, 4, 8; sink and diagonal exact), sink and diagonal only,
+random mixes keeping 50 / 25 / 10% of blocks (three seeds), and PSA's default and exact-first plans on the pareto
+families (two seeds each).
+
+Run on a GPU from the repository root: python notes/ab/tail_ab.py [tags or commits ...] [--lengths ...]
+(notes/ab/variants.py materialises the past versions; carry notes/ab/.variants on a machine without git history)
+"""
+
+import argparse
+import csv
+import sys
+
+import torch
+import triton
+
+from vlmsparse.bench.common import sdpa_dense
+from vlmsparse.bench.kernel import VIDEO_GRIDS, one_level_plan, random_mixed_plan
+from vlmsparse.bench.pareto import FAMILIES
+from vlmsparse.bench.synthetic import video_qkv
+from vlmsparse.kernels import build_kv_pyramid, compile_plan, pyramid_attention
+from vlmsparse.methods import get_method
+
+from variants import load, package_of
+
+
+def t_ms(fn):
+    return triton.testing.do_bench(fn, warmup=25, rep=150, return_mode="median")
+
+
+def versions(tags):
+    out = {"current": (build_kv_pyramid, compile_plan, pyramid_attention)}
+    for tag in tags:
+        module = load(tag)
+        own = package_of(module)
+        out[tag] = (own.build_kv_pyramid, own.compile_plan, module.pyramid_attention)
+    return out
+
+
+def measure(label, length, q, k, v, levels, vers, writer, block=128):
+    ref = None
+    base = {}
+    for name, (build, compile_, attend) in vers.items():
+        plan = compile_(levels, q.shape[2], k.shape[2], block, block, True)
+        times, outs = {}, {}
+        for tail in (False, True):
+            pyr = build(k, v, tail=tail, block_n=block)
+            fn = lambda: attend(q, k, v, levels, block_m=block, block_n=block, tail=tail, pyramid=pyr, plan=plan,
+                                check_levels=False)
+            outs[tail] = fn().float()
+            times[tail] = min(t_ms(fn), t_ms(fn))
+        if ref is None:
+            ref = outs
+            base = times
+        diff = {t: ((outs[t] - ref[t]).norm() / ref[t].norm()).item() for t in (False, True)}
+        row = dict(length=length, plan=label, version=name, ms=times[False], ms_tail=times[True],
+                   tail_overhead=times[True] / times[False] - 1, vs_current=times[False] / base[False],
+                   vs_current_tail=times[True] / base[True], diff=diff[False], diff_tail=diff[True])
+        writer.writerow(row)
+        print(f"L={length} {label:34s} {name:26s} {times[False]:8.3f} ms  tail {times[True]:8.3f} ms "
+              f"({row['tail_overhead']:+.1%})  vs current {row['vs_current']:.3f} / {row['vs_current_tail']:.3f}  "
+              f"diff {diff[False]:.1e} / {diff[True]:.1e}", flush=True)
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("tags", nargs="*")
+    p.add_argument("--lengths", type=int, nargs="+", default=[8192, 32768])
+    p.add_argument("--csv", default="tail_ab.csv")
+    args = p.parse_args()
+    vers = versions(args.tags)
+    with open(args.csv, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["length", "plan", "version", "ms", "ms_tail", "tail_overhead",
+                                               "vs_current", "vs_current_tail", "diff", "diff_tail"])
+        writer.writeheader()
+        for length in args.lengths:
+            gen = torch.Generator(device="cuda").manual_seed(length)
+            q = torch.randn(1, 28, length, 128, device="cuda", dtype=torch.bfloat16, generator=gen)
+            k = torch.randn(1, 4, length, 128, device="cuda", dtype=torch.bfloat16, generator=gen)
+            v = torch.randn(1, 4, length, 128, device="cuda", dtype=torch.bfloat16, generator=gen)
+            cudnn = sdpa_dense("cudnn")
+            t_dense = min(t_ms(lambda: cudnn(q, k, v)), t_ms(lambda: cudnn(q, k, v)))
+            print(f"L={length} cuDNN {t_dense:.3f} ms", flush=True)
+            writer.writerow(dict(length=length, plan="cudnn", version="torch", ms=t_dense))
+            for level in (1, 2, 4, 8, 0):
+                measure(f"one level {level}", length, q, k, v, one_level_plan(4, length, 128, level), vers, writer)
+            for keep in (0.5, 0.25, 0.1):
+                for seed in (0, 1, 2):
+                    measure(f"random keep {keep} seed {seed}", length, q, k, v,
+                            random_mixed_plan(1, 4, length, 128, keep, seed=seed), vers, writer)
+            frames, h, w = VIDEO_GRIDS[length]
+            for family in ("diffuse", "medium", "peaked"):
+                for seed in (0, 1):
+                    qv, kv, vv, visual = video_qkv(frames, h, w, device="cuda", dtype=torch.bfloat16,
+                                                   seed=1000 * seed + length + 11, **FAMILIES[family])
+                    for label, kw in (("psa default", {}),
+                                      ("psa exact-first 0.6", dict(thresholds=(0.6, 0.6, 0.76, 0.88),
+                                                                   lone_pooled="exact"))):
+                        plan = get_method("psa", **kw).plan(qv, kv, visual)
+                        measure(f"{label} {family} s{seed}", qv.shape[2], qv, kv, vv, plan.levels, vers, writer)
+            torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    main()
