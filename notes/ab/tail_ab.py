@@ -34,6 +34,17 @@ def t_ms(fn):
     return triton.testing.do_bench(fn, warmup=25, rep=150, return_mode="median")
 
 
+class Rows(csv.DictWriter):
+    """A CSV writer that flushes each row (a run cut short keeps what it measured)."""
+
+    def __init__(self, f, **kw):
+        super().__init__(f, **kw)
+        self.file = f
+
+    def flush(self):
+        self.file.flush()
+
+
 def versions(tags):
     out = {"current": (build_kv_pyramid, compile_plan, pyramid_attention)}
     for tag in tags:
@@ -63,6 +74,7 @@ def measure(label, length, q, k, v, levels, vers, writer, block=128):
                    tail_overhead=times[True] / times[False] - 1, vs_current=times[False] / base[False],
                    vs_current_tail=times[True] / base[True], diff=diff[False], diff_tail=diff[True])
         writer.writerow(row)
+        writer.flush()
         print(f"L={length} {label:34s} {name:26s} {times[False]:8.3f} ms  tail {times[True]:8.3f} ms "
               f"({row['tail_overhead']:+.1%})  vs current {row['vs_current']:.3f} / {row['vs_current_tail']:.3f}  "
               f"diff {diff[False]:.1e} / {diff[True]:.1e}", flush=True)
@@ -76,7 +88,7 @@ def main():
     args = p.parse_args()
     vers = versions(args.tags)
     with open(args.csv, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["length", "plan", "version", "ms", "ms_tail", "tail_overhead",
+        writer = Rows(f, fieldnames=["length", "plan", "version", "ms", "ms_tail", "tail_overhead",
                                                "vs_current", "vs_current_tail", "diff", "diff_tail"])
         writer.writeheader()
         for length in args.lengths:
