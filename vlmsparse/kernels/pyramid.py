@@ -95,22 +95,23 @@ def _pooled_blocks(
     TILE: tl.constexpr = 16 if GROUPS < 16 else GROUPS
     n_groups = (k_len + P - 1) // P
     offs_g = tl.arange(0, TILE)
-    j_next = tl.load(idx_ptr + start, mask=start < stop, other=0)
-    for t in range(start, stop):
-        j = j_next
-        j_next = tl.load(idx_ptr + t + 1, mask=t + 1 < stop, other=0)
-        g = j * GROUPS + offs_g
-        g_ok = (offs_g < GROUPS) & (g < n_groups)
-        if EVEN_D:
-            ld_mask = g_ok[:, None]
-        else:
-            ld_mask = g_ok[:, None] & d_mask[None, :]
-        kp = tl.load(kp_base + g[:, None] * head_dim + offs_d[None, :], mask=ld_mask, other=0.0)
-        vp = tl.load(vp_base + g[:, None] * head_dim + offs_d[None, :], mask=ld_mask, other=0.0)
-        count = tl.minimum(k_len - g * P, P).to(tl.float32)
-        qk = _dot(q, tl.trans(kp), UPCAST) * qk_scale + tl.log2(tl.maximum(count, 1.0))[None, :]
-        qk = tl.where(g_ok[None, :], qk, float("-inf"))
-        m_i, l_i, acc = _online_update(m_i, l_i, acc, qk, vp, UPCAST)
+    if stop > start:  # an empty loop's set-up (first index load, pipeline prologue) costs time too
+        j_next = tl.load(idx_ptr + start, mask=start < stop, other=0)
+        for t in range(start, stop):
+            j = j_next
+            j_next = tl.load(idx_ptr + t + 1, mask=t + 1 < stop, other=0)
+            g = j * GROUPS + offs_g
+            g_ok = (offs_g < GROUPS) & (g < n_groups)
+            if EVEN_D:
+                ld_mask = g_ok[:, None]
+            else:
+                ld_mask = g_ok[:, None] & d_mask[None, :]
+            kp = tl.load(kp_base + g[:, None] * head_dim + offs_d[None, :], mask=ld_mask, other=0.0)
+            vp = tl.load(vp_base + g[:, None] * head_dim + offs_d[None, :], mask=ld_mask, other=0.0)
+            count = tl.minimum(k_len - g * P, P).to(tl.float32)
+            qk = _dot(q, tl.trans(kp), UPCAST) * qk_scale + tl.log2(tl.maximum(count, 1.0))[None, :]
+            qk = tl.where(g_ok[None, :], qk, float("-inf"))
+            m_i, l_i, acc = _online_update(m_i, l_i, acc, qk, vp, UPCAST)
     return m_i, l_i, acc
 
 
@@ -131,24 +132,25 @@ def _pooled_spans(
     """
     GROUPS: tl.constexpr = BLOCK_N // P  # pooled keys per block
     offs_g = tl.arange(0, BLOCK_N)
-    e_next = tl.load(idx_ptr + start, mask=start < stop, other=0)
-    for t in range(start, stop):
-        e = e_next
-        e_next = tl.load(idx_ptr + t + 1, mask=t + 1 < stop, other=0)
-        g_ok = offs_g < (e % 8 + 1) * GROUPS
-        if DESC:
-            kp = DescKP.load([b, kvh, row0 + (e // 8) * GROUPS, 0]).reshape(BLOCK_N, BLOCK_D)
-            vp = DescVP.load([b, kvh, row0 + (e // 8) * GROUPS, 0]).reshape(BLOCK_N, BLOCK_D)
-        else:
-            g = (e // 8) * GROUPS + offs_g
-            if EVEN_D:
-                ld_mask = g_ok[:, None]
+    if stop > start:  # an empty loop's set-up costs time too
+        e_next = tl.load(idx_ptr + start, mask=start < stop, other=0)
+        for t in range(start, stop):
+            e = e_next
+            e_next = tl.load(idx_ptr + t + 1, mask=t + 1 < stop, other=0)
+            g_ok = offs_g < (e % 8 + 1) * GROUPS
+            if DESC:
+                kp = DescKP.load([b, kvh, row0 + (e // 8) * GROUPS, 0]).reshape(BLOCK_N, BLOCK_D)
+                vp = DescVP.load([b, kvh, row0 + (e // 8) * GROUPS, 0]).reshape(BLOCK_N, BLOCK_D)
             else:
-                ld_mask = g_ok[:, None] & d_mask[None, :]
-            kp = tl.load(kp_base + g[:, None] * head_dim + offs_d[None, :], mask=ld_mask, other=0.0)
-            vp = tl.load(vp_base + g[:, None] * head_dim + offs_d[None, :], mask=ld_mask, other=0.0)
-        qk = tl.where(g_ok[None, :], _dot(q, tl.trans(kp), UPCAST) * qk_scale + LOG2P, float("-inf"))
-        m_i, l_i, acc = _online_update(m_i, l_i, acc, qk, vp, UPCAST)
+                g = (e // 8) * GROUPS + offs_g
+                if EVEN_D:
+                    ld_mask = g_ok[:, None]
+                else:
+                    ld_mask = g_ok[:, None] & d_mask[None, :]
+                kp = tl.load(kp_base + g[:, None] * head_dim + offs_d[None, :], mask=ld_mask, other=0.0)
+                vp = tl.load(vp_base + g[:, None] * head_dim + offs_d[None, :], mask=ld_mask, other=0.0)
+            qk = tl.where(g_ok[None, :], _dot(q, tl.trans(kp), UPCAST) * qk_scale + LOG2P, float("-inf"))
+            m_i, l_i, acc = _online_update(m_i, l_i, acc, qk, vp, UPCAST)
     return m_i, l_i, acc
 
 
