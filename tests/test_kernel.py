@@ -177,6 +177,29 @@ def test_tail_with_many_skipped_blocks_per_row():
     check(q, k, v, levels, 16, 16, causal=True, tail=True)
 
 
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_tail_without_its_diagonal_passes_where_the_diagonal_is_kept(dtype):
+    # diagonal_kept=True compiles the tail without its passes over skipped diagonal blocks: the same result on a
+    # plan that keeps them; check_levels=False without the promise keeps the passes (a plan that skips some)
+    torch.manual_seed(5)
+    q, k, v = make_inputs(1, 4, 2, 100, 160, 32, dtype)
+    k = k + 3.0  # keys far from zero mean: the tail's mean key matters
+    levels = random_levels(1, 4, 100, 160, 16, 16)
+    from vlmsparse.kernels.blocks import PARTIAL, block_classes
+
+    partial = block_classes(100, 160, 16, 16, True) == PARTIAL
+    kept = levels.masked_fill(partial.expand_as(levels) & (levels == 0), 1)
+    kw = dict(block_m=16, block_n=16, tail=True)
+    ref = pyramid_attention_ref(q, k, v, kept, **kw)
+    for promise in (dict(diagonal_kept=True), dict(check_levels=False), dict()):
+        assert rel_err(pyramid_attention(q, k, v, kept, **kw, **promise), ref) < TOL[dtype]
+    assert ((levels == 0) & partial).any()
+    ref = pyramid_attention_ref(q, k, v, levels, **kw)
+    for promise in (dict(check_levels=False), dict()):
+        assert rel_err(pyramid_attention(q, k, v, levels, **kw, **promise), ref) < TOL[dtype]
+
+
 def test_all_skipped_rows_give_zeros_and_tail_restores_mass():
     q, k, v = make_inputs(1, 2, 1, 64, 64, 32)
     levels = torch.zeros(plan_shape(1, 1, 64, 64, 32, 32), dtype=torch.int8)

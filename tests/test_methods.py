@@ -67,7 +67,8 @@ def test_layout_rules_and_valid_levels(name, plan_heads):
     assert tuple(plan.levels.shape) == plan_shape(2, heads, 200, 240, plan.block_m, plan.block_n)
     assert plan.levels.dtype == torch.int8
     assert torch.isin(plan.levels, torch.tensor(VALID_LEVELS, dtype=torch.int8)).all()
-    _check_layout(plan, visual, 200, 240)
+    _check_layout(plan, visual, 200, 240)  # diagonal blocks at level 1: what the plan's promise below rests on
+    assert plan.diagonal_kept
     if name in ("xattention", "sparge", "dense"):
         assert set(plan.levels.unique().tolist()) <= {0, 1}
 

@@ -134,9 +134,10 @@ def run_random(args: argparse.Namespace) -> list[dict]:
                 plan = compile_plan(levels, length, length, args.block, args.block, True)
                 t_kernel = time_ms(lambda: pyramid_attention(
                     q, k, v, levels, block_m=args.block, block_n=args.block, tail=tail, pyramid=pyr, plan=plan,
-                    check_levels=False))
+                    check_levels=False, diagonal_kept=True))
                 t_full = time_ms(lambda: pyramid_attention(
-                    q, k, v, levels, block_m=args.block, block_n=args.block, tail=tail, check_levels=False))
+                    q, k, v, levels, block_m=args.block, block_n=args.block, tail=tail, check_levels=False,
+                    diagonal_kept=True))
                 t_pyr = time_ms(lambda: build_kv_pyramid(k, v, tail=tail, block_n=args.block))
                 t_compile = time_ms(lambda: compile_plan(levels, length, length, args.block, args.block, True))
                 err = check_against_reference(q, k, v, levels, args.block, tail, args.check_rows) if args.check else float("nan")
@@ -191,7 +192,7 @@ def run_level_costs(args: argparse.Namespace) -> list[dict]:
                 plan = compile_plan(levels, length, length, args.block, args.block, True)
                 times[level, tail] = time_ms(lambda: pyramid_attention(
                     q, k, v, levels, block_m=args.block, block_n=args.block, tail=tail, pyramid=pyr, plan=plan,
-                    check_levels=False))
+                    check_levels=False, diagonal_kept=True))
                 errs[level, tail] = (
                     check_against_reference(q, k, v, levels, args.block, tail, args.check_rows) if args.check
                     else float("nan"))

@@ -18,7 +18,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .blocks import FULL, block_classes, cdiv
+from .blocks import FULL, PARTIAL, block_classes, cdiv
 from .kv_pyramid import KVPyramid, build_kv_pyramid
 from .plan_lists import CompiledPlan, compile_plan
 from .validation import check_attention_args, interpreting, triton_can_run
@@ -157,8 +157,8 @@ def _pooled_spans(
 @triton.jit
 def _skipped_diagonal_tile(base, stride_n, j, offs_n, offs_d, d_mask, k_len, limit, m_ok,
                            BLOCK_N: tl.constexpr, EVEN_D: tl.constexpr):
-    """Key block ``j`` of K or V (from ``base``) and the float 0/1 matrix of which rows see which of its keys
-    (causal ``limit``, sequence end, rows past the queries): what both tail passes over skipped diagonal blocks read."""
+    """Key block ``j`` of K or V (from ``base``) and which rows see which of its keys (causal ``limit``, sequence
+    end, rows past the queries): what both tail passes over skipped diagonal blocks read."""
     cols = j * BLOCK_N + offs_n
     n_ok = cols < k_len
     if EVEN_D:
@@ -166,7 +166,7 @@ def _skipped_diagonal_tile(base, stride_n, j, offs_n, offs_d, d_mask, k_len, lim
     else:
         ld_mask = n_ok[:, None] & d_mask[None, :]
     tile = tl.load(base + cols[:, None] * stride_n + offs_d[None, :], mask=ld_mask, other=0.0)
-    vis = (n_ok[None, :] & (cols[None, :] <= limit[:, None]) & m_ok[:, None]).to(tl.float32)
+    vis = n_ok[None, :] & (cols[None, :] <= limit[:, None]) & m_ok[:, None]
     return tile, vis
 
 
@@ -175,30 +175,39 @@ def _tail_key(
     m_i, l_i, acc, q, qk_scale, idx_ptr, o_mask, o_skip_part, SkipSums, row,
     k_base, v_base, stride_kn, stride_vn, offs_n, offs_d, d_mask, limit, m_ok, k_len, head_dim,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, EVEN_D: tl.constexpr,
-    UPCAST: tl.constexpr,
+    UPCAST: tl.constexpr, DIAG: tl.constexpr,
 ):
     """Tail aggregation for one program: one extra key per row, the mean of the visible keys its plan skips
     (those wholly visible summed in row ``row`` of ``SkipSums``, those on the diagonal listed in
     ``idx_ptr[o_mask:o_skip_part]``), with logit ``+ log2(count)``."""
-    # One extra key per row: the mean of the visible keys its plan skips, logit + log(count). Skipped blocks
-    # wholly visible (category 10) are the same for every row of the program: the sums of their keys and values
-    # and their key count come from the launcher (skipped_key_sums: one float64 matmul of the skip mask with the
-    # block sums per call), one row of 2 D + 1 values here whatever their number. Skipped blocks on the diagonal
-    # (category 9, rare: planners keep the diagonal) are summed per row through a 0/1 visibility matrix times
-    # their K and V tiles.
+    # Skipped blocks wholly visible (category 10) are the same for every row of the program: the sums of their
+    # keys and values and their key count come from the launcher (skipped_key_sums: one float64 matmul of the
+    # skip mask with the block sums per call), one row of 2 D + 1 values here whatever their number. Their
+    # mean key meets q in a matmul against a 16-column tile (only column 0 non-zero): q never leaves its matmul
+    # layout (q x mean key as an elementwise product and row sum made the compiler spill 0.5 KB per thread).
+    # Skipped blocks on the diagonal (category 9, rare: planners keep the diagonal) are summed per row through
+    # their visibility masks times their K and V tiles; ``DIAG=False`` (the caller guarantees there are none)
+    # leaves that code out (a local compile for sm_90: 72 bytes of spill per thread instead of 760).
     sums = SkipSums + row.to(tl.int64) * (2 * head_dim + 1)
-    sum_k = tl.load(sums + offs_d, mask=d_mask, other=0.0).to(tl.float32)
-    sum_v = tl.load(sums + head_dim + offs_d, mask=d_mask, other=0.0).to(tl.float32)
     n_full = tl.load(sums + 2 * head_dim).to(tl.float32)
-    qs = tl.sum(q.to(tl.float32) * sum_k[None, :], 1)  # [BLOCK_M]: q . (sum of skipped keys)
+    mean_k = tl.load(sums + offs_d, mask=d_mask, other=0.0).to(tl.float32) / tl.maximum(n_full, 1.0)
+    sum_v = tl.load(sums + head_dim + offs_d, mask=d_mask, other=0.0).to(tl.float32)
+    # the mean key in two parts of q's dtype (columns 0 and 1: its rounding and what the rounding left), so that
+    # the product keeps about 16 bits of the float32 mean with bfloat16 inputs
+    col = tl.arange(0, 16)[None, :]
+    hi = mean_k.to(q.dtype).to(tl.float32)
+    lo = mean_k - hi
+    mk = tl.where(col == 0, hi[:, None], tl.where(col == 1, lo[:, None], 0.0)).to(q.dtype)  # [BLOCK_D, 16]
+    qs = tl.sum(tl.where(col < 2, _dot(q, mk, UPCAST), 0.0), 1) * n_full  # [BLOCK_M]: q . (sum of skipped keys)
     n_skip = tl.zeros([BLOCK_M], dtype=tl.float32) + n_full
-    # pass 1 over skipped diagonal blocks: logits and counts (no [BLOCK_M, D] accumulator: it made the
-    # compiler spill 10 KB per thread)
-    for t in tl.range(o_mask, o_skip_part, num_stages=1):  # rare; unpipelined keeps shared memory in bounds
-        k, vis = _skipped_diagonal_tile(k_base, stride_kn, tl.load(idx_ptr + t), offs_n, offs_d, d_mask, k_len,
-                                        limit, m_ok, BLOCK_N, EVEN_D)
-        qs += tl.sum(_dot(q, tl.trans(k), UPCAST) * vis, 1)
-        n_skip += tl.sum(vis, 1)
+    if DIAG:
+        # pass 1 over skipped diagonal blocks: logits and counts (no [BLOCK_M, D] accumulator: it made the
+        # compiler spill 10 KB per thread)
+        for t in tl.range(o_mask, o_skip_part, num_stages=1):  # rare; unpipelined keeps shared memory in bounds
+            k, vis = _skipped_diagonal_tile(k_base, stride_kn, tl.load(idx_ptr + t), offs_n, offs_d, d_mask, k_len,
+                                            limit, m_ok, BLOCK_N, EVEN_D)
+            qs += tl.sum(tl.where(vis, _dot(q, tl.trans(k), UPCAST), 0.0), 1)
+            n_skip += tl.sum(vis.to(tl.float32), 1)
     has_tail = n_skip > 0.5
     inv = tl.where(has_tail, 1.0 / tl.maximum(n_skip, 1.0), 0.0)
     s_tail = qs * inv * qk_scale + tl.log2(tl.maximum(n_skip, 1.0))
@@ -211,11 +220,12 @@ def _tail_key(
     w_tail = p_tail * inv  # weight of each skipped key's value
     acc = acc * alpha[:, None] + w_tail[:, None] * sum_v[None, :]
     m_i = m_new
-    # pass 2: the skipped diagonal keys' values, weighted like a P @ V step
-    for t in tl.range(o_mask, o_skip_part, num_stages=1):
-        v, vis = _skipped_diagonal_tile(v_base, stride_vn, tl.load(idx_ptr + t), offs_n, offs_d, d_mask, k_len,
-                                        limit, m_ok, BLOCK_N, EVEN_D)
-        acc = _pv(vis * w_tail[:, None], v, acc, UPCAST)
+    if DIAG:
+        # pass 2: the skipped diagonal keys' values, weighted like a P @ V step
+        for t in tl.range(o_mask, o_skip_part, num_stages=1):
+            v, vis = _skipped_diagonal_tile(v_base, stride_vn, tl.load(idx_ptr + t), offs_n, offs_d, d_mask, k_len,
+                                            limit, m_ok, BLOCK_N, EVEN_D)
+            acc = _pv(tl.where(vis, w_tail[:, None], 0.0), v, acc, UPCAST)
     return m_i, l_i, acc
 
 
@@ -232,7 +242,7 @@ def _pyramid_attention_fwd(
     stride_vb, stride_vh, stride_vn,
     stride_ob, stride_oh, stride_om,
     n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, head_dim,
-    CAUSAL: tl.constexpr, TAIL: tl.constexpr,
+    CAUSAL: tl.constexpr, TAIL: tl.constexpr, TAIL_DIAG: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, EVEN_D: tl.constexpr,
     UPCAST: tl.constexpr, KV_DESC: tl.constexpr, PYR_DESC: tl.constexpr, HEADS_FIRST: tl.constexpr,
 ):
@@ -369,7 +379,7 @@ def _pyramid_attention_fwd(
             m_i, l_i, acc = _tail_key(
                 m_i, l_i, acc, q, qk_scale, idx_ptr, o_mask, o_skip_part, SkipSums, row,
                 k_base, v_base, stride_kn, stride_vn, offs_n, offs_d, d_mask, limit, m_ok, k_len, head_dim,
-                BLOCK_M, BLOCK_N, BLOCK_D, EVEN_D, UPCAST,
+                BLOCK_M, BLOCK_N, BLOCK_D, EVEN_D, UPCAST, TAIL_DIAG,
             )
 
     # a row with nothing to attend has l == 0 and acc == 0: it returns zeros, never NaN
@@ -420,6 +430,12 @@ def _full_blocks64(q_len: int, k_len: int, block_m: int, block_n: int, causal: b
     return (block_classes(q_len, k_len, block_m, block_n, causal, device) == FULL).to(torch.float64)
 
 
+@functools.lru_cache(maxsize=64)
+def _partial_blocks(q_len: int, k_len: int, block_m: int, block_n: int, causal: bool, device: torch.device) -> torch.Tensor:
+    """bool ``[nQB, nKB]``: the blocks that meet the causal diagonal."""
+    return block_classes(q_len, k_len, block_m, block_n, causal, device) == PARTIAL
+
+
 def skipped_key_sums(
     levels: torch.Tensor, pyramid: KVPyramid, q_len: int, k_len: int, block_m: int, block_n: int, causal: bool
 ) -> torch.Tensor:
@@ -460,6 +476,7 @@ def pyramid_attention(
     num_warps: int | None = None,
     num_stages: int | None = None,
     tma: bool | None = None,
+    diagonal_kept: bool = False,
 ) -> torch.Tensor:
     """Causal, grouped-query pyramid sparse attention.
 
@@ -475,6 +492,10 @@ def pyramid_attention(
         check_levels: verify level values (one device sync); planners' output may skip it.
         tma: read K/V tiles through tensor descriptors; ``None`` does so where :func:`can_use_tma` allows
             (Hopper or newer, or the interpreter) and uses pointer loads elsewhere.
+        diagonal_kept: the caller guarantees that ``levels`` skips no block meeting the causal diagonal (every
+            planner of this package keeps them): tail aggregation then runs without its per-row passes over
+            such blocks, which cost registers in every program that has a tail. Without it, ``check_levels``
+            finds out from ``levels`` (one more device sync with ``tail``); with neither, those passes stay in.
 
     Returns:
         ``[B, Hq, Lq, D]`` in the dtype of ``q``.
@@ -526,6 +547,10 @@ def pyramid_attention(
     pyr_desc = bool(tma) and can_use_tma(pyramid.pooled_k_all, pyramid.pooled_v_all, check_device=False)
     desc_kp = _kv_descriptor(pyramid.pooled_k_all, block_n) if pyr_desc else pyramid.pooled_k_all
     desc_vp = _kv_descriptor(pyramid.pooled_v_all, block_n) if pyr_desc else pyramid.pooled_v_all
+    tail_diag = False
+    if tail and not diagonal_kept:
+        tail_diag = not check_levels or bool(((levels == 0) & _partial_blocks(lq, lk, block_m, block_n, causal,
+                                                                              levels.device)).any())
     heads_first = GRID_HEADS_FIRST if GRID_HEADS_FIRST is not None else n_qb <= HEADS_FIRST_MAX_QUERY_BLOCKS
     grid = (b * hq, n_qb) if heads_first else (n_qb, b * hq)
     _pyramid_attention_fwd[grid](
@@ -540,7 +565,7 @@ def pyramid_attention(
         v.stride(0), v.stride(1), v.stride(2),
         out.stride(0), out.stride(1), out.stride(2),
         hq, hkv, plan.plan_heads, n_qb, n_kb, lq, lk, d,
-        CAUSAL=causal, TAIL=tail,
+        CAUSAL=causal, TAIL=tail, TAIL_DIAG=tail_diag,
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, EVEN_D=(block_d == d),
         UPCAST=(q.dtype == torch.float32 or (q.dtype == torch.bfloat16 and interpreting())),
         KV_DESC=bool(tma), PYR_DESC=pyr_desc, HEADS_FIRST=heads_first,

@@ -107,6 +107,10 @@ class Plan:
     #: bool ``[B, Lk]``: text keys planned as visual (interleaved text), to be attended exactly; None: none
     interleaved_text: torch.Tensor | None = None
     compiled: CompiledPlan | None = field(default=None, repr=False)
+    #: every block meeting the causal diagonal is kept (the layout rules make it so; :meth:`Method.plan` sets it).
+    #: Tail aggregation then runs without its passes over skipped diagonal blocks. Clear it after editing
+    #: ``levels`` to skip one.
+    diagonal_kept: bool = False
 
     def compile(self) -> CompiledPlan:
         """The kernel's lists of this plan (made on first use when the planner did not make them)."""
@@ -119,7 +123,7 @@ class Plan:
         from vlmsparse.kernels import pyramid_attention
 
         return pyramid_attention(q, k, v, self.levels, sm_scale=sm_scale, plan=self.compile(), check_levels=False,
-                                 **self.kernel_kwargs(), **kernel)
+                                 diagonal_kept=self.diagonal_kept, **self.kernel_kwargs(), **kernel)
 
     def sparsity(self) -> PlanSparsity:
         """Cost sums and counted blocks per ``[batch, plan head]`` (see :mod:`vlmsparse.methods.sparsity`)."""
@@ -346,6 +350,7 @@ class Method:
             tail=cfg.tail, query_block_visual=layout.query_block_visual, key_block_visual=layout.key_block_visual,
             compiled=compiled,
             interleaved_text=interleaved_text,
+            diagonal_kept=True,
         )
 
     def select(self, q: torch.Tensor, k: torch.Tensor, layout: BlockLayout, plan_heads: int) -> torch.Tensor:
