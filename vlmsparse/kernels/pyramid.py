@@ -181,8 +181,8 @@ def _tail_key(
     (those wholly visible summed in row ``row`` of ``SkipSums``, those on the diagonal listed in
     ``idx_ptr[o_mask:o_skip_part]``), with logit ``+ log2(count)``."""
     # Skipped blocks wholly visible (category 10) are the same for every row of the program: the sums of their
-    # keys and values and their key count come from the launcher (skipped_key_sums: one float64 matmul of the
-    # skip mask with the block sums per call), one row of 2 D + 1 values here whatever their number. Their
+    # keys and values and their key count come from the launcher (skipped_key_sums: one launch, the
+    # skip mask times the block sums), one row of 2 D + 1 values here whatever their number. Their
     # mean key meets q in a matmul against a 16-column tile (only column 0 non-zero): q never leaves its matmul
     # layout (q x mean key as an elementwise product and row sum made the compiler spill 0.5 KB per thread).
     # Skipped blocks on the diagonal (category 9, rare: planners keep the diagonal) are summed per row through
@@ -425,15 +425,39 @@ def _kv_descriptor(t: torch.Tensor, block_n: int):
 
 
 @functools.lru_cache(maxsize=64)
-def _full_blocks64(q_len: int, k_len: int, block_m: int, block_n: int, causal: bool, device: torch.device) -> torch.Tensor:
-    """float64 ``[nQB, nKB]``: 1 where every query of the query block sees every key of the key block."""
-    return (block_classes(q_len, k_len, block_m, block_n, causal, device) == FULL).to(torch.float64)
-
-
-@functools.lru_cache(maxsize=64)
 def _partial_blocks(q_len: int, k_len: int, block_m: int, block_n: int, causal: bool, device: torch.device) -> torch.Tensor:
     """bool ``[nQB, nKB]``: the blocks that meet the causal diagonal."""
     return block_classes(q_len, k_len, block_m, block_n, causal, device) == PARTIAL
+
+
+@triton.jit
+def _skipped_sums_kernel(Levels, Sums, Out, n_qb, n_kb, rows_per_kv_head, q_len, k_len, width,
+                         CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                         R: tl.constexpr, C: tl.constexpr, W: tl.constexpr):
+    """Rows ``R`` x columns ``W`` of :func:`skipped_key_sums` for one (batch, kv-head): the 0/1 mask of wholly
+    visible skipped blocks (from ``levels`` and the block geometry) times the block sums, ``C`` blocks a step."""
+    bkv = tl.program_id(2)
+    rows = tl.program_id(0) * R + tl.arange(0, R)  # plan rows of this kv-head: (query head in group, query block)
+    r_ok = rows < rows_per_kv_head
+    first_row = (rows % n_qb) * BLOCK_M
+    cols = tl.program_id(1) * W + tl.arange(0, W)
+    c_ok = cols < width
+    row = bkv.to(tl.int64) * rows_per_kv_head + rows  # the kernel's plan row
+    sums = Sums + bkv.to(tl.int64) * n_kb * width
+    acc = tl.zeros([R, W], dtype=tl.float32)
+    for c0 in range(0, n_kb, C):
+        kb = c0 + tl.arange(0, C)
+        kb_ok = kb < n_kb
+        lv = tl.load(Levels + row[:, None] * n_kb + kb[None, :], mask=r_ok[:, None] & kb_ok[None, :], other=1)
+        if CAUSAL:  # every key of the block at or before the query block's first causal limit
+            key_end = tl.minimum((kb + 1) * BLOCK_N, k_len)
+            full = key_end[None, :] <= (first_row + (k_len - q_len) + 1)[:, None]
+        else:
+            full = kb_ok[None, :] & r_ok[:, None]
+        m = ((lv == 0) & full).to(tl.float32)
+        x = tl.load(sums + kb[:, None] * width + cols[None, :], mask=kb_ok[:, None] & c_ok[None, :], other=0.0)
+        acc += tl.dot(m, x.to(tl.float32), input_precision="ieee")
+    tl.store(Out + row[:, None] * width + cols[None, :], acc, mask=r_ok[:, None] & c_ok[None, :])
 
 
 def skipped_key_sums(
@@ -441,13 +465,18 @@ def skipped_key_sums(
 ) -> torch.Tensor:
     """What tail aggregation needs of the wholly visible key blocks a plan skips: per plan row (batch, plan head,
     query block: the kernel's row order) the sum of their keys, the sum of their values and their key count,
-    ``[rows, 2 D + 1]`` float64. One matmul of the skip mask with the pyramid's block sums per kv-head (three
-    launches whatever the plan; a non-finite key or value then reaches every tail row of its kv-head)."""
+    ``[rows, 2 D + 1]`` float32. One launch: the skip mask times the pyramid's block sums per kv-head, float32
+    products (a non-finite key or value then reaches every tail row of its kv-head)."""
     b, hm, n_qb, n_kb = levels.shape
-    hkv = pyramid.block_sums.shape[1]
-    mask = (levels == 0) * _full_blocks64(q_len, k_len, block_m, block_n, causal, levels.device)
-    out = torch.matmul(mask.reshape(b, hkv, (hm // hkv) * n_qb, n_kb), pyramid.block_sums)
-    return out.reshape(b * hm * n_qb, -1)
+    hkv, width = pyramid.block_sums.shape[1], pyramid.block_sums.shape[3]
+    rows_per_kv_head = (hm // hkv) * n_qb
+    out = torch.empty(b * hm * n_qb, width, device=levels.device, dtype=torch.float32)
+    r, c, w = 64, 32, 64
+    _skipped_sums_kernel[(cdiv(rows_per_kv_head, r), cdiv(width, w), b * hkv)](
+        levels.contiguous(), pyramid.block_sums, out, n_qb, n_kb, rows_per_kv_head, q_len, k_len, width,
+        CAUSAL=causal, BLOCK_M=block_m, BLOCK_N=block_n, R=r, C=c, W=w,
+    )
+    return out
 
 
 #: Launch order: every head's last query block first, then every head's second-to-last, ... ("heads first"), or
