@@ -171,34 +171,37 @@ def _skipped_diagonal_tile(base, stride_n, j, offs_n, offs_d, d_mask, k_len, lim
 
 
 @triton.jit
-def _tail_key(
-    m_i, l_i, acc, q, qk_scale, idx_ptr, o_mask, o_skip_part, SkipSums, row,
-    k_base, v_base, stride_kn, stride_vn, offs_n, offs_d, d_mask, limit, m_ok, k_len, head_dim,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, EVEN_D: tl.constexpr,
-    UPCAST: tl.constexpr, DIAG: tl.constexpr,
-):
-    """Tail aggregation for one program: one extra key per row, the mean of the visible keys its plan skips
-    (those wholly visible summed in row ``row`` of ``SkipSums``, those on the diagonal listed in
-    ``idx_ptr[o_mask:o_skip_part]``), with logit ``+ log2(count)``."""
-    # Skipped blocks wholly visible (category 10) are the same for every row of the program: the sums of their
-    # keys and values and their key count come from the launcher (skipped_key_sums: one launch, the
-    # skip mask times the block sums), one row of 2 D + 1 values here whatever their number. Their
-    # mean key meets q in a matmul against a 16-column tile (only column 0 non-zero): q never leaves its matmul
-    # layout (q x mean key as an elementwise product and row sum made the compiler spill 0.5 KB per thread).
-    # Skipped blocks on the diagonal (category 9, rare: planners keep the diagonal) are summed per row through
-    # their visibility masks times their K and V tiles; ``DIAG=False`` (the caller guarantees there are none)
-    # leaves that code out (a local compile for sm_90: 72 bytes of spill per thread instead of 760).
+def _tail_sums(q, SkipSums, row, offs_d, d_mask, head_dim, UPCAST: tl.constexpr):
+    """What the tail of one program takes first from the launcher's row ``row`` of ``SkipSums`` (the wholly
+    visible blocks it skips): ``q . (their key sum)`` per query row and their key count."""
+    # The mean key meets q in a matmul against a 16-column tile: q never leaves its matmul layout (q x key sum as
+    # an elementwise product and row sum made the compiler spill 0.5 KB per thread). The mean goes in two parts
+    # of q's dtype (columns 0 and 1: its rounding and what the rounding left), about 16 bits of the float32 mean.
     sums = SkipSums + row.to(tl.int64) * (2 * head_dim + 1)
-    n_full = tl.load(sums + 2 * head_dim).to(tl.float32)
-    mean_k = tl.load(sums + offs_d, mask=d_mask, other=0.0).to(tl.float32) / tl.maximum(n_full, 1.0)
-    sum_v = tl.load(sums + head_dim + offs_d, mask=d_mask, other=0.0).to(tl.float32)
-    # the mean key in two parts of q's dtype (columns 0 and 1: its rounding and what the rounding left), so that
-    # the product keeps about 16 bits of the float32 mean with bfloat16 inputs
+    n_full = tl.load(sums + 2 * head_dim)
+    mean_k = tl.load(sums + offs_d, mask=d_mask, other=0.0) / tl.maximum(n_full, 1.0)
     col = tl.arange(0, 16)[None, :]
     hi = mean_k.to(q.dtype).to(tl.float32)
     lo = mean_k - hi
     mk = tl.where(col == 0, hi[:, None], tl.where(col == 1, lo[:, None], 0.0)).to(q.dtype)  # [BLOCK_D, 16]
-    qs = tl.sum(tl.where(col < 2, _dot(q, mk, UPCAST), 0.0), 1) * n_full  # [BLOCK_M]: q . (sum of skipped keys)
+    qs = tl.sum(tl.where(col < 2, _dot(q, mk, UPCAST), 0.0), 1) * n_full
+    return qs, n_full
+
+
+@triton.jit
+def _tail_key(
+    m_i, l_i, acc, q, qs, n_full, SkipSums, row, head_dim, qk_scale, idx_ptr, o_mask, o_skip_part,
+    k_base, v_base, stride_kn, stride_vn, offs_n, offs_d, d_mask, limit, m_ok, k_len,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_D: tl.constexpr, UPCAST: tl.constexpr, DIAG: tl.constexpr,
+):
+    """Tail aggregation for one program: one extra key per row, the mean of the visible keys its plan skips
+    (those wholly visible as ``qs`` and ``n_full`` from :func:`_tail_sums` and their value sum from ``SkipSums``,
+    those on the diagonal listed
+    in ``idx_ptr[o_mask:o_skip_part]``), with logit ``+ log2(count)``."""
+    # Skipped blocks on the diagonal (category 9, rare: planners keep the diagonal) are summed per row through
+    # their visibility masks times their K and V tiles; ``DIAG=False`` (the caller guarantees there are none)
+    # leaves that code out (a local compile for sm_90: 72 bytes of spill per thread instead of 760).
+    sum_v = tl.load(SkipSums + row.to(tl.int64) * (2 * head_dim + 1) + head_dim + offs_d, mask=d_mask, other=0.0)
     n_skip = tl.zeros([BLOCK_M], dtype=tl.float32) + n_full
     if DIAG:
         # pass 1 over skipped diagonal blocks: logits and counts (no [BLOCK_M, D] accumulator: it made the
@@ -284,6 +287,17 @@ def _pyramid_attention_fwd(
     o_p4 = tl.load(off_ptr + 6)
     o_p8 = tl.load(off_ptr + 7)
     o_mask = tl.load(off_ptr + 8)
+
+    if TAIL:
+        # Only a program whose plan skips something visible pays for the tail (a plan that skips nothing, e.g.
+        # text rows or every block pooled, costs what it costs without tail aggregation). Its loads and its
+        # product with q come first, so that their latency does not add to the end of the program.
+        o_skip_part = tl.load(off_ptr + 9)
+        has_tail = tl.load(off_ptr + 10) > o_mask
+        qs_tail = tl.zeros([BLOCK_M], dtype=tl.float32)
+        n_full = tl.sum(tl.zeros([1], dtype=tl.float32), 0)
+        if has_tail:
+            qs_tail, n_full = _tail_sums(q, SkipSums, row, offs_d, d_mask, head_dim, UPCAST)
 
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
@@ -371,15 +385,11 @@ def _pyramid_attention_fwd(
         m_i, l_i, acc = _online_update_masked(m_i, l_i, acc, qk, v, UPCAST)
 
     if TAIL:
-        # Only a program whose plan skips something visible pays for the tail (a plan that skips nothing, e.g.
-        # text rows or every block pooled, costs what it costs without tail aggregation).
-        o_skip_part = tl.load(off_ptr + 9)
-        o_skip_full = tl.load(off_ptr + 10)
-        if o_skip_full > o_mask:
+        if has_tail:
             m_i, l_i, acc = _tail_key(
-                m_i, l_i, acc, q, qk_scale, idx_ptr, o_mask, o_skip_part, SkipSums, row,
-                k_base, v_base, stride_kn, stride_vn, offs_n, offs_d, d_mask, limit, m_ok, k_len, head_dim,
-                BLOCK_M, BLOCK_N, BLOCK_D, EVEN_D, UPCAST, TAIL_DIAG,
+                m_i, l_i, acc, q, qs_tail, n_full, SkipSums, row, head_dim, qk_scale, idx_ptr, o_mask, o_skip_part,
+                k_base, v_base, stride_kn, stride_vn, offs_n, offs_d, d_mask, limit, m_ok, k_len,
+                BLOCK_M, BLOCK_N, EVEN_D, UPCAST, TAIL_DIAG,
             )
 
     # a row with nothing to attend has l == 0 and acc == 0: it returns zeros, never NaN
