@@ -90,12 +90,19 @@ def default_settings() -> list[Setting]:
             t = exact_first(tau)
             out.append(Setting(f"psa-exact-lone-{lone}", "psa", f"thresholds={list(t)},stride=16,lone_pooled={lone}",
                                (("thresholds", t), ("stride", 16), ("lone_pooled", lone))))
-    # and with tail aggregation: the keys a row skips folded into one mean key
-    for tau in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95):
+    # and with tail aggregation: the keys a row skips folded into one mean key (one row of sums computed before
+    # the launch per program, whatever the number of skipped blocks)
+    for tau in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98):
         t = exact_first(tau)
         out.append(Setting("psa-exact-lone-exact-tail", "psa",
                            f"thresholds={list(t)},stride=16,lone_pooled=exact,tail=True",
                            (("thresholds", t), ("stride", 16), ("lone_pooled", "exact"), ("tail", True))))
+    # exact blocks up to tau and the rest folded into the tail key, no pooled level: where attention is
+    # concentrated, pooled blocks buy less than their time
+    for tau in (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98):
+        t = (tau,) * 4
+        out.append(Setting("psa-exact-tail", "psa", f"thresholds={list(t)},stride=16,tail=True",
+                           (("thresholds", t), ("stride", 16), ("tail", True))))
     for tau in (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98):
         out.append(Setting("xattention", "xattention", f"threshold={tau}", (("threshold", tau),)))
     for cdf in (0.5, 0.7, 0.85, 0.95, 0.98):
@@ -196,7 +203,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 PSA_LINES = ("psa", "psa-public", "psa-all-levels", "psa-exact", "psa-exact-lone-skip", "psa-exact-lone-exact",
-             "psa-exact-lone-exact-tail")
+             "psa-exact-lone-exact-tail", "psa-exact-tail")
 
 
 def best_error_within(rows: list[dict], line: str, speedup: float) -> float:
