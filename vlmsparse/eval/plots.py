@@ -54,10 +54,12 @@ STYLE = {
     "psa-all-levels": ("#ff9896", "o"),
     "psa-public": ("#8c564b", "P"),
     "psa-exact": ("#8b0a50", "v"),
+    "psa-exact-lone-exact-tail": ("#ff7f0e", "s"),
+    "psa-exact-tail": ("#9467bd", "X"),
     "xattention": ("#1f77b4", "^"),
     "sparge": ("#2ca02c", "D"),
 }
-_OTHER_COLOURS = ("#9467bd", "#e377c2", "#bcbd22", "#17becf", "#ff7f0e")
+_OTHER_COLOURS = ("#e377c2", "#bcbd22", "#17becf", "#7f7f7f", "#aec7e8")
 #: Line styles per input family of the speed benchmark (how concentrated attention is).
 FAMILY_LINES = {"diffuse": ":", "medium": "-", "peaked": "--", "mixed": "-."}
 
