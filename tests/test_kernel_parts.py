@@ -149,3 +149,35 @@ def test_block_stats_bfloat16_and_bad_arguments():
         block_stats_triton(x, 48)
     with pytest.raises(ValueError, match="center must have shape"):
         block_stats_triton(x, 32, torch.zeros(1, 2, 32, device=DEVICE))
+
+
+@pytest.mark.parametrize("lq,lk,bm,bn,causal", [(100, 160, 16, 16, True), (64, 64, 32, 16, True), (50, 90, 16, 32, False)])
+def test_skipped_key_sums_match_definition(lq, lk, bm, bn, causal):
+    # per plan row: the sums of the keys and values of the wholly visible blocks it skips, and their key count
+    from vlmsparse.kernels.blocks import FULL, block_classes
+    from vlmsparse.kernels.pyramid import skipped_key_sums
+
+    torch.manual_seed(7)
+    b, hm, hkv, d = 2, 4, 2, 16
+    k = torch.randn(b, hkv, lk, d, device=DEVICE) + 5.0
+    v = torch.randn(b, hkv, lk, d, device=DEVICE)
+    levels = torch.randint(0, 3, plan_shape(b, hm, lq, lk, bm, bn), device=DEVICE).to(torch.int8)
+    pyr = build_kv_pyramid(k, v, tail=True, block_n=bn)
+    got = skipped_key_sums(levels, pyr, lq, lk, bm, bn, causal)
+    full = (block_classes(lq, lk, bm, bn, causal, DEVICE) == FULL)
+    n_qb, n_kb = full.shape
+    counts = torch.clamp(lk - torch.arange(n_kb, device=DEVICE) * bn, max=bn).double()
+    want = torch.zeros(b, hm, n_qb, 2 * d + 1, dtype=torch.float64, device=DEVICE)
+    for bi in range(b):
+        for h in range(hm):
+            kvh = h // (hm // hkv)
+            for qb in range(n_qb):
+                for j in range(n_kb):
+                    if levels[bi, h, qb, j] == 0 and full[qb, j]:
+                        keys = slice(j * bn, min((j + 1) * bn, lk))
+                        want[bi, h, qb, :d] += k[bi, kvh, keys].double().sum(0)
+                        want[bi, h, qb, d : 2 * d] += v[bi, kvh, keys].double().sum(0)
+                        want[bi, h, qb, 2 * d] += counts[j]
+    assert got.shape == (b * hm * n_qb, 2 * d + 1) and got.dtype == torch.float32
+    assert want[..., 2 * d].sum() > 0  # some rows do skip something
+    torch.testing.assert_close(got.double(), want.reshape(-1, 2 * d + 1), rtol=1e-5, atol=1e-3)
