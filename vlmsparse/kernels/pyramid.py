@@ -78,6 +78,18 @@ def _online_update_masked(m_i, l_i, acc, qk, v, UPCAST: tl.constexpr):
 
 
 @triton.jit
+def _pooled_rows(kp_base, vp_base, g, g_ok, offs_d, d_mask, head_dim, EVEN_D: tl.constexpr):
+    """Rows ``g`` of the pooled K and V of one head (rows where ``g_ok`` is false read zeros)."""
+    if EVEN_D:
+        ld_mask = g_ok[:, None]
+    else:
+        ld_mask = g_ok[:, None] & d_mask[None, :]
+    kp = tl.load(kp_base + g[:, None] * head_dim + offs_d[None, :], mask=ld_mask, other=0.0)
+    vp = tl.load(vp_base + g[:, None] * head_dim + offs_d[None, :], mask=ld_mask, other=0.0)
+    return kp, vp
+
+
+@triton.jit
 def _pooled_blocks(
     m_i, l_i, acc, q, qk_scale, idx_ptr, start, stop, kp_base, vp_base, offs_d, d_mask, k_len, head_dim,
     P: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_D: tl.constexpr, UPCAST: tl.constexpr,
@@ -102,12 +114,7 @@ def _pooled_blocks(
             j_next = tl.load(idx_ptr + t + 1, mask=t + 1 < stop, other=0)
             g = j * GROUPS + offs_g
             g_ok = (offs_g < GROUPS) & (g < n_groups)
-            if EVEN_D:
-                ld_mask = g_ok[:, None]
-            else:
-                ld_mask = g_ok[:, None] & d_mask[None, :]
-            kp = tl.load(kp_base + g[:, None] * head_dim + offs_d[None, :], mask=ld_mask, other=0.0)
-            vp = tl.load(vp_base + g[:, None] * head_dim + offs_d[None, :], mask=ld_mask, other=0.0)
+            kp, vp = _pooled_rows(kp_base, vp_base, g, g_ok, offs_d, d_mask, head_dim, EVEN_D)
             count = tl.minimum(k_len - g * P, P).to(tl.float32)
             qk = _dot(q, tl.trans(kp), UPCAST) * qk_scale + tl.log2(tl.maximum(count, 1.0))[None, :]
             qk = tl.where(g_ok[None, :], qk, float("-inf"))
@@ -142,13 +149,8 @@ def _pooled_spans(
                 kp = DescKP.load([b, kvh, row0 + (e // 8) * GROUPS, 0]).reshape(BLOCK_N, BLOCK_D)
                 vp = DescVP.load([b, kvh, row0 + (e // 8) * GROUPS, 0]).reshape(BLOCK_N, BLOCK_D)
             else:
-                g = (e // 8) * GROUPS + offs_g
-                if EVEN_D:
-                    ld_mask = g_ok[:, None]
-                else:
-                    ld_mask = g_ok[:, None] & d_mask[None, :]
-                kp = tl.load(kp_base + g[:, None] * head_dim + offs_d[None, :], mask=ld_mask, other=0.0)
-                vp = tl.load(vp_base + g[:, None] * head_dim + offs_d[None, :], mask=ld_mask, other=0.0)
+                kp, vp = _pooled_rows(kp_base, vp_base, (e // 8) * GROUPS + offs_g, g_ok, offs_d, d_mask, head_dim,
+                                      EVEN_D)
             qk = tl.where(g_ok[None, :], _dot(q, tl.trans(kp), UPCAST) * qk_scale + LOG2P, float("-inf"))
             m_i, l_i, acc = _online_update(m_i, l_i, acc, qk, vp, UPCAST)
     return m_i, l_i, acc
