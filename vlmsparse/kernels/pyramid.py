@@ -198,11 +198,10 @@ def _tail_key(
 ):
     """Tail aggregation for one program: one extra key per row, the mean of the visible keys its plan skips
     (those wholly visible as ``qs`` and ``n_full`` from :func:`_tail_sums` and their value sum from ``SkipSums``,
-    those on the diagonal listed
-    in ``idx_ptr[o_mask:o_skip_part]``), with logit ``+ log2(count)``."""
+    those on the diagonal listed in ``idx_ptr[o_mask:o_skip_part]``), with logit ``+ log2(count)``."""
     # Skipped blocks on the diagonal (category 9, rare: planners keep the diagonal) are summed per row through
     # their visibility masks times their K and V tiles; ``DIAG=False`` (the caller guarantees there are none)
-    # leaves that code out (a local compile for sm_90: 72 bytes of spill per thread instead of 760).
+    # leaves that code out (a local compile for sm_90: 132 bytes of spill per thread instead of 624).
     sum_v = tl.load(SkipSums + row.to(tl.int64) * (2 * head_dim + 1) + head_dim + offs_d, mask=d_mask, other=0.0)
     n_skip = tl.zeros([BLOCK_M], dtype=tl.float32) + n_full
     if DIAG:
