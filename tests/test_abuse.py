@@ -529,7 +529,6 @@ def test_nan_inputs_give_nan_rows_in_kernel_and_reference(where):
     assert not (ref[0, 0, sorted(users)] == 0).all(-1).any()  # never silently zero
 
 
-
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
 @pytest.mark.parametrize("where", ["k", "v"])
 def test_nan_in_a_skipped_block_never_gives_a_finite_tail(where):

@@ -163,7 +163,7 @@ def test_tail_only_where_a_program_skips_something():
 
 
 def test_tail_with_many_skipped_blocks_per_row():
-    # many key blocks per row (more skipped blocks than one step of the tail's walk over them), runs of skipped
+    # many key blocks per row (more skipped blocks than one step of the launch that sums them), runs of skipped
     # blocks of every length and keys far from zero mean
     torch.manual_seed(3)
     q, k, v = make_inputs(1, 2, 1, 32, 1500, 16)
@@ -175,7 +175,6 @@ def test_tail_with_many_skipped_blocks_per_row():
     levels[0, 1, :] = (torch.rand(n_kb) < 0.2).to(torch.int8)
     check(q, k, v, levels, 16, 16, causal=False, tail=True)
     check(q, k, v, levels, 16, 16, causal=True, tail=True)
-
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

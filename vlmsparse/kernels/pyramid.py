@@ -18,7 +18,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .blocks import FULL, PARTIAL, block_classes, cdiv
+from .blocks import PARTIAL, block_classes, cdiv
 from .kv_pyramid import KVPyramid, build_kv_pyramid
 from .plan_lists import CompiledPlan, compile_plan
 from .validation import check_attention_args, interpreting, triton_can_run
