@@ -290,15 +290,12 @@ def _pyramid_attention_fwd(
     o_mask = tl.load(off_ptr + 8)
 
     if TAIL:
-        # Only a program whose plan skips something visible pays for the tail (a plan that skips nothing, e.g.
-        # text rows or every block pooled, costs what it costs without tail aggregation). Its loads and its
-        # product with q come first, so that their latency does not add to the end of the program.
+        # The sums' loads and their product with q come first and depend on nothing but the program's row (a
+        # row that skips nothing reads zeros), so their latency overlaps the loads of q and of the plan's offsets.
+        # Only a program whose plan skips something visible applies the tail key at the end.
         o_skip_part = tl.load(off_ptr + 9)
         has_tail = tl.load(off_ptr + 10) > o_mask
-        qs_tail = tl.zeros([BLOCK_M], dtype=tl.float32)
-        n_full = tl.sum(tl.zeros([1], dtype=tl.float32), 0)
-        if has_tail:
-            qs_tail, n_full = _tail_sums(q, SkipSums, row, offs_d, d_mask, head_dim, UPCAST)
+        qs_tail, n_full = _tail_sums(q, SkipSums, row, offs_d, d_mask, head_dim, UPCAST)
 
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
