@@ -44,6 +44,14 @@ def _pv(p, v, acc, UPCAST: tl.constexpr):
 
 
 @triton.jit
+def _dot_acc(a, b, acc, UPCAST: tl.constexpr):
+    """``acc + a @ b`` (float32 accumulation), ``a`` and ``b`` already in the matmul's dtype."""
+    if UPCAST:
+        return acc + tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
+    return tl.dot(a, b, acc)
+
+
+@triton.jit
 def _online_update(m_i, l_i, acc, qk, v, UPCAST: tl.constexpr):
     """One online-softmax step over logits ``qk`` (base 2, rows all finite) and values ``v``."""
     m_new = tl.maximum(m_i, tl.max(qk, 1))
@@ -173,37 +181,33 @@ def _skipped_diagonal_tile(base, stride_n, j, offs_n, offs_d, d_mask, k_len, lim
 
 
 @triton.jit
-def _tail_sums(q, SkipSums, row, offs_d, d_mask, head_dim, UPCAST: tl.constexpr):
-    """What the tail of one program takes first from the launcher's row ``row`` of ``SkipSums`` (the wholly
-    visible blocks it skips): ``q . (their key sum)`` per query row and their key count."""
-    # The mean key meets q in a matmul against a 16-column tile: q never leaves its matmul layout (q x key sum as
-    # an elementwise product and row sum made the compiler spill 0.5 KB per thread). The mean goes in two parts
-    # of q's dtype (columns 0 and 1: its rounding and what the rounding left), about 16 bits of the float32 mean.
-    sums = SkipSums + row.to(tl.int64) * (2 * head_dim + 1)
-    n_full = tl.load(sums + 2 * head_dim)
-    mean_k = tl.load(sums + offs_d, mask=d_mask, other=0.0) / tl.maximum(n_full, 1.0)
-    col = tl.arange(0, 16)[None, :]
-    hi = mean_k.to(q.dtype).to(tl.float32)
-    lo = mean_k - hi
-    mk = tl.where(col == 0, hi[:, None], tl.where(col == 1, lo[:, None], 0.0)).to(q.dtype)  # [BLOCK_D, 16]
-    qs = tl.sum(tl.where(col < 2, _dot(q, mk, UPCAST), 0.0), 1) * n_full
-    return qs, n_full
+def _two_part_columns(x, col, dtype):
+    """``x`` ``[N]`` float32 as ``[N, 16]`` of ``dtype``: column 0 its rounding to ``dtype``, column 1 what the
+    rounding left (about 16 bits of ``x`` in two half-precision parts), the rest zeros."""
+    hi = x.to(dtype).to(tl.float32)
+    return tl.where(col[None, :] == 0, hi[:, None], tl.where(col[None, :] == 1, (x - hi)[:, None], 0.0)).to(dtype)
 
 
 @triton.jit
 def _tail_key(
-    m_i, l_i, acc, q, qs, n_full, SkipSums, row, head_dim, qk_scale, idx_ptr, o_mask, o_skip_part,
+    m_i, l_i, acc, q, sum_k, sum_v, n_full, qk_scale, idx_ptr, o_mask, o_skip_part,
     k_base, v_base, stride_kn, stride_vn, offs_n, offs_d, d_mask, limit, m_ok, k_len,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_D: tl.constexpr, UPCAST: tl.constexpr, DIAG: tl.constexpr,
 ):
     """Tail aggregation for one program: one extra key per row, the mean of the visible keys its plan skips
-    (those wholly visible as ``qs`` and ``n_full`` from :func:`_tail_sums` and their value sum from ``SkipSums``,
-    those on the diagonal listed in ``idx_ptr[o_mask:o_skip_part]``), with logit ``+ log2(count)``."""
+    (those wholly visible as ``sum_k``, ``sum_v`` and ``n_full``, read from the launcher's sums at the start of
+    the program; those on the diagonal listed in ``idx_ptr[o_mask:o_skip_part]``), with logit ``+ log2(count)``."""
+    # Both products with the sums are matmuls against 16-column tiles holding a mean in two parts of q's dtype:
+    # q and the accumulator never leave their matmul layouts (as elementwise products and row sums they made the
+    # compiler spill 0.5 KB per thread), and the sums stay in a compact layout from their loads to here.
+    col = tl.arange(0, 16)
+    inv_full = 1.0 / tl.maximum(n_full, 1.0)
+    qk_mean = _dot(q, _two_part_columns(sum_k * inv_full, col, q.dtype), UPCAST)
+    qs = tl.sum(tl.where(col[None, :] < 2, qk_mean, 0.0), 1) * n_full  # q . (sum of the skipped keys)
+    n_skip = tl.zeros([BLOCK_M], dtype=tl.float32) + n_full
     # Skipped blocks on the diagonal (category 9, rare: planners keep the diagonal) are summed per row through
     # their visibility masks times their K and V tiles; ``DIAG=False`` (the caller guarantees there are none)
     # leaves that code out (a local compile for sm_90: 132 bytes of spill per thread instead of 624).
-    sum_v = tl.load(SkipSums + row.to(tl.int64) * (2 * head_dim + 1) + head_dim + offs_d, mask=d_mask, other=0.0)
-    n_skip = tl.zeros([BLOCK_M], dtype=tl.float32) + n_full
     if DIAG:
         # pass 1 over skipped diagonal blocks: logits and counts (no [BLOCK_M, D] accumulator: it made the
         # compiler spill 10 KB per thread)
@@ -222,7 +226,15 @@ def _tail_key(
     p_tail = tl.math.exp2(s_tail - m_safe)
     l_i = l_i * alpha + p_tail
     w_tail = p_tail * inv  # weight of each skipped key's value
-    acc = acc * alpha[:, None] + w_tail[:, None] * sum_v[None, :]
+    # + (weight of the wholly visible skipped keys) x (their mean value), as [BLOCK_M, 16] x [16, BLOCK_D] in two
+    # parts each: w v ~ w_hi v_hi + w_lo v_hi + w_hi v_lo (columns of the weight / rows of the mean 0, 1, 2)
+    w = w_tail * n_full
+    w_hi = w.to(q.dtype).to(tl.float32)
+    w_full = tl.where(col[None, :] == 1, (w - w_hi)[:, None], tl.where(col[None, :] <= 2, w_hi[:, None], 0.0))
+    mean_v = sum_v * inv_full
+    v_hi = mean_v.to(q.dtype).to(tl.float32)
+    mean_v = tl.where(col[:, None] <= 1, v_hi[None, :], tl.where(col[:, None] == 2, (mean_v - v_hi)[None, :], 0.0))
+    acc = _dot_acc(w_full.to(q.dtype), mean_v.to(q.dtype), acc * alpha[:, None], UPCAST)
     m_i = m_new
     if DIAG:
         # pass 2: the skipped diagonal keys' values, weighted like a P @ V step
@@ -290,12 +302,15 @@ def _pyramid_attention_fwd(
     o_mask = tl.load(off_ptr + 8)
 
     if TAIL:
-        # The sums' loads and their product with q come first and depend on nothing but the program's row (a
-        # row that skips nothing reads zeros), so their latency overlaps the loads of q and of the plan's offsets.
-        # Only a program whose plan skips something visible applies the tail key at the end.
+        # The sums are read first and depend on nothing but the program's row (a row that skips nothing reads
+        # zeros), so their latency overlaps the main loops; they are used at the end. Only a program whose plan
+        # skips something visible applies the tail key.
         o_skip_part = tl.load(off_ptr + 9)
         has_tail = tl.load(off_ptr + 10) > o_mask
-        qs_tail, n_full = _tail_sums(q, SkipSums, row, offs_d, d_mask, head_dim, UPCAST)
+        sums = SkipSums + row.to(tl.int64) * (2 * head_dim + 1)
+        sum_k = tl.load(sums + offs_d, mask=d_mask, other=0.0)
+        sum_v = tl.load(sums + head_dim + offs_d, mask=d_mask, other=0.0)
+        n_full = tl.load(sums + 2 * head_dim)
 
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
@@ -385,7 +400,7 @@ def _pyramid_attention_fwd(
     if TAIL:
         if has_tail:
             m_i, l_i, acc = _tail_key(
-                m_i, l_i, acc, q, qs_tail, n_full, SkipSums, row, head_dim, qk_scale, idx_ptr, o_mask, o_skip_part,
+                m_i, l_i, acc, q, sum_k, sum_v, n_full, qk_scale, idx_ptr, o_mask, o_skip_part,
                 k_base, v_base, stride_kn, stride_vn, offs_n, offs_d, d_mask, limit, m_ok, k_len,
                 BLOCK_M, BLOCK_N, EVEN_D, UPCAST, TAIL_DIAG,
             )
