@@ -116,7 +116,7 @@ def _pooled_blocks(
     n_groups = (k_len + P - 1) // P
     offs_g = tl.arange(0, TILE)
     if stop > start:  # an empty loop's set-up (first index load, pipeline prologue) costs time too
-        j_next = tl.load(idx_ptr + start, mask=start < stop, other=0)
+        j_next = tl.load(idx_ptr + start)
         for t in range(start, stop):
             j = j_next
             j_next = tl.load(idx_ptr + t + 1, mask=t + 1 < stop, other=0)
@@ -148,7 +148,7 @@ def _pooled_spans(
     GROUPS: tl.constexpr = BLOCK_N // P  # pooled keys per block
     offs_g = tl.arange(0, BLOCK_N)
     if stop > start:  # an empty loop's set-up costs time too
-        e_next = tl.load(idx_ptr + start, mask=start < stop, other=0)
+        e_next = tl.load(idx_ptr + start)
         for t in range(start, stop):
             e = e_next
             e_next = tl.load(idx_ptr + t + 1, mask=t + 1 < stop, other=0)
@@ -321,7 +321,7 @@ def _pyramid_attention_fwd(
     # each step, keeping two K/V buffers instead of three (4-12% slower on an H100, notes/kernel.md).
     # KV_DESC: K/V tiles come through tensor descriptors (TMA on Hopper; 8-14% faster than pointer loads on
     # an H100, notes/kernel.md); a tile past the end of K/V reads zeros.
-    j_next = tl.load(idx_ptr, mask=o_exact > 0, other=0)
+    j_next = tl.load(idx_ptr)  # unmasked (every row has n_kb entries): issued without waiting for the offsets
     for t in range(0, o_exact):
         j = j_next
         j_next = tl.load(idx_ptr + t + 1, mask=t + 1 < o_exact, other=0)
