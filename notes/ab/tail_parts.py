@@ -1,0 +1,80 @@
+"""Where tail aggregation's time goes: the skipped-sums launch, the tail inside the kernel, and the host.
+
+For each plan, times the whole call with and without ``tail=True`` twice: as called (``do_bench``, which
+flushes L2 before each call, so host work beyond that flush's time shows up) and replayed from a CUDA graph
+(GPU time only). Under the graph it also times the call with the skipped sums precomputed (the kernel's own
+tail cost) and the skipped-sums launch alone.
+
+Run on a GPU from the repository root: python notes/ab/tail_parts.py [--lengths 8192 32768]
+"""
+
+import argparse
+
+import torch
+import triton
+
+from vlmsparse.bench.kernel import one_level_plan, random_mixed_plan
+from vlmsparse.kernels import build_kv_pyramid, compile_plan, pyramid_attention
+from vlmsparse.kernels import pyramid as pyramid_module
+
+
+def bench(fn):
+    return min(triton.testing.do_bench(fn, warmup=25, rep=150, return_mode="median") for _ in range(2))
+
+
+def graphed(fn):
+    fn()
+    torch.cuda.synchronize()
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        fn()
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        fn()
+    return bench(g.replay)
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--lengths", type=int, nargs="+", default=[8192, 32768])
+    args = p.parse_args()
+    print(torch.cuda.get_device_name(), "torch", torch.__version__, "triton", triton.__version__)
+    for length in args.lengths:
+        gen = torch.Generator(device="cuda").manual_seed(length)
+        q = torch.randn(1, 28, length, 128, device="cuda", dtype=torch.bfloat16, generator=gen)
+        k = torch.randn(1, 4, length, 128, device="cuda", dtype=torch.bfloat16, generator=gen)
+        v = torch.randn(1, 4, length, 128, device="cuda", dtype=torch.bfloat16, generator=gen)
+        pyr = build_kv_pyramid(k, v, tail=True, block_n=128)
+        plans = {"sink and diagonal": one_level_plan(4, length, 128, 0), "one level 4": one_level_plan(4, length, 128, 4),
+                 "random keep 0.25": random_mixed_plan(1, 4, length, 128, 0.25, seed=0),
+                 "random keep 0.1": random_mixed_plan(1, 4, length, 128, 0.1, seed=0)}
+        for label, levels in plans.items():
+            plan = compile_plan(levels, length, length, 128, 128, True)
+
+            def call(tail):
+                return lambda: pyramid_attention(q, k, v, levels, tail=tail, pyramid=pyr, plan=plan, check_levels=False,
+                                                 diagonal_kept=True)
+
+            sums = pyramid_module.skipped_key_sums(levels, pyr, length, length, 128, 128, True)
+            t = {"plain": bench(call(False)), "plain tail": bench(call(True)),
+                 "graph": graphed(call(False)), "graph tail": graphed(call(True)),
+                 "sums launch": graphed(lambda: pyramid_module.skipped_key_sums(levels, pyr, length, length, 128, 128,
+                                                                                True))}
+            original = pyramid_module.skipped_key_sums
+            pyramid_module.skipped_key_sums = lambda *a, **kw: sums
+            try:
+                t["graph tail, sums given"] = graphed(call(True))
+            finally:
+                pyramid_module.skipped_key_sums = original
+            base = t["graph"]
+            print(f"L={length} {label:18s} plain {t['plain']:.4f} tail {t['plain tail']:.4f} "
+                  f"({t['plain tail'] / t['plain'] - 1:+.1%}) | graph {base:.4f} tail {t['graph tail']:.4f} "
+                  f"({t['graph tail'] / base - 1:+.1%}), sums given {t['graph tail, sums given']:.4f} "
+                  f"({t['graph tail, sums given'] / base - 1:+.1%}), sums launch {t['sums launch'] * 1000:.1f} us",
+                  flush=True)
+
+
+if __name__ == "__main__":
+    main()
