@@ -3,7 +3,7 @@
 Memory layout: one buffer per tensor, ``[B, Hkv, G2 + G4 + G8, D]``, the groups of 2 first, then those of 4, then
 those of 8 (``Gp = ceil(Lk / p)``), so that the kernel's pooled loop can gather pooled keys of every level into
 one tile from one base pointer. For tail aggregation, the sums of every key block's keys and values and its key
-count in one float64 buffer (``[B, Hkv, nKB, 2 D + 1]``), what the kernel's launcher multiplies by a plan's skip
+count in one float32 buffer (``[B, Hkv, nKB, 2 D + 1]``), what the kernel's launcher multiplies by a plan's skip
 mask.
 One Triton launch per tensor pools every level and writes the block sums; plain-PyTorch versions define the
 result and serve CPU tensors without the Triton interpreter.
@@ -35,7 +35,7 @@ class KVPyramid:
 
     ``pooled_k_all`` / ``pooled_v_all``: ``[B, Hkv, G2 + G4 + G8, D]`` in the dtype of K, contiguous;
     ``pooled_k[p]`` / ``pooled_v[p]`` are views of level ``p`` (``[B, Hkv, ceil(Lk / p), D]``).
-    ``block_sums``: ``[B, Hkv, ceil(Lk / block_n), 2 D + 1]`` float64, per key block the sum of its keys, the sum
+    ``block_sums``: ``[B, Hkv, ceil(Lk / block_n), 2 D + 1]`` float32, per key block the sum of its keys, the sum
     of its values and its key count (``None`` without tail); ``block_sum_k`` / ``block_sum_v`` are views of the
     first two.
     Build it once per call with :func:`build_kv_pyramid`, or once per layer and pass it to several calls.
@@ -78,7 +78,7 @@ def _check_block_n(tail: bool, block_n: int) -> None:
 def build_kv_pyramid(k: torch.Tensor, v: torch.Tensor, *, tail: bool = False, block_n: int = 128) -> KVPyramid:
     """Pool K and V in groups of 2, 4 and 8 keys (a partial last group is the mean of its own keys).
 
-    With ``tail=True`` also the sums of every ``block_n`` keys and values and their counts (float64), which
+    With ``tail=True`` also the sums of every ``block_n`` keys and values and their counts (float32), which
     tail aggregation reads.
     """
     _check_block_n(tail, block_n)
@@ -88,7 +88,7 @@ def build_kv_pyramid(k: torch.Tensor, v: torch.Tensor, *, tail: bool = False, bl
     total = level_offsets(length)[0]
     n_kb = cdiv(length, block_n)
     pooled = [torch.empty(b, h, total, d, device=k.device, dtype=k.dtype) for _ in range(2)]
-    sums = torch.empty(b, h, n_kb, 2 * d + 1, device=k.device, dtype=torch.float64) if tail else None
+    sums = torch.empty(b, h, n_kb, 2 * d + 1, device=k.device, dtype=torch.float32) if tail else None
     block_d = max(16, triton.next_power_of_2(d))
     for i, (src, dst) in enumerate(zip((k, v), pooled)):
         # keys' sums in columns [0, D) and their counts in column 2 D; values' sums in [D, 2 D)
@@ -120,11 +120,11 @@ def build_kv_pyramid_torch(k: torch.Tensor, v: torch.Tensor, *, tail: bool = Fal
         pad = n_kb * block_n - length
         parts = [
             (torch.nn.functional.pad(x, (0, 0, 0, pad)) if pad else x).reshape(b, h, n_kb, block_n, d)
-            .sum(-2, dtype=torch.float32).double()
+            .sum(-2, dtype=torch.float32)
             for x in (k, v)
         ]
         counts = torch.clamp(length - torch.arange(n_kb, device=k.device) * block_n, max=block_n)
-        parts.append(counts.to(torch.float64)[:, None].expand(b, h, n_kb, 1))
+        parts.append(counts.to(torch.float32)[:, None].expand(b, h, n_kb, 1))
         sums = torch.cat(parts, -1).contiguous()
     return KVPyramid(length, out[0], out[1], block_n if tail else None, sums)
 
@@ -151,7 +151,7 @@ def _pool_kernel(X, XP, XS, length, stride_b, stride_h, stride_l, n_heads, head_
                  BLOCK_D: tl.constexpr, TILE: tl.constexpr, BLOCK_SUMS: tl.constexpr, BLOCK_N: tl.constexpr,
                  COUNTS: tl.constexpr):
     """Pool ``TILE`` keys of one head at levels 2, 4 and 8 (and, with ``BLOCK_SUMS``, sum each key block into rows
-    of ``2 * head_dim + 1`` float64 from ``XS``, and with ``COUNTS`` store its key count at column ``2 * head_dim``).
+    of ``2 * head_dim + 1`` float32 from ``XS``, and with ``COUNTS`` store its key count at column ``2 * head_dim``).
 
     The tile is read as 8 interleaved row sets (rows ``8 r + i``), so every group sum is an elementwise add of
     whole rows held by the same threads: no data moves between threads (a reshape-and-sum over rows did;
@@ -201,7 +201,7 @@ def _pool_kernel(X, XP, XS, length, stride_b, stride_h, stride_l, n_heads, head_
         bs = tl.sum(tl.reshape(s8, (NB, PER, BLOCK_D)), 1)
         kb = tile * NB + tl.arange(0, NB)
         row = (bh.to(tl.int64) * n_kb + kb) * (2 * head_dim + 1)
-        tl.store(XS + row[:, None] + offs_d[None, :], bs.to(tl.float64), mask=(kb < n_kb)[:, None] & d_mask[None, :])
+        tl.store(XS + row[:, None] + offs_d[None, :], bs, mask=(kb < n_kb)[:, None] & d_mask[None, :])
         if COUNTS:
-            count = tl.minimum(length - kb * BLOCK_N, BLOCK_N).to(tl.float64)
+            count = tl.minimum(length - kb * BLOCK_N, BLOCK_N).to(tl.float32)
             tl.store(XS + row + 2 * head_dim, count, mask=kb < n_kb)

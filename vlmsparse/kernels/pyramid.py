@@ -454,25 +454,20 @@ def _partial_blocks(q_len: int, k_len: int, block_m: int, block_n: int, causal: 
 
 
 @triton.jit
-def _skipped_sums_kernel(Levels, Sums, Out, n_qb, n_kb, rows_per_kv_head, q_len, k_len, head_dim,
-                         CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-                         R: tl.constexpr, C: tl.constexpr, PRECISION: tl.constexpr):
-    """Rows ``R`` of :func:`skipped_key_sums` for one (batch, kv-head): the 0/1 mask of wholly visible skipped
-    blocks (from ``levels`` and the block geometry) times the block sums, ``C`` blocks a step. Key and value sums
-    are matmuls (``PRECISION``: ``tf32x3`` on tensor cores, about float32's accuracy; ``ieee`` under the
-    interpreter), the key count a row sum."""
-    bkv = tl.program_id(1)
+def _skipped_sums_kernel(Levels, Sums, Out, n_qb, n_kb, rows_per_kv_head, q_len, k_len, width,
+                         CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                         R: tl.constexpr, C: tl.constexpr, W: tl.constexpr):
+    """Rows ``R`` x columns ``W`` of :func:`skipped_key_sums` for one (batch, kv-head): the 0/1 mask of wholly
+    visible skipped blocks (from ``levels`` and the block geometry) times the block sums, ``C`` blocks a step."""
+    bkv = tl.program_id(2)
     rows = tl.program_id(0) * R + tl.arange(0, R)  # plan rows of this kv-head: (query head in group, query block)
     r_ok = rows < rows_per_kv_head
     first_row = (rows % n_qb) * BLOCK_M
-    offs_d = tl.arange(0, BLOCK_D)
-    d_ok = offs_d < head_dim
-    width = 2 * head_dim + 1
+    cols = tl.program_id(1) * W + tl.arange(0, W)
+    c_ok = cols < width
     row = bkv.to(tl.int64) * rows_per_kv_head + rows  # the kernel's plan row
     sums = Sums + bkv.to(tl.int64) * n_kb * width
-    acc_k = tl.zeros([R, BLOCK_D], dtype=tl.float32)
-    acc_v = tl.zeros([R, BLOCK_D], dtype=tl.float32)
-    acc_n = tl.zeros([R], dtype=tl.float32)
+    acc = tl.zeros([R, W], dtype=tl.float32)
     for c0 in range(0, n_kb, C):
         kb = c0 + tl.arange(0, C)
         kb_ok = kb < n_kb
@@ -483,18 +478,9 @@ def _skipped_sums_kernel(Levels, Sums, Out, n_qb, n_kb, rows_per_kv_head, q_len,
         else:
             full = kb_ok[None, :] & r_ok[:, None]
         m = ((lv == 0) & full).to(tl.float32)
-        ld = kb_ok[:, None] & d_ok[None, :]
-        sk = tl.load(sums + kb[:, None] * width + offs_d[None, :], mask=ld, other=0.0)
-        sv = tl.load(sums + kb[:, None] * width + head_dim + offs_d[None, :], mask=ld, other=0.0)
-        cnt = tl.load(sums + kb * width + 2 * head_dim, mask=kb_ok, other=0.0)
-        acc_k = tl.dot(m, sk.to(tl.float32), acc_k, input_precision=PRECISION)
-        acc_v = tl.dot(m, sv.to(tl.float32), acc_v, input_precision=PRECISION)
-        acc_n += tl.sum(m * cnt.to(tl.float32)[None, :], 1)
-    out = Out + row[:, None] * width + offs_d[None, :]
-    st = r_ok[:, None] & d_ok[None, :]
-    tl.store(out, acc_k, mask=st)
-    tl.store(out + head_dim, acc_v, mask=st)
-    tl.store(Out + row * width + 2 * head_dim, acc_n, mask=r_ok)
+        x = tl.load(sums + kb[:, None] * width + cols[None, :], mask=kb_ok[:, None] & c_ok[None, :], other=0.0)
+        acc += tl.dot(m, x.to(tl.float32), input_precision="ieee")
+    tl.store(Out + row[:, None] * width + cols[None, :], acc, mask=r_ok[:, None] & c_ok[None, :])
 
 
 def skipped_key_sums(
@@ -502,21 +488,17 @@ def skipped_key_sums(
 ) -> torch.Tensor:
     """What tail aggregation needs of the wholly visible key blocks a plan skips: per plan row (batch, plan head,
     query block: the kernel's row order) the sum of their keys, the sum of their values and their key count,
-    ``[rows, 2 D + 1]`` float32. One launch: the skip mask times the pyramid's block sums per kv-head (float32
-    accuracy; a non-finite key or value then reaches every tail row of its kv-head)."""
+    ``[rows, 2 D + 1]`` float32. One launch: the skip mask times the pyramid's block sums per kv-head, float32
+    products (a non-finite key or value then reaches every tail row of its kv-head). The block sums are float32:
+    read as float64 they made this launch 1.7-2.8x slower (H200, notes/ab/sums_probe.py)."""
     b, hm, n_qb, n_kb = levels.shape
     hkv, width = pyramid.block_sums.shape[1], pyramid.block_sums.shape[3]
-    d = (width - 1) // 2
     rows_per_kv_head = (hm // hkv) * n_qb
     out = torch.empty(b * hm * n_qb, width, device=levels.device, dtype=torch.float32)
-    r = 64
-    # tensor cores, three tf32 products (about float32's accuracy; H200: 15 -> ... us at 8k, notes/kernel.md)
-    # where they exist; exact float32 products under the interpreter
-    precision = "ieee" if interpreting() else "tf32x3"
-    _skipped_sums_kernel[(cdiv(rows_per_kv_head, r), b * hkv)](
-        levels.contiguous(), pyramid.block_sums, out, n_qb, n_kb, rows_per_kv_head, q_len, k_len, d,
-        CAUSAL=causal, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=max(16, triton.next_power_of_2(d)), R=r, C=16,
-        PRECISION=precision, num_warps=8,
+    r, c, w = 64, 32, 64
+    _skipped_sums_kernel[(cdiv(rows_per_kv_head, r), cdiv(width, w), b * hkv)](
+        levels.contiguous(), pyramid.block_sums, out, n_qb, n_kb, rows_per_kv_head, q_len, k_len, width,
+        CAUSAL=causal, BLOCK_M=block_m, BLOCK_N=block_n, R=r, C=c, W=w,
     )
     return out
 
