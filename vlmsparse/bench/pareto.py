@@ -64,7 +64,7 @@ def default_settings() -> list[Setting]:
 
     out: list[Setting] = []
     default = PSAConfig()  # levels 1, 4 and 8 on the stride-16 estimate
-    for c in (2.0, 1.5, 1.0, 0.75, 0.45, 0.25):
+    for c in (2.5, 2.0, 1.5, 1.0, 0.75, 0.45, 0.25):  # 2.5: as far as XAttention's tau 0.5 on diffuse inputs
         t = _scaled(default.thresholds, c)
         out.append(Setting("psa", "psa", f"thresholds={list(t)},stride={default.stride}", (("thresholds", t),)))
     for c in (3.0, 2.0, 1.5, 1.0, 0.6, 0.3):  # the public thresholds on the stride-8 estimate (preset public-thresholds)
