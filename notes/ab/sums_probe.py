@@ -1,8 +1,9 @@
 """Forms of the skipped-sums launch that tail aggregation runs before the kernel, timed against each other.
 
 Each form computes, per plan row, the skip mask (levels == 0 on wholly visible blocks) times the per-block key /
-value sums and counts (``[rows, 2 D + 1]``); they differ in the matmul (float32 FMA or three tf32 products on
-tensor cores), the tile shapes and whether the block sums are read as float64 or float32. Times are CUDA-graph
+value sums and counts (``[rows, 2 D + 1]``); they differ in the matmul (float32 FMA, or on tensor cores three
+tf32 products or the sums in three bfloat16 parts), the tile shapes and whether the block sums are read as float64
+(as up to kernel v13) or float32 (v14). Times are CUDA-graph
 replays (GPU time only), for plans with one plan head per kv-head (``Hm = 4``) and per query head (``Hm = 28``).
 
 Run on a GPU from the repository root: python notes/ab/sums_probe.py
@@ -40,7 +41,16 @@ def _sums(Levels, Sums, Out, n_qb, n_kb, rows_per_kv_head, q_len, k_len, width,
         full = key_end[None, :] <= (first_row + (k_len - q_len) + 1)[:, None]
         m = ((lv == 0) & full).to(tl.float32)
         x = tl.load(sums + kb[:, None] * width + cols[None, :], mask=kb_ok[:, None] & c_ok[None, :], other=0.0)
-        acc = tl.dot(m, x.to(tl.float32), acc, input_precision=PRECISION)
+        x = x.to(tl.float32)
+        if PRECISION == "bf16x3":  # the sums in three bfloat16 parts (about 24 bits), the 0/1 mask exact
+            mb = m.to(tl.bfloat16)
+            hi = x.to(tl.bfloat16)
+            r = x - hi.to(tl.float32)
+            mid = r.to(tl.bfloat16)
+            lo = (r - mid.to(tl.float32)).to(tl.bfloat16)
+            acc = tl.dot(mb, lo, tl.dot(mb, mid, tl.dot(mb, hi, acc)))
+        else:
+            acc = tl.dot(m, x, acc, input_precision=PRECISION)
     tl.store(Out + row[:, None] * width + cols[None, :], acc, mask=r_ok[:, None] & c_ok[None, :])
 
 
@@ -71,8 +81,8 @@ def main():
         k = torch.randn(1, 4, length, 128, device="cuda", dtype=torch.bfloat16, generator=gen)
         v = torch.randn(1, 4, length, 128, device="cuda", dtype=torch.bfloat16, generator=gen)
         pyr = build_kv_pyramid(k, v, tail=True, block_n=128)
-        s64 = pyr.block_sums.contiguous()
-        s32 = s64.float()
+        s32 = pyr.block_sums.float().contiguous()
+        s64 = s32.double()
         for hm in (4, 28):
             lv4 = random_mixed_plan(1, 4, length, 128, 0.25, seed=0)
             levels = lv4.repeat_interleave(hm // 4, 1).contiguous()
@@ -81,7 +91,7 @@ def main():
             print(f"L={length} Hm={hm} shipped form {t0 * 1000:.1f} us", flush=True)
             for (r, c, w, warps), precision, dt in itertools.product(
                     ((64, 32, 64, 4), (64, 64, 64, 4), (64, 32, 128, 4), (64, 64, 128, 8), (128, 32, 64, 8)),
-                    ("ieee", "tf32x3"), ("fp64", "fp32")):
+                    ("ieee", "tf32x3", "bf16x3"), ("fp64", "fp32")):
                 if precision == "ieee" and (c, w) != (32, 64):
                     continue
                 sums = s64 if dt == "fp64" else s32
