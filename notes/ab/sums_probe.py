@@ -17,7 +17,7 @@ import triton.language as tl
 
 from vlmsparse.bench.kernel import random_mixed_plan
 from vlmsparse.kernels import build_kv_pyramid
-from vlmsparse.kernels.pyramid import skipped_key_sums
+from vlmsparse.kernels.pyramid import _skip_mask, skipped_key_sums
 
 
 @triton.jit
@@ -36,10 +36,7 @@ def _sums(Levels, Sums, Out, n_qb, n_kb, rows_per_kv_head, q_len, k_len, width,
     for c0 in range(0, n_kb, C):
         kb = c0 + tl.arange(0, C)
         kb_ok = kb < n_kb
-        lv = tl.load(Levels + row[:, None] * n_kb + kb[None, :], mask=r_ok[:, None] & kb_ok[None, :], other=1)
-        key_end = tl.minimum((kb + 1) * BLOCK_N, k_len)
-        full = key_end[None, :] <= (first_row + (k_len - q_len) + 1)[:, None]
-        m = ((lv == 0) & full).to(tl.float32)
+        m = _skip_mask(Levels, row, r_ok, first_row, kb, kb_ok, n_kb, q_len, k_len, True, BLOCK_N)
         x = tl.load(sums + kb[:, None] * width + cols[None, :], mask=kb_ok[:, None] & c_ok[None, :], other=0.0)
         x = x.to(tl.float32)
         if PRECISION == "bf16x3":  # the sums in three bfloat16 parts (about 24 bits), the 0/1 mask exact

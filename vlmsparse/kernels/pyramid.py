@@ -44,14 +44,6 @@ def _pv(p, v, acc, UPCAST: tl.constexpr):
 
 
 @triton.jit
-def _dot_acc(a, b, acc, UPCAST: tl.constexpr):
-    """``acc + a @ b`` (float32 accumulation), ``a`` and ``b`` already in the matmul's dtype."""
-    if UPCAST:
-        return acc + tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
-    return tl.dot(a, b, acc)
-
-
-@triton.jit
 def _online_update(m_i, l_i, acc, qk, v, UPCAST: tl.constexpr):
     """One online-softmax step over logits ``qk`` (base 2, rows all finite) and values ``v``."""
     m_new = tl.maximum(m_i, tl.max(qk, 1))
@@ -234,7 +226,7 @@ def _tail_key(
     mean_v = sum_v * inv_full
     v_hi = mean_v.to(q.dtype).to(tl.float32)
     mean_v = tl.where(col[:, None] <= 1, v_hi[None, :], tl.where(col[:, None] == 2, (mean_v - v_hi)[None, :], 0.0))
-    acc = _dot_acc(w_full.to(q.dtype), mean_v.to(q.dtype), acc * alpha[:, None], UPCAST)
+    acc = _pv(w_full, mean_v.to(q.dtype), acc * alpha[:, None], UPCAST)
     m_i = m_new
     if DIAG:
         # pass 2: the skipped diagonal keys' values, weighted like a P @ V step
@@ -454,6 +446,20 @@ def _partial_blocks(q_len: int, k_len: int, block_m: int, block_n: int, causal: 
 
 
 @triton.jit
+def _skip_mask(Levels, row, r_ok, first_row, kb, kb_ok, n_kb, q_len, k_len, CAUSAL: tl.constexpr,
+               BLOCK_N: tl.constexpr):
+    """float32 ``[R, C]``: 1 where plan ``row`` (first query ``first_row``) skips key block ``kb`` and sees all of
+    its keys (a skipped block on the diagonal is the kernel's to sum), else 0."""
+    lv = tl.load(Levels + row[:, None] * n_kb + kb[None, :], mask=r_ok[:, None] & kb_ok[None, :], other=1)
+    if CAUSAL:  # every key of the block at or before the query block's first causal limit
+        key_end = tl.minimum((kb + 1) * BLOCK_N, k_len)
+        full = key_end[None, :] <= (first_row + (k_len - q_len) + 1)[:, None]
+    else:
+        full = kb_ok[None, :] & r_ok[:, None]
+    return ((lv == 0) & full).to(tl.float32)
+
+
+@triton.jit
 def _skipped_sums_kernel(Levels, Sums, Out, n_qb, n_kb, rows_per_kv_head, q_len, k_len, width,
                          CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                          R: tl.constexpr, C: tl.constexpr, W: tl.constexpr):
@@ -471,13 +477,7 @@ def _skipped_sums_kernel(Levels, Sums, Out, n_qb, n_kb, rows_per_kv_head, q_len,
     for c0 in range(0, n_kb, C):
         kb = c0 + tl.arange(0, C)
         kb_ok = kb < n_kb
-        lv = tl.load(Levels + row[:, None] * n_kb + kb[None, :], mask=r_ok[:, None] & kb_ok[None, :], other=1)
-        if CAUSAL:  # every key of the block at or before the query block's first causal limit
-            key_end = tl.minimum((kb + 1) * BLOCK_N, k_len)
-            full = key_end[None, :] <= (first_row + (k_len - q_len) + 1)[:, None]
-        else:
-            full = kb_ok[None, :] & r_ok[:, None]
-        m = ((lv == 0) & full).to(tl.float32)
+        m = _skip_mask(Levels, row, r_ok, first_row, kb, kb_ok, n_kb, q_len, k_len, CAUSAL, BLOCK_N)
         x = tl.load(sums + kb[:, None] * width + cols[None, :], mask=kb_ok[:, None] & c_ok[None, :], other=0.0)
         acc += tl.dot(m, x.to(tl.float32), input_precision="ieee")
     tl.store(Out + row[:, None] * width + cols[None, :], acc, mask=r_ok[:, None] & c_ok[None, :])
