@@ -199,6 +199,29 @@ def test_tail_without_its_diagonal_passes_where_the_diagonal_is_kept(dtype):
         assert rel_err(pyramid_attention(q, k, v, levels, **kw, **promise), ref) < TOL[dtype]
 
 
+@pytest.mark.parametrize("tail", [False, True])
+def test_binary_plans_without_the_pooled_loops(tail):
+    # pooled=False compiles the kernel without its pooled loops and builds no pooled K/V (with tail, the block
+    # sums alone): the same output on a binary plan; check_levels finds out by itself
+    torch.manual_seed(7)
+    q, k, v = make_inputs(1, 4, 2, 100, 160, 32)
+    levels = random_levels(1, 2, 100, 160, 16, 16, choices=(0, 1))
+    kw = dict(block_m=16, block_n=16, tail=tail)
+    ref = pyramid_attention_ref(q, k, v, levels, **kw)
+    general = pyramid_attention(q, k, v, levels, **kw, check_levels=False, pooled=True)
+    binary = pyramid_attention(q, k, v, levels, **kw, check_levels=False, pooled=False)
+    found = pyramid_attention(q, k, v, levels, **kw)
+    assert rel_err(general, ref) < TOL[q.dtype]
+    assert torch.equal(binary, general) and torch.equal(found, general)
+    if tail:
+        sums_only = build_kv_pyramid(k, v, tail=True, block_n=16, pooled=False)
+        assert torch.equal(pyramid_attention(q, k, v, levels, **kw, pyramid=sums_only, pooled=False), general)
+        # a plan with pooled blocks needs the pooled levels: a sums-only pyramid is refused
+        mixed = random_levels(1, 2, 100, 160, 16, 16)
+        with pytest.raises(ValueError, match="pooled levels"):
+            pyramid_attention(q, k, v, mixed, **kw, pyramid=sums_only)
+
+
 def test_all_skipped_rows_give_zeros_and_tail_restores_mass():
     q, k, v = make_inputs(1, 2, 1, 64, 64, 32)
     levels = torch.zeros(plan_shape(1, 1, 64, 64, 32, 32), dtype=torch.int8)

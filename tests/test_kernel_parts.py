@@ -59,6 +59,23 @@ def test_pyramid_without_tail_has_no_block_sums():
         build_kv_pyramid(k, k, tail=True, block_n=48)
 
 
+@pytest.mark.parametrize("length,block_n", [(50, 16), (256, 128), (300, 64)])
+def test_pyramid_of_block_sums_only(length, block_n):
+    k = torch.randn(2, 3, length, 32, device=DEVICE)
+    v = torch.randn(2, 3, length, 32, device=DEVICE) + 2.0
+    full = build_kv_pyramid(k, v, tail=True, block_n=block_n)
+    sums = build_kv_pyramid(k, v, tail=True, block_n=block_n, pooled=False)
+    assert not sums.has_pooled and full.has_pooled and sums.has_block_sums(block_n)
+    assert sums.head_dim == full.head_dim == 32
+    torch.testing.assert_close(sums.block_sums, full.block_sums, rtol=0, atol=0)
+    torch.testing.assert_close(sums.block_sums, build_kv_pyramid_torch(k, v, tail=True, block_n=block_n,
+                                                                       pooled=False).block_sums)
+    with pytest.raises(ValueError, match="block sums only"):
+        sums.pooled_k
+    with pytest.raises(ValueError, match="needs tail=True"):
+        build_kv_pyramid(k, v, pooled=False)
+
+
 def _lists(plan):
     """Per row, the kept blocks of each category as sets (order inside a category is increasing in both)."""
     out = []

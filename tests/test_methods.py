@@ -71,6 +71,19 @@ def test_layout_rules_and_valid_levels(name, plan_heads):
     assert plan.diagonal_kept
     if name in ("xattention", "sparge", "dense"):
         assert set(plan.levels.unique().tolist()) <= {0, 1}
+        assert not plan.pooled  # binary planners promise the kernel a plan without pooled blocks
+    else:
+        assert plan.pooled
+
+
+@pytest.mark.parametrize("thresholds", [(0.5, 0.5, 0.5, 0.5), (0.9, 0.9, 0.9, 0.9), (0.0, 0.0, 0.0, 0.0)])
+@pytest.mark.parametrize("mode", ["energy", "quota"])
+def test_psa_with_equal_thresholds_plans_no_pooled_block_and_says_so(thresholds, mode):
+    q, k, _ = _local_inputs(lq=512, d=32, sharp=1.0)
+    plan = _small("psa", thresholds=thresholds, mode=mode, tail=True).plan(q, k)
+    assert not plan.pooled
+    assert set(plan.levels.unique().tolist()) <= {0, 1}
+    assert _small("psa", thresholds=(0.5, 0.5, 0.5, 0.6), mode=mode).plan(q, k).pooled
 
 
 def test_psa_uses_pooled_levels_and_tail_flag():

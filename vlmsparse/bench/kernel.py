@@ -125,6 +125,15 @@ def run_random(args: argparse.Namespace) -> list[dict]:
             rows.append(dict(base, variant=f"pyramid_all_level1_w{warps}s{stages}", sparsity=0.0, ms=t,
                              tflops=flops / t / 1e9, vs_cudnn=t_cudnn / t, rel_err_vs_cudnn=err_dense,
                              with_pyramid_and_compile_ms=t_full))
+            # the same plan as a binary plan (what XAttention's and SpargeAttn's plans run): the kernel compiled
+            # without its pooled loops, no pyramid
+            t_bin = time_ms(lambda: pyramid_attention(
+                q, k, v, ones, block_m=args.block, block_n=args.block, check_levels=False, plan=plan1, pooled=False,
+                num_warps=warps, num_stages=stages))
+            rows.append(dict(base, variant=f"pyramid_all_level1_binary_w{warps}s{stages}", sparsity=0.0, ms=t_bin,
+                             tflops=flops / t_bin / 1e9, vs_cudnn=t_cudnn / t_bin, rel_err_vs_cudnn=rel_err(
+                                 pyramid_attention(q, k, v, ones, block_m=args.block, block_n=args.block,
+                                                   check_levels=False, pooled=False), dense_ref)))
         # kernel alone with a prebuilt pyramid and compiled plan (what a layer pays once planning is done)
         for keep in args.keeps:
             for tail in (False, True):

@@ -5,8 +5,9 @@ those of 8 (``Gp = ceil(Lk / p)``), so that the kernel's pooled loop can gather 
 one tile from one base pointer. For tail aggregation, the sums of every key block's keys and values and its key
 count in one float32 buffer (``[B, Hkv, nKB, 2 D + 1]``), what the kernel's launcher multiplies by a plan's skip
 mask.
-One Triton launch per tensor pools every level and writes the block sums; plain-PyTorch versions define the
-result and serve CPU tensors without the Triton interpreter.
+One Triton launch pools every level of K and V and writes the block sums; a plan with no pooled block (a binary
+plan) needs only the block sums, which the same launch writes alone (``pooled=False``). Plain-PyTorch versions
+define the result and serve CPU tensors without the Triton interpreter.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ def level_offsets(k_len: int) -> dict[int, int]:
 class KVPyramid:
     """Mean-pooled copies of K and V, and (for tail aggregation) the sums of each key block.
 
-    ``pooled_k_all`` / ``pooled_v_all``: ``[B, Hkv, G2 + G4 + G8, D]`` in the dtype of K, contiguous;
+    ``pooled_k_all`` / ``pooled_v_all``: ``[B, Hkv, G2 + G4 + G8, D]`` in the dtype of K, contiguous (``None``
+    in a pyramid built with ``pooled=False``: block sums only, for binary plans with tail aggregation);
     ``pooled_k[p]`` / ``pooled_v[p]`` are views of level ``p`` (``[B, Hkv, ceil(Lk / p), D]``).
     ``block_sums``: ``[B, Hkv, ceil(Lk / block_n), 2 D + 1]`` float32, per key block the sum of its keys, the sum
     of its values and its key count (``None`` without tail); ``block_sum_k`` / ``block_sum_v`` are views of the
@@ -42,8 +44,8 @@ class KVPyramid:
     """
 
     k_len: int
-    pooled_k_all: torch.Tensor
-    pooled_v_all: torch.Tensor
+    pooled_k_all: torch.Tensor | None
+    pooled_v_all: torch.Tensor | None
     block_n: int | None = None
     block_sums: torch.Tensor | None = None
     _views: tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]] | None = field(
@@ -54,6 +56,9 @@ class KVPyramid:
         # made on first use: the kernel reads the whole buffers, and six views made per call cost 13 us of host
         # time (measured on a CPU)
         if self._views is None:
+            if not self.has_pooled:
+                raise ValueError("this pyramid holds block sums only (built with pooled=False); rebuild it with "
+                                 "build_kv_pyramid(k, v) for its pooled levels")
             off = level_offsets(self.k_len)
             ks, vs = {}, {}
             for p in POOLED_LEVELS:
@@ -73,12 +78,23 @@ class KVPyramid:
 
     @property
     def block_sum_k(self) -> torch.Tensor | None:
-        return None if self.block_sums is None else self.block_sums[..., : self.pooled_k_all.shape[-1]]
+        return None if self.block_sums is None else self.block_sums[..., : self.head_dim]
 
     @property
     def block_sum_v(self) -> torch.Tensor | None:
-        d = self.pooled_k_all.shape[-1]
+        d = self.head_dim
         return None if self.block_sums is None else self.block_sums[..., d : 2 * d]
+
+    @property
+    def head_dim(self) -> int:
+        if self.pooled_k_all is not None:
+            return self.pooled_k_all.shape[-1]
+        return (self.block_sums.shape[-1] - 1) // 2
+
+    @property
+    def has_pooled(self) -> bool:
+        """Whether the pooled copies were built (``False``: block sums only)."""
+        return self.pooled_k_all is not None
 
     def has_block_sums(self, block_n: int) -> bool:
         return self.block_sums is not None and self.block_n == block_n
@@ -89,36 +105,49 @@ def _check_block_n(tail: bool, block_n: int) -> None:
         raise ValueError(f"block_n must be one of {VALID_BLOCK_SIZES}, got {block_n!r}")
 
 
-def build_kv_pyramid(k: torch.Tensor, v: torch.Tensor, *, tail: bool = False, block_n: int = 128) -> KVPyramid:
+def build_kv_pyramid(
+    k: torch.Tensor, v: torch.Tensor, *, tail: bool = False, block_n: int = 128, pooled: bool = True
+) -> KVPyramid:
     """Pool K and V in groups of 2, 4 and 8 keys (a partial last group is the mean of its own keys).
 
     With ``tail=True`` also the sums of every ``block_n`` keys and values and their counts (float32), which
-    tail aggregation reads.
+    tail aggregation reads. ``pooled=False`` (with ``tail=True``): the block sums alone, all that a plan without
+    pooled blocks needs.
     """
     _check_block_n(tail, block_n)
+    if not pooled and not tail:
+        raise ValueError("build_kv_pyramid(pooled=False) builds block sums only and needs tail=True; without tail "
+                         "a plan with no pooled block needs no pyramid")
     if not triton_can_run(k.device):
-        return build_kv_pyramid_torch(k, v, tail=tail, block_n=block_n)
+        return build_kv_pyramid_torch(k, v, tail=tail, block_n=block_n, pooled=pooled)
     b, h, length, d = k.shape
     total = level_offsets(length)[0]
     n_kb = cdiv(length, block_n)
-    pooled = [torch.empty(b, h, total, d, device=k.device, dtype=k.dtype) for _ in range(2)]
+    out = [torch.empty(b, h, total, d, device=k.device, dtype=k.dtype) for _ in range(2)] if pooled else [None, None]
     sums = torch.empty(b, h, n_kb, 2 * d + 1, device=k.device, dtype=torch.float32) if tail else None
     block_d = max(16, triton.next_power_of_2(d))
-    for i, (src, dst) in enumerate(zip((k, v), pooled)):
-        # keys' sums in columns [0, D) and their counts in column 2 D; values' sums in [D, 2 D)
-        _pool_kernel[(cdiv(length, _POOL_TILE), b * h)](
-            src, dst, sums[..., i * d :] if tail else dst, length, src.stride(0), src.stride(1), src.stride(2), h, d,
-            n_kb, BLOCK_D=block_d, TILE=_POOL_TILE, BLOCK_SUMS=tail, BLOCK_N=block_n if tail else 128, COUNTS=i == 0,
-        )
-    return KVPyramid(length, pooled[0], pooled[1], block_n if tail else None, sums)
+    dummy = k  # never written: a pointer argument for what is not built
+    # one launch for both tensors (the third grid axis picks K or V); keys' sums in columns [0, D) with their
+    # counts in column 2 D, values' sums in [D, 2 D)
+    _pool_kernel[(cdiv(length, _POOL_TILE), b * h, 2)](
+        k, v, out[0] if pooled else dummy, out[1] if pooled else dummy, sums if tail else dummy, length,
+        k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2), h, d, n_kb,
+        BLOCK_D=block_d, TILE=_POOL_TILE, POOLED=pooled, BLOCK_SUMS=tail, BLOCK_N=block_n if tail else 128,
+    )
+    return KVPyramid(length, out[0], out[1], block_n if tail else None, sums)
 
 
-def build_kv_pyramid_torch(k: torch.Tensor, v: torch.Tensor, *, tail: bool = False, block_n: int = 128) -> KVPyramid:
+def build_kv_pyramid_torch(
+    k: torch.Tensor, v: torch.Tensor, *, tail: bool = False, block_n: int = 128, pooled: bool = True
+) -> KVPyramid:
     """:func:`build_kv_pyramid` in plain PyTorch (the definition; used for CPU tensors)."""
     _check_block_n(tail, block_n)
+    if not pooled and not tail:
+        raise ValueError("build_kv_pyramid(pooled=False) builds block sums only and needs tail=True; without tail "
+                         "a plan with no pooled block needs no pyramid")
     b, h, length, d = k.shape
     out = []
-    for src in (k, v):
+    for src in (k, v) if pooled else ():
         levels = []
         for p in POOLED_LEVELS:
             groups = cdiv(length, p)
@@ -128,6 +157,8 @@ def build_kv_pyramid_torch(k: torch.Tensor, v: torch.Tensor, *, tail: bool = Fal
             s = x.reshape(b, h, groups, p, d).sum(-2, dtype=torch.float32)
             levels.append((s / counts[:, None]).to(src.dtype))
         out.append(torch.cat(levels, dim=2).contiguous())
+    if not pooled:
+        out = [None, None]
     sums = None
     if tail:
         n_kb = cdiv(length, block_n)
@@ -161,11 +192,12 @@ def _load_rows(base, rows, length, stride_l, offs_d, d_mask):
 
 
 @triton.jit
-def _pool_kernel(X, XP, XS, length, stride_b, stride_h, stride_l, n_heads, head_dim, n_kb,
-                 BLOCK_D: tl.constexpr, TILE: tl.constexpr, BLOCK_SUMS: tl.constexpr, BLOCK_N: tl.constexpr,
-                 COUNTS: tl.constexpr):
-    """Pool ``TILE`` keys of one head at levels 2, 4 and 8 (and, with ``BLOCK_SUMS``, sum each key block into rows
-    of ``2 * head_dim + 1`` float32 from ``XS``, and with ``COUNTS`` store its key count at column ``2 * head_dim``).
+def _pool_kernel(K, V, KP, VP, XS, length, stride_kb, stride_kh, stride_kl, stride_vb, stride_vh, stride_vl,
+                 n_heads, head_dim, n_kb, BLOCK_D: tl.constexpr, TILE: tl.constexpr, POOLED: tl.constexpr,
+                 BLOCK_SUMS: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Pool ``TILE`` keys of one head of K (``program_id(2) == 0``) or V at levels 2, 4 and 8 (with ``POOLED``) and,
+    with ``BLOCK_SUMS``, sum each key block into rows of ``2 * head_dim + 1`` float32 of ``XS``: K's sums in columns
+    ``[0, D)`` with the block's key count in column ``2 * head_dim``, V's in ``[D, 2 D)``.
 
     The tile is read as 8 interleaved row sets (rows ``8 r + i``), so every group sum is an elementwise add of
     whole rows held by the same threads: no data moves between threads (a reshape-and-sum over rows did;
@@ -173,13 +205,21 @@ def _pool_kernel(X, XP, XS, length, stride_b, stride_h, stride_l, n_heads, head_
     """
     tile = tl.program_id(0)
     bh = tl.program_id(1)
+    is_k = tl.program_id(2) == 0
     b = bh // n_heads
     h = bh % n_heads
     R: tl.constexpr = TILE // 8
     r = tile * R + tl.arange(0, R)  # level-8 group of each row set's row
     offs_d = tl.arange(0, BLOCK_D)
     d_mask = offs_d < head_dim
-    base = X + b.to(tl.int64) * stride_b + h.to(tl.int64) * stride_h
+    if is_k:
+        base = K + b.to(tl.int64) * stride_kb + h.to(tl.int64) * stride_kh
+        stride_l = stride_kl
+        xp = KP
+    else:
+        base = V + b.to(tl.int64) * stride_vb + h.to(tl.int64) * stride_vh
+        stride_l = stride_vl
+        xp = VP
     x0 = _load_rows(base, 8 * r + 0, length, stride_l, offs_d, d_mask)
     x1 = _load_rows(base, 8 * r + 1, length, stride_l, offs_d, d_mask)
     x2 = _load_rows(base, 8 * r + 2, length, stride_l, offs_d, d_mask)
@@ -188,26 +228,27 @@ def _pool_kernel(X, XP, XS, length, stride_b, stride_h, stride_l, n_heads, head_
     x5 = _load_rows(base, 8 * r + 5, length, stride_l, offs_d, d_mask)
     x6 = _load_rows(base, 8 * r + 6, length, stride_l, offs_d, d_mask)
     x7 = _load_rows(base, 8 * r + 7, length, stride_l, offs_d, d_mask)
-    g2 = (length + 1) // 2
-    g4 = (length + 3) // 4
-    g8 = (length + 7) // 8
-    o2 = XP + bh.to(tl.int64) * (g2 + g4 + g8) * head_dim
-    o4 = o2 + g2 * head_dim
-    o8 = o4 + g4 * head_dim
     s01 = x0 + x1
     s23 = x2 + x3
     s45 = x4 + x5
     s67 = x6 + x7
-    _store_means(o2, s01, 4 * r + 0, length, offs_d, d_mask, head_dim, 2)
-    _store_means(o2, s23, 4 * r + 1, length, offs_d, d_mask, head_dim, 2)
-    _store_means(o2, s45, 4 * r + 2, length, offs_d, d_mask, head_dim, 2)
-    _store_means(o2, s67, 4 * r + 3, length, offs_d, d_mask, head_dim, 2)
     s03 = s01 + s23
     s47 = s45 + s67
-    _store_means(o4, s03, 2 * r + 0, length, offs_d, d_mask, head_dim, 4)
-    _store_means(o4, s47, 2 * r + 1, length, offs_d, d_mask, head_dim, 4)
     s8 = s03 + s47
-    _store_means(o8, s8, r, length, offs_d, d_mask, head_dim, 8)
+    if POOLED:
+        g2 = (length + 1) // 2
+        g4 = (length + 3) // 4
+        g8 = (length + 7) // 8
+        o2 = xp + bh.to(tl.int64) * (g2 + g4 + g8) * head_dim
+        o4 = o2 + g2 * head_dim
+        o8 = o4 + g4 * head_dim
+        _store_means(o2, s01, 4 * r + 0, length, offs_d, d_mask, head_dim, 2)
+        _store_means(o2, s23, 4 * r + 1, length, offs_d, d_mask, head_dim, 2)
+        _store_means(o2, s45, 4 * r + 2, length, offs_d, d_mask, head_dim, 2)
+        _store_means(o2, s67, 4 * r + 3, length, offs_d, d_mask, head_dim, 2)
+        _store_means(o4, s03, 2 * r + 0, length, offs_d, d_mask, head_dim, 4)
+        _store_means(o4, s47, 2 * r + 1, length, offs_d, d_mask, head_dim, 4)
+        _store_means(o8, s8, r, length, offs_d, d_mask, head_dim, 8)
     if BLOCK_SUMS:
         # sums of whole key blocks: BLOCK_N // 8 consecutive level-8 groups each (exact float32 sums)
         PER: tl.constexpr = BLOCK_N // 8
@@ -215,7 +256,8 @@ def _pool_kernel(X, XP, XS, length, stride_b, stride_h, stride_l, n_heads, head_
         bs = tl.sum(tl.reshape(s8, (NB, PER, BLOCK_D)), 1)
         kb = tile * NB + tl.arange(0, NB)
         row = (bh.to(tl.int64) * n_kb + kb) * (2 * head_dim + 1)
-        tl.store(XS + row[:, None] + offs_d[None, :], bs, mask=(kb < n_kb)[:, None] & d_mask[None, :])
-        if COUNTS:
+        col0 = tl.where(is_k, 0, head_dim)
+        tl.store(XS + row[:, None] + col0 + offs_d[None, :], bs, mask=(kb < n_kb)[:, None] & d_mask[None, :])
+        if is_k:
             count = tl.minimum(length - kb * BLOCK_N, BLOCK_N).to(tl.float32)
             tl.store(XS + row + 2 * head_dim, count, mask=kb < n_kb)

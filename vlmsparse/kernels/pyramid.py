@@ -18,7 +18,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .blocks import PARTIAL, block_classes, cdiv
+from .blocks import PARTIAL, VALID_LEVELS, block_classes, cdiv
 from .kv_pyramid import KVPyramid, build_kv_pyramid
 from .plan_lists import CompiledPlan, compile_plan
 from .validation import check_attention_args, interpreting, triton_can_run
@@ -250,7 +250,7 @@ def _pyramid_attention_fwd(
     stride_vb, stride_vh, stride_vn,
     stride_ob, stride_oh, stride_om,
     n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, head_dim,
-    CAUSAL: tl.constexpr, TAIL: tl.constexpr, TAIL_DIAG: tl.constexpr,
+    CAUSAL: tl.constexpr, TAIL: tl.constexpr, TAIL_DIAG: tl.constexpr, POOLED: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, EVEN_D: tl.constexpr,
     UPCAST: tl.constexpr, KV_DESC: tl.constexpr, PYR_DESC: tl.constexpr, HEADS_FIRST: tl.constexpr,
 ):
@@ -330,40 +330,42 @@ def _pyramid_attention_fwd(
         qk = _dot(q, tl.trans(k), UPCAST)
         m_i, l_i, acc = _online_update_scaled(m_i, l_i, acc, qk, qk_scale, v, UPCAST)
 
-    # pooled levels, one loop per level, from the concatenated pyramid ([B, Hkv, G2 + G4 + G8, D], contiguous)
-    pyr_bh = b * n_kv_heads + kvh
-    g2 = (k_len + 1) // 2
-    g4 = (k_len + 3) // 4
-    g8 = (k_len + 7) // 8
-    kp_base = KP + pyr_bh.to(tl.int64) * (g2 + g4 + g8) * head_dim  # level 2, then level 4, then level 8
-    vp_base = VP + pyr_bh.to(tl.int64) * (g2 + g4 + g8) * head_dim
-    # spans: consecutive blocks of one level read as one full tile of pooled keys
-    m_i, l_i, acc = _pooled_spans(
-        m_i, l_i, acc, q, qk_scale, idx_ptr, o_exact, o_s2, kp_base, vp_base, DescKP, DescVP, b, kvh, 0,
-        offs_d, d_mask, head_dim, 2, 1.0, BLOCK_N, BLOCK_D, EVEN_D, UPCAST, PYR_DESC,
-    )
-    m_i, l_i, acc = _pooled_spans(
-        m_i, l_i, acc, q, qk_scale, idx_ptr, o_s2, o_s4, kp_base + g2 * head_dim, vp_base + g2 * head_dim,
-        DescKP, DescVP, b, kvh, g2, offs_d, d_mask, head_dim, 4, 2.0, BLOCK_N, BLOCK_D, EVEN_D, UPCAST, PYR_DESC,
-    )
-    m_i, l_i, acc = _pooled_spans(
-        m_i, l_i, acc, q, qk_scale, idx_ptr, o_s4, o_s8, kp_base + (g2 + g4) * head_dim,
-        vp_base + (g2 + g4) * head_dim, DescKP, DescVP, b, kvh, g2 + g4, offs_d, d_mask, head_dim, 8, 3.0, BLOCK_N,
-        BLOCK_D, EVEN_D, UPCAST, PYR_DESC,
-    )
-    # single pooled blocks: one narrow tile each
-    m_i, l_i, acc = _pooled_blocks(
-        m_i, l_i, acc, q, qk_scale, idx_ptr, o_s8, o_p2, kp_base, vp_base,
-        offs_d, d_mask, k_len, head_dim, 2, BLOCK_N, EVEN_D, UPCAST,
-    )
-    m_i, l_i, acc = _pooled_blocks(
-        m_i, l_i, acc, q, qk_scale, idx_ptr, o_p2, o_p4, kp_base + g2 * head_dim, vp_base + g2 * head_dim,
-        offs_d, d_mask, k_len, head_dim, 4, BLOCK_N, EVEN_D, UPCAST,
-    )
-    m_i, l_i, acc = _pooled_blocks(
-        m_i, l_i, acc, q, qk_scale, idx_ptr, o_p4, o_p8, kp_base + (g2 + g4) * head_dim,
-        vp_base + (g2 + g4) * head_dim, offs_d, d_mask, k_len, head_dim, 8, BLOCK_N, EVEN_D, UPCAST,
-    )
+    # pooled levels, one loop per level, from the concatenated pyramid ([B, Hkv, G2 + G4 + G8, D], contiguous);
+    # POOLED=False (a plan with no pooled block, which the caller guarantees) compiles them out
+    if POOLED:
+        pyr_bh = b * n_kv_heads + kvh
+        g2 = (k_len + 1) // 2
+        g4 = (k_len + 3) // 4
+        g8 = (k_len + 7) // 8
+        kp_base = KP + pyr_bh.to(tl.int64) * (g2 + g4 + g8) * head_dim  # level 2, then level 4, then level 8
+        vp_base = VP + pyr_bh.to(tl.int64) * (g2 + g4 + g8) * head_dim
+        # spans: consecutive blocks of one level read as one full tile of pooled keys
+        m_i, l_i, acc = _pooled_spans(
+            m_i, l_i, acc, q, qk_scale, idx_ptr, o_exact, o_s2, kp_base, vp_base, DescKP, DescVP, b, kvh, 0,
+            offs_d, d_mask, head_dim, 2, 1.0, BLOCK_N, BLOCK_D, EVEN_D, UPCAST, PYR_DESC,
+        )
+        m_i, l_i, acc = _pooled_spans(
+            m_i, l_i, acc, q, qk_scale, idx_ptr, o_s2, o_s4, kp_base + g2 * head_dim, vp_base + g2 * head_dim,
+            DescKP, DescVP, b, kvh, g2, offs_d, d_mask, head_dim, 4, 2.0, BLOCK_N, BLOCK_D, EVEN_D, UPCAST, PYR_DESC,
+        )
+        m_i, l_i, acc = _pooled_spans(
+            m_i, l_i, acc, q, qk_scale, idx_ptr, o_s4, o_s8, kp_base + (g2 + g4) * head_dim,
+            vp_base + (g2 + g4) * head_dim, DescKP, DescVP, b, kvh, g2 + g4, offs_d, d_mask, head_dim, 8, 3.0, BLOCK_N,
+            BLOCK_D, EVEN_D, UPCAST, PYR_DESC,
+        )
+        # single pooled blocks: one narrow tile each
+        m_i, l_i, acc = _pooled_blocks(
+            m_i, l_i, acc, q, qk_scale, idx_ptr, o_s8, o_p2, kp_base, vp_base,
+            offs_d, d_mask, k_len, head_dim, 2, BLOCK_N, EVEN_D, UPCAST,
+        )
+        m_i, l_i, acc = _pooled_blocks(
+            m_i, l_i, acc, q, qk_scale, idx_ptr, o_p2, o_p4, kp_base + g2 * head_dim, vp_base + g2 * head_dim,
+            offs_d, d_mask, k_len, head_dim, 4, BLOCK_N, EVEN_D, UPCAST,
+        )
+        m_i, l_i, acc = _pooled_blocks(
+            m_i, l_i, acc, q, qk_scale, idx_ptr, o_p4, o_p8, kp_base + (g2 + g4) * head_dim,
+            vp_base + (g2 + g4) * head_dim, offs_d, d_mask, k_len, head_dim, 8, BLOCK_N, EVEN_D, UPCAST,
+        )
 
     # blocks on the causal diagonal or at the end of the sequence: exact, token-level masks
     limit = offs_m + (k_len - q_len)  # last key each row may see
@@ -437,6 +439,13 @@ def can_use_tma(k: torch.Tensor, v: torch.Tensor, check_device: bool = True) -> 
 def _kv_descriptor(t: torch.Tensor, block_n: int):
     """A ``[B, Hkv, Lk, D]`` descriptor whose tiles are ``block_n`` rows of one head."""
     return TensorDescriptor(t, list(t.shape), list(t.stride()), [1, 1, block_n, t.shape[-1]])
+
+
+def _valid_levels(levels: torch.Tensor) -> torch.Tensor:
+    ok = torch.zeros_like(levels, dtype=torch.bool)
+    for lv in VALID_LEVELS:
+        ok |= levels == lv
+    return ok
 
 
 @functools.lru_cache(maxsize=64)
@@ -530,6 +539,7 @@ def pyramid_attention(
     num_stages: int | None = None,
     tma: bool | None = None,
     diagonal_kept: bool = False,
+    pooled: bool | None = None,
 ) -> torch.Tensor:
     """Causal, grouped-query pyramid sparse attention.
 
@@ -548,12 +558,18 @@ def pyramid_attention(
         diagonal_kept: the caller guarantees that ``levels`` skips no block meeting the causal diagonal (every
             planner of this package keeps them): tail aggregation then runs without its per-row passes over
             such blocks, which cost registers in every program that has a tail. Without it, ``check_levels``
-            finds out from ``levels`` (one more device sync with ``tail``); with neither, those passes stay in.
+            finds out from ``levels`` (in the same device sync as its value check); with neither, those passes
+            stay in.
+        pooled: whether ``levels`` may hold pooled blocks (2, 4, 8). ``False`` (the caller guarantees a binary
+            plan: XAttention's, SpargeAttn's, every block exact) runs a kernel compiled without the pooled
+            loops and builds no pooled K/V (with ``tail``, only the block sums); a pooled block in such a plan
+            would be read as skipped. ``None``: found out from ``levels`` where ``check_levels`` syncs anyway,
+            else ``True``.
 
     Returns:
         ``[B, Hq, Lq, D]`` in the dtype of ``q``.
     """
-    check_attention_args(q, k, v, levels, block_m, block_n, check_values=check_levels, sm_scale=sm_scale)
+    check_attention_args(q, k, v, levels, block_m, block_n, check_values=False, sm_scale=sm_scale)
     if not triton_can_run(q.device):
         raise ValueError(
             f"pyramid_attention runs its Triton kernel on a CUDA device, but q is on {q.device}; move the tensors "
@@ -563,12 +579,32 @@ def pyramid_attention(
     b, hq, lq, d = q.shape
     hkv, lk = k.shape[1], k.shape[2]
     scale = 1.0 / math.sqrt(d) if sm_scale is None else float(sm_scale)
+    tail_diag = False
+    if check_levels:
+        # the level values, and what the launch needs to know of them, in one device sync
+        facts = [_valid_levels(levels).all()]
+        if pooled is None:
+            facts.append((levels > 1).any())
+        if tail and not diagonal_kept:
+            facts.append(((levels == 0) & _partial_blocks(lq, lk, block_m, block_n, causal, levels.device)).any())
+        facts = torch.stack(facts).tolist()
+        if not facts[0]:
+            bad = levels[~_valid_levels(levels)].unique()[:8].tolist()
+            raise ValueError(f"levels values must be in {VALID_LEVELS}, found {bad}")
+        if pooled is None:
+            pooled = bool(facts[1])
+        if tail and not diagonal_kept:
+            tail_diag = bool(facts[-1])
+    elif tail and not diagonal_kept:
+        tail_diag = True
+    if pooled is None:
+        pooled = True
     if pyramid is None:
-        pyramid = build_kv_pyramid(k, v, tail=tail, block_n=block_n)
-    elif pyramid.k_len != lk or (tail and not pyramid.has_block_sums(block_n)):
+        pyramid = build_kv_pyramid(k, v, tail=tail, block_n=block_n, pooled=pooled) if (pooled or tail) else None
+    elif pyramid.k_len != lk or (tail and not pyramid.has_block_sums(block_n)) or (pooled and not pyramid.has_pooled):
         raise ValueError(
-            "pyramid was built for other K/V (or without tail=True and this block_n); rebuild it with "
-            f"build_kv_pyramid(k, v, tail={tail}, block_n={block_n})"
+            "pyramid was built for other K/V (or without tail=True and this block_n, or without its pooled levels); "
+            f"rebuild it with build_kv_pyramid(k, v, tail={tail}, block_n={block_n})"
         )
     if plan is None:
         plan = compile_plan(levels, lq, lk, block_m, block_n, causal)
@@ -582,7 +618,7 @@ def pyramid_attention(
     out = torch.empty_like(q)
     n_qb, n_kb = cdiv(lq, block_m), cdiv(lk, block_n)
     block_d = max(16, triton.next_power_of_2(d))
-    dummy = pyramid.pooled_k_all
+    dummy = k  # a pointer argument for what this launch does not read
     if num_warps is None:
         num_warps = 8 if block_m >= 128 else 4
     if num_stages is None:
@@ -596,19 +632,17 @@ def pyramid_attention(
         )
     desc_k = _kv_descriptor(k, block_n) if tma else k
     desc_v = _kv_descriptor(v, block_n) if tma else v
+    kp_all = pyramid.pooled_k_all if pooled else dummy
+    vp_all = pyramid.pooled_v_all if pooled else dummy
     # spans of pooled keys through descriptors too, where K/V are (the pyramid is contiguous, same head dim)
-    pyr_desc = bool(tma) and can_use_tma(pyramid.pooled_k_all, pyramid.pooled_v_all, check_device=False)
-    desc_kp = _kv_descriptor(pyramid.pooled_k_all, block_n) if pyr_desc else pyramid.pooled_k_all
-    desc_vp = _kv_descriptor(pyramid.pooled_v_all, block_n) if pyr_desc else pyramid.pooled_v_all
-    tail_diag = False
-    if tail and not diagonal_kept:
-        tail_diag = not check_levels or bool(((levels == 0) & _partial_blocks(lq, lk, block_m, block_n, causal,
-                                                                              levels.device)).any())
+    pyr_desc = bool(tma) and pooled and can_use_tma(kp_all, vp_all, check_device=False)
+    desc_kp = _kv_descriptor(kp_all, block_n) if pyr_desc else kp_all
+    desc_vp = _kv_descriptor(vp_all, block_n) if pyr_desc else vp_all
     heads_first = GRID_HEADS_FIRST if GRID_HEADS_FIRST is not None else n_qb <= HEADS_FIRST_MAX_QUERY_BLOCKS
     grid = (b * hq, n_qb) if heads_first else (n_qb, b * hq)
     _pyramid_attention_fwd[grid](
         q, k, v, out,
-        pyramid.pooled_k_all, pyramid.pooled_v_all,
+        kp_all, vp_all,
         skipped_key_sums(levels, pyramid, lq, lk, block_m, block_n, causal) if tail else dummy,
         plan.block_idx, plan.cat_offsets,
         desc_k, desc_v, desc_kp, desc_vp,
@@ -618,7 +652,7 @@ def pyramid_attention(
         v.stride(0), v.stride(1), v.stride(2),
         out.stride(0), out.stride(1), out.stride(2),
         hq, hkv, plan.plan_heads, n_qb, n_kb, lq, lk, d,
-        CAUSAL=causal, TAIL=tail, TAIL_DIAG=tail_diag,
+        CAUSAL=causal, TAIL=tail, TAIL_DIAG=tail_diag, POOLED=pooled,
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, EVEN_D=(block_d == d),
         UPCAST=(q.dtype == torch.float32 or (q.dtype == torch.bfloat16 and interpreting())),
         KV_DESC=bool(tma), PYR_DESC=pyr_desc, HEADS_FIRST=heads_first,

@@ -111,6 +111,10 @@ class Plan:
     #: Tail aggregation then runs without its passes over skipped diagonal blocks. Clear it after editing
     #: ``levels`` to skip one.
     diagonal_kept: bool = False
+    #: ``levels`` may hold pooled blocks (2, 4, 8). ``False`` (the planner makes binary plans:
+    #: :meth:`Method.plans_pooled`) runs the kernel compiled without its pooled loops and builds no pooled K/V.
+    #: Set it back to ``True`` after editing ``levels`` to pool a block.
+    pooled: bool = True
 
     def compile(self) -> CompiledPlan:
         """The kernel's lists of this plan (made on first use when the planner did not make them)."""
@@ -123,7 +127,8 @@ class Plan:
         from vlmsparse.kernels import pyramid_attention
 
         return pyramid_attention(q, k, v, self.levels, sm_scale=sm_scale, plan=self.compile(), check_levels=False,
-                                 diagonal_kept=self.diagonal_kept, **self.kernel_kwargs(), **kernel)
+                                 diagonal_kept=self.diagonal_kept, pooled=self.pooled, **self.kernel_kwargs(),
+                                 **kernel)
 
     def sparsity(self) -> PlanSparsity:
         """Cost sums and counted blocks per ``[batch, plan head]`` (see :mod:`vlmsparse.methods.sparsity`)."""
@@ -351,7 +356,13 @@ class Method:
             compiled=compiled,
             interleaved_text=interleaved_text,
             diagonal_kept=True,
+            pooled=self.plans_pooled(),
         )
+
+    def plans_pooled(self) -> bool:
+        """Whether this planner's plans may hold pooled blocks (levels 2, 4, 8); binary planners say ``False``,
+        and their plans run the kernel without its pooled loops."""
+        return True
 
     def select(self, q: torch.Tensor, k: torch.Tensor, layout: BlockLayout, plan_heads: int) -> torch.Tensor:
         """Levels ``[B, plan_heads, nQB, nKB]`` for the free blocks (others are overwritten by the layout rules,

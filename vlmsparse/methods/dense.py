@@ -22,6 +22,9 @@ class Dense(Method):
     name = "dense"
     config_class = DenseConfig
 
+    def plans_pooled(self) -> bool:
+        return False  # binary plans (levels 0 / 1)
+
     def select(self, q: torch.Tensor, k: torch.Tensor, layout: BlockLayout, plan_heads: int) -> torch.Tensor:
         b = q.shape[0]
         return torch.ones(b, plan_heads, *layout.classes.shape, dtype=torch.int8, device=q.device)

@@ -166,6 +166,7 @@ class HeadSplitPlanner:
         levels = None
         first: Plan | None = None
         diagonal_kept = True
+        pooled = False
         for i, planner in enumerate(planners):
             heads = (owner == i).nonzero().flatten()
             if heads.numel() == 0:
@@ -177,6 +178,7 @@ class HeadSplitPlanner:
                 qs, ks = q[:, q_heads.to(q.device)], k[:, heads.to(k.device)]
             part = planner.plan(qs, ks, visual, interleaved_text)
             diagonal_kept = diagonal_kept and part.diagonal_kept
+            pooled = pooled or part.pooled
             if levels is None:
                 first = part
                 levels = torch.empty((part.levels.shape[0], hm, *part.levels.shape[2:]), dtype=part.levels.dtype,
@@ -186,7 +188,8 @@ class HeadSplitPlanner:
         # the parts' compiled lists cover their own heads only: the joined levels are compiled anew
         compiled = compile_plan(levels, first.q_len, first.k_len, first.block_m, first.block_n, first.causal) if (
             first.compiled is not None) else None
-        return dataclasses.replace(first, levels=levels, compiled=compiled, diagonal_kept=diagonal_kept)
+        return dataclasses.replace(first, levels=levels, compiled=compiled, diagonal_kept=diagonal_kept,
+                                   pooled=pooled)
 
     def __repr__(self) -> str:
         return f"HeadSplitPlanner(default={self.default!r}, parts={self.parts!r})"

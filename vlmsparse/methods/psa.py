@@ -184,6 +184,10 @@ class PSA(Method):
                           "lone_level2_exact": False},
     }
 
+    def plans_pooled(self) -> bool:
+        # equal first and last thresholds leave levels 2, 4 and 8 empty intervals: exact or skipped blocks only
+        return self.config.thresholds[0] < self.config.thresholds[3]
+
     def importance(self, q: torch.Tensor, k: torch.Tensor, layout: BlockLayout) -> torch.Tensor:
         """Block importance ``[B, Hq, nQB, nKB]`` (only relative sizes within a row matter)."""
         cfg = self.config

@@ -81,6 +81,9 @@ class Sparge(Method):
     config_class = SpargeConfig
     presets = {"library-defaults": {}}
 
+    def plans_pooled(self) -> bool:
+        return False  # binary plans (levels 0 / 1)
+
     def select(self, q: torch.Tensor, k: torch.Tensor, layout: BlockLayout, plan_heads: int) -> torch.Tensor:
         cfg = self.config
         b, hq = q.shape[:2]

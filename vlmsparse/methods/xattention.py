@@ -67,6 +67,9 @@ class XAttention(Method):
     select_applies_layout_rules = True
     presets = {"videomme": {}}
 
+    def plans_pooled(self) -> bool:
+        return False  # binary plans (levels 0 / 1)
+
     def select(self, q: torch.Tensor, k: torch.Tensor, layout: BlockLayout, plan_heads: int) -> torch.Tensor:
         cfg = self.config
         imp = antidiagonal_block_scores(
