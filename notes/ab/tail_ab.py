@@ -97,8 +97,10 @@ def main():
     p.add_argument("--quick", action="store_true",
                    help="fewer plans: level 4 and sink-and-diagonal, random keep 0.25 and 0.1 (one seed), PSA's "
                         "default on the medium family")
+    p.add_argument("--no-diagonal-passes", action="store_true",
+                   help="leave out the current version with its tail passes over skipped diagonal blocks")
     args = p.parse_args()
-    vers = versions(args.tags, diagonal_passes=not args.quick)
+    vers = versions(args.tags, diagonal_passes=not (args.quick or args.no_diagonal_passes))
     with open(args.csv, "w", newline="") as f:
         writer = Rows(f, fieldnames=["length", "plan", "version", "ms", "ms_tail", "tail_overhead",
                                                "vs_current", "vs_current_tail", "diff", "diff_tail"])
