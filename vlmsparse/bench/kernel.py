@@ -4,7 +4,8 @@ Every ratio is against torch SDPA with the cuDNN backend (dense causal GQA) meas
 same inputs. Correctness against the float64 reference is checked in the same run, on every head, for the
 first and the last ``--check-rows`` queries (both are exact sub-problems of the causal prefill). The planner
 part (``--methods``) builds video-like inputs of ``L / 256`` frames of 16 x 16 visual tokens plus 96 text
-tokens, so its rows are 96 tokens longer than the length asked for (8192 -> 8288); it says so.
+tokens, so its rows are 96 tokens longer than the length asked for (8192 -> 8288); it says so. Those inputs come
+in the families of ``bench pareto`` (``--families``: how concentrated attention is).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from .common import (
     time_ms,
     write_csv,
 )
+from .pareto import FAMILIES
 
 #: Shown under ``--help``; every example needs a CUDA GPU.
 EXAMPLES = """\
@@ -242,24 +244,27 @@ def run_methods(args: argparse.Namespace) -> list[dict]:
     dtype = getattr(torch, args.dtype)
     cudnn = sdpa_dense("cudnn")
     rows: list[dict] = []
-    for length in args.lengths:
+    for length, family in ((n, f) for n in args.lengths for f in args.families):
         frames, height, width = VIDEO_GRIDS.get(length, (length // 256, 16, 16))
         q, k, v, visual = video_qkv(frames, height, width, heads_q=args.heads_q, heads_kv=args.heads_kv,
-                                    head_dim=args.head_dim, device="cuda", dtype=dtype, seed=length)
+                                    head_dim=args.head_dim, device="cuda", dtype=dtype, seed=length,
+                                    **FAMILIES[family])
         total = q.shape[2]
-        if total != length:
+        if total != length and family == args.families[0]:
             print(f"asked for {length} tokens: {frames} frames of {height}x{width} visual tokens and "
                   f"{total - frames * height * width} text tokens make {total} (the L column)", flush=True)
         t_cudnn = time_ms(lambda: cudnn(q, k, v))
         t_cudnn_device = device_time_ms(lambda: cudnn(q, k, v))  # as plan + kernel's total_device_ms below
         shapes = dict(B=1, Hq=args.heads_q, Hkv=args.heads_kv, L=total, visual_tokens=int(visual.sum()),
-                      D=args.head_dim, dtype=args.dtype)
+                      D=args.head_dim, dtype=args.dtype, family=family)
         for label in args.methods:
             setting = dict(METHOD_SETTINGS[label])
             method = get_method(setting.pop("name"), **setting)
             plan = method.plan(q, k, visual)
             sp = plan.sparsity()
-            pyr = build_kv_pyramid(k, v, tail=plan.tail, block_n=plan.block_n)
+            # what the plan's kernel reads: no pyramid for a binary plan without tail, block sums alone with it
+            pyr = (build_kv_pyramid(k, v, tail=plan.tail, block_n=plan.block_n, pooled=plan.pooled)
+                   if plan.pooled or plan.tail else None)
             t_plan = time_ms(lambda: method.plan(q, k, visual))
             t_plan_device = device_time_ms(lambda: method.plan(q, k, visual))
             t_kernel = time_ms(lambda: plan.run(q, k, v, pyramid=pyr))
@@ -309,6 +314,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--methods", nargs="*", default=list(METHOD_SETTINGS), choices=list(METHOD_SETTINGS),
                    help=f"planners timed with the kernel on video-like inputs; give none to skip "
                    f"(default: {' '.join(METHOD_SETTINGS)})")
+    p.add_argument("--families", nargs="+", default=["diffuse", "medium", "peaked"], choices=list(FAMILIES),
+                   help="input families of the planners' part, as in bench pareto (default: diffuse medium peaked; "
+                   "medium is the input this part used alone before)")
     p.add_argument("--skip-random", action="store_true", help="skip the all-level-1 and random-plan part")
     p.add_argument("--skip-levels", action="store_true", help="skip the per-level marginal cost part")
     add_output_arguments(p, "kernel")
@@ -344,7 +352,7 @@ def run(args: argparse.Namespace) -> int:
         rows += lrows
     if args.methods:
         mrows = run_methods(args)
-        print_table(mrows, ["L", "variant", "sparsity", "plan_ms", "plan_device_ms", "ms", "total_ms", "cudnn_ms",
+        print_table(mrows, ["L", "family", "variant", "sparsity", "plan_ms", "plan_device_ms", "ms", "total_ms", "cudnn_ms",
                             "total_vs_cudnn", "total_device_vs_cudnn", "plan_share_of_dense",
                             "plan_device_share_of_dense", "target_ms", "rel_err_vs_dense"])
         rows += mrows
