@@ -26,23 +26,7 @@ from vlmsparse.bench.synthetic import video_qkv
 from vlmsparse.kernels import build_kv_pyramid, compile_plan, plan_shape, pyramid_attention
 from vlmsparse.methods import get_method
 
-
-def bench(fn):
-    return min(triton.testing.do_bench(fn, warmup=25, rep=150, return_mode="median") for _ in range(2))
-
-
-def graphed(fn):
-    fn()
-    torch.cuda.synchronize()
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        fn()
-    torch.cuda.current_stream().wait_stream(s)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        fn()
-    return bench(g.replay)
+from tail_parts import bench, graphed  # this folder is on the path when run as a script
 
 
 def main():

@@ -19,6 +19,7 @@ import triton
 import triton.language as tl
 
 from .blocks import POOLED_LEVELS, VALID_BLOCK_SIZES, cdiv
+from .pdl import pdl_ok, release_dependents
 from .validation import triton_can_run
 
 _POOL_TILE = 128  # keys per program of the pooling kernel (a multiple of 8 and of every block size)
@@ -100,9 +101,12 @@ class KVPyramid:
         return self.block_sums is not None and self.block_n == block_n
 
 
-def _check_block_n(tail: bool, block_n: int) -> None:
+def _check_build_args(tail: bool, block_n: int, pooled: bool) -> None:
     if tail and block_n not in VALID_BLOCK_SIZES:
         raise ValueError(f"block_n must be one of {VALID_BLOCK_SIZES}, got {block_n!r}")
+    if not pooled and not tail:
+        raise ValueError("build_kv_pyramid(pooled=False) builds block sums only and needs tail=True; without tail "
+                         "a plan with no pooled block needs no pyramid")
 
 
 def build_kv_pyramid(
@@ -114,10 +118,7 @@ def build_kv_pyramid(
     tail aggregation reads. ``pooled=False`` (with ``tail=True``): the block sums alone, all that a plan without
     pooled blocks needs.
     """
-    _check_block_n(tail, block_n)
-    if not pooled and not tail:
-        raise ValueError("build_kv_pyramid(pooled=False) builds block sums only and needs tail=True; without tail "
-                         "a plan with no pooled block needs no pyramid")
+    _check_build_args(tail, block_n, pooled)
     if not triton_can_run(k.device):
         return build_kv_pyramid_torch(k, v, tail=tail, block_n=block_n, pooled=pooled)
     b, h, length, d = k.shape
@@ -133,6 +134,7 @@ def build_kv_pyramid(
         k, v, out[0] if pooled else dummy, out[1] if pooled else dummy, sums if tail else dummy, length,
         k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2), h, d, n_kb,
         BLOCK_D=block_d, TILE=_POOL_TILE, POOLED=pooled, BLOCK_SUMS=tail, BLOCK_N=block_n if tail else 128,
+        RELEASE=pdl_ok(k.device),
     )
     return KVPyramid(length, out[0], out[1], block_n if tail else None, sums)
 
@@ -141,13 +143,10 @@ def build_kv_pyramid_torch(
     k: torch.Tensor, v: torch.Tensor, *, tail: bool = False, block_n: int = 128, pooled: bool = True
 ) -> KVPyramid:
     """:func:`build_kv_pyramid` in plain PyTorch (the definition; used for CPU tensors)."""
-    _check_block_n(tail, block_n)
-    if not pooled and not tail:
-        raise ValueError("build_kv_pyramid(pooled=False) builds block sums only and needs tail=True; without tail "
-                         "a plan with no pooled block needs no pyramid")
+    _check_build_args(tail, block_n, pooled)
     b, h, length, d = k.shape
-    out = []
-    for src in (k, v) if pooled else ():
+    out = [None, None]
+    for i, src in enumerate((k, v) if pooled else ()):
         levels = []
         for p in POOLED_LEVELS:
             groups = cdiv(length, p)
@@ -156,9 +155,7 @@ def build_kv_pyramid_torch(
             x = torch.nn.functional.pad(src, (0, 0, 0, pad)) if pad else src
             s = x.reshape(b, h, groups, p, d).sum(-2, dtype=torch.float32)
             levels.append((s / counts[:, None]).to(src.dtype))
-        out.append(torch.cat(levels, dim=2).contiguous())
-    if not pooled:
-        out = [None, None]
+        out[i] = torch.cat(levels, dim=2).contiguous()
     sums = None
     if tail:
         n_kb = cdiv(length, block_n)
@@ -194,15 +191,17 @@ def _load_rows(base, rows, length, stride_l, offs_d, d_mask):
 @triton.jit
 def _pool_kernel(K, V, KP, VP, XS, length, stride_kb, stride_kh, stride_kl, stride_vb, stride_vh, stride_vl,
                  n_heads, head_dim, n_kb, BLOCK_D: tl.constexpr, TILE: tl.constexpr, POOLED: tl.constexpr,
-                 BLOCK_SUMS: tl.constexpr, BLOCK_N: tl.constexpr):
+                 BLOCK_SUMS: tl.constexpr, BLOCK_N: tl.constexpr, RELEASE: tl.constexpr):
     """Pool ``TILE`` keys of one head of K (``program_id(2) == 0``) or V at levels 2, 4 and 8 (with ``POOLED``) and,
     with ``BLOCK_SUMS``, sum each key block into rows of ``2 * head_dim + 1`` float32 of ``XS``: K's sums in columns
     ``[0, D)`` with the block's key count in column ``2 * head_dim``, V's in ``[D, 2 D)``.
 
     The tile is read as 8 interleaved row sets (rows ``8 r + i``), so every group sum is an elementwise add of
     whole rows held by the same threads: no data moves between threads (a reshape-and-sum over rows did;
-    timings in notes/kernel.md).
+    timings in notes/kernel.md). ``RELEASE``: a chained launch after this one may start at once (its programs wait
+    for this launch's end before they read the pyramid: :mod:`vlmsparse.kernels.pdl`).
     """
+    release_dependents(RELEASE)
     tile = tl.program_id(0)
     bh = tl.program_id(1)
     is_k = tl.program_id(2) == 0

@@ -18,10 +18,17 @@ import torch
 import triton
 import triton.language as tl
 
-from .blocks import PARTIAL, VALID_LEVELS, block_classes, cdiv
+from .blocks import PARTIAL, block_classes, cdiv
 from .kv_pyramid import KVPyramid, build_kv_pyramid
+from .pdl import pdl_ok, release_dependents, wait_for_prior
 from .plan_lists import CompiledPlan, compile_plan
-from .validation import check_attention_args, interpreting, triton_can_run
+from .validation import (
+    check_attention_args,
+    interpreting,
+    raise_bad_level_values,
+    triton_can_run,
+    valid_level_values,
+)
 
 LOG2E = 1.4426950408889634
 
@@ -257,6 +264,7 @@ def _pyramid_attention_fwd(
     CAUSAL: tl.constexpr, TAIL: tl.constexpr, TAIL_DIAG: tl.constexpr, POOLED: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, EVEN_D: tl.constexpr,
     UPCAST: tl.constexpr, KV_DESC: tl.constexpr, PYR_DESC: tl.constexpr, HEADS_FIRST: tl.constexpr,
+    PDL: tl.constexpr,
 ):
     # heavy (late) query blocks first: better load balance under causal masking; HEADS_FIRST launches the last
     # query block of every head before the second-to-last of any
@@ -323,6 +331,10 @@ def _pyramid_attention_fwd(
         qk = _dot(q, tl.trans(k), UPCAST)
         m_i, l_i, acc = _online_update_scaled(m_i, l_i, acc, qk, qk_scale, v, UPCAST)
 
+    # PDL: this launch is chained (vlmsparse.kernels.pdl) after the pyramid's (1) or the skipped sums' (2: the
+    # pyramid was complete before them); every program waits once, before it first reads what they wrote
+    wait_for_prior(PDL == 1)
+
     # pooled levels, one loop per level, from the concatenated pyramid ([B, Hkv, G2 + G4 + G8, D], contiguous);
     # POOLED=False (a plan with no pooled block, which the caller guarantees) compiles them out
     if POOLED:
@@ -365,6 +377,7 @@ def _pyramid_attention_fwd(
         # launch just before, so they come from L2), and used after them. Read at the start of the program they
         # stayed in registers through every loop, which slowed the pooled loops of plans with no tail at all
         # (one level 2: +4.8% at 32k). Only a program whose plan skips something visible applies the tail key.
+        wait_for_prior(PDL == 2)
         o_skip_part = tl.load(off_ptr + 9)
         has_tail = tl.load(off_ptr + 10) > o_mask
         sums = SkipSums + row.to(tl.int64) * (2 * head_dim + 1)
@@ -446,13 +459,6 @@ def _kv_descriptor(t: torch.Tensor, block_n: int):
     return TensorDescriptor(t, list(t.shape), list(t.stride()), [1, 1, block_n, t.shape[-1]])
 
 
-def _valid_levels(levels: torch.Tensor) -> torch.Tensor:
-    ok = torch.zeros_like(levels, dtype=torch.bool)
-    for lv in VALID_LEVELS:
-        ok |= levels == lv
-    return ok
-
-
 @functools.lru_cache(maxsize=64)
 def _partial_blocks(q_len: int, k_len: int, block_m: int, block_n: int, causal: bool, device: torch.device) -> torch.Tensor:
     """bool ``[nQB, nKB]``: the blocks that meet the causal diagonal."""
@@ -476,9 +482,14 @@ def _skip_mask(Levels, row, r_ok, first_row, kb, kb_ok, n_kb, q_len, k_len, CAUS
 @triton.jit
 def _skipped_sums_kernel(Levels, Sums, Out, n_qb, n_kb, rows_per_kv_head, q_len, k_len, width,
                          CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                         R: tl.constexpr, C: tl.constexpr, W: tl.constexpr):
+                         R: tl.constexpr, C: tl.constexpr, W: tl.constexpr, CHAINED: tl.constexpr,
+                         RELEASE: tl.constexpr):
     """Rows ``R`` x columns ``W`` of :func:`skipped_key_sums` for one (batch, kv-head): the 0/1 mask of wholly
-    visible skipped blocks (from ``levels`` and the block geometry) times the block sums, ``C`` blocks a step."""
+    visible skipped blocks (from ``levels`` and the block geometry) times the block sums, ``C`` blocks a step.
+    ``CHAINED``: launched right after the pyramid's launch, which it waits for; ``RELEASE``: the attention launch
+    after this one may start at once (:mod:`vlmsparse.kernels.pdl`)."""
+    release_dependents(RELEASE)
+    wait_for_prior(CHAINED)
     bkv = tl.program_id(2)
     rows = tl.program_id(0) * R + tl.arange(0, R)  # plan rows of this kv-head: (query head in group, query block)
     r_ok = rows < rows_per_kv_head
@@ -498,21 +509,27 @@ def _skipped_sums_kernel(Levels, Sums, Out, n_qb, n_kb, rows_per_kv_head, q_len,
 
 
 def skipped_key_sums(
-    levels: torch.Tensor, pyramid: KVPyramid, q_len: int, k_len: int, block_m: int, block_n: int, causal: bool
+    levels: torch.Tensor, pyramid: KVPyramid, q_len: int, k_len: int, block_m: int, block_n: int, causal: bool,
+    *, chained: bool = False,
 ) -> torch.Tensor:
     """What tail aggregation needs of the wholly visible key blocks a plan skips: per plan row (batch, plan head,
     query block: the kernel's row order) the sum of their keys, the sum of their values and their key count,
     ``[rows, 2 D + 1]`` float32. One launch: the skip mask times the pyramid's block sums per kv-head, float32
     products (a non-finite key or value then reaches every tail row of its kv-head). The block sums are float32:
-    read as float64 they made this launch 1.7-2.8x slower (H200, notes/ab/sums_probe.py)."""
+    read as float64 they made this launch 1.7-2.8x slower (H200, notes/ab/sums_probe.py). ``chained``: the launch
+    right before this one on the stream built ``pyramid`` (:mod:`vlmsparse.kernels.pdl`; ignored where
+    :func:`~vlmsparse.kernels.pdl.pdl_ok` says no)."""
     b, hm, n_qb, n_kb = levels.shape
     hkv, width = pyramid.block_sums.shape[1], pyramid.block_sums.shape[3]
     rows_per_kv_head = (hm // hkv) * n_qb
     out = torch.empty(b * hm * n_qb, width, device=levels.device, dtype=torch.float32)
     r, c, w = 64, 32, 64
+    pdl = pdl_ok(levels.device)
+    chained = chained and pdl
     _skipped_sums_kernel[(cdiv(rows_per_kv_head, r), cdiv(width, w), b * hkv)](
         levels.contiguous(), pyramid.block_sums, out, n_qb, n_kb, rows_per_kv_head, q_len, k_len, width,
-        CAUSAL=causal, BLOCK_M=block_m, BLOCK_N=block_n, R=r, C=c, W=w,
+        CAUSAL=causal, BLOCK_M=block_m, BLOCK_N=block_n, R=r, C=c, W=w, CHAINED=chained, RELEASE=pdl,
+        **({"launch_pdl": True} if chained else {}),
     )
     return out
 
@@ -581,15 +598,15 @@ def pyramid_attention(
     tail_diag = False
     if check_levels:
         # the level values, and what the launch needs to know of them, in one device sync
-        facts = [_valid_levels(levels).all()]
+        ok = valid_level_values(levels)
+        facts = [ok.all()]
         if pooled is None:
             facts.append((levels > 1).any())
         if tail and not diagonal_kept:
             facts.append(((levels == 0) & _partial_blocks(lq, lk, block_m, block_n, causal, levels.device)).any())
         facts = torch.stack(facts).tolist()
         if not facts[0]:
-            bad = levels[~_valid_levels(levels)].unique()[:8].tolist()
-            raise ValueError(f"levels values must be in {VALID_LEVELS}, found {bad}")
+            raise_bad_level_values(levels, ok)
         if pooled is None:
             pooled = bool(facts[1])
         if tail and not diagonal_kept:
@@ -604,6 +621,18 @@ def pyramid_attention(
         )
     if pooled is None:
         pooled = True
+    # copies and plan lists before the pyramid's launch: from there on the launches may be chained
+    # (vlmsparse.kernels.pdl), and the attention kernel reads q, k, v and the plan lists before it waits
+    q = q if q.stride(-1) == 1 else q.contiguous()
+    k = k if k.stride(-1) == 1 else k.contiguous()
+    v = v if v.stride(-1) == 1 else v.contiguous()
+    if plan is None:
+        plan = compile_plan(levels, lq, lk, block_m, block_n, causal)
+    elif tuple(plan.block_idx.shape) != (levels.shape[0] * levels.shape[1] * levels.shape[2], levels.shape[3]) or (
+        plan.plan_heads != levels.shape[1]
+    ):
+        raise ValueError("plan was compiled from other levels; pass the CompiledPlan of these levels (or none)")
+    built_here = pyramid is None and (pooled or tail)
     if pyramid is None:
         pyramid = build_kv_pyramid(k, v, tail=tail, block_n=block_n, pooled=pooled) if (pooled or tail) else None
     elif pyramid.k_len != lk or (tail and not pyramid.has_block_sums(block_n)) or (pooled and not pyramid.has_pooled):
@@ -611,15 +640,6 @@ def pyramid_attention(
             "pyramid was built for other K/V (or without tail=True and this block_n, or without its pooled levels); "
             f"rebuild it with build_kv_pyramid(k, v, tail={tail}, block_n={block_n})"
         )
-    if plan is None:
-        plan = compile_plan(levels, lq, lk, block_m, block_n, causal)
-    elif tuple(plan.block_idx.shape) != (levels.shape[0] * levels.shape[1] * levels.shape[2], levels.shape[3]) or (
-        plan.plan_heads != levels.shape[1]
-    ):
-        raise ValueError("plan was compiled from other levels; pass the CompiledPlan of these levels (or none)")
-    q = q if q.stride(-1) == 1 else q.contiguous()
-    k = k if k.stride(-1) == 1 else k.contiguous()
-    v = v if v.stride(-1) == 1 else v.contiguous()
     out = torch.empty_like(q)
     n_qb, n_kb = cdiv(lq, block_m), cdiv(lk, block_n)
     block_d = max(16, triton.next_power_of_2(d))
@@ -645,10 +665,15 @@ def pyramid_attention(
     desc_vp = _kv_descriptor(vp_all, block_n) if pyr_desc else vp_all
     heads_first = GRID_HEADS_FIRST if GRID_HEADS_FIRST is not None else n_qb <= HEADS_FIRST_MAX_QUERY_BLOCKS
     grid = (b * hq, n_qb) if heads_first else (n_qb, b * hq)
+    # chained right after the skipped sums' launch, or after the pyramid's where this call built it: the kernel
+    # waits before its pooled loops where the pyramid may still be in the making (1), else before the tail (2)
+    pdl = 0
+    if (tail or built_here) and pdl_ok(q.device):
+        pdl = 1 if built_here and pooled else 2 if tail else 0
     _pyramid_attention_fwd[grid](
         q, k, v, out,
         kp_all, vp_all,
-        skipped_key_sums(levels, pyramid, lq, lk, block_m, block_n, causal) if tail else dummy,
+        skipped_key_sums(levels, pyramid, lq, lk, block_m, block_n, causal, chained=built_here) if tail else dummy,
         plan.block_idx, plan.cat_offsets,
         desc_k, desc_v, desc_kp, desc_vp,
         scale * LOG2E,
@@ -660,7 +685,7 @@ def pyramid_attention(
         CAUSAL=causal, TAIL=tail, TAIL_DIAG=tail_diag, POOLED=pooled,
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, EVEN_D=(block_d == d),
         UPCAST=(q.dtype == torch.float32 or (q.dtype == torch.bfloat16 and interpreting())),
-        KV_DESC=bool(tma), PYR_DESC=pyr_desc, HEADS_FIRST=heads_first,
-        num_warps=num_warps, num_stages=num_stages,
+        KV_DESC=bool(tma), PYR_DESC=pyr_desc, HEADS_FIRST=heads_first, PDL=pdl,
+        num_warps=num_warps, num_stages=num_stages, **({"launch_pdl": True} if pdl else {}),
     )
     return out

@@ -91,9 +91,20 @@ def check_attention_args(
             f"{(b, hkv) + want[2:]} (one per kv-head) for Lq={lq}, Lk={lk}, block_m={block_m}, block_n={block_n}"
         )
     if check_values:
-        ok = torch.zeros_like(levels, dtype=torch.bool)
-        for lv in VALID_LEVELS:
-            ok |= levels == lv
+        ok = valid_level_values(levels)
         if not bool(ok.all()):
-            bad = levels[~ok].unique()[:8].tolist()
-            raise ValueError(f"levels values must be in {VALID_LEVELS}, found {bad}")
+            raise_bad_level_values(levels, ok)
+
+
+def valid_level_values(levels: torch.Tensor) -> torch.Tensor:
+    """bool, the shape of ``levels``: where its value is a level (one of ``VALID_LEVELS``)."""
+    ok = torch.zeros_like(levels, dtype=torch.bool)
+    for lv in VALID_LEVELS:
+        ok |= levels == lv
+    return ok
+
+
+def raise_bad_level_values(levels: torch.Tensor, ok: torch.Tensor) -> None:
+    """The error for ``levels`` whose values are not all levels (``ok``: :func:`valid_level_values`)."""
+    bad = levels[~ok].unique()[:8].tolist()
+    raise ValueError(f"levels values must be in {VALID_LEVELS}, found {bad}")
