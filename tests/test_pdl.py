@@ -32,6 +32,24 @@ def test_nothing_chained_off_hopper_or_under_the_interpreter(pdl_switch, monkeyp
     assert not pdl.pdl_ok(torch.device("cuda", 0))
 
 
+@pytest.mark.parametrize(
+    "tail,built_here,pooled,want",
+    [
+        (False, False, True, 0),  # prebuilt pyramid, no tail: the launch before is the caller's
+        (False, False, False, 0),  # binary plan, no pyramid at all
+        (False, True, True, 1),  # pyramid built here: wait before the pooled loops
+        (True, True, True, 1),  # pyramid -> sums -> kernel: the pyramid may still be in the making
+        (True, False, True, 2),  # prebuilt pyramid (complete before the sums' launch): wait before the tail
+        (True, True, False, 2),  # block sums alone built here: only the tail reads the chain's output
+        (True, False, False, 2),
+    ],
+)
+def test_where_the_chained_kernel_waits(tail, built_here, pooled, want):
+    from vlmsparse.kernels.pyramid import chain_wait
+
+    assert chain_wait(tail, built_here, pooled) == want
+
+
 def _inputs(length, seed, hq=4, hkv=2, d=64, block=64):
     g = torch.Generator().manual_seed(seed)
     q, k, v = (torch.randn(1, h, length, d, generator=g).to(DEVICE, torch.bfloat16) for h in (hq, hkv, hkv))

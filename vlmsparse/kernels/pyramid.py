@@ -534,6 +534,16 @@ def skipped_key_sums(
     return out
 
 
+def chain_wait(tail: bool, built_here: bool, pooled: bool) -> int:
+    """Where the attention kernel waits when chained (:mod:`vlmsparse.kernels.pdl`): 0 not chained (the launch
+    before it is not this call's), 1 before its pooled loops (the pyramid, built by this call, may still be in the
+    making: the kernel follows its launch, or the sums' launch that follows it), 2 before the tail's sums (the
+    sums' launch comes right before; the pyramid was complete before that launch began, or is not read)."""
+    if built_here and pooled:
+        return 1
+    return 2 if tail else 0
+
+
 #: Launch order: every head's last query block first, then every head's second-to-last, ... ("heads first"), or
 #: one head's query blocks in a row, last first. None chooses by length: heads first up to
 #: HEADS_FIRST_MAX_QUERY_BLOCKS query blocks. H200, 2026-12-02 (notes/ab/defaults_ab.py): at 8k tokens heads first
@@ -665,11 +675,7 @@ def pyramid_attention(
     desc_vp = _kv_descriptor(vp_all, block_n) if pyr_desc else vp_all
     heads_first = GRID_HEADS_FIRST if GRID_HEADS_FIRST is not None else n_qb <= HEADS_FIRST_MAX_QUERY_BLOCKS
     grid = (b * hq, n_qb) if heads_first else (n_qb, b * hq)
-    # chained right after the skipped sums' launch, or after the pyramid's where this call built it: the kernel
-    # waits before its pooled loops where the pyramid may still be in the making (1), else before the tail (2)
-    pdl = 0
-    if (tail or built_here) and pdl_ok(q.device):
-        pdl = 1 if built_here and pooled else 2 if tail else 0
+    pdl = chain_wait(tail, built_here, pooled) if pdl_ok(q.device) else 0
     _pyramid_attention_fwd[grid](
         q, k, v, out,
         kp_all, vp_all,
