@@ -84,7 +84,6 @@ def test_chained_launches_change_no_output(pdl_switch, tail, prebuilt, pooled):
     assert err < 2e-2, f"relative error {err:.2e}"
 
 
-
 @pytest.mark.skipif(not CHAINS, reason="chained launches need a CUDA device of compute capability >= 9.0")
 def test_chained_launches_replay_from_a_cuda_graph(pdl_switch):
     length, block = 1000, 128

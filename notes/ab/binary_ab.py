@@ -26,7 +26,7 @@ from vlmsparse.bench.synthetic import video_qkv
 from vlmsparse.kernels import build_kv_pyramid, compile_plan, plan_shape, pyramid_attention
 from vlmsparse.methods import get_method
 
-from tail_parts import bench, graphed  # this folder is on the path when run as a script
+from tail_parts import bench, graphed, seeded_qkv  # this folder is on the path when run as a script
 
 
 def main():
@@ -41,10 +41,7 @@ def main():
     rows = []
     cudnn = sdpa_dense("cudnn")
     for length in args.lengths:
-        gen = torch.Generator(device="cuda").manual_seed(length)
-        q = torch.randn(1, 28, length, 128, device="cuda", dtype=torch.bfloat16, generator=gen)
-        k = torch.randn(1, 4, length, 128, device="cuda", dtype=torch.bfloat16, generator=gen)
-        v = torch.randn(1, 4, length, 128, device="cuda", dtype=torch.bfloat16, generator=gen)
+        q, k, v = seeded_qkv(length)
         t_cudnn = bench(lambda: cudnn(q, k, v))
         g_cudnn = graphed(lambda: cudnn(q, k, v))
         print(f"L={length} cudnn {t_cudnn:.4f} ms (graph {g_cudnn:.4f})", flush=True)

@@ -28,6 +28,7 @@ from vlmsparse.bench.synthetic import video_qkv
 from vlmsparse.kernels import build_kv_pyramid, compile_plan, pyramid_attention
 from vlmsparse.methods import get_method
 
+from tail_parts import seeded_qkv
 from variants import load, package_of
 
 
@@ -106,10 +107,7 @@ def main():
                                                "vs_current", "vs_current_tail", "diff", "diff_tail"])
         writer.writeheader()
         for length in args.lengths:
-            gen = torch.Generator(device="cuda").manual_seed(length)
-            q = torch.randn(1, 28, length, 128, device="cuda", dtype=torch.bfloat16, generator=gen)
-            k = torch.randn(1, 4, length, 128, device="cuda", dtype=torch.bfloat16, generator=gen)
-            v = torch.randn(1, 4, length, 128, device="cuda", dtype=torch.bfloat16, generator=gen)
+            q, k, v = seeded_qkv(length)
             cudnn = sdpa_dense("cudnn")
             t_dense = min(t_ms(lambda: cudnn(q, k, v)), t_ms(lambda: cudnn(q, k, v)))
             print(f"L={length} cuDNN {t_dense:.3f} ms", flush=True)

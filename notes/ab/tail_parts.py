@@ -18,6 +18,16 @@ from vlmsparse.kernels import build_kv_pyramid, compile_plan, pyramid_attention
 from vlmsparse.kernels import pyramid as pyramid_module
 
 
+def seeded_qkv(length):
+    """Random q ``[1, 28, L, 128]``, k and v ``[1, 4, L, 128]`` in bfloat16 on the GPU, seeded by the length (the inputs
+    of the A/B scripts here)."""
+    gen = torch.Generator(device="cuda").manual_seed(length)
+    q = torch.randn(1, 28, length, 128, device="cuda", dtype=torch.bfloat16, generator=gen)
+    k = torch.randn(1, 4, length, 128, device="cuda", dtype=torch.bfloat16, generator=gen)
+    v = torch.randn(1, 4, length, 128, device="cuda", dtype=torch.bfloat16, generator=gen)
+    return q, k, v
+
+
 def bench(fn):
     return min(triton.testing.do_bench(fn, warmup=25, rep=150, return_mode="median") for _ in range(2))
 
@@ -42,10 +52,7 @@ def main():
     args = p.parse_args()
     print(torch.cuda.get_device_name(), "torch", torch.__version__, "triton", triton.__version__)
     for length in args.lengths:
-        gen = torch.Generator(device="cuda").manual_seed(length)
-        q = torch.randn(1, 28, length, 128, device="cuda", dtype=torch.bfloat16, generator=gen)
-        k = torch.randn(1, 4, length, 128, device="cuda", dtype=torch.bfloat16, generator=gen)
-        v = torch.randn(1, 4, length, 128, device="cuda", dtype=torch.bfloat16, generator=gen)
+        q, k, v = seeded_qkv(length)
         pyr = build_kv_pyramid(k, v, tail=True, block_n=128)
         plans = {"sink and diagonal": one_level_plan(4, length, 128, 0), "one level 4": one_level_plan(4, length, 128, 4),
                  "random keep 0.25": random_mixed_plan(1, 4, length, 128, 0.25, seed=0),
