@@ -177,6 +177,38 @@ def test_tail_with_many_skipped_blocks_per_row():
     check(q, k, v, levels, 16, 16, causal=True, tail=True)
 
 
+@pytest.mark.parametrize(
+    "lq, lk, bm, bn, causal",
+    [
+        (96, 96, 32, 16, True),  # two diagonal blocks per query block
+        (70, 150, 32, 32, True),  # fewer queries than keys, the last block partial
+        (64, 128, 32, 32, False),  # no masked block at all
+        (64, 100, 32, 32, False),  # only the sequence's last block is masked
+    ],
+)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_tail_where_the_diagonal_is_kept_on_several_geometries(lq, lk, bm, bn, causal, dtype):
+    # tail aggregation compiled without its diagonal passes, on block geometries where some rows see none of a
+    # masked block's keys, or no block is masked; one query block skips nothing and has no tail
+    torch.manual_seed(11)
+    q, k, v = make_inputs(1, 2, 1, lq, lk, 16, dtype)
+    k, v = k + 2.0, v - 1.0
+    from vlmsparse.kernels.blocks import PARTIAL, block_classes
+
+    partial = block_classes(lq, lk, bm, bn, causal) == PARTIAL
+    levels = random_levels(1, 2, lq, lk, bm, bn, choices=(0, 0, 1, 4))
+    levels = levels.masked_fill(partial.expand_as(levels) & (levels == 0), 1)
+    levels[0, 0, 0] = torch.where(levels[0, 0, 0] == 0, 1, levels[0, 0, 0])  # nothing skipped here
+    kw = dict(block_m=bm, block_n=bn, causal=causal, tail=True)
+    ref = pyramid_attention_ref(q, k, v, levels, **kw)
+    out = pyramid_attention(q, k, v, levels, diagonal_kept=True, **kw)
+    assert torch.isfinite(out).all()
+    err = rel_err(out, ref)
+    assert err < TOL[dtype]
+    # the tail key moved the output well past that error
+    assert rel_err(out, pyramid_attention_ref(q, k, v, levels, **{**kw, "tail": False})) > 5 * max(err, 1e-3)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_tail_without_its_diagonal_passes_where_the_diagonal_is_kept(dtype):
     # diagonal_kept=True compiles the tail without its passes over skipped diagonal blocks: the same result on a
