@@ -92,16 +92,17 @@ def default_settings() -> list[Setting]:
                                (("thresholds", t), ("stride", 16), ("lone_pooled", lone))))
     # and with tail aggregation: the keys a row skips folded into one mean key (one row of sums computed before
     # the launch per program, whatever the number of skipped blocks)
-    # (these last lines and XAttention's share one finer grid of tau: near dense, a few percent of time decides a
-    # budget, and a coarse grid leaves the choice to where its points happen to fall)
-    for tau in (0.3, 0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.93, 0.95, 0.98):
+    # (these last lines and XAttention's share one finer grid of tau, steps of 0.025 from 0.55 to 0.95: a few
+    # percent of time decides a budget, and a coarse grid leaves the choice to where its points happen to fall)
+    fine = (0.3, 0.4, 0.5, 0.55, 0.6, 0.625, 0.65, 0.675, 0.7, 0.725, 0.75, 0.775, 0.8, 0.825, 0.85, 0.875, 0.9,
+            0.925, 0.95, 0.98)
+    for tau in fine:
         t = exact_first(tau)
         out.append(Setting("psa-exact-lone-exact-tail", "psa",
                            f"thresholds={list(t)},stride=16,lone_pooled=exact,tail=True",
                            (("thresholds", t), ("stride", 16), ("lone_pooled", "exact"), ("tail", True))))
     # exact blocks up to tau and the rest folded into the tail key, no pooled level: where attention is
     # concentrated, pooled blocks buy less than their time
-    fine = (0.5, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.93, 0.95, 0.98)
     for tau in fine:
         t = (tau,) * 4
         out.append(Setting("psa-exact-tail", "psa", f"thresholds={list(t)},stride=16,tail=True",
