@@ -92,7 +92,7 @@ def default_settings() -> list[Setting]:
                                (("thresholds", t), ("stride", 16), ("lone_pooled", lone))))
     # and with tail aggregation: the keys a row skips folded into one mean key (one row of sums computed before
     # the launch per program, whatever the number of skipped blocks)
-    # (these last lines and XAttention's share one finer grid of tau, steps of 0.025 from 0.55 to 0.95: a few
+    # (these last lines and XAttention's share one finer grid of tau, steps of 0.025 from 0.6 to 0.95: a few
     # percent of time decides a budget, and a coarse grid leaves the choice to where its points happen to fall)
     fine = (0.3, 0.4, 0.5, 0.55, 0.6, 0.625, 0.65, 0.675, 0.7, 0.725, 0.75, 0.775, 0.8, 0.825, 0.85, 0.875, 0.9,
             0.925, 0.95, 0.98)
