@@ -190,3 +190,36 @@ def test_layout_rules_and_lone_level2_in_the_same_launch(mode):
         assert torch.equal(got.cpu(), expected), use_triton
     with pytest.raises(ValueError, match="forced_level must be 0 or 1"):
         cumulative_levels(imp, forced, free, thresholds, levels=levels, forced_level=2)
+
+
+@pytest.mark.parametrize("mode", ["energy", "quota"])
+def test_lone_pooled_blocks_exact_in_the_same_launch(mode):
+    # lone_exact=(4, 8) turns a level-4 or level-8 block with no neighbour of its level into an exact one, in the
+    # launch that assigns the levels, beside the lone level-2 step: the kernel equals the PyTorch definition, and
+    # both equal the steps applied one after another (PSA's lone_pooled="exact" before it was fused)
+    from vlmsparse.methods.psa import lone_level2_exact, lone_pooled_blocks
+
+    torch.manual_seed(12)
+    n_qb, n_kb = 24, 48
+    visible, forced = _layout(n_qb, n_kb)
+    free = visible & ~forced
+    imp = _importance((2, 3, n_qb, n_kb), forced, free)
+    thresholds, levels = ((0.2, 0.35, 0.6, 0.9), (1, 2, 4, 8))
+    plain = cumulative_levels(imp, forced, free, thresholds, levels=levels, mode=mode, forced_level=1,
+                              use_triton=False)
+    two = lone_level2_exact(plain)
+    expected = lone_pooled_blocks(two, 1)
+    for level in (2, 4, 8):  # every listed level has lone blocks here, and the steps change them
+        assert ((plain == level) & (expected == 1)).any(), level
+    for use_triton in (False, True):
+        got = cumulative_levels(imp.to(DEVICE), forced.to(DEVICE), free.to(DEVICE), thresholds, levels=levels,
+                                mode=mode, forced_level=1, lone_level2_exact=True, lone_exact=(4, 8),
+                                use_triton=use_triton)
+        assert torch.equal(got.cpu(), expected), use_triton
+        alone = cumulative_levels(imp.to(DEVICE), forced.to(DEVICE), free.to(DEVICE), thresholds, levels=levels,
+                                  mode=mode, forced_level=1, lone_exact=(8,), use_triton=use_triton)
+        lone8 = (plain == 8) & (alone.cpu() == 1)
+        assert lone8.any() and torch.equal(alone.cpu(), torch.where(lone8, torch.ones_like(plain), plain)), use_triton
+    for bad in ((1,), (4, 4), (3,), (True,), ("8",)):
+        with pytest.raises(ValueError, match="lone_exact must list pooled levels"):
+            cumulative_levels(imp, forced, free, thresholds, levels=levels, lone_exact=bad)

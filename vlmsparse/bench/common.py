@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as _dt
 import os
 import platform
+import tempfile
 from pathlib import Path
 from typing import Callable, Iterable
 
 import torch
 
-from vlmsparse.runs import new_run_folder
+from vlmsparse.runs import folder_lock, new_run_folder
 
 #: The project's tables of measured numbers; a benchmark adds to them only with ``--results``.
 RESULTS_DIR = Path("results")
@@ -134,27 +136,59 @@ def output_csvs(args, name: str) -> list[Path]:
 
 
 def write_csv(path: str | os.PathLike, rows: Iterable[dict], append: bool = True) -> Path:
-    """Write (or append) rows to a CSV, the header being the union of the rows' keys in first-seen order."""
+    """Write (or append) rows to a CSV, the header being the union of the rows' keys in first-seen order.
+
+    The folder is locked while the file is read and replaced (:func:`vlmsparse.runs.folder_lock`), and the new
+    file is written under a name of this process's own first: runs that share a folder never lose rows."""
     rows = list(rows)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    old: list[dict] = []
-    if append and path.exists():
-        with path.open(newline="") as f:
-            old = list(csv.DictReader(f))
+    with folder_lock(path):
+        old: list[dict] = []
+        if append and path.exists():
+            with path.open(newline="") as f:
+                old = list(csv.DictReader(f))
+        _replace_csv(path, old + rows)
+    return path
+
+
+def _replace_csv(path: Path, rows: list[dict]) -> None:
     fields: list[str] = []
-    for r in old + rows:
+    for r in rows:
         for key in r:
             if key not in fields:
                 fields.append(key)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fields)
-        w.writeheader()
-        for r in old + rows:
-            w.writerow(r)
-    os.replace(tmp, path)
-    return path
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=fields)
+            w.writeheader()
+            for r in rows:
+                w.writerow(r)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+class RunTable:
+    """One run's rows in a CSV that other runs may share (a run folder given twice with ``--out``, or two runs at
+    once): :meth:`save` rewrites this run's rows as they grow, so a run cut short keeps what it measured, and
+    leaves every other row of the file as it found it. This run's rows carry ``run``: start time and process."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.run = f"{_dt.datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}"
+
+    def save(self, rows: Iterable[dict]) -> Path:
+        mine = [{**r, "run": self.run} for r in rows]
+        with folder_lock(self.path):
+            old: list[dict] = []
+            if self.path.exists():
+                with self.path.open(newline="") as f:
+                    old = [r for r in csv.DictReader(f) if r.get("run") != self.run]
+            _replace_csv(self.path, old + mine)
+        return self.path
 
 
 def print_table(rows: list[dict], columns: list[str]) -> None:

@@ -25,7 +25,7 @@ import numpy as np
 
 from vlmsparse.runs import new_run_folder
 
-from .common import RESULTS_DIR, add_output_arguments, print_table, write_csv
+from .common import RESULTS_DIR, RunTable, add_output_arguments, print_table, write_csv
 
 #: Shown under ``--help``; each runs on a CPU.
 EXAMPLES = """\
@@ -206,7 +206,7 @@ def run(args: argparse.Namespace) -> int:
     cached = ["cached_read_s"] if args.frame_cache else []
     print_table(rows, ["video", "codec", "source_frames", "source_size", "sampled_frames", "sampled_size", "parallel",
                        "decode_s", *cached, "videos_per_s", "sampled_frames_per_s", "source_seconds_per_s", "cpus"])
-    print(f"wrote {write_csv(out / 'decode.csv', rows, append=False)}")
+    print(f"wrote {RunTable(out / 'decode.csv').save(rows)}")
     if args.results:
         print(f"appended to {write_csv(RESULTS_DIR / 'decode.csv', rows)}")
     return 0

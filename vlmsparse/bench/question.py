@@ -35,7 +35,7 @@ import torch
 
 from vlmsparse.runs import new_run_folder
 
-from .common import RESULTS_DIR, add_output_arguments, environment, print_table, write_csv
+from .common import RESULTS_DIR, RunTable, add_output_arguments, environment, print_table, write_csv
 
 #: Shown under ``--help``; every example needs a CUDA GPU (the 7B-shaped model takes about 17 GB).
 EXAMPLES = """\
@@ -323,6 +323,7 @@ def run(args: argparse.Namespace) -> int:
     frame = frame_grid(args.frame)
     out = Path(args.out) if args.out else new_run_folder("question")
     out.mkdir(parents=True, exist_ok=True)
+    table = RunTable(out / "question.csv")  # rows of other runs already in the folder are kept
     env = environment()
     started = time.perf_counter()
     model = tiny_model() if args.tiny else build_model(args.layers, args.vision_layers)
@@ -340,7 +341,7 @@ def run(args: argparse.Namespace) -> int:
         attn_rows = [dict(env, **r) for r in vision_attention_rows(model, video_grid(args.visual_tokens[0], frame))]
         print_table(attn_rows, ["kind", "N", "segments", "longest", "sdpa_loop_ms", "segment_kernel_ms", "speedup",
                                 "layout_ms", "sdpa_loop_rel_err", "segment_kernel_rel_err"])
-        write_csv(out / "vision_attention.csv", attn_rows, append=False)
+        RunTable(out / "vision_attention.csv").save(attn_rows)
 
     rows: list[dict] = []
     for n_target in args.visual_tokens:
@@ -387,7 +388,7 @@ def run(args: argparse.Namespace) -> int:
             if label == "unpatched" and n_target == args.visual_tokens[0] and not args.no_floor:
                 outputs["floor"] = _other_backend_output(timer.tower, inputs)
             rows.append(row)
-            write_csv(out / "question.csv", rows, append=False)  # a run cut short keeps what it measured
+            table.save(rows)  # a run cut short keeps what it measured
             print_table([row], ["visual_tokens", "setting", "vision_s", "decoder_prefill_s", "generation_s",
                                 "question_s", "sparsity"])
         base = {r["setting"]: r for r in rows if r["visual_tokens"] == n_visual}.get("unpatched")
@@ -399,14 +400,14 @@ def run(args: argparse.Namespace) -> int:
                     r["vision_rel_err"] = _rel(outputs[r["setting"]], outputs["unpatched"])
                 if outputs.get("floor") is not None:  # the same, for another exact SDPA backend
                     r["vision_rel_err_floor"] = _rel(outputs["floor"], outputs["unpatched"])
-        write_csv(out / "question.csv", rows, append=False)
+        table.save(rows)
         del inputs, outputs
         capture.clear()
         torch.cuda.empty_cache()
     print()
     print_table(rows, ["visual_tokens", "setting", "vision_s", "decoder_prefill_s", "generation_s", "question_s",
                        "speedup", "vision_speedup", "sparsity", "vision_rel_err", "vision_rel_err_floor"])
-    csv_path = write_csv(out / "question.csv", rows, append=False)
+    csv_path = table.save(rows)
     png = plot(rows, out / "question.png")
     print(f"wrote {csv_path} and {png}")
     if args.results:

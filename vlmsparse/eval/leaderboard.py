@@ -8,13 +8,14 @@ reader (or an interruption) never sees half a table. A rerun of the same run rep
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import os
 import tempfile
 from dataclasses import field, make_dataclass
 from pathlib import Path
 from typing import Iterable, Sequence, Union
+
+from vlmsparse.runs import folder_lock
 
 from .errors import output_error
 from .timing import CACHE_COLUMN, TIME_COLUMNS
@@ -141,29 +142,11 @@ def upsert_rows(
 
     new_keys = {key_of(r) for r in rows} if key else set()
     try:
-        with _locked(csv_path):
+        with folder_lock(csv_path):
             kept = [r for r in read_rows(csv_path) if not key or key_of(r) not in new_keys]
             write_rows(csv_path, [*kept, *rows], columns)
     except OSError as exc:
         raise output_error("writing", csv_path, exc) from exc
-
-
-@contextlib.contextmanager
-def _locked(csv_path: str | Path):
-    """Serialise read-modify-write of one table between runs that finish at the same time."""
-    path = Path(csv_path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no cross-process lock, the write itself stays atomic
-        yield
-        return
-    fd = os.open(path.parent, os.O_RDONLY)  # the folder itself is the lock: no lock file left behind
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # closing releases the lock
 
 
 def append_row(

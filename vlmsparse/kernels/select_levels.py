@@ -57,6 +57,7 @@ __all__ = [
     "cumulative_levels_triton",
     "triton_supports_levels",
     "cumulative_levels",
+    "lone_exact_",
     "lone_level2_exact_",
     "no_same_level_neighbour",
 ]
@@ -109,7 +110,7 @@ def _select_levels_kernel(
     t0, t1, t2, t3,
     L0: tl.constexpr, L1: tl.constexpr, L2: tl.constexpr, L3: tl.constexpr, N_PAIRS: tl.constexpr,
     ENERGY: tl.constexpr, INCLUSIVE: tl.constexpr, NKB: tl.constexpr, FORCED_LEVEL: tl.constexpr,
-    LONE2: tl.constexpr,
+    LONE2: tl.constexpr, LONE4: tl.constexpr, LONE8: tl.constexpr,
 ):
     row = tl.program_id(0)
     qb = row % n_qb
@@ -171,13 +172,15 @@ def _select_levels_kernel(
     lv = tl.where(_hit(stat, t0, INCLUSIVE), L0, lv)
     lv = tl.where(free_s, lv, tl.where(forced_s, FORCED_LEVEL, 0))
     tl.store(out_row + idx, lv.to(tl.int8), mask=idx < n_kb)
-    if LONE2:
-        # a level-2 block with no level-2 neighbour in its row becomes exact: read the row back in block order
+    if LONE2 or LONE4 or LONE8:
+        # a block of a listed pooled level with no neighbour of its level in its row becomes exact (every block
+        # judged on the levels above, before any is changed): read the row back in block order
         tl.debug_barrier()  # the scattered stores above are visible to every thread of the program
         cur = tl.load(out_row + j, mask=in_row, other=0)
         left = tl.load(out_row + j - 1, mask=in_row & (j >= 1), other=0)
         right = tl.load(out_row + j + 1, mask=j + 1 < n_kb, other=0)
-        lone = (cur == 2) & (left != 2) & (right != 2)
+        listed = ((cur == 2) & LONE2) | ((cur == 4) & LONE4) | ((cur == 8) & LONE8)
+        lone = listed & (left != cur) & (right != cur)
         tl.store(out_row + j, tl.full([NKB], 1, tl.int8), mask=in_row & lone)
 
 
@@ -191,6 +194,7 @@ def cumulative_levels_triton(
     rule: str = "exclusive",
     forced_level: int = 0,
     lone_level2_exact: bool = False,
+    lone_exact: Sequence[int] = (),
 ) -> torch.Tensor:
     """``cumulative_levels`` in one Triton launch: int8 levels shaped like ``importance [B, H, nQB, nKB]``.
 
@@ -199,11 +203,23 @@ def cumulative_levels_triton(
     Among equal ordering keys the lower block index comes first.
     """
     check_selection_args(thresholds, levels, mode, rule, forced_level)
-    return _levels_triton(importance, forced, free, thresholds, levels, mode, rule, forced_level, lone_level2_exact)
+    lone = _lone_levels(lone_exact, lone_level2_exact)
+    return _levels_triton(importance, forced, free, thresholds, levels, mode, rule, forced_level, lone)
+
+
+def _lone_levels(lone_exact: Sequence[int], lone_level2_exact: bool) -> frozenset[int]:
+    """The pooled levels whose lone blocks become exact (``lone_level2_exact`` adds level 2)."""
+    try:
+        lone = frozenset(int(x) for x in lone_exact if not isinstance(x, bool) and int(x) == x)
+    except (TypeError, ValueError):
+        lone = None
+    if lone is None or len(lone) != len(tuple(lone_exact)) or not lone <= {2, 4, 8}:
+        raise ValueError(f"lone_exact must list pooled levels among 2, 4 and 8, got {lone_exact!r}")
+    return lone | {2} if lone_level2_exact else lone
 
 
 def _levels_triton(importance, forced, free, thresholds, levels, mode, rule, forced_level=0,
-                   lone_level2_exact=False) -> torch.Tensor:
+                   lone: frozenset[int] = frozenset()) -> torch.Tensor:
     """:func:`cumulative_levels_triton` after its mode / rule / pairs check (done once by the caller)."""
     if not isinstance(importance, torch.Tensor) or importance.dim() != 4:
         shape = tuple(importance.shape) if isinstance(importance, torch.Tensor) else type(importance).__name__
@@ -255,7 +271,7 @@ def _levels_triton(importance, forced, free, thresholds, levels, mode, rule, for
         t0, t1, t2, t3,
         L0=l0, L1=l1, L2=l2, L3=l3, N_PAIRS=len(levels),
         ENERGY=mode == "energy", INCLUSIVE=rule == "inclusive", NKB=nkb_pad, FORCED_LEVEL=int(forced_level),
-        LONE2=bool(lone_level2_exact),
+        LONE2=2 in lone, LONE4=4 in lone, LONE8=8 in lone,
         num_warps=min(8, max(1, nkb_pad // 256)),
     )
     return out
@@ -264,7 +280,7 @@ def _levels_triton(importance, forced, free, thresholds, levels, mode, rule, for
 def cumulative_levels(
     importance: torch.Tensor, forced: torch.Tensor, free: torch.Tensor, thresholds: Sequence[float], *,
     levels: Sequence[int] = (1, 2, 4, 8), mode: str = "energy", rule: str = "exclusive", forced_level: int = 0,
-    lone_level2_exact: bool = False, use_triton: bool | None = None,
+    lone_level2_exact: bool = False, lone_exact: Sequence[int] = (), use_triton: bool | None = None,
 ) -> torch.Tensor:
     """Levels (int8, same shape as ``importance [B, H, nQB, nKB]``) for the free blocks; 0 elsewhere.
 
@@ -272,12 +288,14 @@ def cumulative_levels(
     ``thresholds[j]`` bounds ``levels[j]`` (non-decreasing); beyond the last threshold a block is skipped.
     ``forced_level``: the level written for forced blocks (0: left to the caller's layout rules; 1: the
     layout rules applied here, so the result is a finished plan). ``lone_level2_exact``: then every level-2
-    block with no level-2 neighbour in its row becomes 1 (:func:`lone_level2_exact`).
+    block with no level-2 neighbour in its row becomes 1 (:func:`lone_level2_exact_`); ``lone_exact`` (levels among
+    2, 4, 8): the same for the blocks of those levels (each judged on the levels before any is changed).
     ``use_triton``: ``None`` takes the one-launch Triton kernel for CUDA tensors it supports (at most
     4096 key blocks and 4 threshold/level pairs) and this PyTorch code elsewhere, CPU included; ``True``
     forces the kernel (a ``ValueError`` if it cannot take the input), ``False`` forces PyTorch.
     """
     check_selection_args(thresholds, levels, mode, rule, forced_level)
+    lone = _lone_levels(lone_exact, lone_level2_exact)
     if use_triton is None:
         use_triton = (
             importance.device.type == "cuda"
@@ -285,8 +303,7 @@ def cumulative_levels(
             and triton_supports_levels(importance.shape[-1], len(levels))
         )
     if use_triton:
-        return _levels_triton(importance, forced, free, thresholds, levels, mode, rule, forced_level,
-                              lone_level2_exact)
+        return _levels_triton(importance, forced, free, thresholds, levels, mode, rule, forced_level, lone)
     forced = forced.expand_as(importance)
     free = free.expand_as(importance) & ~forced
     visible = forced | free
@@ -309,7 +326,7 @@ def cumulative_levels(
     out.masked_fill_(~free, 0)
     if forced_level:
         out.masked_fill_(forced, forced_level)
-    return lone_level2_exact_(out) if lone_level2_exact else out
+    return lone_exact_(out, lone) if lone else out
 
 
 def no_same_level_neighbour(levels: torch.Tensor) -> torch.Tensor:
@@ -323,4 +340,13 @@ def no_same_level_neighbour(levels: torch.Tensor) -> torch.Tensor:
 
 def lone_level2_exact_(levels: torch.Tensor) -> torch.Tensor:
     """``levels [..., nKB]`` with every level-2 block that has no level-2 neighbour in its row set to 1."""
-    return levels.masked_fill_((levels == 2) & no_same_level_neighbour(levels), 1)
+    return lone_exact_(levels, (2,))
+
+
+def lone_exact_(levels: torch.Tensor, lone: Sequence[int]) -> torch.Tensor:
+    """``levels [..., nKB]`` with every block of a level in ``lone`` that has no neighbour of its level in its row
+    set to 1 (in place; every block judged on the levels as given)."""
+    listed = torch.zeros_like(levels, dtype=torch.bool)
+    for level in lone:
+        listed |= levels == level
+    return levels.masked_fill_(listed & no_same_level_neighbour(levels), 1)

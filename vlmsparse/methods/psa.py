@@ -208,11 +208,14 @@ class PSA(Method):
         share = self.importance(q, k, layout)
         if plan_heads != hq:
             share = group_heads(share / share.sum(-1, keepdim=True).clamp(min=1e-30), hkv, "mean")
-        # the layout rules (forced blocks exact) and, without the similarity guard, the lone level-2 step are
-        # applied in the same launch as the level assignment: the result is the finished plan
+        # the layout rules (forced blocks exact) and, without the similarity guard, the lone level-2 step and
+        # lone_pooled="exact" are applied in the same launch as the level assignment: the result is the finished
+        # plan (each lone step judges a block by its neighbours' levels before either step, so they commute)
+        fused_lone = cfg.lone_pooled == "exact" and not cfg.sim_guard
         levels = cumulative_levels(
             share, layout.forced[:, None], layout.free[:, None], cfg.thresholds, levels=PSA_LEVELS, mode=cfg.mode,
             forced_level=1, lone_level2_exact=cfg.lone_level2_exact and not cfg.sim_guard,
+            lone_exact=(4, 8) if fused_lone else (),
         )
         if cfg.sim_guard:
             allowed = key_pooling_allowance(k, cfg.block_n, cfg.sim_thresholds)  # [B, Hkv, nKB]
@@ -221,7 +224,7 @@ class PSA(Method):
             levels = torch.where(levels > 1, torch.minimum(levels, allowed[:, :, None, :]), levels)
             if cfg.lone_level2_exact:
                 levels = lone_level2_exact(levels)
-        if cfg.lone_pooled != "keep":
+        if cfg.lone_pooled != "keep" and not fused_lone:
             levels = lone_pooled_blocks(levels, 1 if cfg.lone_pooled == "exact" else 0)
         return levels
 

@@ -1,0 +1,56 @@
+"""Benchmark tables in run folders: a run rewrites its own rows as they grow and keeps every other run's."""
+
+import csv
+import multiprocessing as mp
+
+from vlmsparse.bench.common import RunTable, write_csv
+
+
+def _rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_a_second_run_in_the_same_folder_keeps_the_first_runs_rows(tmp_path):
+    path = tmp_path / "pareto.csv"
+    first, second = RunTable(path), RunTable(path)
+    second.run = first.run + "-b"  # two runs started in the same second by one process
+    first.save([dict(L=1, err=0.1)])
+    first.save([dict(L=1, err=0.1), dict(L=2, err=0.2)])  # grows: its old rows are replaced, not repeated
+    second.save([dict(L=3, err=0.3)])
+    second.save([dict(L=3, err=0.3), dict(L=4, err=0.4, extra="x")])
+    got = _rows(path)
+    assert [r["L"] for r in got] == ["1", "2", "3", "4"]
+    assert [r["run"] for r in got] == [first.run, first.run, second.run, second.run]
+    assert got[3]["extra"] == "x" and got[0]["extra"] == ""  # the header is the union of the columns
+    # rows another tool wrote (no run column) stay too
+    write_csv(path, [dict(L=5, err=0.5)])
+    first.save([dict(L=1, err=0.11)])
+    assert sorted((r["L"], r["err"]) for r in _rows(path)) == [("1", "0.11"), ("3", "0.3"), ("4", "0.4"),
+                                                               ("5", "0.5")]
+    assert not list(tmp_path.glob("*.tmp"))  # no temporary file left behind
+
+
+def _append(path, worker):
+    table = RunTable(path)
+    table.run += f"-{worker}"
+    rows = []
+    for i in range(20):
+        rows.append(dict(worker=worker, i=i))
+        table.save(rows)
+        write_csv(path.with_name("shared.csv"), [dict(worker=worker, i=i)])
+
+
+def test_runs_writing_one_folder_at_once_lose_nothing(tmp_path):
+    path = tmp_path / "pareto.csv"
+    ctx = mp.get_context("fork")
+    procs = [ctx.Process(target=_append, args=(path, w)) for w in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    got = {(r["worker"], r["i"]) for r in _rows(path)}
+    assert got == {(str(w), str(i)) for w in range(4) for i in range(20)} and len(_rows(path)) == 80
+    shared = [(r["worker"], r["i"]) for r in _rows(tmp_path / "shared.csv")]
+    assert sorted(shared) == sorted((str(w), str(i)) for w in range(4) for i in range(20))
