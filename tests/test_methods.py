@@ -415,3 +415,23 @@ def test_lone_level4_and_level8_blocks_exact_or_skipped():
     assert skip.sparsity().overall > keep.sparsity().overall > exact.sparsity().overall
     with pytest.raises(ValueError, match="lone_pooled must be one of"):
         _small("psa", lone_pooled="drop")
+
+
+def test_exact_l8_preset_sees_every_key_and_keeps_no_lone_level8_block():
+    # the preset: exact blocks to 55% of the mass, every other visible block at level 8, lone level-8 blocks exact
+    cfg = get_method("psa", preset="exact-l8").config
+    assert cfg.thresholds == (0.55, 0.55, 0.55, 1.0) and cfg.lone_pooled == "exact" and cfg.stride == 16
+    torch.manual_seed(5)
+    q, k, visual = _layout_inputs(b=1, hq=4, hkv=2, lq=768, lk=768, prefix=8, suffix=8)
+    plan = _small("psa", preset="exact-l8").plan(q, k, visual)
+    keep = _small("psa", thresholds=(0.55, 0.55, 0.55, 1.0)).plan(q, k, visual)  # the same without the lone step
+    n = plan.levels.shape[-1]
+    visible = torch.arange(n)[None, :] <= torch.arange(n)[:, None]
+    lv, lk_ = plan.levels[..., visible], keep.levels[..., visible]
+    assert (lv > 0).all() and set(lv.unique().tolist()) == {1, 8}  # nothing visible skipped; levels 1 and 8 only
+    changed = plan.levels != keep.levels
+    assert changed.any() and (keep.levels[changed] == 8).all() and (plan.levels[changed] == 1).all()
+    from vlmsparse.methods.selection import no_same_level_neighbour
+
+    assert not ((plan.levels == 8) & no_same_level_neighbour(plan.levels)).any()
+    assert 0 < plan.sparsity().overall < keep.sparsity().overall and (lk_ > 0).all()
