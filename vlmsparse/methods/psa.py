@@ -60,7 +60,7 @@ Where the defaults come from:
   through its level-8 mean and nothing is skipped; a level-8 block with no level-8 neighbour is made exact (alone it
   costs about half an exact block, in a run about its share). On the pareto benchmark's three families (an H200,
   16k and 32k tokens, seeds 6 and 7, which no setting was chosen on) its ``psa-exact-l8`` line is ahead of
-  XAttention at 59 of 60 time budgets, and this point is faster than the default with 2-3x lower error on every
+  XAttention at 59 of 60 time budgets, and this point is faster than the default with 1.5-2.3x lower error on every
   family (README "Speed"). It is not the default yet: the testbed and evaluation results in ``results/`` were
   measured with the default above.
 
