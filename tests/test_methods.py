@@ -242,12 +242,17 @@ def test_unknown_method_field_and_preset_list_what_exists():
 
 def test_defaults_and_presets():
     psa = get_method("psa").config
-    assert psa.thresholds == (0.6, 0.6, 0.8, 0.93) and psa.stride == 16 and psa.mode == "energy"
-    # the default until it changed, and the public code's levels, stay reachable by name
+    assert psa.thresholds == (0.55, 0.55, 0.55, 1.0) and psa.stride == 16 and psa.mode == "energy"
+    assert psa.lone_pooled == "exact" and psa == get_method("psa", preset="exact-l8").config
+    # the defaults until they changed, and the public code's levels, stay reachable by name, with their lone blocks
+    former = get_method("psa", preset="levels-4-8").config
+    assert former.thresholds == (0.6, 0.6, 0.8, 0.93) and former.stride == 16 and former.lone_pooled == "keep"
     old = get_method("psa", preset="public-thresholds").config
     assert old.thresholds == (0.7, 0.8, 0.9, 0.9) and old.stride == 8 and old.lone_level2_exact
+    assert old.lone_pooled == "keep"
     public = get_method("psa", preset="public-qwen2.5-vl").config
     assert public.thresholds == (0.7, 0.8, 0.9, 0.9) and public.stride == 8 and not public.lone_level2_exact
+    assert public.lone_pooled == "keep" and get_method("psa", preset="videomme-0.65").config.lone_pooled == "keep"
     x = get_method("xattention").config
     assert (x.threshold, x.stride, x.block_m, x.block_n) == (0.9, 16, 128, 128)
     sp = get_method("sparge").config
@@ -406,7 +411,7 @@ def test_lone_level4_and_level8_blocks_exact_or_skipped():
     torch.manual_seed(3)
     q, k, visual = _layout_inputs(b=1, hq=4, hkv=2, lq=512, lk=512, prefix=8, suffix=8)
     th = (0.3, 0.3, 0.6, 0.9)
-    keep = _small("psa", thresholds=th).plan(q, k, visual)
+    keep = _small("psa", thresholds=th, lone_pooled="keep").plan(q, k, visual)
     skip = _small("psa", thresholds=th, lone_pooled="skip").plan(q, k, visual)
     exact = _small("psa", thresholds=th, lone_pooled="exact").plan(q, k, visual)
     changed = skip.levels != keep.levels
@@ -418,13 +423,14 @@ def test_lone_level4_and_level8_blocks_exact_or_skipped():
 
 
 def test_exact_l8_preset_sees_every_key_and_keeps_no_lone_level8_block():
-    # the preset: exact blocks to 55% of the mass, every other visible block at level 8, lone level-8 blocks exact
+    # the default (and preset exact-l8): exact blocks to 55% of the mass, every other visible block at level 8,
+    # lone level-8 blocks exact
     cfg = get_method("psa", preset="exact-l8").config
     assert cfg.thresholds == (0.55, 0.55, 0.55, 1.0) and cfg.lone_pooled == "exact" and cfg.stride == 16
     torch.manual_seed(5)
     q, k, visual = _layout_inputs(b=1, hq=4, hkv=2, lq=768, lk=768, prefix=8, suffix=8)
-    plan = _small("psa", preset="exact-l8").plan(q, k, visual)
-    keep = _small("psa", thresholds=(0.55, 0.55, 0.55, 1.0)).plan(q, k, visual)  # the same without the lone step
+    plan = _small("psa").plan(q, k, visual)
+    keep = _small("psa", thresholds=(0.55, 0.55, 0.55, 1.0), lone_pooled="keep").plan(q, k, visual)  # no lone step
     n = plan.levels.shape[-1]
     visible = torch.arange(n)[None, :] <= torch.arange(n)[:, None]
     lv, lk_ = plan.levels[..., visible], keep.levels[..., visible]

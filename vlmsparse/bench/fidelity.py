@@ -86,7 +86,8 @@ def default_sweep() -> list[Setting]:
     for tail in (False, True):
         for scale in (0.5, 0.7, 0.85, 1.0, 1.1):
             th = tuple(round(min(1.0, t * scale), 4) for t in PSA_BASE)
-            out.append(Setting("psa", {"thresholds": th, "tail": tail}, "threshold_scale", scale, core=scale in (0.7, 1.0)))
+            out.append(Setting("psa", {"thresholds": th, "tail": tail, "lone_pooled": "keep"}, "threshold_scale", scale,
+                               core=scale in (0.7, 1.0)))
         out.append(Setting("psa", {"preset": "videomme-0.65", "tail": tail}, "preset", "videomme-0.65", core=True))
     for tau in (0.5, 0.7, 0.8, 0.9, 0.95, 0.99):
         out.append(Setting("xattention", {"threshold": tau}, "threshold", tau, core=tau in (0.8, 0.9)))

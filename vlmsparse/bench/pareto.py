@@ -64,7 +64,7 @@ def default_settings() -> list[Setting]:
     from vlmsparse.methods.psa import PUBLIC_THRESHOLDS, PSAConfig
 
     out: list[Setting] = []
-    default = PSAConfig()  # levels 1, 4 and 8 on the stride-16 estimate
+    default = PSAConfig()  # exact blocks, then level 8 for the rest, on the stride-16 estimate
     for c in (2.5, 2.0, 1.5, 1.0, 0.75, 0.45, 0.25):  # 2.5: as far as XAttention's tau 0.5 on diffuse inputs
         t = _scaled(default.thresholds, c)
         out.append(Setting("psa", "psa", f"thresholds={list(t)},stride={default.stride}", (("thresholds", t),)))
@@ -112,7 +112,8 @@ def default_settings() -> list[Setting]:
     # made exact: every key is seen, at least through its level-8 mean, and level 8 comes in spans (a span of
     # eight blocks is one tile step, while a lone level-8 block costs about half an exact one); no tail, since
     # nothing visible is skipped
-    for tau in (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95):
+    for tau in (0.0, 0.1, 0.2, 0.3, 0.35, 0.4, 0.45, 0.5, 0.525, 0.55, 0.575, 0.6, 0.625, 0.65, 0.7, 0.75, 0.8, 0.85,
+                0.9, 0.95):  # 20 points, as many as XAttention's, denser where 1.5x-2x falls
         t = (tau, tau, tau, 1.0)
         out.append(Setting("psa-exact-l8", "psa", f"thresholds={list(t)},stride=16,lone_pooled=exact",
                            (("thresholds", t), ("stride", 16), ("lone_pooled", "exact"))))

@@ -24,16 +24,26 @@ What it does, per query-block row (Algorithm 2 of the PSA paper):
 
 Where the defaults come from:
 
-- ``thresholds = (0.6, 0.6, 0.8, 0.93)``, ``stride = 16``, antidiagonal importance, energy (cumulative mass) mode:
-  this package's own default, chosen from what each level costs in its kernel (``bench kernel``, ``bench pareto``
-  on an H200; README "Speed"). Exact blocks up to 60% of a row's estimated mass, the next 20% at level 4, the
-  13% after it at level 8, the rest skipped; no level 2 (a level-2 block costs about 0.59 of an exact block in a
-  run and 1.23 alone, for half its keys, so its accuracy is bought more cheaply by exact blocks), and the stride-16
-  estimate of XAttention's video setting (half the planning work of stride 8). Against the public code's setting
-  below, on the pareto benchmark's synthetic families at 8k to 32k tokens (``notes/ab/defaults_ab.py``,
-  ``results/defaults_ab.csv``) at 16k and 32k it was faster on ``diffuse``, ``medium`` and ``mixed`` inputs and
-  about as fast on ``peaked`` ones, more accurate on ``diffuse`` and ``medium``, less on ``peaked`` and ``mixed``.
-- Preset ``"public-thresholds"`` (the default until this change): ``thresholds = (0.7, 0.8, 0.9, 0.9)``,
+- ``thresholds = (0.55, 0.55, 0.55, 1.0)``, ``lone_pooled = "exact"``, ``stride = 16``, antidiagonal importance,
+  energy (cumulative mass) mode (also preset ``"exact-l8"``): exact blocks for 55% of a row's estimated mass and
+  every other visible block at level 8, so every key is seen at least through its level-8 mean and nothing is
+  skipped; a level-8 block with no level-8 neighbour is made exact (alone it costs about half an exact block, in
+  a run about its share: ``bench kernel``). The kernel reads a run of eight level-8 blocks as one tile step, so a
+  row's whole background costs about an eighth of its exact cost, and the lone blocks made exact fill the holes
+  between exact ones, where the mass the estimate misses sits. Chosen on the pareto benchmark's synthetic families
+  (an H200, ``bench pareto``, 16k ``peaked`` seeds 2, 4, 5 and 6 for the shape: ``notes/ab/shape_sweep.py``), then
+  checked on seeds 6 and 7 at 8k, 16k and 32k on ``diffuse``, ``medium`` and ``peaked`` inputs: against the
+  previous default (below) faster on every family and length (32k: 1.41-1.45x / 1.73x / 1.94x of dense against
+  1.29-1.34x / 1.53-1.54x / 1.73x) with 1.5-2.3x lower error, and its ``psa-exact-l8`` line ahead of XAttention at
+  59 of 60 time budgets at 16k and 32k (README "Speed"). ``tail`` has nothing to fold in such a plan.
+- Preset ``"levels-4-8"`` (the default until 2026-12-03): ``thresholds = (0.6, 0.6, 0.8, 0.93)``, stride 16,
+  ``lone_pooled="keep"``: exact blocks up to 60% of a row's estimated mass, the next 20% at level 4, the 13% after
+  it at level 8, the rest skipped; no level 2 (a level-2 block costs about 0.59 of an exact block in a run and 1.23
+  alone, for half its keys). Against the public code's setting below, on the pareto benchmark's synthetic
+  families at 8k to 32k tokens (``notes/ab/defaults_ab.py``, ``results/defaults_ab.csv``) at 16k and 32k it was
+  faster on ``diffuse``, ``medium`` and ``mixed`` inputs and about as fast on ``peaked`` ones, more accurate on
+  ``diffuse`` and ``medium``, less on ``peaked`` and ``mixed``.
+- Preset ``"public-thresholds"`` (the default before ``"levels-4-8"``): ``thresholds = (0.7, 0.8, 0.9, 0.9)``,
   ``stride = 8``, the Qwen2.5-VL example of the public PSA code (``qwenvl2.5-example/README.md`` of
   ``ziplab/Pyramid-Sparse-Attention``: ``mask_mode="energybound"``, ``mask_ratios`` 1: (0, 0.7), 2: (0.7, 0.8),
   4: (0.8, 0.9), 8: (0.9, 0.9), 0: (0.9, 1.0), ``xattn_stride=8``), with this package's lone level-2 step.
@@ -54,15 +64,6 @@ Where the defaults come from:
   10 % level 4, 18 % level 8, 40 % skipped; free-block density 0.3175), whose sparsity is about 0.65 by
   construction once the always-dense text, sink and diagonal blocks are counted, on long videos; stride 8.
   It and ``"public-qwen2.5-vl"`` keep every level-2 block Algorithm 2 gives (``lone_level2_exact=False``).
-
-- Preset ``"exact-l8"``: ``thresholds = (0.55, 0.55, 0.55, 1.0)``, ``lone_pooled = "exact"``, stride 16. Exact
-  blocks for 55% of a row's estimated mass and every other visible block at level 8, so every key is seen at least
-  through its level-8 mean and nothing is skipped; a level-8 block with no level-8 neighbour is made exact (alone it
-  costs about half an exact block, in a run about its share). On the pareto benchmark's three families (an H200,
-  16k and 32k tokens, seeds 6 and 7, which no setting was chosen on) its ``psa-exact-l8`` line is ahead of
-  XAttention at 59 of 60 time budgets, and this point is faster than the default with 1.5-2.3x lower error on every
-  family (README "Speed"). It is not the default yet: the testbed and evaluation results in ``results/`` were
-  measured with the default above.
 
 Plans are per query head by default (the estimate is per query head; ``plan_heads="kv"`` averages the
 group's importance shares before selection).
@@ -90,9 +91,11 @@ from .selection import MODES, cumulative_levels, lone_level2_exact_, no_same_lev
 IMPORTANCE = ("antidiagonal", "pooled")
 LONE_POOLED = ("keep", "exact", "skip")
 PSA_LEVELS = (1, 2, 4, 8)
-#: Preset "exact-l8": exact blocks for 55% of a row's estimated mass, every other visible block at level 8 (nothing
-#: skipped), a level-8 block with no level-8 neighbour exact (module docstring).
+#: The default (also preset "exact-l8"): exact blocks for 55% of a row's estimated mass, every other visible block at
+#: level 8 (nothing skipped), a level-8 block with no level-8 neighbour exact (module docstring).
 EXACT_L8_THRESHOLDS = (0.55, 0.55, 0.55, 1.0)
+#: The default until 2026-12-03 (preset "levels-4-8"): exact to 60%, level 4 to 80%, level 8 to 93%, the rest skipped.
+LEVELS_4_8_THRESHOLDS = (0.6, 0.6, 0.8, 0.93)
 #: The public PSA code's Qwen2.5-VL thresholds (presets "public-thresholds" and "public-qwen2.5-vl", on stride 8).
 PUBLIC_THRESHOLDS = (0.7, 0.8, 0.9, 0.9)
 
@@ -123,10 +126,10 @@ class PSAConfig(MethodConfig):
         lone_level2_exact: a level-2 block with no level-2 neighbour in its row is kept exact (step 6 above).
         lone_pooled: what becomes of a level-4 or level-8 block with no neighbour of its level in its row (the
             kernel reads it as a narrow tile of its own, at about 0.76 / 0.49 of an exact block where its share
-            is 0.25 / 0.125): ``"keep"`` (default), ``"exact"`` or ``"skip"``.
+            is 0.25 / 0.125): ``"exact"`` (default), ``"keep"`` or ``"skip"``.
     """
 
-    thresholds: tuple[float, float, float, float] = (0.6, 0.6, 0.8, 0.93)
+    thresholds: tuple[float, float, float, float] = (0.55, 0.55, 0.55, 1.0)
     mode: str = "energy"
     importance: str = "antidiagonal"
     stride: int = 16
@@ -134,7 +137,7 @@ class PSAConfig(MethodConfig):
     sim_thresholds: tuple[float, float, float] = (0.75, 0.7, 0.7)
     max_elements: int = DEFAULT_MAX_ELEMENTS
     lone_level2_exact: bool = True
-    lone_pooled: str = "keep"
+    lone_pooled: str = "exact"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -190,11 +193,13 @@ class PSA(Method):
     config_class = PSAConfig
     select_applies_layout_rules = True
     presets = {
-        "public-thresholds": {"thresholds": PUBLIC_THRESHOLDS, "stride": 8},
-        "public-qwen2.5-vl": {"thresholds": PUBLIC_THRESHOLDS, "stride": 8, "lone_level2_exact": False},
+        "public-thresholds": {"thresholds": PUBLIC_THRESHOLDS, "stride": 8, "lone_pooled": "keep"},
+        "public-qwen2.5-vl": {"thresholds": PUBLIC_THRESHOLDS, "stride": 8, "lone_level2_exact": False,
+                              "lone_pooled": "keep"},
         "videomme-0.65": {"mode": "quota", "thresholds": (0.22, 0.32, 0.42, 0.60), "stride": 8,
-                          "lone_level2_exact": False},
+                          "lone_level2_exact": False, "lone_pooled": "keep"},
         "exact-l8": {"thresholds": EXACT_L8_THRESHOLDS, "stride": 16, "lone_pooled": "exact"},
+        "levels-4-8": {"thresholds": LEVELS_4_8_THRESHOLDS, "stride": 16, "lone_pooled": "keep"},
     }
 
     def plans_pooled(self) -> bool:
