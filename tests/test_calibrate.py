@@ -18,7 +18,7 @@ from vlmsparse.eval.synthetic_videomme import write_synthetic_videomme as make_v
 
 SMALL = 'name = "psa-small"\nmethod = "psa"\n[method_config]\nblock_m = 16\nblock_n = 16\nstride = 4\n'
 SYNTH = ["--bench", "synthetic", "--layers", "3", "--tokens", "2x8x8", "--heads", "2:1", "--head-dim", "32",
-         "--grid", "1.67,0.8,0.4,0.15", "--no-progress"]
+         "--grid", "1.82,0.8,0.4,0.15", "--no-progress"]
 
 
 def _curves(rng, units=6):
@@ -89,7 +89,7 @@ def test_synthetic_calibration_end_to_end(tmp_path, small_config, capsys):
         assert planners.for_layer(int(row["layer"])).config.thresholds == pytest.approx(expected)
     profile = list(csv.DictReader((out / "profile.csv").open()))
     assert len(profile) == 3 * (1 + 2) * 4  # layers x (whole layer + 2 heads) x grid values
-    dense_rows = [r for r in profile if float(r["knob_value"]) == 1.67]
+    dense_rows = [r for r in profile if float(r["knob_value"]) == 1.82]
     assert all(float(r["error"]) < 1e-3 for r in dense_rows)  # every block kept: dense up to float32 rounding
 
 
@@ -122,7 +122,7 @@ def test_model_on_the_videomme_fixture(tmp_path, small_config):
     code = cli.main([
         "--bench", "videomme", "--model", str(model), "--data-dir", str(data.root), "--config", str(small_config),
         "--frames", "16", "--min-pixels", "784", "--max-pixels", "18816", "--dtype", "float32", "--samples", "2",
-        "--target-sparsity", "0.05", "--grid", "1.67,0.6,0.2,0.05", "--out", str(out),
+        "--target-sparsity", "0.05", "--grid", "1.82,0.6,0.2,0.05", "--out", str(out),
         "--no-progress",
     ])
     assert code == 0
@@ -152,7 +152,7 @@ def test_tiny_testbed_on_the_needle_benchmark(tmp_path, small_config):
         "--bench", "vniah", "--model", str(model), "--bench-option", "lengths=64,96", "--bench-option", "depths=0,1",
         "--bench-option", "samples=1", "--bench-option", "seed=5", "--bench-option", "generate=true",
         "--config", str(small_config), "--samples", "2", "--holdout", "2", "--target-sparsity", "0.1",
-        "--grid", "1.67,0.6,0.2,0.05", "--out", str(out), "--no-progress",
+        "--grid", "1.82,0.6,0.2,0.05", "--out", str(out), "--no-progress",
     ])
     assert code == 0
     summary = json.loads((out / "summary.json").read_text())

@@ -51,10 +51,10 @@ class Knob:
         return tuple(values)
 
 
-#: 1.67: the default PSA setting's exact blocks up to 92% of a row's mass (1 / 0.6: every threshold of the former
-#: default, levels-4-8, at 1); below 1 the level-8 bound drops under 1 and the last blocks are skipped
+#: 1.82 ~ 1 / 0.55: every threshold of the default PSA setting at 1 (all blocks exact); below 1 the level-8 bound
+#: drops under 1 and the last blocks of a row are skipped
 KNOBS: dict[str, Knob] = {
-    "psa": Knob("psa", "threshold_scale", (1.67, 1.43, 1.25, 1.1, 1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1), 0.0, 10.0),
+    "psa": Knob("psa", "threshold_scale", (1.82, 1.43, 1.25, 1.1, 1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1), 0.0, 10.0),
     "xattention": Knob("xattention", "threshold", (1.0, 0.98, 0.95, 0.9, 0.85, 0.8, 0.7, 0.6, 0.5, 0.3, 0.1), 0.0, 1.0),
     "sparge": Knob("sparge", "cdf_threshold", (1.0, 0.98, 0.95, 0.9, 0.8, 0.7, 0.6, 0.5, 0.3, 0.1), 0.0, 1.0),
 }
