@@ -159,8 +159,9 @@ def test_videomme_shaped_task_through_the_lmms_eval_cli(
     fixture = write_synthetic_videomme(hf_home / "videomme", questions_per_video=1)
     _task_yaml(tmp_path / "tasks", fixture.parquet)
     out = tmp_path / "lmms-out"
-    # lone level-2 blocks as Algorithm 2 leaves them: on this tiny model the default keeps every pooled block exact
-    model_args = f"pretrained={saved[family]},method=psa,block_m=16,block_n=16,lone_level2_exact=False,{frame_args}"
+    # lone pooled blocks as Algorithm 2 leaves them: on this tiny model the default makes every pooled block exact
+    model_args = (f"pretrained={saved[family]},method=psa,block_m=16,block_n=16,lone_level2_exact=False,"
+                  f"lone_pooled=keep,{frame_args}")
     model_args += ",device_map=cpu" if family.startswith("qwen3") else ",dtype=float32"
     argv = ["lmms_eval", "--model", model_id, "--model_args", model_args, "--device", "cpu", "--batch_size", "1"]
     argv += ["--tasks", TASK, "--include_path", str(tmp_path / "tasks"), "--log_samples", "--output_path", str(out)]

@@ -135,7 +135,8 @@ def test_raising_keep_threshold_never_raises_sparsity(name, field, values):
 
     q, k, _, visual = video_qkv(4, 8, 8, 16, 16, heads_q=4, heads_kv=2, head_dim=32, seed=3)
     prev_levels, prev = None, None
-    extra = {"lone_level2_exact": False} if name == "psa" else {}  # Algorithm 2's levels: monotone by construction
+    # Algorithm 2's levels are monotone by construction; the lone steps (a lone block made exact) are not
+    extra = {"lone_level2_exact": False, "lone_pooled": "keep"} if name == "psa" else {}
     for value in values:
         plan = _small(name, **{field: value}, **extra).plan(q, k, visual)
         s = plan.sparsity().overall
