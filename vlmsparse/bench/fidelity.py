@@ -83,6 +83,10 @@ class Setting:
 def default_sweep() -> list[Setting]:
     """The knobs swept for every method (``core`` marks the reduced sweep for long CPU runs)."""
     out: list[Setting] = [Setting("dense", {}, "none", "", core=True, label="dense")]
+    # PSA's own default (exact blocks, then level 8 for the rest) at three tau, then the public code's thresholds
+    for tau in (0.35, 0.55, 0.75):
+        out.append(Setting("psa", {"thresholds": (tau, tau, tau, 1.0)}, "exact_share", tau, core=tau == 0.55,
+                           label="psa default" if tau == 0.55 else ""))
     for tail in (False, True):
         for scale in (0.5, 0.7, 0.85, 1.0, 1.1):
             th = tuple(round(min(1.0, t * scale), 4) for t in PSA_BASE)
