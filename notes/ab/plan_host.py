@@ -40,7 +40,8 @@ def main() -> None:
     import vlmsparse.methods.psa as psa_mod
     import vlmsparse.methods.xattention as xa_mod
     from vlmsparse.bench.kernel import VIDEO_GRIDS
-    from vlmsparse.bench.synthetic import FAMILIES, video_qkv
+    from vlmsparse.bench.pareto import FAMILIES
+    from vlmsparse.bench.synthetic import video_qkv
     from vlmsparse.methods import get_method
 
     frames, h, w = VIDEO_GRIDS.get(args.length, (args.length // 256, 16, 16))
