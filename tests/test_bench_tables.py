@@ -54,3 +54,19 @@ def test_runs_writing_one_folder_at_once_lose_nothing(tmp_path):
     assert got == {(str(w), str(i)) for w in range(4) for i in range(20)} and len(_rows(path)) == 80
     shared = [(r["worker"], r["i"]) for r in _rows(tmp_path / "shared.csv")]
     assert sorted(shared) == sorted((str(w), str(i)) for w in range(4) for i in range(20))
+
+
+def test_tables_get_the_folders_usual_file_mode(tmp_path):
+    import os
+    import stat
+
+    umask = os.umask(0o022)
+    try:
+        path = tmp_path / "kernel.csv"
+        write_csv(path, [dict(L=1)])  # a new table: what any new file gets here, not a private temporary's 0600
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644
+        path.chmod(0o664)
+        RunTable(path).save([dict(L=2)])  # a rewritten table keeps its mode
+        assert stat.S_IMODE(path.stat().st_mode) == 0o664
+    finally:
+        os.umask(umask)

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import datetime as _dt
 import os
 import platform
-import tempfile
 from pathlib import Path
 from typing import Callable, Iterable
 
 import torch
 
+from vlmsparse.eval.leaderboard import write_rows
 from vlmsparse.runs import folder_lock, new_run_folder
 
 #: The project's tables of measured numbers; a benchmark adds to them only with ``--results``.
@@ -152,23 +151,17 @@ def write_csv(path: str | os.PathLike, rows: Iterable[dict], append: bool = True
 
 
 def _replace_csv(path: Path, rows: list[dict]) -> None:
+    """``rows`` under the union of their keys (first-seen order), every digit kept, written atomically."""
     fields: list[str] = []
     for r in rows:
         for key in r:
             if key not in fields:
                 fields.append(key)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=fields)
-            w.writeheader()
-            for r in rows:
-                w.writerow(r)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    write_rows(path, rows, fields, cell=_cell_as_is)
+
+
+def _cell_as_is(value) -> str:
+    return "" if value is None else str(value)
 
 
 class RunTable:

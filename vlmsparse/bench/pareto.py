@@ -210,8 +210,7 @@ def run(args: argparse.Namespace) -> int:
     from vlmsparse.eval.plots import plot_pareto
 
     print_table(frontier_summary(rows), ["L", "family", "budget", "psa_err", "psa_line", "xattention_err", "psa_ahead"])
-    table.save(rows)
-    for path in paths[1:]:
+    for path in paths[1:]:  # the run folder's CSV has every row already (saved after each input)
         write_csv(path, rows)  # results/ gets the rows added
     for path in paths:
         png = plot_pareto(read_rows(path), path.with_suffix(".png"))

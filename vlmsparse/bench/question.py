@@ -407,7 +407,7 @@ def run(args: argparse.Namespace) -> int:
     print()
     print_table(rows, ["visual_tokens", "setting", "vision_s", "decoder_prefill_s", "generation_s", "question_s",
                        "speedup", "vision_speedup", "sparsity", "vision_rel_err", "vision_rel_err_floor"])
-    csv_path = table.save(rows)
+    csv_path = table.path  # saved after each size, its errors included
     png = plot(rows, out / "question.png")
     print(f"wrote {csv_path} and {png}")
     if args.results:

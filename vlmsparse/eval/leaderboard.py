@@ -94,8 +94,12 @@ def _cell(value) -> str:
     return str(value)
 
 
-def write_rows(csv_path: str | Path, rows: Iterable[dict], columns: Sequence[str]) -> None:
-    """Write ``rows`` under ``columns`` atomically (temporary file in the same folder, then replace)."""
+def write_rows(csv_path: str | Path, rows: Iterable[dict], columns: Sequence[str], *, cell=None) -> None:
+    """Write ``rows`` under ``columns`` atomically (temporary file in the same folder, then replace).
+
+    ``cell`` turns a value into its cell (default: floats to 4 decimals, ``None`` empty); ``str`` keeps every
+    digit, as the benchmarks' tables do."""
+    cell = _cell if cell is None else cell
     path = Path(csv_path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -105,7 +109,7 @@ def write_rows(csv_path: str | Path, rows: Iterable[dict], columns: Sequence[str
             writer = csv.DictWriter(fh, fieldnames=list(columns), extrasaction="ignore")
             writer.writeheader()
             for row in rows:
-                writer.writerow({c: _cell(row.get(c)) for c in columns})
+                writer.writerow({c: cell(row.get(c)) for c in columns})
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)

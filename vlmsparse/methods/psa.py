@@ -34,8 +34,9 @@ Where the defaults come from:
   (an H200, ``bench pareto``, 16k ``peaked`` seeds 2, 4, 5 and 6 for the shape: ``notes/ab/shape_sweep.py``), then
   checked on seeds 6 and 7 at 8k, 16k and 32k on ``diffuse``, ``medium`` and ``peaked`` inputs: against the
   previous default (below) faster on every family and length (32k: 1.41-1.45x / 1.73x / 1.94x of dense against
-  1.29-1.34x / 1.53-1.54x / 1.73x) with 1.5-2.3x lower error, and its ``psa-exact-l8`` line ahead of XAttention at
-  59 of 60 time budgets at 16k and 32k (README "Speed"). ``tail`` has nothing to fold in such a plan.
+  1.29-1.34x / 1.53-1.54x / 1.73x) with 1.5-2.3x lower error; its ``psa-exact-l8`` line, with the lone step in the
+  level-assignment launch, ahead of XAttention at 90 of 90 time budgets from 1.1x to 2x (16k seeds 6 to 9, 32k
+  seeds 8 and 9; README "Speed"). ``tail`` has nothing to fold in such a plan.
 - Preset ``"levels-4-8"`` (the default until 2026-12-03): ``thresholds = (0.6, 0.6, 0.8, 0.93)``, stride 16,
   ``lone_pooled="keep"``: exact blocks up to 60% of a row's estimated mass, the next 20% at level 4, the 13% after
   it at level 8, the rest skipped; no level 2 (a level-2 block costs about 0.59 of an exact block in a run and 1.23
