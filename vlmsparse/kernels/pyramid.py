@@ -192,6 +192,31 @@ def _two_part_columns(x, col, dtype):
 
 
 @triton.jit
+def _diagonal_tile(DescK, DescV, k_base, v_base, stride_kn, stride_vn, b, kvh, j, offs_m, offs_n, offs_d, d_mask,
+                   limit, k_len, CAUSAL: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+                   EVEN_D: tl.constexpr, KV_DESC: tl.constexpr):
+    """Key block ``j`` on the causal diagonal (or at the end of the sequence): its K and V tiles, and which rows
+    see which of its keys."""
+    cols = j * BLOCK_N + offs_n
+    n_ok = cols < k_len
+    if EVEN_D:
+        ld_mask = n_ok[:, None]
+    else:
+        ld_mask = n_ok[:, None] & d_mask[None, :]
+    if KV_DESC:
+        k = DescK.load([b, kvh, j * BLOCK_N, 0]).reshape(BLOCK_N, BLOCK_D)
+        v = DescV.load([b, kvh, j * BLOCK_N, 0]).reshape(BLOCK_N, BLOCK_D)
+    else:
+        k = tl.load(k_base + cols[:, None] * stride_kn + offs_d[None, :], mask=ld_mask, other=0.0)
+        v = tl.load(v_base + cols[:, None] * stride_vn + offs_d[None, :], mask=ld_mask, other=0.0)
+    if CAUSAL:
+        keep = n_ok[None, :] & (cols[None, :] <= limit[:, None])
+    else:
+        keep = n_ok[None, :] & (offs_m[:, None] >= 0)
+    return k, v, keep
+
+
+@triton.jit
 def _tail_key(
     m_i, l_i, acc, q, sum_k, sum_v, n_full, qk_scale, idx_ptr, o_mask, o_skip_part,
     k_base, v_base, stride_kn, stride_vn, offs_n, offs_d, d_mask, limit, m_ok, k_len,
@@ -387,35 +412,45 @@ def _pyramid_attention_fwd(
 
     # blocks on the causal diagonal or at the end of the sequence: exact, token-level masks
     limit = offs_m + (k_len - q_len)  # last key each row may see
-    for t in range(o_p8, o_mask):
-        j = tl.load(idx_ptr + t)
-        cols = j * BLOCK_N + offs_n
-        n_ok = cols < k_len
-        if EVEN_D:
-            ld_mask = n_ok[:, None]
-        else:
-            ld_mask = n_ok[:, None] & d_mask[None, :]
-        if KV_DESC:
-            k = DescK.load([b, kvh, j * BLOCK_N, 0]).reshape(BLOCK_N, BLOCK_D)
-            v = DescV.load([b, kvh, j * BLOCK_N, 0]).reshape(BLOCK_N, BLOCK_D)
-        else:
-            k = tl.load(k_base + cols[:, None] * stride_kn + offs_d[None, :], mask=ld_mask, other=0.0)
-            v = tl.load(v_base + cols[:, None] * stride_vn + offs_d[None, :], mask=ld_mask, other=0.0)
-        qk = _dot(q, tl.trans(k), UPCAST) * qk_scale
-        if CAUSAL:
-            keep = n_ok[None, :] & (cols[None, :] <= limit[:, None])
-        else:
-            keep = n_ok[None, :] & (offs_m[:, None] >= 0)
-        qk = tl.where(keep, qk, float("-inf"))
-        m_i, l_i, acc = _online_update_masked(m_i, l_i, acc, qk, v, UPCAST)
-
-    if TAIL:
-        if has_tail:
+    if TAIL and not TAIL_DIAG:
+        # The tail key goes in at the top of the first diagonal step, before that step waits for its K/V tiles:
+        # its dependent chain (two 16-column matmuls, exponentials) runs while the tiles' copies are in flight
+        # instead of alone at the end of the program. Two stages: the tail's operand tiles beside three stages of
+        # K/V buffers are past an H200's shared memory (one diagonal block per program is the usual case).
+        for t in tl.range(o_p8, o_mask, num_stages=2):
+            j = tl.load(idx_ptr + t)
+            k, v, keep = _diagonal_tile(DescK, DescV, k_base, v_base, stride_kn, stride_vn, b, kvh, j, offs_m,
+                                        offs_n, offs_d, d_mask, limit, k_len, CAUSAL, BLOCK_N, BLOCK_D, EVEN_D,
+                                        KV_DESC)
+            if has_tail & (t == o_p8):
+                m_i, l_i, acc = _tail_key(
+                    m_i, l_i, acc, q, sum_k, sum_v, n_full, qk_scale, idx_ptr, o_mask, o_skip_part,
+                    k_base, v_base, stride_kn, stride_vn, offs_n, offs_d, d_mask, limit, m_ok, k_len,
+                    BLOCK_M, BLOCK_N, EVEN_D, UPCAST, False,
+                )
+            qk = tl.where(keep, _dot(q, tl.trans(k), UPCAST) * qk_scale, float("-inf"))
+            m_i, l_i, acc = _online_update_masked(m_i, l_i, acc, qk, v, UPCAST)
+        if has_tail & (o_mask == o_p8):  # no block on the diagonal (not causal, keys end on a block boundary)
             m_i, l_i, acc = _tail_key(
                 m_i, l_i, acc, q, sum_k, sum_v, n_full, qk_scale, idx_ptr, o_mask, o_skip_part,
                 k_base, v_base, stride_kn, stride_vn, offs_n, offs_d, d_mask, limit, m_ok, k_len,
-                BLOCK_M, BLOCK_N, EVEN_D, UPCAST, TAIL_DIAG,
+                BLOCK_M, BLOCK_N, EVEN_D, UPCAST, False,
             )
+    else:
+        for t in range(o_p8, o_mask):
+            j = tl.load(idx_ptr + t)
+            k, v, keep = _diagonal_tile(DescK, DescV, k_base, v_base, stride_kn, stride_vn, b, kvh, j, offs_m,
+                                        offs_n, offs_d, d_mask, limit, k_len, CAUSAL, BLOCK_N, BLOCK_D, EVEN_D,
+                                        KV_DESC)
+            qk = tl.where(keep, _dot(q, tl.trans(k), UPCAST) * qk_scale, float("-inf"))
+            m_i, l_i, acc = _online_update_masked(m_i, l_i, acc, qk, v, UPCAST)
+        if TAIL:  # with skipped diagonal blocks: after them, whose keys it sums per row
+            if has_tail:
+                m_i, l_i, acc = _tail_key(
+                    m_i, l_i, acc, q, sum_k, sum_v, n_full, qk_scale, idx_ptr, o_mask, o_skip_part,
+                    k_base, v_base, stride_kn, stride_vn, offs_n, offs_d, d_mask, limit, m_ok, k_len,
+                    BLOCK_M, BLOCK_N, EVEN_D, UPCAST, TAIL_DIAG,
+                )
 
     # a row with nothing to attend has l == 0 and acc == 0: it returns zeros, never NaN
     out = acc / tl.where(l_i > 0.0, l_i, 1.0)[:, None]
