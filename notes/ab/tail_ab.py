@@ -21,7 +21,7 @@ import inspect
 import torch
 import triton
 
-from vlmsparse.bench.common import sdpa_dense
+from vlmsparse.bench.common import device_time_ms, sdpa_dense
 from vlmsparse.bench.kernel import VIDEO_GRIDS, one_level_plan, random_mixed_plan
 from vlmsparse.bench.pareto import FAMILIES
 from vlmsparse.bench.synthetic import video_qkv
@@ -32,7 +32,12 @@ from tail_parts import seeded_qkv
 from variants import load, package_of
 
 
+DEVICE_TIME = False  # --device-time: device time with the host ahead (bench.common.device_time_ms)
+
+
 def t_ms(fn):
+    if DEVICE_TIME:
+        return device_time_ms(fn)
     return triton.testing.do_bench(fn, warmup=25, rep=150, return_mode="median")
 
 
@@ -100,7 +105,11 @@ def main():
                         "default on the medium family")
     p.add_argument("--no-diagonal-passes", action="store_true",
                    help="leave out the current version with its tail passes over skipped diagonal blocks")
+    p.add_argument("--device-time", action="store_true",
+                   help="time each call as device time with the host ahead (a short call eager waits on the host)")
     args = p.parse_args()
+    global DEVICE_TIME
+    DEVICE_TIME = args.device_time
     vers = versions(args.tags, diagonal_passes=not (args.quick or args.no_diagonal_passes))
     with open(args.csv, "w", newline="") as f:
         writer = Rows(f, fieldnames=["length", "plan", "version", "ms", "ms_tail", "tail_overhead",

@@ -137,15 +137,26 @@ def run_random(args: argparse.Namespace) -> list[dict]:
                                  pyramid_attention(q, k, v, ones, block_m=args.block, block_n=args.block,
                                                    check_levels=False, pooled=False), dense_ref)))
         # kernel alone with a prebuilt pyramid and compiled plan (what a layer pays once planning is done)
-        for keep in args.keeps:
+        for keep, plan_seed in [(keep, seed) for keep in args.keeps for seed in args.plan_seeds]:
+            no_tail: dict[str, float] = {}
             for tail in (False, True):
-                levels = random_mixed_plan(b, hkv, length, args.block, keep, seed=length)
+                levels = random_mixed_plan(b, hkv, length, args.block, keep, seed=length + plan_seed)
                 s = plan_sparsity(levels, length, length, args.block, args.block).overall
                 pyr = build_kv_pyramid(k, v, tail=tail, block_n=args.block)
                 plan = compile_plan(levels, length, length, args.block, args.block, True)
-                t_kernel = time_ms(lambda: pyramid_attention(
+                call = lambda: pyramid_attention(
                     q, k, v, levels, block_m=args.block, block_n=args.block, tail=tail, pyramid=pyr, plan=plan,
-                    check_levels=False, diagonal_kept=True))
+                    check_levels=False, diagonal_kept=True)
+                t_kernel = time_ms(call)
+                # the kernel's device time with the host ahead: one call at a time, a short kernel waits on its own
+                # launches (the host's), which says nothing of the kernel
+                t_device = device_time_ms(call)
+                overhead = {}
+                if tail:
+                    overhead = dict(tail_overhead=t_kernel / no_tail["ms"] - 1.0,
+                                    tail_overhead_device=t_device / no_tail["device_ms"] - 1.0)
+                else:
+                    no_tail = dict(ms=t_kernel, device_ms=t_device)
                 t_full = time_ms(lambda: pyramid_attention(
                     q, k, v, levels, block_m=args.block, block_n=args.block, tail=tail, check_levels=False,
                     diagonal_kept=True))
@@ -154,7 +165,7 @@ def run_random(args: argparse.Namespace) -> list[dict]:
                 err = check_against_reference(q, k, v, levels, args.block, tail, args.check_rows) if args.check else float("nan")
                 rows.append(dict(
                     base, variant=f"pyramid_random_keep{keep}" + ("_tail" if tail else ""), sparsity=s, ms=t_kernel,
-                    tflops=float("nan"), vs_cudnn=t_cudnn / t_kernel, target_ms=1.25 * (1 - s) * t_cudnn,
+                    plan_seed=length + plan_seed, device_ms=t_device, **overhead, tflops=float("nan"), vs_cudnn=t_cudnn / t_kernel, target_ms=1.25 * (1 - s) * t_cudnn,
                     with_pyramid_and_compile_ms=t_full, pyramid_ms=t_pyr, compile_ms=t_compile,
                     rel_err_vs_ref=err, ref_rows_checked=f"first and last {args.check_rows}",
                 ))
@@ -196,14 +207,17 @@ def run_level_costs(args: argparse.Namespace) -> list[dict]:
         shapes = dict(B=b, Hq=hq, Hkv=hkv, L=length, D=d, dtype=args.dtype)
         times: dict[tuple[int, bool], float] = {}
         errs: dict[tuple[int, bool], float] = {}
+        device: dict[tuple[int, bool], float] = {}
         for tail in (False, True):
             pyr = build_kv_pyramid(k, v, tail=tail, block_n=args.block)
             for level in (0, 1, 2, 4, 8):
                 levels = one_level_plan(hkv, length, args.block, level)
                 plan = compile_plan(levels, length, length, args.block, args.block, True)
-                times[level, tail] = time_ms(lambda: pyramid_attention(
+                call = lambda: pyramid_attention(
                     q, k, v, levels, block_m=args.block, block_n=args.block, tail=tail, pyramid=pyr, plan=plan,
-                    check_levels=False, diagonal_kept=True))
+                    check_levels=False, diagonal_kept=True)
+                times[level, tail] = time_ms(call)
+                device[level, tail] = device_time_ms(call)
                 errs[level, tail] = (
                     check_against_reference(q, k, v, levels, args.block, tail, args.check_rows) if args.check
                     else float("nan"))
@@ -215,7 +229,8 @@ def run_level_costs(args: argparse.Namespace) -> list[dict]:
                     env, **shapes, variant=f"one_level_{level}" + ("_tail" if tail else ""), cudnn_ms=t_cudnn,
                     ms=times[level, tail], skip_ms=times[0, tail], marginal_cost=marginal,
                     share=1.0 / level, target_cost=1.25 / level, met=marginal <= 1.25 / level,
-                    tail_overhead=times[level, True] / times[level, False] - 1.0,
+                    tail_overhead=times[level, True] / times[level, False] - 1.0, device_ms=device[level, tail],
+                    tail_overhead_device=device[level, True] / device[level, False] - 1.0,
                     rel_err_vs_ref=errs[level, tail], ref_rows_checked=f"first and last {args.check_rows}",
                 ))
         del q, k, v
@@ -305,6 +320,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--block", type=int, default=128, help="query and key block size of the plans (default 128)")
     p.add_argument("--keeps", type=float, nargs="+", default=[0.5, 0.25, 0.1], metavar="FRACTION",
                    help="fractions of off-diagonal blocks kept by the random mixed-level plans (default 0.5 0.25 0.1)")
+    p.add_argument("--plan-seeds", type=int, nargs="+", default=[0], metavar="N",
+                   help="random plans drawn with seed L + N for each N (default 0: one plan per keep and length)")
     p.add_argument("--configs", type=lambda s: tuple(int(x) for x in s.split(",")), nargs="+", default=[(8, 3)],
                    metavar="WARPS,STAGES", help="num_warps,num_stages pairs for the all-level-1 timing (default 8,3)")
     p.add_argument("--no-check", dest="check", action="store_false",
@@ -333,6 +350,8 @@ def check_args(args: argparse.Namespace) -> None:
     require_head_dim(args.head_dim)
     if args.block not in VALID_BLOCK_SIZES:
         raise ValueError(f"--block must be one of {VALID_BLOCK_SIZES}, got {args.block}")
+    if any(seed < 0 for seed in args.plan_seeds):
+        raise ValueError(f"--plan-seeds are non-negative integers; got {args.plan_seeds}")
     if any(not 0 < keep <= 1 for keep in args.keeps):
         raise ValueError(f"--keeps are shares of blocks kept, in (0, 1]; got {args.keeps}")
     if any(len(c) != 2 or min(c) < 1 for c in args.configs):
@@ -343,12 +362,12 @@ def check_args(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     rows = [] if args.skip_random else run_random(args)
     if rows:
-        print_table(rows, ["L", "variant", "sparsity", "ms", "tflops", "vs_cudnn", "target_ms", "rel_err_vs_ref",
-                           "rel_err_vs_cudnn"])
+        print_table(rows, ["L", "variant", "plan_seed", "sparsity", "ms", "device_ms", "tflops", "vs_cudnn", "target_ms",
+                           "tail_overhead", "tail_overhead_device", "rel_err_vs_ref", "rel_err_vs_cudnn"])
     if not args.skip_levels:
         lrows = run_level_costs(args)
         print_table(lrows, ["L", "variant", "ms", "skip_ms", "marginal_cost", "target_cost", "met", "tail_overhead",
-                            "rel_err_vs_ref"])
+                            "tail_overhead_device", "rel_err_vs_ref"])
         rows += lrows
     if args.methods:
         mrows = run_methods(args)
