@@ -398,10 +398,11 @@ def _pyramid_attention_fwd(
         )
 
     if TAIL:
-        # The sums are read before the diagonal blocks, whose step hides their latency (they were written by the
-        # launch just before, so they come from L2), and used after them. Read at the start of the program they
-        # stayed in registers through every loop, which slowed the pooled loops of plans with no tail at all
-        # (one level 2: +4.8% at 32k). Only a program whose plan skips something visible applies the tail key.
+        # The sums are read just before the diagonal blocks (written by the launch just before, they come from
+        # L2) and used at the top of the first diagonal step, while its K/V tiles are in flight. Read at the
+        # start of the program they stayed in registers through every loop, which slowed the pooled loops of
+        # plans with no tail at all (one level 2: +4.8% at 32k). Only a program whose plan skips something
+        # visible applies the tail key.
         wait_for_prior(PDL == 2)
         o_skip_part = tl.load(off_ptr + 9)
         has_tail = tl.load(off_ptr + 10) > o_mask
