@@ -5,11 +5,8 @@ import os
 
 import pytest
 import torch
-import triton
-import triton.language as tl
 
 from vlmsparse.kernels import build_kv_pyramid, plan_shape, pyramid_attention
-from vlmsparse.kernels.pyramid import _exp2_fma
 from vlmsparse.kernels.reference import pool_keys, pyramid_attention_ref
 
 # VLMSPARSE_TEST_DEVICE=cuda TRITON_INTERPRET=0 runs these same checks on a GPU.
@@ -366,32 +363,3 @@ def test_descriptor_loads_fall_back_where_they_cannot_run():
     _, k, v = make_inputs(1, 2, 1, 32, 32, 32)
     assert can_use_tma(k, v)
     assert not can_use_tma(k.expand(3, -1, -1, -1), v.expand(3, -1, -1, -1))  # broadcast batch: stride 0
-
-
-@triton.jit
-def _exp2_fma_probe(X, Y, N: tl.constexpr):
-    offs = tl.arange(0, N)
-    tl.store(Y + offs, _exp2_fma(tl.load(X + offs)))
-
-
-def test_exp2_on_the_fma_pipe_matches_exp2():
-    x = torch.cat([torch.linspace(-125.9, 0.0, 3900), -torch.rand(95) * 30, torch.tensor([0.0, -1.0, -2.5, -126.0, -200.0])])
-    x = torch.cat([x, torch.zeros(4096 - x.numel())]).float()
-    y = torch.empty_like(x)
-    _exp2_fma_probe[(1,)](x, y, N=4096)
-    want = torch.exp2(x.double())
-    rel = ((y.double() - want) / want).abs()
-    assert rel[x > -126].max() < 1e-4
-    assert y[x <= -126].max() < 2.0 ** -124  # underflow: about 2 ** -126, never large
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_exact_blocks_with_exponentials_split_between_pipes(monkeypatch, dtype):
-    # the exact loop's exponentials half on the special-function unit, half on the FMA pipe: the same attention
-    from vlmsparse.kernels import pyramid as pyramid_module
-
-    monkeypatch.setattr(pyramid_module, "EXP2_SPLIT", True)
-    torch.manual_seed(3)
-    q, k, v = make_inputs(1, 2, 1, 96, 96, 32, dtype)
-    check(q, k, v, torch.ones(plan_shape(1, 2, 96, 96, 32, 32), dtype=torch.int8), 32, 32)
-    check(q, k, v, random_levels(1, 2, 96, 96, 32, 32), 32, 32, tail=True)

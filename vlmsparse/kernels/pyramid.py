@@ -73,38 +73,6 @@ def _online_update_scaled(m_i, l_i, acc, qk, qk_scale, v, UPCAST: tl.constexpr):
 
 
 @triton.jit
-def _exp2_fma(x):
-    """``2 ** x`` for ``x <= 0`` on the FMA pipe, not the special-function unit: ``2 ** floor(x)`` written into the
-    exponent bits of a cubic for ``2 ** frac(x)`` (relative error below 9e-5; below 2 ** -126 it returns about
-    2 ** -126 times at most 2, not 0)."""
-    x = tl.maximum(x, -126.0)
-    j = tl.floor(x)
-    f = x - j
-    p = 1.0 + f * (0.69511634 + f * (0.227647 + f * 0.0770652))
-    return (p.to(tl.int32, bitcast=True) + (j.to(tl.int32) << 23)).to(tl.float32, bitcast=True)
-
-
-@triton.jit
-def _exp2_split(x, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    """``2 ** x`` over a ``[BLOCK_M, BLOCK_N]`` tile (``x <= 0``, finite): even columns on the special-function
-    unit, odd ones on the FMA pipe (:func:`_exp2_fma`), so that the two share the softmax's exponentials."""
-    a, b = tl.split(x.reshape(BLOCK_M, BLOCK_N // 2, 2))
-    return tl.join(tl.math.exp2(a), _exp2_fma(b)).reshape(BLOCK_M, BLOCK_N)
-
-
-@triton.jit
-def _online_update_split(m_i, l_i, acc, qk, qk_scale, v, UPCAST: tl.constexpr, BLOCK_M: tl.constexpr,
-                         BLOCK_N: tl.constexpr):
-    """``_online_update_scaled`` with the tile's exponentials shared by the two pipes (:func:`_exp2_split`)."""
-    m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
-    p = _exp2_split(qk * qk_scale - m_new[:, None], BLOCK_M, BLOCK_N)
-    alpha = tl.math.exp2(m_i - m_new)
-    l_i = l_i * alpha + tl.sum(p, 1)
-    acc = _pv(p, v, acc * alpha[:, None], UPCAST)
-    return m_new, l_i, acc
-
-
-@triton.jit
 def _online_update_masked(m_i, l_i, acc, qk, v, UPCAST: tl.constexpr):
     """Like ``_online_update`` but rows may be all ``-inf`` (nothing visible yet)."""
     m_new = tl.maximum(m_i, tl.max(qk, 1))
@@ -321,7 +289,7 @@ def _pyramid_attention_fwd(
     CAUSAL: tl.constexpr, TAIL: tl.constexpr, TAIL_DIAG: tl.constexpr, POOLED: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, EVEN_D: tl.constexpr,
     UPCAST: tl.constexpr, KV_DESC: tl.constexpr, PYR_DESC: tl.constexpr, HEADS_FIRST: tl.constexpr,
-    PDL: tl.constexpr, EXP_SPLIT: tl.constexpr,
+    PDL: tl.constexpr,
 ):
     # heavy (late) query blocks first: better load balance under causal masking; HEADS_FIRST launches the last
     # query block of every head before the second-to-last of any
@@ -386,10 +354,7 @@ def _pyramid_attention_fwd(
             k = tl.load(k_base + cols[:, None] * stride_kn + offs_d[None, :], mask=d_mask[None, :], other=0.0)
             v = tl.load(v_base + cols[:, None] * stride_vn + offs_d[None, :], mask=d_mask[None, :], other=0.0)
         qk = _dot(q, tl.trans(k), UPCAST)
-        if EXP_SPLIT:
-            m_i, l_i, acc = _online_update_split(m_i, l_i, acc, qk, qk_scale, v, UPCAST, BLOCK_M, BLOCK_N)
-        else:
-            m_i, l_i, acc = _online_update_scaled(m_i, l_i, acc, qk, qk_scale, v, UPCAST)
+        m_i, l_i, acc = _online_update_scaled(m_i, l_i, acc, qk, qk_scale, v, UPCAST)
 
     # PDL: this launch is chained (vlmsparse.kernels.pdl) after the pyramid's (1) or the skipped sums' (2: the
     # pyramid was complete before them); every program waits once, before it first reads what they wrote
@@ -615,9 +580,6 @@ def chain_wait(tail: bool, built_here: bool, pooled: bool) -> int:
     return 2 if tail else 0
 
 
-#: Exact blocks' exponentials shared by the special-function unit and the FMA pipe (:func:`_exp2_split`).
-EXP2_SPLIT: bool = False
-
 #: Launch order: every head's last query block first, then every head's second-to-last, ... ("heads first"), or
 #: one head's query blocks in a row, last first. None chooses by length: heads first up to
 #: HEADS_FIRST_MAX_QUERY_BLOCKS query blocks. H200, 2026-12-02 (notes/ab/defaults_ab.py): at 8k tokens heads first
@@ -765,7 +727,7 @@ def pyramid_attention(
         CAUSAL=causal, TAIL=tail, TAIL_DIAG=tail_diag, POOLED=pooled,
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, EVEN_D=(block_d == d),
         UPCAST=(q.dtype == torch.float32 or (q.dtype == torch.bfloat16 and interpreting())),
-        KV_DESC=bool(tma), PYR_DESC=pyr_desc, HEADS_FIRST=heads_first, PDL=pdl, EXP_SPLIT=EXP2_SPLIT,
+        KV_DESC=bool(tma), PYR_DESC=pyr_desc, HEADS_FIRST=heads_first, PDL=pdl,
         num_warps=num_warps, num_stages=num_stages, **({"launch_pdl": True} if pdl else {}),
     )
     return out
