@@ -165,7 +165,8 @@ def run_random(args: argparse.Namespace) -> list[dict]:
                 err = check_against_reference(q, k, v, levels, args.block, tail, args.check_rows) if args.check else float("nan")
                 rows.append(dict(
                     base, variant=f"pyramid_random_keep{keep}" + ("_tail" if tail else ""), sparsity=s, ms=t_kernel,
-                    plan_seed=length + plan_seed, device_ms=t_device, **overhead, tflops=float("nan"), vs_cudnn=t_cudnn / t_kernel, target_ms=1.25 * (1 - s) * t_cudnn,
+                    plan_seed=length + plan_seed, device_ms=t_device, **overhead, tflops=float("nan"),
+                    vs_cudnn=t_cudnn / t_kernel, target_ms=1.25 * (1 - s) * t_cudnn,
                     with_pyramid_and_compile_ms=t_full, pyramid_ms=t_pyr, compile_ms=t_compile,
                     rel_err_vs_ref=err, ref_rows_checked=f"first and last {args.check_rows}",
                 ))

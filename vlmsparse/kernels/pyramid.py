@@ -168,16 +168,24 @@ def _pooled_spans(
 
 
 @triton.jit
-def _skipped_diagonal_tile(base, stride_n, j, offs_n, offs_d, d_mask, k_len, limit, m_ok,
-                           BLOCK_N: tl.constexpr, EVEN_D: tl.constexpr):
-    """Key block ``j`` of K or V (from ``base``) and which rows see which of its keys (causal ``limit``, sequence
-    end, rows past the queries): what both tail passes over skipped diagonal blocks read."""
+def _block_columns(j, offs_n, d_mask, k_len, BLOCK_N: tl.constexpr, EVEN_D: tl.constexpr):
+    """Key block ``j``'s key indices, which of them exist (``< k_len``), and the load mask of its ``[BLOCK_N, D]``
+    tile (the head dim masked unless ``EVEN_D``)."""
     cols = j * BLOCK_N + offs_n
     n_ok = cols < k_len
     if EVEN_D:
         ld_mask = n_ok[:, None]
     else:
         ld_mask = n_ok[:, None] & d_mask[None, :]
+    return cols, n_ok, ld_mask
+
+
+@triton.jit
+def _skipped_diagonal_tile(base, stride_n, j, offs_n, offs_d, d_mask, k_len, limit, m_ok,
+                           BLOCK_N: tl.constexpr, EVEN_D: tl.constexpr):
+    """Key block ``j`` of K or V (from ``base``) and which rows see which of its keys (causal ``limit``, sequence
+    end, rows past the queries): what both tail passes over skipped diagonal blocks read."""
+    cols, n_ok, ld_mask = _block_columns(j, offs_n, d_mask, k_len, BLOCK_N, EVEN_D)
     tile = tl.load(base + cols[:, None] * stride_n + offs_d[None, :], mask=ld_mask, other=0.0)
     vis = n_ok[None, :] & (cols[None, :] <= limit[:, None]) & m_ok[:, None]
     return tile, vis
@@ -197,12 +205,7 @@ def _diagonal_tile(DescK, DescV, k_base, v_base, stride_kn, stride_vn, b, kvh, j
                    EVEN_D: tl.constexpr, KV_DESC: tl.constexpr):
     """Key block ``j`` on the causal diagonal (or at the end of the sequence): its K and V tiles, and which rows
     see which of its keys."""
-    cols = j * BLOCK_N + offs_n
-    n_ok = cols < k_len
-    if EVEN_D:
-        ld_mask = n_ok[:, None]
-    else:
-        ld_mask = n_ok[:, None] & d_mask[None, :]
+    cols, n_ok, ld_mask = _block_columns(j, offs_n, d_mask, k_len, BLOCK_N, EVEN_D)
     if KV_DESC:
         k = DescK.load([b, kvh, j * BLOCK_N, 0]).reshape(BLOCK_N, BLOCK_D)
         v = DescV.load([b, kvh, j * BLOCK_N, 0]).reshape(BLOCK_N, BLOCK_D)
@@ -286,7 +289,8 @@ def _pyramid_attention_fwd(
     stride_vb, stride_vh, stride_vn,
     stride_ob, stride_oh, stride_om,
     n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, head_dim,
-    CAUSAL: tl.constexpr, TAIL: tl.constexpr, TAIL_DIAG: tl.constexpr, POOLED: tl.constexpr,
+    CAUSAL: tl.constexpr, TAIL: tl.constexpr, TAIL_DIAG: tl.constexpr, DIAG_STAGES: tl.constexpr,
+    POOLED: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, EVEN_D: tl.constexpr,
     UPCAST: tl.constexpr, KV_DESC: tl.constexpr, PYR_DESC: tl.constexpr, HEADS_FIRST: tl.constexpr,
     PDL: tl.constexpr,
@@ -413,45 +417,34 @@ def _pyramid_attention_fwd(
 
     # blocks on the causal diagonal or at the end of the sequence: exact, token-level masks
     limit = offs_m + (k_len - q_len)  # last key each row may see
-    if TAIL and not TAIL_DIAG:
-        # The tail key goes in at the top of the first diagonal step, before that step waits for its K/V tiles:
-        # its dependent chain (two 16-column matmuls, exponentials) runs while the tiles' copies are in flight
-        # instead of alone at the end of the program. Two stages: the tail's operand tiles beside three stages of
-        # K/V buffers are past an H200's shared memory (one diagonal block per program is the usual case).
-        for t in tl.range(o_p8, o_mask, num_stages=2):
-            j = tl.load(idx_ptr + t)
-            k, v, keep = _diagonal_tile(DescK, DescV, k_base, v_base, stride_kn, stride_vn, b, kvh, j, offs_m,
-                                        offs_n, offs_d, d_mask, limit, k_len, CAUSAL, BLOCK_N, BLOCK_D, EVEN_D,
-                                        KV_DESC)
+    # With tail and no skipped diagonal blocks (EARLY_TAIL) the tail key goes in at the top of the first diagonal
+    # step, before that step waits for its K/V tiles: its dependent chain (two 16-column matmuls, exponentials) runs
+    # while the tiles' copies are in flight instead of alone at the end of the program. DIAG_STAGES is then two:
+    # the tail's operand tiles beside three stages of K/V buffers are past an H200's shared memory (one diagonal
+    # block per program is the usual case).
+    EARLY_TAIL: tl.constexpr = TAIL and not TAIL_DIAG
+    for t in tl.range(o_p8, o_mask, num_stages=DIAG_STAGES):
+        j = tl.load(idx_ptr + t)
+        k, v, keep = _diagonal_tile(DescK, DescV, k_base, v_base, stride_kn, stride_vn, b, kvh, j, offs_m, offs_n,
+                                    offs_d, d_mask, limit, k_len, CAUSAL, BLOCK_N, BLOCK_D, EVEN_D, KV_DESC)
+        if EARLY_TAIL:
             if has_tail & (t == o_p8):
                 m_i, l_i, acc = _tail_key(
                     m_i, l_i, acc, q, sum_k, sum_v, n_full, qk_scale, idx_ptr, o_mask, o_skip_part,
                     k_base, v_base, stride_kn, stride_vn, offs_n, offs_d, d_mask, limit, m_ok, k_len,
                     BLOCK_M, BLOCK_N, EVEN_D, UPCAST, False,
                 )
-            qk = tl.where(keep, _dot(q, tl.trans(k), UPCAST) * qk_scale, float("-inf"))
-            m_i, l_i, acc = _online_update_masked(m_i, l_i, acc, qk, v, UPCAST)
-        if has_tail & (o_mask == o_p8):  # no block on the diagonal (not causal, keys end on a block boundary)
+        qk = tl.where(keep, _dot(q, tl.trans(k), UPCAST) * qk_scale, float("-inf"))
+        m_i, l_i, acc = _online_update_masked(m_i, l_i, acc, qk, v, UPCAST)
+    if TAIL:
+        # after the loop: with skipped diagonal blocks (after them: it sums their keys per row), or where a
+        # program has no diagonal block (not causal, keys ending on a block boundary)
+        if has_tail & ((not EARLY_TAIL) | (o_mask == o_p8)):
             m_i, l_i, acc = _tail_key(
                 m_i, l_i, acc, q, sum_k, sum_v, n_full, qk_scale, idx_ptr, o_mask, o_skip_part,
                 k_base, v_base, stride_kn, stride_vn, offs_n, offs_d, d_mask, limit, m_ok, k_len,
-                BLOCK_M, BLOCK_N, EVEN_D, UPCAST, False,
+                BLOCK_M, BLOCK_N, EVEN_D, UPCAST, TAIL_DIAG,
             )
-    else:
-        for t in range(o_p8, o_mask):
-            j = tl.load(idx_ptr + t)
-            k, v, keep = _diagonal_tile(DescK, DescV, k_base, v_base, stride_kn, stride_vn, b, kvh, j, offs_m,
-                                        offs_n, offs_d, d_mask, limit, k_len, CAUSAL, BLOCK_N, BLOCK_D, EVEN_D,
-                                        KV_DESC)
-            qk = tl.where(keep, _dot(q, tl.trans(k), UPCAST) * qk_scale, float("-inf"))
-            m_i, l_i, acc = _online_update_masked(m_i, l_i, acc, qk, v, UPCAST)
-        if TAIL:  # with skipped diagonal blocks: after them, whose keys it sums per row
-            if has_tail:
-                m_i, l_i, acc = _tail_key(
-                    m_i, l_i, acc, q, sum_k, sum_v, n_full, qk_scale, idx_ptr, o_mask, o_skip_part,
-                    k_base, v_base, stride_kn, stride_vn, offs_n, offs_d, d_mask, limit, m_ok, k_len,
-                    BLOCK_M, BLOCK_N, EVEN_D, UPCAST, TAIL_DIAG,
-                )
 
     # a row with nothing to attend has l == 0 and acc == 0: it returns zeros, never NaN
     out = acc / tl.where(l_i > 0.0, l_i, 1.0)[:, None]
@@ -725,6 +718,7 @@ def pyramid_attention(
         out.stride(0), out.stride(1), out.stride(2),
         hq, hkv, plan.plan_heads, n_qb, n_kb, lq, lk, d,
         CAUSAL=causal, TAIL=tail, TAIL_DIAG=tail_diag, POOLED=pooled,
+        DIAG_STAGES=2 if tail and not tail_diag else num_stages,
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, EVEN_D=(block_d == d),
         UPCAST=(q.dtype == torch.float32 or (q.dtype == torch.bfloat16 and interpreting())),
         KV_DESC=bool(tma), PYR_DESC=pyr_desc, HEADS_FIRST=heads_first, PDL=pdl,
