@@ -107,6 +107,8 @@ def main():
                    help="leave out the current version with its tail passes over skipped diagonal blocks")
     p.add_argument("--device-time", action="store_true",
                    help="time each call as device time with the host ahead (a short call eager waits on the host)")
+    p.add_argument("--one-levels", type=int, nargs="+", metavar="LEVEL",
+                   help="the one-level plans to run (0: sink and diagonal only); default 1 2 4 8 0, with --quick 4 0")
     args = p.parse_args()
     global DEVICE_TIME
     DEVICE_TIME = args.device_time
@@ -121,7 +123,7 @@ def main():
             t_dense = min(t_ms(lambda: cudnn(q, k, v)), t_ms(lambda: cudnn(q, k, v)))
             print(f"L={length} cuDNN {t_dense:.3f} ms", flush=True)
             writer.writerow(dict(length=length, plan="cudnn", version="torch", ms=t_dense))
-            for level in ((4, 0) if args.quick else (1, 2, 4, 8, 0)):
+            for level in args.one_levels or ((4, 0) if args.quick else (1, 2, 4, 8, 0)):
                 measure(f"one level {level}", length, q, k, v, one_level_plan(4, length, 128, level), vers, writer)
             for keep in ((0.25, 0.1) if args.quick else (0.5, 0.25, 0.1)):
                 for seed in ((0,) if args.quick else (0, 1)):
