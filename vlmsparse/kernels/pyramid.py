@@ -73,18 +73,6 @@ def _online_update_scaled(m_i, l_i, acc, qk, qk_scale, v, UPCAST: tl.constexpr):
 
 
 @triton.jit
-def _online_update_scaled_masked(m_i, l_i, acc, qk, qk_scale, v, UPCAST: tl.constexpr):
-    """``_online_update_scaled`` where rows may be all ``-inf`` (masked logits; nothing visible yet)."""
-    m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
-    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-    p = tl.math.exp2(qk * qk_scale - m_safe[:, None])
-    alpha = tl.math.exp2(m_i - m_safe)
-    l_i = l_i * alpha + tl.sum(p, 1)
-    acc = _pv(p, v, acc * alpha[:, None], UPCAST)
-    return m_new, l_i, acc
-
-
-@triton.jit
 def _online_update_masked(m_i, l_i, acc, qk, v, UPCAST: tl.constexpr):
     """Like ``_online_update`` but rows may be all ``-inf`` (nothing visible yet)."""
     m_new = tl.maximum(m_i, tl.max(qk, 1))
@@ -355,25 +343,10 @@ def _pyramid_attention_fwd(
     # each step, keeping two K/V buffers instead of three (4-12% slower on an H100, notes/kernel.md).
     # KV_DESC: K/V tiles come through tensor descriptors (TMA on Hopper; 8-14% faster than pointer loads on
     # an H100, notes/kernel.md); a tile past the end of K/V reads zeros.
-    # DIAG_IN_EXACT: the blocks on the causal diagonal (or at the end of the sequence) are this loop's last steps,
-    # their logits masked under a branch, so their K/V tiles are in flight during the last wholly visible blocks
-    # (a loop of their own fills its pipeline again at the end of every program). With tail the diagonal blocks
-    # keep their own loop below (the tail key goes in at the top of its first step).
-    DIAG_IN_EXACT: tl.constexpr = KV_DESC and not TAIL
-    limit = offs_m + (k_len - q_len)  # last key each row may see
-    if DIAG_IN_EXACT:
-        n_steps = o_exact + (o_mask - o_p8)
-        j_next = tl.load(idx_ptr + tl.where(o_exact > 0, 0, o_p8))
-    else:
-        n_steps = o_exact
-        j_next = tl.load(idx_ptr)  # unmasked (every row has n_kb entries): issued without waiting for the offsets
-    for t in range(0, n_steps):
+    j_next = tl.load(idx_ptr)  # unmasked (every row has n_kb entries): issued without waiting for the offsets
+    for t in range(0, o_exact):
         j = j_next
-        if DIAG_IN_EXACT:
-            nxt = tl.where(t + 1 < o_exact, t + 1, t + 1 - o_exact + o_p8)
-            j_next = tl.load(idx_ptr + nxt, mask=t + 1 < n_steps, other=0)
-        else:
-            j_next = tl.load(idx_ptr + t + 1, mask=t + 1 < o_exact, other=0)
+        j_next = tl.load(idx_ptr + t + 1, mask=t + 1 < o_exact, other=0)
         cols = j * BLOCK_N + offs_n
         if KV_DESC:
             k = DescK.load([b, kvh, j * BLOCK_N, 0]).reshape(BLOCK_N, BLOCK_D)
@@ -385,16 +358,7 @@ def _pyramid_attention_fwd(
             k = tl.load(k_base + cols[:, None] * stride_kn + offs_d[None, :], mask=d_mask[None, :], other=0.0)
             v = tl.load(v_base + cols[:, None] * stride_vn + offs_d[None, :], mask=d_mask[None, :], other=0.0)
         qk = _dot(q, tl.trans(k), UPCAST)
-        if DIAG_IN_EXACT:
-            if t >= o_exact:
-                if CAUSAL:
-                    keep = (cols[None, :] < k_len) & (cols[None, :] <= limit[:, None])
-                else:
-                    keep = (cols[None, :] < k_len) & (offs_m[:, None] >= 0)
-                qk = tl.where(keep, qk, float("-inf"))
-            m_i, l_i, acc = _online_update_scaled_masked(m_i, l_i, acc, qk, qk_scale, v, UPCAST)
-        else:
-            m_i, l_i, acc = _online_update_scaled(m_i, l_i, acc, qk, qk_scale, v, UPCAST)
+        m_i, l_i, acc = _online_update_scaled(m_i, l_i, acc, qk, qk_scale, v, UPCAST)
 
     # PDL: this launch is chained (vlmsparse.kernels.pdl) after the pyramid's (1) or the skipped sums' (2: the
     # pyramid was complete before them); every program waits once, before it first reads what they wrote
@@ -451,28 +415,27 @@ def _pyramid_attention_fwd(
         sum_v = tl.load(sums + head_dim + offs_d, mask=d_mask, other=0.0)
         n_full = tl.load(sums + 2 * head_dim)
 
-    # blocks on the causal diagonal or at the end of the sequence: exact, token-level masks (steps of the exact loop
-    # above with DIAG_IN_EXACT)
+    # blocks on the causal diagonal or at the end of the sequence: exact, token-level masks
+    limit = offs_m + (k_len - q_len)  # last key each row may see
     # With tail and no skipped diagonal blocks (EARLY_TAIL) the tail key goes in at the top of the first diagonal
     # step, before that step waits for its K/V tiles: its dependent chain (two 16-column matmuls, exponentials) runs
     # while the tiles' copies are in flight instead of alone at the end of the program. DIAG_STAGES is then two:
     # the tail's operand tiles beside three stages of K/V buffers are past an H200's shared memory (one diagonal
     # block per program is the usual case).
     EARLY_TAIL: tl.constexpr = TAIL and not TAIL_DIAG
-    if not DIAG_IN_EXACT:
-        for t in tl.range(o_p8, o_mask, num_stages=DIAG_STAGES):
-            j = tl.load(idx_ptr + t)
-            k, v, keep = _diagonal_tile(DescK, DescV, k_base, v_base, stride_kn, stride_vn, b, kvh, j, offs_m, offs_n,
-                                        offs_d, d_mask, limit, k_len, CAUSAL, BLOCK_N, BLOCK_D, EVEN_D, KV_DESC)
-            if EARLY_TAIL:
-                if has_tail & (t == o_p8):
-                    m_i, l_i, acc = _tail_key(
-                        m_i, l_i, acc, q, sum_k, sum_v, n_full, qk_scale, idx_ptr, o_mask, o_skip_part,
-                        k_base, v_base, stride_kn, stride_vn, offs_n, offs_d, d_mask, limit, m_ok, k_len,
-                        BLOCK_M, BLOCK_N, EVEN_D, UPCAST, False,
-                    )
-            qk = tl.where(keep, _dot(q, tl.trans(k), UPCAST) * qk_scale, float("-inf"))
-            m_i, l_i, acc = _online_update_masked(m_i, l_i, acc, qk, v, UPCAST)
+    for t in tl.range(o_p8, o_mask, num_stages=DIAG_STAGES):
+        j = tl.load(idx_ptr + t)
+        k, v, keep = _diagonal_tile(DescK, DescV, k_base, v_base, stride_kn, stride_vn, b, kvh, j, offs_m, offs_n,
+                                    offs_d, d_mask, limit, k_len, CAUSAL, BLOCK_N, BLOCK_D, EVEN_D, KV_DESC)
+        if EARLY_TAIL:
+            if has_tail & (t == o_p8):
+                m_i, l_i, acc = _tail_key(
+                    m_i, l_i, acc, q, sum_k, sum_v, n_full, qk_scale, idx_ptr, o_mask, o_skip_part,
+                    k_base, v_base, stride_kn, stride_vn, offs_n, offs_d, d_mask, limit, m_ok, k_len,
+                    BLOCK_M, BLOCK_N, EVEN_D, UPCAST, False,
+                )
+        qk = tl.where(keep, _dot(q, tl.trans(k), UPCAST) * qk_scale, float("-inf"))
+        m_i, l_i, acc = _online_update_masked(m_i, l_i, acc, qk, v, UPCAST)
     if TAIL:
         # after the loop: with skipped diagonal blocks (after them: it sums their keys per row), or where a
         # program has no diagonal block (not causal, keys ending on a block boundary)
