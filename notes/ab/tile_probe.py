@@ -19,7 +19,7 @@ import torch
 import triton
 
 from vlmsparse.bench.common import device_time_ms, sdpa_dense
-from vlmsparse.bench.kernel import random_mixed_plan
+from vlmsparse.bench.kernel import random_mixed_plan, rel_err
 from vlmsparse.kernels import build_kv_pyramid, compile_plan, plan_shape, pyramid_attention
 from vlmsparse.kernels import pyramid as pyramid_module
 
@@ -30,10 +30,6 @@ def split_plan(levels: torch.Tensor, lq: int, lk: int, bm: int, bn: int) -> torc
     """The 128 x 128 plan ``levels`` as a plan of ``bm`` x ``bn`` blocks (each block repeated, cut to size)."""
     out = levels.repeat_interleave(128 // bm, dim=2).repeat_interleave(128 // bn, dim=3)
     return out[:, :, : triton.cdiv(lq, bm), : triton.cdiv(lk, bn)].contiguous()
-
-
-def rel(a, b):
-    return ((a.double() - b.double()).norm() / b.double().norm()).item()
 
 
 def kernels_seen():
@@ -50,17 +46,17 @@ def main():
     print(torch.cuda.get_device_name(), "torch", torch.__version__, "triton", triton.__version__, flush=True)
     cudnn = sdpa_dense("cudnn")
     for length in lengths:
-        for fam_seed in (0, 1):
-            torch.manual_seed(length + fam_seed)
+        for input_seed in (0, 1):
+            torch.manual_seed(length + input_seed)
             q = torch.randn(1, 28, length, 128, device="cuda", dtype=torch.bfloat16)
             k = torch.randn(1, 4, length, 128, device="cuda", dtype=torch.bfloat16)
             v = torch.randn(1, 4, length, 128, device="cuda", dtype=torch.bfloat16)
             ref = cudnn(q, k, v)
             plans = {"all-level-1": torch.ones(plan_shape(1, 4, length, length, 128, 128), dtype=torch.int8,
                                                device="cuda")}
-            if fam_seed == 0:
+            if input_seed == 0:
                 for keep in (0.5, 0.25):
-                    plans[f"random keep {keep}"] = random_mixed_plan(1, 4, length, 128, keep, seed=fam_seed)
+                    plans[f"random keep {keep}"] = random_mixed_plan(1, 4, length, 128, keep, seed=input_seed)
             for name, levels in plans.items():
                 pooled_opts = (False, True) if name == "all-level-1" else (True,)
                 fns = {"cudnn": lambda: cudnn(q, k, v)}
@@ -81,12 +77,12 @@ def main():
                 for _ in range(3):
                     for key, fn in fns.items():
                         best[key] = min(best[key], device_time_ms(fn, reps=20, trials=3))
-                print(f"L={length} seed {fam_seed} {name}: cuDNN {best['cudnn']:.3f} ms", flush=True)
+                print(f"L={length} seed {input_seed} {name}: cuDNN {best['cudnn']:.3f} ms", flush=True)
                 for key in outs:
-                    err_ref = rel(outs[key], ref) if name == "all-level-1" else float("nan")
+                    err_ref = rel_err(outs[key], ref) if name == "all-level-1" else float("nan")
                     print(f"  {key:24s} {best[key]:8.3f} ms  vs cuDNN {best['cudnn'] / best[key]:.3f}  "
                           f"vs {base_key} {best[key] / best[base_key]:.3f}x time  "
-                          f"diff to default tiles {rel(outs[key], outs[base_key]):.1e}  vs cuDNN out {err_ref:.1e}",
+                          f"diff to default tiles {rel_err(outs[key], outs[base_key]):.1e}  vs cuDNN out {err_ref:.1e}",
                           flush=True)
     print("compiled (warps, stages, regs, spills, shared):", sorted(set(kernels_seen())), flush=True)
 
