@@ -22,6 +22,7 @@ from .blocks import PARTIAL, block_classes, cdiv
 from .kv_pyramid import KVPyramid, build_kv_pyramid
 from .pdl import pdl_ok, release_dependents, wait_for_prior
 from .plan_lists import CompiledPlan, compile_plan
+from .pyramid_ws import pyramid_attention_ws, ws_supported
 from .validation import (
     check_attention_args,
     interpreting,
@@ -601,6 +602,7 @@ def pyramid_attention(
     tma: bool | None = None,
     diagonal_kept: bool = False,
     pooled: bool | None = None,
+    kernel: str | None = None,
 ) -> torch.Tensor:
     """Causal, grouped-query pyramid sparse attention.
 
@@ -626,11 +628,22 @@ def pyramid_attention(
             loops and builds no pooled K/V (with ``tail``, only the block sums); a pooled block in such a plan
             would be read as skipped. ``None``: found out from ``levels`` where ``check_levels`` syncs anyway,
             else ``True``.
+        kernel: ``"ws"`` the warp-specialized Hopper kernel (:mod:`vlmsparse.kernels.pyramid_ws`: an sm_90 GPU,
+            bfloat16 or float16, head dim 128, 128 x 128 blocks, no tail), ``"triton"`` the Triton kernel,
+            ``None`` the first where it applies (and where ``num_warps``, ``num_stages`` and ``tma`` are left to
+            choose); the environment variable ``VLMSPARSE_KERNEL=triton`` turns the first off.
 
     Returns:
         ``[B, Hq, Lq, D]`` in the dtype of ``q``.
     """
     check_attention_args(q, k, v, levels, block_m, block_n, check_values=False, sm_scale=sm_scale)
+    if kernel not in (None, "ws", "triton"):
+        raise ValueError(f"kernel={kernel!r}: pass 'ws', 'triton' or None (the first that applies)")
+    if kernel == "ws" and not ws_supported(q, k, v, block_m, block_n, tail):
+        raise ValueError(
+            "kernel='ws' runs on an sm_90 (Hopper) GPU outside the interpreter, with bfloat16 or float16 inputs, head "
+            "dim 128, block_m = block_n = 128, tail=False and 16-byte aligned strides; pass kernel=None to choose"
+        )
     b, hq, lq, d = q.shape
     hkv, lk = k.shape[1], k.shape[2]
     scale = 1.0 / math.sqrt(d) if sm_scale is None else float(sm_scale)
@@ -680,6 +693,12 @@ def pyramid_attention(
             f"rebuild it with build_kv_pyramid(k, v, tail={tail}, block_n={block_n})"
         )
     out = torch.empty_like(q)
+    if kernel == "ws" or (
+        kernel is None and num_warps is None and num_stages is None and tma is not False
+        and ws_supported(q, k, v, block_m, block_n, tail)
+    ):
+        return pyramid_attention_ws(q, k, v, plan, pyramid.pooled_k_all if pooled else None,
+                                    pyramid.pooled_v_all if pooled else None, out, scale * LOG2E, causal)
     n_qb, n_kb = cdiv(lq, block_m), cdiv(lk, block_n)
     block_d = max(16, triton.next_power_of_2(d))
     dummy = k  # a pointer argument for what this launch does not read

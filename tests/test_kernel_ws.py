@@ -1,0 +1,133 @@
+"""The warp-specialized Hopper kernel (``kernel="ws"``): where it runs, and the same outputs as the reference.
+
+Its numerical checks need an sm_90 GPU (``VLMSPARSE_TEST_DEVICE=cuda TRITON_INTERPRET=0``); the interpreter cannot
+run Gluon. The dispatch checks run everywhere.
+"""
+
+import os
+
+import pytest
+import torch
+
+from vlmsparse.kernels.blocks import PARTIAL, block_classes
+from vlmsparse.kernels import build_kv_pyramid, compile_plan, plan_shape, pyramid_attention
+from vlmsparse.kernels.pyramid_ws import ws_supported
+from vlmsparse.kernels.reference import pyramid_attention_ref
+
+from test_kernel import make_inputs, random_levels, rel_err, run_levels
+
+DEVICE = os.environ.get("VLMSPARSE_TEST_DEVICE", "cpu")
+ON_HOPPER = (DEVICE == "cuda" and torch.cuda.is_available() and torch.cuda.get_device_capability()[0] == 9
+             and os.environ.get("TRITON_INTERPRET", "0") in ("", "0"))
+hopper = pytest.mark.skipif(not ON_HOPPER, reason="needs an sm_90 GPU outside the interpreter")
+TOL = {torch.float16: 5e-3, torch.bfloat16: 1e-2}
+
+
+@pytest.fixture(autouse=True)
+def _on_test_device():
+    with torch.device(DEVICE):
+        yield
+
+
+def test_not_chosen_off_hopper_or_outside_its_shapes():
+    q, k, v = make_inputs(1, 2, 1, 256, 256, 128, torch.bfloat16)
+    if not ON_HOPPER:
+        assert not ws_supported(q, k, v, 128, 128, False)
+    assert not ws_supported(q, k, v, 128, 128, True)  # tail: the Triton kernel
+    assert not ws_supported(q, k, v, 64, 128, False)
+    q32, k32, v32 = make_inputs(1, 2, 1, 256, 256, 128, torch.float32)
+    assert not ws_supported(q32, k32, v32, 128, 128, False)
+    q64, k64, v64 = make_inputs(1, 2, 1, 256, 256, 64, torch.bfloat16)
+    assert not ws_supported(q64, k64, v64, 128, 128, False)
+
+
+def test_bad_kernel_argument_is_one_clear_error():
+    q, k, v = make_inputs(1, 2, 1, 64, 64, 32)
+    levels = torch.ones(plan_shape(1, 1, 64, 64, 32, 32), dtype=torch.int8)
+    with pytest.raises(ValueError, match="pass 'ws', 'triton' or None"):
+        pyramid_attention(q, k, v, levels, block_m=32, block_n=32, kernel="fast")
+    with pytest.raises(ValueError, match="sm_90"):
+        pyramid_attention(q, k, v, levels, block_m=32, block_n=32, kernel="ws")
+
+
+def test_environment_turns_it_off(monkeypatch):
+    q, k, v = make_inputs(1, 2, 1, 256, 256, 128, torch.bfloat16)
+    monkeypatch.setenv("VLMSPARSE_KERNEL", "triton")
+    assert not ws_supported(q, k, v, 128, 128, False)
+
+
+def check_ws(q, k, v, levels, causal=True, pooled=None):
+    out = pyramid_attention(q, k, v, levels, causal=causal, kernel="ws", pooled=pooled)
+    ref = pyramid_attention_ref(q, k, v, levels, causal=causal)
+    tri = pyramid_attention(q, k, v, levels, causal=causal, kernel="triton", pooled=pooled)
+    assert out.shape == q.shape and out.dtype == q.dtype and torch.isfinite(out).all()
+    err = rel_err(out, ref)
+    assert err < TOL[q.dtype], f"relative error {err:.2e} against the reference"
+    # the same steps on the same operands as the Triton kernel: equal to rounding
+    assert rel_err(out, tri) < TOL[q.dtype] / 2
+    return out, ref
+
+
+@hopper
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("lq,lk", [(1024, 1024), (1000, 1000), (300, 1100), (129, 900)])
+def test_random_mixed_plans(dtype, causal, lq, lk):
+    torch.manual_seed(lq + lk)
+    q, k, v = make_inputs(1, 4, 2, lq, lk, 128, dtype)
+    check_ws(q, k, v, random_levels(1, 4, lq, lk, 128, 128), causal=causal)
+
+
+@hopper
+@pytest.mark.parametrize("plan_heads", [2, 6])
+def test_plan_per_kv_head_batch_2_and_runs_of_one_level(plan_heads):
+    # runs of 1 to 10 blocks of one level: every span size and remainder, single pooled blocks of every level
+    torch.manual_seed(plan_heads)
+    lq = lk = 24 * 128 - 37
+    q, k, v = make_inputs(2, 6, 2, lq, lk, 128, torch.bfloat16)
+    n_qb = plan_shape(2, plan_heads, lq, lk, 128, 128)[2]
+    levels = torch.cat([run_levels(n_qb, 24) for _ in range(2 * plan_heads)]).reshape(2, plan_heads, n_qb, 24)
+    for causal in (True, False):
+        check_ws(q, k, v, levels, causal=causal)
+
+
+@hopper
+def test_strided_queries_and_every_level_one_equals_sdpa():
+    torch.manual_seed(0)
+    b, l, hq, hkv = 1, 2000, 8, 2
+    q = torch.randn(b, l, hq, 128, dtype=torch.bfloat16).transpose(1, 2)  # as a model's projection gives it
+    k = torch.randn(b, l, hkv, 128, dtype=torch.bfloat16).transpose(1, 2)
+    v = torch.randn(b, l, hkv, 128, dtype=torch.bfloat16).transpose(1, 2)
+    assert ws_supported(q, k, v, 128, 128, False)
+    levels = torch.ones(plan_shape(b, hkv, l, l, 128, 128), dtype=torch.int8)
+    out = pyramid_attention(q, k, v, levels)  # chosen by default here
+    dense = torch.nn.functional.scaled_dot_product_attention(
+        q, k.repeat_interleave(4, 1), v.repeat_interleave(4, 1), is_causal=True)
+    assert rel_err(out, dense) < 5e-3
+    check_ws(q, k, v, levels)
+
+
+@hopper
+def test_binary_kernel_reads_pooled_blocks_as_skipped():
+    torch.manual_seed(1)
+    q, k, v = make_inputs(1, 4, 2, 1024, 1024, 128, torch.bfloat16)
+    levels = random_levels(1, 2, 1024, 1024, 128, 128)
+    out = pyramid_attention(q, k, v, levels, pooled=False, kernel="ws")
+    # blocks meeting the diagonal are computed exactly whatever their level; the other pooled ones are skipped
+    partial = (block_classes(1024, 1024, 128, 128, True) == PARTIAL).to(levels.device)
+    binary = torch.where(levels > 1, partial.to(levels.dtype).expand_as(levels), levels)
+    assert rel_err(out, pyramid_attention_ref(q, k, v, binary)) < TOL[q.dtype]
+    assert rel_err(out, pyramid_attention(q, k, v, levels, pooled=False, kernel="triton")) < TOL[q.dtype] / 2
+
+
+@hopper
+def test_prebuilt_pyramid_and_plan_and_rows_seeing_nothing():
+    torch.manual_seed(2)
+    q, k, v = make_inputs(1, 2, 1, 640, 640, 128, torch.bfloat16)
+    levels = random_levels(1, 1, 640, 640, 128, 128)
+    levels[0, 0, 2] = 0  # a query block that skips everything: zeros, not NaN
+    pyr = build_kv_pyramid(k, v, block_n=128)
+    plan = compile_plan(levels, 640, 640, 128, 128, True)
+    out = pyramid_attention(q, k, v, levels, pyramid=pyr, plan=plan, kernel="ws")
+    assert out[:, :, 256:384].abs().max() == 0
+    assert rel_err(out, pyramid_attention_ref(q, k, v, levels)) < TOL[q.dtype]

@@ -1,0 +1,396 @@
+"""Pyramid sparse attention on Hopper with warp specialization (Gluon): the same plans, the same maths.
+
+The Triton kernel (:mod:`vlmsparse.kernels.pyramid`) compiles on an sm_90 GPU to one program of two warp groups
+that meet at a block-wide barrier several times per key block, each waiting at once for every tensor-core matmul
+it issues, so a program's softmax never runs beside its matmuls. This kernel, for the plans and shapes where it
+applies (:func:`ws_supported`), splits each program (a query block of 128 rows and one query head) into
+
+- a producer warp that copies the query tile once and every K/V tile of the plan, in the plan's order, through
+  TMA into a ring of shared-memory buffers, each guarded by an mbarrier;
+- two consumer warp groups of 64 query rows each, which wait on those mbarriers only (never on each other), and
+  within each of which block ``i``'s ``Q K^T`` is issued before block ``i - 1``'s ``P V``, so block ``i``'s
+  softmax runs while that ``P V`` is in flight.
+
+Steps, in the order of the plan lists (:mod:`vlmsparse.kernels.plan_lists`): exact blocks, spans of pooled
+blocks (one 128-key tile of the pyramid, logits ``+ log2 p``, the rows past the span masked), single pooled
+blocks (the tile's first ``128 / p`` rows, a narrow matmul, logits ``+ log2(count)``), then the blocks that need
+token masks. Every step is the Triton kernel's step on the same operands: the outputs agree to rounding.
+Tail aggregation is not implemented here (the launcher runs the Triton kernel for ``tail=True``).
+
+Not runnable under the Triton interpreter: the tests check it against the Triton kernel and the float64
+reference on a Hopper GPU (``VLMSPARSE_TEST_DEVICE=cuda``).
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+try:  # Gluon: Triton >= 3.5; its Hopper pieces are only usable on an sm_90 device
+    from triton.experimental import gluon
+    from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warpgroup_mma, warpgroup_mma_wait
+    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor as GluonDescriptor
+except Exception:  # pragma: no cover - older Triton
+    gluon = None
+
+#: Query rows per program (two consumer warp groups of 64), keys per block, head dim: the only shapes here.
+BLOCK = 128
+HALF = 64
+HEAD_DIM = 128
+#: K/V ring depth: two stages measured as fast as three (notes/kernel.md) in 64 KB less shared memory.
+STAGES = 2
+#: ``VLMSPARSE_KERNEL=triton`` turns this kernel off everywhere (``gluon`` asks for it where supported).
+ENV = "VLMSPARSE_KERNEL"
+
+
+def ws_supported(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_m: int, block_n: int, tail: bool) -> bool:
+    """Whether :func:`pyramid_attention_ws` runs these arguments: an sm_90 GPU with Gluon, not the interpreter,
+    bfloat16 or float16, head dim 128, 128 x 128 blocks, no tail aggregation, and 16-byte aligned strides with a
+    contiguous head dim (TMA)."""
+    if gluon is None or os.environ.get(ENV, "").lower() == "triton":
+        return False
+    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+        return False
+    if not q.is_cuda or torch.cuda.get_device_capability(q.device)[0] != 9:
+        return False
+    if tail or block_m != BLOCK or block_n != BLOCK or q.shape[-1] != HEAD_DIM:
+        return False
+    if q.dtype not in (torch.bfloat16, torch.float16):
+        return False
+    for t in (q, k, v):
+        if t.stride(-1) != 1 or any((s * t.element_size()) % 16 for s in t.stride()[:-1]) or t.data_ptr() % 16:
+            return False
+    return True
+
+
+if gluon is not None:
+    # 128-byte swizzled tiles of 16-bit elements (bfloat16 and float16 alike), as the TMA boxes are written
+    _SMEM_Q = gl.constexpr(gl.NVMMASharedLayout.get_default_for([64, 128], gl.bfloat16))
+    _SMEM_KV = gl.constexpr(gl.NVMMASharedLayout.get_default_for([128, 128], gl.bfloat16))
+
+    @gluon.jit
+    def _program_lists(BlockIdx, CatOff, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb):
+        qblk = n_qb - 1 - gl.program_id(1)  # heavy (late) query blocks first, every head's before the next
+        bh = gl.program_id(0)
+        b = bh // n_q_heads
+        h = bh % n_q_heads
+        kvh = h // (n_q_heads // n_kv_heads)
+        ph = h if n_plan_heads == n_q_heads else kvh
+        row = (b * n_plan_heads + ph) * n_qb + qblk
+        return b, h, kvh, qblk, BlockIdx + row.to(gl.int64) * n_kb, CatOff + row * 11
+
+    @gluon.jit
+    def _kv_tile(desc_k, desc_v, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, b, kvh, r):
+        """Producer: rows ``r .. r + 127`` of K and V (or of the pyramid) into ring slot ``it % STAGES``."""
+        n_buf: gl.constexpr = bufs_k.type.shape[0]
+        s = it % n_buf
+        phase = (it // n_buf) & 1
+        mbarrier.wait(empty_k.index(s), phase ^ 1)
+        mbarrier.expect(ready_k.index(s), desc_k.block_type.nbytes)
+        tma.async_copy_global_to_shared(desc_k, [b, kvh, r, 0], ready_k.index(s), bufs_k.index(s))
+        mbarrier.wait(empty_v.index(s), phase ^ 1)
+        mbarrier.expect(ready_v.index(s), desc_v.block_type.nbytes)
+        tma.async_copy_global_to_shared(desc_v, [b, kvh, r, 0], ready_v.index(s), bufs_v.index(s))
+
+    @gluon.jit
+    def _producer(args):
+        (desc_q, desc_k, desc_v, desc_kp, desc_vp, BlockIdx, CatOff, Out, qk_scale, stride_ob, stride_oh, stride_om,
+         n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len,
+         q_smem, bufs_k, bufs_v, q_bar, ready_k, empty_k, ready_v, empty_v, CAUSAL, POOLED) = args
+        b, h, kvh, qblk, idx_ptr, off_ptr = _program_lists(BlockIdx, CatOff, n_q_heads, n_kv_heads, n_plan_heads,
+                                                           n_qb, n_kb)
+        mbarrier.expect(q_bar, 2 * desc_q.block_type.nbytes)
+        tma.async_copy_global_to_shared(desc_q, [b, h, qblk * 128, 0], q_bar, q_smem.index(0))
+        tma.async_copy_global_to_shared(desc_q, [b, h, qblk * 128 + 64, 0], q_bar, q_smem.index(1))
+        g2 = (k_len + 1) // 2
+        g4 = (k_len + 3) // 4
+        it = 0
+        o_exact = gl.load(off_ptr + 1)
+        for t in range(0, o_exact):
+            j = gl.load(idx_ptr + t)
+            _kv_tile(desc_k, desc_v, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, b, kvh, j * 128)
+            it += 1
+        # spans (entry 8 * first + n - 1; the tile starts at the first block's pooled keys), then single blocks
+        if POOLED:
+            lo = o_exact
+            for c in gl.static_range(6):
+                hi = gl.load(off_ptr + 2 + c)
+                base = 0 if c % 3 == 0 else (g2 if c % 3 == 1 else g2 + g4)
+                groups = 64 >> (c % 3)
+                for t in range(lo, hi):
+                    e = gl.load(idx_ptr + t)
+                    first = e // 8 if c < 3 else e
+                    _kv_tile(desc_kp, desc_vp, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, b, kvh,
+                             base + first * groups)
+                    it += 1
+                lo = hi
+        o_mask = gl.load(off_ptr + 8)
+        for t in range(gl.load(off_ptr + 7), o_mask):
+            j = gl.load(idx_ptr + t)
+            _kv_tile(desc_k, desc_v, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, b, kvh, j * 128)
+            it += 1
+
+    @gluon.jit
+    def _wide_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it, idx_ptr, start, stop,
+                    qk_scale, LOG2P: gl.constexpr, GROUPS: gl.constexpr):
+        """Consumer: steps ``start .. stop`` on 128-key tiles, pipelined (``Q K^T`` of step ``t`` issued before
+        ``P V`` of step ``t - 1``). ``GROUPS == 0``: exact blocks; else spans of ``GROUPS`` pooled keys per block,
+        logits ``+ LOG2P``, the tile's rows past the span masked. Every row has a finite logit in every step."""
+        n_buf: gl.constexpr = bufs_k.type.shape[0]
+        s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                           instr_shape=[16, 128, 16])
+        p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=s_layout, k_width=2)
+        col_layout: gl.constexpr = gl.SliceLayout(0, s_layout)
+        zero = gl.zeros([64, 128], gl.float32, s_layout)
+        n = stop - start
+        if n > 0:
+            cols = gl.arange(0, 128, layout=col_layout)
+            s = it % n_buf
+            mbarrier.wait(ready_k.index(s), (it // n_buf) & 1)
+            qk = warpgroup_mma(q, bufs_k.index(s).permute((1, 0)), zero, use_acc=False, is_async=True)
+            qk = warpgroup_mma_wait(0, deps=(qk, ))
+            mbarrier.arrive(empty_k.index(s), count=1)
+            if GROUPS == 0:
+                m_new = gl.maximum(m_i, gl.max(qk, 1) * qk_scale)
+                p = gl.exp2(qk * qk_scale - m_new[:, None])
+            else:
+                e = gl.load(idx_ptr + start)
+                bias = gl.where(cols < (e % 8 + 1) * GROUPS, LOG2P, float("-inf"))
+                qk = qk * qk_scale + bias[None, :]
+                m_new = gl.maximum(m_i, gl.max(qk, 1))
+                p = gl.exp2(qk - m_new[:, None])
+            alpha = gl.exp2(m_i - m_new)
+            l_i = l_i * alpha + gl.sum(p, 1)
+            m_i = m_new
+            acc = acc * alpha[:, None]
+            p16 = gl.convert_layout(p.to(q.dtype), p_layout)
+            prev = s
+            for t in range(1, n):
+                cur = it + t
+                s = cur % n_buf
+                mbarrier.wait(ready_k.index(s), (cur // n_buf) & 1)
+                qk = warpgroup_mma(q, bufs_k.index(s).permute((1, 0)), zero, use_acc=False, is_async=True)
+                mbarrier.wait(ready_v.index(prev), ((cur - 1) // n_buf) & 1)
+                acc = warpgroup_mma(p16, bufs_v.index(prev), acc, is_async=True)
+                qk = warpgroup_mma_wait(1, deps=(qk, ))
+                mbarrier.arrive(empty_k.index(s), count=1)
+                if GROUPS == 0:
+                    m_new = gl.maximum(m_i, gl.max(qk, 1) * qk_scale)
+                    p = gl.exp2(qk * qk_scale - m_new[:, None])
+                else:
+                    e = gl.load(idx_ptr + start + t)
+                    bias = gl.where(cols < (e % 8 + 1) * GROUPS, LOG2P, float("-inf"))
+                    qk = qk * qk_scale + bias[None, :]
+                    m_new = gl.maximum(m_i, gl.max(qk, 1))
+                    p = gl.exp2(qk - m_new[:, None])
+                alpha = gl.exp2(m_i - m_new)
+                l_i = l_i * alpha + gl.sum(p, 1)
+                m_i = m_new
+                # the new P goes into the operand registers only once the P V reading the old one is done
+                acc = warpgroup_mma_wait(0, deps=(acc, ))
+                mbarrier.arrive(empty_v.index(prev), count=1)
+                p16 = gl.convert_layout(p.to(q.dtype), p_layout)
+                acc = acc * alpha[:, None]
+                prev = s
+            mbarrier.wait(ready_v.index(prev), ((it + n - 1) // n_buf) & 1)
+            acc = warpgroup_mma(p16, bufs_v.index(prev), acc, is_async=True)
+            acc = warpgroup_mma_wait(0, deps=(acc, ))
+            mbarrier.arrive(empty_v.index(prev), count=1)
+        return m_i, l_i, acc, it + n
+
+    @gluon.jit
+    def _narrow_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it, idx_ptr, start, stop,
+                      qk_scale, k_len, P: gl.constexpr):
+        """Consumer: single pooled blocks of level ``P``, each the first ``128 / P`` rows of its tile (a narrow
+        matmul), logits ``+ log2(count)``, pooled keys past the sequence's last group masked. Not pipelined."""
+        n_buf: gl.constexpr = bufs_k.type.shape[0]
+        W: gl.constexpr = 128 // P
+        acc_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                             instr_shape=[16, 128, 16])
+        s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                           instr_shape=[16, W, 16])
+        p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=acc_layout, k_width=2)
+        row_acc: gl.constexpr = gl.SliceLayout(1, acc_layout)
+        row_s: gl.constexpr = gl.SliceLayout(1, s_layout)
+        zero = gl.zeros([64, W], gl.float32, s_layout)
+        n_groups = (k_len + P - 1) // P
+        offs = gl.arange(0, W, layout=gl.SliceLayout(0, s_layout))
+        m_w = gl.convert_layout(m_i, row_s)
+        l_w = gl.convert_layout(l_i, row_s)
+        for t in range(start, stop):
+            cur = it + (t - start)
+            s = cur % n_buf
+            phase = (cur // n_buf) & 1
+            j = gl.load(idx_ptr + t)
+            mbarrier.wait(ready_k.index(s), phase)
+            qk = warpgroup_mma(q, bufs_k.index(s).slice(0, W).permute((1, 0)), zero, use_acc=False, is_async=True)
+            qk = warpgroup_mma_wait(0, deps=(qk, ))
+            mbarrier.arrive(empty_k.index(s), count=1)
+            g = j * W + offs
+            count = gl.minimum(k_len - g * P, P).to(gl.float32)
+            bias = gl.where(g < n_groups, gl.log2(gl.maximum(count, 1.0)), float("-inf"))
+            qk = qk * qk_scale + bias[None, :]
+            m_new = gl.maximum(m_w, gl.max(qk, 1))
+            p = gl.exp2(qk - m_new[:, None])
+            alpha = gl.exp2(m_w - m_new)
+            l_w = l_w * alpha + gl.sum(p, 1)
+            m_w = m_new
+            acc = acc * gl.convert_layout(alpha, row_acc)[:, None]
+            p16 = gl.convert_layout(p.to(q.dtype), p_layout)
+            mbarrier.wait(ready_v.index(s), phase)
+            acc = warpgroup_mma(p16, bufs_v.index(s).slice(0, W), acc, is_async=True)
+            acc = warpgroup_mma_wait(0, deps=(acc, ))
+            mbarrier.arrive(empty_v.index(s), count=1)
+        n = gl.maximum(stop - start, 0)
+        return gl.convert_layout(m_w, row_acc), gl.convert_layout(l_w, row_acc), acc, it + n
+
+    @gluon.jit
+    def _masked_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it, idx_ptr, start, stop,
+                      qk_scale, limit, k_len, CAUSAL: gl.constexpr):
+        """Consumer: blocks with token masks (the causal diagonal, the sequence end). A row may see nothing yet."""
+        n_buf: gl.constexpr = bufs_k.type.shape[0]
+        s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                           instr_shape=[16, 128, 16])
+        p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=s_layout, k_width=2)
+        zero = gl.zeros([64, 128], gl.float32, s_layout)
+        offs = gl.arange(0, 128, layout=gl.SliceLayout(0, s_layout))
+        for t in range(start, stop):
+            cur = it + (t - start)
+            s = cur % n_buf
+            phase = (cur // n_buf) & 1
+            j = gl.load(idx_ptr + t)
+            cols = j * 128 + offs
+            mbarrier.wait(ready_k.index(s), phase)
+            qk = warpgroup_mma(q, bufs_k.index(s).permute((1, 0)), zero, use_acc=False, is_async=True)
+            qk = warpgroup_mma_wait(0, deps=(qk, ))
+            mbarrier.arrive(empty_k.index(s), count=1)
+            if CAUSAL:
+                qk = gl.where((cols[None, :] < k_len) & (cols[None, :] <= limit[:, None]), qk * qk_scale,
+                              float("-inf"))
+            else:
+                qk = qk * qk_scale + gl.where(cols < k_len, 0.0, float("-inf"))[None, :]
+            m_new = gl.maximum(m_i, gl.max(qk, 1))
+            m_safe = gl.where(m_new == float("-inf"), 0.0, m_new)
+            p = gl.exp2(qk - m_safe[:, None])
+            alpha = gl.exp2(m_i - m_safe)
+            l_i = l_i * alpha + gl.sum(p, 1)
+            m_i = m_new
+            acc = acc * alpha[:, None]
+            p16 = gl.convert_layout(p.to(q.dtype), p_layout)
+            mbarrier.wait(ready_v.index(s), phase)
+            acc = warpgroup_mma(p16, bufs_v.index(s), acc, is_async=True)
+            acc = warpgroup_mma_wait(0, deps=(acc, ))
+            mbarrier.arrive(empty_v.index(s), count=1)
+        return m_i, l_i, acc
+
+    @gluon.jit
+    def _consumer(args, WG: gl.constexpr):
+        (desc_q, desc_k, desc_v, desc_kp, desc_vp, BlockIdx, CatOff, Out, qk_scale, stride_ob, stride_oh, stride_om,
+         n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len,
+         q_smem, bufs_k, bufs_v, q_bar, ready_k, empty_k, ready_v, empty_v, CAUSAL, POOLED) = args
+        b, h, kvh, qblk, idx_ptr, off_ptr = _program_lists(BlockIdx, CatOff, n_q_heads, n_kv_heads, n_plan_heads,
+                                                           n_qb, n_kb)
+        layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                         instr_shape=[16, 128, 16])
+        row_layout: gl.constexpr = gl.SliceLayout(1, layout)
+        m_i = gl.full([64], float("-inf"), gl.float32, row_layout)
+        l_i = gl.full([64], 0.0, gl.float32, row_layout)
+        acc = gl.zeros([64, 128], gl.float32, layout)
+        mbarrier.wait(q_bar, 0)
+        q = q_smem.index(WG)
+        o_exact = gl.load(off_ptr + 1)
+        o_s2 = gl.load(off_ptr + 2)
+        o_s4 = gl.load(off_ptr + 3)
+        o_s8 = gl.load(off_ptr + 4)
+        o_p2 = gl.load(off_ptr + 5)
+        o_p4 = gl.load(off_ptr + 6)
+        o_p8 = gl.load(off_ptr + 7)
+        o_mask = gl.load(off_ptr + 8)
+        it = 0
+        m_i, l_i, acc, it = _wide_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it,
+                                        idx_ptr, 0, o_exact, qk_scale, 0.0, 0)
+        if POOLED:  # a binary kernel reads a pooled block as skipped, as the Triton kernel compiled without them
+            m_i, l_i, acc, it = _wide_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc,
+                                            it, idx_ptr, o_exact, o_s2, qk_scale, 1.0, 64)
+            m_i, l_i, acc, it = _wide_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc,
+                                            it, idx_ptr, o_s2, o_s4, qk_scale, 2.0, 32)
+            m_i, l_i, acc, it = _wide_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc,
+                                            it, idx_ptr, o_s4, o_s8, qk_scale, 3.0, 16)
+            if o_p8 > o_s8:  # single pooled blocks are rare in the default plans: skip their set-up when absent
+                m_i, l_i, acc, it = _narrow_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i,
+                                                  acc, it, idx_ptr, o_s8, o_p2, qk_scale, k_len, 2)
+                m_i, l_i, acc, it = _narrow_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i,
+                                                  acc, it, idx_ptr, o_p2, o_p4, qk_scale, k_len, 4)
+                m_i, l_i, acc, it = _narrow_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i,
+                                                  acc, it, idx_ptr, o_p4, o_p8, qk_scale, k_len, 8)
+        rows = qblk * 128 + WG * 64 + gl.arange(0, 64, layout=row_layout)
+        limit = rows + (k_len - q_len)
+        m_i, l_i, acc = _masked_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it,
+                                      idx_ptr, o_p8, o_mask, qk_scale, limit, k_len, CAUSAL)
+        # a row with nothing to attend has l == 0 and acc == 0: it returns zeros, never NaN
+        out = acc / gl.where(l_i > 0.0, l_i, 1.0)[:, None]
+        cols = gl.arange(0, 128, layout=gl.SliceLayout(0, layout))
+        o_ptrs = (Out + b.to(gl.int64) * stride_ob + h.to(gl.int64) * stride_oh
+                  + rows.to(gl.int64)[:, None] * stride_om + cols[None, :])
+        gl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=(rows < q_len)[:, None])
+
+    @gluon.jit
+    def _consumer_1(args):
+        _consumer(args, 1)
+
+    @gluon.jit
+    def _pyramid_ws_fwd(desc_q, desc_k, desc_v, desc_kp, desc_vp, BlockIdx, CatOff, Out, qk_scale,
+                        stride_ob, stride_oh, stride_om, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len,
+                        CAUSAL: gl.constexpr, POOLED: gl.constexpr, STAGES: gl.constexpr, CONSUMER_REGS: gl.constexpr,
+                        PRODUCER_REGS: gl.constexpr):
+        q_smem = gl.allocate_shared_memory(desc_q.dtype, [2, 64, 128], _SMEM_Q)
+        bufs_k = gl.allocate_shared_memory(desc_k.dtype, [STAGES, 128, 128], _SMEM_KV)
+        bufs_v = gl.allocate_shared_memory(desc_v.dtype, [STAGES, 128, 128], _SMEM_KV)
+        q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+        ready_k = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        empty_k = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        ready_v = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        empty_v = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        mbarrier.init(q_bar, count=1)
+        for s in gl.static_range(STAGES):
+            mbarrier.init(ready_k.index(s), count=1)
+            mbarrier.init(ready_v.index(s), count=1)
+            mbarrier.init(empty_k.index(s), count=2)  # one arrival per consumer warp group
+            mbarrier.init(empty_v.index(s), count=2)
+        args = (desc_q, desc_k, desc_v, desc_kp, desc_vp, BlockIdx, CatOff, Out, qk_scale, stride_ob, stride_oh,
+                stride_om, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len,
+                q_smem, bufs_k, bufs_v, q_bar, ready_k, empty_k, ready_v, empty_v, CAUSAL, POOLED)
+        gl.warp_specialize([
+            (_consumer, (args, 0)),
+            (_consumer_1, (args, )),
+            (_producer, (args, )),
+        ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
+
+
+def _descriptor(t: torch.Tensor, rows: int):
+    """A 4-D TMA descriptor of ``t`` ``[B, H, L, D]`` with ``[1, 1, rows, D]`` boxes (rows past L read zeros)."""
+    layout = gl.NVMMASharedLayout.get_default_for([1, 1, rows, t.shape[-1]],
+                                                  gl.bfloat16 if t.dtype == torch.bfloat16 else gl.float16)
+    return GluonDescriptor(t, list(t.shape), list(t.stride()), [1, 1, rows, t.shape[-1]], layout)
+
+
+def pyramid_attention_ws(q, k, v, plan, kp_all, vp_all, out, scale_log2: float, causal: bool) -> torch.Tensor:
+    """Launch the kernel on a compiled plan (the caller checked :func:`ws_supported` and the arguments).
+    ``kp_all`` / ``vp_all``: the concatenated pyramid ``[B, Hkv, G2 + G4 + G8, D]``, or ``None`` for a plan with no
+    pooled block (K and V stand in; no step reads them)."""
+    b, hq, lq, _ = q.shape
+    hkv, lk = k.shape[1], k.shape[2]
+    n_qb, n_kb = -(-lq // BLOCK), -(-lk // BLOCK)
+    desc_q = _descriptor(q, HALF)
+    desc_k, desc_v = _descriptor(k, BLOCK), _descriptor(v, BLOCK)
+    if kp_all is None:
+        desc_kp, desc_vp = desc_k, desc_v
+    else:
+        desc_kp, desc_vp = _descriptor(kp_all, BLOCK), _descriptor(vp_all, BLOCK)
+    _pyramid_ws_fwd[(b * hq, n_qb)](
+        desc_q, desc_k, desc_v, desc_kp, desc_vp, plan.block_idx, plan.cat_offsets, out, scale_log2,
+        out.stride(0), out.stride(1), out.stride(2), hq, hkv, plan.plan_heads, n_qb, n_kb, lq, lk,
+        CAUSAL=causal, POOLED=kp_all is not None, STAGES=STAGES, CONSUMER_REGS=240, PRODUCER_REGS=24, num_warps=4, maxnreg=168,
+    )
+    return out
