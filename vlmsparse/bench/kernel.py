@@ -16,6 +16,7 @@ import torch
 
 from vlmsparse.kernels import block_classes, build_kv_pyramid, compile_plan, plan_shape, pyramid_attention
 from vlmsparse.kernels.blocks import INVISIBLE, PARTIAL
+from vlmsparse.kernels.pyramid_ws import ws_supported
 from vlmsparse.kernels.reference import pyramid_attention_ref
 from vlmsparse.methods.sparsity import plan_sparsity
 
@@ -117,25 +118,31 @@ def run_random(args: argparse.Namespace) -> list[dict]:
         err_dense = rel_err(out, dense_ref)
         pyr1 = build_kv_pyramid(k, v)
         plan1 = compile_plan(ones, length, length, args.block, args.block, True)
-        for warps, stages in args.configs:
+        # the launcher's own choice of kernel (the warp-specialized one on an sm_90 GPU where it applies), then
+        # the Triton kernel at each --configs pair
+        default_name = "ws" if ws_supported(q, k, v, args.block, args.block, False) else "triton"
+        for cfg in [None] + list(args.configs):
+            opts = {} if cfg is None else dict(num_warps=cfg[0], num_stages=cfg[1], kernel="triton")
+            label = default_name if cfg is None else f"triton_w{cfg[0]}s{cfg[1]}"
             t = time_ms(lambda: pyramid_attention(
                 q, k, v, ones, block_m=args.block, block_n=args.block, check_levels=False, pyramid=pyr1, plan=plan1,
-                num_warps=warps, num_stages=stages))
+                **opts))
             t_full = time_ms(lambda: pyramid_attention(
-                q, k, v, ones, block_m=args.block, block_n=args.block, check_levels=False,
-                num_warps=warps, num_stages=stages))
-            rows.append(dict(base, variant=f"pyramid_all_level1_w{warps}s{stages}", sparsity=0.0, ms=t,
-                             tflops=flops / t / 1e9, vs_cudnn=t_cudnn / t, rel_err_vs_cudnn=err_dense,
+                q, k, v, ones, block_m=args.block, block_n=args.block, check_levels=False, **opts))
+            err = rel_err(pyramid_attention(q, k, v, ones, block_m=args.block, block_n=args.block,
+                                            check_levels=False, **opts), dense_ref)
+            rows.append(dict(base, variant=f"pyramid_all_level1_{label}", sparsity=0.0, ms=t,
+                             tflops=flops / t / 1e9, vs_cudnn=t_cudnn / t, rel_err_vs_cudnn=err,
                              with_pyramid_and_compile_ms=t_full))
             # the same plan as a binary plan (what XAttention's and SpargeAttn's plans run): the kernel compiled
             # without its pooled loops, no pyramid
             t_bin = time_ms(lambda: pyramid_attention(
                 q, k, v, ones, block_m=args.block, block_n=args.block, check_levels=False, plan=plan1, pooled=False,
-                num_warps=warps, num_stages=stages))
-            rows.append(dict(base, variant=f"pyramid_all_level1_binary_w{warps}s{stages}", sparsity=0.0, ms=t_bin,
+                **opts))
+            rows.append(dict(base, variant=f"pyramid_all_level1_binary_{label}", sparsity=0.0, ms=t_bin,
                              tflops=flops / t_bin / 1e9, vs_cudnn=t_cudnn / t_bin, rel_err_vs_cudnn=rel_err(
                                  pyramid_attention(q, k, v, ones, block_m=args.block, block_n=args.block,
-                                                   check_levels=False, pooled=False), dense_ref)))
+                                                   check_levels=False, pooled=False, **opts), dense_ref)))
         # kernel alone with a prebuilt pyramid and compiled plan (what a layer pays once planning is done)
         for keep, plan_seed in [(keep, seed) for keep in args.keeps for seed in args.plan_seeds]:
             no_tail: dict[str, float] = {}
@@ -324,7 +331,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plan-seeds", type=int, nargs="+", default=[0], metavar="N",
                    help="random plans drawn with seed L + N for each N (default 0: one plan per keep and length)")
     p.add_argument("--configs", type=lambda s: tuple(int(x) for x in s.split(",")), nargs="+", default=[(8, 3)],
-                   metavar="WARPS,STAGES", help="num_warps,num_stages pairs for the all-level-1 timing (default 8,3)")
+                   metavar="WARPS,STAGES", help="num_warps,num_stages pairs of the Triton kernel for the all-level-1 timing, "
+                   "beside the launcher's own choice of kernel (default 8,3)")
     p.add_argument("--no-check", dest="check", action="store_false",
                    help="skip the check of the random plans against the float64 reference (checked by default)")
     p.add_argument("--check-rows", type=int, default=1024,

@@ -22,6 +22,7 @@ reference on a Hopper GPU (``VLMSPARSE_TEST_DEVICE=cuda``).
 """
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -40,7 +41,7 @@ HALF = 64
 HEAD_DIM = 128
 #: K/V ring depth: two stages measured as fast as three (notes/kernel.md) in 64 KB less shared memory.
 STAGES = 2
-#: ``VLMSPARSE_KERNEL=triton`` turns this kernel off everywhere (``gluon`` asks for it where supported).
+#: ``VLMSPARSE_KERNEL=triton`` turns this kernel off everywhere.
 ENV = "VLMSPARSE_KERNEL"
 
 
@@ -52,7 +53,7 @@ def ws_supported(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_m: int
         return False
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
         return False
-    if not q.is_cuda or torch.cuda.get_device_capability(q.device)[0] != 9:
+    if not q.is_cuda or not _is_sm90(q.device.index if q.device.index is not None else torch.cuda.current_device()):
         return False
     if tail or block_m != BLOCK or block_n != BLOCK or q.shape[-1] != HEAD_DIM:
         return False
@@ -368,11 +369,26 @@ if gluon is not None:
         ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
 
 
+@functools.lru_cache(maxsize=None)
+def _is_sm90(index: int) -> bool:
+    return torch.cuda.get_device_capability(index)[0] == 9
+
+
+@functools.lru_cache(maxsize=None)
+def _box_layout(rows: int):
+    # 128-byte swizzle of 16-bit elements: the same layout for bfloat16 and float16
+    return gl.NVMMASharedLayout.get_default_for([1, 1, rows, HEAD_DIM], gl.bfloat16)
+
+
 def _descriptor(t: torch.Tensor, rows: int):
-    """A 4-D TMA descriptor of ``t`` ``[B, H, L, D]`` with ``[1, 1, rows, D]`` boxes (rows past L read zeros)."""
-    layout = gl.NVMMASharedLayout.get_default_for([1, 1, rows, t.shape[-1]],
-                                                  gl.bfloat16 if t.dtype == torch.bfloat16 else gl.float16)
-    return GluonDescriptor(t, list(t.shape), list(t.stride()), [1, 1, rows, t.shape[-1]], layout)
+    """A 4-D TMA descriptor of ``t`` ``[B, H, L, D]`` with ``[1, 1, rows, D]`` boxes (rows past L read zeros).
+
+    Built without the dataclass's checks (:func:`ws_supported` made them once for the call): five of them per call
+    were about a quarter of the launch's host time."""
+    d = object.__new__(GluonDescriptor)
+    d.base, d.shape, d.strides = t, list(t.shape), list(t.stride())
+    d.block_shape, d.layout, d.padding = [1, 1, rows, HEAD_DIM], _box_layout(rows), "zero"
+    return d
 
 
 def pyramid_attention_ws(q, k, v, plan, kp_all, vp_all, out, scale_log2: float, causal: bool) -> torch.Tensor:
