@@ -27,6 +27,8 @@ import os
 
 import torch
 
+from .blocks import cdiv
+
 try:  # Gluon: Triton >= 3.5; its Hopper pieces are only usable on an sm_90 device
     from triton.experimental import gluon
     from triton.experimental.gluon import language as gl
@@ -69,6 +71,9 @@ if gluon is not None:
     # 128-byte swizzled tiles of 16-bit elements (bfloat16 and float16 alike), as the TMA boxes are written
     _SMEM_Q = gl.constexpr(gl.NVMMASharedLayout.get_default_for([64, 128], gl.bfloat16))
     _SMEM_KV = gl.constexpr(gl.NVMMASharedLayout.get_default_for([128, 128], gl.bfloat16))
+    # a consumer's [64, 128] wgmma results (logits, accumulator) and P as the left operand of P V
+    _ACC = gl.constexpr(gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, 128, 16]))
+    _P = gl.constexpr(gl.DotOperandLayout(operand_index=0, parent=_ACC, k_width=2))
 
     @gluon.jit
     def _program_lists(BlockIdx, CatOff, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb):
@@ -133,39 +138,43 @@ if gluon is not None:
             it += 1
 
     @gluon.jit
+    def _wide_probs(qk, m_i, qk_scale, cols, entry_ptr, LOG2P: gl.constexpr, GROUPS: gl.constexpr):
+        """One wide step's new running maximum and probabilities from its raw logits ``qk``: scaled (exact block,
+        ``GROUPS == 0``), or scaled plus ``LOG2P`` with the tile's rows past the span (entry at ``entry_ptr``)
+        masked, as one bias per column in the scaling multiply-add."""
+        if GROUPS == 0:
+            m_new = gl.maximum(m_i, gl.max(qk, 1) * qk_scale)
+            p = gl.exp2(qk * qk_scale - m_new[:, None])
+        else:
+            e = gl.load(entry_ptr)
+            bias = gl.where(cols < (e % 8 + 1) * GROUPS, LOG2P, float("-inf"))
+            qk = qk * qk_scale + bias[None, :]
+            m_new = gl.maximum(m_i, gl.max(qk, 1))
+            p = gl.exp2(qk - m_new[:, None])
+        return m_new, p
+
+    @gluon.jit
     def _wide_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it, idx_ptr, start, stop,
                     qk_scale, LOG2P: gl.constexpr, GROUPS: gl.constexpr):
         """Consumer: steps ``start .. stop`` on 128-key tiles, pipelined (``Q K^T`` of step ``t`` issued before
         ``P V`` of step ``t - 1``). ``GROUPS == 0``: exact blocks; else spans of ``GROUPS`` pooled keys per block,
         logits ``+ LOG2P``, the tile's rows past the span masked. Every row has a finite logit in every step."""
         n_buf: gl.constexpr = bufs_k.type.shape[0]
-        s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
-                                                           instr_shape=[16, 128, 16])
-        p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=s_layout, k_width=2)
-        col_layout: gl.constexpr = gl.SliceLayout(0, s_layout)
-        zero = gl.zeros([64, 128], gl.float32, s_layout)
+        zero = gl.zeros([64, 128], gl.float32, _ACC)
         n = stop - start
         if n > 0:
-            cols = gl.arange(0, 128, layout=col_layout)
+            cols = gl.arange(0, 128, layout=gl.SliceLayout(0, _ACC))
             s = it % n_buf
             mbarrier.wait(ready_k.index(s), (it // n_buf) & 1)
             qk = warpgroup_mma(q, bufs_k.index(s).permute((1, 0)), zero, use_acc=False, is_async=True)
             qk = warpgroup_mma_wait(0, deps=(qk, ))
             mbarrier.arrive(empty_k.index(s), count=1)
-            if GROUPS == 0:
-                m_new = gl.maximum(m_i, gl.max(qk, 1) * qk_scale)
-                p = gl.exp2(qk * qk_scale - m_new[:, None])
-            else:
-                e = gl.load(idx_ptr + start)
-                bias = gl.where(cols < (e % 8 + 1) * GROUPS, LOG2P, float("-inf"))
-                qk = qk * qk_scale + bias[None, :]
-                m_new = gl.maximum(m_i, gl.max(qk, 1))
-                p = gl.exp2(qk - m_new[:, None])
+            m_new, p = _wide_probs(qk, m_i, qk_scale, cols, idx_ptr + start, LOG2P, GROUPS)
             alpha = gl.exp2(m_i - m_new)
             l_i = l_i * alpha + gl.sum(p, 1)
             m_i = m_new
             acc = acc * alpha[:, None]
-            p16 = gl.convert_layout(p.to(q.dtype), p_layout)
+            p16 = gl.convert_layout(p.to(q.dtype), _P)
             prev = s
             for t in range(1, n):
                 cur = it + t
@@ -176,22 +185,14 @@ if gluon is not None:
                 acc = warpgroup_mma(p16, bufs_v.index(prev), acc, is_async=True)
                 qk = warpgroup_mma_wait(1, deps=(qk, ))
                 mbarrier.arrive(empty_k.index(s), count=1)
-                if GROUPS == 0:
-                    m_new = gl.maximum(m_i, gl.max(qk, 1) * qk_scale)
-                    p = gl.exp2(qk * qk_scale - m_new[:, None])
-                else:
-                    e = gl.load(idx_ptr + start + t)
-                    bias = gl.where(cols < (e % 8 + 1) * GROUPS, LOG2P, float("-inf"))
-                    qk = qk * qk_scale + bias[None, :]
-                    m_new = gl.maximum(m_i, gl.max(qk, 1))
-                    p = gl.exp2(qk - m_new[:, None])
+                m_new, p = _wide_probs(qk, m_i, qk_scale, cols, idx_ptr + start + t, LOG2P, GROUPS)
                 alpha = gl.exp2(m_i - m_new)
                 l_i = l_i * alpha + gl.sum(p, 1)
                 m_i = m_new
                 # the new P goes into the operand registers only once the P V reading the old one is done
                 acc = warpgroup_mma_wait(0, deps=(acc, ))
                 mbarrier.arrive(empty_v.index(prev), count=1)
-                p16 = gl.convert_layout(p.to(q.dtype), p_layout)
+                p16 = gl.convert_layout(p.to(q.dtype), _P)
                 acc = acc * alpha[:, None]
                 prev = s
             mbarrier.wait(ready_v.index(prev), ((it + n - 1) // n_buf) & 1)
@@ -207,12 +208,9 @@ if gluon is not None:
         matmul), logits ``+ log2(count)``, pooled keys past the sequence's last group masked. Not pipelined."""
         n_buf: gl.constexpr = bufs_k.type.shape[0]
         W: gl.constexpr = 128 // P
-        acc_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
-                                                             instr_shape=[16, 128, 16])
         s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                            instr_shape=[16, W, 16])
-        p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=acc_layout, k_width=2)
-        row_acc: gl.constexpr = gl.SliceLayout(1, acc_layout)
+        row_acc: gl.constexpr = gl.SliceLayout(1, _ACC)
         row_s: gl.constexpr = gl.SliceLayout(1, s_layout)
         zero = gl.zeros([64, W], gl.float32, s_layout)
         n_groups = (k_len + P - 1) // P
@@ -238,7 +236,7 @@ if gluon is not None:
             l_w = l_w * alpha + gl.sum(p, 1)
             m_w = m_new
             acc = acc * gl.convert_layout(alpha, row_acc)[:, None]
-            p16 = gl.convert_layout(p.to(q.dtype), p_layout)
+            p16 = gl.convert_layout(p.to(q.dtype), _P)
             mbarrier.wait(ready_v.index(s), phase)
             acc = warpgroup_mma(p16, bufs_v.index(s).slice(0, W), acc, is_async=True)
             acc = warpgroup_mma_wait(0, deps=(acc, ))
@@ -251,11 +249,8 @@ if gluon is not None:
                       qk_scale, limit, k_len, CAUSAL: gl.constexpr):
         """Consumer: blocks with token masks (the causal diagonal, the sequence end). A row may see nothing yet."""
         n_buf: gl.constexpr = bufs_k.type.shape[0]
-        s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
-                                                           instr_shape=[16, 128, 16])
-        p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=s_layout, k_width=2)
-        zero = gl.zeros([64, 128], gl.float32, s_layout)
-        offs = gl.arange(0, 128, layout=gl.SliceLayout(0, s_layout))
+        zero = gl.zeros([64, 128], gl.float32, _ACC)
+        offs = gl.arange(0, 128, layout=gl.SliceLayout(0, _ACC))
         for t in range(start, stop):
             cur = it + (t - start)
             s = cur % n_buf
@@ -278,7 +273,7 @@ if gluon is not None:
             l_i = l_i * alpha + gl.sum(p, 1)
             m_i = m_new
             acc = acc * alpha[:, None]
-            p16 = gl.convert_layout(p.to(q.dtype), p_layout)
+            p16 = gl.convert_layout(p.to(q.dtype), _P)
             mbarrier.wait(ready_v.index(s), phase)
             acc = warpgroup_mma(p16, bufs_v.index(s), acc, is_async=True)
             acc = warpgroup_mma_wait(0, deps=(acc, ))
@@ -292,12 +287,10 @@ if gluon is not None:
          q_smem, bufs_k, bufs_v, q_bar, ready_k, empty_k, ready_v, empty_v, CAUSAL, POOLED) = args
         b, h, kvh, qblk, idx_ptr, off_ptr = _program_lists(BlockIdx, CatOff, n_q_heads, n_kv_heads, n_plan_heads,
                                                            n_qb, n_kb)
-        layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
-                                                         instr_shape=[16, 128, 16])
-        row_layout: gl.constexpr = gl.SliceLayout(1, layout)
+        row_layout: gl.constexpr = gl.SliceLayout(1, _ACC)
         m_i = gl.full([64], float("-inf"), gl.float32, row_layout)
         l_i = gl.full([64], 0.0, gl.float32, row_layout)
-        acc = gl.zeros([64, 128], gl.float32, layout)
+        acc = gl.zeros([64, 128], gl.float32, _ACC)
         mbarrier.wait(q_bar, 0)
         q = q_smem.index(WG)
         o_exact = gl.load(off_ptr + 1)
@@ -331,7 +324,7 @@ if gluon is not None:
                                       idx_ptr, o_p8, o_mask, qk_scale, limit, k_len, CAUSAL)
         # a row with nothing to attend has l == 0 and acc == 0: it returns zeros, never NaN
         out = acc / gl.where(l_i > 0.0, l_i, 1.0)[:, None]
-        cols = gl.arange(0, 128, layout=gl.SliceLayout(0, layout))
+        cols = gl.arange(0, 128, layout=gl.SliceLayout(0, _ACC))
         o_ptrs = (Out + b.to(gl.int64) * stride_ob + h.to(gl.int64) * stride_oh
                   + rows.to(gl.int64)[:, None] * stride_om + cols[None, :])
         gl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=(rows < q_len)[:, None])
@@ -397,7 +390,7 @@ def pyramid_attention_ws(q, k, v, plan, kp_all, vp_all, out, scale_log2: float, 
     pooled block (K and V stand in; no step reads them)."""
     b, hq, lq, _ = q.shape
     hkv, lk = k.shape[1], k.shape[2]
-    n_qb, n_kb = -(-lq // BLOCK), -(-lk // BLOCK)
+    n_qb, n_kb = cdiv(lq, BLOCK), cdiv(lk, BLOCK)
     desc_q = _descriptor(q, HALF)
     desc_k, desc_v = _descriptor(k, BLOCK), _descriptor(v, BLOCK)
     if kp_all is None:
