@@ -400,6 +400,7 @@ def pyramid_attention_ws(q, k, v, plan, kp_all, vp_all, out, scale_log2: float, 
     _pyramid_ws_fwd[(b * hq, n_qb)](
         desc_q, desc_k, desc_v, desc_kp, desc_vp, plan.block_idx, plan.cat_offsets, out, scale_log2,
         out.stride(0), out.stride(1), out.stride(2), hq, hkv, plan.plan_heads, n_qb, n_kb, lq, lk,
-        CAUSAL=causal, POOLED=kp_all is not None, STAGES=STAGES, CONSUMER_REGS=240, PRODUCER_REGS=24, num_warps=4, maxnreg=168,
+        CAUSAL=causal, POOLED=kp_all is not None, STAGES=STAGES, CONSUMER_REGS=240, PRODUCER_REGS=24,
+        num_warps=4, maxnreg=168,
     )
     return out
