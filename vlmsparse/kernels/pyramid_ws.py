@@ -34,7 +34,14 @@ try:  # Gluon: Triton >= 3.5; its Hopper pieces are only usable on an sm_90 devi
     from triton.experimental.gluon import language as gl
     from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warpgroup_mma, warpgroup_mma_wait
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor as GluonDescriptor
-except Exception:  # pragma: no cover - older Triton
+
+    # 128-byte swizzled tiles of 16-bit elements (bfloat16 and float16 alike), as the TMA boxes are written
+    _SMEM_Q = gl.constexpr(gl.NVMMASharedLayout.get_default_for([64, 128], gl.bfloat16))
+    _SMEM_KV = gl.constexpr(gl.NVMMASharedLayout.get_default_for([128, 128], gl.bfloat16))
+    # a consumer's [64, 128] wgmma results (logits, accumulator) and P as the left operand of P V
+    _ACC = gl.constexpr(gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, 128, 16]))
+    _P = gl.constexpr(gl.DotOperandLayout(operand_index=0, parent=_ACC, k_width=2))
+except Exception:  # pragma: no cover - a Triton without Gluon, or with another Gluon API
     gluon = None
 
 #: Query rows per program (two consumer warp groups of 64), keys per block, head dim: the only shapes here.
@@ -68,12 +75,6 @@ def ws_supported(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_m: int
 
 
 if gluon is not None:
-    # 128-byte swizzled tiles of 16-bit elements (bfloat16 and float16 alike), as the TMA boxes are written
-    _SMEM_Q = gl.constexpr(gl.NVMMASharedLayout.get_default_for([64, 128], gl.bfloat16))
-    _SMEM_KV = gl.constexpr(gl.NVMMASharedLayout.get_default_for([128, 128], gl.bfloat16))
-    # a consumer's [64, 128] wgmma results (logits, accumulator) and P as the left operand of P V
-    _ACC = gl.constexpr(gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, 128, 16]))
-    _P = gl.constexpr(gl.DotOperandLayout(operand_index=0, parent=_ACC, k_width=2))
 
     @gluon.jit
     def _program_lists(BlockIdx, CatOff, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb):
