@@ -33,7 +33,7 @@ def test_not_chosen_off_hopper_or_outside_its_shapes():
     q, k, v = make_inputs(1, 2, 1, 256, 256, 128, torch.bfloat16)
     if not ON_HOPPER:
         assert not ws_supported(q, k, v, 128, 128, False)
-    assert not ws_supported(q, k, v, 128, 128, True)  # tail: the Triton kernel
+    assert not ws_supported(q, k, v, 128, 128, True)  # a tail over skipped diagonal blocks: the Triton kernel
     assert not ws_supported(q, k, v, 64, 128, False)
     q32, k32, v32 = make_inputs(1, 2, 1, 256, 256, 128, torch.float32)
     assert not ws_supported(q32, k32, v32, 128, 128, False)
@@ -131,3 +131,44 @@ def test_prebuilt_pyramid_and_plan_and_rows_seeing_nothing():
     out = pyramid_attention(q, k, v, levels, pyramid=pyr, plan=plan, kernel="ws")
     assert out[:, :, 256:384].abs().max() == 0
     assert rel_err(out, pyramid_attention_ref(q, k, v, levels)) < TOL[q.dtype]
+
+
+def kept_diagonal(levels, lq, lk, causal=True):
+    """``levels`` with every block that needs token masks at level 1 (as every planner here keeps them)."""
+    partial = (block_classes(lq, lk, 128, 128, causal) == PARTIAL).to(levels.device)
+    return torch.where(partial, torch.ones_like(levels), levels)
+
+
+@hopper
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("lq,lk", [(1024, 1024), (1000, 1000), (300, 1100)])
+def test_tail_where_the_diagonal_is_kept(causal, lq, lk):
+    torch.manual_seed(lq + 3 * lk + causal)
+    q, k, v = make_inputs(1, 4, 2, lq, lk, 128, torch.bfloat16)
+    levels = kept_diagonal(random_levels(1, 2, lq, lk, 128, 128, choices=(0, 0, 1, 4, 8)), lq, lk, causal)
+    for diagonal_kept in (True, False):  # False: found from the levels
+        out = pyramid_attention(q, k, v, levels, causal=causal, tail=True, diagonal_kept=diagonal_kept, kernel="ws")
+        ref = pyramid_attention_ref(q, k, v, levels, causal=causal, tail=True)
+        tri = pyramid_attention(q, k, v, levels, causal=causal, tail=True, diagonal_kept=True, kernel="triton")
+        assert torch.isfinite(out).all()
+        assert rel_err(out, ref) < TOL[q.dtype]
+        assert rel_err(out, tri) < TOL[q.dtype] / 2
+    pyr = build_kv_pyramid(k, v, tail=True, block_n=128)  # prebuilt: the sums' launch is the only one chained
+    again = pyramid_attention(q, k, v, levels, causal=causal, tail=True, pyramid=pyr, diagonal_kept=True, kernel="ws")
+    assert torch.equal(again, out)
+    # the tail restores the skipped mass: closer to dense than the same plan without it
+    dense = pyramid_attention_ref(q, k, v, torch.ones_like(levels), causal=causal)
+    no_tail = pyramid_attention(q, k, v, levels, causal=causal, kernel="ws")
+    assert rel_err(out, dense) < rel_err(no_tail, dense)
+
+
+@hopper
+def test_tail_over_skipped_diagonal_blocks_goes_to_the_triton_kernel():
+    torch.manual_seed(5)
+    q, k, v = make_inputs(1, 2, 1, 512, 512, 128, torch.bfloat16)
+    levels = random_levels(1, 1, 512, 512, 128, 128)
+    levels[0, 0, 2, 2] = 0  # a skipped diagonal block
+    with pytest.raises(ValueError, match="diagonal_kept"):
+        pyramid_attention(q, k, v, levels, tail=True, kernel="ws")
+    out = pyramid_attention(q, k, v, levels, tail=True)  # chosen: the Triton kernel
+    assert rel_err(out, pyramid_attention_ref(q, k, v, levels, tail=True)) < TOL[q.dtype]

@@ -84,6 +84,28 @@ def test_chained_launches_change_no_output(pdl_switch, tail, prebuilt, pooled):
     assert err < 2e-2, f"relative error {err:.2e}"
 
 
+WS = CHAINS and torch.cuda.get_device_capability()[0] == 9 and os.environ.get("TRITON_INTERPRET", "0") in ("", "0")
+
+
+@pytest.mark.skipif(not WS, reason="the warp-specialized kernel needs an sm_90 GPU outside the interpreter")
+@pytest.mark.parametrize("tail", [False, True])
+@pytest.mark.parametrize("prebuilt", [False, True])
+def test_chained_launches_of_the_warp_specialized_kernel_change_no_output(pdl_switch, tail, prebuilt):
+    length, block = 1100, 128
+    q, k, v, levels = _inputs(length, seed=11 + tail, hq=8, hkv=2, d=128, block=block)
+    plan = compile_plan(levels, length, length, block, block, True)
+    outs = []
+    for enabled in (False, True):
+        pdl.ENABLED = enabled
+        pyr = build_kv_pyramid(k, v, tail=tail, block_n=block) if prebuilt else None
+        outs.append(pyramid_attention(q, k, v, levels, tail=tail, pyramid=pyr, plan=plan, check_levels=False,
+                                      diagonal_kept=True, kernel="ws"))
+    assert torch.equal(outs[0], outs[1])
+    ref = pyramid_attention_ref(q, k, v, levels, block_m=block, block_n=block, tail=tail)
+    err = ((outs[1].double() - ref.double()).norm() / ref.double().norm()).item()
+    assert err < 1e-2, f"relative error {err:.2e}"
+
+
 @pytest.mark.skipif(not CHAINS, reason="chained launches need a CUDA device of compute capability >= 9.0")
 def test_chained_launches_replay_from_a_cuda_graph(pdl_switch):
     length, block = 1000, 128

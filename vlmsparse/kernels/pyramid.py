@@ -629,7 +629,8 @@ def pyramid_attention(
             would be read as skipped. ``None``: found out from ``levels`` where ``check_levels`` syncs anyway,
             else ``True``.
         kernel: ``"ws"`` the warp-specialized Hopper kernel (:mod:`vlmsparse.kernels.pyramid_ws`: an sm_90 GPU,
-            bfloat16 or float16, head dim 128, 128 x 128 blocks, no tail), ``"triton"`` the Triton kernel,
+            bfloat16 or float16, head dim 128, 128 x 128 blocks, a tail only where no diagonal block is skipped),
+            ``"triton"`` the Triton kernel,
             ``None`` the first where it applies (and where ``num_warps``, ``num_stages`` and ``tma`` are left to
             choose); the environment variable ``VLMSPARSE_KERNEL=triton`` turns the first off.
 
@@ -639,11 +640,6 @@ def pyramid_attention(
     check_attention_args(q, k, v, levels, block_m, block_n, check_values=False, sm_scale=sm_scale)
     if kernel not in (None, "ws", "triton"):
         raise ValueError(f"kernel={kernel!r}: pass 'ws', 'triton' or None (the first that applies)")
-    if kernel == "ws" and not ws_supported(q, k, v, block_m, block_n, tail):
-        raise ValueError(
-            "kernel='ws' runs on an sm_90 (Hopper) GPU outside the interpreter, with bfloat16 or float16 inputs, head "
-            "dim 128, block_m = block_n = 128, tail=False and 16-byte aligned strides; pass kernel=None to choose"
-        )
     b, hq, lq, d = q.shape
     hkv, lk = k.shape[1], k.shape[2]
     scale = 1.0 / math.sqrt(d) if sm_scale is None else float(sm_scale)
@@ -665,6 +661,12 @@ def pyramid_attention(
             tail_diag = bool(facts[-1])
     elif tail and not diagonal_kept:
         tail_diag = True
+    if kernel == "ws" and not ws_supported(q, k, v, block_m, block_n, tail and tail_diag):
+        raise ValueError(
+            "kernel='ws' runs on an sm_90 (Hopper) GPU outside the interpreter, with bfloat16 or float16 inputs, head "
+            "dim 128, block_m = block_n = 128 and 16-byte aligned strides, and with tail=True only where no block "
+            "meeting the diagonal is skipped (diagonal_kept=True); pass kernel=None to choose"
+        )
     if not triton_can_run(q.device):
         raise ValueError(
             f"pyramid_attention runs its Triton kernel on a CUDA device, but q is on {q.device}; move the tensors "
@@ -695,10 +697,12 @@ def pyramid_attention(
     out = torch.empty_like(q)
     if kernel == "ws" or (
         kernel is None and num_warps is None and num_stages is None and tma is not False
-        and ws_supported(q, k, v, block_m, block_n, tail)
+        and ws_supported(q, k, v, block_m, block_n, tail and tail_diag)
     ):
+        pdl = chain_wait(tail, built_here, pooled) if pdl_ok(q.device) else 0
+        sums = skipped_key_sums(levels, pyramid, lq, lk, block_m, block_n, causal, chained=built_here) if tail else None
         return pyramid_attention_ws(q, k, v, plan, pyramid.pooled_k_all if pooled else None,
-                                    pyramid.pooled_v_all if pooled else None, out, scale * LOG2E, causal)
+                                    pyramid.pooled_v_all if pooled else None, out, scale * LOG2E, causal, sums, pdl)
     n_qb, n_kb = cdiv(lq, block_m), cdiv(lk, block_n)
     block_d = max(16, triton.next_power_of_2(d))
     dummy = k  # a pointer argument for what this launch does not read

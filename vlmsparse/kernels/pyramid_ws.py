@@ -14,8 +14,15 @@ applies (:func:`ws_supported`), splits each program (a query block of 128 rows a
 Steps, in the order of the plan lists (:mod:`vlmsparse.kernels.plan_lists`): exact blocks, spans of pooled
 blocks (one 128-key tile of the pyramid, logits ``+ log2 p``, the rows past the span masked), single pooled
 blocks (the tile's first ``128 / p`` rows, a narrow matmul, logits ``+ log2(count)``), then the blocks that need
-token masks. Every step is the Triton kernel's step on the same operands: the outputs agree to rounding.
-Tail aggregation is not implemented here (the launcher runs the Triton kernel for ``tail=True``).
+token masks. Every step is the Triton kernel's step on the same operands: the outputs agree to rounding. One
+pipeline runs through the categories: the first step of a category issues its ``Q K^T`` before the last ``P V``
+of the category before it, so only a program's last step waits for its ``P V`` alone. Tail aggregation (one more
+key per row, the mean of the keys the row skips) is the last step, from the launcher's skipped-key sums; a tail
+over skipped blocks on the diagonal, which no planner here makes, is left to the Triton kernel.
+
+Chained launches (:mod:`vlmsparse.kernels.pdl`): with ``PDL=1`` the producer waits for the launch before (the
+pyramid's, or the sums' after it) just before its first pyramid tile, with ``PDL=2`` (a prebuilt pyramid) only the
+tail waits, for the sums; consumers with a tail wait before reading the sums in both cases.
 
 Not runnable under the Triton interpreter: the tests check it against the Triton kernel and the float64
 reference on a Hopper GPU (``VLMSPARSE_TEST_DEVICE=cuda``).
@@ -54,17 +61,19 @@ STAGES = 2
 ENV = "VLMSPARSE_KERNEL"
 
 
-def ws_supported(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_m: int, block_n: int, tail: bool) -> bool:
+def ws_supported(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_m: int, block_n: int,
+                 tail_diag: bool) -> bool:
     """Whether :func:`pyramid_attention_ws` runs these arguments: an sm_90 GPU with Gluon, not the interpreter,
-    bfloat16 or float16, head dim 128, 128 x 128 blocks, no tail aggregation, and 16-byte aligned strides with a
-    contiguous head dim (TMA)."""
+    bfloat16 or float16, head dim 128, 128 x 128 blocks, 16-byte aligned strides with a contiguous head dim (TMA),
+    and no tail aggregation over skipped blocks that meet the diagonal (``tail_diag``; no planner here skips
+    one)."""
     if gluon is None or os.environ.get(ENV, "").lower() == "triton":
         return False
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
         return False
     if not q.is_cuda or not _is_sm90(q.device.index if q.device.index is not None else torch.cuda.current_device()):
         return False
-    if tail or block_m != BLOCK or block_n != BLOCK or q.shape[-1] != HEAD_DIM:
+    if tail_diag or block_m != BLOCK or block_n != BLOCK or q.shape[-1] != HEAD_DIM:
         return False
     if q.dtype not in (torch.bfloat16, torch.float16):
         return False
@@ -85,7 +94,7 @@ if gluon is not None:
         kvh = h // (n_q_heads // n_kv_heads)
         ph = h if n_plan_heads == n_q_heads else kvh
         row = (b * n_plan_heads + ph) * n_qb + qblk
-        return b, h, kvh, qblk, BlockIdx + row.to(gl.int64) * n_kb, CatOff + row * 11
+        return b, h, kvh, qblk, BlockIdx + row.to(gl.int64) * n_kb, CatOff + row * 11, row
 
     @gluon.jit
     def _kv_tile(desc_k, desc_v, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, b, kvh, r):
@@ -101,12 +110,18 @@ if gluon is not None:
         tma.async_copy_global_to_shared(desc_v, [b, kvh, r, 0], ready_v.index(s), bufs_v.index(s))
 
     @gluon.jit
-    def _producer(args):
-        (desc_q, desc_k, desc_v, desc_kp, desc_vp, BlockIdx, CatOff, Out, qk_scale, stride_ob, stride_oh, stride_om,
-         n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len,
-         q_smem, bufs_k, bufs_v, q_bar, ready_k, empty_k, ready_v, empty_v, CAUSAL, POOLED) = args
-        b, h, kvh, qblk, idx_ptr, off_ptr = _program_lists(BlockIdx, CatOff, n_q_heads, n_kv_heads, n_plan_heads,
-                                                           n_qb, n_kb)
+    def _wait_for_prior():
+        """``griddepcontrol.wait``: the launch before this one (chained) has ended and its writes are visible."""
+        gl.inline_asm_elementwise("griddepcontrol.wait; // dummy $0", "=r", [], dtype=gl.int32, is_pure=False,
+                                  pack=1)
+
+    @gluon.jit
+    def _producer(args, POOLED: gl.constexpr, PDL: gl.constexpr):
+        (desc_q, desc_k, desc_v, desc_kp, desc_vp, BlockIdx, CatOff, Out, SkipSums, qk_scale, stride_ob, stride_oh,
+         stride_om, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len,
+         q_smem, bufs_k, bufs_v, q_bar, ready_k, empty_k, ready_v, empty_v) = args
+        b, h, kvh, qblk, idx_ptr, off_ptr, row = _program_lists(BlockIdx, CatOff, n_q_heads, n_kv_heads,
+                                                                n_plan_heads, n_qb, n_kb)
         mbarrier.expect(q_bar, 2 * desc_q.block_type.nbytes)
         tma.async_copy_global_to_shared(desc_q, [b, h, qblk * 128, 0], q_bar, q_smem.index(0))
         tma.async_copy_global_to_shared(desc_q, [b, h, qblk * 128 + 64, 0], q_bar, q_smem.index(1))
@@ -118,6 +133,8 @@ if gluon is not None:
             j = gl.load(idx_ptr + t)
             _kv_tile(desc_k, desc_v, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, b, kvh, j * 128)
             it += 1
+        if PDL == 1:  # the pyramid may still be in the making (every program waits: see vlmsparse.kernels.pdl)
+            _wait_for_prior()
         # spans (entry 8 * first + n - 1; the tile starts at the first block's pooled keys), then single blocks
         if POOLED:
             lo = o_exact
@@ -139,74 +156,115 @@ if gluon is not None:
             it += 1
 
     @gluon.jit
-    def _wide_probs(qk, m_i, qk_scale, cols, entry_ptr, LOG2P: gl.constexpr, GROUPS: gl.constexpr):
-        """One wide step's new running maximum and probabilities from its raw logits ``qk``: scaled (exact block,
-        ``GROUPS == 0``), or scaled plus ``LOG2P`` with the tile's rows past the span (entry at ``entry_ptr``)
-        masked, as one bias per column in the scaling multiply-add."""
+    def _wide_update(qk, m_i, l_i, qk_scale, cols, e, LOG2P: gl.constexpr, GROUPS: gl.constexpr):
+        """One wide step's online-softmax update from its raw logits ``qk``: scaled (exact block, ``GROUPS == 0``),
+        or scaled plus ``LOG2P`` with the tile's rows past the span (its entry ``e``) masked, as one bias per
+        column in the scaling multiply-add. Returns the new maximum and sum, the probabilities and the rescale."""
         if GROUPS == 0:
             m_new = gl.maximum(m_i, gl.max(qk, 1) * qk_scale)
             p = gl.exp2(qk * qk_scale - m_new[:, None])
         else:
-            e = gl.load(entry_ptr)
             bias = gl.where(cols < (e % 8 + 1) * GROUPS, LOG2P, float("-inf"))
             qk = qk * qk_scale + bias[None, :]
             m_new = gl.maximum(m_i, gl.max(qk, 1))
             p = gl.exp2(qk - m_new[:, None])
-        return m_new, p
+        alpha = gl.exp2(m_i - m_new)
+        return m_new, l_i * alpha + gl.sum(p, 1), p, alpha
 
     @gluon.jit
-    def _wide_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it, idx_ptr, start, stop,
-                    qk_scale, LOG2P: gl.constexpr, GROUPS: gl.constexpr):
+    def _masked_update(qk, m_i, l_i, qk_scale, cols, limit, k_len, CAUSAL: gl.constexpr):
+        """The online-softmax update of a block with token masks (causal limit per row, sequence end); a row may
+        see nothing yet (its maximum stays -inf, its probabilities 0)."""
+        if CAUSAL:
+            qk = gl.where((cols[None, :] < k_len) & (cols[None, :] <= limit[:, None]), qk * qk_scale, float("-inf"))
+        else:
+            qk = qk * qk_scale + gl.where(cols < k_len, 0.0, float("-inf"))[None, :]
+        m_new = gl.maximum(m_i, gl.max(qk, 1))
+        m_safe = gl.where(m_new == float("-inf"), 0.0, m_new)
+        p = gl.exp2(qk - m_safe[:, None])
+        alpha = gl.exp2(m_i - m_safe)
+        return m_new, l_i * alpha + gl.sum(p, 1), p, alpha
+
+    @gluon.jit
+    def _drain(bufs_v, ready_v, empty_v, acc, p16, pend, it):
+        """The pending ``P V`` of step ``it - 1`` (if any), issued and waited for: the pipeline empty."""
+        n_buf: gl.constexpr = bufs_v.type.shape[0]
+        if pend:
+            prev = (it - 1) % n_buf
+            mbarrier.wait(ready_v.index(prev), ((it - 1) // n_buf) & 1)
+            acc = warpgroup_mma(p16, bufs_v.index(prev), acc, is_async=True)
+            acc = warpgroup_mma_wait(0, deps=(acc, ))
+            mbarrier.arrive(empty_v.index(prev), count=1)
+        return acc
+
+    @gluon.jit
+    def _wide_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, p16, pend, it, idx_ptr,
+                    start, stop, qk_scale, LOG2P: gl.constexpr, GROUPS: gl.constexpr):
         """Consumer: steps ``start .. stop`` on 128-key tiles, pipelined (``Q K^T`` of step ``t`` issued before
-        ``P V`` of step ``t - 1``). ``GROUPS == 0``: exact blocks; else spans of ``GROUPS`` pooled keys per block,
-        logits ``+ LOG2P``, the tile's rows past the span masked. Every row has a finite logit in every step."""
+        ``P V`` of step ``t - 1``); the first step's ``Q K^T`` goes before the ``P V`` the category before left
+        pending (``pend``), and this category's last ``P V`` is left pending in turn. ``GROUPS == 0``: exact
+        blocks; else spans of ``GROUPS`` pooled keys per block, logits ``+ LOG2P``, the tile's rows past the span
+        masked (each span's entry read a step ahead). Every row has a finite logit in every step."""
         n_buf: gl.constexpr = bufs_k.type.shape[0]
         zero = gl.zeros([64, 128], gl.float32, _ACC)
         n = stop - start
         if n > 0:
             cols = gl.arange(0, 128, layout=gl.SliceLayout(0, _ACC))
+            e = 0
+            e_next = 0
+            if GROUPS != 0:
+                e = gl.load(idx_ptr + start)
+                e_next = gl.load(idx_ptr + start + 1, mask=n > 1, other=0)
             s = it % n_buf
             mbarrier.wait(ready_k.index(s), (it // n_buf) & 1)
-            qk = warpgroup_mma(q, bufs_k.index(s).permute((1, 0)), zero, use_acc=False, is_async=True)
-            qk = warpgroup_mma_wait(0, deps=(qk, ))
-            mbarrier.arrive(empty_k.index(s), count=1)
-            m_new, p = _wide_probs(qk, m_i, qk_scale, cols, idx_ptr + start, LOG2P, GROUPS)
-            alpha = gl.exp2(m_i - m_new)
-            l_i = l_i * alpha + gl.sum(p, 1)
+            # an asynchronous matmul's result may not leave a branch: each branch waits for what it issued
+            if pend:
+                prev = (it - 1) % n_buf
+                qk = warpgroup_mma(q, bufs_k.index(s).permute((1, 0)), zero, use_acc=False, is_async=True)
+                mbarrier.wait(ready_v.index(prev), ((it - 1) // n_buf) & 1)
+                acc = warpgroup_mma(p16, bufs_v.index(prev), acc, is_async=True)
+                qk = warpgroup_mma_wait(1, deps=(qk, ))
+                mbarrier.arrive(empty_k.index(s), count=1)
+                m_new, l_i, p, alpha = _wide_update(qk, m_i, l_i, qk_scale, cols, e, LOG2P, GROUPS)
+                acc = warpgroup_mma_wait(0, deps=(acc, ))
+                mbarrier.arrive(empty_v.index(prev), count=1)
+            else:
+                qk = warpgroup_mma(q, bufs_k.index(s).permute((1, 0)), zero, use_acc=False, is_async=True)
+                qk = warpgroup_mma_wait(0, deps=(qk, ))
+                mbarrier.arrive(empty_k.index(s), count=1)
+                m_new, l_i, p, alpha = _wide_update(qk, m_i, l_i, qk_scale, cols, e, LOG2P, GROUPS)
             m_i = m_new
-            acc = acc * alpha[:, None]
             p16 = gl.convert_layout(p.to(q.dtype), _P)
+            acc = acc * alpha[:, None]
             prev = s
             for t in range(1, n):
                 cur = it + t
                 s = cur % n_buf
+                e = e_next
+                if GROUPS != 0:
+                    e_next = gl.load(idx_ptr + start + t + 1, mask=t + 1 < n, other=0)
                 mbarrier.wait(ready_k.index(s), (cur // n_buf) & 1)
                 qk = warpgroup_mma(q, bufs_k.index(s).permute((1, 0)), zero, use_acc=False, is_async=True)
                 mbarrier.wait(ready_v.index(prev), ((cur - 1) // n_buf) & 1)
                 acc = warpgroup_mma(p16, bufs_v.index(prev), acc, is_async=True)
                 qk = warpgroup_mma_wait(1, deps=(qk, ))
                 mbarrier.arrive(empty_k.index(s), count=1)
-                m_new, p = _wide_probs(qk, m_i, qk_scale, cols, idx_ptr + start + t, LOG2P, GROUPS)
-                alpha = gl.exp2(m_i - m_new)
-                l_i = l_i * alpha + gl.sum(p, 1)
-                m_i = m_new
+                m_i, l_i, p, alpha = _wide_update(qk, m_i, l_i, qk_scale, cols, e, LOG2P, GROUPS)
                 # the new P goes into the operand registers only once the P V reading the old one is done
                 acc = warpgroup_mma_wait(0, deps=(acc, ))
                 mbarrier.arrive(empty_v.index(prev), count=1)
                 p16 = gl.convert_layout(p.to(q.dtype), _P)
                 acc = acc * alpha[:, None]
                 prev = s
-            mbarrier.wait(ready_v.index(prev), ((it + n - 1) // n_buf) & 1)
-            acc = warpgroup_mma(p16, bufs_v.index(prev), acc, is_async=True)
-            acc = warpgroup_mma_wait(0, deps=(acc, ))
-            mbarrier.arrive(empty_v.index(prev), count=1)
-        return m_i, l_i, acc, it + n
+        pend = gl.maximum(pend, (n > 0).to(gl.int32))  # this category's last P V is pending if it had steps
+        return m_i, l_i, acc, p16, pend, it + n
 
     @gluon.jit
     def _narrow_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it, idx_ptr, start, stop,
                       qk_scale, k_len, P: gl.constexpr):
         """Consumer: single pooled blocks of level ``P``, each the first ``128 / P`` rows of its tile (a narrow
-        matmul), logits ``+ log2(count)``, pooled keys past the sequence's last group masked. Not pipelined."""
+        matmul), logits ``+ log2(count)``, pooled keys past the sequence's last group masked. Not pipelined (the
+        caller drains the wide pipeline first)."""
         n_buf: gl.constexpr = bufs_k.type.shape[0]
         W: gl.constexpr = 128 // P
         s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
@@ -246,9 +304,11 @@ if gluon is not None:
         return gl.convert_layout(m_w, row_acc), gl.convert_layout(l_w, row_acc), acc, it + n
 
     @gluon.jit
-    def _masked_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it, idx_ptr, start, stop,
-                      qk_scale, limit, k_len, CAUSAL: gl.constexpr):
-        """Consumer: blocks with token masks (the causal diagonal, the sequence end). A row may see nothing yet."""
+    def _masked_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, p16, pend, it, idx_ptr,
+                      start, stop, qk_scale, limit, k_len, CAUSAL: gl.constexpr):
+        """Consumer: blocks with token masks (the causal diagonal, the sequence end). A row may see nothing yet.
+        The first step's ``Q K^T`` goes before a pending wide ``P V``; every step's own ``P V`` is waited for in
+        the step, so the pipeline is empty after the first."""
         n_buf: gl.constexpr = bufs_k.type.shape[0]
         zero = gl.zeros([64, 128], gl.float32, _ACC)
         offs = gl.arange(0, 128, layout=gl.SliceLayout(0, _ACC))
@@ -256,42 +316,68 @@ if gluon is not None:
             cur = it + (t - start)
             s = cur % n_buf
             phase = (cur // n_buf) & 1
-            j = gl.load(idx_ptr + t)
-            cols = j * 128 + offs
+            cols = gl.load(idx_ptr + t) * 128 + offs
             mbarrier.wait(ready_k.index(s), phase)
-            qk = warpgroup_mma(q, bufs_k.index(s).permute((1, 0)), zero, use_acc=False, is_async=True)
-            qk = warpgroup_mma_wait(0, deps=(qk, ))
-            mbarrier.arrive(empty_k.index(s), count=1)
-            if CAUSAL:
-                qk = gl.where((cols[None, :] < k_len) & (cols[None, :] <= limit[:, None]), qk * qk_scale,
-                              float("-inf"))
+            if pend:
+                prev = (cur - 1) % n_buf
+                qk = warpgroup_mma(q, bufs_k.index(s).permute((1, 0)), zero, use_acc=False, is_async=True)
+                mbarrier.wait(ready_v.index(prev), ((cur - 1) // n_buf) & 1)
+                acc = warpgroup_mma(p16, bufs_v.index(prev), acc, is_async=True)
+                qk = warpgroup_mma_wait(1, deps=(qk, ))
+                mbarrier.arrive(empty_k.index(s), count=1)
+                m_i, l_i, p, alpha = _masked_update(qk, m_i, l_i, qk_scale, cols, limit, k_len, CAUSAL)
+                acc = warpgroup_mma_wait(0, deps=(acc, ))
+                mbarrier.arrive(empty_v.index(prev), count=1)
             else:
-                qk = qk * qk_scale + gl.where(cols < k_len, 0.0, float("-inf"))[None, :]
-            m_new = gl.maximum(m_i, gl.max(qk, 1))
-            m_safe = gl.where(m_new == float("-inf"), 0.0, m_new)
-            p = gl.exp2(qk - m_safe[:, None])
-            alpha = gl.exp2(m_i - m_safe)
-            l_i = l_i * alpha + gl.sum(p, 1)
-            m_i = m_new
+                qk = warpgroup_mma(q, bufs_k.index(s).permute((1, 0)), zero, use_acc=False, is_async=True)
+                qk = warpgroup_mma_wait(0, deps=(qk, ))
+                mbarrier.arrive(empty_k.index(s), count=1)
+                m_i, l_i, p, alpha = _masked_update(qk, m_i, l_i, qk_scale, cols, limit, k_len, CAUSAL)
+            pend = pend * 0
             acc = acc * alpha[:, None]
-            p16 = gl.convert_layout(p.to(q.dtype), _P)
+            p_m = gl.convert_layout(p.to(q.dtype), _P)
             mbarrier.wait(ready_v.index(s), phase)
-            acc = warpgroup_mma(p16, bufs_v.index(s), acc, is_async=True)
+            acc = warpgroup_mma(p_m, bufs_v.index(s), acc, is_async=True)
             acc = warpgroup_mma_wait(0, deps=(acc, ))
             mbarrier.arrive(empty_v.index(s), count=1)
-        return m_i, l_i, acc
+        return m_i, l_i, acc, pend, it + gl.maximum(stop - start, 0)
 
     @gluon.jit
-    def _consumer(args, WG: gl.constexpr):
-        (desc_q, desc_k, desc_v, desc_kp, desc_vp, BlockIdx, CatOff, Out, qk_scale, stride_ob, stride_oh, stride_om,
-         n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len,
-         q_smem, bufs_k, bufs_v, q_bar, ready_k, empty_k, ready_v, empty_v, CAUSAL, POOLED) = args
-        b, h, kvh, qblk, idx_ptr, off_ptr = _program_lists(BlockIdx, CatOff, n_q_heads, n_kv_heads, n_plan_heads,
-                                                           n_qb, n_kb)
+    def _tail_key(q, m_i, l_i, acc, SkipSums, row, qk_scale):
+        """Tail aggregation: one more key per row, the mean of the wholly visible keys the plan row skips (their
+        sums and count from the launcher's skipped-sums launch), logit ``+ log2(count)``. Products in float32 (q
+        read back from shared memory); the plans this kernel takes with a tail skip no diagonal block."""
+        d = gl.arange(0, 128, layout=gl.SliceLayout(0, _ACC))
+        sums = SkipSums + row.to(gl.int64) * 257
+        sum_k = gl.load(sums + d)
+        sum_v = gl.load(sums + 128 + d)
+        n_full = gl.load(sums + 256)
+        qs = gl.sum(q.load(_ACC).to(gl.float32) * sum_k[None, :], 1)  # q . (sum of the skipped keys)
+        inv = 1.0 / gl.maximum(n_full, 1.0)
+        s_tail = qs * (inv * qk_scale) + gl.log2(gl.maximum(n_full, 1.0))
+        s_tail = gl.where(n_full > 0.5, s_tail, float("-inf"))
+        m_new = gl.maximum(m_i, s_tail)
+        m_safe = gl.where(m_new == float("-inf"), 0.0, m_new)
+        alpha = gl.exp2(m_i - m_safe)
+        p_tail = gl.exp2(s_tail - m_safe)
+        l_i = l_i * alpha + p_tail
+        acc = acc * alpha[:, None] + p_tail[:, None] * (sum_v * inv)[None, :]
+        return m_new, l_i, acc
+
+    @gluon.jit
+    def _consumer(args, WG: gl.constexpr, CAUSAL: gl.constexpr, POOLED: gl.constexpr, TAIL: gl.constexpr,
+                  PDL: gl.constexpr):
+        (desc_q, desc_k, desc_v, desc_kp, desc_vp, BlockIdx, CatOff, Out, SkipSums, qk_scale, stride_ob, stride_oh,
+         stride_om, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len,
+         q_smem, bufs_k, bufs_v, q_bar, ready_k, empty_k, ready_v, empty_v) = args
+        b, h, kvh, qblk, idx_ptr, off_ptr, row = _program_lists(BlockIdx, CatOff, n_q_heads, n_kv_heads,
+                                                                n_plan_heads, n_qb, n_kb)
         row_layout: gl.constexpr = gl.SliceLayout(1, _ACC)
         m_i = gl.full([64], float("-inf"), gl.float32, row_layout)
         l_i = gl.full([64], 0.0, gl.float32, row_layout)
         acc = gl.zeros([64, 128], gl.float32, _ACC)
+        p16 = gl.zeros([64, 128], q_smem.dtype, _P)  # the operand of a pending P V (none pending yet)
+        pend = gl.program_id(0) * 0  # 1 while a category's last P V is still to be issued (an int32, not a constant)
         mbarrier.wait(q_bar, 0)
         q = q_smem.index(WG)
         o_exact = gl.load(off_ptr + 1)
@@ -303,16 +389,21 @@ if gluon is not None:
         o_p8 = gl.load(off_ptr + 7)
         o_mask = gl.load(off_ptr + 8)
         it = 0
-        m_i, l_i, acc, it = _wide_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it,
-                                        idx_ptr, 0, o_exact, qk_scale, 0.0, 0)
+        m_i, l_i, acc, p16, pend, it = _wide_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i,
+                                                   acc, p16, pend, it, idx_ptr, 0, o_exact, qk_scale, 0.0, 0)
         if POOLED:  # a binary kernel reads a pooled block as skipped, as the Triton kernel compiled without them
-            m_i, l_i, acc, it = _wide_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc,
-                                            it, idx_ptr, o_exact, o_s2, qk_scale, 1.0, 64)
-            m_i, l_i, acc, it = _wide_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc,
-                                            it, idx_ptr, o_s2, o_s4, qk_scale, 2.0, 32)
-            m_i, l_i, acc, it = _wide_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc,
-                                            it, idx_ptr, o_s4, o_s8, qk_scale, 3.0, 16)
+            m_i, l_i, acc, p16, pend, it = _wide_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i,
+                                                       l_i, acc, p16, pend, it, idx_ptr, o_exact, o_s2, qk_scale,
+                                                       1.0, 64)
+            m_i, l_i, acc, p16, pend, it = _wide_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i,
+                                                       l_i, acc, p16, pend, it, idx_ptr, o_s2, o_s4, qk_scale,
+                                                       2.0, 32)
+            m_i, l_i, acc, p16, pend, it = _wide_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i,
+                                                       l_i, acc, p16, pend, it, idx_ptr, o_s4, o_s8, qk_scale,
+                                                       3.0, 16)
             if o_p8 > o_s8:  # single pooled blocks are rare in the default plans: skip their set-up when absent
+                acc = _drain(bufs_v, ready_v, empty_v, acc, p16, pend, it)
+                pend = pend * 0
                 m_i, l_i, acc, it = _narrow_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i,
                                                   acc, it, idx_ptr, o_s8, o_p2, qk_scale, k_len, 2)
                 m_i, l_i, acc, it = _narrow_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i,
@@ -321,8 +412,14 @@ if gluon is not None:
                                                   acc, it, idx_ptr, o_p4, o_p8, qk_scale, k_len, 8)
         rows = qblk * 128 + WG * 64 + gl.arange(0, 64, layout=row_layout)
         limit = rows + (k_len - q_len)
-        m_i, l_i, acc = _masked_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it,
-                                      idx_ptr, o_p8, o_mask, qk_scale, limit, k_len, CAUSAL)
+        m_i, l_i, acc, pend, it = _masked_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc,
+                                                p16, pend, it, idx_ptr, o_p8, o_mask, qk_scale, limit, k_len, CAUSAL)
+        acc = _drain(bufs_v, ready_v, empty_v, acc, p16, pend, it)  # a program with no masked block
+        if TAIL:
+            if PDL != 0:  # the sums' launch is the one before
+                _wait_for_prior()
+            if gl.load(off_ptr + 10) > o_mask:  # this program's plan skips something visible
+                m_i, l_i, acc = _tail_key(q, m_i, l_i, acc, SkipSums, row, qk_scale)
         # a row with nothing to attend has l == 0 and acc == 0: it returns zeros, never NaN
         out = acc / gl.where(l_i > 0.0, l_i, 1.0)[:, None]
         cols = gl.arange(0, 128, layout=gl.SliceLayout(0, _ACC))
@@ -331,14 +428,14 @@ if gluon is not None:
         gl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=(rows < q_len)[:, None])
 
     @gluon.jit
-    def _consumer_1(args):
-        _consumer(args, 1)
+    def _consumer_1(args, CAUSAL: gl.constexpr, POOLED: gl.constexpr, TAIL: gl.constexpr, PDL: gl.constexpr):
+        _consumer(args, 1, CAUSAL, POOLED, TAIL, PDL)
 
     @gluon.jit
-    def _pyramid_ws_fwd(desc_q, desc_k, desc_v, desc_kp, desc_vp, BlockIdx, CatOff, Out, qk_scale,
+    def _pyramid_ws_fwd(desc_q, desc_k, desc_v, desc_kp, desc_vp, BlockIdx, CatOff, Out, SkipSums, qk_scale,
                         stride_ob, stride_oh, stride_om, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len,
-                        CAUSAL: gl.constexpr, POOLED: gl.constexpr, STAGES: gl.constexpr, CONSUMER_REGS: gl.constexpr,
-                        PRODUCER_REGS: gl.constexpr):
+                        CAUSAL: gl.constexpr, POOLED: gl.constexpr, TAIL: gl.constexpr, PDL: gl.constexpr,
+                        STAGES: gl.constexpr, CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr):
         q_smem = gl.allocate_shared_memory(desc_q.dtype, [2, 64, 128], _SMEM_Q)
         bufs_k = gl.allocate_shared_memory(desc_k.dtype, [STAGES, 128, 128], _SMEM_KV)
         bufs_v = gl.allocate_shared_memory(desc_v.dtype, [STAGES, 128, 128], _SMEM_KV)
@@ -353,13 +450,14 @@ if gluon is not None:
             mbarrier.init(ready_v.index(s), count=1)
             mbarrier.init(empty_k.index(s), count=2)  # one arrival per consumer warp group
             mbarrier.init(empty_v.index(s), count=2)
-        args = (desc_q, desc_k, desc_v, desc_kp, desc_vp, BlockIdx, CatOff, Out, qk_scale, stride_ob, stride_oh,
-                stride_om, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len,
-                q_smem, bufs_k, bufs_v, q_bar, ready_k, empty_k, ready_v, empty_v, CAUSAL, POOLED)
+        args = (desc_q, desc_k, desc_v, desc_kp, desc_vp, BlockIdx, CatOff, Out, SkipSums, qk_scale, stride_ob,
+                stride_oh, stride_om, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len,
+                q_smem, bufs_k, bufs_v, q_bar, ready_k, empty_k, ready_v, empty_v)
+        # the flags as arguments of their own: in the tuple they would reach the partitions as run-time values
         gl.warp_specialize([
-            (_consumer, (args, 0)),
-            (_consumer_1, (args, )),
-            (_producer, (args, )),
+            (_consumer, (args, 0, CAUSAL, POOLED, TAIL, PDL)),
+            (_consumer_1, (args, CAUSAL, POOLED, TAIL, PDL)),
+            (_producer, (args, POOLED, PDL)),
         ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
 
 
@@ -385,10 +483,14 @@ def _descriptor(t: torch.Tensor, rows: int):
     return d
 
 
-def pyramid_attention_ws(q, k, v, plan, kp_all, vp_all, out, scale_log2: float, causal: bool) -> torch.Tensor:
+def pyramid_attention_ws(q, k, v, plan, kp_all, vp_all, out, scale_log2: float, causal: bool,
+                         skip_sums: torch.Tensor | None = None, pdl: int = 0) -> torch.Tensor:
     """Launch the kernel on a compiled plan (the caller checked :func:`ws_supported` and the arguments).
     ``kp_all`` / ``vp_all``: the concatenated pyramid ``[B, Hkv, G2 + G4 + G8, D]``, or ``None`` for a plan with no
-    pooled block (K and V stand in; no step reads them)."""
+    pooled block (K and V stand in; no step reads them). ``skip_sums``: tail aggregation, the launcher's
+    :func:`~vlmsparse.kernels.pyramid.skipped_key_sums` of a plan that skips no block meeting the diagonal.
+    ``pdl``: chained to the launch before (:func:`~vlmsparse.kernels.pyramid.chain_wait`: 1 that launch may still
+    be making the pyramid, 2 only the sums), 0 not chained."""
     b, hq, lq, _ = q.shape
     hkv, lk = k.shape[1], k.shape[2]
     n_qb, n_kb = cdiv(lq, BLOCK), cdiv(lk, BLOCK)
@@ -399,9 +501,10 @@ def pyramid_attention_ws(q, k, v, plan, kp_all, vp_all, out, scale_log2: float, 
     else:
         desc_kp, desc_vp = _descriptor(kp_all, BLOCK), _descriptor(vp_all, BLOCK)
     _pyramid_ws_fwd[(b * hq, n_qb)](
-        desc_q, desc_k, desc_v, desc_kp, desc_vp, plan.block_idx, plan.cat_offsets, out, scale_log2,
+        desc_q, desc_k, desc_v, desc_kp, desc_vp, plan.block_idx, plan.cat_offsets, out,
+        skip_sums if skip_sums is not None else out, scale_log2,
         out.stride(0), out.stride(1), out.stride(2), hq, hkv, plan.plan_heads, n_qb, n_kb, lq, lk,
-        CAUSAL=causal, POOLED=kp_all is not None, STAGES=STAGES, CONSUMER_REGS=240, PRODUCER_REGS=24,
-        num_warps=4, maxnreg=168,
+        CAUSAL=causal, POOLED=kp_all is not None, TAIL=skip_sums is not None, PDL=pdl, STAGES=STAGES,
+        CONSUMER_REGS=240, PRODUCER_REGS=24, num_warps=4, maxnreg=168, **({"launch_pdl": True} if pdl else {}),
     )
     return out
