@@ -2,8 +2,9 @@
 
 For each plan, times the whole call with and without ``tail=True`` twice: as called (``do_bench``, which
 flushes L2 before each call, so host work beyond that flush's time shows up) and replayed from a CUDA graph
-(GPU time only). Under the graph it also times the call with the skipped sums precomputed (the kernel's own
-tail cost) and the skipped-sums launch alone.
+(GPU time only). Under the graph it also times the tailed call with its launches unchained (no programmatic
+dependent launch), the call with the skipped sums precomputed (the kernel's own tail cost) and the skipped-sums
+launch alone.
 
 Run on a GPU from the repository root: python notes/ab/tail_parts.py [--lengths 8192 32768]
 """
@@ -15,6 +16,7 @@ import triton
 
 from vlmsparse.bench.kernel import one_level_plan, random_mixed_plan
 from vlmsparse.kernels import build_kv_pyramid, compile_plan, pyramid_attention
+from vlmsparse.kernels import pdl
 from vlmsparse.kernels import pyramid as pyramid_module
 
 
@@ -69,6 +71,11 @@ def main():
                  "graph": graphed(call(False)), "graph tail": graphed(call(True)),
                  "sums launch": graphed(lambda: pyramid_module.skipped_key_sums(levels, pyr, length, length, 128, 128,
                                                                                 True))}
+            pdl.ENABLED = False
+            try:
+                t["graph tail, unchained"] = graphed(call(True))
+            finally:
+                pdl.ENABLED = True
             original = pyramid_module.skipped_key_sums
             pyramid_module.skipped_key_sums = lambda *a, **kw: sums
             try:
@@ -78,7 +85,7 @@ def main():
             base = t["graph"]
             print(f"L={length} {label:18s} plain {t['plain']:.4f} tail {t['plain tail']:.4f} "
                   f"({t['plain tail'] / t['plain'] - 1:+.1%}) | graph {base:.4f} tail {t['graph tail']:.4f} "
-                  f"({t['graph tail'] / base - 1:+.1%}), sums given {t['graph tail, sums given']:.4f} "
+                  f"({t['graph tail'] / base - 1:+.1%}), unchained {t['graph tail, unchained'] / base - 1:+.1%}, sums given {t['graph tail, sums given']:.4f} "
                   f"({t['graph tail, sums given'] / base - 1:+.1%}), sums launch {t['sums launch'] * 1000:.1f} us",
                   flush=True)
 

@@ -14,15 +14,14 @@ applies (:func:`ws_supported`), splits each program (a query block of 128 rows a
 Steps, in the order of the plan lists (:mod:`vlmsparse.kernels.plan_lists`): exact blocks, spans of pooled
 blocks (one 128-key tile of the pyramid, logits ``+ log2 p``, the rows past the span masked), single pooled
 blocks (the tile's first ``128 / p`` rows, a narrow matmul, logits ``+ log2(count)``), then the blocks that need
-token masks. Every step is the Triton kernel's step on the same operands: the outputs agree to rounding. One
-pipeline runs through the categories: the first step of a category issues its ``Q K^T`` before the last ``P V``
-of the category before it, so only a program's last step waits for its ``P V`` alone. Tail aggregation (one more
-key per row, the mean of the keys the row skips) is the last step, from the launcher's skipped-key sums; a tail
-over skipped blocks on the diagonal, which no planner here makes, is left to the Triton kernel.
+token masks. Every step is the Triton kernel's step on the same operands: the outputs agree to rounding. Tail
+aggregation (one more key per row, the mean of the keys the row skips) is the last step, from the launcher's
+skipped-key sums, read before the masked blocks; a tail over skipped blocks on the diagonal, which no planner here
+makes, is left to the Triton kernel.
 
 Chained launches (:mod:`vlmsparse.kernels.pdl`): with ``PDL=1`` the producer waits for the launch before (the
 pyramid's, or the sums' after it) just before its first pyramid tile, with ``PDL=2`` (a prebuilt pyramid) only the
-tail waits, for the sums; consumers with a tail wait before reading the sums in both cases.
+consumers wait, for the sums, before their masked blocks; consumers with a tail wait there in both cases.
 
 Not runnable under the Triton interpreter: the tests check it against the Triton kernel and the float64
 reference on a Hopper GPU (``VLMSPARSE_TEST_DEVICE=cuda``).
@@ -48,6 +47,8 @@ try:  # Gluon: Triton >= 3.5; its Hopper pieces are only usable on an sm_90 devi
     # a consumer's [64, 128] wgmma results (logits, accumulator) and P as the left operand of P V
     _ACC = gl.constexpr(gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, 128, 16]))
     _P = gl.constexpr(gl.DotOperandLayout(operand_index=0, parent=_ACC, k_width=2))
+    # one value per thread of a consumer warp group: the tail's sums, held through the masked blocks
+    _VEC = gl.constexpr(gl.BlockedLayout(size_per_thread=[1], threads_per_warp=[32], warps_per_cta=[4], order=[0]))
 except Exception:  # pragma: no cover - a Triton without Gluon, or with another Gluon API
     gluon = None
 
@@ -186,25 +187,12 @@ if gluon is not None:
         return m_new, l_i * alpha + gl.sum(p, 1), p, alpha
 
     @gluon.jit
-    def _drain(bufs_v, ready_v, empty_v, acc, p16, pend, it):
-        """The pending ``P V`` of step ``it - 1`` (if any), issued and waited for: the pipeline empty."""
-        n_buf: gl.constexpr = bufs_v.type.shape[0]
-        if pend:
-            prev = (it - 1) % n_buf
-            mbarrier.wait(ready_v.index(prev), ((it - 1) // n_buf) & 1)
-            acc = warpgroup_mma(p16, bufs_v.index(prev), acc, is_async=True)
-            acc = warpgroup_mma_wait(0, deps=(acc, ))
-            mbarrier.arrive(empty_v.index(prev), count=1)
-        return acc
-
-    @gluon.jit
-    def _wide_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, p16, pend, it, idx_ptr,
-                    start, stop, qk_scale, LOG2P: gl.constexpr, GROUPS: gl.constexpr):
+    def _wide_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it, idx_ptr, start, stop,
+                    qk_scale, LOG2P: gl.constexpr, GROUPS: gl.constexpr):
         """Consumer: steps ``start .. stop`` on 128-key tiles, pipelined (``Q K^T`` of step ``t`` issued before
-        ``P V`` of step ``t - 1``); the first step's ``Q K^T`` goes before the ``P V`` the category before left
-        pending (``pend``), and this category's last ``P V`` is left pending in turn. ``GROUPS == 0``: exact
-        blocks; else spans of ``GROUPS`` pooled keys per block, logits ``+ LOG2P``, the tile's rows past the span
-        masked (each span's entry read a step ahead). Every row has a finite logit in every step."""
+        ``P V`` of step ``t - 1``). ``GROUPS == 0``: exact blocks; else spans of ``GROUPS`` pooled keys per block,
+        logits ``+ LOG2P``, the tile's rows past the span masked (each span's entry read a step ahead). Every row
+        has a finite logit in every step."""
         n_buf: gl.constexpr = bufs_k.type.shape[0]
         zero = gl.zeros([64, 128], gl.float32, _ACC)
         n = stop - start
@@ -217,25 +205,12 @@ if gluon is not None:
                 e_next = gl.load(idx_ptr + start + 1, mask=n > 1, other=0)
             s = it % n_buf
             mbarrier.wait(ready_k.index(s), (it // n_buf) & 1)
-            # an asynchronous matmul's result may not leave a branch: each branch waits for what it issued
-            if pend:
-                prev = (it - 1) % n_buf
-                qk = warpgroup_mma(q, bufs_k.index(s).permute((1, 0)), zero, use_acc=False, is_async=True)
-                mbarrier.wait(ready_v.index(prev), ((it - 1) // n_buf) & 1)
-                acc = warpgroup_mma(p16, bufs_v.index(prev), acc, is_async=True)
-                qk = warpgroup_mma_wait(1, deps=(qk, ))
-                mbarrier.arrive(empty_k.index(s), count=1)
-                m_new, l_i, p, alpha = _wide_update(qk, m_i, l_i, qk_scale, cols, e, LOG2P, GROUPS)
-                acc = warpgroup_mma_wait(0, deps=(acc, ))
-                mbarrier.arrive(empty_v.index(prev), count=1)
-            else:
-                qk = warpgroup_mma(q, bufs_k.index(s).permute((1, 0)), zero, use_acc=False, is_async=True)
-                qk = warpgroup_mma_wait(0, deps=(qk, ))
-                mbarrier.arrive(empty_k.index(s), count=1)
-                m_new, l_i, p, alpha = _wide_update(qk, m_i, l_i, qk_scale, cols, e, LOG2P, GROUPS)
-            m_i = m_new
-            p16 = gl.convert_layout(p.to(q.dtype), _P)
+            qk = warpgroup_mma(q, bufs_k.index(s).permute((1, 0)), zero, use_acc=False, is_async=True)
+            qk = warpgroup_mma_wait(0, deps=(qk, ))
+            mbarrier.arrive(empty_k.index(s), count=1)
+            m_i, l_i, p, alpha = _wide_update(qk, m_i, l_i, qk_scale, cols, e, LOG2P, GROUPS)
             acc = acc * alpha[:, None]
+            p16 = gl.convert_layout(p.to(q.dtype), _P)
             prev = s
             for t in range(1, n):
                 cur = it + t
@@ -256,15 +231,17 @@ if gluon is not None:
                 p16 = gl.convert_layout(p.to(q.dtype), _P)
                 acc = acc * alpha[:, None]
                 prev = s
-        pend = gl.maximum(pend, (n > 0).to(gl.int32))  # this category's last P V is pending if it had steps
-        return m_i, l_i, acc, p16, pend, it + n
+            mbarrier.wait(ready_v.index(prev), ((it + n - 1) // n_buf) & 1)
+            acc = warpgroup_mma(p16, bufs_v.index(prev), acc, is_async=True)
+            acc = warpgroup_mma_wait(0, deps=(acc, ))
+            mbarrier.arrive(empty_v.index(prev), count=1)
+        return m_i, l_i, acc, it + n
 
     @gluon.jit
     def _narrow_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it, idx_ptr, start, stop,
                       qk_scale, k_len, P: gl.constexpr):
         """Consumer: single pooled blocks of level ``P``, each the first ``128 / P`` rows of its tile (a narrow
-        matmul), logits ``+ log2(count)``, pooled keys past the sequence's last group masked. Not pipelined (the
-        caller drains the wide pipeline first)."""
+        matmul), logits ``+ log2(count)``, pooled keys past the sequence's last group masked. Not pipelined."""
         n_buf: gl.constexpr = bufs_k.type.shape[0]
         W: gl.constexpr = 128 // P
         s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
@@ -304,11 +281,9 @@ if gluon is not None:
         return gl.convert_layout(m_w, row_acc), gl.convert_layout(l_w, row_acc), acc, it + n
 
     @gluon.jit
-    def _masked_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, p16, pend, it, idx_ptr,
-                      start, stop, qk_scale, limit, k_len, CAUSAL: gl.constexpr):
-        """Consumer: blocks with token masks (the causal diagonal, the sequence end). A row may see nothing yet.
-        The first step's ``Q K^T`` goes before a pending wide ``P V``; every step's own ``P V`` is waited for in
-        the step, so the pipeline is empty after the first."""
+    def _masked_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it, idx_ptr, start, stop,
+                      qk_scale, limit, k_len, CAUSAL: gl.constexpr):
+        """Consumer: blocks with token masks (the causal diagonal, the sequence end). A row may see nothing yet."""
         n_buf: gl.constexpr = bufs_k.type.shape[0]
         zero = gl.zeros([64, 128], gl.float32, _ACC)
         offs = gl.arange(0, 128, layout=gl.SliceLayout(0, _ACC))
@@ -318,40 +293,27 @@ if gluon is not None:
             phase = (cur // n_buf) & 1
             cols = gl.load(idx_ptr + t) * 128 + offs
             mbarrier.wait(ready_k.index(s), phase)
-            if pend:
-                prev = (cur - 1) % n_buf
-                qk = warpgroup_mma(q, bufs_k.index(s).permute((1, 0)), zero, use_acc=False, is_async=True)
-                mbarrier.wait(ready_v.index(prev), ((cur - 1) // n_buf) & 1)
-                acc = warpgroup_mma(p16, bufs_v.index(prev), acc, is_async=True)
-                qk = warpgroup_mma_wait(1, deps=(qk, ))
-                mbarrier.arrive(empty_k.index(s), count=1)
-                m_i, l_i, p, alpha = _masked_update(qk, m_i, l_i, qk_scale, cols, limit, k_len, CAUSAL)
-                acc = warpgroup_mma_wait(0, deps=(acc, ))
-                mbarrier.arrive(empty_v.index(prev), count=1)
-            else:
-                qk = warpgroup_mma(q, bufs_k.index(s).permute((1, 0)), zero, use_acc=False, is_async=True)
-                qk = warpgroup_mma_wait(0, deps=(qk, ))
-                mbarrier.arrive(empty_k.index(s), count=1)
-                m_i, l_i, p, alpha = _masked_update(qk, m_i, l_i, qk_scale, cols, limit, k_len, CAUSAL)
-            pend = pend * 0
+            qk = warpgroup_mma(q, bufs_k.index(s).permute((1, 0)), zero, use_acc=False, is_async=True)
+            qk = warpgroup_mma_wait(0, deps=(qk, ))
+            mbarrier.arrive(empty_k.index(s), count=1)
+            m_i, l_i, p, alpha = _masked_update(qk, m_i, l_i, qk_scale, cols, limit, k_len, CAUSAL)
             acc = acc * alpha[:, None]
-            p_m = gl.convert_layout(p.to(q.dtype), _P)
+            p16 = gl.convert_layout(p.to(q.dtype), _P)
             mbarrier.wait(ready_v.index(s), phase)
-            acc = warpgroup_mma(p_m, bufs_v.index(s), acc, is_async=True)
+            acc = warpgroup_mma(p16, bufs_v.index(s), acc, is_async=True)
             acc = warpgroup_mma_wait(0, deps=(acc, ))
             mbarrier.arrive(empty_v.index(s), count=1)
-        return m_i, l_i, acc, pend, it + gl.maximum(stop - start, 0)
+        return m_i, l_i, acc
 
     @gluon.jit
-    def _tail_key(q, m_i, l_i, acc, SkipSums, row, qk_scale):
-        """Tail aggregation: one more key per row, the mean of the wholly visible keys the plan row skips (their
-        sums and count from the launcher's skipped-sums launch), logit ``+ log2(count)``. Products in float32 (q
-        read back from shared memory); the plans this kernel takes with a tail skip no diagonal block."""
-        d = gl.arange(0, 128, layout=gl.SliceLayout(0, _ACC))
-        sums = SkipSums + row.to(gl.int64) * 257
-        sum_k = gl.load(sums + d)
-        sum_v = gl.load(sums + 128 + d)
-        n_full = gl.load(sums + 256)
+    def _tail_key(q, m_i, l_i, acc, sum_k, sum_v, n_full, qk_scale):
+        """Tail aggregation: one more key per row, the mean of the wholly visible keys the plan row skips (``sum_k``,
+        ``sum_v``, ``n_full``: their sums and count, from the launcher's skipped-sums launch), logit
+        ``+ log2(count)``. Products in float32 (q read back from shared memory); the plans this kernel takes with a
+        tail skip no diagonal block."""
+        vec: gl.constexpr = gl.SliceLayout(0, _ACC)
+        sum_k = gl.convert_layout(sum_k, vec)
+        sum_v = gl.convert_layout(sum_v, vec)
         qs = gl.sum(q.load(_ACC).to(gl.float32) * sum_k[None, :], 1)  # q . (sum of the skipped keys)
         inv = 1.0 / gl.maximum(n_full, 1.0)
         s_tail = qs * (inv * qk_scale) + gl.log2(gl.maximum(n_full, 1.0))
@@ -376,8 +338,6 @@ if gluon is not None:
         m_i = gl.full([64], float("-inf"), gl.float32, row_layout)
         l_i = gl.full([64], 0.0, gl.float32, row_layout)
         acc = gl.zeros([64, 128], gl.float32, _ACC)
-        p16 = gl.zeros([64, 128], q_smem.dtype, _P)  # the operand of a pending P V (none pending yet)
-        pend = gl.program_id(0) * 0  # 1 while a category's last P V is still to be issued (an int32, not a constant)
         mbarrier.wait(q_bar, 0)
         q = q_smem.index(WG)
         o_exact = gl.load(off_ptr + 1)
@@ -389,37 +349,40 @@ if gluon is not None:
         o_p8 = gl.load(off_ptr + 7)
         o_mask = gl.load(off_ptr + 8)
         it = 0
-        m_i, l_i, acc, p16, pend, it = _wide_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i,
-                                                   acc, p16, pend, it, idx_ptr, 0, o_exact, qk_scale, 0.0, 0)
+        m_i, l_i, acc, it = _wide_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it,
+                                        idx_ptr, 0, o_exact, qk_scale, 0.0, 0)
         if POOLED:  # a binary kernel reads a pooled block as skipped, as the Triton kernel compiled without them
-            m_i, l_i, acc, p16, pend, it = _wide_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i,
-                                                       l_i, acc, p16, pend, it, idx_ptr, o_exact, o_s2, qk_scale,
-                                                       1.0, 64)
-            m_i, l_i, acc, p16, pend, it = _wide_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i,
-                                                       l_i, acc, p16, pend, it, idx_ptr, o_s2, o_s4, qk_scale,
-                                                       2.0, 32)
-            m_i, l_i, acc, p16, pend, it = _wide_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i,
-                                                       l_i, acc, p16, pend, it, idx_ptr, o_s4, o_s8, qk_scale,
-                                                       3.0, 16)
+            m_i, l_i, acc, it = _wide_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc,
+                                            it, idx_ptr, o_exact, o_s2, qk_scale, 1.0, 64)
+            m_i, l_i, acc, it = _wide_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc,
+                                            it, idx_ptr, o_s2, o_s4, qk_scale, 2.0, 32)
+            m_i, l_i, acc, it = _wide_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc,
+                                            it, idx_ptr, o_s4, o_s8, qk_scale, 3.0, 16)
             if o_p8 > o_s8:  # single pooled blocks are rare in the default plans: skip their set-up when absent
-                acc = _drain(bufs_v, ready_v, empty_v, acc, p16, pend, it)
-                pend = pend * 0
                 m_i, l_i, acc, it = _narrow_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i,
                                                   acc, it, idx_ptr, o_s8, o_p2, qk_scale, k_len, 2)
                 m_i, l_i, acc, it = _narrow_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i,
                                                   acc, it, idx_ptr, o_p2, o_p4, qk_scale, k_len, 4)
                 m_i, l_i, acc, it = _narrow_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i,
                                                   acc, it, idx_ptr, o_p4, o_p8, qk_scale, k_len, 8)
+        if TAIL:
+            # the tail's sums are read before the masked blocks (one value each per thread: few registers held
+            # through them), so their latency passes while those blocks run; chained, after the sums' launch ends
+            if PDL != 0:
+                _wait_for_prior()
+            has_tail = gl.load(off_ptr + 10) > o_mask  # this program's plan skips something visible
+            d = gl.arange(0, 128, layout=_VEC)
+            sums = SkipSums + row.to(gl.int64) * 257
+            sum_k = gl.load(sums + d)
+            sum_v = gl.load(sums + 128 + d)
+            n_full = gl.load(sums + 256)
         rows = qblk * 128 + WG * 64 + gl.arange(0, 64, layout=row_layout)
         limit = rows + (k_len - q_len)
-        m_i, l_i, acc, pend, it = _masked_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc,
-                                                p16, pend, it, idx_ptr, o_p8, o_mask, qk_scale, limit, k_len, CAUSAL)
-        acc = _drain(bufs_v, ready_v, empty_v, acc, p16, pend, it)  # a program with no masked block
+        m_i, l_i, acc = _masked_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it,
+                                      idx_ptr, o_p8, o_mask, qk_scale, limit, k_len, CAUSAL)
         if TAIL:
-            if PDL != 0:  # the sums' launch is the one before
-                _wait_for_prior()
-            if gl.load(off_ptr + 10) > o_mask:  # this program's plan skips something visible
-                m_i, l_i, acc = _tail_key(q, m_i, l_i, acc, SkipSums, row, qk_scale)
+            if has_tail:
+                m_i, l_i, acc = _tail_key(q, m_i, l_i, acc, sum_k, sum_v, n_full, qk_scale)
         # a row with nothing to attend has l == 0 and acc == 0: it returns zeros, never NaN
         out = acc / gl.where(l_i > 0.0, l_i, 1.0)[:, None]
         cols = gl.arange(0, 128, layout=gl.SliceLayout(0, _ACC))
