@@ -12,6 +12,8 @@ import torch
 from vlmsparse.kernels import build_kv_pyramid, compile_plan, pdl, pyramid_attention
 from vlmsparse.kernels.reference import pyramid_attention_ref
 
+from test_kernel_ws import ON_HOPPER
+
 DEVICE = os.environ.get("VLMSPARSE_TEST_DEVICE", "cpu")
 CHAINS = DEVICE == "cuda" and torch.cuda.is_available() and pdl.pdl_ok(torch.device("cuda"))
 
@@ -84,7 +86,7 @@ def test_chained_launches_change_no_output(pdl_switch, tail, prebuilt, pooled):
     assert err < 2e-2, f"relative error {err:.2e}"
 
 
-WS = CHAINS and torch.cuda.get_device_capability()[0] == 9 and os.environ.get("TRITON_INTERPRET", "0") in ("", "0")
+WS = CHAINS and ON_HOPPER
 
 
 @pytest.mark.skipif(not WS, reason="the warp-specialized kernel needs an sm_90 GPU outside the interpreter")

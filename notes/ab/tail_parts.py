@@ -85,7 +85,8 @@ def main():
             base = t["graph"]
             print(f"L={length} {label:18s} plain {t['plain']:.4f} tail {t['plain tail']:.4f} "
                   f"({t['plain tail'] / t['plain'] - 1:+.1%}) | graph {base:.4f} tail {t['graph tail']:.4f} "
-                  f"({t['graph tail'] / base - 1:+.1%}), unchained {t['graph tail, unchained'] / base - 1:+.1%}, sums given {t['graph tail, sums given']:.4f} "
+                  f"({t['graph tail'] / base - 1:+.1%}), unchained {t['graph tail, unchained'] / base - 1:+.1%}, "
+                  f"sums given {t['graph tail, sums given']:.4f} "
                   f"({t['graph tail, sums given'] / base - 1:+.1%}), sums launch {t['sums launch'] * 1000:.1f} us",
                   flush=True)
 

@@ -695,12 +695,13 @@ def pyramid_attention(
             f"rebuild it with build_kv_pyramid(k, v, tail={tail}, block_n={block_n})"
         )
     out = torch.empty_like(q)
+    # the chain of this call's launches (vlmsparse.kernels.pdl) and the tail's sums, for either kernel
+    pdl = chain_wait(tail, built_here, pooled) if pdl_ok(q.device) else 0
+    sums = skipped_key_sums(levels, pyramid, lq, lk, block_m, block_n, causal, chained=built_here) if tail else None
     if kernel == "ws" or (
         kernel is None and num_warps is None and num_stages is None and tma is not False
         and ws_supported(q, k, v, block_m, block_n, tail and tail_diag)
     ):
-        pdl = chain_wait(tail, built_here, pooled) if pdl_ok(q.device) else 0
-        sums = skipped_key_sums(levels, pyramid, lq, lk, block_m, block_n, causal, chained=built_here) if tail else None
         return pyramid_attention_ws(q, k, v, plan, pyramid.pooled_k_all if pooled else None,
                                     pyramid.pooled_v_all if pooled else None, out, scale * LOG2E, causal, sums, pdl)
     n_qb, n_kb = cdiv(lq, block_m), cdiv(lk, block_n)
@@ -727,11 +728,10 @@ def pyramid_attention(
     desc_vp = _kv_descriptor(vp_all, block_n) if pyr_desc else vp_all
     heads_first = GRID_HEADS_FIRST if GRID_HEADS_FIRST is not None else n_qb <= HEADS_FIRST_MAX_QUERY_BLOCKS
     grid = (b * hq, n_qb) if heads_first else (n_qb, b * hq)
-    pdl = chain_wait(tail, built_here, pooled) if pdl_ok(q.device) else 0
     _pyramid_attention_fwd[grid](
         q, k, v, out,
         kp_all, vp_all,
-        skipped_key_sums(levels, pyramid, lq, lk, block_m, block_n, causal, chained=built_here) if tail else dummy,
+        sums if tail else dummy,
         plan.block_idx, plan.cat_offsets,
         desc_k, desc_v, desc_kp, desc_vp,
         scale * LOG2E,
