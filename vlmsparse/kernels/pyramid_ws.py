@@ -49,6 +49,9 @@ try:  # Gluon: Triton >= 3.5; its Hopper pieces are only usable on an sm_90 devi
     _P = gl.constexpr(gl.DotOperandLayout(operand_index=0, parent=_ACC, k_width=2))
     # one value per thread of a consumer warp group: the tail's sums, held through the masked blocks
     _VEC = gl.constexpr(gl.BlockedLayout(size_per_thread=[1], threads_per_warp=[32], warps_per_cta=[4], order=[0]))
+    # the same for the producer's one warp
+    _ONE_WARP = gl.constexpr(gl.BlockedLayout(size_per_thread=[1], threads_per_warp=[32], warps_per_cta=[1],
+                                              order=[0]))
 except Exception:  # pragma: no cover - a Triton without Gluon, or with another Gluon API
     gluon = None
 
@@ -89,20 +92,9 @@ def ws_supported(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_m: int
 if gluon is not None:
 
     @gluon.jit
-    def _rounds(n_tiles):
-        """This program's share of the schedule: it takes tile ``_tile(r)`` for ``r < _rounds(n_tiles)``."""
-        pid = gl.program_id(0)
-        g = gl.num_programs(0)
-        n_rounds = (n_tiles + g - 1) // g
-        last = n_rounds - 1
-        pos = pid + (last % 2) * (g - 1 - 2 * pid)  # rounds go back and forth over the programs
-        return last + (last * g + pos < n_tiles).to(gl.int32)
-
-    @gluon.jit
-    def _tile(r):
-        pid = gl.program_id(0)
-        g = gl.num_programs(0)
-        return r * g + pid + (r % 2) * (g - 1 - 2 * pid)
+    def _next_tile(Sched):
+        """The next query tile to take (a counter every program draws from; heavy tiles come first)."""
+        return gl.atomic_add(Sched, 1, sem="relaxed")
 
     @gluon.jit
     def _program_lists(tile, BlockIdx, CatOff, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, n_tiles):
@@ -138,19 +130,24 @@ if gluon is not None:
     @gluon.jit
     def _producer(args, POOLED: gl.constexpr, PDL: gl.constexpr):
         (desc_q, desc_k, desc_v, desc_kp, desc_vp, BlockIdx, CatOff, Out, SkipSums, qk_scale, stride_ob, stride_oh,
-         stride_om, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles,
-         q_smem, bufs_k, bufs_v, q_bar, q_empty, ready_k, empty_k, ready_v, empty_v) = args
+         stride_om, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles, Sched,
+         q_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v) = args
         g2 = (k_len + 1) // 2
         g4 = (k_len + 3) // 4
         it = 0  # ring position, continued from tile to tile (the consumers count the same steps)
-        for r in range(0, _rounds(n_tiles)):
-            b, h, kvh, qblk, idx_ptr, off_ptr, row = _program_lists(_tile(r), BlockIdx, CatOff, n_q_heads,
+        r = 0
+        tile = _next_tile(Sched)
+        while tile < n_tiles:
+            b, h, kvh, qblk, idx_ptr, off_ptr, row = _program_lists(tile, BlockIdx, CatOff, n_q_heads,
                                                                     n_kv_heads, n_plan_heads, n_qb, n_kb, n_tiles)
-            # the tile's Q, once both consumers have read the last tile's for the last time
+            # the tile's number and Q, once both consumers have read the last tile's for the last time (the
+            # number is stored before the barrier's arrival, which releases it to the consumers)
             mbarrier.wait(q_empty, (r & 1) ^ 1)
+            tile_smem.store(gl.full([1], tile, gl.int32, _ONE_WARP))
             mbarrier.expect(q_bar, 2 * desc_q.block_type.nbytes)
             tma.async_copy_global_to_shared(desc_q, [b, h, qblk * 128, 0], q_bar, q_smem.index(0))
             tma.async_copy_global_to_shared(desc_q, [b, h, qblk * 128 + 64, 0], q_bar, q_smem.index(1))
+            following = _next_tile(Sched)  # drawn while Q is on its way
             o_exact = gl.load(off_ptr + 1)
             for t in range(0, o_exact):
                 j = gl.load(idx_ptr + t)
@@ -177,6 +174,16 @@ if gluon is not None:
                 j = gl.load(idx_ptr + t)
                 _kv_tile(desc_k, desc_v, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, b, kvh, j * 128)
                 it += 1
+            tile = following
+            r += 1
+        # no tile left: the consumers are told so by a tile number past the last, with a plain arrival
+        mbarrier.wait(q_empty, (r & 1) ^ 1)
+        tile_smem.store(gl.full([1], n_tiles, gl.int32, _ONE_WARP))
+        mbarrier.arrive(q_bar, count=1)
+        # the last program to finish sets the counter back to zero for the next launch on this stream
+        if gl.atomic_add(Sched + 1, 1, sem="acq_rel") == gl.num_programs(0) - 1:
+            gl.atomic_xchg(Sched, 0, sem="relaxed")
+            gl.atomic_xchg(Sched + 1, 0, sem="relaxed")
 
     @gluon.jit
     def _wide_update(qk, m_i, l_i, qk_scale, cols, e, LOG2P: gl.constexpr, GROUPS: gl.constexpr):
@@ -354,8 +361,8 @@ if gluon is not None:
         """One query tile's 64 rows of this consumer (its Q loaded): every step of its plan row, the tail, the
         output. Returns the ring position after its steps."""
         (desc_q, desc_k, desc_v, desc_kp, desc_vp, BlockIdx, CatOff, Out, SkipSums, qk_scale, stride_ob, stride_oh,
-         stride_om, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles,
-         q_smem, bufs_k, bufs_v, q_bar, q_empty, ready_k, empty_k, ready_v, empty_v) = args
+         stride_om, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles, Sched,
+         q_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v) = args
         b, h, kvh, qblk, idx_ptr, off_ptr, row = _program_lists(tile, BlockIdx, CatOff, n_q_heads, n_kv_heads,
                                                                 n_plan_heads, n_qb, n_kb, n_tiles)
         # a static index: Q behind a run-time index (two tiles' buffers) gave wrong products on an H200
@@ -420,12 +427,17 @@ if gluon is not None:
     def _consumer(args, WG: gl.constexpr, CAUSAL: gl.constexpr, POOLED: gl.constexpr, TAIL: gl.constexpr,
                   PDL: gl.constexpr):
         (desc_q, desc_k, desc_v, desc_kp, desc_vp, BlockIdx, CatOff, Out, SkipSums, qk_scale, stride_ob, stride_oh,
-         stride_om, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles,
-         q_smem, bufs_k, bufs_v, q_bar, q_empty, ready_k, empty_k, ready_v, empty_v) = args
+         stride_om, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles, Sched,
+         q_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v) = args
         it = 0
-        for r in range(0, _rounds(n_tiles)):
+        r = 0
+        mbarrier.wait(q_bar, 0)
+        tile = gl.max(tile_smem.load(_VEC), 0)
+        while tile < n_tiles:
+            it = _consumer_tile(args, tile, it, WG, CAUSAL, POOLED, TAIL, PDL)
+            r += 1
             mbarrier.wait(q_bar, r & 1)
-            it = _consumer_tile(args, _tile(r), it, WG, CAUSAL, POOLED, TAIL, PDL)
+            tile = gl.max(tile_smem.load(_VEC), 0)
 
     @gluon.jit
     def _consumer_1(args, CAUSAL: gl.constexpr, POOLED: gl.constexpr, TAIL: gl.constexpr, PDL: gl.constexpr):
@@ -434,13 +446,14 @@ if gluon is not None:
     @gluon.jit
     def _pyramid_ws_fwd(desc_q, desc_k, desc_v, desc_kp, desc_vp, BlockIdx, CatOff, Out, SkipSums, qk_scale,
                         stride_ob, stride_oh, stride_om, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len,
-                        n_tiles, CAUSAL: gl.constexpr, POOLED: gl.constexpr, TAIL: gl.constexpr, PDL: gl.constexpr,
+                        n_tiles, Sched, CAUSAL: gl.constexpr, POOLED: gl.constexpr, TAIL: gl.constexpr, PDL: gl.constexpr,
                         STAGES: gl.constexpr, CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr):
         q_smem = gl.allocate_shared_memory(desc_q.dtype, [2, 64, 128], _SMEM_Q)
         bufs_k = gl.allocate_shared_memory(desc_k.dtype, [STAGES, 128, 128], _SMEM_KV)
         bufs_v = gl.allocate_shared_memory(desc_v.dtype, [STAGES, 128, 128], _SMEM_KV)
         q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
         q_empty = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+        tile_smem = gl.allocate_shared_memory(gl.int32, [1], gl.SwizzledSharedLayout(1, 1, 1, [0]))
         ready_k = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
         empty_k = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
         ready_v = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
@@ -453,8 +466,8 @@ if gluon is not None:
             mbarrier.init(empty_k.index(s), count=2)  # one arrival per consumer warp group
             mbarrier.init(empty_v.index(s), count=2)
         args = (desc_q, desc_k, desc_v, desc_kp, desc_vp, BlockIdx, CatOff, Out, SkipSums, qk_scale, stride_ob,
-                stride_oh, stride_om, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles,
-                q_smem, bufs_k, bufs_v, q_bar, q_empty, ready_k, empty_k, ready_v, empty_v)
+                stride_oh, stride_om, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles, Sched,
+                q_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v)
         # the flags as arguments of their own: in the tuple they would reach the partitions as run-time values
         gl.warp_specialize([
             (_consumer, (args, 0, CAUSAL, POOLED, TAIL, PDL)),
@@ -466,6 +479,21 @@ if gluon is not None:
 @functools.lru_cache(maxsize=None)
 def _is_sm90(index: int) -> bool:
     return torch.cuda.get_device_capability(index)[0] == 9
+
+
+_COUNTERS: dict = {}
+
+
+def _schedule_counter(device: torch.device) -> torch.Tensor:
+    """The tile counter of launches on the current stream of ``device`` (two int32: next tile, programs done).
+    Zero between launches: the last program of a launch sets it back. One per stream, so launches on two streams
+    never share one."""
+    stream = torch.cuda.current_stream(device).cuda_stream
+    key = (device.index if device.index is not None else torch.cuda.current_device(), stream)
+    counter = _COUNTERS.get(key)
+    if counter is None:
+        counter = _COUNTERS[key] = torch.zeros(2, dtype=torch.int32, device=device)
+    return counter
 
 
 def _sm_count(device: torch.device) -> int:
@@ -516,7 +544,7 @@ def pyramid_attention_ws(q, k, v, plan, kp_all, vp_all, out, scale_log2: float, 
         desc_q, desc_k, desc_v, desc_kp, desc_vp, plan.block_idx, plan.cat_offsets, out,
         skip_sums if skip_sums is not None else out, scale_log2,
         out.stride(0), out.stride(1), out.stride(2), hq, hkv, plan.plan_heads, n_qb, n_kb, lq, lk, n_tiles,
-        CAUSAL=causal, POOLED=kp_all is not None, TAIL=skip_sums is not None, PDL=pdl, STAGES=STAGES,
+        _schedule_counter(q.device), CAUSAL=causal, POOLED=kp_all is not None, TAIL=skip_sums is not None, PDL=pdl, STAGES=STAGES,
         CONSUMER_REGS=REGS[0], PRODUCER_REGS=REGS[1], num_warps=4, maxnreg=REGS[2], **({"launch_pdl": True} if pdl else {}),
     )
     return out
