@@ -255,8 +255,33 @@ def vision_tower(model: torch.nn.Module, family: ModelFamily | None = None) -> P
     return None
 
 
+def _skip_flash_preload() -> None:
+    """Let transformers' attention checks pass over :data:`IMPLEMENTATION`.
+
+    From transformers 5.25 on, every ``set_attn_implementation`` call checks each sub-model's implementation and,
+    for a name with "flash" in it, preloads a flash kernel (from the flash-attn packages or the hub), which fails
+    for a registered function: the call that patches the tower, and every later one on the model (the decoder's
+    patch and unpatch, a user's own) would raise. The preload is wrapped once so that it does nothing for this one
+    name and what it did before for every other."""
+    import transformers.modeling_utils as modeling_utils
+
+    preload = getattr(modeling_utils, "lazy_import_flash_attention", None)
+    if preload is None or getattr(preload, "_skips", None) == IMPLEMENTATION:
+        return
+
+    @functools.wraps(preload)
+    def guarded(implementation, *args, **kwargs):
+        if implementation == IMPLEMENTATION:
+            return None
+        return preload(implementation, *args, **kwargs)
+
+    guarded._skips = IMPLEMENTATION
+    modeling_utils.lazy_import_flash_attention = guarded
+
+
 def _set_vision_implementation(model, family: ModelFamily, implementation: str) -> None:
     key = family.vision_config_key
+    _skip_flash_preload()
     model.set_attn_implementation({key: implementation})
     got = getattr(model.config, key)._attn_implementation
     if got != implementation:
