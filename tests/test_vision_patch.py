@@ -104,6 +104,21 @@ def test_already_patched_or_flash_is_left_alone(tiny, monkeypatch):
     assert tiny.config.vision_config._attn_implementation == "sdpa"
 
 
+def test_model_attention_can_still_be_set_while_patched(tiny):
+    # transformers (5.25 on) checks every sub-model's implementation on each set_attn_implementation call and
+    # would try to load a flash kernel for the segment function's name
+    vp = patch_vision(tiny, "segment")
+    try:
+        tiny.set_attn_implementation({"text_config": "eager"})
+        assert tiny.config.text_config._attn_implementation == "eager"
+        assert tiny.config.vision_config._attn_implementation == IMPLEMENTATION
+        tiny.set_attn_implementation({"text_config": "sdpa"})
+    finally:
+        vp.restore()
+    assert tiny.config.vision_config._attn_implementation == "sdpa"
+    assert tiny.config.text_config._attn_implementation == "sdpa"
+
+
 def test_qwen2_vl_frames(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     model, _ = tiny_qwen2_vl(seed=1)
