@@ -281,7 +281,6 @@ def _skip_flash_preload() -> None:
 
 def _set_vision_implementation(model, family: ModelFamily, implementation: str) -> None:
     key = family.vision_config_key
-    _skip_flash_preload()
     model.set_attn_implementation({key: implementation})
     got = getattr(model.config, key)._attn_implementation
     if got != implementation:
@@ -358,6 +357,7 @@ def patch_vision(model: torch.nn.Module, mode: str = "compiled") -> VisionPatch 
         raise ValueError(f"{type(model).__name__} holds no vision tower sub-model; pass vision='unpatched'")
     if IMPLEMENTATION not in AttentionInterface._global_mapping:
         AttentionInterface.register(IMPLEMENTATION, _attention_outside_graph)
+    _skip_flash_preload()
     _set_vision_implementation(model, family, IMPLEMENTATION)
     compiled = _compile_blocks(tower) if mode == "compiled" else None
     patch = VisionPatch(model, family, original, compiled)
