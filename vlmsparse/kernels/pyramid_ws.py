@@ -15,13 +15,13 @@ Steps, in the order of the plan lists (:mod:`vlmsparse.kernels.plan_lists`): exa
 blocks (one 128-key tile of the pyramid, logits ``+ log2 p``, the rows past the span masked), single pooled
 blocks (the tile's first ``128 / p`` rows, a narrow matmul, logits ``+ log2(count)``), then the blocks that need
 token masks. Every step is the Triton kernel's step on the same operands: the outputs agree to rounding. Tail
-aggregation (one more key per row, the mean of the keys the row skips, from the launcher's skipped-key sums read
-before the masked blocks) joins the first masked block's update, its logit computed while that block's ``Q K^T``
-runs; a tail over skipped blocks on the diagonal, which no planner here makes, is left to the Triton kernel.
+aggregation (one more key per row, the mean of the keys the row skips) is the last step, from the launcher's
+skipped-key sums, read before the masked blocks; a tail over skipped blocks on the diagonal, which no planner here
+makes, is left to the Triton kernel.
 
 Chained launches (:mod:`vlmsparse.kernels.pdl`): with ``PDL=1`` the producer waits for the launch before (the
 pyramid's, or the sums' after it) just before its first pyramid tile, with ``PDL=2`` (a prebuilt pyramid) only the
-consumers wait, for the sums, after their exact blocks; consumers with a tail wait there in both cases.
+consumers wait, for the sums, before their masked blocks; consumers with a tail wait there in both cases.
 
 Not runnable under the Triton interpreter: the tests check it against the Triton kernel and the float64
 reference on a Hopper GPU (``VLMSPARSE_TEST_DEVICE=cuda``).
@@ -117,61 +117,44 @@ if gluon is not None:
                                   pack=1)
 
     @gluon.jit
-    def _kv_run(desc_k, desc_v, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, b, kvh, idx_ptr, lo, hi,
-                base, GROUPS: gl.constexpr, SPAN: gl.constexpr):
-        """Producer: the tiles of plan entries ``lo .. hi`` (exact or masked blocks: ``GROUPS == 128``; spans,
-        entry ``8 * first + n - 1``; single pooled blocks), each entry read a step ahead of its copy."""
-        e_next = gl.load(idx_ptr + lo, mask=lo < hi, other=0)
-        for t in range(lo, hi):
-            e = e_next
-            e_next = gl.load(idx_ptr + t + 1, mask=t + 1 < hi, other=0)
-            first = e // 8 if SPAN else e
-            _kv_tile(desc_k, desc_v, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, b, kvh,
-                     base + first * GROUPS)
-            it += 1
-        return it
-
-    @gluon.jit
     def _producer(args, POOLED: gl.constexpr, PDL: gl.constexpr):
         (desc_q, desc_k, desc_v, desc_kp, desc_vp, BlockIdx, CatOff, Out, SkipSums, qk_scale, stride_ob, stride_oh,
          stride_om, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len,
          q_smem, bufs_k, bufs_v, q_bar, ready_k, empty_k, ready_v, empty_v) = args
         b, h, kvh, qblk, idx_ptr, off_ptr, row = _program_lists(BlockIdx, CatOff, n_q_heads, n_kv_heads,
                                                                 n_plan_heads, n_qb, n_kb)
-        # the category offsets all at once (one load latency, not one per category before its first copy)
-        o_exact = gl.load(off_ptr + 1)
-        o_s2 = gl.load(off_ptr + 2)
-        o_s4 = gl.load(off_ptr + 3)
-        o_s8 = gl.load(off_ptr + 4)
-        o_p2 = gl.load(off_ptr + 5)
-        o_p4 = gl.load(off_ptr + 6)
-        o_p8 = gl.load(off_ptr + 7)
-        o_mask = gl.load(off_ptr + 8)
         mbarrier.expect(q_bar, 2 * desc_q.block_type.nbytes)
         tma.async_copy_global_to_shared(desc_q, [b, h, qblk * 128, 0], q_bar, q_smem.index(0))
         tma.async_copy_global_to_shared(desc_q, [b, h, qblk * 128 + 64, 0], q_bar, q_smem.index(1))
         g2 = (k_len + 1) // 2
         g4 = (k_len + 3) // 4
-        it = _kv_run(desc_k, desc_v, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, o_exact * 0, b, kvh,
-                     idx_ptr, 0, o_exact, 0, 128, False)
+        it = 0
+        o_exact = gl.load(off_ptr + 1)
+        for t in range(0, o_exact):
+            j = gl.load(idx_ptr + t)
+            _kv_tile(desc_k, desc_v, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, b, kvh, j * 128)
+            it += 1
         if PDL == 1:  # the pyramid may still be in the making (every program waits: see vlmsparse.kernels.pdl)
             _wait_for_prior()
-        # spans (the tile starts at the first block's pooled keys), then single blocks
+        # spans (entry 8 * first + n - 1; the tile starts at the first block's pooled keys), then single blocks
         if POOLED:
-            it = _kv_run(desc_kp, desc_vp, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, b, kvh, idx_ptr,
-                         o_exact, o_s2, 0, 64, True)
-            it = _kv_run(desc_kp, desc_vp, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, b, kvh, idx_ptr,
-                         o_s2, o_s4, g2, 32, True)
-            it = _kv_run(desc_kp, desc_vp, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, b, kvh, idx_ptr,
-                         o_s4, o_s8, g2 + g4, 16, True)
-            it = _kv_run(desc_kp, desc_vp, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, b, kvh, idx_ptr,
-                         o_s8, o_p2, 0, 64, False)
-            it = _kv_run(desc_kp, desc_vp, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, b, kvh, idx_ptr,
-                         o_p2, o_p4, g2, 32, False)
-            it = _kv_run(desc_kp, desc_vp, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, b, kvh, idx_ptr,
-                         o_p4, o_p8, g2 + g4, 16, False)
-        _kv_run(desc_k, desc_v, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, b, kvh, idx_ptr,
-                o_p8, o_mask, 0, 128, False)
+            lo = o_exact
+            for c in gl.static_range(6):
+                hi = gl.load(off_ptr + 2 + c)
+                base = 0 if c % 3 == 0 else (g2 if c % 3 == 1 else g2 + g4)
+                groups = 64 >> (c % 3)
+                for t in range(lo, hi):
+                    e = gl.load(idx_ptr + t)
+                    first = e // 8 if c < 3 else e
+                    _kv_tile(desc_kp, desc_vp, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, b, kvh,
+                             base + first * groups)
+                    it += 1
+                lo = hi
+        o_mask = gl.load(off_ptr + 8)
+        for t in range(gl.load(off_ptr + 7), o_mask):
+            j = gl.load(idx_ptr + t)
+            _kv_tile(desc_k, desc_v, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, b, kvh, j * 128)
+            it += 1
 
     @gluon.jit
     def _wide_update(qk, m_i, l_i, qk_scale, cols, e, LOG2P: gl.constexpr, GROUPS: gl.constexpr):
@@ -190,27 +173,18 @@ if gluon is not None:
         return m_new, l_i * alpha + gl.sum(p, 1), p, alpha
 
     @gluon.jit
-    def _masked_update(qk, m_i, l_i, qk_scale, cols, limit, k_len, s_tail, CAUSAL: gl.constexpr,
-                       TAIL: gl.constexpr):
+    def _masked_update(qk, m_i, l_i, qk_scale, cols, limit, k_len, CAUSAL: gl.constexpr):
         """The online-softmax update of a block with token masks (causal limit per row, sequence end); a row may
-        see nothing yet (its maximum stays -inf, its probabilities 0). With ``TAIL``, the tail key's logit
-        ``s_tail`` (``-inf`` where there is none) joins the update: returns its probability too."""
+        see nothing yet (its maximum stays -inf, its probabilities 0)."""
         if CAUSAL:
             qk = gl.where((cols[None, :] < k_len) & (cols[None, :] <= limit[:, None]), qk * qk_scale, float("-inf"))
         else:
             qk = qk * qk_scale + gl.where(cols < k_len, 0.0, float("-inf"))[None, :]
         m_new = gl.maximum(m_i, gl.max(qk, 1))
-        if TAIL:
-            m_new = gl.maximum(m_new, s_tail)
         m_safe = gl.where(m_new == float("-inf"), 0.0, m_new)
         p = gl.exp2(qk - m_safe[:, None])
         alpha = gl.exp2(m_i - m_safe)
-        l_new = l_i * alpha + gl.sum(p, 1)
-        p_tail = alpha
-        if TAIL:
-            p_tail = gl.exp2(s_tail - m_safe)
-            l_new = l_new + p_tail
-        return m_new, l_new, p, alpha, p_tail
+        return m_new, l_i * alpha + gl.sum(p, 1), p, alpha
 
     @gluon.jit
     def _wide_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it, idx_ptr, start, stop,
@@ -308,17 +282,11 @@ if gluon is not None:
 
     @gluon.jit
     def _masked_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it, idx_ptr, start, stop,
-                      qk_scale, limit, k_len, sum_k, sum_v, n_full, has_tail, CAUSAL: gl.constexpr,
-                      TAIL: gl.constexpr):
-        """Consumer: blocks with token masks (the causal diagonal, the sequence end). A row may see nothing yet.
-        With ``TAIL`` (and ``has_tail``), the tail key joins the first of them: its logit computed while that
-        block's ``Q K^T`` runs, its update part of the block's (no step of its own at the program's end)."""
+                      qk_scale, limit, k_len, CAUSAL: gl.constexpr):
+        """Consumer: blocks with token masks (the causal diagonal, the sequence end). A row may see nothing yet."""
         n_buf: gl.constexpr = bufs_k.type.shape[0]
-        row_layout: gl.constexpr = gl.SliceLayout(1, _ACC)
         zero = gl.zeros([64, 128], gl.float32, _ACC)
         offs = gl.arange(0, 128, layout=gl.SliceLayout(0, _ACC))
-        s_tail = gl.full([64], float("-inf"), gl.float32, row_layout)
-        v_tail = gl.zeros([128], gl.float32, gl.SliceLayout(0, _ACC))
         for t in range(start, stop):
             cur = it + (t - start)
             s = cur % n_buf
@@ -326,18 +294,10 @@ if gluon is not None:
             cols = gl.load(idx_ptr + t) * 128 + offs
             mbarrier.wait(ready_k.index(s), phase)
             qk = warpgroup_mma(q, bufs_k.index(s).permute((1, 0)), zero, use_acc=False, is_async=True)
-            if TAIL:
-                if has_tail & (t == start):
-                    s_tail, v_tail = _tail_logit(q, sum_k, sum_v, n_full, qk_scale)
             qk = warpgroup_mma_wait(0, deps=(qk, ))
             mbarrier.arrive(empty_k.index(s), count=1)
-            m_i, l_i, p, alpha, p_tail = _masked_update(qk, m_i, l_i, qk_scale, cols, limit, k_len, s_tail, CAUSAL,
-                                                        TAIL)
-            if TAIL:
-                acc = acc * alpha[:, None] + p_tail[:, None] * v_tail[None, :]
-                s_tail = gl.full([64], float("-inf"), gl.float32, row_layout)
-            else:
-                acc = acc * alpha[:, None]
+            m_i, l_i, p, alpha = _masked_update(qk, m_i, l_i, qk_scale, cols, limit, k_len, CAUSAL)
+            acc = acc * alpha[:, None]
             p16 = gl.convert_layout(p.to(q.dtype), _P)
             mbarrier.wait(ready_v.index(s), phase)
             acc = warpgroup_mma(p16, bufs_v.index(s), acc, is_async=True)
@@ -346,29 +306,24 @@ if gluon is not None:
         return m_i, l_i, acc
 
     @gluon.jit
-    def _tail_logit(q, sum_k, sum_v, n_full, qk_scale):
-        """The tail key of tail aggregation: the mean of the wholly visible keys the plan row skips (``sum_k``,
-        ``sum_v``, ``n_full``: their sums and count, from the launcher's skipped-sums launch). Returns its logit per
-        row (``q . mean + log2(count)``, products in float32 with q read back from shared memory; ``-inf`` where
-        nothing is skipped) and its value (the mean of V)."""
+    def _tail_key(q, m_i, l_i, acc, sum_k, sum_v, n_full, qk_scale):
+        """Tail aggregation: one more key per row, the mean of the wholly visible keys the plan row skips (``sum_k``,
+        ``sum_v``, ``n_full``: their sums and count, from the launcher's skipped-sums launch), logit
+        ``+ log2(count)``. Products in float32 (q read back from shared memory); the plans this kernel takes with a
+        tail skip no diagonal block."""
         vec: gl.constexpr = gl.SliceLayout(0, _ACC)
         sum_k = gl.convert_layout(sum_k, vec)
-        inv = 1.0 / gl.maximum(n_full, 1.0)
-        v_tail = gl.convert_layout(sum_v, vec) * inv
+        sum_v = gl.convert_layout(sum_v, vec)
         qs = gl.sum(q.load(_ACC).to(gl.float32) * sum_k[None, :], 1)  # q . (sum of the skipped keys)
+        inv = 1.0 / gl.maximum(n_full, 1.0)
         s_tail = qs * (inv * qk_scale) + gl.log2(gl.maximum(n_full, 1.0))
-        return gl.where(n_full > 0.5, s_tail, float("-inf")), v_tail
-
-    @gluon.jit
-    def _tail_key(q, m_i, l_i, acc, sum_k, sum_v, n_full, qk_scale):
-        """Tail aggregation as a step of its own (a program with no masked block for it to join)."""
-        s_tail, v_tail = _tail_logit(q, sum_k, sum_v, n_full, qk_scale)
+        s_tail = gl.where(n_full > 0.5, s_tail, float("-inf"))
         m_new = gl.maximum(m_i, s_tail)
         m_safe = gl.where(m_new == float("-inf"), 0.0, m_new)
         alpha = gl.exp2(m_i - m_safe)
         p_tail = gl.exp2(s_tail - m_safe)
         l_i = l_i * alpha + p_tail
-        acc = acc * alpha[:, None] + p_tail[:, None] * v_tail[None, :]
+        acc = acc * alpha[:, None] + p_tail[:, None] * (sum_v * inv)[None, :]
         return m_new, l_i, acc
 
     @gluon.jit
@@ -396,22 +351,6 @@ if gluon is not None:
         it = 0
         m_i, l_i, acc, it = _wide_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it,
                                         idx_ptr, 0, o_exact, qk_scale, 0.0, 0)
-        if TAIL:
-            # the tail's sums, read once the exact blocks are done (one value each per thread: few registers held
-            # through the pooled blocks), so their latency passes under those; chained, after the sums' launch ends
-            if PDL != 0:
-                _wait_for_prior()
-            has_tail = gl.load(off_ptr + 10) > o_mask  # this program's plan skips something visible
-            d = gl.arange(0, 128, layout=_VEC)
-            sums = SkipSums + row.to(gl.int64) * 257
-            sum_k = gl.load(sums + d)
-            sum_v = gl.load(sums + 128 + d)
-            n_full = gl.load(sums + 256)
-        else:
-            has_tail = False
-            sum_k = 0.0
-            sum_v = 0.0
-            n_full = 0.0
         if POOLED:  # a binary kernel reads a pooled block as skipped, as the Triton kernel compiled without them
             m_i, l_i, acc, it = _wide_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc,
                                             it, idx_ptr, o_exact, o_s2, qk_scale, 1.0, 64)
@@ -426,13 +365,23 @@ if gluon is not None:
                                                   acc, it, idx_ptr, o_p2, o_p4, qk_scale, k_len, 4)
                 m_i, l_i, acc, it = _narrow_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i,
                                                   acc, it, idx_ptr, o_p4, o_p8, qk_scale, k_len, 8)
+        if TAIL:
+            # the tail's sums are read before the masked blocks (one value each per thread: few registers held
+            # through them), so their latency passes while those blocks run; chained, after the sums' launch ends
+            if PDL != 0:
+                _wait_for_prior()
+            has_tail = gl.load(off_ptr + 10) > o_mask  # this program's plan skips something visible
+            d = gl.arange(0, 128, layout=_VEC)
+            sums = SkipSums + row.to(gl.int64) * 257
+            sum_k = gl.load(sums + d)
+            sum_v = gl.load(sums + 128 + d)
+            n_full = gl.load(sums + 256)
         rows = qblk * 128 + WG * 64 + gl.arange(0, 64, layout=row_layout)
         limit = rows + (k_len - q_len)
         m_i, l_i, acc = _masked_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it,
-                                      idx_ptr, o_p8, o_mask, qk_scale, limit, k_len, sum_k, sum_v, n_full, has_tail,
-                                      CAUSAL, TAIL)
+                                      idx_ptr, o_p8, o_mask, qk_scale, limit, k_len, CAUSAL)
         if TAIL:
-            if has_tail & (o_mask == o_p8):  # no masked block to join: a step of its own
+            if has_tail:
                 m_i, l_i, acc = _tail_key(q, m_i, l_i, acc, sum_k, sum_v, n_full, qk_scale)
         # a row with nothing to attend has l == 0 and acc == 0: it returns zeros, never NaN
         out = acc / gl.where(l_i > 0.0, l_i, 1.0)[:, None]
