@@ -172,3 +172,48 @@ def test_tail_over_skipped_diagonal_blocks_goes_to_the_triton_kernel():
         pyramid_attention(q, k, v, levels, tail=True, kernel="ws")
     out = pyramid_attention(q, k, v, levels, tail=True)  # chosen: the Triton kernel
     assert rel_err(out, pyramid_attention_ref(q, k, v, levels, tail=True)) < TOL[q.dtype]
+
+
+@hopper
+def test_persistent_schedule_on_two_streams_and_in_a_graph():
+    # programs draw query tiles from a counter per stream that each launch's last program sets back to zero: calls
+    # back to back, on two streams at once and replayed from a CUDA graph give the outputs of a lone eager call
+    from vlmsparse.kernels import pyramid_ws
+
+    torch.manual_seed(11)
+    shapes = [(1, 8, 2, 2048, 2048), (2, 4, 4, 1000, 1000)]
+    calls = []
+    for b, hq, hkv, lq, lk in shapes:
+        q, k, v = make_inputs(b, hq, hkv, lq, lk, 128, torch.bfloat16)
+        levels = random_levels(b, hkv, lq, lk, 128, 128)
+        pyr, plan = build_kv_pyramid(k, v, block_n=128), compile_plan(levels, lq, lk, 128, 128, True)
+        run = lambda q=q, k=k, v=v, levels=levels, pyr=pyr, plan=plan: pyramid_attention(
+            q, k, v, levels, kernel="ws", pyramid=pyr, plan=plan, check_levels=False)
+        calls.append((run, run(), pyramid_attention_ref(q, k, v, levels)))
+    for run, out, ref in calls:
+        assert rel_err(out, ref) < TOL[torch.bfloat16]
+        assert torch.equal(run(), out)
+    streams = [torch.cuda.Stream() for _ in calls]
+    torch.cuda.synchronize()
+    outs = [[] for _ in calls]
+    for _ in range(3):
+        for (run, _, _), stream, got in zip(calls, streams, outs):
+            with torch.cuda.stream(stream):
+                got.append(run())
+    torch.cuda.synchronize()
+    for (_, out, _), got in zip(calls, outs):
+        assert all(torch.equal(g, out) for g in got)
+    graph = torch.cuda.CUDAGraph()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        calls[0][0]()  # the side stream's counter exists before the capture
+        side.synchronize()
+        with torch.cuda.graph(graph, stream=side):
+            captured = calls[0][0]()
+    for _ in range(3):
+        captured.zero_()
+        graph.replay()
+        torch.cuda.synchronize()
+        assert torch.equal(captured, calls[0][1])
+    assert all(int(c.abs().sum()) == 0 for c in pyramid_ws._COUNTERS.values())

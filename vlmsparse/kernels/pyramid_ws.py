@@ -3,7 +3,8 @@
 The Triton kernel (:mod:`vlmsparse.kernels.pyramid`) compiles on an sm_90 GPU to one program of two warp groups
 that meet at a block-wide barrier several times per key block, each waiting at once for every tensor-core matmul
 it issues, so a program's softmax never runs beside its matmuls. This kernel, for the plans and shapes where it
-applies (:func:`ws_supported`), splits each program (a query block of 128 rows and one query head) into
+applies (:func:`ws_supported`), splits the work of each query tile (a query block of 128 rows and one query head)
+into
 
 - a producer warp that copies the query tile once and every K/V tile of the plan, in the plan's order, through
   TMA into a ring of shared-memory buffers, each guarded by an mbarrier;
@@ -18,6 +19,13 @@ token masks. Every step is the Triton kernel's step on the same operands: the ou
 aggregation (one more key per row, the mean of the keys the row skips) is the last step, from the launcher's
 skipped-key sums, read before the masked blocks; a tail over skipped blocks on the diagonal, which no planner here
 makes, is left to the Triton kernel.
+
+Persistent schedule: one program per SM, each walking query tiles (a query block of one head) drawn from a
+counter, heavy (late) query blocks first. The producer draws the next tile once it has issued the current tile's
+last copy and loads that tile's Q as soon as both consumers have done their last matmul on the current one, so a
+tile's first copies overlap the last one's tail and output. The counter (two int32 per CUDA stream) is zero between
+launches: a launch's last program sets it back, so calls back to back, on several streams or replayed from a CUDA
+graph each start from tile 0.
 
 Chained launches (:mod:`vlmsparse.kernels.pdl`): with ``PDL=1`` the producer waits for the launch before (the
 pyramid's, or the sums' after it) just before its first pyramid tile, with ``PDL=2`` (a prebuilt pyramid) only the
@@ -49,6 +57,9 @@ try:  # Gluon: Triton >= 3.5; its Hopper pieces are only usable on an sm_90 devi
     _P = gl.constexpr(gl.DotOperandLayout(operand_index=0, parent=_ACC, k_width=2))
     # one value per thread of a consumer warp group: the tail's sums, held through the masked blocks
     _VEC = gl.constexpr(gl.BlockedLayout(size_per_thread=[1], threads_per_warp=[32], warps_per_cta=[4], order=[0]))
+    # the same for the producer's one warp
+    _ONE_WARP = gl.constexpr(gl.BlockedLayout(size_per_thread=[1], threads_per_warp=[32], warps_per_cta=[1],
+                                              order=[0]))
 except Exception:  # pragma: no cover - a Triton without Gluon, or with another Gluon API
     gluon = None
 
@@ -58,6 +69,8 @@ HALF = 64
 HEAD_DIM = 128
 #: K/V ring depth: two stages measured as fast as three (notes/kernel.md) in 64 KB less shared memory.
 STAGES = 2
+#: Registers per thread: consumer warp groups, producer warp, at launch (the three partitions' sum fits 64K).
+REGS = (240, 24, 168)
 #: ``VLMSPARSE_KERNEL=triton`` turns this kernel off everywhere.
 ENV = "VLMSPARSE_KERNEL"
 
@@ -87,9 +100,15 @@ def ws_supported(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_m: int
 if gluon is not None:
 
     @gluon.jit
-    def _program_lists(BlockIdx, CatOff, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb):
-        qblk = n_qb - 1 - gl.program_id(1)  # heavy (late) query blocks first, every head's before the next
-        bh = gl.program_id(0)
+    def _next_tile(Sched):
+        """The next query tile to take (a counter every program draws from; heavy tiles come first)."""
+        return gl.atomic_add(Sched, 1, sem="relaxed")
+
+    @gluon.jit
+    def _program_lists(tile, BlockIdx, CatOff, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, n_tiles):
+        n_bh = n_tiles // n_qb
+        qblk = n_qb - 1 - tile // n_bh  # heavy (late) query blocks first, every head's before the next
+        bh = tile % n_bh
         b = bh // n_q_heads
         h = bh % n_q_heads
         kvh = h // (n_q_heads // n_kv_heads)
@@ -119,42 +138,61 @@ if gluon is not None:
     @gluon.jit
     def _producer(args, POOLED: gl.constexpr, PDL: gl.constexpr):
         (desc_q, desc_k, desc_v, desc_kp, desc_vp, BlockIdx, CatOff, Out, SkipSums, qk_scale, stride_ob, stride_oh,
-         stride_om, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len,
-         q_smem, bufs_k, bufs_v, q_bar, ready_k, empty_k, ready_v, empty_v) = args
-        b, h, kvh, qblk, idx_ptr, off_ptr, row = _program_lists(BlockIdx, CatOff, n_q_heads, n_kv_heads,
-                                                                n_plan_heads, n_qb, n_kb)
-        mbarrier.expect(q_bar, 2 * desc_q.block_type.nbytes)
-        tma.async_copy_global_to_shared(desc_q, [b, h, qblk * 128, 0], q_bar, q_smem.index(0))
-        tma.async_copy_global_to_shared(desc_q, [b, h, qblk * 128 + 64, 0], q_bar, q_smem.index(1))
+         stride_om, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles, Sched,
+         q_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v) = args
         g2 = (k_len + 1) // 2
         g4 = (k_len + 3) // 4
-        it = 0
-        o_exact = gl.load(off_ptr + 1)
-        for t in range(0, o_exact):
-            j = gl.load(idx_ptr + t)
-            _kv_tile(desc_k, desc_v, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, b, kvh, j * 128)
-            it += 1
-        if PDL == 1:  # the pyramid may still be in the making (every program waits: see vlmsparse.kernels.pdl)
-            _wait_for_prior()
-        # spans (entry 8 * first + n - 1; the tile starts at the first block's pooled keys), then single blocks
-        if POOLED:
-            lo = o_exact
-            for c in gl.static_range(6):
-                hi = gl.load(off_ptr + 2 + c)
-                base = 0 if c % 3 == 0 else (g2 if c % 3 == 1 else g2 + g4)
-                groups = 64 >> (c % 3)
-                for t in range(lo, hi):
-                    e = gl.load(idx_ptr + t)
-                    first = e // 8 if c < 3 else e
-                    _kv_tile(desc_kp, desc_vp, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, b, kvh,
-                             base + first * groups)
-                    it += 1
-                lo = hi
-        o_mask = gl.load(off_ptr + 8)
-        for t in range(gl.load(off_ptr + 7), o_mask):
-            j = gl.load(idx_ptr + t)
-            _kv_tile(desc_k, desc_v, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, b, kvh, j * 128)
-            it += 1
+        it = 0  # ring position, continued from tile to tile (the consumers count the same steps)
+        r = 0
+        tile = _next_tile(Sched)
+        while tile < n_tiles:
+            b, h, kvh, qblk, idx_ptr, off_ptr, row = _program_lists(tile, BlockIdx, CatOff, n_q_heads,
+                                                                    n_kv_heads, n_plan_heads, n_qb, n_kb, n_tiles)
+            # the tile's number and Q, once both consumers have read the last tile's for the last time (the
+            # number is stored before the barrier's arrival, which releases it to the consumers)
+            mbarrier.wait(q_empty, (r & 1) ^ 1)
+            tile_smem.store(gl.full([1], tile, gl.int32, _ONE_WARP))
+            mbarrier.expect(q_bar, 2 * desc_q.block_type.nbytes)
+            tma.async_copy_global_to_shared(desc_q, [b, h, qblk * 128, 0], q_bar, q_smem.index(0))
+            tma.async_copy_global_to_shared(desc_q, [b, h, qblk * 128 + 64, 0], q_bar, q_smem.index(1))
+            o_exact = gl.load(off_ptr + 1)
+            for t in range(0, o_exact):
+                j = gl.load(idx_ptr + t)
+                _kv_tile(desc_k, desc_v, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, b, kvh, j * 128)
+                it += 1
+            if PDL == 1:  # the pyramid may still be in the making (every program waits: see vlmsparse.kernels.pdl)
+                _wait_for_prior()
+            # spans (entry 8 * first + n - 1; the tile starts at the first block's pooled keys), then single blocks
+            if POOLED:
+                lo = o_exact
+                for c in gl.static_range(6):
+                    hi = gl.load(off_ptr + 2 + c)
+                    base = 0 if c % 3 == 0 else (g2 if c % 3 == 1 else g2 + g4)
+                    groups = 64 >> (c % 3)
+                    for t in range(lo, hi):
+                        e = gl.load(idx_ptr + t)
+                        first = e // 8 if c < 3 else e
+                        _kv_tile(desc_kp, desc_vp, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, b, kvh,
+                                 base + first * groups)
+                        it += 1
+                    lo = hi
+            o_mask = gl.load(off_ptr + 8)
+            for t in range(gl.load(off_ptr + 7), o_mask):
+                j = gl.load(idx_ptr + t)
+                _kv_tile(desc_k, desc_v, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, b, kvh, j * 128)
+                it += 1
+            # the next tile's number, drawn once this tile's copies are all issued: the atomic's round trip (the
+            # producer waits for it) passes while the consumers work through the ring's last tiles
+            tile = _next_tile(Sched)
+            r += 1
+        # no tile left: the consumers are told so by a tile number past the last, with a plain arrival
+        mbarrier.wait(q_empty, (r & 1) ^ 1)
+        tile_smem.store(gl.full([1], n_tiles, gl.int32, _ONE_WARP))
+        mbarrier.arrive(q_bar, count=1)
+        # the last program to finish sets the counter back to zero for the next launch on this stream
+        if gl.atomic_add(Sched + 1, 1, sem="acq_rel") == gl.num_programs(0) - 1:
+            gl.atomic_xchg(Sched, 0, sem="relaxed")
+            gl.atomic_xchg(Sched + 1, 0, sem="relaxed")
 
     @gluon.jit
     def _wide_update(qk, m_i, l_i, qk_scale, cols, e, LOG2P: gl.constexpr, GROUPS: gl.constexpr):
@@ -303,7 +341,7 @@ if gluon is not None:
             acc = warpgroup_mma(p16, bufs_v.index(s), acc, is_async=True)
             acc = warpgroup_mma_wait(0, deps=(acc, ))
             mbarrier.arrive(empty_v.index(s), count=1)
-        return m_i, l_i, acc
+        return m_i, l_i, acc, it + gl.maximum(stop - start, 0)
 
     @gluon.jit
     def _tail_key(q, m_i, l_i, acc, sum_k, sum_v, n_full, qk_scale):
@@ -327,19 +365,21 @@ if gluon is not None:
         return m_new, l_i, acc
 
     @gluon.jit
-    def _consumer(args, WG: gl.constexpr, CAUSAL: gl.constexpr, POOLED: gl.constexpr, TAIL: gl.constexpr,
-                  PDL: gl.constexpr):
+    def _consumer_tile(args, tile, it, WG: gl.constexpr, CAUSAL: gl.constexpr, POOLED: gl.constexpr,
+                       TAIL: gl.constexpr, PDL: gl.constexpr):
+        """One query tile's 64 rows of this consumer (its Q loaded): every step of its plan row, the tail, the
+        output. Returns the ring position after its steps."""
         (desc_q, desc_k, desc_v, desc_kp, desc_vp, BlockIdx, CatOff, Out, SkipSums, qk_scale, stride_ob, stride_oh,
-         stride_om, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len,
-         q_smem, bufs_k, bufs_v, q_bar, ready_k, empty_k, ready_v, empty_v) = args
-        b, h, kvh, qblk, idx_ptr, off_ptr, row = _program_lists(BlockIdx, CatOff, n_q_heads, n_kv_heads,
-                                                                n_plan_heads, n_qb, n_kb)
+         stride_om, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles, Sched,
+         q_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v) = args
+        b, h, kvh, qblk, idx_ptr, off_ptr, row = _program_lists(tile, BlockIdx, CatOff, n_q_heads, n_kv_heads,
+                                                                n_plan_heads, n_qb, n_kb, n_tiles)
+        # a static index: Q behind a run-time index (two tiles' buffers) gave wrong products on an H200
+        q = q_smem.index(WG)
         row_layout: gl.constexpr = gl.SliceLayout(1, _ACC)
         m_i = gl.full([64], float("-inf"), gl.float32, row_layout)
         l_i = gl.full([64], 0.0, gl.float32, row_layout)
         acc = gl.zeros([64, 128], gl.float32, _ACC)
-        mbarrier.wait(q_bar, 0)
-        q = q_smem.index(WG)
         o_exact = gl.load(off_ptr + 1)
         o_s2 = gl.load(off_ptr + 2)
         o_s4 = gl.load(off_ptr + 3)
@@ -348,7 +388,6 @@ if gluon is not None:
         o_p4 = gl.load(off_ptr + 6)
         o_p8 = gl.load(off_ptr + 7)
         o_mask = gl.load(off_ptr + 8)
-        it = 0
         m_i, l_i, acc, it = _wide_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it,
                                         idx_ptr, 0, o_exact, qk_scale, 0.0, 0)
         if POOLED:  # a binary kernel reads a pooled block as skipped, as the Triton kernel compiled without them
@@ -378,17 +417,36 @@ if gluon is not None:
             n_full = gl.load(sums + 256)
         rows = qblk * 128 + WG * 64 + gl.arange(0, 64, layout=row_layout)
         limit = rows + (k_len - q_len)
-        m_i, l_i, acc = _masked_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it,
-                                      idx_ptr, o_p8, o_mask, qk_scale, limit, k_len, CAUSAL)
+        m_i, l_i, acc, it = _masked_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it,
+                                          idx_ptr, o_p8, o_mask, qk_scale, limit, k_len, CAUSAL)
         if TAIL:
             if has_tail:
                 m_i, l_i, acc = _tail_key(q, m_i, l_i, acc, sum_k, sum_v, n_full, qk_scale)
+        # Q is read no more (every matmul on it waited for): the producer may load the next tile's
+        mbarrier.arrive(q_empty, count=1)
         # a row with nothing to attend has l == 0 and acc == 0: it returns zeros, never NaN
         out = acc / gl.where(l_i > 0.0, l_i, 1.0)[:, None]
         cols = gl.arange(0, 128, layout=gl.SliceLayout(0, _ACC))
         o_ptrs = (Out + b.to(gl.int64) * stride_ob + h.to(gl.int64) * stride_oh
                   + rows.to(gl.int64)[:, None] * stride_om + cols[None, :])
         gl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=(rows < q_len)[:, None])
+        return it
+
+    @gluon.jit
+    def _consumer(args, WG: gl.constexpr, CAUSAL: gl.constexpr, POOLED: gl.constexpr, TAIL: gl.constexpr,
+                  PDL: gl.constexpr):
+        (desc_q, desc_k, desc_v, desc_kp, desc_vp, BlockIdx, CatOff, Out, SkipSums, qk_scale, stride_ob, stride_oh,
+         stride_om, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles, Sched,
+         q_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v) = args
+        it = 0
+        r = 0
+        mbarrier.wait(q_bar, 0)
+        tile = gl.max(tile_smem.load(_VEC), 0)
+        while tile < n_tiles:
+            it = _consumer_tile(args, tile, it, WG, CAUSAL, POOLED, TAIL, PDL)
+            r += 1
+            mbarrier.wait(q_bar, r & 1)
+            tile = gl.max(tile_smem.load(_VEC), 0)
 
     @gluon.jit
     def _consumer_1(args, CAUSAL: gl.constexpr, POOLED: gl.constexpr, TAIL: gl.constexpr, PDL: gl.constexpr):
@@ -397,25 +455,28 @@ if gluon is not None:
     @gluon.jit
     def _pyramid_ws_fwd(desc_q, desc_k, desc_v, desc_kp, desc_vp, BlockIdx, CatOff, Out, SkipSums, qk_scale,
                         stride_ob, stride_oh, stride_om, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len,
-                        CAUSAL: gl.constexpr, POOLED: gl.constexpr, TAIL: gl.constexpr, PDL: gl.constexpr,
+                        n_tiles, Sched, CAUSAL: gl.constexpr, POOLED: gl.constexpr, TAIL: gl.constexpr, PDL: gl.constexpr,
                         STAGES: gl.constexpr, CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr):
         q_smem = gl.allocate_shared_memory(desc_q.dtype, [2, 64, 128], _SMEM_Q)
         bufs_k = gl.allocate_shared_memory(desc_k.dtype, [STAGES, 128, 128], _SMEM_KV)
         bufs_v = gl.allocate_shared_memory(desc_v.dtype, [STAGES, 128, 128], _SMEM_KV)
         q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+        q_empty = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+        tile_smem = gl.allocate_shared_memory(gl.int32, [1], gl.SwizzledSharedLayout(1, 1, 1, [0]))
         ready_k = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
         empty_k = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
         ready_v = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
         empty_v = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
         mbarrier.init(q_bar, count=1)
+        mbarrier.init(q_empty, count=2)  # one arrival per consumer warp group
         for s in gl.static_range(STAGES):
             mbarrier.init(ready_k.index(s), count=1)
             mbarrier.init(ready_v.index(s), count=1)
             mbarrier.init(empty_k.index(s), count=2)  # one arrival per consumer warp group
             mbarrier.init(empty_v.index(s), count=2)
         args = (desc_q, desc_k, desc_v, desc_kp, desc_vp, BlockIdx, CatOff, Out, SkipSums, qk_scale, stride_ob,
-                stride_oh, stride_om, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len,
-                q_smem, bufs_k, bufs_v, q_bar, ready_k, empty_k, ready_v, empty_v)
+                stride_oh, stride_om, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles, Sched,
+                q_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v)
         # the flags as arguments of their own: in the tuple they would reach the partitions as run-time values
         gl.warp_specialize([
             (_consumer, (args, 0, CAUSAL, POOLED, TAIL, PDL)),
@@ -427,6 +488,30 @@ if gluon is not None:
 @functools.lru_cache(maxsize=None)
 def _is_sm90(index: int) -> bool:
     return torch.cuda.get_device_capability(index)[0] == 9
+
+
+_COUNTERS: dict = {}
+
+
+def _schedule_counter(device: torch.device) -> torch.Tensor:
+    """The tile counter of launches on the current stream of ``device`` (two int32: next tile, programs done).
+    Zero between launches: the last program of a launch sets it back. One per stream, so launches on two streams
+    never share one."""
+    stream = torch.cuda.current_stream(device).cuda_stream
+    key = (device.index if device.index is not None else torch.cuda.current_device(), stream)
+    counter = _COUNTERS.get(key)
+    if counter is None:
+        counter = _COUNTERS[key] = torch.zeros(2, dtype=torch.int32, device=device)
+    return counter
+
+
+def _sm_count(device: torch.device) -> int:
+    return _sm_count_of(device.index if device.index is not None else torch.cuda.current_device())
+
+
+@functools.lru_cache(maxsize=None)
+def _sm_count_of(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
 
 
 @functools.lru_cache(maxsize=None)
@@ -463,11 +548,12 @@ def pyramid_attention_ws(q, k, v, plan, kp_all, vp_all, out, scale_log2: float, 
         desc_kp, desc_vp = desc_k, desc_v
     else:
         desc_kp, desc_vp = _descriptor(kp_all, BLOCK), _descriptor(vp_all, BLOCK)
-    _pyramid_ws_fwd[(b * hq, n_qb)](
+    n_tiles = b * hq * n_qb
+    _pyramid_ws_fwd[(min(n_tiles, _sm_count(q.device)), )](
         desc_q, desc_k, desc_v, desc_kp, desc_vp, plan.block_idx, plan.cat_offsets, out,
         skip_sums if skip_sums is not None else out, scale_log2,
-        out.stride(0), out.stride(1), out.stride(2), hq, hkv, plan.plan_heads, n_qb, n_kb, lq, lk,
-        CAUSAL=causal, POOLED=kp_all is not None, TAIL=skip_sums is not None, PDL=pdl, STAGES=STAGES,
-        CONSUMER_REGS=240, PRODUCER_REGS=24, num_warps=4, maxnreg=168, **({"launch_pdl": True} if pdl else {}),
+        out.stride(0), out.stride(1), out.stride(2), hq, hkv, plan.plan_heads, n_qb, n_kb, lq, lk, n_tiles,
+        _schedule_counter(q.device), CAUSAL=causal, POOLED=kp_all is not None, TAIL=skip_sums is not None, PDL=pdl, STAGES=STAGES,
+        CONSUMER_REGS=REGS[0], PRODUCER_REGS=REGS[1], num_warps=4, maxnreg=REGS[2], **({"launch_pdl": True} if pdl else {}),
     )
     return out
