@@ -202,11 +202,6 @@ if gluon is not None:
         if GROUPS == 0:
             m_new = gl.maximum(m_i, gl.max(qk, 1) * qk_scale)
             p = gl.exp2(qk * qk_scale - m_new[:, None])
-        elif e % 8 == 7:
-            # a span of 8 blocks fills the tile: no mask, the log correction in the row's offset (the exact
-            # step's instructions; the bias per column costs about a fifth more)
-            m_new = gl.maximum(m_i, gl.max(qk, 1) * qk_scale + LOG2P)
-            p = gl.exp2(qk * qk_scale - (m_new - LOG2P)[:, None])
         else:
             bias = gl.where(cols < (e % 8 + 1) * GROUPS, LOG2P, float("-inf"))
             qk = qk * qk_scale + bias[None, :]
