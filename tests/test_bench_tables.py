@@ -70,3 +70,20 @@ def test_tables_get_the_folders_usual_file_mode(tmp_path):
         assert stat.S_IMODE(path.stat().st_mode) == 0o664
     finally:
         os.umask(umask)
+
+
+def test_level_costs_come_from_device_time_not_the_host_bound_eager_time():
+    # eager times of the short plans as a host-bound run gives them (the level-0 plan's call waits on its launch),
+    # device times as the kernel runs them (the v21 run's 8k figures): the target is judged on the device's ratio
+    from vlmsparse.bench.kernel import level_cost
+
+    eager = {(0, False): 0.2165, (1, False): 0.7951, (8, False): 0.2384,
+             (0, True): 0.2300, (1, True): 0.8017, (8, True): 0.2595}
+    device = {(0, False): 0.125, (1, False): 0.7301, (8, False): 0.2307,
+              (0, True): 0.148, (1, True): 0.7360, (8, True): 0.2521}
+    row = level_cost(eager, device, 8, False)
+    assert abs(row["marginal_cost"] - (0.2307 - 0.125) / (0.7301 - 0.125)) < 1e-12
+    assert row["met"] is False and row["target_cost"] == 1.25 / 8
+    assert row["marginal_cost_eager"] < 0.05  # what the eager ratio said: met by a wide margin, wrongly
+    assert abs(row["tail_overhead_device"] - (0.2521 / 0.2307 - 1)) < 1e-12
+    assert level_cost(eager, device, 1, True)["marginal_cost"] == 1.0
