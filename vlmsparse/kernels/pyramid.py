@@ -325,7 +325,7 @@ def _pyramid_attention_fwd(
     v_base = V + b * stride_vb + kvh * stride_vh
     row = (b * n_plan_heads + ph) * n_qb + qblk
     idx_ptr = BlockIdx + row.to(tl.int64) * n_kb
-    off_ptr = CatOff + row * 14  # plan_lists.N_OFFSETS
+    off_ptr = CatOff + row * 11
     o_exact = tl.load(off_ptr + 1)
     o_s2 = tl.load(off_ptr + 2)
     o_s4 = tl.load(off_ptr + 3)
