@@ -15,8 +15,6 @@ Categories, in the order the kernel visits them:
 
 Then the visible blocks the plan skips, which only tail aggregation reads: those meeting the diagonal (9) and
 those wholly visible (10). Invisible blocks are dropped. Runs are cut greedily from the first block of a run.
-Within a span category the spans that fill their tile (``p`` blocks) come first, then the part-filled ones; three
-more offsets per row say where the part-filled ones start, so a kernel can read the full ones without a mask.
 The grouping changes what a tile holds, never the maths: every pooled key is the one the plan names. One Triton
 launch compiles the whole plan; the plain-PyTorch version defines the result.
 """
@@ -33,8 +31,6 @@ from .blocks import FULL, PARTIAL, block_classes
 from .validation import triton_can_run
 
 N_CATEGORIES = 10
-#: Offsets per row: ``N_CATEGORIES + 1`` category bounds, then where the part-filled spans of level 2, 4, 8 start.
-N_OFFSETS = N_CATEGORIES + 4
 KEPT_CATEGORIES = 8  # categories 1-8 are visited by the attention loops; 9-10 (skipped) by tail aggregation
 #: A run's remainder of ``r < p`` blocks at level ``p`` goes into one part-filled span when ``r`` is at least
 #: this, else into ``r`` narrow tiles. Measured per-tile costs (H200, v9, notes/kernel.md): a narrow tile of
@@ -49,10 +45,8 @@ class CompiledPlan:
     """A plan as the kernel reads it.
 
     ``block_idx`` int32 ``[B * Hm * nQB, nKB]``: row ``r`` lists its visible key blocks by category, in increasing
-    order within a category, except that a span category lists the spans that fill their tile first, then the
-    part-filled ones, each in increasing order (entries past the last visible one are unspecified);
-    ``cat_offsets`` int32 ``[B * Hm * nQB, N_OFFSETS]``: category ``c`` occupies ``block_idx[r, off[c - 1]:off[c]]``,
-    ``off[0] = 0``; ``off[11 + i]`` is where the part-filled spans of category ``2 + i`` (level ``2 << i``) start.
+    order within a category (entries past the last visible one are unspecified); ``cat_offsets`` int32
+    ``[B * Hm * nQB, N_CATEGORIES + 1]``: category ``c`` occupies ``block_idx[r, off[c - 1]:off[c]]``, ``off[0] = 0``.
     """
 
     block_idx: torch.Tensor
@@ -70,7 +64,7 @@ def compile_plan(
     rows = b * hm * n_qb
     lv = levels.contiguous()
     block_idx = torch.empty(rows, n_kb, device=levels.device, dtype=torch.int32)
-    offsets = torch.empty(rows, N_OFFSETS, device=levels.device, dtype=torch.int32)
+    offsets = torch.empty(rows, N_CATEGORIES + 1, device=levels.device, dtype=torch.int32)
     _plan_lists_kernel[(rows,)](
         lv, block_idx, offsets, n_qb, n_kb, q_len, k_len,
         CAUSAL=causal, BLOCK_M=block_m, BLOCK_N=block_n, NKB=max(16, triton.next_power_of_2(n_kb)),
@@ -111,27 +105,22 @@ def compile_plan_torch(
     col = torch.arange(n_kb, device=levels.device, dtype=torch.int32).expand_as(lv)
     cat = torch.zeros_like(lv)
     code = col.clone()
-    part_filled = torch.zeros_like(lv, dtype=torch.bool)
     cat = torch.where(full & (lv == 1) & ~ragged, 1, cat)
     for i, p in enumerate((2, 4, 8)):
         elig = (full & (lv == p) & ~ragged).reshape(-1, n_kb)
         span, blocks, narrow = (t.reshape(lv.shape) for t in _runs(elig, p))
         cat = torch.where(span, 2 + i, cat)
         code = torch.where(span, col * SPAN_CODE + blocks.to(torch.int32) - 1, code)
-        part_filled |= span & (blocks < p)
         cat = torch.where(narrow | (full & (lv == p) & ragged), 5 + i, cat)
     cat = torch.where((partial & (lv > 0)) | (full & (lv == 1) & ragged), 8, cat)
     cat = torch.where(partial & (lv == 0), 9, cat)
     cat = torch.where(full & (lv == 0), 10, cat)
-    # within a span category the spans that fill their tile first
-    key = torch.where(cat > 0, (2 * cat + part_filled.to(cat.dtype)) * n_kb + col, 2 * (N_CATEGORIES + 1) * n_kb + col)
+    key = torch.where(cat > 0, cat * n_kb + col, (N_CATEGORIES + 1) * n_kb + col)
     order = torch.argsort(key, dim=-1)
     idx = torch.gather(code, -1, order).to(torch.int32)
     counts = torch.stack([(cat == c).sum(-1) for c in range(1, N_CATEGORIES + 1)], -1)
-    offsets = torch.nn.functional.pad(counts.cumsum(-1), (1, 0))
-    filled = torch.stack([((cat == c) & ~part_filled).sum(-1) for c in (2, 3, 4)], -1)
-    offsets = torch.cat([offsets, offsets[..., 1:4] + filled], -1).to(torch.int32)
-    return CompiledPlan(idx.reshape(-1, n_kb).contiguous(), offsets.reshape(-1, N_OFFSETS).contiguous(), hm)
+    offsets = torch.nn.functional.pad(counts.cumsum(-1), (1, 0)).to(torch.int32)
+    return CompiledPlan(idx.reshape(-1, n_kb).contiguous(), offsets.reshape(-1, N_CATEGORIES + 1).contiguous(), hm)
 
 
 @triton.jit
@@ -213,23 +202,16 @@ def _plan_lists_kernel(Levels, BlockIdx, CatOff, n_qb, n_kb, q_len, k_len,
     s4, c4, n4 = _spans(j, n_kb, lv, full, ragged, lv_a, ok_a, lv_b, ok_b, 4, MIN4)
     s8, c8, n8 = _spans(j, n_kb, lv, full, ragged, lv_a, ok_a, lv_b, ok_b, 8, MIN8)
     idx_row = BlockIdx + row.to(tl.int64) * n_kb
-    off_row = CatOff + row * 14  # N_OFFSETS
+    off_row = CatOff + row * 11
     count = tl.sum(j * 0, 0)
     tl.store(off_row, count)
     count = _append(idx_row, j, full & (lv == 1) & (ragged == 0), count)
     tl.store(off_row + 1, count)
-    # each span category: the spans that fill their tile, then (from offset 11, 12, 13) the part-filled ones
-    count = _append(idx_row, c2, s2 & (c2 % 8 == 1), count)
-    tl.store(off_row + 11, count)
-    count = _append(idx_row, c2, s2 & (c2 % 8 != 1), count)
+    count = _append(idx_row, c2, s2, count)
     tl.store(off_row + 2, count)
-    count = _append(idx_row, c4, s4 & (c4 % 8 == 3), count)
-    tl.store(off_row + 12, count)
-    count = _append(idx_row, c4, s4 & (c4 % 8 != 3), count)
+    count = _append(idx_row, c4, s4, count)
     tl.store(off_row + 3, count)
-    count = _append(idx_row, c8, s8 & (c8 % 8 == 7), count)
-    tl.store(off_row + 13, count)
-    count = _append(idx_row, c8, s8 & (c8 % 8 != 7), count)
+    count = _append(idx_row, c8, s8, count)
     tl.store(off_row + 4, count)
     count = _append(idx_row, j, n2, count)
     tl.store(off_row + 5, count)

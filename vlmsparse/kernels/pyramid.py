@@ -74,18 +74,6 @@ def _online_update_scaled(m_i, l_i, acc, qk, qk_scale, v, UPCAST: tl.constexpr):
 
 
 @triton.jit
-def _online_update_offset(m_i, l_i, acc, qk, qk_scale, offset, v, UPCAST: tl.constexpr):
-    """``_online_update`` on raw logits ``qk`` scaled and ``+ offset`` (one value for every column): the offset
-    goes into the row's maximum, so each element costs the exact step's one multiply-add."""
-    m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale + offset)
-    p = tl.math.exp2(qk * qk_scale - (m_new - offset)[:, None])
-    alpha = tl.math.exp2(m_i - m_new)
-    l_i = l_i * alpha + tl.sum(p, 1)
-    acc = _pv(p, v, acc * alpha[:, None], UPCAST)
-    return m_new, l_i, acc
-
-
-@triton.jit
 def _online_update_masked(m_i, l_i, acc, qk, v, UPCAST: tl.constexpr):
     """Like ``_online_update`` but rows may be all ``-inf`` (nothing visible yet)."""
     m_new = tl.maximum(m_i, tl.max(qk, 1))
@@ -148,11 +136,10 @@ def _pooled_spans(
     m_i, l_i, acc, q, qk_scale, idx_ptr, start, stop, kp_base, vp_base, DescKP, DescVP, b, kvh, row0,
     offs_d, d_mask, head_dim,
     P: tl.constexpr, LOG2P: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, EVEN_D: tl.constexpr,
-    UPCAST: tl.constexpr, DESC: tl.constexpr, FULL: tl.constexpr,
+    UPCAST: tl.constexpr, DESC: tl.constexpr,
 ):
     """Visit spans of level ``P``: up to ``P`` consecutive wholly visible blocks, whose pooled keys lie side by
     side in the pyramid, as one tile of ``BLOCK_N`` pooled keys (logits ``+ log2 P``; entry ``8 * first + n - 1``).
-    ``FULL``: spans of ``P`` blocks, which fill their tile (no mask; ``log2 P`` in the row's maximum).
 
     ``DESC``: the tiles come through tensor descriptors of the concatenated pyramid (rows ``row0 + ...`` of
     ``[B, Hkv, G2 + G4 + G8, D]``; rows past a span's end belong to the next blocks or level, or read zeros, and
@@ -166,10 +153,7 @@ def _pooled_spans(
         for t in range(start, stop):
             e = e_next
             e_next = tl.load(idx_ptr + t + 1, mask=t + 1 < stop, other=0)
-            if FULL:
-                g_ok = offs_g < BLOCK_N
-            else:
-                g_ok = offs_g < (e % 8 + 1) * GROUPS
+            g_ok = offs_g < (e % 8 + 1) * GROUPS
             if DESC:
                 kp = DescKP.load([b, kvh, row0 + (e // 8) * GROUPS, 0]).reshape(BLOCK_N, BLOCK_D)
                 vp = DescVP.load([b, kvh, row0 + (e // 8) * GROUPS, 0]).reshape(BLOCK_N, BLOCK_D)
@@ -178,13 +162,9 @@ def _pooled_spans(
                                       EVEN_D)
             # ``+ log2 P`` and the mask of the rows past the span's end as one bias per column, added in the
             # scaling FMA: a select per logit made a span's softmax step about a third longer than an exact one's
-            if FULL:
-                m_i, l_i, acc = _online_update_offset(m_i, l_i, acc, _dot(q, tl.trans(kp), UPCAST), qk_scale, LOG2P,
-                                                      vp, UPCAST)
-            else:
-                bias = tl.where(g_ok, LOG2P, float("-inf"))
-                qk = _dot(q, tl.trans(kp), UPCAST) * qk_scale + bias[None, :]
-                m_i, l_i, acc = _online_update(m_i, l_i, acc, qk, vp, UPCAST)
+            bias = tl.where(g_ok, LOG2P, float("-inf"))
+            qk = _dot(q, tl.trans(kp), UPCAST) * qk_scale + bias[None, :]
+            m_i, l_i, acc = _online_update(m_i, l_i, acc, qk, vp, UPCAST)
     return m_i, l_i, acc
 
 
@@ -345,7 +325,7 @@ def _pyramid_attention_fwd(
     v_base = V + b * stride_vb + kvh * stride_vh
     row = (b * n_plan_heads + ph) * n_qb + qblk
     idx_ptr = BlockIdx + row.to(tl.int64) * n_kb
-    off_ptr = CatOff + row * 14  # plan_lists.N_OFFSETS
+    off_ptr = CatOff + row * 11
     o_exact = tl.load(off_ptr + 1)
     o_s2 = tl.load(off_ptr + 2)
     o_s4 = tl.load(off_ptr + 3)
@@ -354,8 +334,6 @@ def _pyramid_attention_fwd(
     o_p4 = tl.load(off_ptr + 6)
     o_p8 = tl.load(off_ptr + 7)
     o_mask = tl.load(off_ptr + 8)
-    o_f4 = tl.load(off_ptr + 12)  # where the part-filled spans of level 4 and 8 start
-    o_f8 = tl.load(off_ptr + 13)
 
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
@@ -397,30 +375,18 @@ def _pyramid_attention_fwd(
         kp_base = KP + pyr_bh.to(tl.int64) * (g2 + g4 + g8) * head_dim  # level 2, then level 4, then level 8
         vp_base = VP + pyr_bh.to(tl.int64) * (g2 + g4 + g8) * head_dim
         # spans: consecutive blocks of one level read as one full tile of pooled keys
-        # (the spans that fill their tile first, then from o_f4 / o_f8 the part-filled ones; level 2 has none)
         m_i, l_i, acc = _pooled_spans(
             m_i, l_i, acc, q, qk_scale, idx_ptr, o_exact, o_s2, kp_base, vp_base, DescKP, DescVP, b, kvh, 0,
-            offs_d, d_mask, head_dim, 2, 1.0, BLOCK_N, BLOCK_D, EVEN_D, UPCAST, PYR_DESC, True,
+            offs_d, d_mask, head_dim, 2, 1.0, BLOCK_N, BLOCK_D, EVEN_D, UPCAST, PYR_DESC,
         )
         m_i, l_i, acc = _pooled_spans(
-            m_i, l_i, acc, q, qk_scale, idx_ptr, o_s2, o_f4, kp_base + (g2) * head_dim,
-            vp_base + (g2) * head_dim, DescKP, DescVP, b, kvh, g2, offs_d, d_mask, head_dim, 4, 2.0, BLOCK_N,
-            BLOCK_D, EVEN_D, UPCAST, PYR_DESC, True,
+            m_i, l_i, acc, q, qk_scale, idx_ptr, o_s2, o_s4, kp_base + g2 * head_dim, vp_base + g2 * head_dim,
+            DescKP, DescVP, b, kvh, g2, offs_d, d_mask, head_dim, 4, 2.0, BLOCK_N, BLOCK_D, EVEN_D, UPCAST, PYR_DESC,
         )
         m_i, l_i, acc = _pooled_spans(
-            m_i, l_i, acc, q, qk_scale, idx_ptr, o_f4, o_s4, kp_base + (g2) * head_dim,
-            vp_base + (g2) * head_dim, DescKP, DescVP, b, kvh, g2, offs_d, d_mask, head_dim, 4, 2.0, BLOCK_N,
-            BLOCK_D, EVEN_D, UPCAST, PYR_DESC, False,
-        )
-        m_i, l_i, acc = _pooled_spans(
-            m_i, l_i, acc, q, qk_scale, idx_ptr, o_s4, o_f8, kp_base + (g2 + g4) * head_dim,
+            m_i, l_i, acc, q, qk_scale, idx_ptr, o_s4, o_s8, kp_base + (g2 + g4) * head_dim,
             vp_base + (g2 + g4) * head_dim, DescKP, DescVP, b, kvh, g2 + g4, offs_d, d_mask, head_dim, 8, 3.0, BLOCK_N,
-            BLOCK_D, EVEN_D, UPCAST, PYR_DESC, True,
-        )
-        m_i, l_i, acc = _pooled_spans(
-            m_i, l_i, acc, q, qk_scale, idx_ptr, o_f8, o_s8, kp_base + (g2 + g4) * head_dim,
-            vp_base + (g2 + g4) * head_dim, DescKP, DescVP, b, kvh, g2 + g4, offs_d, d_mask, head_dim, 8, 3.0, BLOCK_N,
-            BLOCK_D, EVEN_D, UPCAST, PYR_DESC, False,
+            BLOCK_D, EVEN_D, UPCAST, PYR_DESC,
         )
         # single pooled blocks: one narrow tile each
         m_i, l_i, acc = _pooled_blocks(

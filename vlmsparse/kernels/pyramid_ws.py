@@ -13,9 +13,7 @@ into
   softmax runs while that ``P V`` is in flight.
 
 Steps, in the order of the plan lists (:mod:`vlmsparse.kernels.plan_lists`): exact blocks, spans of pooled
-blocks (one 128-key tile of the pyramid, logits ``+ log2 p``; the spans that fill their tile first, with the
-exact step's instructions and ``log2 p`` in the row's offset, then the part-filled ones with the rows past the span
-masked by a bias per column), single pooled
+blocks (one 128-key tile of the pyramid, logits ``+ log2 p``, the rows past the span masked), single pooled
 blocks (the tile's first ``128 / p`` rows, a narrow matmul, logits ``+ log2(count)``), then the blocks that need
 token masks. Every step is the Triton kernel's step on the same operands: the outputs agree to rounding. Tail
 aggregation (one more key per row, the mean of the keys the row skips) is the last step, from the launcher's
@@ -44,7 +42,6 @@ import os
 import torch
 
 from .blocks import cdiv
-from .plan_lists import SPAN_MIN_REMAINDER
 
 try:  # Gluon: Triton >= 3.5; its Hopper pieces are only usable on an sm_90 device
     from triton.experimental import gluon
@@ -70,9 +67,6 @@ except Exception:  # pragma: no cover - a Triton without Gluon, or with another 
 BLOCK = 128
 HALF = 64
 HEAD_DIM = 128
-#: The consumers read every level-2 span without a mask: a run's remainder of one level-2 block is a single block.
-_LEVEL2_SPANS_FILL = SPAN_MIN_REMAINDER[2] == 2
-assert _LEVEL2_SPANS_FILL, "pyramid_ws reads level-2 spans as full tiles: keep SPAN_MIN_REMAINDER[2] == 2"
 #: K/V ring depth: two stages measured as fast as three (notes/kernel.md) in 64 KB less shared memory.
 STAGES = 2
 #: Registers per thread: consumer warp groups, producer warp, at launch (the three partitions' sum fits 64K).
@@ -120,7 +114,7 @@ if gluon is not None:
         kvh = h // (n_q_heads // n_kv_heads)
         ph = h if n_plan_heads == n_q_heads else kvh
         row = (b * n_plan_heads + ph) * n_qb + qblk
-        return b, h, kvh, qblk, BlockIdx + row.to(gl.int64) * n_kb, CatOff + row * 14, row  # plan_lists.N_OFFSETS per row
+        return b, h, kvh, qblk, BlockIdx + row.to(gl.int64) * n_kb, CatOff + row * 11, row
 
     @gluon.jit
     def _kv_tile(desc_k, desc_v, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, b, kvh, r):
@@ -201,19 +195,13 @@ if gluon is not None:
             gl.atomic_xchg(Sched + 1, 0, sem="relaxed")
 
     @gluon.jit
-    def _wide_update(qk, m_i, l_i, qk_scale, cols, e, LOG2P: gl.constexpr, GROUPS: gl.constexpr,
-                     FULL: gl.constexpr):
-        """One wide step's online-softmax update from its raw logits ``qk``: scaled (exact block, ``GROUPS == 0``);
-        a span that fills its tile (``FULL``): scaled, ``+ LOG2P`` folded into the row's offset (the exact step's
-        instructions); else scaled plus ``LOG2P`` with the tile's rows past the span (its entry ``e``) masked, as
-        one bias per column in the scaling multiply-add. Returns the new maximum and sum, the probabilities and the
-        rescale."""
+    def _wide_update(qk, m_i, l_i, qk_scale, cols, e, LOG2P: gl.constexpr, GROUPS: gl.constexpr):
+        """One wide step's online-softmax update from its raw logits ``qk``: scaled (exact block, ``GROUPS == 0``),
+        or scaled plus ``LOG2P`` with the tile's rows past the span (its entry ``e``) masked, as one bias per
+        column in the scaling multiply-add. Returns the new maximum and sum, the probabilities and the rescale."""
         if GROUPS == 0:
             m_new = gl.maximum(m_i, gl.max(qk, 1) * qk_scale)
             p = gl.exp2(qk * qk_scale - m_new[:, None])
-        elif FULL:
-            m_new = gl.maximum(m_i, gl.max(qk, 1) * qk_scale + LOG2P)
-            p = gl.exp2(qk * qk_scale - (m_new - LOG2P)[:, None])
         else:
             bias = gl.where(cols < (e % 8 + 1) * GROUPS, LOG2P, float("-inf"))
             qk = qk * qk_scale + bias[None, :]
@@ -238,11 +226,11 @@ if gluon is not None:
 
     @gluon.jit
     def _wide_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it, idx_ptr, start, stop,
-                    qk_scale, LOG2P: gl.constexpr, GROUPS: gl.constexpr, FULL: gl.constexpr):
+                    qk_scale, LOG2P: gl.constexpr, GROUPS: gl.constexpr):
         """Consumer: steps ``start .. stop`` on 128-key tiles, pipelined (``Q K^T`` of step ``t`` issued before
         ``P V`` of step ``t - 1``). ``GROUPS == 0``: exact blocks; else spans of ``GROUPS`` pooled keys per block,
-        logits ``+ LOG2P``: ``FULL``, spans that fill their tile (no mask, no entry read); else the tile's rows past
-        the span masked (each span's entry read a step ahead). Every row has a finite logit in every step."""
+        logits ``+ LOG2P``, the tile's rows past the span masked (each span's entry read a step ahead). Every row
+        has a finite logit in every step."""
         n_buf: gl.constexpr = bufs_k.type.shape[0]
         zero = gl.zeros([64, 128], gl.float32, _ACC)
         n = stop - start
@@ -250,7 +238,7 @@ if gluon is not None:
             cols = gl.arange(0, 128, layout=gl.SliceLayout(0, _ACC))
             e = 0
             e_next = 0
-            if GROUPS != 0 and not FULL:
+            if GROUPS != 0:
                 e = gl.load(idx_ptr + start)
                 e_next = gl.load(idx_ptr + start + 1, mask=n > 1, other=0)
             s = it % n_buf
@@ -258,7 +246,7 @@ if gluon is not None:
             qk = warpgroup_mma(q, bufs_k.index(s).permute((1, 0)), zero, use_acc=False, is_async=True)
             qk = warpgroup_mma_wait(0, deps=(qk, ))
             mbarrier.arrive(empty_k.index(s), count=1)
-            m_i, l_i, p, alpha = _wide_update(qk, m_i, l_i, qk_scale, cols, e, LOG2P, GROUPS, FULL)
+            m_i, l_i, p, alpha = _wide_update(qk, m_i, l_i, qk_scale, cols, e, LOG2P, GROUPS)
             acc = acc * alpha[:, None]
             p16 = gl.convert_layout(p.to(q.dtype), _P)
             prev = s
@@ -266,7 +254,7 @@ if gluon is not None:
                 cur = it + t
                 s = cur % n_buf
                 e = e_next
-                if GROUPS != 0 and not FULL:
+                if GROUPS != 0:
                     e_next = gl.load(idx_ptr + start + t + 1, mask=t + 1 < n, other=0)
                 mbarrier.wait(ready_k.index(s), (cur // n_buf) & 1)
                 qk = warpgroup_mma(q, bufs_k.index(s).permute((1, 0)), zero, use_acc=False, is_async=True)
@@ -274,7 +262,7 @@ if gluon is not None:
                 acc = warpgroup_mma(p16, bufs_v.index(prev), acc, is_async=True)
                 qk = warpgroup_mma_wait(1, deps=(qk, ))
                 mbarrier.arrive(empty_k.index(s), count=1)
-                m_i, l_i, p, alpha = _wide_update(qk, m_i, l_i, qk_scale, cols, e, LOG2P, GROUPS, FULL)
+                m_i, l_i, p, alpha = _wide_update(qk, m_i, l_i, qk_scale, cols, e, LOG2P, GROUPS)
                 # the new P goes into the operand registers only once the P V reading the old one is done
                 acc = warpgroup_mma_wait(0, deps=(acc, ))
                 mbarrier.arrive(empty_v.index(prev), count=1)
@@ -400,23 +388,15 @@ if gluon is not None:
         o_p4 = gl.load(off_ptr + 6)
         o_p8 = gl.load(off_ptr + 7)
         o_mask = gl.load(off_ptr + 8)
-        o_f4 = gl.load(off_ptr + 12)  # where the part-filled spans of level 4 and 8 start
-        o_f8 = gl.load(off_ptr + 13)
         m_i, l_i, acc, it = _wide_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it,
-                                        idx_ptr, 0, o_exact, qk_scale, 0.0, 0, False)
+                                        idx_ptr, 0, o_exact, qk_scale, 0.0, 0)
         if POOLED:  # a binary kernel reads a pooled block as skipped, as the Triton kernel compiled without them
-            # spans that fill their tile without a mask, then the part-filled ones (level 2 has none: a remainder
-            # of one block is a single block, _LEVEL2_SPANS_FILL)
             m_i, l_i, acc, it = _wide_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc,
-                                            it, idx_ptr, o_exact, o_s2, qk_scale, 1.0, 64, True)
+                                            it, idx_ptr, o_exact, o_s2, qk_scale, 1.0, 64)
             m_i, l_i, acc, it = _wide_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc,
-                                            it, idx_ptr, o_s2, o_f4, qk_scale, 2.0, 32, True)
+                                            it, idx_ptr, o_s2, o_s4, qk_scale, 2.0, 32)
             m_i, l_i, acc, it = _wide_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc,
-                                            it, idx_ptr, o_f4, o_s4, qk_scale, 2.0, 32, False)
-            m_i, l_i, acc, it = _wide_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc,
-                                            it, idx_ptr, o_s4, o_f8, qk_scale, 3.0, 16, True)
-            m_i, l_i, acc, it = _wide_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc,
-                                            it, idx_ptr, o_f8, o_s8, qk_scale, 3.0, 16, False)
+                                            it, idx_ptr, o_s4, o_s8, qk_scale, 3.0, 16)
             if o_p8 > o_s8:  # single pooled blocks are rare in the default plans: skip their set-up when absent
                 m_i, l_i, acc, it = _narrow_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i,
                                                   acc, it, idx_ptr, o_s8, o_p2, qk_scale, k_len, 2)
