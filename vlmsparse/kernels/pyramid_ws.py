@@ -161,8 +161,7 @@ if gluon is not None:
                 _kv_tile(desc_k, desc_v, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, b, kvh, j * 128)
                 it += 1
             if PDL == 1:  # the pyramid may still be in the making (every program waits: see vlmsparse.kernels.pdl)
-                if r == 0:  # once per program: the launch ahead has ended for good
-                    _wait_for_prior()
+                _wait_for_prior()
             # spans (entry 8 * first + n - 1; the tile starts at the first block's pooled keys), then single blocks
             if POOLED:
                 lo = o_exact
@@ -366,7 +365,7 @@ if gluon is not None:
         return m_new, l_i, acc
 
     @gluon.jit
-    def _consumer_tile(args, tile, it, first, WG: gl.constexpr, CAUSAL: gl.constexpr, POOLED: gl.constexpr,
+    def _consumer_tile(args, tile, it, WG: gl.constexpr, CAUSAL: gl.constexpr, POOLED: gl.constexpr,
                        TAIL: gl.constexpr, PDL: gl.constexpr):
         """One query tile's 64 rows of this consumer (its Q loaded): every step of its plan row, the tail, the
         output. Returns the ring position after its steps."""
@@ -409,8 +408,7 @@ if gluon is not None:
             # the tail's sums are read before the masked blocks (one value each per thread: few registers held
             # through them), so their latency passes while those blocks run; chained, after the sums' launch ends
             if PDL != 0:
-                if first:  # once per program: the launch ahead has ended for good
-                    _wait_for_prior()
+                _wait_for_prior()
             has_tail = gl.load(off_ptr + 10) > o_mask  # this program's plan skips something visible
             d = gl.arange(0, 128, layout=_VEC)
             sums = SkipSums + row.to(gl.int64) * 257
@@ -445,7 +443,7 @@ if gluon is not None:
         mbarrier.wait(q_bar, 0)
         tile = gl.max(tile_smem.load(_VEC), 0)
         while tile < n_tiles:
-            it = _consumer_tile(args, tile, it, r == 0, WG, CAUSAL, POOLED, TAIL, PDL)
+            it = _consumer_tile(args, tile, it, WG, CAUSAL, POOLED, TAIL, PDL)
             r += 1
             mbarrier.wait(q_bar, r & 1)
             tile = gl.max(tile_smem.load(_VEC), 0)
