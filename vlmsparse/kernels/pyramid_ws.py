@@ -85,7 +85,7 @@ def ws_supported(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_m: int
         return False
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
         return False
-    if not q.is_cuda or not _is_sm90(q.device.index if q.device.index is not None else torch.cuda.current_device()):
+    if not q.is_cuda or not _is_sm90(_index(q.device)):
         return False
     if tail_diag or block_m != BLOCK or block_n != BLOCK or q.shape[-1] != HEAD_DIM:
         return False
@@ -455,8 +455,9 @@ if gluon is not None:
     @gluon.jit
     def _pyramid_ws_fwd(desc_q, desc_k, desc_v, desc_kp, desc_vp, BlockIdx, CatOff, Out, SkipSums, qk_scale,
                         stride_ob, stride_oh, stride_om, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len,
-                        n_tiles, Sched, CAUSAL: gl.constexpr, POOLED: gl.constexpr, TAIL: gl.constexpr, PDL: gl.constexpr,
-                        STAGES: gl.constexpr, CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr):
+                        n_tiles, Sched, CAUSAL: gl.constexpr, POOLED: gl.constexpr, TAIL: gl.constexpr,
+                        PDL: gl.constexpr, STAGES: gl.constexpr, CONSUMER_REGS: gl.constexpr,
+                        PRODUCER_REGS: gl.constexpr):
         q_smem = gl.allocate_shared_memory(desc_q.dtype, [2, 64, 128], _SMEM_Q)
         bufs_k = gl.allocate_shared_memory(desc_k.dtype, [STAGES, 128, 128], _SMEM_KV)
         bufs_v = gl.allocate_shared_memory(desc_v.dtype, [STAGES, 128, 128], _SMEM_KV)
@@ -485,6 +486,11 @@ if gluon is not None:
         ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
 
 
+def _index(device: torch.device) -> int:
+    """The CUDA device's index (the current device for a bare ``cuda``)."""
+    return device.index if device.index is not None else torch.cuda.current_device()
+
+
 @functools.lru_cache(maxsize=None)
 def _is_sm90(index: int) -> bool:
     return torch.cuda.get_device_capability(index)[0] == 9
@@ -493,24 +499,19 @@ def _is_sm90(index: int) -> bool:
 _COUNTERS: dict = {}
 
 
-def _schedule_counter(device: torch.device) -> torch.Tensor:
-    """The tile counter of launches on the current stream of ``device`` (two int32: next tile, programs done).
-    Zero between launches: the last program of a launch sets it back. One per stream, so launches on two streams
-    never share one."""
-    stream = torch.cuda.current_stream(device).cuda_stream
-    key = (device.index if device.index is not None else torch.cuda.current_device(), stream)
+def _schedule_counter(index: int) -> torch.Tensor:
+    """The tile counter of launches on the current stream of CUDA device ``index`` (two int32: next tile, programs
+    done). Zero between launches: the last program of a launch sets it back. One per stream, so launches on two
+    streams never share one."""
+    key = (index, torch.cuda.current_stream(index).cuda_stream)
     counter = _COUNTERS.get(key)
     if counter is None:
-        counter = _COUNTERS[key] = torch.zeros(2, dtype=torch.int32, device=device)
+        counter = _COUNTERS[key] = torch.zeros(2, dtype=torch.int32, device=torch.device("cuda", index))
     return counter
 
 
-def _sm_count(device: torch.device) -> int:
-    return _sm_count_of(device.index if device.index is not None else torch.cuda.current_device())
-
-
 @functools.lru_cache(maxsize=None)
-def _sm_count_of(index: int) -> int:
+def _sm_count(index: int) -> int:
     return torch.cuda.get_device_properties(index).multi_processor_count
 
 
@@ -549,11 +550,13 @@ def pyramid_attention_ws(q, k, v, plan, kp_all, vp_all, out, scale_log2: float, 
     else:
         desc_kp, desc_vp = _descriptor(kp_all, BLOCK), _descriptor(vp_all, BLOCK)
     n_tiles = b * hq * n_qb
-    _pyramid_ws_fwd[(min(n_tiles, _sm_count(q.device)), )](
+    index = _index(q.device)
+    _pyramid_ws_fwd[(min(n_tiles, _sm_count(index)), )](
         desc_q, desc_k, desc_v, desc_kp, desc_vp, plan.block_idx, plan.cat_offsets, out,
         skip_sums if skip_sums is not None else out, scale_log2,
         out.stride(0), out.stride(1), out.stride(2), hq, hkv, plan.plan_heads, n_qb, n_kb, lq, lk, n_tiles,
-        _schedule_counter(q.device), CAUSAL=causal, POOLED=kp_all is not None, TAIL=skip_sums is not None, PDL=pdl, STAGES=STAGES,
-        CONSUMER_REGS=REGS[0], PRODUCER_REGS=REGS[1], num_warps=4, maxnreg=REGS[2], **({"launch_pdl": True} if pdl else {}),
+        _schedule_counter(index), CAUSAL=causal, POOLED=kp_all is not None, TAIL=skip_sums is not None, PDL=pdl,
+        STAGES=STAGES, CONSUMER_REGS=REGS[0], PRODUCER_REGS=REGS[1], num_warps=4, maxnreg=REGS[2],
+        **({"launch_pdl": True} if pdl else {}),
     )
     return out
