@@ -225,77 +225,55 @@ if gluon is not None:
         return m_new, l_i * alpha + gl.sum(p, 1), p, alpha
 
     @gluon.jit
-    def _wide_first(q, bufs_k, ready_k, empty_k, m_i, l_i, acc, it, idx_ptr, o_exact, o_s2, o_s4, qk_scale):
-        """Consumer: a tile's first wide step, not pipelined (nothing is in flight before it). Its kind (exact, or a
-        span of level 2, 4, 8) comes from the row's offsets and its update's constants are run-time values: an exact
-        block is a span whose mask passes every row of the tile, with ``log2 p = 0``. Returns the state and the
-        step's probabilities, whose ``P V`` the next step issues (or the drain, :func:`_wide_drain`)."""
+    def _wide_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it, idx_ptr, start, stop,
+                    qk_scale, LOG2P: gl.constexpr, GROUPS: gl.constexpr):
+        """Consumer: steps ``start .. stop`` on 128-key tiles, pipelined (``Q K^T`` of step ``t`` issued before
+        ``P V`` of step ``t - 1``). ``GROUPS == 0``: exact blocks; else spans of ``GROUPS`` pooled keys per block,
+        logits ``+ LOG2P``, the tile's rows past the span masked (each span's entry read a step ahead). Every row
+        has a finite logit in every step."""
         n_buf: gl.constexpr = bufs_k.type.shape[0]
         zero = gl.zeros([64, 128], gl.float32, _ACC)
-        cols = gl.arange(0, 128, layout=gl.SliceLayout(0, _ACC))
-        e = gl.load(idx_ptr)
-        lvl = (o_exact <= 0).to(gl.int32) + (o_s2 <= 0).to(gl.int32) + (o_s4 <= 0).to(gl.int32)
-        bound = gl.where(lvl == 0, 128, (e % 8 + 1) * (128 >> lvl))
-        s = it % n_buf
-        mbarrier.wait(ready_k.index(s), (it // n_buf) & 1)
-        qk = warpgroup_mma(q, bufs_k.index(s).permute((1, 0)), zero, use_acc=False, is_async=True)
-        qk = warpgroup_mma_wait(0, deps=(qk, ))
-        mbarrier.arrive(empty_k.index(s), count=1)
-        bias = gl.where(cols < bound, lvl.to(gl.float32), float("-inf"))
-        qk = qk * qk_scale + bias[None, :]
-        m_new = gl.maximum(m_i, gl.max(qk, 1))
-        p = gl.exp2(qk - m_new[:, None])
-        alpha = gl.exp2(m_i - m_new)
-        l_i = l_i * alpha + gl.sum(p, 1)
-        acc = acc * alpha[:, None]
-        return m_new, l_i, acc, gl.convert_layout(p.to(q.dtype), _P)
-
-    @gluon.jit
-    def _wide_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, p16, it, idx_ptr, start,
-                    stop, qk_scale, LOG2P: gl.constexpr, GROUPS: gl.constexpr):
-        """Consumer: wide steps ``start .. stop`` of one kind (``start >= 1``: the tile's first step is
-        :func:`_wide_first`'s), each one's ``Q K^T`` issued before its predecessor's ``P V`` (probabilities ``p16``,
-        from this kind's steps or the kind before: the pipeline runs on across kinds). ``GROUPS == 0``: exact blocks;
-        else spans of ``GROUPS`` pooled keys per block, logits ``+ LOG2P``, the tile's rows past the span masked
-        (each span's entry read a step ahead). Every row has a finite logit in every step. ``it``: the ring position
-        of the tile's step 0."""
-        n_buf: gl.constexpr = bufs_k.type.shape[0]
-        zero = gl.zeros([64, 128], gl.float32, _ACC)
-        cols = gl.arange(0, 128, layout=gl.SliceLayout(0, _ACC))
-        e_next = 0
-        if GROUPS != 0:
-            e_next = gl.load(idx_ptr + start, mask=start < stop, other=0)
-        for t in range(start, stop):
-            cur = it + t
-            s = cur % n_buf
-            prev = (cur - 1) % n_buf
-            e = e_next
+        n = stop - start
+        if n > 0:
+            cols = gl.arange(0, 128, layout=gl.SliceLayout(0, _ACC))
+            e = 0
+            e_next = 0
             if GROUPS != 0:
-                e_next = gl.load(idx_ptr + t + 1, mask=t + 1 < stop, other=0)
-            mbarrier.wait(ready_k.index(s), (cur // n_buf) & 1)
+                e = gl.load(idx_ptr + start)
+                e_next = gl.load(idx_ptr + start + 1, mask=n > 1, other=0)
+            s = it % n_buf
+            mbarrier.wait(ready_k.index(s), (it // n_buf) & 1)
             qk = warpgroup_mma(q, bufs_k.index(s).permute((1, 0)), zero, use_acc=False, is_async=True)
-            mbarrier.wait(ready_v.index(prev), ((cur - 1) // n_buf) & 1)
-            acc = warpgroup_mma(p16, bufs_v.index(prev), acc, is_async=True)
-            qk = warpgroup_mma_wait(1, deps=(qk, ))
+            qk = warpgroup_mma_wait(0, deps=(qk, ))
             mbarrier.arrive(empty_k.index(s), count=1)
             m_i, l_i, p, alpha = _wide_update(qk, m_i, l_i, qk_scale, cols, e, LOG2P, GROUPS)
-            # the new P goes into the operand registers only once the P V reading the old one is done
+            acc = acc * alpha[:, None]
+            p16 = gl.convert_layout(p.to(q.dtype), _P)
+            prev = s
+            for t in range(1, n):
+                cur = it + t
+                s = cur % n_buf
+                e = e_next
+                if GROUPS != 0:
+                    e_next = gl.load(idx_ptr + start + t + 1, mask=t + 1 < n, other=0)
+                mbarrier.wait(ready_k.index(s), (cur // n_buf) & 1)
+                qk = warpgroup_mma(q, bufs_k.index(s).permute((1, 0)), zero, use_acc=False, is_async=True)
+                mbarrier.wait(ready_v.index(prev), ((cur - 1) // n_buf) & 1)
+                acc = warpgroup_mma(p16, bufs_v.index(prev), acc, is_async=True)
+                qk = warpgroup_mma_wait(1, deps=(qk, ))
+                mbarrier.arrive(empty_k.index(s), count=1)
+                m_i, l_i, p, alpha = _wide_update(qk, m_i, l_i, qk_scale, cols, e, LOG2P, GROUPS)
+                # the new P goes into the operand registers only once the P V reading the old one is done
+                acc = warpgroup_mma_wait(0, deps=(acc, ))
+                mbarrier.arrive(empty_v.index(prev), count=1)
+                p16 = gl.convert_layout(p.to(q.dtype), _P)
+                acc = acc * alpha[:, None]
+                prev = s
+            mbarrier.wait(ready_v.index(prev), ((it + n - 1) // n_buf) & 1)
+            acc = warpgroup_mma(p16, bufs_v.index(prev), acc, is_async=True)
             acc = warpgroup_mma_wait(0, deps=(acc, ))
             mbarrier.arrive(empty_v.index(prev), count=1)
-            p16 = gl.convert_layout(p.to(q.dtype), _P)
-            acc = acc * alpha[:, None]
-        return m_i, l_i, acc, p16
-
-    @gluon.jit
-    def _wide_drain(bufs_v, ready_v, empty_v, acc, p16, cur):
-        """Consumer: the ``P V`` of the last wide step (ring position ``cur``)."""
-        n_buf: gl.constexpr = bufs_v.type.shape[0]
-        s = cur % n_buf
-        mbarrier.wait(ready_v.index(s), (cur // n_buf) & 1)
-        acc = warpgroup_mma(p16, bufs_v.index(s), acc, is_async=True)
-        acc = warpgroup_mma_wait(0, deps=(acc, ))
-        mbarrier.arrive(empty_v.index(s), count=1)
-        return acc
+        return m_i, l_i, acc, it + n
 
     @gluon.jit
     def _narrow_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it, idx_ptr, start, stop,
@@ -410,25 +388,15 @@ if gluon is not None:
         o_p4 = gl.load(off_ptr + 6)
         o_p8 = gl.load(off_ptr + 7)
         o_mask = gl.load(off_ptr + 8)
-        # wide steps (exact blocks, then spans of level 2, 4, 8): one pipeline through all their kinds
-        n_wide = o_s8 if POOLED else o_exact  # a binary kernel reads a pooled block as skipped
-        p16 = gl.zeros([64, 128], q.dtype, _P)
-        if n_wide > 0:
-            m_i, l_i, acc, p16 = _wide_first(q, bufs_k, ready_k, empty_k, m_i, l_i, acc, it, idx_ptr, o_exact, o_s2,
-                                             o_s4, qk_scale)
-        m_i, l_i, acc, p16 = _wide_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, p16,
-                                         it, idx_ptr, 1, o_exact, qk_scale, 0.0, 0)
-        if POOLED:
-            m_i, l_i, acc, p16 = _wide_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc,
-                                             p16, it, idx_ptr, gl.maximum(o_exact, 1), o_s2, qk_scale, 1.0, 64)
-            m_i, l_i, acc, p16 = _wide_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc,
-                                             p16, it, idx_ptr, gl.maximum(o_s2, 1), o_s4, qk_scale, 2.0, 32)
-            m_i, l_i, acc, p16 = _wide_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc,
-                                             p16, it, idx_ptr, gl.maximum(o_s4, 1), o_s8, qk_scale, 3.0, 16)
-        if n_wide > 0:
-            acc = _wide_drain(bufs_v, ready_v, empty_v, acc, p16, it + n_wide - 1)
-        it += n_wide
-        if POOLED:
+        m_i, l_i, acc, it = _wide_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it,
+                                        idx_ptr, 0, o_exact, qk_scale, 0.0, 0)
+        if POOLED:  # a binary kernel reads a pooled block as skipped, as the Triton kernel compiled without them
+            m_i, l_i, acc, it = _wide_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc,
+                                            it, idx_ptr, o_exact, o_s2, qk_scale, 1.0, 64)
+            m_i, l_i, acc, it = _wide_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc,
+                                            it, idx_ptr, o_s2, o_s4, qk_scale, 2.0, 32)
+            m_i, l_i, acc, it = _wide_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc,
+                                            it, idx_ptr, o_s4, o_s8, qk_scale, 3.0, 16)
             if o_p8 > o_s8:  # single pooled blocks are rare in the default plans: skip their set-up when absent
                 m_i, l_i, acc, it = _narrow_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i,
                                                   acc, it, idx_ptr, o_s8, o_p2, qk_scale, k_len, 2)
