@@ -6,6 +6,9 @@ flushes L2 before each call, so host work beyond that flush's time shows up) and
 dependent launch), the call with the skipped sums precomputed (the kernel's own tail cost) and the skipped-sums
 launch alone.
 
+Under the graph it also times the tailed call with the sums given and unchained (the tail-compiled kernel alone) and
+the kernel compiled without tail but launched chained (its wait alone).
+
 Run on a GPU from the repository root: python notes/ab/tail_parts.py [--lengths 8192 32768]
 """
 
@@ -17,6 +20,11 @@ import triton
 from vlmsparse.bench.kernel import one_level_plan, random_mixed_plan
 from vlmsparse.kernels import build_kv_pyramid, compile_plan, pyramid_attention
 from vlmsparse.kernels import pdl
+
+try:
+    from vlmsparse.kernels import pyramid_ws as ws_module
+except Exception:  # a Triton without Gluon
+    ws_module = None
 from vlmsparse.kernels import pyramid as pyramid_module
 
 
@@ -57,6 +65,7 @@ def main():
         q, k, v = seeded_qkv(length)
         pyr = build_kv_pyramid(k, v, tail=True, block_n=128)
         plans = {"sink and diagonal": one_level_plan(4, length, 128, 0), "one level 4": one_level_plan(4, length, 128, 4),
+                 "one level 8": one_level_plan(4, length, 128, 8),
                  "random keep 0.25": random_mixed_plan(1, 4, length, 128, 0.25, seed=0),
                  "random keep 0.1": random_mixed_plan(1, 4, length, 128, 0.1, seed=0)}
         for label, levels in plans.items():
@@ -80,14 +89,27 @@ def main():
             pyramid_module.skipped_key_sums = lambda *a, **kw: sums
             try:
                 t["graph tail, sums given"] = graphed(call(True))
+                pdl.ENABLED = False
+                try:  # the tail-compiled kernel alone, launched unchained: its code without the chained wait
+                    t["graph tail, sums given, unchained"] = graphed(call(True))
+                finally:
+                    pdl.ENABLED = True
             finally:
                 pyramid_module.skipped_key_sums = original
+            if ws_module is not None and ws_module.ws_supported(q, k, v, 128, 128, False):
+                # the kernel compiled without tail, launched chained (its wait before the masked blocks)
+                out = torch.empty_like(q)
+                scale = 0.08838834764831845 * 1.4426950408889634
+                t["graph, chained"] = graphed(lambda: ws_module.pyramid_attention_ws(
+                    q, k, v, plan, pyr.pooled_k_all, pyr.pooled_v_all, out, scale, True, None, 2))
             base = t["graph"]
             print(f"L={length} {label:18s} plain {t['plain']:.4f} tail {t['plain tail']:.4f} "
                   f"({t['plain tail'] / t['plain'] - 1:+.1%}) | graph {base:.4f} tail {t['graph tail']:.4f} "
                   f"({t['graph tail'] / base - 1:+.1%}), unchained {t['graph tail, unchained'] / base - 1:+.1%}, "
                   f"sums given {t['graph tail, sums given']:.4f} "
-                  f"({t['graph tail, sums given'] / base - 1:+.1%}), sums launch {t['sums launch'] * 1000:.1f} us",
+                  f"({t['graph tail, sums given'] / base - 1:+.1%}), sums given unchained "
+                  f"{t['graph tail, sums given, unchained'] / base - 1:+.1%}, no tail chained "
+                  f"{t.get('graph, chained', float('nan')) / base - 1:+.1%}, sums launch {t['sums launch'] * 1000:.1f} us",
                   flush=True)
 
 
