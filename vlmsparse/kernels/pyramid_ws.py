@@ -136,24 +136,6 @@ if gluon is not None:
                                   pack=1)
 
     @gluon.jit
-    def _turn_wait(WG: gl.constexpr):
-        """Ping-pong of the two consumers' matmuls: wait for this consumer's turn to issue them (named barrier 14 for
-        consumer 0, 15 for consumer 1, both warp groups counted: this one's sync, the other's arrival)."""
-        if WG == 0:
-            gl.inline_asm_elementwise("bar.sync 14, 256; // $0", "=r", [], dtype=gl.int32, is_pure=False, pack=1)
-        else:
-            gl.inline_asm_elementwise("bar.sync 15, 256; // $0", "=r", [], dtype=gl.int32, is_pure=False, pack=1)
-
-    @gluon.jit
-    def _turn_pass(WG: gl.constexpr):
-        """Ping-pong: this consumer has issued its matmuls; the other one's turn (its barrier gets this one's
-        arrival, without waiting)."""
-        if WG == 0:
-            gl.inline_asm_elementwise("bar.arrive 15, 256; // $0", "=r", [], dtype=gl.int32, is_pure=False, pack=1)
-        else:
-            gl.inline_asm_elementwise("bar.arrive 14, 256; // $0", "=r", [], dtype=gl.int32, is_pure=False, pack=1)
-
-    @gluon.jit
     def _producer(args, POOLED: gl.constexpr, PDL: gl.constexpr):
         (desc_q, desc_k, desc_v, desc_kp, desc_vp, BlockIdx, CatOff, Out, SkipSums, qk_scale, stride_ob, stride_oh,
          stride_om, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles, Sched,
@@ -244,7 +226,7 @@ if gluon is not None:
 
     @gluon.jit
     def _wide_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it, idx_ptr, start, stop,
-                    qk_scale, LOG2P: gl.constexpr, GROUPS: gl.constexpr, WG: gl.constexpr):
+                    qk_scale, LOG2P: gl.constexpr, GROUPS: gl.constexpr):
         """Consumer: steps ``start .. stop`` on 128-key tiles, pipelined (``Q K^T`` of step ``t`` issued before
         ``P V`` of step ``t - 1``). ``GROUPS == 0``: exact blocks; else spans of ``GROUPS`` pooled keys per block,
         logits ``+ LOG2P``, the tile's rows past the span masked (each span's entry read a step ahead). Every row
@@ -275,11 +257,9 @@ if gluon is not None:
                 if GROUPS != 0:
                     e_next = gl.load(idx_ptr + start + t + 1, mask=t + 1 < n, other=0)
                 mbarrier.wait(ready_k.index(s), (cur // n_buf) & 1)
-                _turn_wait(WG)  # the two consumers take turns to issue their matmuls: one's softmax runs beside the other's
                 qk = warpgroup_mma(q, bufs_k.index(s).permute((1, 0)), zero, use_acc=False, is_async=True)
                 mbarrier.wait(ready_v.index(prev), ((cur - 1) // n_buf) & 1)
                 acc = warpgroup_mma(p16, bufs_v.index(prev), acc, is_async=True)
-                _turn_pass(WG)
                 qk = warpgroup_mma_wait(1, deps=(qk, ))
                 mbarrier.arrive(empty_k.index(s), count=1)
                 m_i, l_i, p, alpha = _wide_update(qk, m_i, l_i, qk_scale, cols, e, LOG2P, GROUPS)
@@ -409,14 +389,14 @@ if gluon is not None:
         o_p8 = gl.load(off_ptr + 7)
         o_mask = gl.load(off_ptr + 8)
         m_i, l_i, acc, it = _wide_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it,
-                                        idx_ptr, 0, o_exact, qk_scale, 0.0, 0, WG)
+                                        idx_ptr, 0, o_exact, qk_scale, 0.0, 0)
         if POOLED:  # a binary kernel reads a pooled block as skipped, as the Triton kernel compiled without them
             m_i, l_i, acc, it = _wide_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc,
-                                            it, idx_ptr, o_exact, o_s2, qk_scale, 1.0, 64, WG)
+                                            it, idx_ptr, o_exact, o_s2, qk_scale, 1.0, 64)
             m_i, l_i, acc, it = _wide_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc,
-                                            it, idx_ptr, o_s2, o_s4, qk_scale, 2.0, 32, WG)
+                                            it, idx_ptr, o_s2, o_s4, qk_scale, 2.0, 32)
             m_i, l_i, acc, it = _wide_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc,
-                                            it, idx_ptr, o_s4, o_s8, qk_scale, 3.0, 16, WG)
+                                            it, idx_ptr, o_s4, o_s8, qk_scale, 3.0, 16)
             if o_p8 > o_s8:  # single pooled blocks are rare in the default plans: skip their set-up when absent
                 m_i, l_i, acc, it = _narrow_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i,
                                                   acc, it, idx_ptr, o_s8, o_p2, qk_scale, k_len, 2)
@@ -460,8 +440,6 @@ if gluon is not None:
          q_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v) = args
         it = 0
         r = 0
-        if WG == 1:  # consumer 0 issues first
-            _turn_pass(WG)
         mbarrier.wait(q_bar, 0)
         tile = gl.max(tile_smem.load(_VEC), 0)
         while tile < n_tiles:
@@ -469,8 +447,6 @@ if gluon is not None:
             r += 1
             mbarrier.wait(q_bar, r & 1)
             tile = gl.max(tile_smem.load(_VEC), 0)
-        if WG == 0:  # the turn consumer 1 passed last, taken so that no arrival is left at the end
-            _turn_wait(WG)
 
     @gluon.jit
     def _consumer_1(args, CAUSAL: gl.constexpr, POOLED: gl.constexpr, TAIL: gl.constexpr, PDL: gl.constexpr):
