@@ -13,6 +13,7 @@ Run on a GPU from the repository root: python notes/ab/tail_parts.py [--lengths 
 """
 
 import argparse
+import math
 
 import torch
 import triton
@@ -20,12 +21,8 @@ import triton
 from vlmsparse.bench.kernel import one_level_plan, random_mixed_plan
 from vlmsparse.kernels import build_kv_pyramid, compile_plan, pyramid_attention
 from vlmsparse.kernels import pdl
-
-try:
-    from vlmsparse.kernels import pyramid_ws as ws_module
-except Exception:  # a Triton without Gluon
-    ws_module = None
 from vlmsparse.kernels import pyramid as pyramid_module
+from vlmsparse.kernels import pyramid_ws as ws_module
 
 
 def seeded_qkv(length):
@@ -96,12 +93,13 @@ def main():
                     pdl.ENABLED = True
             finally:
                 pyramid_module.skipped_key_sums = original
-            if ws_module is not None and ws_module.ws_supported(q, k, v, 128, 128, False):
-                # the kernel compiled without tail, launched chained (its wait before the masked blocks)
+            if ws_module.ws_supported(q, k, v, 128, 128, False):
+                # the kernel compiled without tail, launched chained (its wait before the masked blocks), with the
+                # call's default scale, as pyramid_attention passes it
                 out = torch.empty_like(q)
-                scale = 0.08838834764831845 * 1.4426950408889634
+                scale_log2 = pyramid_module.LOG2E / math.sqrt(q.shape[-1])
                 t["graph, chained"] = graphed(lambda: ws_module.pyramid_attention_ws(
-                    q, k, v, plan, pyr.pooled_k_all, pyr.pooled_v_all, out, scale, True, None, 2))
+                    q, k, v, plan, pyr.pooled_k_all, pyr.pooled_v_all, out, scale_log2, True, None, 2))
             base = t["graph"]
             print(f"L={length} {label:18s} plain {t['plain']:.4f} tail {t['plain tail']:.4f} "
                   f"({t['plain tail'] / t['plain'] - 1:+.1%}) | graph {base:.4f} tail {t['graph tail']:.4f} "
