@@ -98,6 +98,28 @@ def measure(label, length, q, k, v, levels, vers, writer, block=128, binary=Fals
         print(f"L={length} {label:34s} {name:26s} {times[False]:8.3f} ms  tail {times[True]:8.3f} ms "
               f"({row['tail_overhead']:+.1%})  vs current {row['vs_current']:.3f} / {row['vs_current_tail']:.3f}  "
               f"diff {diff[False]:.1e} / {diff[True]:.1e}", flush=True)
+        TIMES[length, label, name] = times
+
+
+#: (length, plan label, version) -> {tail: ms}, for the marginal costs printed after the one-level plans
+TIMES: dict = {}
+
+
+def marginal_costs(length, levels, names):
+    """Each version's marginal cost of a block at each pooled level (and with tail) from this run's times of the
+    one-level plans: ``(T_p - T_0) / (T_1 - T_0)``, against the target ``1.25 / p``."""
+    for name in names:
+        t = {lv: TIMES.get((length, f"one level {lv}", name)) for lv in levels}
+        if t.get(0) is None or t.get(1) is None:
+            continue
+        parts = []
+        for lv in (2, 4, 8):
+            if t.get(lv) is None:
+                continue
+            costs = [(t[lv][tail] - t[0][tail]) / (t[1][tail] - t[0][tail]) for tail in (False, True)]
+            parts.append(f"level {lv} {costs[0]:.3f} / {costs[1]:.3f} ({'met' if costs[0] <= 1.25 / lv else 'not met'})")
+        if parts:
+            print(f"L={length} marginal cost {name:26s} " + ", ".join(parts) + "  (without / with tail)", flush=True)
 
 
 def main():
@@ -133,6 +155,7 @@ def main():
                 # them: a pooled kernel whose exact steps got dearer shows it in the marginal costs
                 measure(f"one level {level}", length, q, k, v, one_level_plan(4, length, 128, level), vers, writer,
                         binary=level in (0, 1))
+            marginal_costs(length, args.one_levels or ((4, 0) if args.quick else (1, 2, 4, 8, 0)), list(vers))
             for keep in ((0.25, 0.1) if args.quick else (0.5, 0.25, 0.1)):
                 for seed in ((0,) if args.quick else (0, 1)):
                     measure(f"random keep {keep} seed {seed}", length, q, k, v,
