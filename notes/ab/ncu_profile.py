@@ -27,16 +27,21 @@ from vlmsparse.bench.kernel import one_level_plan, random_mixed_plan
 from vlmsparse.kernels import build_kv_pyramid, compile_plan, pyramid_attention
 from vlmsparse.kernels import pyramid as pyramid_module
 
-PLANS = {"sinkdiag": lambda L, dev: one_level_plan(4, L, 128, 0, dev),
-         "random25": lambda L, dev: random_mixed_plan(1, 4, L, 128, 0.25, seed=0, device=dev),
-         "random10": lambda L, dev: random_mixed_plan(1, 4, L, 128, 0.1, seed=0, device=dev)}
-PLANS.update({f"level{p}": functools.partial(lambda L, dev, p: one_level_plan(4, L, 128, p, dev), p=p)
-              for p in (1, 2, 4, 8)})
+#: plan name -> the level of every visible block but sink and diagonal (one-level plans), or the kept share (random)
+ONE_LEVEL = {"sinkdiag": 0, "level1": 1, "level2": 2, "level4": 4, "level8": 8}
+RANDOM = {"random25": 0.25, "random10": 0.1}
+PLANS = sorted(ONE_LEVEL) + sorted(RANDOM)
+
+
+def plan_levels(name, length, device):
+    if name in ONE_LEVEL:
+        return one_level_plan(4, length, 128, ONE_LEVEL[name], device)
+    return random_mixed_plan(1, 4, length, 128, RANDOM[name], seed=0, device=device)
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--plan", choices=sorted(PLANS), required=True)
+    ap.add_argument("--plan", choices=PLANS, required=True)
     ap.add_argument("--length", type=int, default=8192)
     ap.add_argument("--tail", action="store_true")
     ap.add_argument("--sums-given", action="store_true", help="with --tail: the skipped sums computed beforehand")
@@ -63,7 +68,7 @@ def main():
     q = torch.randn(1, 28, args.length, 128, device=dev, dtype=dtype, generator=gen)
     k = torch.randn(1, 4, args.length, 128, device=dev, dtype=dtype, generator=gen)
     v = torch.randn(1, 4, args.length, 128, device=dev, dtype=dtype, generator=gen)
-    levels = PLANS[args.plan](args.length, dev)
+    levels = plan_levels(args.plan, args.length, dev)
     plan = compile_(levels, args.length, args.length, 128, 128, True)
     pyr = build(k, v, tail=args.tail, block_n=128)
     if args.sums_given:

@@ -96,12 +96,12 @@ def per_instruction(sass_path, top):
     samples = [number(r[main]) or 0.0 for r in body]
     total = sum(samples) or 1.0
     print(f"  {header[main]}: {total:.0f} samples over {len(body)} instructions")
-    covered = [None] * len(body)
-    for k, (a, b) in enumerate(loops(addresses, sources)):
+    spans = loops(addresses, sources)
+    covered = [None] * len(body)  # the innermost loop each instruction belongs to
+    for k, (a, b) in enumerate(spans):
         for i in range(a, b + 1):
             if covered[i] is None:
                 covered[i] = k
-    spans = loops(addresses, sources)
     by_loop = {}
     for i, k in enumerate(covered):
         by_loop[k] = by_loop.get(k, 0.0) + samples[i]

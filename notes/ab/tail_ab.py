@@ -150,12 +150,13 @@ def main():
             t_dense = min(t_ms(lambda: cudnn(q, k, v)), t_ms(lambda: cudnn(q, k, v)))
             print(f"L={length} cuDNN {t_dense:.3f} ms", flush=True)
             writer.writerow(dict(length=length, plan="cudnn", version="torch", ms=t_dense))
-            for level in args.one_levels or ((4, 0) if args.quick else (1, 2, 4, 8, 0)):
+            one_levels = args.one_levels or ((4, 0) if args.quick else (1, 2, 4, 8, 0))
+            for level in one_levels:
                 # exact blocks only (level 1, and 0: sink and diagonal) run as binary plans, as a checked call runs
                 # them: a pooled kernel whose exact steps got dearer shows it in the marginal costs
                 measure(f"one level {level}", length, q, k, v, one_level_plan(4, length, 128, level), vers, writer,
                         binary=level in (0, 1))
-            marginal_costs(length, args.one_levels or ((4, 0) if args.quick else (1, 2, 4, 8, 0)), list(vers))
+            marginal_costs(length, one_levels, list(vers))
             for keep in ((0.25, 0.1) if args.quick else (0.5, 0.25, 0.1)):
                 for seed in ((0,) if args.quick else (0, 1)):
                     measure(f"random keep {keep} seed {seed}", length, q, k, v,
