@@ -54,8 +54,65 @@ def test_demo_runs_the_main_job_end_to_end(demo_run):
         assert (out / name).read_bytes()[:8] == PNG_MAGIC
     assert sum(line.startswith("paper ") for line in printed.splitlines()) == 4
     assert [line.split()[2] for line in printed.splitlines() if line.startswith("this run")] == ["dense", "psa"]
-    assert demo.REAL_DATA_COMMAND in printed and "accuracy here is chance" in printed
+    assert demo.REAL_DATA_COMMAND in printed and "its accuracy is chance" in printed
     assert (out / "data" / "videomme" / "videomme" / "test-00000-of-00001.parquet").is_file()
+
+
+def test_demo_on_the_shipped_testbed_answers_from_the_clips(tmp_path, capsys):
+    """The default demo model: needle clips of its own task, read back through mp4 and the harness's sampling,
+    answered as the needle benchmark's renders are (chance is 0.25)."""
+    from vlmsparse import testbed
+
+    if not (Path(testbed.checkpoint_path()) / "config.json").is_file():
+        pytest.skip("no testbed checkpoint in this install")
+    out = tmp_path / "run"
+    argv = ["--demo", "--out", str(out), "--no-progress", "--method", "dense,psa", "--limit", "2", "--max-new-tokens", "2"]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TRITON_INTERPRET", "0")
+        assert cli.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "trained on this task" in printed
+    dense, psa = read_rows(out / "videomme.csv")
+    assert dense["method"] == "dense" and dense["n_overall"] == "6" and dense["n_errors"] == "0"
+    assert round(float(dense["acc_overall"]) * 6) >= 5  # the checkpoint's own check: 1.000 at 512 and 2048 frames
+    assert dense["frames_used"] == "256-768" and dense["frame_pixels_used"] == "3136"  # every frame, 56 x 56
+    (records_file,) = list(out.glob("runs/videomme/*/psa-*/records.jsonl"))
+    records = [json.loads(line) for line in records_file.read_text().splitlines()]
+    assert sorted({r["num_visual_tokens"] for r in records}) == [512, 1024, 1536]  # 256-768 frames, 2 tokens each
+    assert max(r["sparsity"] for r in records) > 0.05  # eight visual key blocks on the medium clips
+
+
+def test_demo_adds_a_sparse_psa_setting_only_to_its_default_methods(tmp_path):
+    opts, _ = cli.parse_options(["--demo", "--out", str(tmp_path / "a")])
+    assert [(s.method, s.name) for s in opts.settings] == [(m, "default") for m in demo.DEMO_METHODS] + [
+        ("psa", "videomme-0.65")]
+    assert opts.settings[-1].config.mode == "quota"  # the preset's fields, built and checked
+    opts, _ = cli.parse_options(["--demo", "--out", str(tmp_path / "b"), "--method", "psa"])
+    assert [(s.method, s.name) for s in opts.settings] == [("psa", "default")]
+
+
+def test_needle_dataset_holds_the_needle_benchmark_pixels_losslessly(tmp_path):
+    from vlmsparse.eval.frames import FrameSpec, read_video
+    from vlmsparse.eval.needle import NeedleConfig, make_sample
+    from vlmsparse.eval.synthetic_videomme import write_needle_videomme
+    from vlmsparse.eval.videomme import load_questions
+
+    needle = NeedleConfig(frame_size=56, needle_frames=2, kind="colour")
+    data = write_needle_videomme(tmp_path / "d", lengths={"short": 8, "long": 12}, questions_per_split=2, needle=needle,
+                                 seed=5)
+    assert [r["duration"] for r in data.rows] == ["short", "short", "long", "long"]
+    questions, _ = load_questions(data.root)
+    assert [q.answer for q in questions] == [r["answer"] for r in data.rows]
+    for row, (i, length, depth) in zip(data.rows, [(0, 8, 0.25), (1, 8, 0.75), (0, 12, 0.25), (1, 12, 0.75)]):
+        sample = make_sample(5, length, depth, needle, index=i)
+        assert row["answer"] == sample.question.answer and row["options"][0] == f"A. {sample.question.options[0]}"
+        video = read_video(data.videos[row["videoID"]], FrameSpec(min_pixels=56 * 56, max_pixels=56 * 56))
+        assert video.num_frames == length and video.sample_fps == pytest.approx(2.0)
+        assert (video.frames == sample.frames).all()  # lossless: the benchmark's pixels exactly
+    with pytest.raises(ValueError, match="durations"):
+        write_needle_videomme(tmp_path / "e", lengths={"huge": 8})
+    with pytest.raises(ValueError, match="even frame count"):
+        write_needle_videomme(tmp_path / "f", lengths={"short": 7})
 
 
 def test_demo_model_prefers_the_trained_testbed(tmp_path, monkeypatch):

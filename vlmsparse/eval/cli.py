@@ -139,8 +139,9 @@ def build_parser(generated: bool = False) -> argparse.ArgumentParser:
     data.add_argument(
         "--demo",
         action="store_true",
-        help="instead of --data-dir: run every method (or --method) on a generated Video-MME-shaped dataset with "
-        "the project's small model, into a fresh run folder (--out to choose it), with the plots; nothing downloaded",
+        help="instead of --data-dir: run every method (or --method) on a generated Video-MME-shaped dataset of "
+        "needle questions with the project's trained testbed model, into a fresh run folder (--out to choose it), "
+        "with the plots; nothing downloaded",
     )
     p.add_argument(
         "--metadata",
