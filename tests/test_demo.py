@@ -232,3 +232,18 @@ def test_frontier_summary_names_the_line_and_counts_budgets_xattention_cannot_re
     assert out["1.5x"]["psa_err"] == 0.05 and out["1.5x"]["psa_ahead"] == "no"  # 0.05 vs 0.03
     assert out["2.0x"]["psa_ahead"] == "yes" and out["2.0x"]["psa_line"] == "psa"  # no XAttention setting that fast
     assert out["3.0x"]["psa_ahead"] == "" and out["3.0x"]["psa_line"] == ""
+
+
+def test_demo_checks_a_given_model_before_writing_anything(tmp_path, capsys):
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--demo", "--out", str(out), "--model", str(tmp_path / "no-such-model")])
+    assert exc.value.code == 2 and "does not exist" in capsys.readouterr().err
+    assert not out.exists()
+    folder = tmp_path / "not-a-vlm"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "bert"}')
+    (folder / "model.safetensors").write_bytes(b"")
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--demo", "--out", str(out), "--model", str(folder)])
+    assert exc.value.code == 2 and not out.exists()

@@ -315,7 +315,16 @@ def parse_options(argv: Sequence[str] | None = None) -> tuple[EvalOptions, Bench
         if args.decode_only:
             parser.error("--decode-only decodes the videos of --data-dir; the demo generates its own")
         _check_frame_cache(parser, args)
-        return demo_options(opts, out=args.out, model_given=args.model != DEFAULT_MODEL), bench
+        model_given = args.model != DEFAULT_MODEL
+        if model_given:  # a model of the user's: checked before any clip is written
+            from .families import family_of_model
+
+            try:
+                check_model_source(opts.model)
+                family_of_model(opts.model)
+            except (HarnessError, ValueError) as exc:
+                parser.error(str(exc))
+        return demo_options(opts, out=args.out, model_given=model_given), bench
     if not Path(opts.data_dir).is_dir():
         parser.error(
             f"--data-dir {opts.data_dir}: no such folder. Give the folder of a Video-MME copy "

@@ -159,7 +159,9 @@ def _run_demo(opts: EvalOptions) -> list[dict]:
     folder = Path(opts.out)
     folder.mkdir(parents=True, exist_ok=True)
     if opts.model:
-        model = DemoModel(opts.model, f"the model you gave ({opts.model})", True)
+        from .model_io import resolve_model
+
+        model = DemoModel(resolve_model(opts.model), f"the model you gave ({opts.model})", True)
     else:
         model = demo_model(folder / "model")
     clips = demo_data(model)
