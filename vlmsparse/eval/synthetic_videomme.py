@@ -124,7 +124,7 @@ def write_synthetic_videomme(
     rows: list[dict] = []
     videos: dict[str, Path] = {}
     index = 0
-    for d, duration in enumerate(DURATIONS):
+    for duration in DURATIONS:
         for v in range(videos_per_split):
             index += 1
             video_id = f"{index:03d}"
@@ -135,26 +135,31 @@ def write_synthetic_videomme(
             for k in range(questions_per_video):
                 n = len(rows)
                 rows.append(
-                    {
-                        "video_id": video_id,
-                        "duration": duration,
-                        "domain": DOMAINS[d % len(DOMAINS)],
-                        "sub_category": SUB_CATEGORIES[d % len(SUB_CATEGORIES)],
-                        "url": f"https://www.youtube.com/watch?v={video_file_id}",
-                        "videoID": video_file_id,
-                        "question_id": f"{video_id}-{k + 1}",
-                        "task_type": TASK_TYPES[n % len(TASK_TYPES)],
-                        "question": f"Which way does the square move in clip {video_id} (question {k + 1})?",
-                        "options": [
-                            "A. Left to right.",
-                            "B. Right to left.",
-                            "C. It does not move.",
-                            "D. Top to bottom.",
-                        ],
-                        "answer": "ABCD"[n % 4],
-                    }
+                    _row(duration, video_id, video_file_id, k + 1, TASK_TYPES[n % len(TASK_TYPES)],
+                         f"Which way does the square move in clip {video_id} (question {k + 1})?",
+                         ["A. Left to right.", "B. Right to left.", "C. It does not move.", "D. Top to bottom."],
+                         "ABCD"[n % 4])
                 )
     return SyntheticVideoMME(root=root, parquet=_write_table(root, rows), rows=rows, videos=videos)
+
+
+def _row(duration: str, video_id: str, video_file_id: str, number: int, task_type: str, question: str,
+         options: list[str], answer: str) -> dict:
+    """One question row in the published columns (domain and sub-category by duration, a YouTube-like url)."""
+    d = DURATIONS.index(duration)
+    return {
+        "video_id": video_id,
+        "duration": duration,
+        "domain": DOMAINS[d % len(DOMAINS)],
+        "sub_category": SUB_CATEGORIES[d % len(SUB_CATEGORIES)],
+        "url": f"https://www.youtube.com/watch?v={video_file_id}",
+        "videoID": video_file_id,
+        "question_id": f"{video_id}-{number}",
+        "task_type": task_type,
+        "question": question,
+        "options": options,
+        "answer": answer,
+    }
 
 
 def _write_table(root: Path, rows: list[dict]) -> Path:
@@ -199,7 +204,7 @@ def write_needle_videomme(
     root = Path(root)
     rows: list[dict] = []
     videos: dict[str, Path] = {}
-    for d, duration in enumerate(d for d in DURATIONS if d in lengths):
+    for duration in (d for d in DURATIONS if d in lengths):
         length = int(lengths[duration])
         for i in range(questions_per_split):
             depth = (i + 0.5) / questions_per_split
@@ -209,19 +214,7 @@ def write_needle_videomme(
             video_file_id = f"nd{n + 1:02d}Xq_{duration[:2]}"
             videos[video_file_id] = write_frames(root / "data" / f"{video_file_id}.mp4", sample.frames, fps=VIDEO_FPS)
             q = sample.question
-            rows.append(
-                {
-                    "video_id": video_id,
-                    "duration": duration,
-                    "domain": DOMAINS[d % len(DOMAINS)],
-                    "sub_category": SUB_CATEGORIES[d % len(SUB_CATEGORIES)],
-                    "url": f"https://www.youtube.com/watch?v={video_file_id}",
-                    "videoID": video_file_id,
-                    "question_id": f"{video_id}-1",
-                    "task_type": "Object Recognition" if q.kind != "colour" else "Attribute Perception",
-                    "question": q.question,
-                    "options": [f"{letter}. {text}" for letter, text in zip("ABCD", q.options)],
-                    "answer": q.answer,
-                }
-            )
+            task_type = "Object Recognition" if q.kind != "colour" else "Attribute Perception"
+            rows.append(_row(duration, video_id, video_file_id, 1, task_type, q.question,
+                             [f"{letter}. {text}" for letter, text in zip("ABCD", q.options)], q.answer))
     return SyntheticVideoMME(root=root, parquet=_write_table(root, rows), rows=rows, videos=videos)
