@@ -76,10 +76,12 @@ def test_demo_on_the_shipped_testbed_answers_from_the_clips(tmp_path, capsys):
     assert dense["method"] == "dense" and dense["n_overall"] == "6" and dense["n_errors"] == "0"
     assert round(float(dense["acc_overall"]) * 6) >= 5  # the checkpoint's own check: 1.000 at 512 and 2048 frames
     assert dense["frames_used"] == "256-768" and dense["frame_pixels_used"] == "3136"  # every frame, 56 x 56
+    assert float(dense["answer_prob"]) > 0.9  # the right letter's share of the options' probability
     (records_file,) = list(out.glob("runs/videomme/*/psa-*/records.jsonl"))
     records = [json.loads(line) for line in records_file.read_text().splitlines()]
     assert sorted({r["num_visual_tokens"] for r in records}) == [512, 1024, 1536]  # 256-768 frames, 2 tokens each
     assert max(r["sparsity"] for r in records) > 0.05  # eight visual key blocks on the medium clips
+    assert all(len(r["option_probs"]) == 4 and 0.0 <= r["answer_prob"] <= 1.0 for r in records)
 
 
 def test_demo_adds_a_sparse_psa_setting_only_to_its_default_methods(tmp_path):

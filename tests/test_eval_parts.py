@@ -261,6 +261,36 @@ def test_aggregation_on_known_outcomes():
     assert s.by_task_type["OCR"].errors == 1
 
 
+def test_answer_prob_is_the_right_letters_share_and_its_mean_skips_records_without_it():
+    from vlmsparse.eval.runner import answer_prob
+
+    assert answer_prob([0.1, 0.6, 0.1, 0.0], "B") == pytest.approx(0.75)  # renormalised over the four letters
+    assert answer_prob([0.25] * 4, "D") == pytest.approx(0.25)
+    assert answer_prob(None, "A") is None and answer_prob([0.0] * 4, "A") is None
+    recs = [_rec("1", "short", "OCR", True, 0.5), _rec("2", "short", "OCR", False, 0.5), _rec("3", "long", "OCR", True, 0.5)]
+    recs[0]["answer_prob"], recs[1]["answer_prob"] = 0.9, 0.3  # the third is a record from before the field
+    s = aggregate.summarize(recs)
+    assert s.overall.answer_prob == pytest.approx(0.6) and s.by_duration["long"].answer_prob is None
+
+
+def test_option_letters_are_single_tokens_of_the_offline_tokenizer():
+    import torch
+
+    from vlmsparse.eval.model_io import _FirstStepTimer, option_letter_ids
+    from vlmsparse.testing import tiny_qwen2_5_vl
+
+    _, processor = tiny_qwen2_5_vl()
+    ids = option_letter_ids(processor.tokenizer)
+    assert ids is not None and len(set(ids)) == 4
+    assert [processor.tokenizer.decode([i]) for i in ids] == list("ABCD")
+    timer = _FirstStepTimer(torch.device("cpu"), ids)
+    scores = torch.full((1, max(ids) + 1), -30.0)
+    scores[0, ids[2]] = 5.0
+    assert timer(None, scores) is scores and timer.option_probs[2] > 0.99 and sum(timer.option_probs) <= 1.0 + 1e-6
+    timer(None, scores * 0)  # later steps leave the first step's probabilities alone
+    assert timer.option_probs[2] > 0.99
+
+
 # -- CSVs --------------------------------------------------------------------------------------------
 
 

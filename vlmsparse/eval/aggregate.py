@@ -28,6 +28,8 @@ class Tally:
     visual_n: int = 0
     prefill_sum: float = 0.0
     prefill_n: int = 0
+    answer_prob_sum: float = 0.0
+    answer_prob_n: int = 0
 
     def add(self, record: dict) -> None:
         if record.get("error"):
@@ -44,10 +46,19 @@ class Tally:
         if record.get("prefill_s") is not None:
             self.prefill_sum += float(record["prefill_s"])
             self.prefill_n += 1
+        if record.get("answer_prob") is not None:
+            self.answer_prob_sum += float(record["answer_prob"])
+            self.answer_prob_n += 1
 
     @property
     def accuracy(self) -> float | None:
         return self.correct / self.answered if self.answered else None
+
+    @property
+    def answer_prob(self) -> float | None:
+        """Mean over answered questions of the right option's share of the letters' probability (records
+        without it, from before it was recorded, are left out)."""
+        return self.answer_prob_sum / self.answer_prob_n if self.answer_prob_n else None
 
     @property
     def sparsity(self) -> float | None:

@@ -30,6 +30,7 @@ LEADERBOARD_COLUMNS: tuple[str, ...] = (
     "frames", "fps", "min_pixels", "max_pixels", "total_pixels",  # the frame sampling asked for
     "frames_used", "frame_pixels_used", "dtype",  # frames and pixels per frame sampled (smallest-largest), dtype
     "acc_short", "acc_medium", "acc_long", "acc_overall",  # accuracy per duration and overall
+    "answer_prob",  # mean share of the right letter in the options' probability at the first reply token
     "n_short", "n_medium", "n_long", "n_overall", "n_errors", "n_missing",  # answered, errors, missing videos
     "sparsity", "visual_sparsity", "prefill_s_mean", "peak_mem_gib",  # what it cost
     "device", "num_processes", "date", "version", "data", "run_id",  # where, when, on what data, run identity

@@ -22,7 +22,7 @@ import torch
 
 from .families import EvalFamily, family_of_model
 from .frames import SampledVideo
-from .prompts import chat_messages
+from .prompts import LETTERS, chat_messages
 
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 
@@ -147,20 +147,35 @@ class Generation:
     preprocess_s: float | None = None  # chat template, video processor and the copy to the device
     vision_s: float | None = None  # the vision tower's forward (inside prefill_s)
     kv_cache: str | None = None  # "static" (preallocated, decode steps compiled and replayed) or "dynamic"
+    #: probabilities of the option letters A-D as the first reply token (the decode's first step, all processors
+    #: applied), or None where a letter is not one token of the tokenizer
+    option_probs: list[float] | None = None
 
 
 class _FirstStepTimer:
-    """Logits processor that notes when the first token's logits exist: the end of the prefill."""
+    """Logits processor that notes when the first token's logits exist (the end of the prefill) and, given the
+    option letters' token ids, their probabilities as the first reply token."""
 
-    def __init__(self, device: torch.device):
+    def __init__(self, device: torch.device, letter_ids: list[int] | None = None):
         self.device = device
+        self.letter_ids = letter_ids
         self.at: float | None = None
+        self.option_probs: list[float] | None = None
 
     def __call__(self, input_ids, scores):
         if self.at is None:
             synchronize(self.device)
             self.at = time.perf_counter()
+            if self.letter_ids is not None:
+                probs = torch.softmax(scores[0].float(), dim=-1)[self.letter_ids]
+                self.option_probs = [float(p) for p in probs.tolist()]
         return scores
+
+
+def option_letter_ids(tokenizer) -> list[int] | None:
+    """Token ids of the replies ``A`` ... ``D`` (each one token, as in Qwen's and LLaVA's vocabularies), or None."""
+    ids = [tokenizer.encode(letter, add_special_tokens=False) for letter in LETTERS]
+    return [i[0] for i in ids] if all(len(i) == 1 for i in ids) else None
 
 
 #: ``kv_cache`` choices of :class:`VideoQA` (and the harness's ``--kv-cache``).
@@ -202,6 +217,7 @@ class VideoQA:
         self.max_new_tokens = max_new_tokens
         self.processor_kwargs = dict({"do_resize": False} if processor_kwargs is None else processor_kwargs)
         self.video_token_id = getattr(model.config, "video_token_id", None)
+        self.letter_ids = option_letter_ids(processor.tokenizer)
         gen = copy.deepcopy(model.generation_config)
         gen.do_sample = False
         gen.num_beams = 1
@@ -255,7 +271,7 @@ class VideoQA:
         begin = time.perf_counter()
         batch = self.inputs(video, prompt)
         input_ids = batch["input_ids"]
-        timer = _FirstStepTimer(self.device)
+        timer = _FirstStepTimer(self.device, self.letter_ids)
         if self.vision_timer is not None:
             self.vision_timer.reset()
         synchronize(self.device)
@@ -276,6 +292,7 @@ class VideoQA:
             preprocess_s=start - begin,
             vision_s=self.vision_timer.seconds() if self.vision_timer is not None else None,
             kv_cache=self.kv_cache,
+            option_probs=timer.option_probs,
         )
 
     def _generate(self, batch, processors, timer: "_FirstStepTimer"):

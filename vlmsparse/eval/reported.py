@@ -55,12 +55,12 @@ def _fmt(value) -> str:
 
 def comparison_table(rows: Sequence[dict]) -> str:
     """Plain-text table: the paper's rows, then the given leaderboard rows (dicts with LEADERBOARD_COLUMNS)."""
-    header = ("source", "method", "setting", "short", "medium", "long", "overall", "sparsity", "n")
+    header = ("source", "method", "setting", "short", "medium", "long", "overall", "sparsity", "n", "p(right)")
     lines: list[tuple[str, ...]] = [header]
     for paper in PSA_PAPER_VIDEOMME:
         lines.append(
             ("paper", paper.label, "reported", _fmt(paper.short), _fmt(paper.medium), _fmt(paper.long), _fmt(paper.overall),
-             _fmt(paper.sparsity), "2700")
+             _fmt(paper.sparsity), "2700", "-")
         )
     for row in rows:
         lines.append(
@@ -74,6 +74,7 @@ def comparison_table(rows: Sequence[dict]) -> str:
                 _fmt(row.get("acc_overall")),
                 _fmt(row.get("sparsity")),
                 str(row.get("n_overall", "")),
+                _fmt(row.get("answer_prob")),
             )
         )
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]

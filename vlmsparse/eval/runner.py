@@ -33,7 +33,7 @@ from .errors import DataError, HarnessError, MissingVideosError, ModelError, Out
 from .frame_cache import FrameCache
 from .frames import FRAME_FACTOR, FrameSpec, SampledVideo, VideoDecodeError, read_video, round_by_factor
 from .locks import VideoClaims
-from .prompts import build_prompt
+from .prompts import LETTERS, build_prompt
 from .record_fields import record_check
 from .records import RecordWriter, drop_errors, merge_shards, read_run, shard_path
 from .reported import comparison_table
@@ -272,6 +272,8 @@ def answer_question(
         prediction=prediction,
         response=gen.text,
         correct=is_correct(prediction, q.answer),
+        option_probs=gen.option_probs,
+        answer_prob=answer_prob(gen.option_probs, q.answer),
         sparsity=sparsity,
         visual_sparsity=visual,
         layer_sparsity=layers,
@@ -294,6 +296,16 @@ def answer_question(
     )
     record.update(question_times(gen, decode_s=decode_s, wall_s=wait_s + time.perf_counter() - began))
     return record
+
+
+def answer_prob(option_probs: list[float] | None, answer: str) -> float | None:
+    """The right option's share of the four letters' probability as the first reply token: 1 when the model is
+    sure of the right letter, 0.25 when it cannot tell the options apart. It moves before accuracy does, so it
+    shows what a sparse setting costs where every setting still answers right. None without letter probabilities."""
+    if not option_probs or answer not in LETTERS:
+        return None
+    total = sum(option_probs)
+    return option_probs[LETTERS.index(answer)] / total if total > 0 else None
 
 
 def _fmt(value: float | None) -> str:
@@ -343,6 +355,7 @@ def leaderboard_row(
         frame_pixels_used=_span(summary.frame_pixels_used),
         dtype=opts.dtype,
         acc_overall=summary.overall.accuracy,
+        answer_prob=summary.overall.answer_prob,
         n_overall=summary.overall.answered,
         n_errors=summary.overall.errors,
         n_missing=n_missing,

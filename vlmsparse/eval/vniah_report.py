@@ -35,13 +35,13 @@ __all__ = [
 VNIAH_COLUMNS: tuple[str, ...] = (
     "model", "method", "setting", "config", "haystack", "seed", "lengths", "depths", "samples", "frame_size",
     "needle", "needle_frames", "max_visual_tokens", "dtype", "acc_overall", "acc_by_length", "acc_by_depth",
-    "acc_min_cell", "n_overall", "n_errors", "sparsity", "visual_sparsity", "sparsity_by_length", "prefill_s_mean",
-    "peak_mem_gib", "device", "date", "version", "run_id",
+    "acc_min_cell", "answer_prob", "answer_prob_min_cell", "n_overall", "n_errors", "sparsity", "visual_sparsity",
+    "sparsity_by_length", "prefill_s_mean", "peak_mem_gib", "device", "date", "version", "run_id",
 )
 VNIAH_KEY: tuple[str, ...] = ("run_id", "lengths", "depths", "samples")
 CELL_COLUMNS: tuple[str, ...] = (
     "model", "method", "setting", "seed", "length", "visual_tokens", "depth", "samples", "n", "n_errors", "accuracy",
-    "sparsity", "visual_sparsity", "prefill_s_mean", "device", "date", "run_id",
+    "answer_prob", "sparsity", "visual_sparsity", "prefill_s_mean", "device", "date", "run_id",
 )
 CELL_KEY: tuple[str, ...] = ("run_id", "length", "depth", "samples")
 
@@ -70,8 +70,9 @@ class Grid:
         if device and device not in self.devices:
             self.devices.append(device)
 
-    def min_cell(self) -> float | None:
-        values = [t.accuracy for t in self.cells.values() if t.accuracy is not None]
+    def min_cell(self, what: str = "accuracy") -> float | None:
+        """The lowest cell's ``what`` (a :class:`Tally` property: accuracy, answer_prob)."""
+        values = [v for t in self.cells.values() if (v := getattr(t, what)) is not None]
         return min(values) if values else None
 
 
@@ -108,6 +109,8 @@ def leaderboard_row(*, grid: Grid, spec, setting, model: str, dtype: str, run_id
         "acc_by_length": _pairs({L: grid.by_length[L].accuracy for L in spec.lengths}),
         "acc_by_depth": _pairs({d: grid.by_depth[d].accuracy for d in spec.depths}),
         "acc_min_cell": grid.min_cell(),
+        "answer_prob": grid.overall.answer_prob,
+        "answer_prob_min_cell": grid.min_cell("answer_prob"),
         "n_overall": grid.overall.answered,
         "n_errors": grid.overall.errors,
         "sparsity": grid.overall.sparsity,
@@ -132,6 +135,7 @@ def cell_rows(row: dict, grid: Grid, spec) -> list[dict]:
                 "model": row["model"], "method": row["method"], "setting": row["setting"], "seed": row["seed"],
                 "length": length, "visual_tokens": spec.visual_tokens(length), "depth": f"{depth:g}",
                 "samples": spec.samples, "n": tally.answered, "n_errors": tally.errors, "accuracy": tally.accuracy,
+                "answer_prob": tally.answer_prob,
                 "sparsity": tally.sparsity, "visual_sparsity": tally.visual_sparsity,
                 "prefill_s_mean": tally.prefill_s, "device": row["device"], "date": row["date"],
                 "run_id": row["run_id"],
@@ -195,13 +199,16 @@ def _fmt(value) -> str:
 
 
 def table(rows: Sequence[dict]) -> str:
-    """A plain-text table of a run's rows: accuracy per length, overall, worst cell, sparsity."""
-    header = ["method", "setting", "acc by length (frames:acc)", "overall", "min cell", "sparsity", "visual", "prefill s"]
+    """A plain-text table of a run's rows: accuracy per length, overall, worst cell, the right letter's
+    probability share, sparsity."""
+    header = ["method", "setting", "acc by length (frames:acc)", "overall", "min cell", "p(right)", "sparsity",
+              "visual", "prefill s"]
     lines = [header]
     for r in rows:
         lines.append([
             str(r["method"]), str(r["setting"]), str(r["acc_by_length"]), _fmt(r["acc_overall"]),
-            _fmt(r["acc_min_cell"]), _fmt(r["sparsity"]), _fmt(r["visual_sparsity"]), _fmt(r["prefill_s_mean"]),
+            _fmt(r["acc_min_cell"]), _fmt(r.get("answer_prob")), _fmt(r["sparsity"]), _fmt(r["visual_sparsity"]),
+            _fmt(r["prefill_s_mean"]),
         ])
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in lines)
