@@ -249,3 +249,14 @@ def test_demo_checks_a_given_model_before_writing_anything(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         cli.main(["--demo", "--out", str(out), "--model", str(folder)])
     assert exc.value.code == 2 and not out.exists()
+
+
+def test_demo_runs_the_model_named_even_when_it_is_the_harness_default(tmp_path, monkeypatch, capsys):
+    from vlmsparse.eval.runner import DEFAULT_MODEL
+
+    opts, _ = cli.parse_options(["--demo", "--out", str(tmp_path / "a")])
+    assert opts.model == ""  # none named: the demo picks the testbed when it runs
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the default 7B is not in this machine's hub cache
+    with pytest.raises(SystemExit) as exc:
+        cli.parse_options(["--demo", "--out", str(tmp_path / "b"), "--model", DEFAULT_MODEL])
+    assert exc.value.code == 2 and "nor in the hub cache" in capsys.readouterr().err  # checked, not replaced

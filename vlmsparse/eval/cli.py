@@ -109,7 +109,7 @@ def build_parser(generated: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--bench", default="videomme", help=f"benchmark: {', '.join(available_benchmarks())} (default videomme)")
     p.add_argument(
         "--model",
-        default=DEFAULT_MODEL,
+        default=None,  # DEFAULT_MODEL once parsed; None tells the demo that no model was named
         help=f"hub id or local folder of a Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Qwen3-VL-MoE or LLaVA-OneVision / "
         f"LLaVA-Video model, or testbed (the project's trained small model; default {DEFAULT_MODEL})",
     )
@@ -239,6 +239,8 @@ def parse_options(argv: Sequence[str] | None = None) -> tuple[EvalOptions, Bench
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(generated="--generate" in argv)
     args = parser.parse_args(argv)
+    model_given = bool(args.model)
+    args.model = args.model or DEFAULT_MODEL
     try:
         bench = get_benchmark(args.bench)
     except ValueError as exc:
@@ -315,7 +317,6 @@ def parse_options(argv: Sequence[str] | None = None) -> tuple[EvalOptions, Bench
         if args.decode_only:
             parser.error("--decode-only decodes the videos of --data-dir; the demo generates its own")
         _check_frame_cache(parser, args)
-        model_given = args.model != DEFAULT_MODEL
         if model_given:  # a model of the user's: checked before any clip is written
             from .families import family_of_model
 
