@@ -318,13 +318,7 @@ def parse_options(argv: Sequence[str] | None = None) -> tuple[EvalOptions, Bench
             parser.error("--decode-only decodes the videos of --data-dir; the demo generates its own")
         _check_frame_cache(parser, args)
         if model_given:  # a model of the user's: checked before any clip is written
-            from .families import family_of_model
-
-            try:
-                check_model_source(opts.model)
-                family_of_model(opts.model)
-            except (HarnessError, ValueError) as exc:
-                parser.error(str(exc))
+            _model_family(parser, opts.model, check_source=True)
         return demo_options(opts, out=args.out, model_given=model_given), bench
     if not Path(opts.data_dir).is_dir():
         parser.error(
@@ -336,12 +330,9 @@ def parse_options(argv: Sequence[str] | None = None) -> tuple[EvalOptions, Bench
         parser.error(f"--metadata {opts.metadata} is not a file; pass the Video-MME question table (parquet)")
     if Path(opts.out).exists() and not Path(opts.out).is_dir():
         parser.error(f"--out {opts.out} is a file; pass a folder for the CSVs and runs/")
-    if not opts.decode_only:  # decoding alone needs the model's config (its family), not its weights
-        try:
-            check_model_source(opts.model)
-        except HarnessError as exc:
-            parser.error(str(exc))
-    _check_family_frames(parser, args, opts, settings)
+    # decoding alone needs the model's config (its family), not its weights
+    family = _model_family(parser, opts.model, check_source=not opts.decode_only)
+    _check_family_frames(parser, args, opts, settings, family)
     _check_frame_cache(parser, args)
     return opts, bench
 
@@ -413,15 +404,23 @@ def _draw_plots(out: str) -> None:
         print("plots: " + ", ".join(str(p) for p in written), flush=True)
 
 
-def _check_family_frames(parser: argparse.ArgumentParser, args: argparse.Namespace, opts: EvalOptions, settings) -> None:
-    """An unsupported --model, or frame flags its family has no use for (or out of its range): argument errors,
-    before anything loads. The family comes from the model's config.json."""
+def _model_family(parser: argparse.ArgumentParser, model: str, *, check_source: bool):
+    """The family of --model from its config.json; with ``check_source``, first that it can be a model to load
+    (a folder with weights, or a hub id). Either failing is an argument error, before anything loads."""
     from .families import family_of_model
 
     try:
-        family = family_of_model(opts.model)
-    except ValueError as exc:
+        if check_source:
+            check_model_source(model)
+        return family_of_model(model)
+    except (HarnessError, ValueError) as exc:
         parser.error(str(exc))
+
+
+def _check_family_frames(parser: argparse.ArgumentParser, args: argparse.Namespace, opts: EvalOptions, settings,
+                         family) -> None:
+    """Frame flags the model's family has no use for (or out of its range): argument errors, before anything
+    loads."""
     for setting in settings:
         try:
             setting_spec(setting, opts, family)

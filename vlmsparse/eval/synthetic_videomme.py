@@ -18,11 +18,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
 
 from .videomme import COLUMNS, DURATIONS
+
+if TYPE_CHECKING:
+    from .needle import NeedleConfig
 
 __all__ = ["SyntheticVideoMME", "write_synthetic_videomme", "write_video", "write_needle_videomme", "write_frames"]
 
@@ -178,7 +181,7 @@ def write_needle_videomme(
     *,
     lengths: Mapping[str, int],
     questions_per_split: int = 4,
-    needle=None,
+    needle: NeedleConfig | None = None,
     seed: int = 0,
 ) -> SyntheticVideoMME:
     """Write a Video-MME-shaped dataset of needle questions under ``root``; returns what was written.
