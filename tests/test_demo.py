@@ -205,9 +205,22 @@ def test_a_folder_without_the_question_table_does_not_go_to_the_hub(tmp_path, mo
         videomme.load_questions(tmp_path / "nowhere")
 
 
-def test_help_shows_data_dir_as_required_and_its_examples_parse():
+def test_data_dir_or_demo_is_asked_for_after_the_bench_and_method_are_checked(capsys):
+    def error(argv):
+        with pytest.raises(SystemExit) as exc:
+            cli.parse_options(argv)
+        assert exc.value.code == 2
+        return capsys.readouterr().err
+
+    assert "--data-dir DIR | --demo" in cli.build_parser().format_usage().replace("\n", " ").replace("  ", " ")
+    assert "give --data-dir DIR (a Video-MME copy) or --demo" in error(["--method", "psa"])
+    assert "needs --generate" in error(["--bench", "vniah"])
+    assert "unknown benchmark 'foo'" in error(["--bench", "foo"])  # not "--data-dir is required"
+    assert "unknown method 'psaa'" in error(["--method", "psaa"])
+
+
+def test_the_help_examples_parse():
     parser = cli.build_parser()
-    assert "(--data-dir DIR | --demo)" in parser.format_usage().replace("\n", " ").replace("  ", " ")
     examples = [line.strip().split("#")[0].strip() for line in cli.EXAMPLES.splitlines()]
     commands = [shlex.split(line) for line in examples if line.startswith(("python -m vlmsparse.eval", "accelerate"))]
     assert len(commands) >= 5
@@ -216,7 +229,7 @@ def test_help_shows_data_dir_as_required_and_its_examples_parse():
         argv = words[words.index("vlmsparse.eval") + 1 :]
         if argv[:1] == ["plot"]:
             continue
-        args = cli.build_parser(generated="--generate" in argv).parse_args(argv)
+        args = parser.parse_args(argv)
         for config in args.config or []:
             assert (repo / config).is_file(), f"the help names {config}, which is not in the repository"
 

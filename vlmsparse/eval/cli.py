@@ -97,9 +97,9 @@ def _depths(text: str) -> list[float]:
     return values
 
 
-def build_parser(generated: bool = False) -> argparse.ArgumentParser:
-    """The argument parser (also used by the docs and the tests). ``generated``: ``--generate`` was given (vniah's
-    generated haystacks), so neither --data-dir nor --demo is required."""
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (also used by the docs and the tests). Which of --data-dir, --demo and --generate is
+    needed depends on --bench, so :func:`parse_options` checks that."""
     p = _Parser(
         prog="python -m vlmsparse.eval",
         description="Evaluate sparse-attention methods on a video benchmark and write leaderboard CSVs.",
@@ -129,7 +129,7 @@ def build_parser(generated: bool = False) -> argparse.ArgumentParser:
         "frame sampling",
     )
     p.add_argument("--split", default=None, help="short, medium, long or all (default all)")
-    data = p.add_mutually_exclusive_group(required=not generated)
+    data = p.add_mutually_exclusive_group()  # one of the two is required: checked in parse_options, after --bench
     data.add_argument(
         "--data-dir",
         default=None,
@@ -237,7 +237,7 @@ def parse_options(argv: Sequence[str] | None = None) -> tuple[EvalOptions, Bench
     """Parsed and checked options (settings resolved once) and the benchmark; argument errors exit through
     argparse."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(generated="--generate" in argv)
+    parser = build_parser()
     args = parser.parse_args(argv)
     model_given = bool(args.model)
     args.model = args.model or DEFAULT_MODEL
@@ -296,6 +296,12 @@ def parse_options(argv: Sequence[str] | None = None) -> tuple[EvalOptions, Bench
         parser.error("--decode-only needs --frame-cache DIR: the folder the decoded frames are stored in")
     if args.frame_cache and Path(args.frame_cache).exists() and not Path(args.frame_cache).is_dir():
         parser.error(f"--frame-cache {args.frame_cache} is a file; pass a folder for the sampled frames")
+    if not (args.data_dir or args.demo or args.generate):
+        parser.error(
+            "--bench vniah needs --generate (generated haystacks) or --data-dir DIR (a folder of videos)"
+            if bench.name == "vniah"
+            else "give --data-dir DIR (a Video-MME copy) or --demo (generated data, nothing downloaded)"
+        )
     needle_flags = [f"--{n.replace('_', '-')}" for n in _NEEDLE_FLAGS if getattr(args, n) not in (None, False)]
     if bench.name == "vniah":
         if args.demo:
