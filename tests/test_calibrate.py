@@ -191,6 +191,10 @@ def test_vniah_samples_spread_over_the_grid_and_use_the_trained_needle(tmp_path)
         (["--target-sparsity", "0.99"], "outside what the knob grid reaches"),
         (["--target-sparsity", "0.5", "--bench", "nope"], "unknown benchmark 'nope'"),
         (["--target-sparsity", "0.5", "--method", "xattention"], "is for method 'psa'"),
+        (["--target-sparsity", "0.5", "--model", "/no/such/model"], "--model apply to a model's samples; add --bench"),
+        (["--target-sparsity", "0.5", "--data-dir", "d", "--frames", "8"], "--data-dir, --frames apply to a model's"),
+        (["--target-sparsity", "0.5", "--bench", "vniah"], "--layers, --tokens, --heads, --head-dim apply to --bench "
+                                                           "synthetic only"),
     ],
 )
 def test_bad_input_is_a_one_line_error(argv, message, tmp_path, small_config, capsys):
@@ -203,3 +207,19 @@ def test_both_targets_is_an_argument_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         cli.main(["--target-sparsity", "0.5", "--target-error", "0.1", "--out", str(tmp_path)])
     assert exc.value.code == 2 and "not allowed with" in capsys.readouterr().err
+
+
+def test_a_target_no_knob_value_can_reach_on_short_samples_says_to_lengthen_them():
+    import numpy as np
+
+    from vlmsparse.calibrate.run import _target_cost
+
+    blocks = np.array([4.0, 6.0])
+    keeps_all = np.repeat(blocks[:, None], 3, axis=1)  # every knob value keeps every block
+    with pytest.raises(ValueError, match="no knob value skips anything on them: give longer samples"):
+        _target_cost(0.3, keeps_all, blocks, np.array([0.1, 0.5, 1.0]))
+    some = keeps_all.copy()
+    some[:, 0] = blocks / 2  # the sparsest value skips half
+    with pytest.raises(ValueError, match="add sparser values to --grid"):
+        _target_cost(0.6, some, blocks, np.array([0.1, 0.5, 1.0]))
+    assert _target_cost(0.25, some, blocks, np.array([0.1, 0.5, 1.0])) == pytest.approx(7.5)

@@ -143,8 +143,18 @@ def _model_source(args, run: dict, needed: int):
     from vlmsparse.eval.benchmarks import get_benchmark
     from vlmsparse.eval.runner import DEFAULT_MODEL, EvalOptions
 
-    from .model_source import ModelLayers, resolve_model
+    from vlmsparse.eval.errors import HarnessError
+    from vlmsparse.eval.families import family_of_model
+    from vlmsparse.eval.model_io import check_model_source, resolve_model
 
+    from .model_source import ModelLayers
+
+    name = args.model or DEFAULT_MODEL
+    try:  # the model can be loaded and is of a supported family: checked before any sample is made
+        check_model_source(name)
+        family_of_model(name)
+    except HarnessError as exc:
+        raise ValueError(str(exc)) from None
     bench = get_benchmark(args.bench)
     if bench.samples is None:
         raise ValueError(f"benchmark {args.bench!r} gives no calibration samples (its registry entry has no samples=)")
@@ -155,7 +165,7 @@ def _model_source(args, run: dict, needed: int):
               for k in ("frames", "fps", "min_pixels", "max_pixels", "total_pixels")}
     if args.fps is not None and args.frames is None:
         frames["frames"] = None
-    model_id = resolve_model(args.model or DEFAULT_MODEL)
+    model_id = resolve_model(name)
     opts = EvalOptions(model=model_id, split=split, data_dir=args.data_dir, metadata=args.metadata, **frames,
                        dtype=args.dtype or ("bfloat16" if torch.cuda.is_available() else "float32"),
                        progress=False)
@@ -182,7 +192,26 @@ def _model_source(args, run: dict, needed: int):
     device_map = args.device_map or ("auto" if torch.cuda.is_available() else None)
     model, processor = load_model(model_id, dtype=opts.dtype, device_map=device_map,
                                   attn_implementation=args.attn_implementation)
-    return ModelLayers(model, processor, samples[:needed], name=args.model or DEFAULT_MODEL)
+    return ModelLayers(model, processor, samples[:needed], name=name)
+
+
+_MODEL_OPTIONS = ("model", "split", "data_dir", "metadata", "frames", "fps", "min_pixels", "max_pixels",
+                  "total_pixels", "device_map", "attn_implementation", "bench_option")
+_SYNTHETIC_OPTIONS = ("layers", "tokens", "heads", "head_dim", "device", "seed")
+
+
+def _stray_options(parser: argparse.ArgumentParser, args) -> str | None:
+    """The one-line complaint when options of one sample source are given with the other (they would be ignored:
+    ``--model`` with the default ``--bench synthetic`` calibrated on generated layers, not on that model)."""
+    synthetic = args.bench == "synthetic"
+    names = _MODEL_OPTIONS if synthetic else _SYNTHETIC_OPTIONS
+    given = [f"--{n.replace('_', '-')}" for n in names if getattr(args, n) != parser.get_default(n)]
+    if not given:
+        return None
+    if synthetic:
+        return (f"{', '.join(given)} apply to a model's samples; add --bench videomme or --bench vniah "
+                "(the default, --bench synthetic, profiles generated layers and loads no model)")
+    return f"{', '.join(given)} apply to --bench synthetic only; --bench {args.bench} profiles the model's own layers"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -196,6 +225,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .knobs import knob_for
 
             knob_for(args.method)  # a method without a knob (dense) fails before anything else
+        if args.bench != "synthetic":
+            from vlmsparse.eval.benchmarks import get_benchmark
+
+            get_benchmark(args.bench)  # an unknown name is the error to report, not the options that go with it
+        stray = _stray_options(parser, args)
+        if stray:
+            raise ValueError(stray)
         method, fields, run, name = _base_setting(args)
         spec = CalibrationSpec(
             method=method, samples=args.samples, target_sparsity=args.target_sparsity,

@@ -10,18 +10,7 @@ import torch
 from vlmsparse.eval.samples import PromptSample
 from vlmsparse.model.attention import PrefillAttention
 
-__all__ = ["ModelLayers", "resolve_model"]
-
-
-def resolve_model(name: str) -> str:
-    """A hub id or folder; ``testbed`` names the project's trained testbed checkpoint."""
-    if name != "testbed":
-        return name
-    try:
-        from vlmsparse.testbed import checkpoint_path
-    except ImportError:
-        raise ValueError("--model testbed needs vlmsparse.testbed, which this checkout does not have") from None
-    return str(checkpoint_path())
+__all__ = ["ModelLayers"]
 
 
 class ModelLayers:
