@@ -161,3 +161,31 @@ def test_the_shipped_checkpoint_finds_the_needle_on_fresh_seeds():
     result = evaluate(model, load_processor(CHECKPOINT_DIR), cfg, device=torch.device("cpu"), lengths=(16,),
                       samples=4, stream=7)
     assert result["overall"] >= 0.75  # chance is 0.25; the checkpoint's own check measured 0.975
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["check", "--model", "/no/such/testbed"], "model folder /no/such/testbed does not exist"),
+        (["fidelity", "--model", "/no/such/testbed"], "model folder /no/such/testbed does not exist"),
+        (["train", "--init", "/no/such/testbed"], "pass --init a folder"),
+        (["fidelity", "--methods", "psa,nope"], "--methods nope: not in the sweep"),
+        (["check", "--device", "tpu7"], "--device 'tpu7': give cpu or cuda"),
+        (["check", "--lengths", "3"], "expected even frame counts >= 2"),
+        (["check", "--depths", "0,1.5"], "expected depths within [0, 1]"),
+        (["check", "--samples", "0"], "expected an integer >= 1"),
+    ],
+)
+def test_testbed_command_bad_input_is_a_one_line_error_before_any_model_loads(argv, message, capsys, monkeypatch):
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    from vlmsparse.testbed.__main__ import main
+
+    monkeypatch.setattr(Qwen2_5_VLForConditionalGeneration, "from_pretrained",
+                        classmethod(lambda *a, **k: pytest.fail("a model was loaded")))
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse's own errors
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 2 and message in err.strip().splitlines()[-1] and "Traceback" not in err, err

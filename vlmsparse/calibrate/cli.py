@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from vlmsparse.argtypes import numbers
+
 EXAMPLES = """\
 examples:
   python -m vlmsparse.calibrate --bench synthetic --method psa --samples 6 --holdout 3 --target-sparsity 0.65 --out runs/cal
@@ -16,13 +18,6 @@ examples:
       --target-error 0.05 --per-head --out runs/cal-psa
 then: python -m vlmsparse.eval --config runs/cal/calibrated.toml ...   (or vlmsparse.patch(model, config_file=...))
 """
-
-
-def _floats(text: str) -> list[float]:
-    try:
-        return [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
 def _shape(text: str) -> tuple[int, int, int]:
@@ -61,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=int, default=8, help="calibration samples (default 8)")
     p.add_argument("--holdout", type=int, default=0, help="further samples to measure the result on (default 0)")
     p.add_argument("--per-head", action="store_true", help="one knob per plan head instead of per layer")
-    p.add_argument("--grid", type=_floats, default=None, help="knob values to profile, comma-separated")
+    p.add_argument("--grid", type=numbers, default=None, help="knob values to profile, comma-separated")
     p.add_argument("--compare", action="append", default=[], help="run config also measured on the held-out samples")
     p.add_argument("--out", default=None,
                    help="output folder (default results/runs/calibration/<bench>-<method>-<target>)")

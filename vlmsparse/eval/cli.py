@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import math
 import signal
 import sys
 import threading
 from pathlib import Path
 from typing import Iterator, NoReturn, Sequence
 
+from ..argtypes import comma_list, depths, even_frame_counts, positive_float, positive_int
 from .distributed import close_process_group
 from .benchmarks import Benchmark, available_benchmarks, get_benchmark
 from .errors import HarnessError
@@ -50,53 +50,6 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def _comma_list(text: str) -> list[str]:
-    items = [item.strip() for item in text.split(",") if item.strip()]
-    if not items:
-        raise argparse.ArgumentTypeError("expected one name or a comma-separated list")
-    return items
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 < value < math.inf:
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {value}")
-    return value
-
-
-def _even_ints(text: str) -> list[int]:
-    try:
-        values = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated frame counts, got {text!r}") from None
-    if not values or any(v < 2 or v % 2 for v in values):
-        raise argparse.ArgumentTypeError(f"expected even frame counts >= 2 (frames go in pairs), got {text!r}")
-    return values
-
-
-def _depths(text: str) -> list[float]:
-    try:
-        values = [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated depths in [0, 1], got {text!r}") from None
-    if not values or any(not 0.0 <= v <= 1.0 for v in values):
-        raise argparse.ArgumentTypeError(f"expected depths within [0, 1], got {text!r}")
-    return values
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (also used by the docs and the tests). Which of --data-dir, --demo and --generate is
     needed depends on --bench, so :func:`parse_options` checks that."""
@@ -115,14 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--method",
-        type=_comma_list,
+        type=comma_list,
         default=None,
         help="method, or a comma list run one after the other into the same table: psa, xattention, sparge, dense "
         "(default psa; dense runs the model's own attention, unpatched)",
     )
     p.add_argument(
         "--config",
-        type=_comma_list,
+        type=comma_list,
         action="extend",
         default=None,
         help="run config file(s) from evals/ (comma list or repeated); each is one setting: method, its config, "
@@ -154,37 +107,37 @@ def build_parser() -> argparse.ArgumentParser:
         description=sampling_help(),
     )
     frames.add_argument(
-        "--frames", type=_positive_int, default=None,
+        "--frames", type=positive_int, default=None,
         help="fixed frame count per video (Qwen: rounded to even; LLaVA-OneVision: default 32)",
     )
-    frames.add_argument("--fps", type=_positive_float, default=None, help="frames per second of video (Qwen; default 2)")
+    frames.add_argument("--fps", type=positive_float, default=None, help="frames per second of video (Qwen; default 2)")
     frames.add_argument(
-        "--min-pixels", type=_positive_int, default=None,
+        "--min-pixels", type=positive_int, default=None,
         help="min pixels per frame (Qwen; default 128*28*28, Qwen3-VL 128*32*32)",
     )
     frames.add_argument(
-        "--max-pixels", type=_positive_int, default=None,
+        "--max-pixels", type=positive_int, default=None,
         help="max pixels per frame (Qwen; default 768*28*28, Qwen3-VL 768*32*32)",
     )
     frames.add_argument(
-        "--total-pixels", type=_positive_int, default=None,
+        "--total-pixels", type=positive_int, default=None,
         help="pixel budget over all frames (Qwen; default 24576*28*28, Qwen3-VL 24576*32*32)",
     )
     needle = p.add_argument_group("needle in a haystack (--bench vniah; --data-dir is then a folder of videos)")
     needle.add_argument("--generate", action="store_true", help="instead of --data-dir: generated haystacks (moving textures)")
-    needle.add_argument("--lengths", type=_even_ints, default=None, help="haystack lengths in frames (default 32,64,128)")
-    needle.add_argument("--depths", type=_depths, default=None, help="needle depths in [0, 1] (default 0,0.25,0.5,0.75,1)")
+    needle.add_argument("--lengths", type=even_frame_counts, default=None, help="haystack lengths in frames (default 32,64,128)")
+    needle.add_argument("--depths", type=depths, default=None, help="needle depths in [0, 1] (default 0,0.25,0.5,0.75,1)")
     needle.add_argument("--seed", type=int, default=None, help="seed of the generated questions (default 0)")
     needle.add_argument("--needle", choices=("shape", "digit", "mixed", "colour"), default=None,
                         help="needle and question: a coloured shape, a digit, either (options shuffled), or the colour "
                         "of a shape (fixed options) (default: what a testbed model was trained on, else shape)")
-    needle.add_argument("--needle-frames", type=_positive_int, default=None, help="frames the needle lasts (even, default 2)")
-    needle.add_argument("--frame-size", type=_positive_int, default=None,
+    needle.add_argument("--needle-frames", type=positive_int, default=None, help="frames the needle lasts (even, default 2)")
+    needle.add_argument("--frame-size", type=positive_int, default=None,
                         help="side of the square frames in pixels, a multiple of 28 (default: a testbed's own, else 112)")
-    p.add_argument("--max-new-tokens", type=_positive_int, default=None, help="tokens generated per answer (default 16)")
+    p.add_argument("--max-new-tokens", type=positive_int, default=None, help="tokens generated per answer (default 16)")
     p.add_argument(
         "--limit",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="videomme: at most this many questions per duration split; vniah: questions per (length, depth) cell "
         "(default 4)",
@@ -211,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
         "default), auto (default: static on CUDA, dynamic elsewhere)",
     )
     p.add_argument(
-        "--decode-workers", type=_positive_int, default=DEFAULT_DECODE_WORKERS,
+        "--decode-workers", type=positive_int, default=DEFAULT_DECODE_WORKERS,
         help=f"videos decoded ahead in parallel on CPU threads while the GPU answers (default {DEFAULT_DECODE_WORKERS}: "
         "8, or the CPU count if smaller)",
     )

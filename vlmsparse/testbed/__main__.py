@@ -8,6 +8,8 @@ import json
 import sys
 from typing import Sequence
 
+from ..argtypes import depths, even_frame_counts, positive_int, positive_ints
+
 EXAMPLES = """\
 examples:
   python -m vlmsparse.testbed train --device cuda --out runs/testbed        # the shipped recipe (H200: minutes)
@@ -16,26 +18,6 @@ examples:
   python -m vlmsparse.testbed train --stages 16:200,64:200 --lengths 8,16,32,64 --out runs/tb
   python -m vlmsparse.testbed check --model runs/testbed --lengths 64,512   # dense accuracy on fresh seeds
 """
-
-
-def _ints(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not values or any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers >= 1, got {text!r}")
-    return values
-
-
-def _floats(text: str) -> tuple[float, ...]:
-    try:
-        values = tuple(float(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-    if not values:
-        raise argparse.ArgumentTypeError("expected at least one number")
-    return values
 
 
 def _stages(text: str):
@@ -71,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "haystacks; default otherwise) or cpu-long (continues a cpu checkpoint given by --init)")
     t.add_argument("--init", default=None, help="continue from this testbed folder instead of a fresh model")
     t.add_argument("--stages", type=_stages, default=None, help="curriculum MAX_FRAMES:STEPS,... (default: the preset's)")
-    t.add_argument("--lengths", type=_ints, default=None, help="haystack lengths in frames the curriculum draws from")
+    t.add_argument("--lengths", type=positive_ints, default=None, help="haystack lengths in frames the curriculum draws from")
     t.add_argument("--tokens-per-step", type=int, default=None, help="visual tokens per step (sets the batch size)")
     t.add_argument("--max-batch", type=int, default=None, help="largest batch")
     t.add_argument("--lr", type=float, default=None, help="peak learning rate")
@@ -80,19 +62,19 @@ def build_parser() -> argparse.ArgumentParser:
                    "learn within a few minutes of H200 time)")
     t.add_argument("--seed", type=int, default=None, help="seed of the weights and of the training draws")
     t.add_argument("--time-limit", type=float, default=None, help="stop training after this many seconds")
-    t.add_argument("--eval-lengths", type=_ints, default=None, help="lengths of the accuracy check at the end")
+    t.add_argument("--eval-lengths", type=even_frame_counts, default=None, help="lengths of the accuracy check at the end")
     t.add_argument("--eval-samples", type=int, default=None, help="samples per (length, depth) cell of the check")
     c = sub.add_parser("check", help="dense accuracy of a testbed folder on fresh seeds, per length and depth")
     c.add_argument("--model", default="testbed", help="testbed folder (default: the shipped checkpoint)")
     c.add_argument("--device", default="cpu", help="cpu or cuda")
-    c.add_argument("--lengths", type=_ints, default=(16, 32), help="haystack lengths in frames (default 16,32)")
-    c.add_argument("--depths", type=_floats, default=(0.0, 0.25, 0.5, 0.75, 1.0), help="needle depths in [0, 1]")
-    c.add_argument("--samples", type=int, default=8, help="samples per cell (default 8)")
+    c.add_argument("--lengths", type=even_frame_counts, default=(16, 32), help="haystack lengths in frames (default 16,32)")
+    c.add_argument("--depths", type=depths, default=(0.0, 0.25, 0.5, 0.75, 1.0), help="needle depths in [0, 1]")
+    c.add_argument("--samples", type=positive_int, default=8, help="samples per cell (default 8)")
     f = sub.add_parser("fidelity", help="per-layer attention error of each method on the model's own q/k/v")
     f.add_argument("--model", default="testbed", help="testbed folder (default: the shipped checkpoint)")
     f.add_argument("--device", default="cpu", help="cpu or cuda")
-    f.add_argument("--lengths", type=_ints, default=(32,), help="haystack lengths in frames (default 32)")
-    f.add_argument("--samples", type=int, default=1, help="needle samples per length (default 1)")
+    f.add_argument("--lengths", type=even_frame_counts, default=(32,), help="haystack lengths in frames (default 32)")
+    f.add_argument("--samples", type=positive_int, default=1, help="needle samples per length (default 1)")
     f.add_argument("--seed", type=int, default=0, help="seed of the samples")
     f.add_argument("--methods", default=None, help="only these methods of the sweep (comma list)")
     f.add_argument("--out", default="runs/testbed_fidelity.csv", help="CSV to write (rows of a rerun are replaced)")
@@ -123,22 +105,56 @@ def _train_config(args):
     return dataclasses.replace(cfg, **overrides)
 
 
+def _model_folder(model: str, what: str = "--model"):
+    """The testbed folder ``model`` names (``testbed``: the shipped checkpoint), checked before anything loads;
+    ``ValueError`` (one line) when it is no model folder or not a testbed (a Qwen2.5-VL)."""
+    from pathlib import Path
+
+    from ..eval.errors import HarnessError
+    from ..eval.families import family_of_model
+    from ..eval.model_io import check_model_source, resolve_model
+
+    try:
+        check_model_source(model)
+        path = Path(resolve_model(model))
+    except (HarnessError, FileNotFoundError) as exc:
+        raise ValueError(str(exc).replace("--model", what)) from None
+    if not path.is_dir():
+        raise ValueError(f"{what} {model}: no such folder; give a testbed folder (the --out of train) or testbed")
+    family = family_of_model(str(path))
+    if family.name != "qwen2_5_vl":
+        raise ValueError(f"{what} {model} is a {family.name} model; the testbed commands take a testbed folder "
+                         "(a small Qwen2.5-VL, the --out of train)")
+    return path
+
+
+def _device(name: str):
+    import torch
+
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device {name!r}: give cpu or cuda")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name} was given but no CUDA device is available; use --device cpu")
+    return device
+
+
 def _check(args) -> int:
     import torch
     from transformers import Qwen2_5_VLForConditionalGeneration
 
-    from pathlib import Path
-
-    from ..eval.model_io import resolve_model
     from ..model.processor import load_processor
     from .train import TrainConfig, evaluate
 
-    path = Path(resolve_model(args.model))
+    path = _model_folder(args.model)
+    device = _device(args.device)
     from ..eval.vniah import trained_needle
     from .model import TestbedSpec
 
     trained = trained_needle(str(path))
-    device = torch.device(args.device)
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(path, dtype=torch.float32).to(device).eval()
     processor = load_processor(path)
     spec = TestbedSpec(frame_size=trained.get("frame_size", 112))
@@ -150,13 +166,11 @@ def _check(args) -> int:
 
 
 def _fidelity(args) -> int:
-    from pathlib import Path
-
     import torch
     from transformers import Qwen2_5_VLForConditionalGeneration
 
     from ..eval import leaderboard as lb
-    from ..eval.model_io import VideoQA, resolve_model
+    from ..eval.model_io import VideoQA
     from ..eval.needle import NeedleConfig, make_sample
     from ..eval.prompts import build_prompt
     from ..eval.runner import device_name
@@ -165,11 +179,13 @@ def _fidelity(args) -> int:
     from .fidelity import COLUMNS, capture_qkv, layer_errors, mean_rows
     from .sweep import SWEEP
 
-    path = Path(resolve_model(args.model))
-    device = torch.device(args.device)
+    path = _model_folder(args.model)
+    device = _device(args.device)
     cuda = device.type == "cuda"
-    if cuda and not torch.cuda.is_available():
-        raise ValueError("--device cuda was given but no CUDA device is available")
+    methods = args.methods.split(",") if args.methods else None
+    unknown = sorted(set(methods or ()) - {s[1] for s in SWEEP})
+    if unknown:
+        raise ValueError(f"--methods {','.join(unknown)}: not in the sweep; choose from {sorted({s[1] for s in SWEEP})}")
     dtype = torch.bfloat16 if cuda else torch.float32
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(path, dtype=dtype, attn_implementation="sdpa")
     model = model.to(device).eval()
@@ -177,7 +193,6 @@ def _fidelity(args) -> int:
     from ..eval.vniah import trained_needle
 
     needle = NeedleConfig(**trained_needle(str(path)))
-    methods = args.methods.split(",") if args.methods else None
     sweep = [s for s in SWEEP if methods is None or s[1] in methods]
     backend = "triton" if cuda else "float32"
     rows = []
@@ -208,7 +223,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .train import train
 
             cfg = _train_config(args)
-            train(cfg, args.out, device=args.device, init=args.init)
+            _device(args.device)
+            init = _model_folder(args.init, "--init") if args.init is not None else None
+            train(cfg, args.out, device=args.device, init=init)
             return 0
         if args.command == "fidelity":
             return _fidelity(args)
