@@ -223,3 +223,13 @@ def test_a_target_no_knob_value_can_reach_on_short_samples_says_to_lengthen_them
     with pytest.raises(ValueError, match="add sparser values to --grid"):
         _target_cost(0.6, some, blocks, np.array([0.1, 0.5, 1.0]))
     assert _target_cost(0.25, some, blocks, np.array([0.1, 0.5, 1.0])) == pytest.approx(7.5)
+
+
+def test_the_default_synthetic_shape_leaves_the_default_blocks_something_to_skip(tmp_path, capsys):
+    """The help's first example runs on the synthetic source's default token grid with the methods' default
+    128-key blocks: that grid must hold enough key blocks for a target like the example's to be reachable."""
+    code = cli.main(["--bench", "synthetic", "--layers", "1", "--heads", "1:1", "--samples", "1",
+                     "--target-sparsity", "0.3", "--grid", "1.82,0.5,0.2", "--no-progress", "--out", str(tmp_path)])
+    assert code == 0, capsys.readouterr().err
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["calibration"]["calibrated"]["sparsity"] == pytest.approx(0.3, abs=1e-6)

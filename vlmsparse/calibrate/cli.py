@@ -11,7 +11,7 @@ from vlmsparse.argtypes import numbers
 
 EXAMPLES = """\
 examples:
-  python -m vlmsparse.calibrate --bench synthetic --method psa --samples 6 --holdout 3 --target-sparsity 0.65 --out runs/cal
+  python -m vlmsparse.calibrate --bench synthetic --method psa --samples 6 --holdout 3 --target-sparsity 0.4 --out runs/cal
   python -m vlmsparse.calibrate --model testbed --bench vniah --bench-option lengths=1024,2048 \\
       --bench-option samples=2 --method xattention --samples 8 --holdout 4 --target-sparsity 0.6 --out runs/cal-xattn
   python -m vlmsparse.calibrate --bench videomme --data-dir /data/Video-MME --method psa --samples 16 \\
@@ -81,7 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "generate=true needle= needle_frames= frame_size=)")
     syn = p.add_argument_group("synthetic source (--bench synthetic)")
     syn.add_argument("--layers", type=int, default=8, help="synthetic layers (default 8)")
-    syn.add_argument("--tokens", type=_shape, default=(4, 8, 8), help="visual grid FRAMESxHEIGHTxWIDTH (default 4x8x8)")
+    syn.add_argument("--tokens", type=_shape, default=(4, 16, 16),
+                     help="visual grid FRAMESxHEIGHTxWIDTH (default 4x16x16: 1024 visual tokens, eight key blocks of "
+                          "128, so the methods' default blocks have something to skip)")
     syn.add_argument("--heads", type=_heads, default=(4, 1), help="QUERY:KV heads (default 4:1)")
     syn.add_argument("--head-dim", type=int, default=64)
     syn.add_argument("--device", default="cpu", help="cpu or cuda")

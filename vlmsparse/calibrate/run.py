@@ -105,8 +105,9 @@ def _target_cost(target_sparsity: float, cost: np.ndarray, blocks: np.ndarray, v
         raise ValueError(
             f"--target-sparsity {target_sparsity} is outside what the knob grid reaches on these samples "
             f"(sparsity {lo:.3f} to {hi:.3f}); "
-            + ("no knob value skips anything on them: give longer samples (vniah: --bench-option lengths=...), whose "
-               "visual key blocks leave something to skip" if hi <= 0.0 else f"add {side} values to --grid")
+            + ("no knob value skips anything on them: give longer samples, with key blocks "
+               "to skip (--tokens for --bench synthetic, --bench-option lengths=... for vniah, more --frames for "
+               "videomme) or smaller blocks in the --config" if hi <= 0.0 else f"add {side} values to --grid")
         )
     return (1.0 - target_sparsity) * total
 
