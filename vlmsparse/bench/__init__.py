@@ -7,6 +7,8 @@
   its timestamps, DeepStack and M-RoPE.
 - ``question`` (:mod:`vlmsparse.bench.question`): where a whole question's time goes (vision tower, decoder prefill,
   generation) on a 7B-shaped model, per method; ``decode`` (:mod:`vlmsparse.bench.decode`): the CPU side's decord rate.
+- ``capture`` (:mod:`vlmsparse.bench.capture`): a model's own q/k/v from one prefill of a video question, saved for
+  ``fidelity --inputs`` and ``pareto --inputs`` (learned attention in place of the generated families).
 
 Each writes into a new run folder (``runs/<name>-<date>-<time>/``, or ``--out DIR``) and adds its rows to
 ``results/<name>.csv`` only with ``--results`` (:func:`vlmsparse.bench.common.add_output_arguments`).
@@ -28,6 +30,7 @@ SUBCOMMANDS: dict[str, str] = {
     "question": "vlmsparse.bench.question",
     "decode": "vlmsparse.bench.decode",
     "prefill-qwen3-vl": "vlmsparse.bench.prefill_qwen3_vl",
+    "capture": "vlmsparse.bench.capture",
 }
 
 

@@ -19,13 +19,14 @@ from types import ModuleType
 from . import SUBCOMMANDS
 
 SUMMARIES = {
-    "fidelity": "sparsity vs output error and recall of every planner on synthetic video q/k/v (CPU or GPU)",
+    "fidelity": "sparsity vs output error and recall of every planner on synthetic or captured q/k/v (CPU or GPU)",
     "kernel": "the pyramid kernel checked and timed against dense SDPA (GPU)",
     "prefill": "a Qwen2.5-VL-7B-shaped decoder prefill, each method against the unpatched model (GPU)",
-    "pareto": "the time vs error frontier of every planner over several input families (GPU)",
+    "pareto": "the time vs error frontier of every planner over input families or captured q/k/v (GPU)",
     "question": "where a whole question's time goes (vision tower, prefill, generation) per method (GPU)",
     "decode": "how fast the harness's CPU side decodes and samples videos (decord)",
     "prefill-qwen3-vl": "a Qwen3-VL-8B-shaped decoder prefill with frame timestamps, DeepStack and M-RoPE (GPU)",
+    "capture": "a model's own q/k/v from one video prefill, saved for fidelity and pareto --inputs (CPU or GPU)",
 }
 
 
@@ -35,7 +36,8 @@ def _usage() -> str:
         "usage: python -m vlmsparse.bench <subcommand> [options]\n\n"
         f"subcommands:\n{names}\n\n"
         "Each writes its CSV into a new run folder, runs/<subcommand>-<date>-<time>/ (--out DIR to choose one), "
-        "and adds its rows to results/<subcommand>.csv only with --results.\n"
+        "and adds its rows to results/<subcommand>.csv only with --results (capture writes the q/k/v file named by "
+        "--out).\n"
         "python -m vlmsparse.bench <subcommand> --help lists its options and examples.\n"
     )
 

@@ -1,6 +1,7 @@
-"""Fidelity sweep: sparsity vs output error and attention recall of each planner on synthetic video q/k/v.
+"""Fidelity sweep: sparsity vs output error and attention recall of each planner on synthetic or captured q/k/v.
 
-For each sequence length, synthetic video-like inputs (:func:`vlmsparse.bench.synthetic.video_qkv`) are
+For each sequence length, synthetic video-like inputs (:func:`vlmsparse.bench.synthetic.video_qkv`), or with
+``--inputs`` each layer of a model's captured attention inputs (``python -m vlmsparse.bench capture``), are
 planned by every setting of the sweep (PSA thresholds scaled, with and without tail aggregation, and its
 Video-MME preset; XAttention's tau; SpargeAttn's CDF threshold, with its similarity test at the default and
 switched off), the plan is run, and one CSV row per setting records:
@@ -52,15 +53,21 @@ examples:
   python -m vlmsparse.bench fidelity --seq-lens 1024 --core-seq-lens --methods dense psa xattention
   python -m vlmsparse.bench fidelity --seq-lens 2048 --core-seq-lens --heads-q 2 --methods psa sparge --out runs/fid
   python -m vlmsparse.bench fidelity --device cuda --results     # the full sweep, into results/fidelity.csv
+  python -m vlmsparse.bench fidelity --inputs runs/qkv.pt        # on a model's own q/k/v (bench capture)
 """
 
 COLUMNS = [
-    "method", "setting", "knob", "knob_value", "tail", "seq_len", "frames", "grid", "text_tokens",
+    "method", "setting", "knob", "knob_value", "tail", "input", "seq_len", "frames", "grid", "text_tokens",
     "sparsity", "visual_sparsity", "rel_l2_error", "recall", "plan_ms",
     "batch", "heads_q", "heads_kv", "head_dim", "block_m", "block_n", "dtype", "backend", "device", "date", "seed",
 ]
 
 BACKENDS = ("triton", "reference", "float32")
+#: The ``input`` column of rows on generated inputs.
+SYNTHETIC = "synthetic"
+#: Flags that shape the generated inputs, with their defaults: refused beside --inputs, which brings its own.
+_SYNTHETIC_FLAGS = {"seq_lens": None, "core_seq_lens": None, "heads_q": None, "heads_kv": None, "head_dim": 128,
+                    "height": 16, "width": 16, "text_prefix": 64, "text_suffix": 32, "seed": 0}
 _GRAIN = 16  # token granularity of the dense attention mass map (divides every block size)
 PSA_BASE = (0.7, 0.8, 0.9, 0.9)
 
@@ -188,13 +195,18 @@ def _grid_for(seq_len: int, height: int, width: int, text: int) -> int:
     return max(1, round((seq_len - text) / (height * width)))
 
 
+def _row_key(row: dict[str, Any]) -> tuple[str, str, str, str]:
+    """What a rerun replaces: device, backend, input (rows from before the column: synthetic) and length."""
+    return (str(row.get("device")), str(row.get("backend")), str(row.get("input") or SYNTHETIC), str(row.get("seq_len")))
+
+
 def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Write ``rows`` to ``path``, replacing earlier rows of the same device, backend and sequence length."""
-    replaced = {(str(r["device"]), str(r["backend"]), str(r["seq_len"])) for r in rows}
+    """Write ``rows`` to ``path``, replacing earlier rows of the same device, backend, input and sequence length."""
+    replaced = {_row_key(r) for r in rows}
     kept: list[dict[str, Any]] = []
     if path.exists():
         with path.open(newline="") as f:
-            kept = [r for r in csv.DictReader(f) if (r.get("device"), r.get("backend"), r.get("seq_len")) not in replaced]
+            kept = [r for r in csv.DictReader(f) if _row_key(r) not in replaced]
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     with tmp.open("w", newline="") as f:
@@ -227,6 +239,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic inputs (default 0)")
     parser.add_argument("--methods", nargs="+", default=None, metavar="METHOD",
                         help="only these methods: dense psa xattention sparge (default: all)")
+    parser.add_argument("--inputs", nargs="+", default=None, metavar="FILE",
+                        help="captured q/k/v (python -m vlmsparse.bench capture) instead of the generated inputs: every "
+                        "layer of each file gets the full sweep")
     add_output_arguments(parser, "fidelity")
 
 
@@ -245,6 +260,14 @@ def check_args(args: argparse.Namespace) -> None:
     unknown = sorted(set(args.methods or []) - set(available_methods()))
     if unknown:
         raise ValueError(f"--methods: unknown {unknown}; available: {available_methods()}")
+    if args.inputs:
+        given = [f"--{n.replace('_', '-')}" for n, default in _SYNTHETIC_FLAGS.items() if getattr(args, n) != default]
+        if given:
+            raise ValueError(f"{', '.join(given)} shape the generated inputs; --inputs brings its own")
+        from vlmsparse.model.capture import load_capture
+
+        for path in args.inputs:  # each file read and checked once before the sweep starts
+            load_capture(path)
     check_writable_output(args)
 
 
@@ -263,21 +286,12 @@ def run(args: argparse.Namespace) -> int:
     dtype = getattr(torch, args.dtype or ("bfloat16" if cuda else "float32"))
     dev_name = _device_name(device)
     date = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d")
-    text = args.text_prefix + args.text_suffix
     sweep = [s for s in default_sweep() if args.methods is None or s.method in args.methods]
     paths = output_csvs(args, "fidelity")
     rows: list[dict[str, Any]] = []
     t_start = time.time()
-    for seq_len, core_only in [(L, False) for L in seq_lens] + [(L, True) for L in core_lens]:
-        frames = _grid_for(seq_len, args.height, args.width, text)
-        q, k, v, visual = video_qkv(
-            frames, args.height, args.width, args.text_prefix, args.text_suffix, heads_q=heads_q, heads_kv=heads_kv,
-            head_dim=args.head_dim, device=device, dtype=dtype, seed=args.seed,
-        )
+    for name, q, k, v, visual, shape, core_only in _inputs(args, seq_lens, core_lens, heads_q, heads_kv, device, dtype):
         length = q.shape[2]
-        if length != seq_len:
-            print(f"asked for {seq_len} tokens: {frames} frames of {args.height}x{args.width} visual tokens and "
-                  f"{text} text tokens make {length} (the seq_len column)", flush=True)
         dense_ref, mass = dense_attention_stats(q, k, v)
         if cuda:
             dense_plan = get_method("dense").plan(q, k, visual)
@@ -300,16 +314,15 @@ def run(args: argparse.Namespace) -> int:
             cfg = method.config
             row = {
                 "method": setting.method, "setting": setting.name(), "knob": setting.knob,
-                "knob_value": setting.knob_value, "tail": cfg.tail, "seq_len": length, "frames": frames,
-                "grid": f"{frames}x{args.height}x{args.width}", "text_tokens": text,
+                "knob_value": setting.knob_value, "tail": cfg.tail, "input": name, "seq_len": length, **shape,
                 **{key: round(val, 6) for key, val in metrics.items()}, "plan_ms": round(plan_ms, 2),
-                "batch": 1, "heads_q": heads_q, "heads_kv": heads_kv, "head_dim": args.head_dim,
+                "batch": 1, "heads_q": q.shape[1], "heads_kv": k.shape[1], "head_dim": q.shape[3],
                 "block_m": cfg.block_m, "block_n": cfg.block_n, "dtype": str(dtype).replace("torch.", ""),
-                "backend": backend, "device": dev_name, "date": date, "seed": args.seed,
+                "backend": backend, "device": dev_name, "date": date,
             }
             rows.append(row)
             print(
-                f"L={length:6d} {setting.name():48s} tail={int(cfg.tail)} sparsity={row['sparsity']:.3f} "
+                f"{'' if name == SYNTHETIC else name + ' '}L={length:6d} {setting.name():48s} tail={int(cfg.tail)} sparsity={row['sparsity']:.3f} "
                 f"visual={row['visual_sparsity']:.3f} err={row['rel_l2_error']:.4f} recall={row['recall']:.4f} "
                 f"[{time.time() - t_start:.0f}s]",
                 flush=True,
@@ -319,6 +332,37 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {len(rows)} rows to {', '.join(str(p) for p in paths)}")
     print(json.dumps({"device": dev_name, "backend": backend, "seconds": round(time.time() - t_start, 1)}))
     return 0
+
+
+def _inputs(args, seq_lens, core_lens, heads_q, heads_kv, device, dtype):
+    """``(input name, q, k, v, visual, shape columns, core only)`` for each input of the sweep: the generated
+    lengths, or each layer of each ``--inputs`` file."""
+    if args.inputs:
+        from vlmsparse.model.capture import load_capture
+
+        for path in args.inputs:
+            capture = load_capture(path)
+            for layer in capture.layers:
+                visual = layer.visual.to(device)
+                text = int(visual.shape[1] - visual.sum())
+                shape = {"frames": capture.meta.get("frames", ""), "grid": "", "text_tokens": text,
+                         "seed": capture.meta.get("seed", "")}
+                yield (f"{capture.name}:L{layer.layer}", layer.q.to(device, dtype), layer.k.to(device, dtype),
+                       layer.v.to(device, dtype), visual, shape, False)
+        return
+    text = args.text_prefix + args.text_suffix
+    for seq_len, core_only in [(L, False) for L in seq_lens] + [(L, True) for L in core_lens]:
+        frames = _grid_for(seq_len, args.height, args.width, text)
+        q, k, v, visual = video_qkv(
+            frames, args.height, args.width, args.text_prefix, args.text_suffix, heads_q=heads_q, heads_kv=heads_kv,
+            head_dim=args.head_dim, device=device, dtype=dtype, seed=args.seed,
+        )
+        if q.shape[2] != seq_len:
+            print(f"asked for {seq_len} tokens: {frames} frames of {args.height}x{args.width} visual tokens and "
+                  f"{text} text tokens make {q.shape[2]} (the seq_len column)", flush=True)
+        shape = {"frames": frames, "grid": f"{frames}x{args.height}x{args.width}", "text_tokens": text,
+                 "seed": args.seed}
+        yield SYNTHETIC, q, k, v, visual, shape, core_only
 
 
 def evaluate_dense_kernel(plan: Plan, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

@@ -29,6 +29,7 @@ examples:
   python -m vlmsparse.bench pareto                                  # 16k and 32k tokens, three families, two seeds
   python -m vlmsparse.bench pareto --lengths 16384 --seeds 0 --lines psa xattention
   python -m vlmsparse.bench pareto --results                        # also into results/pareto.csv and its PNG
+  python -m vlmsparse.bench pareto --inputs runs/qkv-7b.pt          # a model's own q/k/v (bench capture)
 """
 
 #: Input families: keyword arguments of :func:`vlmsparse.bench.synthetic.video_qkv`. They differ in how sharp
@@ -155,57 +156,46 @@ def recall(levels: torch.Tensor, mass: torch.Tensor, rows: torch.Tensor, block_m
 def run(args: argparse.Namespace) -> int:
     if not torch.cuda.is_available():
         raise SystemExit("the pareto benchmark needs a CUDA GPU (times are what it measures)")
-    from .kernel import VIDEO_GRIDS
-    from .synthetic import video_qkv
-
     env = environment()
     cudnn = sdpa_dense("cudnn")
     settings = [s for s in default_settings() if s.label in args.lines]
     paths = output_csvs(args, "pareto")
     table = RunTable(paths[0])  # the run folder's CSV: rows of other runs already there are kept
     rows: list[dict] = []
-    for length in args.lengths:
-        frames, height, width = VIDEO_GRIDS.get(length, (max(1, length // 256), 16, 16))
-        for family in args.families:
-            for seed in args.seeds:
-                q, k, v, visual = video_qkv(frames, height, width, device="cuda", dtype=torch.bfloat16,
-                                            seed=1000 * seed + length, **FAMILIES[family])
-                total = q.shape[2]
-                if total != length and family == args.families[0] and seed == args.seeds[0]:
-                    print(f"asked for {length} tokens: {frames} frames of {height}x{width} visual tokens and "
-                          f"{total - frames * height * width} text tokens make {total} (the L column)", flush=True)
-                dense = cudnn(q, k, v)
-                t_dense = time_ms(lambda: cudnn(q, k, v))
-                qrows = sampled_rows(total, args.recall_rows, q.device)
-                mass = {}
-                for s in settings:
-                    method = s.build()
-                    plan = method.plan(q, k, visual)
-                    out = plan.run(q, k, v)
-                    err = float((out.double() - dense.double()).norm() / dense.double().norm())
+    for family, seed, q, k, v, visual in _inputs(args):  # one at a time: generated, or a captured layer
+        total = q.shape[2]
+        dense = cudnn(q, k, v)
+        t_dense = time_ms(lambda: cudnn(q, k, v))
+        qrows = sampled_rows(total, args.recall_rows, q.device)
+        mass = {}
+        for s in settings:
+            method = s.build()
+            plan = method.plan(q, k, visual)
+            out = plan.run(q, k, v)
+            err = float((out.double() - dense.double()).norm() / dense.double().norm())
 
-                    def layer():
-                        p_ = method.plan(q, k, visual)
-                        return p_.run(q, k, v)
+            def layer():
+                p_ = method.plan(q, k, visual)
+                return p_.run(q, k, v)
 
-                    t_total = time_ms(layer)
-                    t_plan = time_ms(lambda: method.plan(q, k, visual))
-                    if plan.block_n not in mass:
-                        mass[plan.block_n] = dense_block_mass(q, k, qrows, plan.block_n)
-                    sp = plan.sparsity()
-                    rows.append(dict(
-                        env, B=1, Hq=q.shape[1], Hkv=k.shape[1], L=total, visual_tokens=int(visual.sum()), D=q.shape[3],
-                        dtype="bfloat16", family=family, seed=seed, line=s.label, method=s.method, knob=s.knob,
-                        sparsity=sp.overall, visual_sparsity=sp.visual, dense_ms=t_dense, plan_ms=t_plan,
-                        time_ms=t_total, ratio_to_dense=t_dense / t_total, rel_error=err,
-                        recall=recall(plan.levels, mass[plan.block_n], qrows, plan.block_m),
-                    ))
-                    r = rows[-1]
-                    print(f"L={total} {family} seed={seed} {s.label} {s.knob}: sparsity {r['sparsity']:.3f} "
-                          f"speed-up {r['ratio_to_dense']:.2f}x err {err:.4f} recall {r['recall']:.4f}", flush=True)
-                del q, k, v, dense
-                torch.cuda.empty_cache()
-                table.save(rows)  # a run cut short keeps what it measured
+            t_total = time_ms(layer)
+            t_plan = time_ms(lambda: method.plan(q, k, visual))
+            if plan.block_n not in mass:
+                mass[plan.block_n] = dense_block_mass(q, k, qrows, plan.block_n)
+            sp = plan.sparsity()
+            rows.append(dict(
+                env, B=1, Hq=q.shape[1], Hkv=k.shape[1], L=total, visual_tokens=int(visual.sum()), D=q.shape[3],
+                dtype="bfloat16", family=family, seed=seed, line=s.label, method=s.method, knob=s.knob,
+                sparsity=sp.overall, visual_sparsity=sp.visual, dense_ms=t_dense, plan_ms=t_plan,
+                time_ms=t_total, ratio_to_dense=t_dense / t_total, rel_error=err,
+                recall=recall(plan.levels, mass[plan.block_n], qrows, plan.block_m),
+            ))
+            r = rows[-1]
+            print(f"L={total} {family} seed={seed} {s.label} {s.knob}: sparsity {r['sparsity']:.3f} "
+                  f"speed-up {r['ratio_to_dense']:.2f}x err {err:.4f} recall {r['recall']:.4f}", flush=True)
+        del q, k, v, dense
+        torch.cuda.empty_cache()
+        table.save(rows)  # a run cut short keeps what it measured
     from vlmsparse.eval.leaderboard import read_rows
     from vlmsparse.eval.plots import plot_pareto
 
@@ -216,6 +206,35 @@ def run(args: argparse.Namespace) -> int:
         png = plot_pareto(read_rows(path), path.with_suffix(".png"))
         print(f"wrote {len(rows)} rows to {path} and the plot of its rows to {png}")
     return 0
+
+
+def _inputs(args: argparse.Namespace):
+    """``(family, seed, q, k, v, visual)`` on the GPU in bfloat16, one input at a time: each length, family and
+    seed of the generated inputs, or each layer of each ``--inputs`` capture (family ``<file stem>:L<layer>``)."""
+    if args.inputs:
+        from vlmsparse.model.capture import load_capture
+
+        for path in args.inputs:
+            capture = load_capture(path)
+            seed = capture.meta.get("seed", 0)
+            for layer in capture.layers:
+                q, k, v = (t.to("cuda", torch.bfloat16) for t in (layer.q, layer.k, layer.v))
+                yield f"{capture.name}:L{layer.layer}", seed, q, k, v, layer.visual.to("cuda")
+        return
+    from .kernel import VIDEO_GRIDS
+    from .synthetic import video_qkv
+
+    for length in args.lengths:
+        frames, height, width = VIDEO_GRIDS.get(length, (max(1, length // 256), 16, 16))
+        for family in args.families:
+            for seed in args.seeds:
+                q, k, v, visual = video_qkv(frames, height, width, device="cuda", dtype=torch.bfloat16,
+                                            seed=1000 * seed + length, **FAMILIES[family])
+                total = q.shape[2]
+                if total != length and family == args.families[0] and seed == args.seeds[0]:
+                    print(f"asked for {length} tokens: {frames} frames of {height}x{width} visual tokens and "
+                          f"{total - frames * height * width} text tokens make {total} (the L column)", flush=True)
+                yield family, seed, q, k, v, visual
 
 
 PSA_LINES = ("psa", "psa-public", "psa-all-levels", "psa-exact", "psa-exact-lone-skip", "psa-exact-lone-exact",
@@ -254,17 +273,33 @@ def check_args(args: argparse.Namespace) -> None:
     from .common import check_writable_output, require_positive
 
     require_positive(args, "lengths", "recall_rows")
+    if args.inputs:
+        given = [f"--{name}" for name, default in _GENERATED_DEFAULTS.items() if getattr(args, name) != default]
+        if given:
+            raise ValueError(f"{', '.join(given)} choose generated inputs; --inputs brings its own")
+        from vlmsparse.model.capture import load_capture
+
+        for path in args.inputs:  # each file read and checked before the GPU work starts
+            load_capture(path)
     check_writable_output(args)
+
+
+#: Defaults of the flags that choose generated inputs (refused beside --inputs).
+_GENERATED_DEFAULTS = {"lengths": [16384, 32768], "families": ["diffuse", "medium", "peaked"], "seeds": [0, 1]}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The benchmark's flags."""
-    p.add_argument("--lengths", type=int, nargs="+", default=[16384, 32768], metavar="L",
+    p.add_argument("--lengths", type=int, nargs="+", default=list(_GENERATED_DEFAULTS["lengths"]), metavar="L",
                    help="lengths of the video-like inputs, as frames of 16 x 16 visual tokens plus 96 text tokens "
                    "(default 16384 32768)")
-    p.add_argument("--families", nargs="+", default=["diffuse", "medium", "peaked"], choices=list(FAMILIES),
+    p.add_argument("--families", nargs="+", default=list(_GENERATED_DEFAULTS["families"]), choices=list(FAMILIES),
                    help="input families, by how concentrated attention is (default: diffuse medium peaked)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="input seeds per family (default 0 1)")
+    p.add_argument("--seeds", type=int, nargs="+", default=list(_GENERATED_DEFAULTS["seeds"]),
+                   help="input seeds per family (default 0 1)")
+    p.add_argument("--inputs", nargs="+", default=None, metavar="FILE",
+                   help="captured q/k/v (python -m vlmsparse.bench capture) instead of the generated families: each "
+                   "layer of each file is an input of its own (family FILE-STEM:L<layer>)")
     lines = [*PSA_LINES, "xattention", "sparge"]
     p.add_argument("--lines", nargs="+", default=lines, choices=lines,
                    help=f"method lines to sweep (default: {' '.join(lines)})")

@@ -10,10 +10,9 @@ attention that was learned instead of synthetic q/k.
 from __future__ import annotations
 
 import datetime as _dt
-from dataclasses import dataclass
 from typing import Any, Sequence
 
-import torch
+from vlmsparse.model.capture import LayerQKV, capture_qkv
 
 __all__ = ["LayerQKV", "capture_qkv", "layer_errors", "mean_rows", "COLUMNS"]
 
@@ -22,39 +21,6 @@ COLUMNS = (
     "visual_sparsity", "rel_l2_error", "recall", "heads_q", "heads_kv", "head_dim", "dtype", "backend", "device",
     "date", "seed",
 )
-
-
-@dataclass
-class LayerQKV:
-    """What one decoder layer's attention saw in a prefill."""
-
-    layer: int
-    q: torch.Tensor  # [1, Hq, L, D]
-    k: torch.Tensor  # [1, Hkv, L, D]
-    v: torch.Tensor  # [1, Hkv, L, D]
-    visual: torch.Tensor  # [1, L] bool
-
-
-@torch.no_grad()
-def capture_qkv(model, inputs: dict) -> list[LayerQKV]:
-    """Run one prefill of ``inputs`` (batch of one) with its attention observed; each decoder layer's q/k/v.
-
-    The model's own attention computes the output (``vlmsparse.model.patcher.observe``), so the prefill is dense.
-    """
-    from vlmsparse.model.patcher import observe
-
-    seen: list[LayerQKV] = []
-
-    def keep(att) -> None:
-        seen.append(LayerQKV(int(att.layer), att.q.detach().clone(), att.k.detach().clone(), att.v.detach().clone(),
-                             att.visual.detach().clone()))
-
-    handle = observe(model, keep)
-    try:
-        model(**inputs, logits_to_keep=1)
-    finally:
-        handle.unpatch()
-    return sorted(seen, key=lambda layer: layer.layer)
 
 
 def layer_errors(
