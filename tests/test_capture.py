@@ -81,6 +81,10 @@ def test_capture_a_testbed_prefill_then_sweep_its_layers(tiny_testbed, tmp_path,
     rows = list(csv.DictReader((fid / "fidelity.csv").open()))
     assert {r["input"] for r in rows} == {"qkv:L0", "qkv:L1"}
     assert {r["seq_len"] for r in rows} == {str(first.q.shape[2])} and {r["heads_q"] for r in rows} == {"7"}
+    assert (fid / "fidelity.png").stat().st_size > 0  # the plot beside the CSV
+    from vlmsparse.eval.plots import plot_run
+
+    assert fid / "fidelity.png" in plot_run(fid)  # and redrawn by python -m vlmsparse.eval plot
     dense = [r for r in rows if r["method"] == "dense"]
     assert len(dense) == 2 and all(float(r["rel_l2_error"]) == 0.0 and float(r["sparsity"]) == 0.0 for r in dense)
     assert all(0.0 <= float(r["rel_l2_error"]) < 1.0 for r in rows)

@@ -330,6 +330,12 @@ def run(args: argparse.Namespace) -> int:
         for path in paths:  # after each length: partial runs keep their rows
             _write_rows(path, rows)
     print(f"wrote {len(rows)} rows to {', '.join(str(p) for p in paths)}")
+    if any(r["method"] != "dense" for r in rows):
+        from vlmsparse.eval.leaderboard import read_rows
+        from vlmsparse.eval.plots import plot_fidelity
+
+        for path in paths:  # each CSV's plot shows every row it holds
+            print(f"plot of {path}'s rows: {plot_fidelity(read_rows(path), path.with_suffix('.png'))}")
     print(json.dumps({"device": dev_name, "backend": backend, "seconds": round(time.time() - t_start, 1)}))
     return 0
 

@@ -47,6 +47,8 @@ VNIAH_PNG = "vniah.png"
 FIDELITY_CSV = "testbed_fidelity.csv"
 LEADERBOARD_CSV = "videomme.csv"
 PARETO_CSV = "pareto.csv"
+BENCH_FIDELITY_CSV = "fidelity.csv"
+BENCH_FIDELITY_PNG = "fidelity.png"
 #: Colours and markers per method, so a method looks the same in every figure.
 STYLE = {
     "dense": ("#444444", "s"),
@@ -250,6 +252,55 @@ def plot_pareto(rows: Sequence[dict], path: str | Path) -> Path:
     return _save(fig, Path(path))
 
 
+#: Markers of the fidelity sweep's knobs, so two knobs of one method are told apart.
+_KNOB_MARKERS = {"exact_share": "o", "threshold_scale": "s", "preset": "*", "threshold": "^", "cdf_threshold": "D"}
+
+
+def plot_fidelity(rows: Sequence[dict], path: str | Path) -> Path:
+    """Relative L2 error against sparsity from ``bench fidelity`` rows: one panel per input (a generated length,
+    or a captured layer) and device, one line per method and knob (with tail aggregation apart), the knob's
+    settings as the points. Returns the PNG path."""
+    panels: dict[tuple[str, str], dict[str, list[tuple[float, float]]]] = defaultdict(lambda: defaultdict(list))
+    for row in rows:
+        sp, err = _float(row.get("sparsity")), _float(row.get("rel_l2_error"))
+        method = str(row.get("method", ""))
+        if sp is None or err is None or method == "dense":
+            continue
+        source = str(row.get("input") or "synthetic")
+        title = f"{source}, L={row.get('seq_len', '')}" if source == "synthetic" else source
+        tail = str(row.get("tail", "")).lower() in ("true", "1")
+        knob = str(row.get("knob") or "")
+        label = f"{method} {knob}".strip() + (" + tail" if tail else "")
+        panels[(title, f"{row.get('device', '')} {row.get('backend', '')}")][label].append((sp, err))
+    if not panels:
+        raise ValueError("no fidelity row with a sparsity and a rel_l2_error to draw")
+    n = len(panels)
+    cols = min(n, 4)
+    fig = _figure(4.0 * cols + 1.8, 3.4 * math.ceil(n / cols))
+    axes = fig.subplots(math.ceil(n / cols), cols, squeeze=False).flatten()
+    for ax, ((title, device), lines) in zip(axes, sorted(panels.items())):
+        floor = min((y for pts in lines.values() for _, y in pts if y > 0), default=1e-6)
+        for label, pts in sorted(lines.items()):
+            colour, marker = _style(label.split(" ")[0])
+            knob = label.removesuffix(" + tail").partition(" ")[2]
+            pts.sort()
+            ax.plot([x for x, _ in pts], [max(y, floor / 2) for _, y in pts], marker=_KNOB_MARKERS.get(knob, marker),
+                    color=colour, linestyle="--" if label.endswith("tail") else "-", label=label, linewidth=1.1,
+                    markersize=4)
+        ax.set_yscale("log")
+        ax.set_xlabel("sparsity")
+        ax.set_ylabel("relative L2 error vs dense")
+        ax.set_title(f"{title}\n{device}", fontsize=7)
+        ax.grid(alpha=0.3, which="both")
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right upper", fontsize=7)
+    fig.suptitle("Attention error vs sparsity per input (lower right is better; zero errors drawn at the floor)",
+                 fontsize=9)
+    return _save(fig, Path(path))
+
+
 # -- a run folder ------------------------------------------------------------------------------------------
 # -- needle in a haystack -------------------------------------------------------------------------------------
 
@@ -329,6 +380,9 @@ def plot_run(
     vniah_rows = read_rows(root / VNIAH_CSV)
     if vniah_rows:
         written.append(plot_vniah(vniah_rows, root / VNIAH_PNG, read_rows(root / FIDELITY_CSV)))
+    fidelity_rows = read_rows(root / BENCH_FIDELITY_CSV)
+    if any(_float(r.get("rel_l2_error")) is not None and r.get("method") != "dense" for r in fidelity_rows):
+        written.append(plot_fidelity(fidelity_rows, root / BENCH_FIDELITY_PNG))
     pareto = Path(pareto_csv) if pareto_csv is not None else root / PARETO_CSV
     pareto_rows = read_rows(pareto) if speed else []
     if any(speedup(r) is not None for r in pareto_rows):
