@@ -122,7 +122,7 @@ def test_capture_from_a_video_file_samples_it_by_the_family_rules(tmp_path):
         (["capture", "--generate", "8", "--device", "tpu"], "--device must be cpu or cuda"),
         (["capture", "--generate", "8", "--layers", "a,b"], "expected all or comma-separated layer numbers"),
         (["fidelity", "--inputs", "/no/such.pt"], "no such file; make one with python -m vlmsparse.bench capture"),
-        (["fidelity", "--inputs", "X", "--seq-lens", "1024"], "--seq-lens shape the generated inputs"),
+        (["fidelity", "--inputs", "X", "--seq-lens", "1024"], "--seq-lens choose generated inputs"),
         (["pareto", "--inputs", "/no/such.pt"], "no such file"),
         (["pareto", "--inputs", "X", "--families", "peaked"], "--families choose generated inputs"),
     ],

@@ -242,3 +242,18 @@ def check_writable_output(args) -> None:
         reason = write_problem(probe_dir) if probe_dir.is_dir() else "not a folder"
         if reason is not None:
             raise ValueError(f"{shown} cannot be written ({reason}); pass a folder you can write to")
+
+
+def check_inputs(args, generated_flags: dict[str, object]) -> None:
+    """With ``--inputs`` (captured q/k/v, ``bench capture``): ``ValueError`` if a flag that shapes the generated
+    inputs was given beside it (``generated_flags``: attribute name -> its default), or if a file is not a readable
+    capture; each file is read once here, before any work."""
+    if not getattr(args, "inputs", None):
+        return
+    given = [f"--{name.replace('_', '-')}" for name, default in generated_flags.items() if getattr(args, name) != default]
+    if given:
+        raise ValueError(f"{', '.join(given)} choose generated inputs; --inputs brings its own")
+    from vlmsparse.model.capture import load_capture
+
+    for path in args.inputs:
+        load_capture(path)

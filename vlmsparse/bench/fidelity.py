@@ -249,7 +249,7 @@ def check_args(args: argparse.Namespace) -> None:
     """``ValueError`` naming the first bad flag (called before anything runs)."""
     from vlmsparse.methods import available_methods
 
-    from .common import check_writable_output, require_head_dim, require_heads, require_positive
+    from .common import check_inputs, check_writable_output, require_head_dim, require_heads, require_positive
 
     require_positive(args, "seq_lens", "core_seq_lens", "heads_q", "heads_kv", "head_dim", "height", "width")
     require_positive(args, "text_prefix", "text_suffix", allow_zero=True)
@@ -260,14 +260,7 @@ def check_args(args: argparse.Namespace) -> None:
     unknown = sorted(set(args.methods or []) - set(available_methods()))
     if unknown:
         raise ValueError(f"--methods: unknown {unknown}; available: {available_methods()}")
-    if args.inputs:
-        given = [f"--{n.replace('_', '-')}" for n, default in _SYNTHETIC_FLAGS.items() if getattr(args, n) != default]
-        if given:
-            raise ValueError(f"{', '.join(given)} shape the generated inputs; --inputs brings its own")
-        from vlmsparse.model.capture import load_capture
-
-        for path in args.inputs:  # each file read and checked once before the sweep starts
-            load_capture(path)
+    check_inputs(args, _SYNTHETIC_FLAGS)
     check_writable_output(args)
 
 

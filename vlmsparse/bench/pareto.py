@@ -270,17 +270,10 @@ def frontier_summary(rows: list[dict], budgets=(1.1, 1.25, 1.5, 1.75, 2.0)) -> l
 
 def check_args(args: argparse.Namespace) -> None:
     """``ValueError`` naming the first bad flag (called before anything runs)."""
-    from .common import check_writable_output, require_positive
+    from .common import check_inputs, check_writable_output, require_positive
 
     require_positive(args, "lengths", "recall_rows")
-    if args.inputs:
-        given = [f"--{name}" for name, default in _GENERATED_DEFAULTS.items() if getattr(args, name) != default]
-        if given:
-            raise ValueError(f"{', '.join(given)} choose generated inputs; --inputs brings its own")
-        from vlmsparse.model.capture import load_capture
-
-        for path in args.inputs:  # each file read and checked before the GPU work starts
-            load_capture(path)
+    check_inputs(args, _GENERATED_DEFAULTS)
     check_writable_output(args)
 
 

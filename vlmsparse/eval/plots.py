@@ -89,6 +89,28 @@ def _float(value) -> float | None:
     return None if math.isnan(x) else x
 
 
+def _panels(n: int, cols: int, width: float, height: float):
+    """A figure of ``n`` panels, ``cols`` a row at most (each ``width`` x ``height`` inches, plus a legend column):
+    ``(figure, the n axes, the unused axes)``."""
+    cols = min(n, cols)
+    rows = math.ceil(n / cols)
+    fig = _figure(width * cols + 1.8, height * rows)
+    axes = list(fig.subplots(rows, cols, squeeze=False).flatten())
+    return fig, axes[:n], axes[n:]
+
+
+def _finish_panels(fig, axes, unused, title: str) -> None:
+    """Hide the unused panels, put one legend of every panel's lines beside the figure and the title above it."""
+    for ax in unused:
+        ax.set_visible(False)
+    seen: dict[str, object] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            seen.setdefault(label, handle)
+    fig.legend(list(seen.values()), list(seen), loc="outside right upper", fontsize=7)
+    fig.suptitle(title, fontsize=9)
+
+
 def _save(fig, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
@@ -224,10 +246,7 @@ def plot_pareto(rows: Sequence[dict], path: str | Path) -> Path:
         panel[(line, str(row.get("family", "")))][str(row.get("knob", ""))].append((up, err))
     if not panels:
         raise ValueError("no row with a speed-up (dense_ms and time_ms, or ratio_to_dense) and rel_error to draw")
-    n = len(panels)
-    cols = min(n, 3)
-    fig = _figure(4.8 * cols + 2.0, 4.0 * math.ceil(n / cols))
-    axes = fig.subplots(math.ceil(n / cols), cols, squeeze=False).flatten()
+    fig, axes, unused = _panels(len(panels), 3, 4.8, 4.0)
     for ax, ((device, shapes), lines) in zip(axes, sorted(panels.items())):
         positive = True
         for (line, family), knobs in sorted(lines.items()):
@@ -244,11 +263,7 @@ def plot_pareto(rows: Sequence[dict], path: str | Path) -> Path:
         ax.set_ylabel("relative L2 error vs dense")
         ax.set_title(f"{device}, {shapes}", fontsize=8)
         ax.grid(alpha=0.3, which="both")
-    for ax in axes[n:]:
-        ax.set_visible(False)
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside right upper", fontsize=7)
-    fig.suptitle("Speed vs error, mean over seeds (lower right is better)", fontsize=9)
+    _finish_panels(fig, axes, unused, "Speed vs error, mean over seeds (lower right is better)")
     return _save(fig, Path(path))
 
 
@@ -260,7 +275,9 @@ def plot_fidelity(rows: Sequence[dict], path: str | Path) -> Path:
     """Relative L2 error against sparsity from ``bench fidelity`` rows: one panel per input (a generated length,
     or a captured layer) and device, one line per method and knob (with tail aggregation apart), the knob's
     settings as the points. Returns the PNG path."""
-    panels: dict[tuple[str, str], dict[str, list[tuple[float, float]]]] = defaultdict(lambda: defaultdict(list))
+    panels: dict[tuple[str, str], dict[tuple[str, str, str], list[tuple[float, float]]]] = defaultdict(
+        lambda: defaultdict(list)
+    )
     for row in rows:
         sp, err = _float(row.get("sparsity")), _float(row.get("rel_l2_error"))
         method = str(row.get("method", ""))
@@ -270,19 +287,18 @@ def plot_fidelity(rows: Sequence[dict], path: str | Path) -> Path:
         title = f"{source}, L={row.get('seq_len', '')}" if source == "synthetic" else source
         tail = str(row.get("tail", "")).lower() in ("true", "1")
         knob = str(row.get("knob") or "")
-        label = f"{method} {knob}".strip() + (" + tail" if tail else "")
-        panels[(title, f"{row.get('device', '')} {row.get('backend', '')}")][label].append((sp, err))
+        words = str(row.get("setting") or method).split()
+        others = [w for w in words if not w.startswith(f"{knob}=")]  # the setting's fixed fields name its line
+        line = " ".join([*others, knob]) if len(others) < len(words) else f"{method} {knob}"
+        label = line.strip() + (" + tail" if tail else "")
+        panels[(title, f"{row.get('device', '')} {row.get('backend', '')}")][(label, method, knob)].append((sp, err))
     if not panels:
         raise ValueError("no fidelity row with a sparsity and a rel_l2_error to draw")
-    n = len(panels)
-    cols = min(n, 4)
-    fig = _figure(4.0 * cols + 1.8, 3.4 * math.ceil(n / cols))
-    axes = fig.subplots(math.ceil(n / cols), cols, squeeze=False).flatten()
+    fig, axes, unused = _panels(len(panels), 4, 4.0, 3.4)
     for ax, ((title, device), lines) in zip(axes, sorted(panels.items())):
         floor = min((y for pts in lines.values() for _, y in pts if y > 0), default=1e-6)
-        for label, pts in sorted(lines.items()):
-            colour, marker = _style(label.split(" ")[0])
-            knob = label.removesuffix(" + tail").partition(" ")[2]
+        for (label, method, knob), pts in sorted(lines.items()):
+            colour, marker = _style(method)
             pts.sort()
             ax.plot([x for x, _ in pts], [max(y, floor / 2) for _, y in pts], marker=_KNOB_MARKERS.get(knob, marker),
                     color=colour, linestyle="--" if label.endswith("tail") else "-", label=label, linewidth=1.1,
@@ -292,12 +308,8 @@ def plot_fidelity(rows: Sequence[dict], path: str | Path) -> Path:
         ax.set_ylabel("relative L2 error vs dense")
         ax.set_title(f"{title}\n{device}", fontsize=7)
         ax.grid(alpha=0.3, which="both")
-    for ax in axes[n:]:
-        ax.set_visible(False)
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside right upper", fontsize=7)
-    fig.suptitle("Attention error vs sparsity per input (lower right is better; zero errors drawn at the floor)",
-                 fontsize=9)
+    _finish_panels(fig, axes, unused,
+                   "Attention error vs sparsity per input (lower right is better; zero errors drawn at the floor)")
     return _save(fig, Path(path))
 
 
