@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import argparse
 import math
+from typing import Callable, TypeVar
 
 __all__ = ["comma_list", "depths", "even_frame_counts", "numbers", "positive_float", "positive_int", "positive_ints"]
+
+T = TypeVar("T", int, float)
 
 
 def comma_list(text: str) -> list[str]:
@@ -17,65 +20,51 @@ def comma_list(text: str) -> list[str]:
     return items
 
 
-def positive_int(text: str) -> int:
+def _one(text: str, cast: Callable[[str], T], what: str, ok: Callable[[T], bool], rule: str) -> T:
     try:
-        value = int(text)
+        value = cast(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if not ok(value):
+        raise argparse.ArgumentTypeError(f"expected {rule}, got {value}")
     return value
+
+
+def _many(text: str, cast: Callable[[str], T], what: str, ok: Callable[[T], bool], rule: str) -> list[T]:
+    """Comma-separated values, at least one, each passing ``ok``."""
+    try:
+        values = [cast(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated {what}, got {text!r}") from None
+    if not values or not all(ok(v) for v in values):
+        raise argparse.ArgumentTypeError(f"expected {rule}, got {text!r}")
+    return values
+
+
+def positive_int(text: str) -> int:
+    return _one(text, int, "an integer", lambda v: v >= 1, "an integer >= 1")
 
 
 def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 < value < math.inf:
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {value}")
-    return value
+    return _one(text, float, "a number", lambda v: 0 < v < math.inf, "a finite number > 0")
 
 
 def numbers(text: str) -> list[float]:
     """Comma-separated numbers (at least one)."""
-    try:
-        values = [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-    if not values:
-        raise argparse.ArgumentTypeError("expected at least one number")
-    return values
+    return _many(text, float, "numbers", lambda v: True, "at least one number")
 
 
 def positive_ints(text: str) -> list[int]:
     """Comma-separated integers >= 1 (at least one)."""
-    try:
-        values = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not values or any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers >= 1, got {text!r}")
-    return values
+    return _many(text, int, "integers", lambda v: v >= 1, "comma-separated integers >= 1")
 
 
 def even_frame_counts(text: str) -> list[int]:
     """Haystack lengths: even frame counts >= 2 (the vision towers take frames in pairs)."""
-    try:
-        values = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated frame counts, got {text!r}") from None
-    if not values or any(v < 2 or v % 2 for v in values):
-        raise argparse.ArgumentTypeError(f"expected even frame counts >= 2 (frames go in pairs), got {text!r}")
-    return values
+    return _many(text, int, "frame counts", lambda v: v >= 2 and v % 2 == 0,
+                 "even frame counts >= 2 (frames go in pairs)")
 
 
 def depths(text: str) -> list[float]:
     """Needle depths within [0, 1], comma-separated."""
-    try:
-        values = [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated depths in [0, 1], got {text!r}") from None
-    if not values or any(not 0.0 <= v <= 1.0 for v in values):
-        raise argparse.ArgumentTypeError(f"expected depths within [0, 1], got {text!r}")
-    return values
+    return _many(text, float, "depths in [0, 1]", lambda v: 0.0 <= v <= 1.0, "depths within [0, 1]")
