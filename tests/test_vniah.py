@@ -142,3 +142,21 @@ def test_plot_command_draws_the_vniah_summary_with_the_testbed_errors(tmp_path):
     assert (tmp_path / "vniah.png").stat().st_size > 1000
     with pytest.raises(ValueError, match="no vniah row"):
         plots.plot_vniah([dict(method="psa")], tmp_path / "x.png")
+
+
+def test_default_lengths_reach_the_token_counts_a_planner_can_thin_and_fit_the_context(tmp_path):
+    import json
+
+    from vlmsparse.eval.vniah import build_spec, default_lengths
+
+    assert default_lengths(112) == (128, 256, 512)  # 16 tokens a frame pair: 1024, 2048, 4096 visual tokens
+    assert default_lengths(56) == (512, 1024, 2048)  # the testbed's frames
+    assert default_lengths(56, max_positions=4096) == (512, 1024)  # 2048 frames + the question overflow 4096
+    assert default_lengths(56, max_positions=1024) == (384,)  # none fits: the longest that does
+    folder = tmp_path / "tb"
+    folder.mkdir()
+    (folder / "testbed.json").write_text(json.dumps({"needle": {"kind": "colour", "frame_size": 56, "needle_frames": 2}}))
+    (folder / "config.json").write_text(json.dumps({"model_type": "qwen2_5_vl", "max_position_embeddings": 5000}))
+    spec = build_spec(str(folder))
+    assert spec.lengths == (512, 1024, 2048) and spec.needle.frame_size == 56 and spec.needle.kind == "colour"
+    assert build_spec(str(folder), lengths=[64]).lengths == (64,)

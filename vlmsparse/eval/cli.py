@@ -125,7 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     needle = p.add_argument_group("needle in a haystack (--bench vniah; --data-dir is then a folder of videos)")
     needle.add_argument("--generate", action="store_true", help="instead of --data-dir: generated haystacks (moving textures)")
-    needle.add_argument("--lengths", type=even_frame_counts, default=None, help="haystack lengths in frames (default 32,64,128)")
+    needle.add_argument("--lengths", type=even_frame_counts, default=None, help="haystack lengths in frames (default: about 1024, 2048 and 4096 visual tokens at the frame size, "
+                        "within the model's context: 128,256,512 at 112 pixels, 512,1024,2048 for the testbed)")
     needle.add_argument("--depths", type=depths, default=None, help="needle depths in [0, 1] (default 0,0.25,0.5,0.75,1)")
     needle.add_argument("--seed", type=int, default=None, help="seed of the generated questions (default 0)")
     needle.add_argument("--needle", choices=("shape", "digit", "mixed", "colour"), default=None,
@@ -397,42 +398,29 @@ _VIDEOMME_ONLY = (
 def _vniah_spec(args):
     """The needle benchmark's grid from the flags; ValueError (an argument error) for anything wrong."""
     from .model_io import resolve_model
-    from .needle import NeedleConfig
-    from .vniah import DEFAULT_SAMPLES, HaystackSource, VniahSpec, check_context, model_context, parse_grid, trained_needle
+    from .vniah import build_spec
 
     stray = [f"--{n.replace('_', '-')}" for n in _VIDEOMME_ONLY if getattr(args, n) not in (None, False)]
     if stray:
         raise ValueError(f"{', '.join(stray)} apply to --bench videomme; vniah sets frames with --lengths and --frame-size")
     if args.generate and args.data_dir is not None:
         raise ValueError("give one haystack source: --generate (generated videos) or --data-dir FOLDER (your videos)")
-    lengths, depths = parse_grid(args.lengths, args.depths)
     try:
         path = resolve_model(args.model)
     except FileNotFoundError as exc:
         raise ValueError(str(exc)) from None
-    trained = trained_needle(path)  # a testbed folder says which needles and frame size it was trained on
-    needle = NeedleConfig(
-        frame_size=args.frame_size or trained.get("frame_size", 112),
-        needle_frames=args.needle_frames or trained.get("needle_frames", 2),
-        kind=args.needle or trained.get("kind", "shape"),
-    )
-    spec = VniahSpec(
-        lengths=tuple(lengths), depths=tuple(depths), samples=args.limit or DEFAULT_SAMPLES,
-        seed=args.seed if args.seed is not None else 0, needle=needle, data_dir=args.data_dir,
-    )
-    HaystackSource(spec)  # an empty or missing video folder is an argument error
+    try:  # a local model's context is read and checked here (a hub id's once it is read)
+        spec = build_spec(path, lengths=args.lengths, depths=args.depths, samples=args.limit, seed=args.seed,
+                          frame_size=args.frame_size, needle_frames=args.needle_frames, kind=args.needle,
+                          data_dir=args.data_dir, name=args.model)
+    except OSError as exc:
+        raise ValueError(f"cannot read the config of model {args.model!r} in {path}: {exc}") from None
     if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
         raise ValueError(f"--out {args.out} is a file; pass a folder for the CSVs and runs/")
     try:
         check_model_source(args.model)
     except HarnessError as exc:
         raise ValueError(str(exc)) from None
-    if Path(path).is_dir():  # a local model: its context is checked now (a hub id is checked once it is read)
-        try:
-            context = model_context(path)
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"cannot read the config of model {args.model!r} in {path}: {exc}") from None
-        check_context(spec, context, args.model)
     return spec
 
 

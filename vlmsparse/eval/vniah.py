@@ -32,6 +32,9 @@ from .needle import VIDEO_FPS, NeedleConfig, NeedleQuestion, render_batch, sampl
 __all__ = [
     "BENCH",
     "DEFAULT_LENGTHS",
+    "DEFAULT_VISUAL_TOKENS",
+    "default_lengths",
+    "build_spec",
     "DEFAULT_DEPTHS",
     "DEFAULT_SAMPLES",
     "TEXT_TOKEN_MARGIN",
@@ -50,7 +53,10 @@ __all__ = [
 ]
 
 BENCH = "vniah"
-DEFAULT_LENGTHS: tuple[int, ...] = (32, 64, 128)
+#: Visual tokens of the default haystacks (no --lengths): enough 128-key blocks that a planner has some to skip.
+DEFAULT_VISUAL_TOKENS: tuple[int, ...] = (1024, 2048, 4096)
+#: The default lengths at the default frame size (112 pixels: 8 visual tokens a frame).
+DEFAULT_LENGTHS: tuple[int, ...] = (128, 256, 512)
 DEFAULT_DEPTHS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
 DEFAULT_SAMPLES = 4
 #: Tokens a question adds to its video (system turn, prompt, options, answer), with room to spare.
@@ -265,4 +271,51 @@ def now() -> str:
 def parse_grid(lengths: Sequence[int] | None, depths: Sequence[float] | None) -> tuple[tuple[int, ...], tuple[float, ...]]:
     """The grid with defaults filled in (lengths in the order given, depths likewise)."""
     return tuple(lengths or DEFAULT_LENGTHS), tuple(DEFAULT_DEPTHS if depths is None else depths)
+
+
+def default_lengths(frame_size: int, max_positions: int | None = None) -> tuple[int, ...]:
+    """Haystack lengths (even frame counts) of about :data:`DEFAULT_VISUAL_TOKENS` visual tokens at
+    ``frame_size``, leaving out those longer than the model's context (``max_positions``; when none fits, the
+    longest that does)."""
+    per_pair = (frame_size // 28) ** 2  # visual tokens of two frames
+    lengths = [max(2, 2 * round(tokens / per_pair)) for tokens in DEFAULT_VISUAL_TOKENS]
+    if max_positions is None:
+        return tuple(lengths)
+    fits = [n for n in lengths if n // 2 * per_pair + TEXT_TOKEN_MARGIN <= max_positions]
+    return tuple(fits) or (max(2, (max_positions - TEXT_TOKEN_MARGIN) // per_pair * 2),)
+
+
+def build_spec(
+    model_path: str | None,
+    *,
+    lengths: Sequence[int] | None = None,
+    depths: Sequence[float] | None = None,
+    samples: int | None = None,
+    seed: int | None = None,
+    frame_size: int | None = None,
+    needle_frames: int | None = None,
+    kind: str | None = None,
+    data_dir: str | None = None,
+    name: str | None = None,
+) -> VniahSpec:
+    """The benchmark's spec from what was given, the rest from the model: the needle (and frame size) a testbed
+    folder was trained on, else the defaults; without ``lengths``, :func:`default_lengths` for the frame size and
+    the model's context. A local model's context is checked against the grid; ``VniahInputError`` (or
+    ``ValueError`` from the needle's own checks) for anything that cannot make a run, before anything loads.
+    ``name``: the model as the user named it, for messages."""
+    local = model_path is not None and (Path(model_path) / "config.json").is_file()
+    trained = trained_needle(model_path) if model_path is not None and Path(model_path).is_dir() else {}
+    needle = NeedleConfig(
+        frame_size=int(frame_size or trained.get("frame_size", 112)),
+        needle_frames=int(needle_frames or trained.get("needle_frames", 2)),
+        kind=str(kind or trained.get("kind", "shape")),
+    )
+    context = model_context(model_path) if local else None
+    grid_lengths, grid_depths = parse_grid(lengths or default_lengths(needle.frame_size, context), depths)
+    spec = VniahSpec(lengths=grid_lengths, depths=grid_depths, samples=int(samples or DEFAULT_SAMPLES),
+                     seed=int(seed or 0), needle=needle, data_dir=data_dir)
+    HaystackSource(spec)  # an empty or missing video folder is refused here
+    if local:
+        check_context(spec, context, name or model_path)
+    return spec
 

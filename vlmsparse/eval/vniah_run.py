@@ -256,8 +256,7 @@ def configure_vniah(opts: EvalOptions, options: dict) -> None:
     ``samples`` is questions per cell, ``--limit``); the needle defaults to the one a testbed folder was trained
     on. Haystacks are generated unless ``opts.data_dir`` names a folder of videos. ``ValueError`` for an unknown
     key, ``generate`` beside a data folder, a bad grid or a grid longer than the model's context."""
-    from .needle import NeedleConfig
-    from .vniah import DEFAULT_SAMPLES, check_context, model_context, parse_grid, trained_needle
+    from .vniah import build_spec
 
     unknown = sorted(set(options) - set(VNIAH_OPTIONS))
     if unknown:
@@ -273,20 +272,11 @@ def configure_vniah(opts: EvalOptions, options: dict) -> None:
         raise ValueError("vniah needs a haystack source: generated haystacks (generate=true) or a data folder of videos")
     if options.get("generate") is True and opts.data_dir is not None:
         raise ValueError("give one haystack source: generate=true (generated videos) or a data folder (your videos)")
-    lengths, depths = parse_grid(seq("lengths", int), seq("depths", float))
-    trained = {}
-    if opts.model and Path(opts.model).is_dir():
-        trained = trained_needle(opts.model)
-    needle = NeedleConfig(
-        frame_size=int(options.get("frame_size") or trained.get("frame_size", 112)),
-        needle_frames=int(options.get("needle_frames") or trained.get("needle_frames", 2)),
-        kind=str(options.get("needle") or trained.get("kind", "shape")),
-    )
-    spec = VniahSpec(lengths=lengths, depths=depths, samples=int(options.get("samples") or opts.limit or DEFAULT_SAMPLES),
-                     seed=int(options.get("seed") or 0), needle=needle, data_dir=opts.data_dir)
-    HaystackSource(spec)  # an empty or missing video folder is refused here
-    if opts.model and (Path(opts.model) / "config.json").is_file():  # a local model: its context is checked now
-        check_context(spec, model_context(opts.model), opts.model)
+    model = opts.model if opts.model and Path(opts.model).exists() else None
+    spec = build_spec(model, lengths=seq("lengths", int), depths=seq("depths", float),
+                      samples=options.get("samples") or opts.limit, seed=options.get("seed"),
+                      frame_size=options.get("frame_size"), needle_frames=options.get("needle_frames"),
+                      kind=options.get("needle"), data_dir=opts.data_dir)
     opts.vniah = spec
 
 
