@@ -106,3 +106,17 @@ def test_bad_configs_are_refused(kwargs, message):
 def test_a_needle_longer_than_the_haystack_is_refused():
     with pytest.raises(ValueError, match="longer than the haystack"):
         make_sample(0, 2, 0.5, NeedleConfig(frame_size=56, needle_frames=4))
+
+
+def test_the_control_leaves_the_needle_out_and_keeps_everything_else():
+    seeds, depths = [(0, 1, 2), (3, 4, 5)], [0.3, 0.9]
+    config = NeedleConfig(frame_size=56, kind="colour")
+    with_needle, questions, starts = render_batch(seeds, 16, depths, config)
+    without, questions2, starts2 = render_batch(seeds, 16, depths, config, with_needle=False)
+    assert [q.answer for q in questions] == [q.answer for q in questions2] and starts == starts2
+    for b, start in enumerate(starts):
+        span = slice(start, start + config.needle_frames)
+        assert not torch.equal(with_needle[b, span], without[b, span])  # the needle's frames differ ...
+        keep = torch.ones(16, dtype=torch.bool)
+        keep[span] = False
+        assert torch.equal(with_needle[b, keep], without[b, keep])  # ... and nothing else

@@ -189,3 +189,17 @@ def test_testbed_command_bad_input_is_a_one_line_error_before_any_model_loads(ar
         code = exc.code
     err = capsys.readouterr().err
     assert code == 2 and message in err.strip().splitlines()[-1] and "Traceback" not in err, err
+
+
+def test_check_runs_the_control_without_the_needle(tmp_path, capsys):
+    from testbed_fixture import save_tiny_testbed
+
+    from vlmsparse.testbed.__main__ import main
+
+    model = save_tiny_testbed(tmp_path / "tb")
+    assert main(["check", "--model", str(model), "--lengths", "8", "--depths", "0.5", "--samples", "2",
+                 "--no-needle"]) == 0
+    text = capsys.readouterr().out
+    shown = json.loads(text[text.index("{"):])
+    assert shown["control"].startswith("needle left out") and shown["samples"] == 2
+    assert shown["overall"] in (0.0, 0.5, 1.0)  # two answers of a random model: a share of two

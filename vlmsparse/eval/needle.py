@@ -329,11 +329,14 @@ def render_batch(
     *,
     device: torch.device | str = "cpu",
     haystacks: torch.Tensor | None = None,
+    with_needle: bool = True,
 ) -> tuple[torch.Tensor, list[NeedleQuestion], list[int]]:
     """Frames uint8 ``[B, T, H, W, 3]`` on ``device``, the questions and the needle start frames.
 
     ``seeds[i]`` and ``depths[i]`` define sample i; ``haystacks`` (uint8 ``[B, T, H, W, 3]``, frames of the
-    user's videos) replaces the generated textures.
+    user's videos) replaces the generated textures. ``with_needle=False`` leaves the needle out (the haystack's
+    own frames stay where it would be) and asks the same questions: a control, where a model that reads the
+    needle can only guess.
     """
     config.check_length(length)
     if len(seeds) != len(depths) or not seeds:
@@ -348,9 +351,10 @@ def render_batch(
         if tuple(haystacks.shape) != expected or haystacks.dtype != torch.uint8:
             raise ValueError(f"haystacks must be uint8 {expected}, got {haystacks.dtype} {tuple(haystacks.shape)}")
         frames = haystacks.to(device).clone()
-    needle = _to_uint8(_needle(draws, n, size, device))
-    for b, d in enumerate(draws):
-        frames[b, d.start : d.start + n] = needle[b]
+    if with_needle:
+        needle = _to_uint8(_needle(draws, n, size, device))
+        for b, d in enumerate(draws):
+            frames[b, d.start : d.start + n] = needle[b]
     return frames, [d.question for d in draws], [d.start for d in draws]
 
 

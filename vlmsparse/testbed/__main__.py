@@ -17,6 +17,7 @@ examples:
   python -m vlmsparse.testbed train --preset cpu-long --init runs/testbed-cpu --out runs/testbed-cpu2
   python -m vlmsparse.testbed train --stages 16:200,64:200 --lengths 8,16,32,64 --out runs/tb
   python -m vlmsparse.testbed check --model runs/testbed --lengths 64,512   # dense accuracy on fresh seeds
+  python -m vlmsparse.testbed check --lengths 512,2048 --no-needle         # the control: needle left out, chance
 """
 
 
@@ -70,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--lengths", type=even_frame_counts, default=(16, 32), help="haystack lengths in frames (default 16,32)")
     c.add_argument("--depths", type=depths, default=(0.0, 0.25, 0.5, 0.75, 1.0), help="needle depths in [0, 1]")
     c.add_argument("--samples", type=positive_int, default=8, help="samples per cell (default 8)")
+    c.add_argument("--no-needle", action="store_true",
+                   help="the control: the same questions with the needle left out of the video (a model that reads "
+                   "the needle answers at chance, 0.25)")
     f = sub.add_parser("fidelity", help="per-layer attention error of each method on the model's own q/k/v")
     f.add_argument("--model", default="testbed", help="testbed folder (default: the shipped checkpoint)")
     f.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -160,8 +164,12 @@ def _check(args) -> int:
     spec = TestbedSpec(frame_size=trained.get("frame_size", 112))
     cfg = TrainConfig(kind=trained.get("kind", "shape"), needle_frames=trained.get("needle_frames", 2),
                       eval_depths=tuple(args.depths), spec=spec)
-    result = evaluate(model, processor, cfg, device=device, lengths=args.lengths, samples=args.samples)
-    print(json.dumps({k: result[k] for k in ("overall", "by_length", "by_depth", "samples")}, indent=2))
+    result = evaluate(model, processor, cfg, device=device, lengths=args.lengths, samples=args.samples,
+                      with_needle=not args.no_needle)
+    shown = {k: result[k] for k in ("overall", "by_length", "by_depth", "samples")}
+    if args.no_needle:
+        shown = {"control": "needle left out (chance 0.25)", **shown}
+    print(json.dumps(shown, indent=2))
     return 0
 
 

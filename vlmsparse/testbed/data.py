@@ -55,9 +55,11 @@ def needle_batch(
     config: NeedleConfig,
     *,
     device: torch.device | str = "cpu",
+    with_needle: bool = True,
 ) -> NeedleBatch:
-    """Render ``len(seeds)`` samples of ``length`` frames on ``device`` and build the model's inputs."""
-    frames, questions, _ = render_batch(seeds, length, depths, config, device=device)
+    """Render ``len(seeds)`` samples of ``length`` frames on ``device`` and build the model's inputs
+    (``with_needle=False``: the same questions on the haystack alone, the control)."""
+    frames, questions, _ = render_batch(seeds, length, depths, config, device=device, with_needle=with_needle)
     tokenizer = processor.tokenizer
     end = "<|im_end|>"
     texts = [prompt_text(processor, q) + q.answer + end for q in questions]

@@ -251,8 +251,11 @@ def evaluate(
     depths: Sequence[float] | None = None,
     samples: int | None = None,
     stream: int = STREAM_CHECK,
+    with_needle: bool = True,
 ) -> dict:
-    """Dense accuracy (argmax of the first answer token) per (length, depth) on fresh seeds."""
+    """Dense accuracy (argmax of the first answer token) per (length, depth) on fresh seeds;
+    ``with_needle=False``: the same questions with the needle left out of the video (the control: chance, if
+    the answers come from the needle)."""
     lengths = tuple(lengths or cfg.eval_lengths)
     depths = tuple(cfg.eval_depths if depths is None else depths)
     samples = samples or cfg.eval_samples
@@ -268,7 +271,8 @@ def evaluate(
                 for start in range(0, samples, per_batch):
                     n = min(per_batch, samples - start)
                     seeds = [(stream, cfg.seed, length, int(depth * 10_000), start + i) for i in range(n)]
-                    batch = needle_batch(processor, seeds, length, [depth] * n, cfg.needle, device=device)
+                    batch = needle_batch(processor, seeds, length, [depth] * n, cfg.needle, device=device,
+                                         with_needle=with_needle)
                     _, ok = answer_loss(model, batch, autocast=autocast)
                     correct += int(ok.sum())
                 cells[f"{length}:{depth:g}"] = correct / samples
