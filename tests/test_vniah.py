@@ -160,3 +160,26 @@ def test_default_lengths_reach_the_token_counts_a_planner_can_thin_and_fit_the_c
     spec = build_spec(str(folder))
     assert spec.lengths == (512, 1024, 2048) and spec.needle.frame_size == 56 and spec.needle.kind == "colour"
     assert build_spec(str(folder), lengths=[64]).lengths == (64,)
+
+
+def test_the_no_needle_control_is_a_run_of_its_own_and_a_line_of_its_own(tmp_path):
+    import torch
+
+    from vlmsparse.eval.needle import NeedleConfig
+    from vlmsparse.eval.plots import plot_vniah
+    from vlmsparse.eval.vniah import HaystackSource, VniahSpec, grid_items
+
+    spec = VniahSpec(lengths=(8,), depths=(0.5,), samples=1, needle=NeedleConfig(frame_size=56))
+    control = VniahSpec(lengths=(8,), depths=(0.5,), samples=1, needle=NeedleConfig(frame_size=56), control=True)
+    assert control.to_dict() != spec.to_dict() and "no needle" in control.haystack
+    assert "control" not in str(spec.to_dict())  # runs without the control keep their identity
+    (item,) = grid_items(spec)
+    with_needle, question, start = HaystackSource(spec).render(item)
+    without, question2, start2 = HaystackSource(control).render(item)
+    assert question == question2 and start == start2
+    assert not torch.equal(with_needle[start : start + 2], without[start : start + 2])
+    assert torch.equal(with_needle[:start], without[:start]) and torch.equal(with_needle[start + 2 :], without[start + 2 :])
+    rows = [dict(model="m", method="psa", haystack=s.haystack, visual_sparsity=0.3, acc_overall=a, acc_min_cell=a)
+            for s, a in ((spec, 1.0), (control, 0.25))]
+    png = plot_vniah(rows, tmp_path / "v.png")
+    assert png.stat().st_size > 0

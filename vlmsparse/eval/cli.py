@@ -125,6 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     needle = p.add_argument_group("needle in a haystack (--bench vniah; --data-dir is then a folder of videos)")
     needle.add_argument("--generate", action="store_true", help="instead of --data-dir: generated haystacks (moving textures)")
+    needle.add_argument("--no-needle", action="store_true",
+                        help="the control: the same questions with the needle left out of every video; a model that "
+                        "answers from the needle falls to chance (0.25), so accuracy that holds under sparsity means "
+                        "the needle's blocks were kept")
     needle.add_argument("--lengths", type=even_frame_counts, default=None, help="haystack lengths in frames (default: about 1024, 2048 and 4096 visual tokens at the frame size, "
                         "within the model's context: 128,256,512 at 112 pixels, 512,1024,2048 for the testbed)")
     needle.add_argument("--depths", type=depths, default=None, help="needle depths in [0, 1] (default 0,0.25,0.5,0.75,1)")
@@ -389,7 +393,7 @@ def _check_family_frames(parser: argparse.ArgumentParser, args: argparse.Namespa
             parser.error(f"{_culprit(str(exc), args, setting) or where}: {exc}")
 
 
-_NEEDLE_FLAGS = ("generate", "lengths", "depths", "seed", "needle", "needle_frames", "frame_size")
+_NEEDLE_FLAGS = ("generate", "lengths", "depths", "seed", "needle", "needle_frames", "frame_size", "no_needle")
 _VIDEOMME_ONLY = (
     "frames", "fps", "min_pixels", "max_pixels", "total_pixels", "metadata", "skip_missing", "frame_cache", "decode_only",
 )
@@ -412,7 +416,7 @@ def _vniah_spec(args):
     try:  # a local model's context is read and checked here (a hub id's once it is read)
         spec = build_spec(path, lengths=args.lengths, depths=args.depths, samples=args.limit, seed=args.seed,
                           frame_size=args.frame_size, needle_frames=args.needle_frames, kind=args.needle,
-                          data_dir=args.data_dir, name=args.model)
+                          data_dir=args.data_dir, control=args.no_needle, name=args.model)
     except OSError as exc:
         raise ValueError(f"cannot read the config of model {args.model!r} in {path}: {exc}") from None
     if args.out and Path(args.out).exists() and not Path(args.out).is_dir():

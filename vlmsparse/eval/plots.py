@@ -329,7 +329,8 @@ def plot_vniah(rows: Sequence[dict], path: str | Path, fidelity: Sequence[dict] 
         acc = _float(row.get("acc_overall"))
         if x is None or acc is None:
             continue
-        lines[(str(row.get("model", "")), str(row.get("method", "")))].append((x, acc, _float(row.get("acc_min_cell"))))
+        method = str(row.get("method", "")) + (" (no needle)" if "no needle" in str(row.get("haystack", "")) else "")
+        lines[(str(row.get("model", "")), method)].append((x, acc, _float(row.get("acc_min_cell"))))
     if not lines:
         raise ValueError("no vniah row with an accuracy and a sparsity to draw")
     fig = _figure(5.2 * (2 if fidelity else 1), 3.8)
@@ -337,10 +338,11 @@ def plot_vniah(rows: Sequence[dict], path: str | Path, fidelity: Sequence[dict] 
     ax = axes[0]
     several_models = len({model for model, _ in lines}) > 1
     for (model, method), pts in sorted(lines.items()):
-        colour, marker = _style(method)
+        colour, marker = _style(method.split(" ")[0])
         pts.sort()
         label = f"{method} ({Path(model).name or model})" if several_models else method
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=marker, color=colour, label=label, linewidth=1.2)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=marker, color=colour, label=label, linewidth=1.2,
+                linestyle=":" if method.endswith("(no needle)") else "-")
         worst = [(p[0], p[2]) for p in pts if p[2] is not None]
         ax.plot([w[0] for w in worst], [w[1] for w in worst], marker=marker, markerfacecolor="none", color=colour,
                 linestyle="none")

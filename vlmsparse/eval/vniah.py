@@ -78,6 +78,8 @@ class VniahSpec:
     seed: int = 0
     needle: NeedleConfig = NeedleConfig()
     data_dir: str | None = None  # None: generated haystacks
+    #: the control: the same questions with the needle left out (a model that reads the needle guesses)
+    control: bool = False
 
     def __post_init__(self) -> None:
         if not self.lengths:
@@ -104,7 +106,8 @@ class VniahSpec:
     @property
     def haystack(self) -> str:
         """``generated`` or the video folder, as the leaderboard names the haystack source."""
-        return "generated" if self.data_dir is None else str(self.data_dir)
+        source = "generated" if self.data_dir is None else str(self.data_dir)
+        return f"{source}, no needle (control)" if self.control else source
 
     def visual_tokens(self, length: int) -> int:
         """Visual tokens of a haystack of ``length`` frames at the spec's frame size."""
@@ -114,6 +117,7 @@ class VniahSpec:
     def to_dict(self) -> dict:
         """What makes the answers what they are (the run identity): not the grid, so a larger grid resumes."""
         return {"seed": self.seed, "needle": asdict(self.needle), "haystack": self.haystack, "fps": VIDEO_FPS}
+        # (the control changes ``haystack``, so its answers are a run of their own; other runs keep their identity)
 
 
 @dataclass(frozen=True)
@@ -233,7 +237,8 @@ class HaystackSource:
         if self.videos is not None:
             haystack = torch.from_numpy(self._frames_of(self.video_for(item), item.length))[None]
         frames, questions, starts = render_batch(
-            [item.seed(spec)], item.length, [item.depth], spec.needle, device=device, haystacks=haystack
+            [item.seed(spec)], item.length, [item.depth], spec.needle, device=device, haystacks=haystack,
+            with_needle=not spec.control,
         )
         return frames[0], questions[0], starts[0]
 
@@ -296,6 +301,7 @@ def build_spec(
     needle_frames: int | None = None,
     kind: str | None = None,
     data_dir: str | None = None,
+    control: bool = False,
     name: str | None = None,
 ) -> VniahSpec:
     """The benchmark's spec from what was given, the rest from the model: the needle (and frame size) a testbed
@@ -313,7 +319,7 @@ def build_spec(
     context = model_context(model_path) if local else None
     grid_lengths, grid_depths = parse_grid(lengths or default_lengths(needle.frame_size, context), depths)
     spec = VniahSpec(lengths=grid_lengths, depths=grid_depths, samples=int(samples or DEFAULT_SAMPLES),
-                     seed=int(seed or 0), needle=needle, data_dir=data_dir)
+                     seed=int(seed or 0), needle=needle, data_dir=data_dir, control=bool(control))
     HaystackSource(spec)  # an empty or missing video folder is refused here
     if local:
         check_context(spec, context, name or model_path)
