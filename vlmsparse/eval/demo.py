@@ -185,7 +185,9 @@ def _run_demo(opts: EvalOptions) -> list[dict]:
         f"demo done in {elapsed:.0f} s. Run folder {folder}: {', '.join(files)}, and runs/*/records.jsonl "
         "(one record per question).",
     ]
-    task = ("Each question is about a needle (a shape or digit shown for a moment, at a depth spread over the clip) "
+    what = {"colour": "a coloured shape, asked for its colour", "shape": "a coloured shape", "digit": "a digit"}.get(
+        clips.needle.kind, "a shape or a digit")
+    task = (f"Each question is about a needle ({what}, shown for a moment at a depth spread over the clip) "
             "in generated drifting textures: the answer is in the clip. ")
     if not model.trained:
         task += "This model has random weights, so its accuracy is chance (about 0.25) and its replies mostly name no option. "
