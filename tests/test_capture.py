@@ -96,19 +96,21 @@ def test_capture_a_testbed_prefill_then_sweep_its_layers(tiny_testbed, tmp_path,
     assert len(again) == len(rows) + 1 and sum(r["input"] == "synthetic" for r in again) == 1
 
 
-def test_capture_from_a_video_file_samples_it_by_the_family_rules(tmp_path):
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl", "llava_onevision"])
+def test_capture_from_a_video_file_samples_it_by_the_family_rules(family, tmp_path):
     from vlmsparse.eval.synthetic_videomme import write_frames
-    from vlmsparse.testing import save_tiny_qwen2_5_vl
+    from vlmsparse.testing import save_tiny_model
 
-    model = save_tiny_qwen2_5_vl(tmp_path / "tiny")
+    model = save_tiny_model(family, tmp_path / "tiny")
     rng = np.random.default_rng(0)
-    video = write_frames(tmp_path / "clip.mp4", rng.integers(0, 255, (12, 56, 84, 3), dtype=np.uint8), fps=4)
+    video = write_frames(tmp_path / "clip.mp4", rng.integers(0, 255, (12, 64, 96, 3), dtype=np.uint8), fps=4)
     out = tmp_path / "v.pt"
-    assert bench_main(["capture", "--model", str(model), "--video", str(video), "--frames", "8",
-                       "--max-pixels", str(56 * 56), "--layers", "1", "--out", str(out)]) == 0
+    pixels = [] if family == "llava_onevision" else ["--max-pixels", str(64 * 64)]  # LLaVA: the processor's size
+    assert bench_main(["capture", "--model", str(model), "--video", str(video), "--frames", "8", *pixels,
+                       "--layers", "1", "--out", str(out)]) == 0
     capture = load_capture(out)
     assert [x.layer for x in capture.layers] == [1] and capture.meta["frames"] == 8
-    assert capture.meta["question"] == "Describe what happens in the video."
+    assert capture.meta["family"] == family and capture.meta["question"] == "Describe what happens in the video."
     assert int(capture.layers[0].visual.sum()) == capture.meta["visual_tokens"] > 0
 
 

@@ -169,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
     if missing:
         raise SystemExit(f"error: --layers {','.join(map(str, missing))}: the model has {num_layers} decoder layers "
                          f"(0-{num_layers - 1})")
-    qa = VideoQA(model, processor, max_new_tokens=1)
+    qa = VideoQA(model, processor, max_new_tokens=1, processor_kwargs=family.processor_kwargs)
     inputs = qa.inputs(video, prompt)
     captured = capture_qkv(model, dict(inputs), layers)
     if len(captured) != len(layers):
