@@ -152,3 +152,43 @@ def test_deep_models_get_four_spread_layers_by_default():
     assert default_layers(4) == [0, 1, 2, 3]
     assert default_layers(28) == [0, 9, 18, 27]
     assert default_layers(36) == [0, 12, 24, 35]
+
+
+def test_qwen3_vl_timestamps_are_kept_as_interleaved_text_and_planned_as_visual(tmp_path):
+    """Qwen3-VL writes a timestamp before each frame pair: text inside the visual span, which the live patch plans as
+    visual. The capture keeps that mask, so a sweep plans the captured layer as the patched model would."""
+    from vlmsparse.eval.synthetic_videomme import write_frames
+    from vlmsparse.methods import get_method
+    from vlmsparse.testing import save_tiny_model
+
+    model = save_tiny_model("qwen3_vl", tmp_path / "tiny")
+    rng = np.random.default_rng(1)
+    video = write_frames(tmp_path / "clip.mp4", rng.integers(0, 255, (12, 64, 64, 3), dtype=np.uint8), fps=4)
+    out = tmp_path / "q3.pt"
+    assert bench_main(["capture", "--model", str(model), "--video", str(video), "--frames", "8", "--max-pixels",
+                       str(64 * 64), "--out", str(out)]) == 0
+    layer = load_capture(out).layers[0]
+    assert layer.interleaved_text is not None and int(layer.interleaved_text.sum()) > 0
+    assert not bool((layer.interleaved_text & layer.visual).any())
+    seen = []
+    original = get_method("psa").__class__.plan
+
+    def spy(self, q, k, visual=None, interleaved_text=None):
+        seen.append(interleaved_text)
+        return original(self, q, k, visual, interleaved_text)
+
+    import unittest.mock
+
+    with unittest.mock.patch.object(get_method("psa").__class__, "plan", spy):
+        assert bench_main(["fidelity", "--inputs", str(out), "--methods", "psa", "--out", str(tmp_path / "f")]) == 0
+    assert seen and all(m is not None and torch.equal(m.cpu(), layer.interleaved_text) for m in seen)
+
+
+def test_a_capture_at_another_softmax_scale_is_refused(tmp_path):
+    layers = _layers(1)
+    layers[0].scaling = 0.5  # head dim 16: the sweeps assume 0.25
+    save_capture(tmp_path / "s.pt", layers, {})
+    with pytest.raises(ValueError, match="uses softmax scale 0.5, not 1/sqrt\\(16\\)"):
+        load_capture(tmp_path / "s.pt")
+    layers[0].scaling = 0.25
+    assert load_capture(save_capture(tmp_path / "ok.pt", layers, {})).layers[0].scaling == 0.25

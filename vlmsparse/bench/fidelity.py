@@ -283,11 +283,11 @@ def run(args: argparse.Namespace) -> int:
     paths = output_csvs(args, "fidelity")
     rows: list[dict[str, Any]] = []
     t_start = time.time()
-    for name, q, k, v, visual, shape, core_only in _inputs(args, seq_lens, core_lens, heads_q, heads_kv, device, dtype):
+    for name, q, k, v, layout, shape, core_only in _inputs(args, seq_lens, core_lens, heads_q, heads_kv, device, dtype):
         length = q.shape[2]
         dense_ref, mass = dense_attention_stats(q, k, v)
         if cuda:
-            dense_plan = get_method("dense").plan(q, k, visual)
+            dense_plan = get_method("dense").plan(q, k, *layout)
             dense_out = evaluate_dense_kernel(dense_plan, q, k, v)
         else:
             dense_out = dense_ref
@@ -299,7 +299,7 @@ def run(args: argparse.Namespace) -> int:
             if cuda:
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
-            plan = method.plan(q, k, visual)
+            plan = method.plan(q, k, *layout)
             if cuda:
                 torch.cuda.synchronize()
             plan_ms = (time.perf_counter() - t0) * 1e3
@@ -334,7 +334,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _inputs(args, seq_lens, core_lens, heads_q, heads_kv, device, dtype):
-    """``(input name, q, k, v, visual, shape columns, core only)`` for each input of the sweep: the generated
+    """``(input name, q, k, v, (visual, interleaved text), shape columns, core only)`` for each input: the generated
     lengths, or each layer of each ``--inputs`` file."""
     if args.inputs:
         from vlmsparse.model.capture import load_capture
@@ -346,8 +346,9 @@ def _inputs(args, seq_lens, core_lens, heads_q, heads_kv, device, dtype):
                 text = int(visual.shape[1] - visual.sum())
                 shape = {"frames": capture.meta.get("frames", ""), "grid": "", "text_tokens": text,
                          "seed": capture.meta.get("seed", "")}
+                inter = None if layer.interleaved_text is None else layer.interleaved_text.to(device)
                 yield (f"{capture.name}:L{layer.layer}", layer.q.to(device, dtype), layer.k.to(device, dtype),
-                       layer.v.to(device, dtype), visual, shape, False)
+                       layer.v.to(device, dtype), (visual, inter), shape, False)
         return
     text = args.text_prefix + args.text_suffix
     for seq_len, core_only in [(L, False) for L in seq_lens] + [(L, True) for L in core_lens]:
@@ -361,7 +362,7 @@ def _inputs(args, seq_lens, core_lens, heads_q, heads_kv, device, dtype):
                   f"{text} text tokens make {q.shape[2]} (the seq_len column)", flush=True)
         shape = {"frames": frames, "grid": f"{frames}x{args.height}x{args.width}", "text_tokens": text,
                  "seed": args.seed}
-        yield SYNTHETIC, q, k, v, visual, shape, core_only
+        yield SYNTHETIC, q, k, v, (visual, None), shape, core_only
 
 
 def evaluate_dense_kernel(plan: Plan, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

@@ -162,7 +162,8 @@ def run(args: argparse.Namespace) -> int:
     paths = output_csvs(args, "pareto")
     table = RunTable(paths[0])  # the run folder's CSV: rows of other runs already there are kept
     rows: list[dict] = []
-    for family, seed, q, k, v, visual in _inputs(args):  # one at a time: generated, or a captured layer
+    for family, seed, q, k, v, layout in _inputs(args):  # one at a time: generated, or a captured layer
+        visual = layout[0]
         total = q.shape[2]
         dense = cudnn(q, k, v)
         t_dense = time_ms(lambda: cudnn(q, k, v))
@@ -170,16 +171,16 @@ def run(args: argparse.Namespace) -> int:
         mass = {}
         for s in settings:
             method = s.build()
-            plan = method.plan(q, k, visual)
+            plan = method.plan(q, k, *layout)
             out = plan.run(q, k, v)
             err = float((out.double() - dense.double()).norm() / dense.double().norm())
 
             def layer():
-                p_ = method.plan(q, k, visual)
+                p_ = method.plan(q, k, *layout)
                 return p_.run(q, k, v)
 
             t_total = time_ms(layer)
-            t_plan = time_ms(lambda: method.plan(q, k, visual))
+            t_plan = time_ms(lambda: method.plan(q, k, *layout))
             if plan.block_n not in mass:
                 mass[plan.block_n] = dense_block_mass(q, k, qrows, plan.block_n)
             sp = plan.sparsity()
@@ -209,8 +210,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _inputs(args: argparse.Namespace):
-    """``(family, seed, q, k, v, visual)`` on the GPU in bfloat16, one input at a time: each length, family and
-    seed of the generated inputs, or each layer of each ``--inputs`` capture (family ``<file stem>:L<layer>``)."""
+    """``(family, seed, q, k, v, (visual, interleaved text))`` on the GPU in bfloat16, one input at a time: each
+    length, family and seed of the generated inputs, or each layer of each ``--inputs`` capture (family ``<file stem>:L<layer>``)."""
     if args.inputs:
         from vlmsparse.model.capture import load_capture
 
@@ -219,7 +220,8 @@ def _inputs(args: argparse.Namespace):
             seed = capture.meta.get("seed", 0)
             for layer in capture.layers:
                 q, k, v = (t.to("cuda", torch.bfloat16) for t in (layer.q, layer.k, layer.v))
-                yield f"{capture.name}:L{layer.layer}", seed, q, k, v, layer.visual.to("cuda")
+                inter = None if layer.interleaved_text is None else layer.interleaved_text.to("cuda")
+                yield f"{capture.name}:L{layer.layer}", seed, q, k, v, (layer.visual.to("cuda"), inter)
         return
     from .kernel import VIDEO_GRIDS
     from .synthetic import video_qkv
@@ -234,7 +236,7 @@ def _inputs(args: argparse.Namespace):
                 if total != length and family == args.families[0] and seed == args.seeds[0]:
                     print(f"asked for {length} tokens: {frames} frames of {height}x{width} visual tokens and "
                           f"{total - frames * height * width} text tokens make {total} (the L column)", flush=True)
-                yield family, seed, q, k, v, visual
+                yield family, seed, q, k, v, (visual, None)
 
 
 PSA_LINES = ("psa", "psa-public", "psa-all-levels", "psa-exact", "psa-exact-lone-skip", "psa-exact-lone-exact",

@@ -33,6 +33,10 @@ class LayerQKV:
     k: torch.Tensor  # [1, Hkv, L, D]
     v: torch.Tensor  # [1, Hkv, L, D]
     visual: torch.Tensor  # [1, L] bool
+    #: bool [1, L]: text inside a visual span (Qwen3-VL's frame timestamps), planned as visual; None: none
+    interleaved_text: torch.Tensor | None = None
+    #: the softmax scale the model uses (None: 1 / sqrt(D))
+    scaling: float | None = None
 
 
 @dataclass
@@ -62,8 +66,9 @@ def capture_qkv(model, inputs: dict, layers: Iterable[int] | None = None) -> lis
 
     def keep(att) -> None:
         if wanted is None or int(att.layer) in wanted:
+            inter = None if att.interleaved_text is None else att.interleaved_text.detach().clone()
             seen.append(LayerQKV(int(att.layer), att.q.detach().clone(), att.k.detach().clone(),
-                                 att.v.detach().clone(), att.visual.detach().clone()))
+                                 att.v.detach().clone(), att.visual.detach().clone(), inter, att.scaling))
 
     handle = observe(model, keep)
     try:
@@ -89,8 +94,11 @@ def save_capture(path: str | Path, layers: list[LayerQKV], meta: dict[str, Any],
         "format": FORMAT,
         "meta": dict(meta),
         "visual": layers[0].visual.detach().to("cpu", torch.bool).contiguous(),
-        "layers": [{"layer": int(x.layer), "q": cpu(x.q), "k": cpu(x.k), "v": cpu(x.v)} for x in layers],
+        "layers": [{"layer": int(x.layer), "q": cpu(x.q), "k": cpu(x.k), "v": cpu(x.v),
+                    "scaling": None if x.scaling is None else float(x.scaling)} for x in layers],
     }
+    if layers[0].interleaved_text is not None:
+        payload["interleaved_text"] = layers[0].interleaved_text.detach().to("cpu", torch.bool).contiguous()
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         torch.save(payload, tmp)
@@ -120,6 +128,9 @@ def load_capture(path: str | Path, layers: Iterable[int] | None = None) -> Captu
     entries = payload.get("layers") or []
     if not isinstance(visual, torch.Tensor) or visual.dim() != 2 or not entries:
         raise ValueError(f"--inputs {path}: the capture holds no layers or no token layout")
+    inter = payload.get("interleaved_text")
+    if inter is not None and (not isinstance(inter, torch.Tensor) or tuple(inter.shape) != tuple(visual.shape)):
+        raise ValueError(f"--inputs {path}: its interleaved-text mask does not have the layout's shape")
     wanted = None if layers is None else set(layers)
     out = []
     for entry in entries:
@@ -130,8 +141,12 @@ def load_capture(path: str | Path, layers: Iterable[int] | None = None) -> Captu
         if not ok:
             raise ValueError(f"--inputs {path}: layer {entry['layer']}'s q {tuple(q.shape)}, k {tuple(k.shape)}, "
                              f"v {tuple(v.shape)} and layout {tuple(visual.shape)} do not fit together")
+        scaling = entry.get("scaling")
+        if scaling is not None and abs(float(scaling) * q.shape[3] ** 0.5 - 1.0) > 1e-4:
+            raise ValueError(f"--inputs {path}: layer {entry['layer']} uses softmax scale {scaling}, not "
+                             f"1/sqrt({q.shape[3]}); the sweeps compare against 1/sqrt(head dim) attention")
         if wanted is None or int(entry["layer"]) in wanted:
-            out.append(LayerQKV(int(entry["layer"]), q, k, v, visual))
+            out.append(LayerQKV(int(entry["layer"]), q, k, v, visual, inter, scaling))
     if not out:
         have = [int(e["layer"]) for e in entries]
         raise ValueError(f"--inputs {path}: none of layers {sorted(wanted or [])} is in the capture (it has {have})")
