@@ -192,3 +192,33 @@ def test_a_capture_at_another_softmax_scale_is_refused(tmp_path):
         load_capture(tmp_path / "s.pt")
     layers[0].scaling = 0.25
     assert load_capture(save_capture(tmp_path / "ok.pt", layers, {})).layers[0].scaling == 0.25
+
+
+_WRITER = """
+import sys
+from pathlib import Path
+from vlmsparse.bench.fidelity import _write_rows
+
+path, name = Path(sys.argv[1]), sys.argv[2]
+rows = []
+for i in range(25):  # a run rewrites all its rows after each input, as the sweep does
+    rows.append({"method": "psa", "setting": f"s{i}", "input": f"{name}:L{i}", "seq_len": 64, "device": "cpu",
+                 "backend": "float32", "rel_l2_error": 0.1})
+    _write_rows(path, rows)
+"""
+
+
+def test_two_sweeps_writing_one_fidelity_csv_at_once_keep_every_row(tmp_path):
+    import os
+    import subprocess
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    path = tmp_path / "fidelity.csv"
+    procs = [subprocess.Popen([sys.executable, "-c", _WRITER, str(path), name], env=env, stderr=subprocess.PIPE,
+                              text=True) for name in ("a", "b")]
+    for proc in procs:
+        assert proc.wait(timeout=120) == 0, proc.stderr.read()
+    rows = list(csv.DictReader(path.open()))
+    assert sorted(r["input"] for r in rows) == sorted(f"{n}:L{i}" for n in "ab" for i in range(25))
+    assert not [p for p in tmp_path.iterdir() if p.name != "fidelity.csv"]  # no temporary file left

@@ -27,7 +27,6 @@ setting at 4k tokens). On CPU the dense output is a float32 softmax.
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime as _dt
 import json
 import math
@@ -201,19 +200,18 @@ def _row_key(row: dict[str, Any]) -> tuple[str, str, str, str]:
 
 
 def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Write ``rows`` to ``path``, replacing earlier rows of the same device, backend, input and sequence length."""
+    """Write ``rows`` to ``path``, replacing earlier rows of the same device, backend, input and sequence length.
+
+    The folder is locked while the file is read and replaced, and the new file is written under a name of this
+    process's own first (:func:`vlmsparse.bench.common.write_csv`'s way): runs that share a folder or
+    ``results/fidelity.csv`` never lose each other's rows."""
+    from vlmsparse.eval.leaderboard import read_rows, write_rows
+    from vlmsparse.runs import folder_lock
+
     replaced = {_row_key(r) for r in rows}
-    kept: list[dict[str, Any]] = []
-    if path.exists():
-        with path.open(newline="") as f:
-            kept = [r for r in csv.DictReader(f) if _row_key(r) not in replaced]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(kept + rows)
-    tmp.replace(path)
+    with folder_lock(path):
+        kept = [r for r in read_rows(path) if _row_key(r) not in replaced]
+        write_rows(path, kept + rows, COLUMNS, cell=lambda value: "" if value is None else str(value))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
