@@ -25,15 +25,33 @@ from typing import Any
 from vlmsparse.eval import leaderboard as lb
 
 from .lmms_eval_args import effective_model_args, parse_model_args
-from .lmms_eval_recording import summarize_records
 
-__all__ = ["LmmsEvalRun", "find_run", "read_run", "leaderboard_row", "append_lmms_eval_row", "main"]
+__all__ = ["LmmsEvalRun", "find_run", "read_run", "leaderboard_row", "append_lmms_eval_row", "summarize_records", "main"]
 
 DURATIONS = ("short", "medium", "long")
 #: lmms-eval Video-MME task -> the split name of ``vlmsparse.eval``.
 TASK_SPLITS = {"videomme": "all", "videomme_long": "long"}
 #: The per-question entry of lmms-eval's ``videomme`` samples (its metric name).
 SCORE_KEY = "videomme_perception_score"
+
+
+def summarize_records(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Means over requests of their sparsity, visual sparsity and prefill time, as ``vlmsparse.eval`` reports."""
+
+    def mean(key: str) -> float | None:
+        values = [float(r[key]) for r in records if r.get(key) is not None]
+        return sum(values) / len(values) if values else None
+
+    peaks = [float(r["peak_mem_gib"]) for r in records if r.get("peak_mem_gib") is not None]
+    devices = sorted({str(r["device"]) for r in records if r.get("device")})
+    return {
+        "requests": len(records),
+        "sparsity": mean("sparsity"),
+        "visual_sparsity": mean("visual_sparsity"),
+        "prefill_s_mean": mean("prefill_s"),
+        "peak_mem_gib": max(peaks) if peaks else None,
+        "device": "; ".join(devices),
+    }
 
 
 class LmmsEvalRun:

@@ -20,6 +20,8 @@ from typing import Any
 import torch
 from lmms_eval.api.instance import GenerationResult, TokenCounts
 
+from .lmms_eval_leaderboard import summarize_records  # plain Python: the exporter needs no lmms-eval
+
 __all__ = ["RequestSparsity", "SparsityTokenCounts", "SparsityRecorder", "summarize_records"]
 
 
@@ -217,25 +219,6 @@ class SparsityRecorder:
     def summary(self) -> dict[str, Any]:
         """Means over the requests recorded so far (see :func:`summarize_records`)."""
         return summarize_records(self.records)
-
-
-def summarize_records(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Means over requests of their sparsity, visual sparsity and prefill time, as ``vlmsparse.eval`` reports."""
-
-    def mean(key: str) -> float | None:
-        values = [float(r[key]) for r in records if r.get(key) is not None]
-        return sum(values) / len(values) if values else None
-
-    peaks = [float(r["peak_mem_gib"]) for r in records if r.get("peak_mem_gib") is not None]
-    devices = sorted({str(r["device"]) for r in records if r.get("device")})
-    return {
-        "requests": len(records),
-        "sparsity": mean("sparsity"),
-        "visual_sparsity": mean("visual_sparsity"),
-        "prefill_s_mean": mean("prefill_s"),
-        "peak_mem_gib": max(peaks) if peaks else None,
-        "device": "; ".join(devices),
-    }
 
 
 def _attach(output: Any, record: RequestSparsity | None) -> Any:

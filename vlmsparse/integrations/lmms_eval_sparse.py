@@ -24,7 +24,8 @@ from typing import Any, ClassVar
 from loguru import logger as eval_logger
 
 from .lmms_eval_args import RUN_KEY_TO_MODEL_ARG, SparseArgs, effective_model_args
-from .lmms_eval_recording import SparsityRecorder, summarize_records
+from .lmms_eval_leaderboard import summarize_records
+from .lmms_eval_recording import SparsityRecorder
 
 __all__ = ["SparsePlugin"]
 
