@@ -306,3 +306,20 @@ def test_prefill_after_cache_queries_are_last_positions(tiny, reference_kernel):
         out, weights = sparse_attention_forward(module, q, k, v, None, scaling=d**-0.5)
         assert weights is None and handle.stats.per_layer() == {1: 0.0}
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["dense", "psa", "xattention", "sparge"])
+def test_a_config_file_alone_sets_its_method(tiny, name):
+    from pathlib import Path
+
+    from vlmsparse.methods import get_method_class
+
+    model = tiny[0]
+    path = Path(__file__).resolve().parents[1] / "evals" / f"{name}.toml"
+    with vlmsparse.patch(model, config_file=path, vision="unpatched") as handle:
+        assert isinstance(handle.planners.default, get_method_class(name))
+    other = "xattention" if name != "xattention" else "psa"
+    with pytest.raises(ValueError, match=f"is for method '{name}', not '{other}'"):
+        vlmsparse.patch(model, other, config_file=path, vision="unpatched")
+    with vlmsparse.patch(model, vision="unpatched") as handle:  # no method and no file: PSA
+        assert isinstance(handle.planners.default, get_method_class("psa"))

@@ -90,10 +90,12 @@ def get_method(name: str, *, config_file: str | Path | None = None, **overrides:
     return cls(build_config(cls, overrides))
 
 
-def get_planners(name: str, *, config_file: str | Path | None = None, **overrides: Any) -> LayerPlanners:
+def get_planners(name: str | None, *, config_file: str | Path | None = None, **overrides: Any) -> LayerPlanners:
     """Every decoder layer's planner: defaults, then ``config_file`` (its ``[method_config]`` and per-layer
     ``[[layer_overrides]]``), then keyword overrides (applied to every layer). One planner per distinct setting.
+    ``name`` None: the method the file names (without a file, ``psa``); a name that is not the file's raises
+    ``ValueError``.
     """
     if config_file is not None:
         return load_setting(config_file, overrides, method=name).build_planners()
-    return default_setting(name, **overrides).build_planners()
+    return default_setting(name or "psa", **overrides).build_planners()

@@ -177,7 +177,7 @@ def _switch(model: torch.nn.Module, family: ModelFamily, implementation: str) ->
 
 def patch(
     model: torch.nn.Module,
-    method: str | Method = "psa",
+    method: str | Method | LayerPlanners | None = None,
     *,
     config_file: str | Path | None = None,
     timing: bool = False,
@@ -190,7 +190,8 @@ def patch(
         model: a loaded model of a supported family (``vlmsparse.model.supported_families()``: Qwen2-VL,
             Qwen2.5-VL, Qwen3-VL, Qwen3-VL-MoE, LLaVA-OneVision), ``*ForConditionalGeneration`` or base ``*Model``.
         method: a method name (``vlmsparse.methods.available_methods()``), a built ``Method``, or built
-            ``LayerPlanners`` (``vlmsparse.methods.get_planners``).
+            ``LayerPlanners`` (``vlmsparse.methods.get_planners``); default: the method ``config_file`` names,
+            else ``"psa"``. A name that differs from the file's method raises ``ValueError``.
         config_file: a run config TOML (``evals/*.toml``) whose ``[method_config]`` sets the method's fields and
             whose ``[[layer_overrides]]`` (if any) set some layers' own; a config made for another decoder layer
             count raises ``ValueError``.
@@ -225,8 +226,8 @@ def patch(
         if config_file is not None or config:
             raise ValueError("pass either a built Method or a method name with config, not both")
         planners = method if isinstance(method, LayerPlanners) else LayerPlanners(method)
-    elif isinstance(method, str):
-        planners = get_planners(method, config_file=config_file, **config)
+    elif method is None or isinstance(method, str):
+        planners = get_planners(method, config_file=config_file, **config)  # None: the file's method, or psa
     else:
         raise ValueError(f"method must be a method name or a vlmsparse Method, got {type(method).__name__}")
     planners.check_model(len(layers), text_config.num_attention_heads, text_config.num_key_value_heads)
