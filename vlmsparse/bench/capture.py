@@ -160,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
     cuda = device.type == "cuda"
     dtype = args.dtype or ("bfloat16" if cuda else "float32")
     video, prompt, source = _video_and_prompt(args, path, family)
-    model, processor = load_model(path, dtype=dtype, device_map=None, family=family)
+    model, processor = load_model(path, dtype=dtype, device_map={"": str(device)} if cuda else None, family=family)
     model.to(device)
     num_layers = len(list(family_for_model(model).attention_modules(model)))
     layers = default_layers(num_layers) if args.layers is None else (
