@@ -271,25 +271,27 @@ def summary_dict(cal: Calibration) -> dict[str, Any]:
 
 def summary_table(summary: dict[str, Any]) -> str:
     """A short printable table of a calibration's outcome."""
+    held = summary.get("heldout", {})
+    names = list(dict.fromkeys(["calibrated", "global", *held]))
+    labels = {name: name if name != "global" else
+              f"global ({summary['knob']} {summary['calibration']['global']['knob']:.3f})" for name in names}
+    width = max(26, *(len(label) for label in labels.values()))
     lines = [
         f"calibration: {summary['method']} {summary['knob']}, target {summary['target']}, "
         f"{'per head' if summary['per_head'] else 'per layer'}, {summary['layers']} layers, "
         f"{summary['samples']} samples (+{summary['holdout']} held out); {summary['source']}",
-        f"{'setting':<26} {'calib sparsity':>14} {'calib rms err':>13} {'held-out sparsity':>17} "
+        f"{'setting':<{width}} {'calib sparsity':>14} {'calib rms err':>13} {'held-out sparsity':>17} "
         f"{'held-out rms err':>16} {'mean err':>9} {'recall':>7}",
     ]
-    held = summary.get("heldout", {})
-    names = list(dict.fromkeys(["calibrated", "global", *held]))
+
+    def f(d, key, cells):
+        return f"{d[key]:>{cells}.4f}" if key in d else f"{'-':>{cells}}"
+
     for name in names:
         c = summary["calibration"].get(name, {})
         h = held.get(name, {})
-        label = name if name != "global" else f"global ({summary['knob']} {summary['calibration']['global']['knob']:.3f})"
-
-        def f(d, key, width):
-            return f"{d[key]:>{width}.4f}" if key in d else f"{'-':>{width}}"
-
         lines.append(
-            f"{label:<26} {f(c, 'sparsity', 14)} {f(c, 'rms_error', 13)} {f(h, 'sparsity', 17)} "
+            f"{labels[name]:<{width}} {f(c, 'sparsity', 14)} {f(c, 'rms_error', 13)} {f(h, 'sparsity', 17)} "
             f"{f(h, 'rms_error', 16)} {f(h, 'mean_error', 9)} {f(h, 'recall', 7)}"
         )
     st = summary["stability"]
