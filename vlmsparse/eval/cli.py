@@ -36,6 +36,7 @@ examples:
   python -m vlmsparse.eval plot results                # plots (PNG) of the CSVs and records in a folder
   python -m vlmsparse.eval --bench vniah --model testbed --method dense,psa --generate --seed 0 --limit 2
   python -m vlmsparse.eval --bench vniah --model testbed --generate --lengths 64,256,512 --depths 0,0.5,1
+  python -m vlmsparse.eval --bench vniah --model testbed --generate --no-needle   # the control: needle left out
   python -m vlmsparse.eval --bench vniah --method psa --data-dir my_videos/ --lengths 128,512
 
 Interrupted? Rerun the same command: answered questions are kept and skipped. Two processes may run the
