@@ -222,3 +222,20 @@ def test_two_sweeps_writing_one_fidelity_csv_at_once_keep_every_row(tmp_path):
     rows = list(csv.DictReader(path.open()))
     assert sorted(r["input"] for r in rows) == sorted(f"{n}:L{i}" for n in "ab" for i in range(25))
     assert not [p for p in tmp_path.iterdir() if p.name != "fidelity.csv"]  # no temporary file left
+
+
+def test_the_sparsity_summary_takes_each_methods_best_setting_at_least_that_sparse():
+    import math
+
+    from vlmsparse.bench.fidelity import sparsity_summary
+
+    def row(method, sparsity, err, source=""):
+        return {"method": method, "sparsity": sparsity, "rel_l2_error": err, "seq_len": 128, "input": source}
+
+    rows = [row("dense", 0.0, 0.0), row("psa", 0.25, 0.01), row("psa", 0.45, 0.05), row("psa", 0.3, 0.2),
+            row("xattention", 0.35, 0.1), row("psa", 0.5, 0.3, "cap:L0")]
+    got = {(r["input"], r["sparsity"]): r for r in sparsity_summary(rows, budgets=(0.2, 0.4, 0.6))}
+    assert got[("synthetic", ">= 0.2")]["psa"] == 0.01 and got[("synthetic", ">= 0.2")]["xattention"] == 0.1
+    assert got[("synthetic", ">= 0.4")]["psa"] == 0.05 and math.isnan(got[("synthetic", ">= 0.4")]["xattention"])
+    assert math.isnan(got[("synthetic", ">= 0.6")]["psa"]) and got[("cap:L0", ">= 0.4")]["psa"] == 0.3
+    assert "dense" not in got[("synthetic", ">= 0.2")]

@@ -41,10 +41,10 @@ import torch
 from vlmsparse.kernels.blocks import cdiv
 from vlmsparse.methods import Plan, get_method
 
-from .common import add_output_arguments, output_csvs
+from .common import add_output_arguments, output_csvs, print_table
 from .synthetic import video_qkv
 
-__all__ = ["Setting", "default_sweep", "dense_attention_stats", "evaluate_plan", "add_arguments", "run", "COLUMNS"]
+__all__ = ["Setting", "default_sweep", "sparsity_summary", "dense_attention_stats", "evaluate_plan", "add_arguments", "run", "COLUMNS"]
 
 #: Shown under ``--help``: the first two run on a CPU in a few minutes, the last needs a CUDA GPU.
 EXAMPLES = """\
@@ -320,6 +320,10 @@ def run(args: argparse.Namespace) -> int:
             )
         for path in paths:  # after each length: partial runs keep their rows
             _write_rows(path, rows)
+    summary = sparsity_summary(rows)
+    if summary:
+        print("\nlowest relative error at each sparsity budget (nan: no setting that sparse)")
+        print_table(summary, ["input", "L", "sparsity", *[m for m in summary[0] if m not in ("input", "L", "sparsity")]])
     print(f"wrote {len(rows)} rows to {', '.join(str(p) for p in paths)}")
     if any(r["method"] != "dense" for r in rows):
         from vlmsparse.eval.leaderboard import read_rows
@@ -361,6 +365,23 @@ def _inputs(args, seq_lens, core_lens, heads_q, heads_kv, device, dtype):
         shape = {"frames": frames, "grid": f"{frames}x{args.height}x{args.width}", "text_tokens": text,
                  "seed": args.seed}
         yield SYNTHETIC, q, k, v, (visual, None), shape, core_only
+
+
+def sparsity_summary(rows: list[dict[str, Any]], budgets=(0.2, 0.3, 0.4, 0.5, 0.6)) -> list[dict[str, Any]]:
+    """Per input and length, at each sparsity budget: each method's lowest error among its settings at least that
+    sparse (``nan``: none reaches it), the same reading of the sweep as the frontier's, with sparsity for time."""
+    out = []
+    keys = sorted({(str(r.get("input") or SYNTHETIC), int(r["seq_len"])) for r in rows})
+    methods = sorted({r["method"] for r in rows if r["method"] != "dense"})
+    for source, length in keys:
+        sub = [r for r in rows if (str(r.get("input") or SYNTHETIC), int(r["seq_len"])) == (source, length)]
+        for budget in budgets:
+            line: dict[str, Any] = {"input": source, "L": length, "sparsity": f">= {budget}"}
+            for method in methods:
+                errs = [float(r["rel_l2_error"]) for r in sub if r["method"] == method and float(r["sparsity"]) >= budget]
+                line[method] = min(errs) if errs else float("nan")
+            out.append(line)
+    return out
 
 
 def evaluate_dense_kernel(plan: Plan, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
