@@ -239,3 +239,22 @@ def test_the_sparsity_summary_takes_each_methods_best_setting_at_least_that_spar
     assert got[("synthetic", ">= 0.4")]["psa"] == 0.05 and math.isnan(got[("synthetic", ">= 0.4")]["xattention"])
     assert math.isnan(got[("synthetic", ">= 0.6")]["psa"]) and got[("cap:L0", ">= 0.4")]["psa"] == 0.3
     assert "dense" not in got[("synthetic", ">= 0.2")]
+
+
+def test_pareto_takes_each_captured_layer_as_an_input_of_its_own(tmp_path):
+    import argparse
+
+    from vlmsparse.bench.pareto import _inputs
+
+    layers = _layers(2)
+    layers[0].interleaved_text = torch.zeros_like(layers[0].visual)
+    layers[0].interleaved_text[0, 20] = True
+    layers[0].visual[0, 20] = False
+    layers[1].interleaved_text, layers[1].visual = layers[0].interleaved_text, layers[0].visual
+    a = save_capture(tmp_path / "a.pt", layers, {"seed": 4})
+    b = save_capture(tmp_path / "b.pt", layers[:1], {})
+    got = list(_inputs(argparse.Namespace(inputs=[str(a), str(b)]), device="cpu"))
+    assert [(family, seed) for family, seed, *_ in got] == [("a:L0", 4), ("a:L1", 4), ("b:L0", 0)]
+    family, seed, q, k, v, (visual, inter) = got[0]
+    assert q.dtype == torch.bfloat16 and q.shape == layers[0].q.shape and torch.equal(visual, layers[0].visual)
+    assert inter is not None and bool(inter[0, 20]) and not bool(visual[0, 20])

@@ -209,8 +209,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _inputs(args: argparse.Namespace):
-    """``(family, seed, q, k, v, (visual, interleaved text))`` on the GPU in bfloat16, one input at a time: each
+def _inputs(args: argparse.Namespace, device: str = "cuda"):
+    """``(family, seed, q, k, v, (visual, interleaved text))`` on ``device`` in bfloat16, one input at a time: each
     length, family and seed of the generated inputs, or each layer of each ``--inputs`` capture (family ``<file stem>:L<layer>``)."""
     if args.inputs:
         from vlmsparse.model.capture import load_capture
@@ -219,9 +219,9 @@ def _inputs(args: argparse.Namespace):
             capture = load_capture(path)
             seed = capture.meta.get("seed", 0)
             for layer in capture.layers:
-                q, k, v = (t.to("cuda", torch.bfloat16) for t in (layer.q, layer.k, layer.v))
-                inter = None if layer.interleaved_text is None else layer.interleaved_text.to("cuda")
-                yield f"{capture.name}:L{layer.layer}", seed, q, k, v, (layer.visual.to("cuda"), inter)
+                q, k, v = (t.to(device, torch.bfloat16) for t in (layer.q, layer.k, layer.v))
+                inter = None if layer.interleaved_text is None else layer.interleaved_text.to(device)
+                yield f"{capture.name}:L{layer.layer}", seed, q, k, v, (layer.visual.to(device), inter)
         return
     from .kernel import VIDEO_GRIDS
     from .synthetic import video_qkv
@@ -230,7 +230,7 @@ def _inputs(args: argparse.Namespace):
         frames, height, width = VIDEO_GRIDS.get(length, (max(1, length // 256), 16, 16))
         for family in args.families:
             for seed in args.seeds:
-                q, k, v, visual = video_qkv(frames, height, width, device="cuda", dtype=torch.bfloat16,
+                q, k, v, visual = video_qkv(frames, height, width, device=device, dtype=torch.bfloat16,
                                             seed=1000 * seed + length, **FAMILIES[family])
                 total = q.shape[2]
                 if total != length and family == args.families[0] and seed == args.seeds[0]:
