@@ -46,15 +46,24 @@ from .blocks import cdiv
 try:  # Gluon: Triton >= 3.5; its Hopper pieces are only usable on an sm_90 device
     from triton.experimental import gluon
     from triton.experimental.gluon import language as gl
-    from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warpgroup_mma, warpgroup_mma_wait
+    from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma, warpgroup_mma,
+                                                                      warpgroup_mma_wait)
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor as GluonDescriptor
 
     # 128-byte swizzled tiles of 16-bit elements (bfloat16 and float16 alike), as the TMA boxes are written
     _SMEM_Q = gl.constexpr(gl.NVMMASharedLayout.get_default_for([64, 128], gl.bfloat16))
     _SMEM_KV = gl.constexpr(gl.NVMMASharedLayout.get_default_for([128, 128], gl.bfloat16))
+    # the span bias through the tensor cores: one [64, 16] selector (A) and a [128, 16] table (B, read transposed)
+    # per span a plan can hold, 32-byte swizzled
+    _SMEM_SEL = gl.constexpr(gl.NVMMASharedLayout.get_default_for([64, 16], gl.bfloat16))
+    _SMEM_BIAS = gl.constexpr(gl.NVMMASharedLayout.get_default_for([128, 16], gl.bfloat16))
+    _FILL = gl.constexpr(gl.BlockedLayout(size_per_thread=[1, 8], threads_per_warp=[16, 2], warps_per_cta=[4, 1],
+                                          order=[1, 0]))
     # a consumer's [64, 128] wgmma results (logits, accumulator) and P as the left operand of P V
     _ACC = gl.constexpr(gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, 128, 16]))
     _P = gl.constexpr(gl.DotOperandLayout(operand_index=0, parent=_ACC, k_width=2))
+    # the span bias's selector as the left operand from registers ([64, 16]: ones in the two columns of its span)
+    _SEL = gl.constexpr(gl.DotOperandLayout(operand_index=0, parent=_ACC, k_width=2))
     # one value per thread of a consumer warp group: the tail's sums, held through the masked blocks
     _VEC = gl.constexpr(gl.BlockedLayout(size_per_thread=[1], threads_per_warp=[32], warps_per_cta=[4], order=[0]))
     # the same for the producer's one warp
@@ -139,7 +148,7 @@ if gluon is not None:
     def _producer(args, POOLED: gl.constexpr, PDL: gl.constexpr):
         (desc_q, desc_k, desc_v, desc_kp, desc_vp, BlockIdx, CatOff, Out, SkipSums, qk_scale, stride_ob, stride_oh,
          stride_om, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles, Sched,
-         q_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v) = args
+         q_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, sel, bias) = args
         g2 = (k_len + 1) // 2
         g4 = (k_len + 3) // 4
         it = 0  # ring position, continued from tile to tile (the consumers count the same steps)
@@ -195,6 +204,42 @@ if gluon is not None:
             gl.atomic_xchg(Sched + 1, 0, sem="relaxed")
 
     @gluon.jit
+    def _bias_tables(bias, qk_scale):
+        """Consumer, once per program: the span bias's tables, ``sel(i) @ bias[i // 8]^T`` a [64, 128] product whose
+        column ``c`` is ``log2(p) / qk_scale`` where ``c < n * 128 / p`` and ``-2^100`` past the span (scaled, its
+        probability is exactly 0; finite, so no ``0 * inf``). Ten spans a plan can hold (``_bias_index``): level 2
+        of 2 blocks, level 4 of 2-4, level 8 of 3-8; span ``i``'s bfloat16 high part in column ``2 (i % 8)`` and
+        its low part in the next column of tile ``i // 8`` ([128, 16], read transposed); ``sel(i)`` (``_qk``, in
+        registers) has ones in those two columns. Both consumers write the same values (a benign race: equal
+        bits), then fence them for the tensor cores and meet at their warp group's barrier."""
+        k = gl.arange(0, 16, layout=gl.SliceLayout(0, _FILL))[None, :]
+        cols = gl.arange(0, 128, layout=gl.SliceLayout(1, _FILL))[:, None]
+        slot = k // 2
+        # per slot of tile 0 (spans 0-7) and tile 1 (spans 8, 9): log2 p and the span's columns
+        log2p0 = gl.where(slot == 0, 1.0, gl.where(slot < 4, 2.0, 3.0))
+        ncols0 = gl.where(slot == 0, 128, gl.where(slot < 4, 64 + (slot - 1) * 32, 48 + (slot - 4) * 16))
+        _bias_tile(bias.index(0), cols, k, qk_scale, log2p0, ncols0)
+        _bias_tile(bias.index(1), cols, k, qk_scale, gl.where(slot < 2, 3.0, 0.0), gl.where(slot == 0, 112, 128))
+        fence_async_shared()  # each thread's stores made visible to the tensor cores, then all of them done
+        gl.thread_barrier()
+
+    @gluon.jit
+    def _bias_tile(tile, cols, k, qk_scale, log2p, ncols):
+        v = gl.where(cols < ncols, log2p / qk_scale, -1.2676506002282294e30)
+        hi = v.to(gl.bfloat16)
+        lo = (v - hi.to(gl.float32)).to(gl.bfloat16)
+        tile.store(gl.where(k % 2 == 0, hi, lo))
+
+    @gluon.jit
+    def _bias_index(e, lv):
+        """The bias table of a span with entry ``e`` (``n - 1 == e % 8``) at level index ``lv`` (0, 1, 2 for level
+        2, 4, 8): 0 for level 2, ``n - 1`` (1-3) for level 4, ``n + 1`` (4-9) for level 8, held in the level's range."""
+        i = e % 8 + gl.where(lv == 0, -1, gl.where(lv == 1, 0, 2))
+        lo = gl.where(lv == 0, 0, gl.where(lv == 1, 1, 4))
+        hi = gl.where(lv == 0, 0, gl.where(lv == 1, 3, 9))
+        return gl.minimum(gl.maximum(i, lo), hi)
+
+    @gluon.jit
     def _wide_update(qk, m_i, l_i, qk_scale, cols, e, LOG2P: gl.constexpr, GROUPS: gl.constexpr):
         """One wide step's online-softmax update from its raw logits ``qk``: scaled (exact block, ``GROUPS == 0``),
         or scaled plus ``LOG2P`` with the tile's rows past the span (its entry ``e``) masked, as one bias per
@@ -225,8 +270,24 @@ if gluon is not None:
         return m_new, l_i * alpha + gl.sum(p, 1), p, alpha
 
     @gluon.jit
+    def _qk(q, k_tile, zero, sel, bias, e, LOG2P: gl.constexpr, GROUPS: gl.constexpr):
+        """Issue a wide step's logits: ``Q K^T``, and for a span (entry ``e``: ``n - 1 == e % 8``) first the bias
+        product ``sel @ bias[_bias_index(e, level)]^T`` into the same accumulator (one more k-16 matmul: the log
+        correction and the mask cost no instruction of the softmax, whose update is then the exact block's)."""
+        if GROUPS == 0:
+            qk = warpgroup_mma(q, k_tile.permute((1, 0)), zero, use_acc=False, is_async=True)
+        else:
+            LEVEL: gl.constexpr = 0 if GROUPS == 64 else (1 if GROUPS == 32 else 2)
+            i = _bias_index(e, LEVEL)
+            kk = gl.arange(0, 16, layout=gl.SliceLayout(0, _SEL))
+            sel = gl.where(kk // 2 == i % 8, 1.0, 0.0).to(gl.bfloat16)[None, :] + gl.zeros([64, 16], gl.bfloat16, _SEL)
+            qk = warpgroup_mma(sel, bias.index(i // 8).permute((1, 0)), zero, use_acc=False, is_async=True)
+            qk = warpgroup_mma(q, k_tile.permute((1, 0)), qk, is_async=True)
+        return qk
+
+    @gluon.jit
     def _wide_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it, idx_ptr, start, stop,
-                    qk_scale, LOG2P: gl.constexpr, GROUPS: gl.constexpr):
+                    qk_scale, sel, bias, e_first, LOG2P: gl.constexpr, GROUPS: gl.constexpr):
         """Consumer: steps ``start .. stop`` on 128-key tiles, pipelined (``Q K^T`` of step ``t`` issued before
         ``P V`` of step ``t - 1``). ``GROUPS == 0``: exact blocks; else spans of ``GROUPS`` pooled keys per block,
         logits ``+ LOG2P``, the tile's rows past the span masked (each span's entry read a step ahead). Every row
@@ -239,14 +300,14 @@ if gluon is not None:
             e = 0
             e_next = 0
             if GROUPS != 0:
-                e = gl.load(idx_ptr + start)
+                e = e_first  # read at the tile's start: the first step's issue needs it
                 e_next = gl.load(idx_ptr + start + 1, mask=n > 1, other=0)
             s = it % n_buf
             mbarrier.wait(ready_k.index(s), (it // n_buf) & 1)
-            qk = warpgroup_mma(q, bufs_k.index(s).permute((1, 0)), zero, use_acc=False, is_async=True)
+            qk = _qk(q, bufs_k.index(s), zero, sel, bias, e, LOG2P, GROUPS)
             qk = warpgroup_mma_wait(0, deps=(qk, ))
             mbarrier.arrive(empty_k.index(s), count=1)
-            m_i, l_i, p, alpha = _wide_update(qk, m_i, l_i, qk_scale, cols, e, LOG2P, GROUPS)
+            m_i, l_i, p, alpha = _wide_update(qk, m_i, l_i, qk_scale, cols, e, 0.0, 0)
             acc = acc * alpha[:, None]
             p16 = gl.convert_layout(p.to(q.dtype), _P)
             prev = s
@@ -257,13 +318,71 @@ if gluon is not None:
                 if GROUPS != 0:
                     e_next = gl.load(idx_ptr + start + t + 1, mask=t + 1 < n, other=0)
                 mbarrier.wait(ready_k.index(s), (cur // n_buf) & 1)
-                qk = warpgroup_mma(q, bufs_k.index(s).permute((1, 0)), zero, use_acc=False, is_async=True)
+                qk = _qk(q, bufs_k.index(s), zero, sel, bias, e, LOG2P, GROUPS)
                 mbarrier.wait(ready_v.index(prev), ((cur - 1) // n_buf) & 1)
                 acc = warpgroup_mma(p16, bufs_v.index(prev), acc, is_async=True)
                 qk = warpgroup_mma_wait(1, deps=(qk, ))
                 mbarrier.arrive(empty_k.index(s), count=1)
-                m_i, l_i, p, alpha = _wide_update(qk, m_i, l_i, qk_scale, cols, e, LOG2P, GROUPS)
+                m_i, l_i, p, alpha = _wide_update(qk, m_i, l_i, qk_scale, cols, e, 0.0, 0)
                 # the new P goes into the operand registers only once the P V reading the old one is done
+                acc = warpgroup_mma_wait(0, deps=(acc, ))
+                mbarrier.arrive(empty_v.index(prev), count=1)
+                p16 = gl.convert_layout(p.to(q.dtype), _P)
+                acc = acc * alpha[:, None]
+                prev = s
+            mbarrier.wait(ready_v.index(prev), ((it + n - 1) // n_buf) & 1)
+            acc = warpgroup_mma(p16, bufs_v.index(prev), acc, is_async=True)
+            acc = warpgroup_mma_wait(0, deps=(acc, ))
+            mbarrier.arrive(empty_v.index(prev), count=1)
+        return m_i, l_i, acc, it + n
+
+    @gluon.jit
+    def _qk_any(q, k_tile, zero, sel, bias, e, t, o_exact, o_s2, o_s4):
+        """``_qk`` for step ``t`` of the wide steps of every kind in one pipeline: exact before ``o_exact``, then
+        spans of level 2, 4, 8 (from ``o_exact``, ``o_s2``, ``o_s4``)."""
+        lv = (t >= o_s2).to(gl.int32) + (t >= o_s4).to(gl.int32)
+        i = _bias_index(e, lv)
+        kk = gl.arange(0, 16, layout=gl.SliceLayout(0, _SEL))
+        sel = gl.where(kk // 2 == i % 8, 1.0, 0.0).to(gl.bfloat16)[None, :] + gl.zeros([64, 16], gl.bfloat16, _SEL)
+        qk = warpgroup_mma(sel, bias.index(i // 8).permute((1, 0)), zero, use_acc=False, is_async=True)
+        # an exact step issues the bias product too (no branch in the loop) and drops it
+        qk = warpgroup_mma(q, k_tile.permute((1, 0)), qk, use_acc=t >= o_exact, is_async=True)
+        return qk
+
+    @gluon.jit
+    def _joint_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it, idx_ptr, o_exact,
+                     o_s2, o_s4, stop, qk_scale, sel, bias):
+        """Consumer: the exact blocks and the spans of every level (steps ``0 .. stop``) in one pipeline, as
+        ``_wide_steps``: with the span bias a tensor-core product, every wide step has the same softmax, so one
+        loop takes them all, with one start and one drain per tile instead of one per kind."""
+        n_buf: gl.constexpr = bufs_k.type.shape[0]
+        zero = gl.zeros([64, 128], gl.float32, _ACC)
+        n = stop
+        if n > 0:
+            cols = gl.arange(0, 128, layout=gl.SliceLayout(0, _ACC))
+            e = gl.load(idx_ptr)
+            e_next = gl.load(idx_ptr + 1, mask=n > 1, other=0)
+            s = it % n_buf
+            mbarrier.wait(ready_k.index(s), (it // n_buf) & 1)
+            qk = _qk_any(q, bufs_k.index(s), zero, sel, bias, e, 0, o_exact, o_s2, o_s4)
+            qk = warpgroup_mma_wait(0, deps=(qk, ))
+            mbarrier.arrive(empty_k.index(s), count=1)
+            m_i, l_i, p, alpha = _wide_update(qk, m_i, l_i, qk_scale, cols, e, 0.0, 0)
+            acc = acc * alpha[:, None]
+            p16 = gl.convert_layout(p.to(q.dtype), _P)
+            prev = s
+            for t in range(1, n):
+                cur = it + t
+                s = cur % n_buf
+                e = e_next
+                e_next = gl.load(idx_ptr + t + 1, mask=t + 1 < n, other=0)
+                mbarrier.wait(ready_k.index(s), (cur // n_buf) & 1)
+                qk = _qk_any(q, bufs_k.index(s), zero, sel, bias, e, t, o_exact, o_s2, o_s4)
+                mbarrier.wait(ready_v.index(prev), ((cur - 1) // n_buf) & 1)
+                acc = warpgroup_mma(p16, bufs_v.index(prev), acc, is_async=True)
+                qk = warpgroup_mma_wait(1, deps=(qk, ))
+                mbarrier.arrive(empty_k.index(s), count=1)
+                m_i, l_i, p, alpha = _wide_update(qk, m_i, l_i, qk_scale, cols, e, 0.0, 0)
                 acc = warpgroup_mma_wait(0, deps=(acc, ))
                 mbarrier.arrive(empty_v.index(prev), count=1)
                 p16 = gl.convert_layout(p.to(q.dtype), _P)
@@ -371,7 +490,7 @@ if gluon is not None:
         output. Returns the ring position after its steps."""
         (desc_q, desc_k, desc_v, desc_kp, desc_vp, BlockIdx, CatOff, Out, SkipSums, qk_scale, stride_ob, stride_oh,
          stride_om, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles, Sched,
-         q_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v) = args
+         q_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, sel, bias) = args
         b, h, kvh, qblk, idx_ptr, off_ptr, row = _program_lists(tile, BlockIdx, CatOff, n_q_heads, n_kv_heads,
                                                                 n_plan_heads, n_qb, n_kb, n_tiles)
         # a static index: Q behind a run-time index (two tiles' buffers) gave wrong products on an H200
@@ -388,15 +507,13 @@ if gluon is not None:
         o_p4 = gl.load(off_ptr + 6)
         o_p8 = gl.load(off_ptr + 7)
         o_mask = gl.load(off_ptr + 8)
-        m_i, l_i, acc, it = _wide_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it,
-                                        idx_ptr, 0, o_exact, qk_scale, 0.0, 0)
-        if POOLED:  # a binary kernel reads a pooled block as skipped, as the Triton kernel compiled without them
+        if POOLED:  # exact blocks and spans in one pipeline; a binary kernel reads a pooled block as skipped
+            m_i, l_i, acc, it = _joint_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it,
+                                             idx_ptr, o_exact, o_s2, o_s4, o_s8, qk_scale, sel, bias)
+        else:
             m_i, l_i, acc, it = _wide_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc,
-                                            it, idx_ptr, o_exact, o_s2, qk_scale, 1.0, 64)
-            m_i, l_i, acc, it = _wide_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc,
-                                            it, idx_ptr, o_s2, o_s4, qk_scale, 2.0, 32)
-            m_i, l_i, acc, it = _wide_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc,
-                                            it, idx_ptr, o_s4, o_s8, qk_scale, 3.0, 16)
+                                            it, idx_ptr, 0, o_exact, qk_scale, sel, bias, 0, 0.0, 0)
+        if POOLED:
             if o_p8 > o_s8:  # single pooled blocks are rare in the default plans: skip their set-up when absent
                 m_i, l_i, acc, it = _narrow_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i,
                                                   acc, it, idx_ptr, o_s8, o_p2, qk_scale, k_len, 2)
@@ -437,7 +554,9 @@ if gluon is not None:
                   PDL: gl.constexpr):
         (desc_q, desc_k, desc_v, desc_kp, desc_vp, BlockIdx, CatOff, Out, SkipSums, qk_scale, stride_ob, stride_oh,
          stride_om, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles, Sched,
-         q_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v) = args
+         q_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, sel, bias) = args
+        if POOLED:
+            _bias_tables(bias, qk_scale)
         it = 0
         r = 0
         mbarrier.wait(q_bar, 0)
@@ -464,6 +583,8 @@ if gluon is not None:
         q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
         q_empty = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
         tile_smem = gl.allocate_shared_memory(gl.int32, [1], gl.SwizzledSharedLayout(1, 1, 1, [0]))
+        sel = 0  # the selector lives in registers (_qk)
+        bias = gl.allocate_shared_memory(gl.bfloat16, [2, 128, 16], _SMEM_BIAS)  # bfloat16 whatever q is
         ready_k = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
         empty_k = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
         ready_v = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
@@ -477,7 +598,7 @@ if gluon is not None:
             mbarrier.init(empty_v.index(s), count=2)
         args = (desc_q, desc_k, desc_v, desc_kp, desc_vp, BlockIdx, CatOff, Out, SkipSums, qk_scale, stride_ob,
                 stride_oh, stride_om, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles, Sched,
-                q_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v)
+                q_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, sel, bias)
         # the flags as arguments of their own: in the tuple they would reach the partitions as run-time values
         gl.warp_specialize([
             (_consumer, (args, 0, CAUSAL, POOLED, TAIL, PDL)),
