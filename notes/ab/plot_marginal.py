@@ -53,7 +53,7 @@ def main():
             pts = [(p, c) for v, _, cs in costs[length] if v == version for p, c in cs.items()]
             if pts:
                 ax.scatter([p * (1 + 0.04 * (i - len(versions) / 2)) for p, _ in pts], [c for _, c in pts],
-                           marker=markers[i % len(markers)], s=24, label=version)
+                           marker=markers[i % len(markers)], color=f"C{i % 10}", s=24, label=version)
         ax.set_xscale("log", base=2)
         ax.set_yscale("log", base=2)
         ax.set_xticks([2, 4, 8], ["level 2", "level 4", "level 8"])
@@ -64,7 +64,7 @@ def main():
         ax.set_ylabel("marginal cost of a block (exact = 1)")
         ax.set_title(f"{length} tokens", fontsize=9)
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncols=2, fontsize=7)
+    fig.legend(handles, labels, loc="outside lower center", ncols=1, fontsize=7)
     r0 = rows[0]
     fig.suptitle(f"Pooled block cost, same-run device-time A/Bs ({args.date or 'all dates'}), {r0['device']}, "
                  f"{r0['shapes']}", fontsize=8)
