@@ -78,8 +78,9 @@ def check_args(args: argparse.Namespace) -> None:
     from vlmsparse.eval.errors import HarnessError
     from vlmsparse.eval.model_io import check_model_source
 
-    if args.device.split(":")[0] not in ("cpu", "cuda"):
-        raise ValueError(f"--device must be cpu or cuda, got {args.device!r}")
+    from .common import require_device
+
+    require_device(args)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"--device {args.device} given but no CUDA device is available; use --device cpu")
     if args.generate is not None:

@@ -157,10 +157,11 @@ def _replace_csv(path: Path, rows: list[dict]) -> None:
         for key in r:
             if key not in fields:
                 fields.append(key)
-    write_rows(path, rows, fields, cell=_cell_as_is)
+    write_rows(path, rows, fields, cell=cell_as_is)
 
 
-def _cell_as_is(value) -> str:
+def cell_as_is(value) -> str:
+    """A table cell with every digit kept (``None`` empty), as the benchmarks write their tables."""
     return "" if value is None else str(value)
 
 
@@ -257,3 +258,9 @@ def check_inputs(args, generated_flags: dict[str, object]) -> None:
 
     for path in args.inputs:
         load_capture(path)
+
+
+def require_device(args) -> None:
+    """``ValueError`` unless ``--device`` is cpu or cuda (a cuda device index allowed)."""
+    if args.device.split(":")[0] not in ("cpu", "cuda"):
+        raise ValueError(f"--device must be cpu or cuda, got {args.device!r}")

@@ -208,10 +208,12 @@ def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
     from vlmsparse.eval.leaderboard import read_rows, write_rows
     from vlmsparse.runs import folder_lock
 
+    from .common import cell_as_is
+
     replaced = {_row_key(r) for r in rows}
     with folder_lock(path):
         kept = [r for r in read_rows(path) if _row_key(r) not in replaced]
-        write_rows(path, kept + rows, COLUMNS, cell=lambda value: "" if value is None else str(value))
+        write_rows(path, kept + rows, COLUMNS, cell=cell_as_is)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -247,14 +249,14 @@ def check_args(args: argparse.Namespace) -> None:
     """``ValueError`` naming the first bad flag (called before anything runs)."""
     from vlmsparse.methods import available_methods
 
-    from .common import check_inputs, check_writable_output, require_head_dim, require_heads, require_positive
+    from .common import (check_inputs, check_writable_output, require_device, require_head_dim, require_heads,
+                         require_positive)
 
     require_positive(args, "seq_lens", "core_seq_lens", "heads_q", "heads_kv", "head_dim", "height", "width")
     require_positive(args, "text_prefix", "text_suffix", allow_zero=True)
     require_heads(args.heads_q or 7, args.heads_kv or 1)
     require_head_dim(args.head_dim)
-    if args.device.split(":")[0] not in ("cpu", "cuda"):
-        raise ValueError(f"--device must be cpu or cuda, got {args.device!r}")
+    require_device(args)
     unknown = sorted(set(args.methods or []) - set(available_methods()))
     if unknown:
         raise ValueError(f"--methods: unknown {unknown}; available: {available_methods()}")
