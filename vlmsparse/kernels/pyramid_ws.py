@@ -240,18 +240,12 @@ if gluon is not None:
         return gl.minimum(gl.maximum(i, lo), hi)
 
     @gluon.jit
-    def _wide_update(qk, m_i, l_i, qk_scale, cols, e, LOG2P: gl.constexpr, GROUPS: gl.constexpr):
-        """One wide step's online-softmax update from its raw logits ``qk``: scaled (exact block, ``GROUPS == 0``),
-        or scaled plus ``LOG2P`` with the tile's rows past the span (its entry ``e``) masked, as one bias per
-        column in the scaling multiply-add. Returns the new maximum and sum, the probabilities and the rescale."""
-        if GROUPS == 0:
-            m_new = gl.maximum(m_i, gl.max(qk, 1) * qk_scale)
-            p = gl.exp2(qk * qk_scale - m_new[:, None])
-        else:
-            bias = gl.where(cols < (e % 8 + 1) * GROUPS, LOG2P, float("-inf"))
-            qk = qk * qk_scale + bias[None, :]
-            m_new = gl.maximum(m_i, gl.max(qk, 1))
-            p = gl.exp2(qk - m_new[:, None])
+    def _wide_update(qk, m_i, l_i, qk_scale):
+        """One wide step's online-softmax update from its logits ``qk`` (a span's log correction and mask are
+        already in them, ``_qk``): scaled, exponentiated against the new maximum. Returns the new maximum and sum,
+        the probabilities and the rescale."""
+        m_new = gl.maximum(m_i, gl.max(qk, 1) * qk_scale)
+        p = gl.exp2(qk * qk_scale - m_new[:, None])
         alpha = gl.exp2(m_i - m_new)
         return m_new, l_i * alpha + gl.sum(p, 1), p, alpha
 
@@ -270,119 +264,64 @@ if gluon is not None:
         return m_new, l_i * alpha + gl.sum(p, 1), p, alpha
 
     @gluon.jit
-    def _qk(q, k_tile, zero, sel, bias, e, LOG2P: gl.constexpr, GROUPS: gl.constexpr):
-        """Issue a wide step's logits: ``Q K^T``, and for a span (entry ``e``: ``n - 1 == e % 8``) first the bias
-        product ``sel @ bias[_bias_index(e, level)]^T`` into the same accumulator (one more k-16 matmul: the log
-        correction and the mask cost no instruction of the softmax, whose update is then the exact block's)."""
-        if GROUPS == 0:
-            qk = warpgroup_mma(q, k_tile.permute((1, 0)), zero, use_acc=False, is_async=True)
-        else:
-            LEVEL: gl.constexpr = 0 if GROUPS == 64 else (1 if GROUPS == 32 else 2)
-            i = _bias_index(e, LEVEL)
+    def _qk(q, k_tile, zero, sel, bias, e, t, o_exact, o_s2, o_s4, SPANS: gl.constexpr):
+        """Issue step ``t``'s logits, ``Q K^T``. With ``SPANS`` the wide steps are exact before ``o_exact``, then
+        spans of level 2, 4, 8 (from ``o_exact``, ``o_s2``, ``o_s4``), and a span (entry ``e``: ``n - 1 == e % 8``)
+        first issues the bias product ``sel @ bias[_bias_index(e, level)]^T`` into the same accumulator (one more
+        k-16 matmul: the log correction and the mask cost no instruction of the softmax, whose update is then the
+        exact block's)."""
+        if SPANS:
+            lv = (t >= o_s2).to(gl.int32) + (t >= o_s4).to(gl.int32)
+            i = _bias_index(e, lv)
             kk = gl.arange(0, 16, layout=gl.SliceLayout(0, _SEL))
-            sel = gl.where(kk // 2 == i % 8, 1.0, 0.0).to(gl.bfloat16)[None, :] + gl.zeros([64, 16], gl.bfloat16, _SEL)
+            sel = gl.where(kk // 2 == i % 8, 1.0, 0.0).to(gl.bfloat16)[None, :] + gl.zeros([64, 16], gl.bfloat16,
+                                                                                             _SEL)
             qk = warpgroup_mma(sel, bias.index(i // 8).permute((1, 0)), zero, use_acc=False, is_async=True)
-            qk = warpgroup_mma(q, k_tile.permute((1, 0)), qk, is_async=True)
+            # an exact step issues the bias product too (no branch in the loop) and drops it
+            qk = warpgroup_mma(q, k_tile.permute((1, 0)), qk, use_acc=t >= o_exact, is_async=True)
+        else:
+            qk = warpgroup_mma(q, k_tile.permute((1, 0)), zero, use_acc=False, is_async=True)
         return qk
 
     @gluon.jit
-    def _wide_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it, idx_ptr, start, stop,
-                    qk_scale, sel, bias, e_first, LOG2P: gl.constexpr, GROUPS: gl.constexpr):
-        """Consumer: steps ``start .. stop`` on 128-key tiles, pipelined (``Q K^T`` of step ``t`` issued before
-        ``P V`` of step ``t - 1``). ``GROUPS == 0``: exact blocks; else spans of ``GROUPS`` pooled keys per block,
-        logits ``+ LOG2P``, the tile's rows past the span masked (each span's entry read a step ahead). Every row
-        has a finite logit in every step."""
-        n_buf: gl.constexpr = bufs_k.type.shape[0]
-        zero = gl.zeros([64, 128], gl.float32, _ACC)
-        n = stop - start
-        if n > 0:
-            cols = gl.arange(0, 128, layout=gl.SliceLayout(0, _ACC))
-            e = 0
-            e_next = 0
-            if GROUPS != 0:
-                e = e_first  # read at the tile's start: the first step's issue needs it
-                e_next = gl.load(idx_ptr + start + 1, mask=n > 1, other=0)
-            s = it % n_buf
-            mbarrier.wait(ready_k.index(s), (it // n_buf) & 1)
-            qk = _qk(q, bufs_k.index(s), zero, sel, bias, e, LOG2P, GROUPS)
-            qk = warpgroup_mma_wait(0, deps=(qk, ))
-            mbarrier.arrive(empty_k.index(s), count=1)
-            m_i, l_i, p, alpha = _wide_update(qk, m_i, l_i, qk_scale, cols, e, 0.0, 0)
-            acc = acc * alpha[:, None]
-            p16 = gl.convert_layout(p.to(q.dtype), _P)
-            prev = s
-            for t in range(1, n):
-                cur = it + t
-                s = cur % n_buf
-                e = e_next
-                if GROUPS != 0:
-                    e_next = gl.load(idx_ptr + start + t + 1, mask=t + 1 < n, other=0)
-                mbarrier.wait(ready_k.index(s), (cur // n_buf) & 1)
-                qk = _qk(q, bufs_k.index(s), zero, sel, bias, e, LOG2P, GROUPS)
-                mbarrier.wait(ready_v.index(prev), ((cur - 1) // n_buf) & 1)
-                acc = warpgroup_mma(p16, bufs_v.index(prev), acc, is_async=True)
-                qk = warpgroup_mma_wait(1, deps=(qk, ))
-                mbarrier.arrive(empty_k.index(s), count=1)
-                m_i, l_i, p, alpha = _wide_update(qk, m_i, l_i, qk_scale, cols, e, 0.0, 0)
-                # the new P goes into the operand registers only once the P V reading the old one is done
-                acc = warpgroup_mma_wait(0, deps=(acc, ))
-                mbarrier.arrive(empty_v.index(prev), count=1)
-                p16 = gl.convert_layout(p.to(q.dtype), _P)
-                acc = acc * alpha[:, None]
-                prev = s
-            mbarrier.wait(ready_v.index(prev), ((it + n - 1) // n_buf) & 1)
-            acc = warpgroup_mma(p16, bufs_v.index(prev), acc, is_async=True)
-            acc = warpgroup_mma_wait(0, deps=(acc, ))
-            mbarrier.arrive(empty_v.index(prev), count=1)
-        return m_i, l_i, acc, it + n
-
-    @gluon.jit
-    def _qk_any(q, k_tile, zero, sel, bias, e, t, o_exact, o_s2, o_s4):
-        """``_qk`` for step ``t`` of the wide steps of every kind in one pipeline: exact before ``o_exact``, then
-        spans of level 2, 4, 8 (from ``o_exact``, ``o_s2``, ``o_s4``)."""
-        lv = (t >= o_s2).to(gl.int32) + (t >= o_s4).to(gl.int32)
-        i = _bias_index(e, lv)
-        kk = gl.arange(0, 16, layout=gl.SliceLayout(0, _SEL))
-        sel = gl.where(kk // 2 == i % 8, 1.0, 0.0).to(gl.bfloat16)[None, :] + gl.zeros([64, 16], gl.bfloat16, _SEL)
-        qk = warpgroup_mma(sel, bias.index(i // 8).permute((1, 0)), zero, use_acc=False, is_async=True)
-        # an exact step issues the bias product too (no branch in the loop) and drops it
-        qk = warpgroup_mma(q, k_tile.permute((1, 0)), qk, use_acc=t >= o_exact, is_async=True)
-        return qk
-
-    @gluon.jit
-    def _joint_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it, idx_ptr, o_exact,
-                     o_s2, o_s4, stop, qk_scale, sel, bias):
-        """Consumer: the exact blocks and the spans of every level (steps ``0 .. stop``) in one pipeline, as
-        ``_wide_steps``: with the span bias a tensor-core product, every wide step has the same softmax, so one
-        loop takes them all, with one start and one drain per tile instead of one per kind."""
+    def _wide_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it, idx_ptr, o_exact,
+                    o_s2, o_s4, stop, qk_scale, sel, bias, SPANS: gl.constexpr):
+        """Consumer: the wide steps ``0 .. stop`` on 128-key tiles in one pipeline (``Q K^T`` of step ``t`` issued
+        before ``P V`` of step ``t - 1``): exact blocks, and with ``SPANS`` the spans of every level after them.
+        With the span bias a tensor-core product every wide step has the same softmax, so one loop takes them all,
+        with one start and one drain per tile. Every row has a finite logit in every step."""
         n_buf: gl.constexpr = bufs_k.type.shape[0]
         zero = gl.zeros([64, 128], gl.float32, _ACC)
         n = stop
         if n > 0:
-            cols = gl.arange(0, 128, layout=gl.SliceLayout(0, _ACC))
-            e = gl.load(idx_ptr)
-            e_next = gl.load(idx_ptr + 1, mask=n > 1, other=0)
+            e = 0
+            e_next = 0
+            if SPANS:  # each span's entry read a step ahead
+                e = gl.load(idx_ptr)
+                e_next = gl.load(idx_ptr + 1, mask=n > 1, other=0)
             s = it % n_buf
             mbarrier.wait(ready_k.index(s), (it // n_buf) & 1)
-            qk = _qk_any(q, bufs_k.index(s), zero, sel, bias, e, 0, o_exact, o_s2, o_s4)
+            qk = _qk(q, bufs_k.index(s), zero, sel, bias, e, 0, o_exact, o_s2, o_s4, SPANS)
             qk = warpgroup_mma_wait(0, deps=(qk, ))
             mbarrier.arrive(empty_k.index(s), count=1)
-            m_i, l_i, p, alpha = _wide_update(qk, m_i, l_i, qk_scale, cols, e, 0.0, 0)
+            m_i, l_i, p, alpha = _wide_update(qk, m_i, l_i, qk_scale)
             acc = acc * alpha[:, None]
             p16 = gl.convert_layout(p.to(q.dtype), _P)
             prev = s
             for t in range(1, n):
                 cur = it + t
                 s = cur % n_buf
-                e = e_next
-                e_next = gl.load(idx_ptr + t + 1, mask=t + 1 < n, other=0)
+                if SPANS:
+                    e = e_next
+                    e_next = gl.load(idx_ptr + t + 1, mask=t + 1 < n, other=0)
                 mbarrier.wait(ready_k.index(s), (cur // n_buf) & 1)
-                qk = _qk_any(q, bufs_k.index(s), zero, sel, bias, e, t, o_exact, o_s2, o_s4)
+                qk = _qk(q, bufs_k.index(s), zero, sel, bias, e, t, o_exact, o_s2, o_s4, SPANS)
                 mbarrier.wait(ready_v.index(prev), ((cur - 1) // n_buf) & 1)
                 acc = warpgroup_mma(p16, bufs_v.index(prev), acc, is_async=True)
                 qk = warpgroup_mma_wait(1, deps=(qk, ))
                 mbarrier.arrive(empty_k.index(s), count=1)
-                m_i, l_i, p, alpha = _wide_update(qk, m_i, l_i, qk_scale, cols, e, 0.0, 0)
+                m_i, l_i, p, alpha = _wide_update(qk, m_i, l_i, qk_scale)
+                # the new P goes into the operand registers only once the P V reading the old one is done
                 acc = warpgroup_mma_wait(0, deps=(acc, ))
                 mbarrier.arrive(empty_v.index(prev), count=1)
                 p16 = gl.convert_layout(p.to(q.dtype), _P)
@@ -507,12 +446,12 @@ if gluon is not None:
         o_p4 = gl.load(off_ptr + 6)
         o_p8 = gl.load(off_ptr + 7)
         o_mask = gl.load(off_ptr + 8)
-        if POOLED:  # exact blocks and spans in one pipeline; a binary kernel reads a pooled block as skipped
-            m_i, l_i, acc, it = _joint_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it,
-                                             idx_ptr, o_exact, o_s2, o_s4, o_s8, qk_scale, sel, bias)
-        else:
-            m_i, l_i, acc, it = _wide_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc,
-                                            it, idx_ptr, 0, o_exact, qk_scale, sel, bias, 0, 0.0, 0)
+        # exact blocks and spans in one pipeline; a binary kernel reads a pooled block as skipped
+        n_wide = o_exact
+        if POOLED:
+            n_wide = o_s8
+        m_i, l_i, acc, it = _wide_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it,
+                                        idx_ptr, o_exact, o_s2, o_s4, n_wide, qk_scale, sel, bias, POOLED)
         if POOLED:
             if o_p8 > o_s8:  # single pooled blocks are rare in the default plans: skip their set-up when absent
                 m_i, l_i, acc, it = _narrow_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i,
