@@ -5,7 +5,8 @@
 #   bash notes/ab/ncu_profile.sh [VERSION ...]     # VERSION: tags materialised by notes/ab/variants.py (carry
 #                                                   # notes/ab/.variants): their one-level-8 and -4 plans too
 #   env: LENGTH (default 8192), OUT (default ./ncu_out), NCU (the ncu binary; found on PATH or under
-#        /opt/nvidia/nsight-compute), LIMIT (seconds per configuration, default 120)
+#        /opt/nvidia/nsight-compute), LIMIT (seconds per configuration, default 120), ONLY (an extended regex:
+#        run only the configurations whose name matches it)
 #
 # For each configuration NAME it writes OUT/NAME.ncu-rep, OUT/NAME_details.csv (every section's metrics),
 # OUT/NAME_raw.csv (the raw metrics, the warp-state ratios among them) and OUT/NAME_sass.csv (per SASS instruction:
@@ -37,6 +38,7 @@ done
 "$NCU" --version | tail -1
 for c in "${configs[@]}"; do
   name=${c%%|*}_$L
+  [ -n "${ONLY:-}" ] && ! [[ ${c%%|*} =~ ${ONLY} ]] && continue
   args=${c#*|}
   echo "== $name: $args"
   # shellcheck disable=SC2086
