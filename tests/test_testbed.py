@@ -170,7 +170,7 @@ def test_the_shipped_checkpoint_finds_the_needle_on_fresh_seeds():
         (["fidelity", "--model", "/no/such/testbed"], "model folder /no/such/testbed does not exist"),
         (["train", "--init", "/no/such/testbed"], "pass --init a folder"),
         (["fidelity", "--methods", "psa,nope"], "--methods nope: not in the sweep"),
-        (["check", "--device", "tpu7"], "--device 'tpu7': give cpu or cuda"),
+        (["check", "--device", "tpu7"], "expected cpu or cuda (cuda:N for one GPU), got 'tpu7'"),
         (["check", "--lengths", "3"], "expected even frame counts >= 2"),
         (["check", "--depths", "0,1.5"], "expected depths within [0, 1]"),
         (["check", "--samples", "0"], "expected an integer >= 1"),

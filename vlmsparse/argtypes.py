@@ -7,7 +7,7 @@ import argparse
 import math
 from typing import Callable, TypeVar
 
-__all__ = ["comma_list", "depths", "even_frame_counts", "numbers", "positive_float", "positive_int", "positive_ints"]
+__all__ = ["comma_list", "depths", "device", "even_frame_counts", "numbers", "positive_float", "positive_int", "positive_ints"]
 
 T = TypeVar("T", int, float)
 
@@ -68,3 +68,18 @@ def even_frame_counts(text: str) -> list[int]:
 def depths(text: str) -> list[float]:
     """Needle depths within [0, 1], comma-separated."""
     return _many(text, float, "depths in [0, 1]", lambda v: 0.0 <= v <= 1.0, "depths within [0, 1]")
+
+
+def device(text: str) -> str:
+    """A torch device this machine has: ``cpu``, or ``cuda`` / ``cuda:N`` where CUDA is available."""
+    import torch
+
+    try:
+        kind = torch.device(text).type
+    except (RuntimeError, ValueError):
+        kind = None
+    if kind not in ("cpu", "cuda"):
+        raise argparse.ArgumentTypeError(f"expected cpu or cuda (cuda:N for one GPU), got {text!r}")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"{text} was given but no CUDA device is available here; use cpu")
+    return text

@@ -43,7 +43,7 @@ def _layers(text: str) -> list[int] | str:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from vlmsparse.argtypes import positive_float, positive_int
+    from vlmsparse.argtypes import device as device_arg, positive_float, positive_int
 
     p.add_argument("--model", default="testbed",
                    help="hub id, local folder, or testbed (the project's trained model; the default)")
@@ -62,7 +62,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layers", type=_layers, default=None,
                    help=f"decoder layers to keep: all, or a comma list (default: all up to {ALL_LAYERS_UP_TO} layers, "
                    "else four spread over the depth: first, a third, two thirds, last)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--device", default="cpu", type=device_arg, help="cpu or cuda (default cpu)")
     p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
                    help="the model's dtype (default: bfloat16 on cuda, float32 on cpu)")
     p.add_argument("--save-dtype", default="same", choices=SAVE_DTYPES,
@@ -73,16 +73,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def check_args(args: argparse.Namespace) -> None:
     """``ValueError`` naming the first bad flag (before any model loads)."""
-    import torch
 
     from vlmsparse.eval.errors import HarnessError
     from vlmsparse.eval.model_io import check_model_source
 
-    from .common import require_device
-
-    require_device(args)
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {args.device} given but no CUDA device is available; use --device cpu")
     if args.generate is not None:
         if args.generate < 2 or args.generate % 2:
             raise ValueError(f"--generate: a haystack is an even frame count >= 2 (frames go in pairs), got {args.generate}")

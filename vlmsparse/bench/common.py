@@ -260,7 +260,3 @@ def check_inputs(args, generated_flags: dict[str, object]) -> None:
         load_capture(path)
 
 
-def require_device(args) -> None:
-    """``ValueError`` unless ``--device`` is cpu or cuda (a cuda device index allowed)."""
-    if args.device.split(":")[0] not in ("cpu", "cuda"):
-        raise ValueError(f"--device must be cpu or cuda, got {args.device!r}")

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from vlmsparse.argtypes import numbers
+from vlmsparse.argtypes import device as device_arg, numbers
 
 EXAMPLES = """\
 examples:
@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "128, so the methods' default blocks have something to skip)")
     syn.add_argument("--heads", type=_heads, default=(4, 1), help="QUERY:KV heads (default 4:1)")
     syn.add_argument("--head-dim", type=int, default=64)
-    syn.add_argument("--device", default="cpu", help="cpu or cuda")
+    syn.add_argument("--device", default="cpu", type=device_arg, help="cpu or cuda")
     syn.add_argument("--seed", type=int, default=0, help="synthetic model seed")
     return p
 
@@ -110,8 +110,6 @@ def _synthetic_source(args):
 
     from .synthetic import SyntheticLayers
 
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("--device cuda given but no CUDA device is available")
     dtype = getattr(torch, args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32"), None)
     if not isinstance(dtype, torch.dtype):
         raise ValueError(f"--dtype must be float32, bfloat16 or float16, got {args.dtype!r}")

@@ -8,7 +8,7 @@ import json
 import sys
 from typing import Sequence
 
-from ..argtypes import depths, even_frame_counts, positive_int, positive_ints
+from ..argtypes import depths, device as device_arg, even_frame_counts, positive_int, positive_ints
 
 EXAMPLES = """\
 examples:
@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train a testbed from scratch (or from --init) and save it as a model folder")
     t.add_argument("--out", default="runs/testbed", help="output model folder (default runs/testbed)")
-    t.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    t.add_argument("--device", default="cpu", type=device_arg, help="cpu or cuda (default cpu)")
     t.add_argument("--preset", choices=sorted(PRESETS), default=None,
                    help="recipe: gpu (up to 512 frames; default with --device cuda), cpu (the shipped checkpoint's, short "
                    "haystacks; default otherwise) or cpu-long (continues a cpu checkpoint given by --init)")
@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--eval-samples", type=int, default=None, help="samples per (length, depth) cell of the check")
     c = sub.add_parser("check", help="dense accuracy of a testbed folder on fresh seeds, per length and depth")
     c.add_argument("--model", default="testbed", help="testbed folder (default: the shipped checkpoint)")
-    c.add_argument("--device", default="cpu", help="cpu or cuda")
+    c.add_argument("--device", default="cpu", type=device_arg, help="cpu or cuda")
     c.add_argument("--lengths", type=even_frame_counts, default=(16, 32), help="haystack lengths in frames (default 16,32)")
     c.add_argument("--depths", type=depths, default=(0.0, 0.25, 0.5, 0.75, 1.0), help="needle depths in [0, 1]")
     c.add_argument("--samples", type=positive_int, default=8, help="samples per cell (default 8)")
@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "the needle answers at chance, 0.25)")
     f = sub.add_parser("fidelity", help="per-layer attention error of each method on the model's own q/k/v")
     f.add_argument("--model", default="testbed", help="testbed folder (default: the shipped checkpoint)")
-    f.add_argument("--device", default="cpu", help="cpu or cuda")
+    f.add_argument("--device", default="cpu", type=device_arg, help="cpu or cuda")
     f.add_argument("--lengths", type=even_frame_counts, default=(32,), help="haystack lengths in frames (default 32)")
     f.add_argument("--samples", type=positive_int, default=1, help="needle samples per length (default 1)")
     f.add_argument("--seed", type=int, default=0, help="seed of the samples")
@@ -132,20 +132,6 @@ def _model_folder(model: str, what: str = "--model"):
     return path
 
 
-def _device(name: str):
-    import torch
-
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        device = None
-    if device is None or device.type not in ("cpu", "cuda"):
-        raise ValueError(f"--device {name!r}: give cpu or cuda")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name} was given but no CUDA device is available; use --device cpu")
-    return device
-
-
 def _check(args) -> int:
     import torch
     from transformers import Qwen2_5_VLForConditionalGeneration
@@ -154,7 +140,7 @@ def _check(args) -> int:
     from .train import TrainConfig, evaluate
 
     path = _model_folder(args.model)
-    device = _device(args.device)
+    device = torch.device(args.device)
     from ..eval.vniah import trained_needle
     from .model import TestbedSpec
 
@@ -188,7 +174,7 @@ def _fidelity(args) -> int:
     from .sweep import SWEEP
 
     path = _model_folder(args.model)
-    device = _device(args.device)
+    device = torch.device(args.device)
     cuda = device.type == "cuda"
     methods = args.methods.split(",") if args.methods else None
     unknown = sorted(set(methods or ()) - {s[1] for s in SWEEP})
@@ -231,7 +217,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .train import train
 
             cfg = _train_config(args)
-            _device(args.device)
             init = _model_folder(args.init, "--init") if args.init is not None else None
             train(cfg, args.out, device=args.device, init=init)
             return 0
