@@ -7,7 +7,8 @@ import argparse
 import math
 from typing import Callable, TypeVar
 
-__all__ = ["comma_list", "depths", "device", "even_frame_counts", "numbers", "positive_float", "positive_int", "positive_ints"]
+__all__ = ["comma_list", "depths", "device", "even_frame_counts", "numbers", "positive_float", "positive_int",
+           "positive_ints", "require_available"]
 
 T = TypeVar("T", int, float)
 
@@ -71,7 +72,8 @@ def depths(text: str) -> list[float]:
 
 
 def device(text: str) -> str:
-    """A torch device this machine has: ``cpu``, or ``cuda`` / ``cuda:N`` where CUDA is available."""
+    """A torch device kind the commands run on: ``cpu``, ``cuda`` or ``cuda:N``. Whether this machine has CUDA is
+    :func:`require_available`'s to say, once a command is about to run (an example line parses anywhere)."""
     import torch
 
     try:
@@ -80,6 +82,12 @@ def device(text: str) -> str:
         kind = None
     if kind not in ("cpu", "cuda"):
         raise argparse.ArgumentTypeError(f"expected cpu or cuda (cuda:N for one GPU), got {text!r}")
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise argparse.ArgumentTypeError(f"{text} was given but no CUDA device is available here; use cpu")
     return text
+
+
+def require_available(device: str) -> None:
+    """``ValueError`` if ``device`` (a :func:`device` value) is a CUDA device and this machine has none."""
+    import torch
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {device} was given but no CUDA device is available here; use --device cpu")

@@ -73,10 +73,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def check_args(args: argparse.Namespace) -> None:
     """``ValueError`` naming the first bad flag (before any model loads)."""
-
+    from vlmsparse.argtypes import require_available
     from vlmsparse.eval.errors import HarnessError
     from vlmsparse.eval.model_io import check_model_source
 
+    require_available(args.device)
     if args.generate is not None:
         if args.generate < 2 or args.generate % 2:
             raise ValueError(f"--generate: a haystack is an even frame count >= 2 (frames go in pairs), got {args.generate}")

@@ -38,7 +38,7 @@ from typing import Any
 
 import torch
 
-from vlmsparse.argtypes import device as device_arg
+from vlmsparse.argtypes import device as device_arg, require_available
 from vlmsparse.kernels.blocks import cdiv
 from vlmsparse.methods import Plan, get_method
 
@@ -257,6 +257,7 @@ def check_args(args: argparse.Namespace) -> None:
     require_positive(args, "text_prefix", "text_suffix", allow_zero=True)
     require_heads(args.heads_q or 7, args.heads_kv or 1)
     require_head_dim(args.head_dim)
+    require_available(args.device)
     unknown = sorted(set(args.methods or []) - set(available_methods()))
     if unknown:
         raise ValueError(f"--methods: unknown {unknown}; available: {available_methods()}")

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from vlmsparse.argtypes import device as device_arg, numbers
+from vlmsparse.argtypes import device as device_arg, numbers, require_available
 
 EXAMPLES = """\
 examples:
@@ -110,6 +110,7 @@ def _synthetic_source(args):
 
     from .synthetic import SyntheticLayers
 
+    require_available(args.device)
     dtype = getattr(torch, args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32"), None)
     if not isinstance(dtype, torch.dtype):
         raise ValueError(f"--dtype must be float32, bfloat16 or float16, got {args.dtype!r}")

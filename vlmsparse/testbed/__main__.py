@@ -8,7 +8,7 @@ import json
 import sys
 from typing import Sequence
 
-from ..argtypes import depths, device as device_arg, even_frame_counts, positive_int, positive_ints
+from ..argtypes import depths, device as device_arg, even_frame_counts, positive_int, positive_ints, require_available
 
 EXAMPLES = """\
 examples:
@@ -140,6 +140,7 @@ def _check(args) -> int:
     from .train import TrainConfig, evaluate
 
     path = _model_folder(args.model)
+    require_available(args.device)
     device = torch.device(args.device)
     from ..eval.vniah import trained_needle
     from .model import TestbedSpec
@@ -174,6 +175,7 @@ def _fidelity(args) -> int:
     from .sweep import SWEEP
 
     path = _model_folder(args.model)
+    require_available(args.device)
     device = torch.device(args.device)
     cuda = device.type == "cuda"
     methods = args.methods.split(",") if args.methods else None
@@ -217,6 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .train import train
 
             cfg = _train_config(args)
+            require_available(args.device)
             init = _model_folder(args.init, "--init") if args.init is not None else None
             train(cfg, args.out, device=args.device, init=init)
             return 0
