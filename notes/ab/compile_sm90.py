@@ -50,7 +50,10 @@ def compile_kernel(ws, pooled: bool, tail: bool, pdl: int):
     signature = {n: "constexpr" if n in flags else types.get(n, "i32") for n in fn.arg_names}
     constexprs = {(fn.arg_names.index(n),): v for n, v in flags.items()}
     source = GluonASTSource(fn, signature, constexprs)
-    return triton.compile(source, target=GPUTarget("cuda", 90, 128), options=dict(num_warps=4, maxnreg=ws.REGS[2]))
+    # the launch's num_warps: the consumer partition's warps (a version may say, NUM_WARPS; the kernels to date 4)
+    num_warps = getattr(ws, "NUM_WARPS", 4)
+    return triton.compile(source, target=GPUTarget("cuda", 90, 128),
+                          options=dict(num_warps=num_warps, maxnreg=ws.REGS[2]))
 
 
 def tool(name: str) -> str:
