@@ -53,9 +53,8 @@ try:  # Gluon: Triton >= 3.5; its Hopper pieces are only usable on an sm_90 devi
     # 128-byte swizzled tiles of 16-bit elements (bfloat16 and float16 alike), as the TMA boxes are written
     _SMEM_Q = gl.constexpr(gl.NVMMASharedLayout.get_default_for([64, 128], gl.bfloat16))
     _SMEM_KV = gl.constexpr(gl.NVMMASharedLayout.get_default_for([128, 128], gl.bfloat16))
-    # the span bias through the tensor cores: one [64, 16] selector (A) and a [128, 16] table (B, read transposed)
-    # per span a plan can hold, 32-byte swizzled
-    _SMEM_SEL = gl.constexpr(gl.NVMMASharedLayout.get_default_for([64, 16], gl.bfloat16))
+    # the span bias through the tensor cores: [128, 16] tables (B, read transposed; the [64, 16] selector, A, is
+    # built in registers, _SEL), 32-byte swizzled
     _SMEM_BIAS = gl.constexpr(gl.NVMMASharedLayout.get_default_for([128, 16], gl.bfloat16))
     _FILL = gl.constexpr(gl.BlockedLayout(size_per_thread=[1, 8], threads_per_warp=[16, 2], warps_per_cta=[4, 1],
                                           order=[1, 0]))
@@ -148,7 +147,7 @@ if gluon is not None:
     def _producer(args, POOLED: gl.constexpr, PDL: gl.constexpr):
         (desc_q, desc_k, desc_v, desc_kp, desc_vp, BlockIdx, CatOff, Out, SkipSums, qk_scale, stride_ob, stride_oh,
          stride_om, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles, Sched,
-         q_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, sel, bias) = args
+         q_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias) = args
         g2 = (k_len + 1) // 2
         g4 = (k_len + 3) // 4
         it = 0  # ring position, continued from tile to tile (the consumers count the same steps)
@@ -264,7 +263,7 @@ if gluon is not None:
         return m_new, l_i * alpha + gl.sum(p, 1), p, alpha
 
     @gluon.jit
-    def _qk(q, k_tile, zero, sel, bias, e, t, o_exact, o_s2, o_s4, SPANS: gl.constexpr):
+    def _qk(q, k_tile, zero, bias, e, t, o_exact, o_s2, o_s4, SPANS: gl.constexpr):
         """Issue step ``t``'s logits, ``Q K^T``. With ``SPANS`` the wide steps are exact before ``o_exact``, then
         spans of level 2, 4, 8 (from ``o_exact``, ``o_s2``, ``o_s4``), and a span (entry ``e``: ``n - 1 == e % 8``)
         first issues the bias product ``sel @ bias[_bias_index(e, level)]^T`` into the same accumulator (one more
@@ -285,7 +284,7 @@ if gluon is not None:
 
     @gluon.jit
     def _wide_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it, idx_ptr, o_exact,
-                    o_s2, o_s4, stop, qk_scale, sel, bias, SPANS: gl.constexpr):
+                    o_s2, o_s4, stop, qk_scale, bias, SPANS: gl.constexpr):
         """Consumer: the wide steps ``0 .. stop`` on 128-key tiles in one pipeline (``Q K^T`` of step ``t`` issued
         before ``P V`` of step ``t - 1``): exact blocks, and with ``SPANS`` the spans of every level after them.
         With the span bias a tensor-core product every wide step has the same softmax, so one loop takes them all,
@@ -301,7 +300,7 @@ if gluon is not None:
                 e_next = gl.load(idx_ptr + 1, mask=n > 1, other=0)
             s = it % n_buf
             mbarrier.wait(ready_k.index(s), (it // n_buf) & 1)
-            qk = _qk(q, bufs_k.index(s), zero, sel, bias, e, 0, o_exact, o_s2, o_s4, SPANS)
+            qk = _qk(q, bufs_k.index(s), zero, bias, e, 0, o_exact, o_s2, o_s4, SPANS)
             qk = warpgroup_mma_wait(0, deps=(qk, ))
             mbarrier.arrive(empty_k.index(s), count=1)
             m_i, l_i, p, alpha = _wide_update(qk, m_i, l_i, qk_scale)
@@ -315,7 +314,7 @@ if gluon is not None:
                     e = e_next
                     e_next = gl.load(idx_ptr + t + 1, mask=t + 1 < n, other=0)
                 mbarrier.wait(ready_k.index(s), (cur // n_buf) & 1)
-                qk = _qk(q, bufs_k.index(s), zero, sel, bias, e, t, o_exact, o_s2, o_s4, SPANS)
+                qk = _qk(q, bufs_k.index(s), zero, bias, e, t, o_exact, o_s2, o_s4, SPANS)
                 mbarrier.wait(ready_v.index(prev), ((cur - 1) // n_buf) & 1)
                 acc = warpgroup_mma(p16, bufs_v.index(prev), acc, is_async=True)
                 qk = warpgroup_mma_wait(1, deps=(qk, ))
@@ -429,7 +428,7 @@ if gluon is not None:
         output. Returns the ring position after its steps."""
         (desc_q, desc_k, desc_v, desc_kp, desc_vp, BlockIdx, CatOff, Out, SkipSums, qk_scale, stride_ob, stride_oh,
          stride_om, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles, Sched,
-         q_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, sel, bias) = args
+         q_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias) = args
         b, h, kvh, qblk, idx_ptr, off_ptr, row = _program_lists(tile, BlockIdx, CatOff, n_q_heads, n_kv_heads,
                                                                 n_plan_heads, n_qb, n_kb, n_tiles)
         # a static index: Q behind a run-time index (two tiles' buffers) gave wrong products on an H200
@@ -451,7 +450,7 @@ if gluon is not None:
         if POOLED:
             n_wide = o_s8
         m_i, l_i, acc, it = _wide_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it,
-                                        idx_ptr, o_exact, o_s2, o_s4, n_wide, qk_scale, sel, bias, POOLED)
+                                        idx_ptr, o_exact, o_s2, o_s4, n_wide, qk_scale, bias, POOLED)
         if POOLED:
             if o_p8 > o_s8:  # single pooled blocks are rare in the default plans: skip their set-up when absent
                 m_i, l_i, acc, it = _narrow_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i,
@@ -493,7 +492,7 @@ if gluon is not None:
                   PDL: gl.constexpr):
         (desc_q, desc_k, desc_v, desc_kp, desc_vp, BlockIdx, CatOff, Out, SkipSums, qk_scale, stride_ob, stride_oh,
          stride_om, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles, Sched,
-         q_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, sel, bias) = args
+         q_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias) = args
         if POOLED:
             _bias_tables(bias, qk_scale)
         it = 0
@@ -522,7 +521,6 @@ if gluon is not None:
         q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
         q_empty = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
         tile_smem = gl.allocate_shared_memory(gl.int32, [1], gl.SwizzledSharedLayout(1, 1, 1, [0]))
-        sel = 0  # the selector lives in registers (_qk)
         bias = gl.allocate_shared_memory(gl.bfloat16, [2, 128, 16], _SMEM_BIAS)  # bfloat16 whatever q is
         ready_k = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
         empty_k = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
@@ -537,7 +535,7 @@ if gluon is not None:
             mbarrier.init(empty_v.index(s), count=2)
         args = (desc_q, desc_k, desc_v, desc_kp, desc_vp, BlockIdx, CatOff, Out, SkipSums, qk_scale, stride_ob,
                 stride_oh, stride_om, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles, Sched,
-                q_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, sel, bias)
+                q_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias)
         # the flags as arguments of their own: in the tuple they would reach the partitions as run-time values
         gl.warp_specialize([
             (_consumer, (args, 0, CAUSAL, POOLED, TAIL, PDL)),
