@@ -258,5 +258,3 @@ def check_inputs(args, generated_flags: dict[str, object]) -> None:
 
     for path in args.inputs:
         load_capture(path)
-
-

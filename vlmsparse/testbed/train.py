@@ -30,6 +30,7 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from ..argtypes import require_available
 from ..eval.needle import STREAM_TRAIN, NeedleConfig
 from .data import needle_batch
 from .model import TestbedSpec, build_testbed
@@ -315,8 +316,7 @@ def train(
 ) -> dict:
     """Train a testbed by ``cfg`` (from ``init``, a testbed folder, or from scratch) and save it to ``out``."""
     device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was given but no CUDA device is available; use --device cpu")
+    require_available(str(device))
     out = Path(out)
     torch.manual_seed(cfg.seed)
     if init is None:
