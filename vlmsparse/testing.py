@@ -190,6 +190,43 @@ def tiny_processor(vocab_size: int = 512):
     )
 
 
+def _special_ids(tokenizer, extra: tuple[str, ...] = ()) -> dict[str, int]:
+    """Qwen's special tokens (and ``extra``) -> their ids in ``tokenizer``."""
+    return {t: tokenizer.convert_tokens_to_ids(t) for t in (*QWEN_SPECIAL_TOKENS, *extra)}
+
+
+#: The special-token ids of the published Qwen2-VL / Qwen2.5-VL / Qwen3-VL vocabularies (the full-size configs).
+_PUBLISHED_QWEN_IDS = {"<|endoftext|>": 151643, "<|im_end|>": 151645, "<|vision_start|>": 151652,
+                       "<|vision_end|>": 151653, "<|image_pad|>": 151655, "<|video_pad|>": 151656}
+
+#: The tiny decoders' shapes: hidden 64, MLP 128, two layers, 4 query / 2 key-value heads.
+_TINY_DECODER = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                     num_key_value_heads=2, max_position_embeddings=8192)
+
+
+def _decoder_fields(ids: dict[str, int], rope_theta: float, mrope_section: list[int] | None = None, *,
+                    interleaved: bool = False, pad: bool = True, **shape: Any) -> dict:
+    """A decoder's ``text_config`` fields: ``shape`` (sizes, vocabulary, ...), RMS-norm eps 1e-6, default RoPE at
+    ``rope_theta`` (M-RoPE with ``mrope_section``, interleaved as Qwen3-VL's where asked), and the begin / end
+    (and, with ``pad``, padding) token ids from ``ids``."""
+    rope: dict[str, Any] = {"rope_type": "default", "rope_theta": rope_theta}
+    if mrope_section is not None:
+        rope["mrope_section"] = mrope_section
+    if interleaved:
+        rope["mrope_interleaved"] = True
+    fields = dict(shape, rms_norm_eps=1e-6, rope_parameters=rope, bos_token_id=ids["<|endoftext|>"],
+                  eos_token_id=ids["<|im_end|>"])
+    if pad:
+        fields["pad_token_id"] = ids["<|endoftext|>"]
+    return fields
+
+
+def _vision_token_fields(ids: dict[str, int]) -> dict:
+    """The top-level ids of a Qwen-VL config: image and video placeholders, vision start and end."""
+    return dict(image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+                vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"])
+
+
 def tiny_qwen2_5_vl_config(tokenizer=None, **overrides: Any):
     """A two-layer Qwen2.5-VL config (hidden 64, 4 query / 2 KV heads of dim 16) with a two-block vision tower.
 
@@ -199,21 +236,8 @@ def tiny_qwen2_5_vl_config(tokenizer=None, **overrides: Any):
     from transformers import Qwen2_5_VLConfig
 
     tokenizer = tokenizer if tokenizer is not None else tiny_tokenizer()
-    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}
-    text = dict(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=8192,
-        rms_norm_eps=1e-6,
-        rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0, "mrope_section": [2, 3, 3]},
-        bos_token_id=ids["<|endoftext|>"],
-        eos_token_id=ids["<|im_end|>"],
-        pad_token_id=ids["<|endoftext|>"],
-    )
+    ids = _special_ids(tokenizer)
+    text = _decoder_fields(ids, 1_000_000.0, [2, 3, 3], vocab_size=len(tokenizer), **_TINY_DECODER)
     vision = dict(
         depth=2,
         hidden_size=32,
@@ -227,13 +251,7 @@ def tiny_qwen2_5_vl_config(tokenizer=None, **overrides: Any):
         fullatt_block_indexes=[1],
         tokens_per_second=2,
     )
-    top = dict(
-        image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"],
-        tie_word_embeddings=False,
-    )
+    top = dict(_vision_token_fields(ids), tie_word_embeddings=False)
     for key, value in overrides.items():
         if key in top:
             top[key] = value
@@ -290,14 +308,7 @@ def tiny_qwen2_vl(seed: int = 0, *, attn_implementation: str = "sdpa", dtype: to
     text = base.text_config.to_dict()
     vision = dict(depth=2, embed_dim=32, hidden_size=text["hidden_size"], mlp_ratio=2, num_heads=2,
                   patch_size=14, spatial_merge_size=2, temporal_patch_size=2)
-    config = Qwen2VLConfig(
-        text_config=text,
-        vision_config=vision,
-        image_token_id=base.image_token_id,
-        video_token_id=base.video_token_id,
-        vision_start_token_id=base.vision_start_token_id,
-        vision_end_token_id=base.vision_end_token_id,
-    )
+    config = Qwen2VLConfig(text_config=text, vision_config=vision, **_vision_token_fields(_special_ids(tokenizer)))
     processor = Qwen2VLProcessorTorch(
         image_processor=Qwen2VLImageProcessorPil(size=dict(_TINY_IMAGE_SIZE)),
         tokenizer=tokenizer,
@@ -341,47 +352,24 @@ def _tiny_qwen3_vl_config(moe: bool, tokenizer, **text_overrides: Any):
     else:
         from transformers import Qwen3VLConfig as Config
 
-    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}
-    text = dict(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=16,
-        max_position_embeddings=8192,
-        rms_norm_eps=1e-6,
-        rope_parameters={"rope_type": "default", "rope_theta": 5_000_000.0, "mrope_section": [4, 2, 2],
-                         "mrope_interleaved": True},
-        bos_token_id=ids["<|endoftext|>"],
-        eos_token_id=ids["<|im_end|>"],
-        pad_token_id=ids["<|endoftext|>"],
-    )
+    ids = _special_ids(tokenizer)
+    text = _decoder_fields(ids, 5_000_000.0, [4, 2, 2], interleaved=True, vocab_size=len(tokenizer), head_dim=16,
+                           **_TINY_DECODER)
     if moe:
         text.update(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, decoder_sparse_step=1)
     text.update(text_overrides)
-    vision = dict(
-        depth=2,
-        hidden_size=32,
-        intermediate_size=64,
-        num_heads=2,
-        out_hidden_size=text["hidden_size"],
-        patch_size=16,
-        temporal_patch_size=2,
-        spatial_merge_size=2,
-        num_position_embeddings=64,
-        deepstack_visual_indexes=[0, 1],
-    )
-    return Config(
-        text_config=text,
-        vision_config=vision,
-        image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"],
-        tie_word_embeddings=False,
-    )
+    vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, num_position_embeddings=64,
+                  deepstack_visual_indexes=[0, 1])
+    return _qwen3_vl_config(Config, ids, text, vision)
+
+
+def _qwen3_vl_config(config_class, ids: dict[str, int], text: dict, vision: dict):
+    """A Qwen3-VL(-MoE) config from its decoder fields and the vision tower's sizes: patches of 16 pixels, 2 frames
+    deep, merged 2 x 2 into the decoder's width; untied embeddings."""
+    vision = dict(vision, out_hidden_size=text["hidden_size"], patch_size=16, temporal_patch_size=2,
+                  spatial_merge_size=2)
+    return config_class(text_config=text, vision_config=vision, **_vision_token_fields(ids),
+                        tie_word_embeddings=False)
 
 
 def _tiny_qwen3_vl_processor(tokenizer):
@@ -439,24 +427,10 @@ def tiny_llava_onevision(
     from transformers.models.llava_onevision import LlavaOnevisionImageProcessorPil
 
     tokenizer = tiny_tokenizer(extra_special_tokens=("<image>", "<video>"))
-    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in (*QWEN_SPECIAL_TOKENS, "<image>", "<video>")}
+    ids = _special_ids(tokenizer, ("<image>", "<video>"))
     size, patch = _TINY_LLAVA_IMAGE_SIZE, 14
-    text = dict(
-        model_type="qwen2",
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=8192,
-        rms_norm_eps=1e-6,
-        rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0},
-        bos_token_id=ids["<|endoftext|>"],
-        eos_token_id=ids["<|im_end|>"],
-        pad_token_id=ids["<|endoftext|>"],
-        tie_word_embeddings=False,
-    )
+    text = _decoder_fields(ids, 1_000_000.0, model_type="qwen2", vocab_size=len(tokenizer),
+                           tie_word_embeddings=False, **_TINY_DECODER)
     text.update(text_overrides)
     vision = dict(
         model_type="siglip_vision_model",
@@ -587,20 +561,9 @@ def qwen2_5_vl_7b_text_config(**overrides: Any):
     """
     from transformers import Qwen2_5_VLTextConfig
 
-    fields = dict(
-        vocab_size=152064,
-        hidden_size=3584,
-        intermediate_size=18944,
-        num_hidden_layers=28,
-        num_attention_heads=28,
-        num_key_value_heads=4,
-        max_position_embeddings=128000,
-        rms_norm_eps=1e-6,
-        rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0, "mrope_section": [16, 24, 24]},
-        bos_token_id=151643,
-        eos_token_id=151645,
-        hidden_act="silu",
-    )
+    fields = _decoder_fields(_PUBLISHED_QWEN_IDS, 1_000_000.0, [16, 24, 24], pad=False, vocab_size=152064,
+                             hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
+                             num_key_value_heads=4, max_position_embeddings=128000, hidden_act="silu")
     fields.update(overrides)
     return Qwen2_5_VLTextConfig(**fields)
 
@@ -623,14 +586,8 @@ def qwen2_5_vl_7b_config(**text_overrides: Any):
         tokens_per_second=2,
     )
     text = qwen2_5_vl_7b_text_config(**text_overrides)
-    return Qwen2_5_VLConfig(
-        text_config=text.to_dict(),
-        vision_config=vision,
-        image_token_id=151655,
-        video_token_id=151656,
-        vision_start_token_id=151652,
-        vision_end_token_id=151653,
-    )
+    return Qwen2_5_VLConfig(text_config=text.to_dict(), vision_config=vision,
+                            **_vision_token_fields(_PUBLISHED_QWEN_IDS))
 
 
 def qwen3_vl_8b_config(**text_overrides: Any):
@@ -642,41 +599,11 @@ def qwen3_vl_8b_config(**text_overrides: Any):
     """
     from transformers import Qwen3VLConfig
 
-    text = dict(
-        vocab_size=151936,
-        hidden_size=4096,
-        intermediate_size=12288,
-        num_hidden_layers=36,
-        num_attention_heads=32,
-        num_key_value_heads=8,
-        head_dim=128,
-        max_position_embeddings=262144,
-        rms_norm_eps=1e-6,
-        rope_parameters={"rope_type": "default", "rope_theta": 5_000_000.0, "mrope_section": [24, 20, 20],
-                         "mrope_interleaved": True},
-        bos_token_id=151643,
-        eos_token_id=151645,
-        hidden_act="silu",
-    )
+    text = _decoder_fields(_PUBLISHED_QWEN_IDS, 5_000_000.0, [24, 20, 20], interleaved=True, pad=False,
+                           vocab_size=151936, hidden_size=4096, intermediate_size=12288, num_hidden_layers=36,
+                           num_attention_heads=32, num_key_value_heads=8, head_dim=128,
+                           max_position_embeddings=262144, hidden_act="silu")
     text.update(text_overrides)
-    vision = dict(
-        depth=27,
-        hidden_size=1152,
-        intermediate_size=4304,
-        num_heads=16,
-        out_hidden_size=text["hidden_size"],
-        patch_size=16,
-        temporal_patch_size=2,
-        spatial_merge_size=2,
-        num_position_embeddings=2304,
-        deepstack_visual_indexes=[8, 16, 24],
-    )
-    return Qwen3VLConfig(
-        text_config=text,
-        vision_config=vision,
-        image_token_id=151655,
-        video_token_id=151656,
-        vision_start_token_id=151652,
-        vision_end_token_id=151653,
-        tie_word_embeddings=False,
-    )
+    vision = dict(depth=27, hidden_size=1152, intermediate_size=4304, num_heads=16, num_position_embeddings=2304,
+                  deepstack_visual_indexes=[8, 16, 24])
+    return _qwen3_vl_config(Qwen3VLConfig, _PUBLISHED_QWEN_IDS, text, vision)
