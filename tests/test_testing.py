@@ -120,3 +120,17 @@ def test_7b_shapes():
     assert text.hidden_size // text.num_attention_heads == 128 and text.intermediate_size == 18944
     full = qwen2_5_vl_7b_config(num_hidden_layers=2)
     assert full.text_config.num_hidden_layers == 2 and full.vision_config.out_hidden_size == 3584
+
+
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl", "llava_onevision"])
+@pytest.mark.parametrize("flags", [dict(do_rescale=False), dict(do_normalize=False), dict(rescale_factor=1 / 127.5)])
+def test_video_processors_refuse_other_pixel_scaling(family, flags):
+    """Every torchvision-free video processor rescales by 1/255 and normalises in one step; asked for anything
+    else it says so in one line, naming itself, rather than returning pixels scaled otherwise."""
+    from vlmsparse.testing import tiny_model
+
+    processor = tiny_model(family)[1].video_processor
+    video = synthetic_video(4, 112, 112)
+    assert processor(videos=[video], return_tensors="pt")  # the defaults pass
+    with pytest.raises(ValueError, match=f"{type(processor).__name__} supports only do_rescale=do_normalize=True"):
+        processor(videos=[video], return_tensors="pt", **flags)

@@ -176,6 +176,11 @@ class DecodedFramesVideoProcessor(VideoProcessorMixin):
     def _prepare_input_videos(self, videos, do_convert_rgb=None, input_data_format=None, device=None):
         return [_as_frames(video) for video in videos]
 
+    def _check_pixel_scaling(self, do_rescale: bool, do_normalize: bool, rescale_factor: float) -> None:
+        """The processors here rescale by 1/255 and normalise in one step, always: ``ValueError`` otherwise."""
+        if not (do_rescale and do_normalize) or abs(rescale_factor - 1 / 255) > 1e-12:
+            raise ValueError(f"{type(self).__name__} supports only do_rescale=do_normalize=True with 1/255")
+
 
 class Qwen2VLVideoProcessorTorch(DecodedFramesVideoProcessor):
     """Qwen2-VL / Qwen2.5-VL video processor without torchvision (frame arrays in, patches out).
@@ -237,8 +242,7 @@ class Qwen2VLVideoProcessorTorch(DecodedFramesVideoProcessor):
         return_tensors=None,
         **kwargs,
     ) -> BatchFeature:
-        if not (do_rescale and do_normalize) or abs(rescale_factor - 1 / 255) > 1e-12:
-            raise ValueError("Qwen2VLVideoProcessorTorch supports only do_rescale=do_normalize=True with 1/255")
+        self._check_pixel_scaling(do_rescale, do_normalize, rescale_factor)
         size = size or SizeDict(**self.size)
         pixel_values, grids = [], []
         for video in videos:

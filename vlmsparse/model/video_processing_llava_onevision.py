@@ -67,8 +67,7 @@ class LlavaOnevisionVideoProcessorTorch(DecodedFramesVideoProcessor):
         return_tensors=None,
         **kwargs,
     ) -> BatchFeature:
-        if not (do_rescale and do_normalize) or abs(rescale_factor - 1 / 255) > 1e-12:
-            raise ValueError("LlavaOnevisionVideoProcessorTorch supports only do_rescale=do_normalize=True with 1/255")
+        self._check_pixel_scaling(do_rescale, do_normalize, rescale_factor)
         if kwargs.get("do_center_crop"):
             raise ValueError("LlavaOnevisionVideoProcessorTorch does not center-crop; LLaVA-OneVision does not either")
         size = size or SizeDict(**self.size)

@@ -121,8 +121,7 @@ class Qwen3VLVideoProcessorTorch(Qwen2VLVideoProcessorTorch):
         return_tensors=None,
         **kwargs,
     ) -> BatchFeature:
-        if not (do_rescale and do_normalize) or abs(rescale_factor - 1 / 255) > 1e-12:
-            raise ValueError("Qwen3VLVideoProcessorTorch supports only do_rescale=do_normalize=True with 1/255")
+        self._check_pixel_scaling(do_rescale, do_normalize, rescale_factor)
         size = size or SizeDict(**self.size)
         patch = patch_size or self.patch_size
         merge = merge_size or self.merge_size
