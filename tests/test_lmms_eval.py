@@ -6,11 +6,9 @@ Needs the ``lmms`` extra (on a CPU-only machine, as CI: ``pip install -e ".[test
 torchvision==0.29.1``, see the README); skipped only where lmms-eval is not installed.
 
 Where torchvision is not installed (nothing in vlmsparse needs it; the PyPI torchvision wheels are CUDA builds,
-which do not load beside the CPU torch wheel), two torchvision-bound pieces that lmms-eval's Qwen2.5-VL model calls are replaced for the test:
-``AutoProcessor`` (transformers' Qwen2.5-VL video processor needs torchvision) by
-``vlmsparse.model.processor.load_processor``, and ``qwen_vl_utils.process_vision_info`` (which imports
-torchvision) by a stand-in that samples and sizes frames by the same rules with ``vlmsparse.eval.frames``
-(decord + PIL). Everything else, from task loading to prompt building, generation, scoring and logging, is
+which do not load beside the CPU torch wheel), the two torchvision-bound pieces that lmms-eval's Qwen2.5-VL model
+calls, ``AutoProcessor`` and ``qwen_vl_utils.process_vision_info``, are replaced for the test by
+``lmms_stand_ins``. Everything else, from task loading to prompt building, generation, scoring and logging, is
 lmms-eval's own code.
 """
 
@@ -31,6 +29,7 @@ lmms_eval = pytest.importorskip(
 )
 
 import torch  # noqa: E402
+from lmms_stand_ins import ProcessorLoader, process_vision_info, torchvision_error  # noqa: E402
 from vlmsparse.eval.synthetic_videomme import write_synthetic_videomme  # noqa: E402
 
 from vlmsparse.eval.leaderboard import LEADERBOARD_COLUMNS  # noqa: E402
@@ -45,20 +44,9 @@ from vlmsparse.integrations.lmms_eval_args import (  # noqa: E402
 TASK = "vlmsparse_videomme_fixture"
 
 
-def _torchvision_error() -> str | None:
-    """None when torchvision imports, "absent" when it is not installed, else why it does not load."""
-    try:
-        import torchvision  # noqa: F401
-    except ModuleNotFoundError:
-        return "absent"
-    except Exception as exc:  # a torchvision built for another torch fails while registering its operators
-        return f"{type(exc).__name__}: {exc}"
-    return None
-
-
 @pytest.fixture(scope="module")
 def torchvision_usable() -> bool:
-    error = _torchvision_error()
+    error = torchvision_error()
     if error not in (None, "absent"):
         pytest.fail(
             f"torchvision is installed but does not load beside torch {torch.__version__} ({error}); transformers "
@@ -68,41 +56,6 @@ def torchvision_usable() -> bool:
     return error is None
 
 
-def _process_vision_info(conversations, return_video_kwargs=False, return_video_metadata=False, image_patch_size=14):
-    """Stand-in for ``qwen_vl_utils.process_vision_info`` on videos (decord frames, Qwen's sampling and sizing)."""
-    from vlmsparse.eval.frames import FrameSpec, read_video
-
-    if conversations and isinstance(conversations[0], dict):
-        conversations = [conversations]
-    videos = []
-    for conversation in conversations:
-        for message in conversation:
-            for part in message["content"] if isinstance(message["content"], list) else []:
-                if part.get("type") != "video" and "video" not in part:
-                    continue
-                spec = FrameSpec(
-                    frames=part.get("nframes"),
-                    fps=part.get("fps", 2.0),
-                    min_pixels=part.get("min_pixels", 128 * 28 * 28),
-                    max_pixels=part.get("max_pixels", 768 * 28 * 28),
-                    total_pixels=int(128000 * 28 * 28 * 0.9),  # qwen-vl-utils' default budget
-                )
-                video = read_video(part["video"], spec)
-                frames = torch.from_numpy(video.frames).permute(0, 3, 1, 2).float()  # [T, C, H, W] as qwen-vl-utils
-                meta = {"fps": video.video_fps, "frames_indices": video.indices, "total_num_frames": video.total_frames}
-                videos.append((frames, meta) if return_video_metadata else frames)
-    out = (None, videos or None)
-    return (*out, {"do_sample_frames": False}) if return_video_kwargs else out
-
-
-class _ProcessorLoader:
-    @staticmethod
-    def from_pretrained(path, **kwargs):
-        from vlmsparse.model.processor import load_processor
-
-        return load_processor(path, **kwargs)
-
-
 @pytest.fixture
 def lmms_qwen(monkeypatch, torchvision_usable):
     """lmms-eval's Qwen2.5-VL modules, with the torchvision-bound pieces replaced where torchvision is missing."""
@@ -110,8 +63,8 @@ def lmms_qwen(monkeypatch, torchvision_usable):
     import lmms_eval.models.simple.qwen2_5_vl as simple
 
     if not torchvision_usable:
-        monkeypatch.setattr(simple, "AutoProcessor", _ProcessorLoader)
-        monkeypatch.setattr(chat, "process_vision_info", _process_vision_info)
+        monkeypatch.setattr(simple, "AutoProcessor", ProcessorLoader)
+        monkeypatch.setattr(chat, "process_vision_info", process_vision_info)
     return chat
 
 

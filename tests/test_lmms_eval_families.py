@@ -3,10 +3,9 @@
 models saved to folders, on a Video-MME-shaped task.
 
 As in ``test_lmms_eval.py``, where torchvision cannot be imported the two torchvision-bound pieces lmms-eval's
-models call are replaced for the test: ``AutoProcessor`` by ``vlmsparse.model.processor.load_processor``, and
-``qwen_vl_utils.process_vision_info`` by a stand-in that samples and sizes frames by qwen-vl-utils' rules for the
-patch size it is given (16 for Qwen3-VL: 32-pixel sides) with ``vlmsparse.eval.frames``. lmms-eval's LLaVA model
-reads its frames with decord itself. Everything else is lmms-eval's own code.
+models call are replaced for the test by ``lmms_stand_ins`` (the frame sizing follows the patch size it is given:
+16 for Qwen3-VL, 32-pixel sides). lmms-eval's LLaVA model reads its frames with decord itself. Everything else is
+lmms-eval's own code.
 """
 
 from __future__ import annotations
@@ -22,58 +21,13 @@ lmms_eval = pytest.importorskip(
     "lmms_eval", reason="lmms-eval is not installed; install the extra: pip install -e '.[cpu,test,lmms]'"
 )
 
-import torch  # noqa: E402
+from lmms_stand_ins import ProcessorLoader, process_vision_info, torchvision_error  # noqa: E402
 from vlmsparse.eval.synthetic_videomme import write_synthetic_videomme  # noqa: E402
 
 from vlmsparse.eval.prompts import build_prompt  # noqa: E402
 from vlmsparse.integrations.lmms_eval import PLUGINS, plugin_class  # noqa: E402
 
 TASK = "vlmsparse_videomme_fixture_families"
-
-
-def _torchvision_usable() -> bool:
-    try:
-        import torchvision  # noqa: F401
-    except Exception:
-        return False
-    return True
-
-
-def _process_vision_info(conversations, return_video_kwargs=False, return_video_metadata=False, image_patch_size=14):
-    """Stand-in for ``qwen_vl_utils.process_vision_info`` on videos: Qwen's sampling and sizing for the patch size."""
-    from vlmsparse.eval.frames import FrameSpec, read_video
-
-    factor = image_patch_size * 2
-    if conversations and isinstance(conversations[0], dict):
-        conversations = [conversations]
-    videos = []
-    for conversation in conversations:
-        for message in conversation:
-            for part in message["content"] if isinstance(message["content"], list) else []:
-                if part.get("type") != "video" and "video" not in part:
-                    continue
-                spec = FrameSpec(
-                    frames=part.get("nframes"),
-                    fps=part.get("fps", 2.0),
-                    factor=factor,
-                    min_pixels=part.get("min_pixels", 128 * factor * factor),
-                    max_pixels=min(part.get("max_pixels", 768 * factor * factor), 768 * factor * factor),
-                    total_pixels=int(128000 * factor * factor * 0.9),  # qwen-vl-utils' default budget
-                )
-                video = read_video(part["video"], spec)
-                frames = torch.from_numpy(video.frames).permute(0, 3, 1, 2).float()  # [T, C, H, W] as qwen-vl-utils
-                meta = {"fps": video.video_fps, "frames_indices": video.indices, "total_num_frames": video.total_frames}
-                videos.append((frames, meta) if return_video_metadata else frames)
-    out = (None, videos or None)
-    return (*out, {"do_sample_frames": False}) if return_video_kwargs else out
-
-
-class _ProcessorLoader:
-    @staticmethod
-    def from_pretrained(path, **kwargs):
-        from vlmsparse.model.processor import load_processor
-
-        return load_processor(path, **kwargs)
 
 
 @pytest.fixture
@@ -83,10 +37,10 @@ def lmms_models(monkeypatch):
     import lmms_eval.models.simple.llava_hf as llava_simple
     import lmms_eval.models.simple.qwen3_vl as qwen3_simple
 
-    if not _torchvision_usable():
-        monkeypatch.setattr(qwen3_simple, "AutoProcessor", _ProcessorLoader)
-        monkeypatch.setattr(llava_simple, "AutoProcessor", _ProcessorLoader)
-        monkeypatch.setattr(qwen3_chat, "process_vision_info", _process_vision_info)
+    if torchvision_error() is not None:
+        monkeypatch.setattr(qwen3_simple, "AutoProcessor", ProcessorLoader)
+        monkeypatch.setattr(llava_simple, "AutoProcessor", ProcessorLoader)
+        monkeypatch.setattr(qwen3_chat, "process_vision_info", process_vision_info)
     return qwen3_chat, llava_simple
 
 
