@@ -260,6 +260,40 @@ def test_qwen3_prefill_benchmark_prompt_takes_the_model_path(reference_kernel):
     assert torch.equal(_logits(model, inputs), reference)
 
 
+
+def test_prefill_benchmark_rows_for_each_method(reference_kernel):
+    """The prefill benchmarks' per-method loop (a CPU clock in place of the CUDA events): a row per label in order,
+    the speed-up against the dense time given, the sparsity reached, planning and attention times from the timed
+    pass; the model is left unpatched."""
+    import time
+
+    from vlmsparse.bench.prefill import forward_prefill, method_rows
+    from vlmsparse.bench.prefill_qwen3_vl import patch_setting, video_prompt
+
+    model, _ = tiny_model("qwen3_vl", seed=0)
+    inputs = video_prompt(model.config, 4, 16, text_prefix=8, text_suffix=4, deepstack_layers=2, device="cpu",
+                          dtype=torch.float32)
+    reference = _logits(model, inputs)
+    calls = []
+
+    def cpu_time(m, inp, repeats):
+        start = time.perf_counter()
+        for _ in range(repeats):
+            forward_prefill(m, inp)
+        calls.append(repeats)
+        return 1e3 * (time.perf_counter() - start) / repeats, 0.0
+
+    labels = ["psa", "psa-old-rule", "dense"]
+    rows = method_rows(model, inputs, labels, lambda m, label, timing=False: patch_setting(m, label, timing, **BLOCKS),
+                       {"L": inputs["input_ids"].shape[1]}, 5.0, 2, time_fn=cpu_time)
+    assert [r["method"] for r in rows] == labels and calls == [2, 2, 2]
+    by = {r["method"]: r for r in rows}
+    for r in rows:
+        assert r["L"] == inputs["input_ids"].shape[1] and r["speedup"] == pytest.approx(5.0 / r["prefill_ms"])
+    assert 0 <= by["psa-old-rule"]["sparsity"] < by["psa"]["sparsity"] and by["dense"]["sparsity"] == 0
+    assert by["psa"]["planning_ms"] > 0 and by["psa"]["sparse_attention_ms"] > 0
+    assert torch.equal(_logits(model, inputs), reference)
+
 def test_qwen3_padded_batch_matches_single_prompts(reference_kernel):
     """Left-padded samples are planned one by one on their own slices, interleaved text included."""
     model, processor = tiny_model("qwen3_vl", seed=2)

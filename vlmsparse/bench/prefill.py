@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+from typing import Any, Callable
 
 import torch
 
@@ -72,21 +73,60 @@ def _build_model(layers: int):
     return model.eval()
 
 
-def _time_prefill(model, input_ids: torch.Tensor, repeats: int) -> tuple[float, float]:
-    """Median milliseconds of one prefill forward (after one warm-up), and the peak memory in GiB."""
+def forward_prefill(model, inputs: dict[str, Any]) -> None:
+    """One prefill forward, no cache, up to the first token's logits."""
+    with torch.inference_mode():
+        model(**inputs, use_cache=False, logits_to_keep=1)
+
+
+def time_prefill(model, inputs: dict[str, Any], repeats: int) -> tuple[float, float]:
+    """Median milliseconds of one prefill forward on the GPU (CUDA events, after one warm-up), and the peak memory
+    in GiB."""
     times = []
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
-    with torch.inference_mode():
-        for i in range(repeats + 1):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            model(input_ids=input_ids, use_cache=False, logits_to_keep=1)
-            end.record()
-            torch.cuda.synchronize()
-            if i:
-                times.append(start.elapsed_time(end))
+    for i in range(repeats + 1):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        forward_prefill(model, inputs)
+        end.record()
+        torch.cuda.synchronize()
+        if i:
+            times.append(start.elapsed_time(end))
     return statistics.median(times), torch.cuda.max_memory_allocated() / 2**30
+
+
+def patch_setting(model, label: str, timing: bool = False):
+    """``vlmsparse.patch`` for one of ``SETTINGS``."""
+    import vlmsparse
+
+    setting = dict(SETTINGS[label])
+    return vlmsparse.patch(model, setting.pop("name"), timing=timing, **setting)
+
+
+def method_rows(model, inputs: dict[str, Any], labels: list[str], patch: Callable, base: dict, dense_ms: float,
+                repeats: int, time_fn: Callable = time_prefill) -> list[dict]:
+    """One row per method label: the patched model's prefill time (``time_fn``: median ms and peak GiB) against
+    the unpatched model's ``dense_ms``, the sparsity it reached there, and from one more pass with the patch's
+    timers on, its planning and sparse-attention milliseconds. ``patch(model, label, timing=...)`` patches;
+    the model is left unpatched."""
+    rows = []
+    for label in labels:
+        handle = patch(model, label)
+        try:
+            t, mem = time_fn(model, inputs, repeats)
+            sparsity, visual = handle.stats.sparsity(), handle.stats.visual_sparsity()
+            handle.unpatch()
+            handle = patch(model, label, timing=True)  # one timed pass: planning, attention
+            forward_prefill(model, inputs)
+            plan_ms = 1e3 * (handle.stats.planning_seconds() or 0.0)
+            attn_ms = 1e3 * (handle.stats.attention_seconds() or 0.0)
+        finally:
+            handle.unpatch()
+        rows.append(dict(base, method=label, prefill_ms=t, speedup=dense_ms / t, peak_gib=mem, sparsity=sparsity,
+                         visual_sparsity=visual, planning_ms=plan_ms, sparse_attention_ms=attn_ms,
+                         attention_share=(plan_ms + attn_ms) / t if t else None))
+    return rows
 
 
 def _dense_attention_ms(length: int, heads_q: int, heads_kv: int, head_dim: int) -> float:
@@ -100,8 +140,6 @@ def _dense_attention_ms(length: int, heads_q: int, heads_kv: int, head_dim: int)
 
 
 def run(args: argparse.Namespace) -> int:
-    import vlmsparse
-
     if not torch.cuda.is_available():
         raise SystemExit("the prefill benchmark needs a CUDA GPU")
     env = environment()
@@ -117,29 +155,14 @@ def run(args: argparse.Namespace) -> int:
         length = ids.shape[1]
         base = dict(env, layers=args.layers, hidden=text_cfg.hidden_size, Hq=text_cfg.num_attention_heads,
                     Hkv=text_cfg.num_key_value_heads, L=length, visual_tokens=n_visual, dtype="bfloat16")
-        t_sdpa, mem_sdpa = _time_prefill(model, ids, args.repeats)
+        inputs = {"input_ids": ids}
+        t_sdpa, mem_sdpa = time_prefill(model, inputs, args.repeats)
         attn_layer = _dense_attention_ms(length, text_cfg.num_attention_heads, text_cfg.num_key_value_heads,
                                          text_cfg.hidden_size // text_cfg.num_attention_heads)
         rows.append(dict(base, method="sdpa (unpatched)", prefill_ms=t_sdpa, speedup=1.0, peak_gib=mem_sdpa,
                          sparsity=0.0, attention_share=args.layers * attn_layer / t_sdpa))
-        for label in args.methods:
-            setting = dict(SETTINGS[label])
-            handle = vlmsparse.patch(model, setting.pop("name"), **setting)
-            try:
-                t, mem = _time_prefill(model, ids, args.repeats)
-                sparsity, visual = handle.stats.sparsity(), handle.stats.visual_sparsity()
-                handle.stats.reset()
-                handle = vlmsparse.patch(model, handle.method, timing=True)  # one timed pass: planning, attention
-                with torch.inference_mode():
-                    model(input_ids=ids, use_cache=False, logits_to_keep=1)
-                plan_ms = 1e3 * (handle.stats.planning_seconds() or 0.0)
-                attn_ms = 1e3 * (handle.stats.attention_seconds() or 0.0)
-            finally:
-                handle.unpatch()
-            rows.append(dict(base, method=label, prefill_ms=t, speedup=t_sdpa / t, peak_gib=mem, sparsity=sparsity,
-                             visual_sparsity=visual, planning_ms=plan_ms, sparse_attention_ms=attn_ms,
-                             attention_share=(plan_ms + attn_ms) / t if t else None))
-        del ids
+        rows += method_rows(model, inputs, args.methods, patch_setting, base, t_sdpa, args.repeats)
+        del ids, inputs
         torch.cuda.empty_cache()
     print_table(rows, ["L", "method", "prefill_ms", "speedup", "sparsity", "planning_ms", "sparse_attention_ms",
                        "attention_share", "peak_gib"])

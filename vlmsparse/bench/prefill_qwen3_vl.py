@@ -19,7 +19,6 @@ reaches on real videos; the time for a given sparsity is what this measures.
 from __future__ import annotations
 
 import argparse
-import statistics
 from typing import Any
 
 import torch
@@ -147,27 +146,6 @@ def video_prompt(
     }
 
 
-def _forward(model, inputs: dict[str, Any]) -> None:
-    with torch.inference_mode():
-        model(**inputs, use_cache=False, logits_to_keep=1)
-
-
-def _time_prefill(model, inputs: dict[str, Any], repeats: int) -> tuple[float, float]:
-    """Median milliseconds of one prefill forward (after one warm-up), and the peak memory in GiB."""
-    times = []
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    for i in range(repeats + 1):
-        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        _forward(model, inputs)
-        stop.record()
-        torch.cuda.synchronize()
-        if i:
-            times.append(start.elapsed_time(stop))
-    return statistics.median(times), torch.cuda.max_memory_allocated() / 2**30
-
-
 def patch_setting(model, label: str, timing: bool = False, **overrides: Any):
     """``vlmsparse.patch`` for one of ``SETTINGS`` (``psa-old-rule``: interleaved text planned as text);
     ``overrides``: method config fields (e.g. block sizes)."""
@@ -202,7 +180,7 @@ def layout_rows(model, inputs: dict[str, Any], block: int = 128) -> dict[str, in
 
 
 def run(args: argparse.Namespace) -> int:
-    from .prefill import _dense_attention_ms
+    from .prefill import _dense_attention_ms, method_rows, time_prefill
 
     if not torch.cuda.is_available():
         raise SystemExit("the prefill benchmark needs a CUDA GPU")
@@ -218,26 +196,12 @@ def run(args: argparse.Namespace) -> int:
         base = dict(env, model="Qwen3-VL-8B-shaped (random weights)", layers=args.layers, hidden=text_cfg.hidden_size,
                     Hq=text_cfg.num_attention_heads, Hkv=text_cfg.num_key_value_heads, L=length,
                     visual_tokens=pairs * args.tokens_per_pair, dtype="bfloat16", **blocks)
-        t_sdpa, mem_sdpa = _time_prefill(model, inputs, args.repeats)
+        t_sdpa, mem_sdpa = time_prefill(model, inputs, args.repeats)
         attn_layer = _dense_attention_ms(length, text_cfg.num_attention_heads, text_cfg.num_key_value_heads,
                                          text_cfg.head_dim)
         rows.append(dict(base, method="sdpa (unpatched)", prefill_ms=t_sdpa, speedup=1.0, peak_gib=mem_sdpa,
                          sparsity=0.0, attention_share=args.layers * attn_layer / t_sdpa))
-        for label in args.methods:
-            handle = patch_setting(model, label)
-            try:
-                t, mem = _time_prefill(model, inputs, args.repeats)
-                sparsity, visual = handle.stats.sparsity(), handle.stats.visual_sparsity()
-                handle.unpatch()
-                handle = patch_setting(model, label, timing=True)  # one timed pass: planning, attention
-                _forward(model, inputs)
-                plan_ms = 1e3 * (handle.stats.planning_seconds() or 0.0)
-                attn_ms = 1e3 * (handle.stats.attention_seconds() or 0.0)
-            finally:
-                handle.unpatch()
-            rows.append(dict(base, method=label, prefill_ms=t, speedup=t_sdpa / t, peak_gib=mem, sparsity=sparsity,
-                             visual_sparsity=visual, planning_ms=plan_ms, sparse_attention_ms=attn_ms,
-                             attention_share=(plan_ms + attn_ms) / t if t else None))
+        rows += method_rows(model, inputs, args.methods, patch_setting, base, t_sdpa, args.repeats)
         del inputs
         torch.cuda.empty_cache()
     print_table(rows, ["L", "visual_tokens", "method", "prefill_ms", "speedup", "sparsity", "visual_sparsity",
