@@ -32,6 +32,13 @@ def _fresh_seed(request):
     yield
 
 
+@pytest.fixture
+def reference_kernel(monkeypatch):
+    """The sparse path on the CPU served by PyTorch (pyramid_attention_blockwise, float32) instead of the
+    interpreted Triton kernel: the same maths, fast enough for whole-model tests."""
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> str:
     """A tiny random Qwen2.5-VL saved as a model folder, shared by the harness tests (saved once per session)."""

@@ -33,11 +33,6 @@ def tiny(request):
     return family, model, processor, inputs, reference
 
 
-@pytest.fixture
-def reference_kernel(monkeypatch):
-    """Serve the sparse path with pyramid_attention_ref (the CPU fallback) instead of the interpreted kernel."""
-    monkeypatch.setenv("TRITON_INTERPRET", "0")
-
 
 def _logits(model, inputs):
     with torch.no_grad():

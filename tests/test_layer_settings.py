@@ -98,11 +98,6 @@ def tiny():
     return model, inputs
 
 
-@pytest.fixture
-def reference_kernel(monkeypatch):
-    monkeypatch.setenv("TRITON_INTERPRET", "0")  # the plain-PyTorch CPU path serves the sparse path (fast)
-
-
 def test_patch_gives_each_layer_its_setting(tiny, tmp_path, reference_kernel):
     model, inputs = tiny
     with torch.no_grad(), vlmsparse.patch(model, config_file=_layered(tmp_path), method="psa") as handle:

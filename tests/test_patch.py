@@ -32,11 +32,6 @@ def tiny():
     return model, processor, inputs, reference
 
 
-@pytest.fixture
-def reference_kernel(monkeypatch):
-    """Serve the sparse path with pyramid_attention_blockwise (the CPU path) instead of the interpreted kernel."""
-    monkeypatch.setenv("TRITON_INTERPRET", "0")
-
 
 def _logits(model, inputs):
     with torch.no_grad():
