@@ -456,6 +456,9 @@ def test_two_processes_on_one_run_share_it(tiny_model, tmp_path):
         (["kernel", "--keeps", "1.5"], "--keeps"),
         (["prefill", "--layers", "0"], "--layers must be > 0"),
         (["pareto", "--recall-rows", "0"], "--recall-rows must be > 0"),
+        (["decode", "--size", "1279x720"], "argument --size: expected WIDTHxHEIGHT in pixels with even sides >= 16"),
+        (["decode", "--size", "big"], "argument --size: expected WIDTHxHEIGHT in pixels, e.g. 1280x720"),
+        (["question", "--frame", "35x64"], "argument --frame: expected HxW in patches with even sides >= 2"),
     ],
 )
 def test_bench_flags(argv, message, capsys, tmp_path, monkeypatch):

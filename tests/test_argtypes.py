@@ -27,6 +27,19 @@ def test_device_refuses_other_kinds(text):
         argtypes.device(text)
 
 
+def test_sizes_and_grids_are_even_pairs():
+    assert argtypes.video_size("1280x720") == (1280, 720) and argtypes.video_size("64X48") == (64, 48)
+    assert argtypes.patch_grid("36x64") == (36, 64) and argtypes.patch_grid("2x2") == (2, 2)
+    for bad in ("1279x720", "14x16", "0x0", "-2x4"):
+        with pytest.raises(argparse.ArgumentTypeError, match="WIDTHxHEIGHT in pixels with even sides >= 16"):
+            argtypes.video_size(bad)
+    for bad in ("big", "1280", "1280x720x3", "axb", ""):
+        with pytest.raises(argparse.ArgumentTypeError, match="expected HxW in patches, e.g. 36x64"):
+            argtypes.patch_grid(bad)
+    with pytest.raises(argparse.ArgumentTypeError, match="even sides >= 2"):
+        argtypes.patch_grid("35x64")
+
+
 @pytest.mark.parametrize("module, argv", [
     ("vlmsparse.bench.__main__", ["capture", "--generate", "8", "--device", "tpu"]),
     ("vlmsparse.bench.__main__", ["fidelity", "--device", "tpu"]),

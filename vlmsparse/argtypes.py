@@ -71,6 +71,26 @@ def depths(text: str) -> list[float]:
     return _many(text, float, "depths in [0, 1]", lambda v: 0.0 <= v <= 1.0, "depths within [0, 1]")
 
 
+
+def _even_pair(text: str, form: str, example: str, minimum: int) -> tuple[int, int]:
+    try:
+        a, b = (int(x) for x in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {form}, e.g. {example}, got {text!r}") from None
+    if a < minimum or b < minimum or a % 2 or b % 2:
+        raise argparse.ArgumentTypeError(f"expected {form} with even sides >= {minimum}, got {text!r}")
+    return a, b
+
+
+def video_size(text: str) -> tuple[int, int]:
+    """``(width, height)`` in pixels from ``WIDTHxHEIGHT``: even sides of at least 16 (what H.264 encoders take)."""
+    return _even_pair(text, "WIDTHxHEIGHT in pixels", "1280x720", 16)
+
+
+def patch_grid(text: str) -> tuple[int, int]:
+    """``(h, w)`` patches per frame from ``HxW``: even sides of at least 2 (2 x 2 patches merge into one token)."""
+    return _even_pair(text, "HxW in patches", "36x64", 2)
+
 def device(text: str) -> str:
     """A torch device kind the commands run on: ``cpu``, ``cuda`` or ``cuda:N``. Whether this machine has CUDA is
     :func:`require_available`'s to say, once a command is about to run (an example line parses anywhere)."""

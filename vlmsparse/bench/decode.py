@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vlmsparse.argtypes import video_size
 from vlmsparse.runs import new_run_folder
 
 from .common import RESULTS_DIR, RunTable, add_output_arguments, print_table, write_csv
@@ -40,7 +41,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """The benchmark's flags."""
     p.add_argument("--video", nargs="*", default=[], help="video files to decode (default: a synthetic clip)")
     p.add_argument("--seconds", type=float, default=120.0, help="length of the synthetic clip (default 120)")
-    p.add_argument("--size", default="1280x720", help="WIDTHxHEIGHT of the synthetic clip (default 1280x720)")
+    p.add_argument("--size", type=video_size, default=(1280, 720), metavar="WIDTHxHEIGHT",
+                   help="frame size of the synthetic clip, even sides >= 16 (default 1280x720)")
     p.add_argument("--fps", type=int, default=30, help="frame rate of the synthetic clip (default 30)")
     p.add_argument("--repeats", type=int, default=3, help="timed decodes per video and worker count (default 3)")
     p.add_argument("--parallel", type=int, nargs="+", default=[1],
@@ -60,16 +62,6 @@ def check_args(args: argparse.Namespace) -> None:
         problem = check_cache_folder(args.frame_cache)
         if problem:
             raise ValueError(f"--frame-cache {problem}; pass a folder you can write to")
-
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(x) for x in text.lower().split("x"))
-    except ValueError:
-        raise SystemExit(f"--size must be WIDTHxHEIGHT, e.g. 1280x720, got {text!r}") from None
-    if w < 16 or h < 16 or w % 2 or h % 2:
-        raise SystemExit(f"--size must be even and at least 16x16, got {text!r}")
-    return w, h
 
 
 def _frames(n: int, width: int, height: int, seed: int = 0):
@@ -196,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
             raise SystemExit(f"no video file at {name}")
         paths.append((Path(name), "file"))
     if not paths:
-        width, height = _size(args.size)
+        width, height = args.size
         start = time.perf_counter()
         paths.append(write_synthetic_video(out / "synthetic.mp4", args.seconds, width, height, args.fps))
         print(f"wrote {paths[0][0]} ({paths[0][1]}) in {time.perf_counter() - start:.1f} s")

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import torch
 
+from vlmsparse.argtypes import patch_grid
 from vlmsparse.runs import new_run_folder
 
 from .common import RESULTS_DIR, RunTable, add_output_arguments, environment, print_table, write_csv
@@ -63,7 +64,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--visual-tokens", type=int, nargs="+", default=[24576, 12288, 49152], metavar="N",
                    help="visual tokens per question, rounded to whole frames of the frame grid "
                    "(default 24576 12288 49152)")
-    p.add_argument("--frame", default="36x64", help="patches per frame, HxW (default 36x64: 504x896 pixels, 16:9)")
+    p.add_argument("--frame", type=patch_grid, default=(36, 64), metavar="HxW",
+                   help="patches per frame, even sides (default 36x64: 504x896 pixels, 16:9)")
     p.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS),
                    help=f"settings to run, always in this order (default: {' '.join(SETTINGS)})")
     p.add_argument("--layers", type=int, default=28, help="decoder layers (default 28, as Qwen2.5-VL-7B)")
@@ -78,17 +80,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="skip the unpatched tower on a second SDPA backend (the yardstick of the vision check)")
     add_output_arguments(p, "question")
     p.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # tests: a tiny model, CPU allowed
-
-
-def frame_grid(text: str) -> tuple[int, int]:
-    """``(h, w)`` patches per frame from ``HxW``; both even (2 x 2 patches merge into one token)."""
-    try:
-        h, w = (int(x) for x in text.lower().split("x"))
-    except ValueError:
-        raise SystemExit(f"--frame must be HxW in patches, e.g. 36x64, got {text!r}") from None
-    if h < 2 or w < 2 or h % 2 or w % 2:
-        raise SystemExit(f"--frame sides must be even numbers of patches >= 2, got {text!r}")
-    return h, w
 
 
 def video_grid(visual_tokens: int, frame: tuple[int, int]) -> tuple[int, int, int]:
@@ -320,7 +311,7 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit("the question benchmark needs a CUDA GPU")
     if args.repeats < 1 or args.new_tokens < 1:
         raise SystemExit("--repeats and --new-tokens must be >= 1")
-    frame = frame_grid(args.frame)
+    frame = args.frame
     out = Path(args.out) if args.out else new_run_folder("question")
     out.mkdir(parents=True, exist_ok=True)
     table = RunTable(out / "question.csv")  # rows of other runs already in the folder are kept
