@@ -24,18 +24,20 @@ def profile_once(run, rows: int) -> None:
 
 
 def main() -> None:
+    from vlmsparse.argtypes import patch_grid
+
     p = argparse.ArgumentParser()
     p.add_argument("--tokens", type=int, default=24576)
-    p.add_argument("--frame", default="36x64")
+    p.add_argument("--frame", type=patch_grid, default=(36, 64), metavar="HxW")
     p.add_argument("--modes", nargs="+", default=["unpatched", "segment", "compiled"])
     p.add_argument("--profile", action="store_true")
     args = p.parse_args()
 
-    from vlmsparse.bench.question import build_model, frame_grid, question_inputs, video_grid
+    from vlmsparse.bench.question import build_model, question_inputs, video_grid
     from vlmsparse.model.vision import patch_vision, vision_tower
 
     model = build_model(layers=1, vision_layers=32)
-    grid = video_grid(args.tokens, frame_grid(args.frame))
+    grid = video_grid(args.tokens, args.frame)
     inputs = question_inputs(model, grid)
     tower = vision_tower(model)
     px, thw = inputs["pixel_values_videos"], inputs["video_grid_thw"]
