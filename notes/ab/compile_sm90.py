@@ -43,8 +43,10 @@ def compile_kernel(ws, pooled: bool, tail: bool, pdl: int):
         return f"tensordesc<bf16[1, 1, {rows}, 128],{ws._box_layout(rows)!r}>"
 
     fn = ws._pyramid_ws_fwd
-    types = dict(desc_q=desc(64), desc_k=desc(128), desc_v=desc(128), desc_kp=desc(128), desc_vp=desc(128),
-                 BlockIdx="*i32", CatOff="*i32", Out="*bf16", SkipSums="*fp32", qk_scale="fp32", Sched="*i32")
+    # every descriptor argument a 128-row box but Q's (64 rows); the tail's float32 operand by either of its names
+    types = {n: desc(64 if n == "desc_q" else 128) for n in fn.arg_names if n.startswith("desc_")}
+    types.update(BlockIdx="*i32", CatOff="*i32", Out="*bf16", SkipSums="*fp32", TailN="*fp32", qk_scale="fp32",
+                 Sched="*i32")
     flags = dict(CAUSAL=True, POOLED=pooled, TAIL=tail, PDL=pdl, STAGES=ws.STAGES, CONSUMER_REGS=ws.REGS[0],
                  PRODUCER_REGS=ws.REGS[1])
     signature = {n: "constexpr" if n in flags else types.get(n, "i32") for n in fn.arg_names}

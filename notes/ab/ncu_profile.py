@@ -6,7 +6,7 @@ beside this file does, for a list of configurations, and exports the per-instruc
 
 Plans (``--plan``): ``level1`` ... ``level8`` (sink and diagonal exact, every other visible block at that level),
 ``sinkdiag`` (only those), ``random25`` / ``random10`` (a random mix keeping 25 / 10% of blocks, seed 0). ``--tail``
-aggregates the skipped keys; ``--sums-given`` computes the tail's sums once beforehand, so the profiled call
+aggregates the skipped keys; ``--sums-given`` computes the tail's sums once (in the first warm-up), so the profiled call
 launches the tail-compiled kernel alone. ``--version TAG`` runs a past or experimental kernels package
 (notes/ab/variants.py) instead of the tree's.
 
@@ -72,8 +72,17 @@ def main():
     plan = compile_(levels, args.length, args.length, 128, 128, True)
     pyr = build(k, v, tail=args.tail, block_n=128)
     if args.sums_given:
-        sums = pyr_mod.skipped_key_sums(levels, pyr, args.length, args.length, 128, 128, True)
-        pyr_mod.skipped_key_sums = lambda *a, **kw: sums
+        # computed once per form the launcher asks for (a version may ask for the tail key's means, ``means=``),
+        # in the warm-up calls; the profiled call reuses them
+        computed, sums_of = {}, pyr_mod.skipped_key_sums
+
+        def given(*a, **kw):
+            key = kw.get("means")
+            if key not in computed:
+                computed[key] = sums_of(*a, **{n: x for n, x in kw.items() if n != "chained"})
+            return computed[key]
+
+        pyr_mod.skipped_key_sums = given
 
     def call():
         return attend(q, k, v, levels, block_m=128, block_n=128, tail=args.tail, pyramid=pyr, plan=plan,
