@@ -3,7 +3,7 @@
 # (notes/ab/ncu_profile.py), with the warp-state and per-instruction (source counter) sections, exported as text.
 #
 #   bash notes/ab/ncu_profile.sh [VERSION ...]     # VERSION: tags materialised by notes/ab/variants.py (carry
-#                                                   # notes/ab/.variants): their one-level-8 and -4 plans too
+#                                                   # notes/ab/.variants): their one-level plans, with tail too
 #   env: LENGTH (default 8192), OUT (default ./ncu_out), NCU (the ncu binary; found on PATH or under
 #        /opt/nvidia/nsight-compute), LIMIT (seconds per configuration, default 120), ONLY (an extended regex:
 #        run only the configurations whose name matches it)
@@ -33,7 +33,8 @@ configs=(
 for v in "$@"; do
   [ -f "notes/ab/.variants/$v/__init__.py" ] || { echo "notes/ab/.variants/$v is missing: python notes/ab/variants.py $v"; exit 2; }
   configs+=("${v}_level8|--plan level8 --version $v" "${v}_level4|--plan level4 --version $v"
-            "${v}_level1|--plan level1 --version $v")
+            "${v}_level1|--plan level1 --version $v" "${v}_level8_tail|--plan level8 --tail --version $v"
+            "${v}_sinkdiag_tail|--plan sinkdiag --tail --version $v")
 done
 "$NCU" --version | tail -1
 for c in "${configs[@]}"; do
