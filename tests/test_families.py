@@ -33,7 +33,6 @@ def tiny(request):
     return family, model, processor, inputs, reference
 
 
-
 def _logits(model, inputs):
     with torch.no_grad():
         return model(**inputs).logits
@@ -255,7 +254,6 @@ def test_qwen3_prefill_benchmark_prompt_takes_the_model_path(reference_kernel):
     assert torch.equal(_logits(model, inputs), reference)
 
 
-
 def test_prefill_benchmark_rows_for_each_method(reference_kernel):
     """The prefill benchmarks' per-method loop (a CPU clock in place of the CUDA events): a row per label in order,
     the speed-up against the dense time given, the sparsity reached, planning and attention times from the timed
@@ -288,6 +286,7 @@ def test_prefill_benchmark_rows_for_each_method(reference_kernel):
     assert 0 <= by["psa-old-rule"]["sparsity"] < by["psa"]["sparsity"] and by["dense"]["sparsity"] == 0
     assert by["psa"]["planning_ms"] > 0 and by["psa"]["sparse_attention_ms"] > 0
     assert torch.equal(_logits(model, inputs), reference)
+
 
 def test_qwen3_padded_batch_matches_single_prompts(reference_kernel):
     """Left-padded samples are planned one by one on their own slices, interleaved text included."""

@@ -71,7 +71,6 @@ def depths(text: str) -> list[float]:
     return _many(text, float, "depths in [0, 1]", lambda v: 0.0 <= v <= 1.0, "depths within [0, 1]")
 
 
-
 def _even_pair(text: str, form: str, example: str, minimum: int) -> tuple[int, int]:
     try:
         a, b = (int(x) for x in text.lower().split("x"))
@@ -90,6 +89,7 @@ def video_size(text: str) -> tuple[int, int]:
 def patch_grid(text: str) -> tuple[int, int]:
     """``(h, w)`` patches per frame from ``HxW``: even sides of at least 2 (2 x 2 patches merge into one token)."""
     return _even_pair(text, "HxW in patches", "36x64", 2)
+
 
 def device(text: str) -> str:
     """A torch device kind the commands run on: ``cpu``, ``cuda`` or ``cuda:N``. Whether this machine has CUDA is

@@ -250,8 +250,7 @@ def check_args(args: argparse.Namespace) -> None:
     """``ValueError`` naming the first bad flag (called before anything runs)."""
     from vlmsparse.methods import available_methods
 
-    from .common import (check_inputs, check_writable_output, require_head_dim, require_heads,
-                         require_positive)
+    from .common import check_inputs, check_writable_output, require_head_dim, require_heads, require_positive
 
     require_positive(args, "seq_lens", "core_seq_lens", "heads_q", "heads_kv", "head_dim", "height", "width")
     require_positive(args, "text_prefix", "text_suffix", allow_zero=True)
