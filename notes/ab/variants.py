@@ -24,7 +24,6 @@ VARIANTS = HERE / ".variants"
 KERNELS = "vlmsparse/kernels"
 
 
-
 def precomputed_sums(pyramid_module):
     """Make ``pyramid_module.skipped_key_sums`` (the tree's or a version's) compute each form it is asked for once,
     the float32 sums or a version's tail-key means (``means=``), and hand that back on every later call: the
@@ -40,6 +39,7 @@ def precomputed_sums(pyramid_module):
 
     pyramid_module.skipped_key_sums = given
     return original
+
 
 def materialise(tag: str) -> pathlib.Path:
     """Write the kernels package at ``tag`` to ``notes/ab/.variants/<tag>/`` (replacing what was there)."""
