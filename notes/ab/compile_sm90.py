@@ -43,8 +43,11 @@ def compile_kernel(ws, pooled: bool, tail: bool, pdl: int):
         return f"tensordesc<bf16[1, 1, {rows}, 128],{ws._box_layout(rows)!r}>"
 
     fn = ws._pyramid_ws_fwd
-    # every descriptor argument a 128-row box but Q's (64 rows); the tail's float32 operand by either of its names
-    types = {n: desc(64 if n == "desc_q" else 128) for n in fn.arg_names if n.startswith("desc_")}
+    # every descriptor argument a 128-row box but Q's and the tail key's (a version may say, Q_ROWS and TAIL_ROWS;
+    # Q's 64 to date); the tail's float32 operand by either of its names
+    rows = dict(desc_q=getattr(ws, "Q_ROWS", 64), desc_kt=getattr(ws, "TAIL_ROWS", 128),
+                desc_vt=getattr(ws, "TAIL_ROWS", 128))
+    types = {n: desc(rows.get(n, 128)) for n in fn.arg_names if n.startswith("desc_")}
     types.update(BlockIdx="*i32", CatOff="*i32", Out="*bf16", SkipSums="*fp32", TailN="*fp32", qk_scale="fp32",
                  Sched="*i32")
     flags = dict(CAUSAL=True, POOLED=pooled, TAIL=tail, PDL=pdl, STAGES=ws.STAGES, CONSUMER_REGS=ws.REGS[0],
