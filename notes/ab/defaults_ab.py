@@ -10,7 +10,6 @@ Run on a GPU from the repository root: python notes/ab/defaults_ab.py [--lengths
 
 import argparse
 import csv
-import math
 
 import torch
 

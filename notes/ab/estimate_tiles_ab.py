@@ -5,7 +5,6 @@ Prints, per length and stride, each (block_r, block_c, block_k, num_warps, num_s
 its ratio to the default setting, and checks every setting's result against the default's.
 """
 
-import itertools
 
 import torch
 import triton

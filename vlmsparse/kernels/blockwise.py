@@ -64,7 +64,6 @@ def pyramid_attention_blockwise(
     cls = block_classes(lq, lk, block_m, block_n, causal, device).long()
     lv_all = levels.long()
     out = torch.zeros(b, hq, lq, d, dtype=compute_dtype, device=device)
-    key_pos = torch.arange(lk, device=device)
 
     for bi in range(b):
         for qb in range(cls.shape[0]):
