@@ -47,6 +47,24 @@ def test_training_batches_are_the_harness_inputs(tiny):
     assert 2 < batch.text_after_video < ids.numel()
 
 
+def test_sized_frames_turn_the_processor_pixel_cap_off_only_where_it_exists(tiny):
+    from types import SimpleNamespace
+
+    from vlmsparse.eval.families import get_eval_family
+    from vlmsparse.model.processor import sized_frames_kwargs
+
+    capped = SimpleNamespace(video_processor=SimpleNamespace(cap_pixels_per_frame=None))
+    assert sized_frames_kwargs(capped) == {"do_resize": False, "cap_pixels_per_frame": False}
+    assert sized_frames_kwargs(SimpleNamespace(video_processor=object())) == {"do_resize": False}
+    model, processor = tiny
+    has_cap = hasattr(processor.video_processor, "cap_pixels_per_frame")
+    qa = VideoQA(model, processor, processor_kwargs=get_eval_family("qwen2_5_vl").processor_kwargs)
+    assert qa.processor_kwargs == ({"do_resize": False, "cap_pixels_per_frame": False} if has_cap
+                                   else {"do_resize": False})
+    resized = VideoQA(model, processor, processor_kwargs={"do_resize": True})
+    assert resized.processor_kwargs == {"do_resize": True}  # frames the processor sizes keep its own settings
+
+
 def test_batched_vision_attention_equals_the_window_loop(tiny):
     model, processor = tiny
     batch = needle_batch(processor, [sample_seed(0, 4, 0.0, i) for i in range(2)], 4, [0.0, 1.0],

@@ -216,6 +216,11 @@ class VideoQA:
         self.processor = processor
         self.max_new_tokens = max_new_tokens
         self.processor_kwargs = dict({"do_resize": False} if processor_kwargs is None else processor_kwargs)
+        if self.processor_kwargs.get("do_resize") is False:
+            from vlmsparse.model.processor import sized_frames_kwargs
+
+            for key, value in sized_frames_kwargs(processor).items():
+                self.processor_kwargs.setdefault(key, value)
         self.video_token_id = getattr(model.config, "video_token_id", None)
         self.letter_ids = option_letter_ids(processor.tokenizer)
         gen = copy.deepcopy(model.generation_config)

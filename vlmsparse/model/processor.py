@@ -33,6 +33,7 @@ __all__ = [
     "Qwen3VLProcessorTorch",
     "LlavaOnevisionProcessorTorch",
     "load_processor",
+    "sized_frames_kwargs",
 ]
 
 
@@ -120,3 +121,14 @@ def load_processor(path: str | os.PathLike, **kwargs: Any):
         chat_template=processor_dict.get("chat_template"),
         **settings,
     )
+
+
+def sized_frames_kwargs(processor) -> dict[str, Any]:
+    """Keywords of a processor call whose frames arrive sized by the caller (sampled and resized by the family's
+    rules, the video's pixel budget included): no resizing, and, where the video processor has transformers'
+    per-frame pixel cap (``cap_pixels_per_frame``, which acts only when it resizes), that cap off, which keeps
+    transformers from warning on every run that the cap is not applied."""
+    kwargs: dict[str, Any] = {"do_resize": False}
+    if hasattr(getattr(processor, "video_processor", None), "cap_pixels_per_frame"):
+        kwargs["cap_pixels_per_frame"] = False
+    return kwargs

@@ -15,6 +15,7 @@ import torch
 
 from ..eval.needle import NeedleConfig, NeedleQuestion, render_batch, video_metadata
 from ..eval.prompts import build_prompt, chat_messages
+from ..model.processor import sized_frames_kwargs
 
 __all__ = ["NeedleBatch", "needle_batch", "ANSWER_TOKENS"]
 
@@ -68,7 +69,7 @@ def needle_batch(
     kwargs = dict(
         text=texts,
         video_metadata=[video_metadata(length, size, size) for _ in questions],
-        do_resize=False,
+        **sized_frames_kwargs(processor),
         do_sample_frames=False,
         padding=True,
         return_tensors="pt",
