@@ -1,0 +1,72 @@
+"""Read a `tail_ab.py` CSV (one run's, or `results/tail_ab.csv` with `--date`) as the tail target asks: for each
+version, the tail's overhead on every plan (time with tail over time without, -1), and its time against the tree's
+kernel without and with tail, so a version that cuts the tail by slowing the plans without it shows as such.
+
+    python notes/ab/tail_verdict.py $OUT/tail_ab_8192.csv
+    python notes/ab/tail_verdict.py results/tail_ab.csv --date 2026-12-05 --length 8192
+
+Prints one table per length (plans as rows, versions as columns) and one line per version: its largest tail
+overhead, on how many plans it is at most the target (5%), and its geometric-mean time against the tree's. Rows
+of several runs of one version and plan are averaged.
+"""
+
+import argparse
+import math
+import re
+
+import pandas as pd
+
+TARGET = 0.05
+
+
+def short(version: str) -> str:
+    """A column label: the tag a version names, "tree" for the tree's kernel, else its first words."""
+    match = re.search(r"tag (kernel-[\w.-]+)", version)
+    if match:
+        return match.group(1).removeprefix("kernel-")
+    return "tree" if "the tree" in version else version[:24]
+
+
+def nearest(length: int) -> int:
+    """The power of two nearest ``length``."""
+    return 2 ** round(math.log2(length))
+
+
+def verdict(frame: pd.DataFrame) -> None:
+    # video-like inputs run a few tokens past the length asked for (8,288 for 8k): grouped with it
+    frame = frame.assign(version=frame["version"].map(short), near=frame["length"].map(nearest))
+    for length, rows in frame.groupby("near"):
+        rows = rows[rows["plan"] != "cudnn"]
+        versions = list(dict.fromkeys(rows["version"]))
+        print(f"L={length}: tail overhead (time with tail / without - 1), plans x versions")
+        table = rows.pivot_table(index="plan", columns="version", values="tail_overhead", sort=False)[versions]
+        print((100 * table).round(1).to_string(float_format=lambda x: f"{x:+.1f}%"))
+        for version in versions:
+            mine = rows[rows["version"] == version]
+            over = mine["tail_overhead"].dropna()
+            vs, vs_tail = mine["vs_current"].dropna(), mine["vs_current_tail"].dropna()
+            gmean = lambda s: math.exp(s.map(math.log).mean()) if len(s) else float("nan")  # noqa: E731
+            print(f"  {version:28s} largest {100 * over.max():+.1f}%, <= {100 * TARGET:.0f}% on "
+                  f"{int((over <= TARGET).sum())} of {len(over)} plans; time against the tree: without tail "
+                  f"{gmean(vs):.3f}, with tail {gmean(vs_tail):.3f} (geometric means)")
+        print()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("csv")
+    p.add_argument("--date", help="only rows of this date (results/tail_ab.csv holds many runs)")
+    p.add_argument("--length", type=int, help="only rows of this length (the power of two nearest it)")
+    args = p.parse_args()
+    frame = pd.read_csv(args.csv)
+    if args.date is not None:
+        frame = frame[frame["date"] == args.date]
+    if args.length is not None:
+        frame = frame[frame["length"].map(nearest) == nearest(args.length)]
+    if frame.empty:
+        raise SystemExit(f"{args.csv}: no rows (check --date and --length)")
+    verdict(frame)
+
+
+if __name__ == "__main__":
+    main()
