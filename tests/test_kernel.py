@@ -157,9 +157,33 @@ def test_tail_only_where_a_program_skips_something():
     levels[0, :, 0] = torch.tensor([1, 0, 0, 0], dtype=torch.int8)
     check(q, k, v, levels, 32, 32, tail=True)
     full = torch.tensor([1, 2, 4, 1], dtype=torch.int8).repeat(1, 2, 4, 1)
-    with_tail = pyramid_attention(q, k, v, full, block_m=32, block_n=32, tail=True)
+    # check_levels=False: the tail-compiled kernel runs (a call that checks its levels leaves the tail out, below)
+    with_tail = pyramid_attention(q, k, v, full, block_m=32, block_n=32, tail=True, check_levels=False)
     without = pyramid_attention(q, k, v, full, block_m=32, block_n=32, tail=False)
     assert (with_tail - without).abs().max().item() == 0
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_tail_left_out_where_no_visible_block_is_skipped(causal, monkeypatch):
+    # a call that checks its levels finds out in the same sync whether any visible block is skipped; where none is,
+    # it runs without the tail's launch and code (blocks past the causal diagonal are invisible, not skipped)
+    from vlmsparse.kernels import pyramid as kernel_module
+
+    sums_launches = []
+    real = kernel_module.skipped_key_sums
+    monkeypatch.setattr(kernel_module, "skipped_key_sums", lambda *a, **kw: sums_launches.append(1) or real(*a, **kw))
+    torch.manual_seed(5)
+    q, k, v = make_inputs(1, 2, 1, 128, 128, 16)
+    levels = random_levels(1, 2, 128, 128, 32, 32, choices=(1, 2, 4, 8))
+    if causal:
+        levels = levels * torch.ones(4, 4, dtype=torch.int8).tril()  # zeros only where no key is visible
+    check(q, k, v, levels, 32, 32, causal=causal, tail=True)
+    assert sums_launches == []
+    pyramid_attention(q, k, v, levels, causal=causal, block_m=32, block_n=32, tail=True, check_levels=False)
+    assert len(sums_launches) == 1  # without the check the tail runs as asked
+    levels[0, 1, 3, 1] = 0  # one visible block skipped: the tail has something to add
+    check(q, k, v, levels, 32, 32, causal=causal, tail=True)
+    assert len(sums_launches) == 2
 
 
 def test_tail_with_many_skipped_blocks_per_row():

@@ -63,6 +63,18 @@ def test_bad_layer_overrides_are_one_line_errors(tmp_path, text, message):
         load_run_config(path)
 
 
+def test_head_split_plan_skips_where_a_part_may():
+    # the joined plan runs its tail only where some head's planner may skip a visible block
+    q, k = torch.randn(1, 4, 96, 16), torch.randn(1, 2, 96, 16)
+    base = dict(block_m=16, block_n=16, stride=4, tail=True)
+    keeps_all = get_method("psa", **base)  # last threshold 1
+    may_skip = get_method("psa", thresholds=[0.3, 0.4, 0.5, 0.6], **base)
+    exact = get_method("psa", thresholds=[1.0, 1.0, 1.0, 1.0], **base)
+    assert not HeadSplitPlanner(keeps_all, [((1,), exact)]).plan(q, k).runs_tail
+    assert HeadSplitPlanner(keeps_all, [((1,), may_skip)]).plan(q, k).runs_tail
+    assert HeadSplitPlanner(may_skip, [((1,), keeps_all)]).plan(q, k).runs_tail
+
+
 @pytest.mark.parametrize("plan_heads", ["q", "kv"])
 def test_head_split_plan_equals_each_planners_own_heads(plan_heads):
     q, k = torch.randn(1, 6, 160, 16), torch.randn(1, 2, 160, 16)

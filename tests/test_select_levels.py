@@ -124,6 +124,11 @@ def test_hand_checked_row():
             return out[0, 0, 0].tolist()
 
         assert run((0.5, 0.75, 0.875, 0.9375), (1, 2, 4, 8)) == [4, 8, 1, 0, 2, 0, 0, 0]
+        # a last threshold of 1 takes every block left: b5's share before it is the row's whole mass (16/16, not
+        # under 1), and it still gets level 8, as do b1 and b3; so does a threshold above 1, in either mode
+        assert run((0.5, 0.75, 0.875, 1.0), (1, 2, 4, 8)) == [4, 8, 1, 8, 2, 8, 0, 0]
+        assert run((0.5, 0.75, 0.875, 1.5), (1, 2, 4, 8)) == [4, 8, 1, 8, 2, 8, 0, 0]
+        assert run((1.0,), (1,), mode="quota", rule="inclusive") == [1, 1, 1, 1, 1, 1, 0, 0]
         # shares including the block: b2 8/16, b4 12/16 (<= 0.75 keeps it), b0 14/16
         assert run((0.75,), (1,), rule="inclusive") == [0, 0, 1, 0, 1, 0, 0, 0]
         # quota: ranks 1..6 of 7 visible; rank / 7 < 0.5 for ranks 1..3

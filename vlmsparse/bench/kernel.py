@@ -303,8 +303,8 @@ def run_methods(args: argparse.Namespace) -> list[dict]:
             plan = method.plan(q, k, visual)
             sp = plan.sparsity()
             # what the plan's kernel reads: no pyramid for a binary plan without tail, block sums alone with it
-            pyr = (build_kv_pyramid(k, v, tail=plan.tail, block_n=plan.block_n, pooled=plan.pooled)
-                   if plan.pooled or plan.tail else None)
+            pyr = (build_kv_pyramid(k, v, tail=plan.runs_tail, block_n=plan.block_n, pooled=plan.pooled)
+                   if plan.pooled or plan.runs_tail else None)
             t_plan = time_ms(lambda: method.plan(q, k, visual))
             t_plan_device = device_time_ms(lambda: method.plan(q, k, visual))
             t_kernel = time_ms(lambda: plan.run(q, k, v, pyramid=pyr))

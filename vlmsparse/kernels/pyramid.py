@@ -18,7 +18,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .blocks import PARTIAL, block_classes, cdiv
+from .blocks import INVISIBLE, PARTIAL, block_classes, cdiv
 from .kv_pyramid import KVPyramid, build_kv_pyramid
 from .pdl import pdl_ok, release_dependents, wait_for_prior
 from .plan_lists import CompiledPlan, compile_plan
@@ -490,9 +490,9 @@ def _kv_descriptor(t: torch.Tensor, block_n: int):
 
 
 @functools.lru_cache(maxsize=64)
-def _partial_blocks(q_len: int, k_len: int, block_m: int, block_n: int, causal: bool, device: torch.device) -> torch.Tensor:
-    """bool ``[nQB, nKB]``: the blocks that meet the causal diagonal."""
-    return block_classes(q_len, k_len, block_m, block_n, causal, device) == PARTIAL
+def _classes(q_len: int, k_len: int, block_m: int, block_n: int, causal: bool, device: torch.device) -> torch.Tensor:
+    """:func:`block_classes` of a call's geometry, kept for the next call of that geometry."""
+    return block_classes(q_len, k_len, block_m, block_n, causal, device)
 
 
 @triton.jit
@@ -615,7 +615,9 @@ def pyramid_attention(
         tail: add one key per row, the mean of the keys it skips, with logit ``+ ln(count)``.
         pyramid: a prebuilt :class:`KVPyramid` of these K/V (built here otherwise).
         plan: a prebuilt :class:`CompiledPlan` of ``levels`` (compiled here otherwise).
-        check_levels: verify level values (one device sync); planners' output may skip it.
+        check_levels: verify level values (one device sync); planners' output may skip it. With ``tail``, the
+            same sync finds out whether ``levels`` skips any visible block; where none is skipped the call runs
+            without tail aggregation, which would add nothing.
         tma: read K/V tiles through tensor descriptors; ``None`` does so where :func:`can_use_tma` allows
             (Hopper or newer, or the interpreter) and uses pointer loads elsewhere.
         diagonal_kept: the caller guarantees that ``levels`` skips no block meeting the causal diagonal (every
@@ -647,18 +649,23 @@ def pyramid_attention(
     if check_levels:
         # the level values, and what the launch needs to know of them, in one device sync
         ok = valid_level_values(levels)
-        facts = [ok.all()]
+        asks = {"ok": ok.all()}
         if pooled is None:
-            facts.append((levels > 1).any())
-        if tail and not diagonal_kept:
-            facts.append(((levels == 0) & _partial_blocks(lq, lk, block_m, block_n, causal, levels.device)).any())
-        facts = torch.stack(facts).tolist()
-        if not facts[0]:
+            asks["pooled"] = (levels > 1).any()
+        if tail:
+            classes = _classes(lq, lk, block_m, block_n, causal, levels.device)
+            asks["skips"] = ((levels == 0) & (classes != INVISIBLE)).any()
+            if not diagonal_kept:
+                asks["skips_diag"] = ((levels == 0) & (classes == PARTIAL)).any()
+        facts = dict(zip(asks, torch.stack(list(asks.values())).tolist()))
+        if not facts["ok"]:
             raise_bad_level_values(levels, ok)
         if pooled is None:
-            pooled = bool(facts[1])
+            pooled = bool(facts["pooled"])
+        if tail and not facts["skips"]:
+            tail = False  # no row skips a key: the tail would add nothing (the same output without its launch)
         if tail and not diagonal_kept:
-            tail_diag = bool(facts[-1])
+            tail_diag = bool(facts["skips_diag"])
     elif tail and not diagonal_kept:
         tail_diag = True
     if kernel == "ws" and not ws_supported(q, k, v, block_m, block_n, tail and tail_diag):

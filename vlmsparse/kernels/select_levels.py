@@ -12,7 +12,9 @@ given the finer level, so the kept share is at least the threshold; XAttention's
 ``rule="inclusive"`` compares the share *including* the block (SpargeAttn's CDF rule: keep blocks while the
 CDF stays at or under the threshold). Forced blocks count first, so their mass is part of every threshold.
 
-Raising any threshold can only move a block to a finer level: the plan's cost never falls.
+Raising any threshold can only move a block to a finer level: the plan's cost never falls. A threshold of 1 or
+more takes every block the finer thresholds leave, whatever the rounding of the cumulative share (a block of zero
+estimated share after the row's whole mass included): a last threshold of 1 never skips a visible block.
 
 Among blocks with equal ordering keys (equal shares, e.g. many zero importances) the lower block index comes
 first, so the result is fully determined. On CUDA one Triton launch does the whole assignment (:func:`cumulative_levels_triton`); the PyTorch code of
@@ -40,6 +42,7 @@ a threshold may land on the other side, as summation order differs.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -84,6 +87,11 @@ def check_selection_args(
         raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
     if len(thresholds) != len(levels):
         raise ValueError(f"need one threshold per level {tuple(levels)}, got {tuple(thresholds)}")
+
+
+def _taking_all(thresholds: Sequence[float]) -> list[float]:
+    """``thresholds`` as compared: ``inf`` for each at 1 or more (every statistic is under it)."""
+    return [math.inf if float(t) >= 1.0 else float(t) for t in thresholds]
 
 
 def triton_supports_levels(n_kb: int, n_pairs: int) -> bool:
@@ -261,7 +269,7 @@ def _levels_triton(importance, forced, free, thresholds, levels, mode, rule, for
         return out
     fm, gm = masks["forced"], masks["free"]
     nkb_pad = max(16, triton.next_power_of_2(n_kb))
-    pairs = [(float(t), int(lv)) for t, lv in zip(thresholds, levels)]
+    pairs = [(t, int(lv)) for t, lv in zip(_taking_all(thresholds), levels)]
     pairs += [(0.0, 0)] * (MAX_LEVEL_PAIRS - len(pairs))
     (t0, l0), (t1, l1), (t2, l2), (t3, l3) = pairs
     _select_levels_kernel[(rows,)](
@@ -319,7 +327,7 @@ def cumulative_levels(
         rank = torch.arange(importance.shape[-1], device=importance.device, dtype=torch.float32)
         stat = (rank + (1.0 if rule == "inclusive" else 0.0)) / n_visible
     sorted_levels = torch.zeros(stat.shape, dtype=torch.int8, device=stat.device)
-    for level, threshold in reversed(list(zip(levels, thresholds))):  # the finest level that fits wins
+    for level, threshold in reversed(list(zip(levels, _taking_all(thresholds)))):  # the finest level that fits wins
         hit = stat < threshold if rule == "exclusive" else stat <= threshold
         sorted_levels.masked_fill_(hit, level)
     out = torch.zeros_like(sorted_levels).scatter_(-1, order, sorted_levels)

@@ -115,6 +115,11 @@ class Plan:
     #: :meth:`Method.plans_pooled`) runs the kernel compiled without its pooled loops and builds no pooled K/V.
     #: Set it back to ``True`` after editing ``levels`` to pool a block.
     pooled: bool = True
+    #: ``levels`` may skip a visible block. ``False`` (the planner never skips one: :meth:`Method.plans_skip`, e.g.
+    #: PSA with a last threshold of 1): tail aggregation has nothing to add to any row, so the kernel runs without
+    #: it (the same output, without the tail's launch and code). Set it back to ``True`` after editing ``levels``
+    #: to skip a block.
+    skips: bool = True
 
     def compile(self) -> CompiledPlan:
         """The kernel's lists of this plan (made on first use when the planner did not make them)."""
@@ -139,7 +144,13 @@ class Plan:
 
     def kernel_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of ``pyramid_attention`` (besides q, k, v, levels) that this plan needs."""
-        return {"causal": self.causal, "block_m": self.block_m, "block_n": self.block_n, "tail": self.tail}
+        return {"causal": self.causal, "block_m": self.block_m, "block_n": self.block_n, "tail": self.runs_tail}
+
+    @property
+    def runs_tail(self) -> bool:
+        """Whether the kernel runs tail aggregation for this plan: asked for (``tail``) and something to aggregate
+        (``skips``)."""
+        return self.tail and self.skips
 
     @property
     def plan_heads(self) -> int:
@@ -357,11 +368,17 @@ class Method:
             interleaved_text=interleaved_text,
             diagonal_kept=True,
             pooled=self.plans_pooled(),
+            skips=self.plans_skip(),
         )
 
     def plans_pooled(self) -> bool:
         """Whether this planner's plans may hold pooled blocks (levels 2, 4, 8); binary planners say ``False``,
         and their plans run the kernel without its pooled loops."""
+        return True
+
+    def plans_skip(self) -> bool:
+        """Whether this planner's plans may skip a visible block (level 0). Those that never do say ``False``:
+        their plans then run without tail aggregation, which would add nothing (:attr:`Plan.skips`)."""
         return True
 
     def select(self, q: torch.Tensor, k: torch.Tensor, layout: BlockLayout, plan_heads: int) -> torch.Tensor:

@@ -25,6 +25,9 @@ class Dense(Method):
     def plans_pooled(self) -> bool:
         return False  # binary plans (levels 0 / 1)
 
+    def plans_skip(self) -> bool:
+        return False  # every visible block exact
+
     def select(self, q: torch.Tensor, k: torch.Tensor, layout: BlockLayout, plan_heads: int) -> torch.Tensor:
         b = q.shape[0]
         return torch.ones(b, plan_heads, *layout.classes.shape, dtype=torch.int8, device=q.device)

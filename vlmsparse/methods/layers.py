@@ -167,6 +167,7 @@ class HeadSplitPlanner:
         first: Plan | None = None
         diagonal_kept = True
         pooled = False
+        skips = False
         for i, planner in enumerate(planners):
             heads = (owner == i).nonzero().flatten()
             if heads.numel() == 0:
@@ -179,6 +180,7 @@ class HeadSplitPlanner:
             part = planner.plan(qs, ks, visual, interleaved_text)
             diagonal_kept = diagonal_kept and part.diagonal_kept
             pooled = pooled or part.pooled
+            skips = skips or part.skips
             if levels is None:
                 first = part
                 levels = torch.empty((part.levels.shape[0], hm, *part.levels.shape[2:]), dtype=part.levels.dtype,
@@ -189,7 +191,7 @@ class HeadSplitPlanner:
         compiled = compile_plan(levels, first.q_len, first.k_len, first.block_m, first.block_n, first.causal) if (
             first.compiled is not None) else None
         return dataclasses.replace(first, levels=levels, compiled=compiled, diagonal_kept=diagonal_kept,
-                                   pooled=pooled)
+                                   pooled=pooled, skips=skips)
 
     def __repr__(self) -> str:
         return f"HeadSplitPlanner(default={self.default!r}, parts={self.parts!r})"

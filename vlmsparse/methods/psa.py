@@ -11,7 +11,8 @@ What it does, per query-block row (Algorithm 2 of the PSA paper):
    mean cosine similarity between the first and the last key of each group of p keys must exceed
    ``sim_thresholds`` (for p = 2, 4, 8); otherwise the block falls back to the coarsest level that passes, or
    to level 1;
-5. ``tail=True`` asks the kernel to fold every skipped key of a row into one mean key (tail aggregation);
+5. ``tail=True`` asks the kernel to fold every skipped key of a row into one mean key (tail aggregation); with a
+   last threshold of 1 nothing is skipped, and the plans run without it (:meth:`Method.plans_skip`);
 6. ``lone_level2_exact=True`` (default): a level-2 block with no level-2 neighbour in its row is kept exact
    instead. The kernel reads runs of level-p blocks as one tile, so a block in a run costs about its share, but a
    lone level-2 block pays a whole tile step for 64 pooled keys: about 1.23 of an exact block on an H200
@@ -206,6 +207,11 @@ class PSA(Method):
     def plans_pooled(self) -> bool:
         # equal first and last thresholds leave levels 2, 4 and 8 empty intervals: exact or skipped blocks only
         return self.config.thresholds[0] < self.config.thresholds[3]
+
+    def plans_skip(self) -> bool:
+        # a last threshold of 1 gives every visible block at least level 8 (cumulative_levels), and the layout
+        # rules, the lone steps and the similarity guard only make blocks finer, except lone_pooled="skip"
+        return self.config.thresholds[3] < 1.0 or self.config.lone_pooled == "skip"
 
     def importance(self, q: torch.Tensor, k: torch.Tensor, layout: BlockLayout) -> torch.Tensor:
         """Block importance ``[B, Hq, nQB, nKB]`` (only relative sizes within a row matter)."""

@@ -70,6 +70,9 @@ class XAttention(Method):
     def plans_pooled(self) -> bool:
         return False  # binary plans (levels 0 / 1)
 
+    def plans_skip(self) -> bool:
+        return self.config.threshold < 1.0  # a threshold of 1 takes every visible block (cumulative_levels)
+
     def select(self, q: torch.Tensor, k: torch.Tensor, layout: BlockLayout, plan_heads: int) -> torch.Tensor:
         cfg = self.config
         imp = antidiagonal_block_scores(
