@@ -69,14 +69,16 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a.double() - b.double()).norm() / b.double().norm()).item()
 
 
-def check_against_reference(q, k, v, levels, block: int, tail: bool, rows: int) -> float:
+def check_against_reference(q, k, v, levels, block: int, tail: bool, rows: int, **kernel) -> float:
     """Worst relative L2 error of the kernel against the float64 reference, on the first and last ``rows`` queries.
 
     Both ends are exact sub-problems: the first rows see only the first keys (causal), and the last rows are a
-    bottom-right aligned ``Lq < Lk`` problem. Checking them bounds the reference's cost at long lengths.
+    bottom-right aligned ``Lq < Lk`` problem. Checking them bounds the reference's cost at long lengths. ``kernel``:
+    the timed call's keyword arguments of ``pyramid_attention`` (so the kernel checked is the kernel timed: with
+    ``check_levels=False`` a tail runs even on a plan that skips nothing).
     """
     length = q.shape[2]
-    out = pyramid_attention(q, k, v, levels, block_m=block, block_n=block, tail=tail)
+    out = pyramid_attention(q, k, v, levels, block_m=block, block_n=block, tail=tail, **kernel)
     if length <= 2 * rows:
         ref = pyramid_attention_ref(q, k, v, levels, block_m=block, block_n=block, tail=tail, row_chunk=256)
         return rel_err(out, ref)
@@ -168,7 +170,8 @@ def run_random(args: argparse.Namespace) -> list[dict]:
                     diagonal_kept=True))
                 t_pyr = time_ms(lambda: build_kv_pyramid(k, v, tail=tail, block_n=args.block))
                 t_compile = time_ms(lambda: compile_plan(levels, length, length, args.block, args.block, True))
-                err = check_against_reference(q, k, v, levels, args.block, tail, args.check_rows) if args.check else float("nan")
+                err = (check_against_reference(q, k, v, levels, args.block, tail, args.check_rows, check_levels=False,
+                                               diagonal_kept=True) if args.check else float("nan"))
                 rows.append(dict(
                     base, variant=f"pyramid_random_keep{keep}" + ("_tail" if tail else ""), sparsity=s, ms=t_kernel,
                     plan_seed=length + plan_seed, device_ms=t_device, **overhead, tflops=float("nan"),
@@ -249,7 +252,8 @@ def run_level_costs(args: argparse.Namespace) -> list[dict]:
                 times[level, tail] = time_ms(call)
                 device[level, tail] = device_time_ms(call)
                 errs[level, tail] = (
-                    check_against_reference(q, k, v, levels, args.block, tail, args.check_rows) if args.check
+                    check_against_reference(q, k, v, levels, args.block, tail, args.check_rows, check_levels=False,
+                                            diagonal_kept=True, pooled=level > 1) if args.check
                     else float("nan"))
         for tail in (False, True):
             for level in (1, 2, 4, 8):
