@@ -198,3 +198,16 @@ def test_skipped_key_sums_match_definition(lq, lk, bm, bn, causal):
     assert got.shape == (b * hm * n_qb, 2 * d + 1) and got.dtype == torch.float32
     assert want[..., 2 * d].sum() > 0  # some rows do skip something
     torch.testing.assert_close(got.double(), want.reshape(-1, 2 * d + 1), rtol=1e-5, atol=1e-3)
+    # the tail key itself (the warp-specialized kernel's form): means in the asked dtype, zeros where nothing is
+    # skipped, and the count
+    want = want.reshape(-1, 2 * d + 1)
+    n = want[:, 2 * d]
+    for dtype in (torch.float32, torch.bfloat16):
+        mean_k, mean_v, count = skipped_key_sums(levels, pyr, lq, lk, bm, bn, causal, means=dtype)
+        assert mean_k.shape == mean_v.shape == (b * hm * n_qb, d) and mean_k.dtype == mean_v.dtype == dtype
+        assert count.shape == (b * hm * n_qb,) and count.dtype == torch.float32
+        torch.testing.assert_close(count.double(), n)
+        tol = dict(rtol=1e-5, atol=1e-4) if dtype == torch.float32 else dict(rtol=1e-2, atol=1e-2)
+        torch.testing.assert_close(mean_k.double(), want[:, :d] / n.clamp(min=1)[:, None], **tol)
+        torch.testing.assert_close(mean_v.double(), want[:, d : 2 * d] / n.clamp(min=1)[:, None], **tol)
+        assert (mean_k[n == 0] == 0).all() and (n == 0).any()

@@ -510,12 +510,14 @@ def _skip_mask(Levels, row, r_ok, first_row, kb, kb_ok, n_kb, q_len, k_len, CAUS
 
 
 @triton.jit
-def _skipped_sums_kernel(Levels, Sums, Out, n_qb, n_kb, rows_per_kv_head, q_len, k_len, width,
-                         CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                         R: tl.constexpr, C: tl.constexpr, W: tl.constexpr, CHAINED: tl.constexpr,
-                         RELEASE: tl.constexpr):
+def _skipped_sums_kernel(Levels, Sums, Out, MeanK, MeanV, Count, n_qb, n_kb, rows_per_kv_head, q_len, k_len, width,
+                         head_dim, CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                         R: tl.constexpr, C: tl.constexpr, W: tl.constexpr, MEANS: tl.constexpr,
+                         CHAINED: tl.constexpr, RELEASE: tl.constexpr):
     """Rows ``R`` x columns ``W`` of :func:`skipped_key_sums` for one (batch, kv-head): the 0/1 mask of wholly
     visible skipped blocks (from ``levels`` and the block geometry) times the block sums, ``C`` blocks a step.
+    ``MEANS``: the tail key itself instead, the key and value means (``MeanK``, ``MeanV``, ``[rows, head_dim]``
+    in their dtype; zeros where nothing is skipped) and the count (``Count``, float32); else the sums into ``Out``.
     ``CHAINED``: launched right after the pyramid's launch, which it waits for; ``RELEASE``: the attention launch
     after this one may start at once (:mod:`vlmsparse.kernels.pdl`)."""
     release_dependents(RELEASE)
@@ -529,39 +531,65 @@ def _skipped_sums_kernel(Levels, Sums, Out, n_qb, n_kb, rows_per_kv_head, q_len,
     row = bkv.to(tl.int64) * rows_per_kv_head + rows  # the kernel's plan row
     sums = Sums + bkv.to(tl.int64) * n_kb * width
     acc = tl.zeros([R, W], dtype=tl.float32)
+    count = tl.zeros([R], dtype=tl.float32)
     for c0 in range(0, n_kb, C):
         kb = c0 + tl.arange(0, C)
         kb_ok = kb < n_kb
         m = _skip_mask(Levels, row, r_ok, first_row, kb, kb_ok, n_kb, q_len, k_len, CAUSAL, BLOCK_N)
         x = tl.load(sums + kb[:, None] * width + cols[None, :], mask=kb_ok[:, None] & c_ok[None, :], other=0.0)
         acc += tl.dot(m, x.to(tl.float32), input_precision="ieee")
-    tl.store(Out + row[:, None] * width + cols[None, :], acc, mask=r_ok[:, None] & c_ok[None, :])
+        if MEANS:  # the keys counted, for the means (the last column of the block sums)
+            n_kb_keys = tl.load(sums + kb * width + (width - 1), mask=kb_ok, other=0.0)
+            count += tl.sum(m * n_kb_keys[None, :], 1)
+    if MEANS:
+        mean = acc / tl.maximum(count, 1.0)[:, None]
+        ok = r_ok[:, None] & c_ok[None, :]
+        is_k = cols < head_dim
+        is_v = (cols >= head_dim) & (cols < 2 * head_dim)
+        tl.store(MeanK + row[:, None] * head_dim + cols[None, :], mean.to(MeanK.dtype.element_ty),
+                 mask=ok & is_k[None, :])
+        tl.store(MeanV + row[:, None] * head_dim + (cols - head_dim)[None, :], mean.to(MeanV.dtype.element_ty),
+                 mask=ok & is_v[None, :])
+        if tl.program_id(1) == 0:
+            tl.store(Count + row, count, mask=r_ok)
+    else:
+        tl.store(Out + row[:, None] * width + cols[None, :], acc, mask=r_ok[:, None] & c_ok[None, :])
 
 
 def skipped_key_sums(
     levels: torch.Tensor, pyramid: KVPyramid, q_len: int, k_len: int, block_m: int, block_n: int, causal: bool,
-    *, chained: bool = False,
-) -> torch.Tensor:
+    *, chained: bool = False, means: torch.dtype | None = None,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """What tail aggregation needs of the wholly visible key blocks a plan skips: per plan row (batch, plan head,
     query block: the kernel's row order) the sum of their keys, the sum of their values and their key count,
     ``[rows, 2 D + 1]`` float32. One launch: the skip mask times the pyramid's block sums per kv-head, float32
     products (a non-finite key or value then reaches every tail row of its kv-head). The block sums are float32:
     read as float64 they made this launch 1.7-2.8x slower (H200, notes/ab/sums_probe.py). ``chained``: the launch
     right before this one on the stream built ``pyramid`` (:mod:`vlmsparse.kernels.pdl`; ignored where
-    :func:`~vlmsparse.kernels.pdl.pdl_ok` says no)."""
+    :func:`~vlmsparse.kernels.pdl.pdl_ok` says no). ``means``: the tail key itself in that dtype instead, ``(mean
+    key, mean value, count)``: ``[rows, D]`` twice (zeros where a row skips nothing) and float32 ``[rows]``."""
     b, hm, n_qb, n_kb = levels.shape
     hkv, width = pyramid.block_sums.shape[1], pyramid.block_sums.shape[3]
+    d = (width - 1) // 2
     rows_per_kv_head = (hm // hkv) * n_qb
-    out = torch.empty(b * hm * n_qb, width, device=levels.device, dtype=torch.float32)
+    rows = b * hm * n_qb
+    if means is None:
+        out = torch.empty(rows, width, device=levels.device, dtype=torch.float32)
+        mean_k = mean_v = count = out
+    else:
+        mean_k = torch.empty(rows, d, device=levels.device, dtype=means)
+        mean_v = torch.empty_like(mean_k)
+        out = count = torch.empty(rows, device=levels.device, dtype=torch.float32)
     r, c, w = 64, 32, 64
     pdl = pdl_ok(levels.device)
     chained = chained and pdl
-    _skipped_sums_kernel[(cdiv(rows_per_kv_head, r), cdiv(width, w), b * hkv)](
-        levels.contiguous(), pyramid.block_sums, out, n_qb, n_kb, rows_per_kv_head, q_len, k_len, width,
-        CAUSAL=causal, BLOCK_M=block_m, BLOCK_N=block_n, R=r, C=c, W=w, CHAINED=chained, RELEASE=pdl,
-        **({"launch_pdl": True} if chained else {}),
+    # the means need no program of the count column alone: every program counts its rows' keys
+    _skipped_sums_kernel[(cdiv(rows_per_kv_head, r), cdiv(width if means is None else 2 * d, w), b * hkv)](
+        levels.contiguous(), pyramid.block_sums, out, mean_k, mean_v, count, n_qb, n_kb, rows_per_kv_head, q_len,
+        k_len, width, d, CAUSAL=causal, BLOCK_M=block_m, BLOCK_N=block_n, R=r, C=c, W=w, MEANS=means is not None,
+        CHAINED=chained, RELEASE=pdl, **({"launch_pdl": True} if chained else {}),
     )
-    return out
+    return out if means is None else (mean_k, mean_v, count)
 
 
 def chain_wait(tail: bool, built_here: bool, pooled: bool) -> int:
@@ -704,13 +732,17 @@ def pyramid_attention(
     out = torch.empty_like(q)
     # the chain of this call's launches (vlmsparse.kernels.pdl) and the tail's sums, for either kernel
     pdl = chain_wait(tail, built_here, pooled) if pdl_ok(q.device) else 0
-    sums = skipped_key_sums(levels, pyramid, lq, lk, block_m, block_n, causal, chained=built_here) if tail else None
     if kernel == "ws" or (
         kernel is None and num_warps is None and num_stages is None and tma is not False
         and ws_supported(q, k, v, block_m, block_n, tail and tail_diag)
     ):
+        # the warp-specialized kernel reads the tail key as one more ring step: its mean key and value in q's dtype
+        tail_key = skipped_key_sums(levels, pyramid, lq, lk, block_m, block_n, causal, chained=built_here,
+                                    means=q.dtype) if tail else None
         return pyramid_attention_ws(q, k, v, plan, pyramid.pooled_k_all if pooled else None,
-                                    pyramid.pooled_v_all if pooled else None, out, scale * LOG2E, causal, sums, pdl)
+                                    pyramid.pooled_v_all if pooled else None, out, scale * LOG2E, causal, tail_key,
+                                    pdl)
+    sums = skipped_key_sums(levels, pyramid, lq, lk, block_m, block_n, causal, chained=built_here) if tail else None
     n_qb, n_kb = cdiv(lq, block_m), cdiv(lk, block_n)
     block_d = max(16, triton.next_power_of_2(d))
     dummy = k  # a pointer argument for what this launch does not read

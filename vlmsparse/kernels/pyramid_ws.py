@@ -16,9 +16,9 @@ Steps, in the order of the plan lists (:mod:`vlmsparse.kernels.plan_lists`): exa
 blocks (one 128-key tile of the pyramid, logits ``+ log2 p``, the rows past the span masked), single pooled
 blocks (the tile's first ``128 / p`` rows, a narrow matmul, logits ``+ log2(count)``), then the blocks that need
 token masks. Every step is the Triton kernel's step on the same operands: the outputs agree to rounding. Tail
-aggregation (one more key per row, the mean of the keys the row skips) is the last step, from the launcher's
-skipped-key sums, read before the masked blocks; a tail over skipped blocks on the diagonal, which no planner here
-makes, is left to the Triton kernel.
+aggregation (one more key per row, the mean of the keys the row skips) is the last step, a narrow one on a ring tile
+whose first row is the plan row's mean key (the launcher's skipped-key means); a tail over skipped blocks on the
+diagonal, which no planner here makes, is left to the Triton kernel.
 
 Persistent schedule: one program per SM, each walking query tiles (a query block of one head) drawn from a
 counter, heavy (late) query blocks first. The producer draws the next tile once it has issued the current tile's
@@ -28,8 +28,8 @@ launches: a launch's last program sets it back, so calls back to back, on severa
 graph each start from tile 0.
 
 Chained launches (:mod:`vlmsparse.kernels.pdl`): with ``PDL=1`` the producer waits for the launch before (the
-pyramid's, or the sums' after it) just before its first pyramid tile, with ``PDL=2`` (a prebuilt pyramid) only the
-consumers wait, for the sums, before their masked blocks; consumers with a tail wait there in both cases.
+pyramid's, or the sums' after it) just before its first pyramid tile, with ``PDL=2`` (a prebuilt pyramid) just
+before a tile's tail key; consumers wait only in their tail step, before reading the count.
 
 Not runnable under the Triton interpreter: the tests check it against the Triton kernel and the float64
 reference on a Hopper GPU (``VLMSPARSE_TEST_DEVICE=cuda``).
@@ -63,7 +63,7 @@ try:  # Gluon: Triton >= 3.5; its Hopper pieces are only usable on an sm_90 devi
     _P = gl.constexpr(gl.DotOperandLayout(operand_index=0, parent=_ACC, k_width=2))
     # the span bias's selector as the left operand from registers ([64, 16]: ones in the two columns of its span)
     _SEL = gl.constexpr(gl.DotOperandLayout(operand_index=0, parent=_ACC, k_width=2))
-    # one value per thread of a consumer warp group: the tail's sums, held through the masked blocks
+    # one value per thread of a consumer warp group
     _VEC = gl.constexpr(gl.BlockedLayout(size_per_thread=[1], threads_per_warp=[32], warps_per_cta=[4], order=[0]))
     # the same for the producer's one warp
     _ONE_WARP = gl.constexpr(gl.BlockedLayout(size_per_thread=[1], threads_per_warp=[32], warps_per_cta=[1],
@@ -75,6 +75,8 @@ except Exception:  # pragma: no cover - a Triton without Gluon, or with another 
 BLOCK = 128
 HALF = 64
 HEAD_DIM = 128
+#: Rows of the mean keys and values copied for a tail step (its narrow step's width; the first is the row's).
+TAIL_ROWS = 16
 #: K/V ring depth: two stages measured as fast as three (notes/kernel.md) in 64 KB less shared memory.
 STAGES = 2
 #: Registers per thread: consumer warp groups, producer warp, at launch (the three partitions' sum fits 64K).
@@ -138,16 +140,31 @@ if gluon is not None:
         tma.async_copy_global_to_shared(desc_v, [b, kvh, r, 0], ready_v.index(s), bufs_v.index(s))
 
     @gluon.jit
+    def _tail_tile(desc_kt, desc_vt, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, row):
+        """Producer: the tail key, rows ``row .. row + TAIL_ROWS - 1`` of the launcher's mean keys and values (the
+        first this plan row's), into the first rows of ring slot ``it % STAGES``: the tail step reads no more."""
+        n_buf: gl.constexpr = bufs_k.type.shape[0]
+        n_rows: gl.constexpr = desc_kt.block_type.shape[2]
+        s = it % n_buf
+        phase = (it // n_buf) & 1
+        mbarrier.wait(empty_k.index(s), phase ^ 1)
+        mbarrier.expect(ready_k.index(s), desc_kt.block_type.nbytes)
+        tma.async_copy_global_to_shared(desc_kt, [0, 0, row, 0], ready_k.index(s), bufs_k.index(s).slice(0, n_rows))
+        mbarrier.wait(empty_v.index(s), phase ^ 1)
+        mbarrier.expect(ready_v.index(s), desc_vt.block_type.nbytes)
+        tma.async_copy_global_to_shared(desc_vt, [0, 0, row, 0], ready_v.index(s), bufs_v.index(s).slice(0, n_rows))
+
+    @gluon.jit
     def _wait_for_prior():
         """``griddepcontrol.wait``: the launch before this one (chained) has ended and its writes are visible."""
         gl.inline_asm_elementwise("griddepcontrol.wait; // dummy $0", "=r", [], dtype=gl.int32, is_pure=False,
                                   pack=1)
 
     @gluon.jit
-    def _producer(args, POOLED: gl.constexpr, PDL: gl.constexpr):
-        (desc_q, desc_k, desc_v, desc_kp, desc_vp, BlockIdx, CatOff, Out, SkipSums, qk_scale, stride_ob, stride_oh,
-         stride_om, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles, Sched,
-         q_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias) = args
+    def _producer(args, POOLED: gl.constexpr, TAIL: gl.constexpr, PDL: gl.constexpr):
+        (desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kt, desc_vt, BlockIdx, CatOff, Out, TailN, qk_scale,
+         stride_ob, stride_oh, stride_om, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles,
+         Sched, q_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias) = args
         g2 = (k_len + 1) // 2
         g4 = (k_len + 3) // 4
         it = 0  # ring position, continued from tile to tile (the consumers count the same steps)
@@ -189,6 +206,15 @@ if gluon is not None:
                 j = gl.load(idx_ptr + t)
                 _kv_tile(desc_k, desc_v, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, b, kvh, j * 128)
                 it += 1
+            if TAIL:
+                # the tail key, one more ring step where the plan row skips something visible: the 16 rows of
+                # the launcher's mean keys and values whose first is this plan row's (written by the sums' launch,
+                # which a chained program waits for first)
+                if gl.load(off_ptr + 10) > o_mask:
+                    if PDL == 2:
+                        _wait_for_prior()
+                    _tail_tile(desc_kt, desc_vt, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, row)
+                    it += 1
             # the next tile's number, drawn once this tile's copies are all issued: the atomic's round trip (the
             # producer waits for it) passes while the consumers work through the ring's last tiles
             tile = _next_tile(Sched)
@@ -401,34 +427,55 @@ if gluon is not None:
         return m_i, l_i, acc, it + gl.maximum(stop - start, 0)
 
     @gluon.jit
-    def _tail_key(q, m_i, l_i, acc, sum_k, sum_v, n_full, qk_scale):
-        """Tail aggregation: one more key per row, the mean of the wholly visible keys the plan row skips (``sum_k``,
-        ``sum_v``, ``n_full``: their sums and count, from the launcher's skipped-sums launch), logit
-        ``+ log2(count)``. Products in float32 (q read back from shared memory); the plans this kernel takes with a
-        tail skip no diagonal block."""
-        vec: gl.constexpr = gl.SliceLayout(0, _ACC)
-        sum_k = gl.convert_layout(sum_k, vec)
-        sum_v = gl.convert_layout(sum_v, vec)
-        qs = gl.sum(q.load(_ACC).to(gl.float32) * sum_k[None, :], 1)  # q . (sum of the skipped keys)
-        inv = 1.0 / gl.maximum(n_full, 1.0)
-        s_tail = qs * (inv * qk_scale) + gl.log2(gl.maximum(n_full, 1.0))
-        s_tail = gl.where(n_full > 0.5, s_tail, float("-inf"))
-        m_new = gl.maximum(m_i, s_tail)
+    def _tail_step(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it, TailN, row, qk_scale,
+                   PDL: gl.constexpr):
+        """Consumer: tail aggregation as one more ring step, a narrow one: the tile's first row is the mean of the
+        wholly visible keys this plan row skips (its value the mean of their values), logit ``+ log2(count)``; the
+        tile's other rows (other plan rows' tail keys, or zeros) are masked. The plans this kernel takes with a tail
+        skip no diagonal block, so every row has seen a key before this step."""
+        n_buf: gl.constexpr = bufs_k.type.shape[0]
+        W: gl.constexpr = 16  # TAIL_ROWS
+        s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                           instr_shape=[16, W, 16])
+        row_acc: gl.constexpr = gl.SliceLayout(1, _ACC)
+        row_s: gl.constexpr = gl.SliceLayout(1, s_layout)
+        s = it % n_buf
+        phase = (it // n_buf) & 1
+        mbarrier.wait(ready_k.index(s), phase)
+        # the count, written by the sums' launch: chained, this thread waits for it too (the producer already did,
+        # before copying the tile, so the wait returns at once)
+        if PDL != 0:
+            _wait_for_prior()
+        count = gl.load(TailN + row)
+        qk = warpgroup_mma(q, bufs_k.index(s).slice(0, W).permute((1, 0)), gl.zeros([64, W], gl.float32, s_layout),
+                           use_acc=False, is_async=True)
+        qk = warpgroup_mma_wait(0, deps=(qk, ))
+        mbarrier.arrive(empty_k.index(s), count=1)
+        offs = gl.arange(0, W, layout=gl.SliceLayout(0, s_layout))
+        bias = gl.where((offs == 0) & (count > 0.5), gl.log2(gl.maximum(count, 1.0)), float("-inf"))
+        qk = qk * qk_scale + bias[None, :]
+        m_w = gl.convert_layout(m_i, row_s)
+        m_new = gl.maximum(m_w, gl.max(qk, 1))
         m_safe = gl.where(m_new == float("-inf"), 0.0, m_new)
-        alpha = gl.exp2(m_i - m_safe)
-        p_tail = gl.exp2(s_tail - m_safe)
-        l_i = l_i * alpha + p_tail
-        acc = acc * alpha[:, None] + p_tail[:, None] * (sum_v * inv)[None, :]
-        return m_new, l_i, acc
+        p = gl.exp2(qk - m_safe[:, None])
+        alpha = gl.exp2(m_w - m_safe)
+        l_w = gl.convert_layout(l_i, row_s) * alpha + gl.sum(p, 1)
+        acc = acc * gl.convert_layout(alpha, row_acc)[:, None]
+        p16 = gl.convert_layout(p.to(q.dtype), _P)
+        mbarrier.wait(ready_v.index(s), phase)
+        acc = warpgroup_mma(p16, bufs_v.index(s).slice(0, W), acc, is_async=True)
+        acc = warpgroup_mma_wait(0, deps=(acc, ))
+        mbarrier.arrive(empty_v.index(s), count=1)
+        return gl.convert_layout(m_new, row_acc), gl.convert_layout(l_w, row_acc), acc, it + 1
 
     @gluon.jit
     def _consumer_tile(args, tile, it, WG: gl.constexpr, CAUSAL: gl.constexpr, POOLED: gl.constexpr,
                        TAIL: gl.constexpr, PDL: gl.constexpr):
         """One query tile's 64 rows of this consumer (its Q loaded): every step of its plan row, the tail, the
         output. Returns the ring position after its steps."""
-        (desc_q, desc_k, desc_v, desc_kp, desc_vp, BlockIdx, CatOff, Out, SkipSums, qk_scale, stride_ob, stride_oh,
-         stride_om, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles, Sched,
-         q_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias) = args
+        (desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kt, desc_vt, BlockIdx, CatOff, Out, TailN, qk_scale,
+         stride_ob, stride_oh, stride_om, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles,
+         Sched, q_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias) = args
         b, h, kvh, qblk, idx_ptr, off_ptr, row = _program_lists(tile, BlockIdx, CatOff, n_q_heads, n_kv_heads,
                                                                 n_plan_heads, n_qb, n_kb, n_tiles)
         # a static index: Q behind a run-time index (two tiles' buffers) gave wrong products on an H200
@@ -460,23 +507,15 @@ if gluon is not None:
                 m_i, l_i, acc, it = _narrow_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i,
                                                   acc, it, idx_ptr, o_p4, o_p8, qk_scale, k_len, 8)
         if TAIL:
-            # the tail's sums are read before the masked blocks (one value each per thread: few registers held
-            # through them), so their latency passes while those blocks run; chained, after the sums' launch ends
-            if PDL != 0:
-                _wait_for_prior()
             has_tail = gl.load(off_ptr + 10) > o_mask  # this program's plan skips something visible
-            d = gl.arange(0, 128, layout=_VEC)
-            sums = SkipSums + row.to(gl.int64) * 257
-            sum_k = gl.load(sums + d)
-            sum_v = gl.load(sums + 128 + d)
-            n_full = gl.load(sums + 256)
         rows = qblk * 128 + WG * 64 + gl.arange(0, 64, layout=row_layout)
         limit = rows + (k_len - q_len)
         m_i, l_i, acc, it = _masked_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it,
                                           idx_ptr, o_p8, o_mask, qk_scale, limit, k_len, CAUSAL)
         if TAIL:
             if has_tail:
-                m_i, l_i, acc = _tail_key(q, m_i, l_i, acc, sum_k, sum_v, n_full, qk_scale)
+                m_i, l_i, acc, it = _tail_step(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc,
+                                               it, TailN, row, qk_scale, PDL)
         # Q is read no more (every matmul on it waited for): the producer may load the next tile's
         mbarrier.arrive(q_empty, count=1)
         # a row with nothing to attend has l == 0 and acc == 0: it returns zeros, never NaN
@@ -490,9 +529,9 @@ if gluon is not None:
     @gluon.jit
     def _consumer(args, WG: gl.constexpr, CAUSAL: gl.constexpr, POOLED: gl.constexpr, TAIL: gl.constexpr,
                   PDL: gl.constexpr):
-        (desc_q, desc_k, desc_v, desc_kp, desc_vp, BlockIdx, CatOff, Out, SkipSums, qk_scale, stride_ob, stride_oh,
-         stride_om, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles, Sched,
-         q_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias) = args
+        (desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kt, desc_vt, BlockIdx, CatOff, Out, TailN, qk_scale,
+         stride_ob, stride_oh, stride_om, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles,
+         Sched, q_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias) = args
         if POOLED:
             _bias_tables(bias, qk_scale)
         it = 0
@@ -510,9 +549,9 @@ if gluon is not None:
         _consumer(args, 1, CAUSAL, POOLED, TAIL, PDL)
 
     @gluon.jit
-    def _pyramid_ws_fwd(desc_q, desc_k, desc_v, desc_kp, desc_vp, BlockIdx, CatOff, Out, SkipSums, qk_scale,
-                        stride_ob, stride_oh, stride_om, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len,
-                        n_tiles, Sched, CAUSAL: gl.constexpr, POOLED: gl.constexpr, TAIL: gl.constexpr,
+    def _pyramid_ws_fwd(desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kt, desc_vt, BlockIdx, CatOff, Out, TailN,
+                        qk_scale, stride_ob, stride_oh, stride_om, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb,
+                        q_len, k_len, n_tiles, Sched, CAUSAL: gl.constexpr, POOLED: gl.constexpr, TAIL: gl.constexpr,
                         PDL: gl.constexpr, STAGES: gl.constexpr, CONSUMER_REGS: gl.constexpr,
                         PRODUCER_REGS: gl.constexpr):
         q_smem = gl.allocate_shared_memory(desc_q.dtype, [2, 64, 128], _SMEM_Q)
@@ -533,14 +572,15 @@ if gluon is not None:
             mbarrier.init(ready_v.index(s), count=1)
             mbarrier.init(empty_k.index(s), count=2)  # one arrival per consumer warp group
             mbarrier.init(empty_v.index(s), count=2)
-        args = (desc_q, desc_k, desc_v, desc_kp, desc_vp, BlockIdx, CatOff, Out, SkipSums, qk_scale, stride_ob,
-                stride_oh, stride_om, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles, Sched,
-                q_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias)
+        args = (desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kt, desc_vt, BlockIdx, CatOff, Out, TailN, qk_scale,
+                stride_ob, stride_oh, stride_om, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len,
+                n_tiles, Sched, q_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v,
+                empty_v, bias)
         # the flags as arguments of their own: in the tuple they would reach the partitions as run-time values
         gl.warp_specialize([
             (_consumer, (args, 0, CAUSAL, POOLED, TAIL, PDL)),
             (_consumer_1, (args, CAUSAL, POOLED, TAIL, PDL)),
-            (_producer, (args, POOLED, PDL)),
+            (_producer, (args, POOLED, TAIL, PDL)),
         ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
 
 
@@ -591,11 +631,13 @@ def _descriptor(t: torch.Tensor, rows: int):
 
 
 def pyramid_attention_ws(q, k, v, plan, kp_all, vp_all, out, scale_log2: float, causal: bool,
-                         skip_sums: torch.Tensor | None = None, pdl: int = 0) -> torch.Tensor:
+                         tail_key: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+                         pdl: int = 0) -> torch.Tensor:
     """Launch the kernel on a compiled plan (the caller checked :func:`ws_supported` and the arguments).
     ``kp_all`` / ``vp_all``: the concatenated pyramid ``[B, Hkv, G2 + G4 + G8, D]``, or ``None`` for a plan with no
-    pooled block (K and V stand in; no step reads them). ``skip_sums``: tail aggregation, the launcher's
-    :func:`~vlmsparse.kernels.pyramid.skipped_key_sums` of a plan that skips no block meeting the diagonal.
+    pooled block (K and V stand in; no step reads them). ``tail_key``: tail aggregation, the launcher's
+    :func:`~vlmsparse.kernels.pyramid.skipped_key_sums` with ``means`` (mean keys, mean values ``[rows, D]`` in
+    q's dtype, counts) of a plan that skips no block meeting the diagonal.
     ``pdl``: chained to the launch before (:func:`~vlmsparse.kernels.pyramid.chain_wait`: 1 that launch may still
     be making the pyramid, 2 only the sums), 0 not chained."""
     b, hq, lq, _ = q.shape
@@ -607,13 +649,18 @@ def pyramid_attention_ws(q, k, v, plan, kp_all, vp_all, out, scale_log2: float, 
         desc_kp, desc_vp = desc_k, desc_v
     else:
         desc_kp, desc_vp = _descriptor(kp_all, BLOCK), _descriptor(vp_all, BLOCK)
+    if tail_key is None:
+        desc_kt, desc_vt, tail_n = desc_k, desc_v, out
+    else:
+        mean_k, mean_v, tail_n = tail_key
+        desc_kt, desc_vt = _descriptor(mean_k[None, None], TAIL_ROWS), _descriptor(mean_v[None, None], TAIL_ROWS)
     n_tiles = b * hq * n_qb
     index = _index(q.device)
     _pyramid_ws_fwd[(min(n_tiles, _sm_count(index)), )](
-        desc_q, desc_k, desc_v, desc_kp, desc_vp, plan.block_idx, plan.cat_offsets, out,
-        skip_sums if skip_sums is not None else out, scale_log2,
+        desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kt, desc_vt, plan.block_idx, plan.cat_offsets, out, tail_n,
+        scale_log2,
         out.stride(0), out.stride(1), out.stride(2), hq, hkv, plan.plan_heads, n_qb, n_kb, lq, lk, n_tiles,
-        _schedule_counter(index), CAUSAL=causal, POOLED=kp_all is not None, TAIL=skip_sums is not None, PDL=pdl,
+        _schedule_counter(index), CAUSAL=causal, POOLED=kp_all is not None, TAIL=tail_key is not None, PDL=pdl,
         STAGES=STAGES, CONSUMER_REGS=REGS[0], PRODUCER_REGS=REGS[1], num_warps=4, maxnreg=REGS[2],
         **({"launch_pdl": True} if pdl else {}),
     )
