@@ -76,8 +76,9 @@ def main():
 
             t = {"plain": bench(call(False)), "plain tail": bench(call(True)),
                  "graph": graphed(call(False)), "graph tail": graphed(call(True)),
-                 "sums launch": graphed(lambda: pyramid_module.skipped_key_sums(levels, pyr, length, length, 128, 128,
-                                                                                True))}
+                 "sums launch": graphed(lambda: pyramid_module.skipped_key_sums(
+                     levels, pyr, length, length, 128, 128, True,
+                     means=q.dtype if ws_module.ws_supported(q, k, v, 128, 128, False) else None))}
             pdl.ENABLED = False
             try:
                 t["graph tail, unchained"] = graphed(call(True))
