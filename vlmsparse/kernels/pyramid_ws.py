@@ -359,6 +359,19 @@ if gluon is not None:
         return m_i, l_i, acc, it + n
 
     @gluon.jit
+    def _narrow_pv(q, p, alpha, acc, bufs_v, ready_v, empty_v, s, phase):
+        """Consumer: a narrow step's ``P V``: the accumulator rescaled by ``alpha``, then ``p`` (``[64, W]``, rounded
+        to q's dtype) times the first ``W`` rows of ring slot ``s``'s V tile, waited for; the slot's V released."""
+        W: gl.constexpr = p.type.shape[1]
+        acc = acc * gl.convert_layout(alpha, gl.SliceLayout(1, _ACC))[:, None]
+        p16 = gl.convert_layout(p.to(q.dtype), _P)
+        mbarrier.wait(ready_v.index(s), phase)
+        acc = warpgroup_mma(p16, bufs_v.index(s).slice(0, W), acc, is_async=True)
+        acc = warpgroup_mma_wait(0, deps=(acc, ))
+        mbarrier.arrive(empty_v.index(s), count=1)
+        return acc
+
+    @gluon.jit
     def _narrow_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it, idx_ptr, start, stop,
                       qk_scale, k_len, P: gl.constexpr):
         """Consumer: single pooled blocks of level ``P``, each the first ``128 / P`` rows of its tile (a narrow
@@ -392,12 +405,7 @@ if gluon is not None:
             alpha = gl.exp2(m_w - m_new)
             l_w = l_w * alpha + gl.sum(p, 1)
             m_w = m_new
-            acc = acc * gl.convert_layout(alpha, row_acc)[:, None]
-            p16 = gl.convert_layout(p.to(q.dtype), _P)
-            mbarrier.wait(ready_v.index(s), phase)
-            acc = warpgroup_mma(p16, bufs_v.index(s).slice(0, W), acc, is_async=True)
-            acc = warpgroup_mma_wait(0, deps=(acc, ))
-            mbarrier.arrive(empty_v.index(s), count=1)
+            acc = _narrow_pv(q, p, alpha, acc, bufs_v, ready_v, empty_v, s, phase)
         n = gl.maximum(stop - start, 0)
         return gl.convert_layout(m_w, row_acc), gl.convert_layout(l_w, row_acc), acc, it + n
 
@@ -428,13 +436,13 @@ if gluon is not None:
 
     @gluon.jit
     def _tail_step(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it, TailN, row, qk_scale,
-                   PDL: gl.constexpr):
+                   W: gl.constexpr, PDL: gl.constexpr):
         """Consumer: tail aggregation as one more ring step, a narrow one: the tile's first row is the mean of the
         wholly visible keys this plan row skips (its value the mean of their values), logit ``+ log2(count)``; the
         tile's other rows (other plan rows' tail keys, or zeros) are masked. The plans this kernel takes with a tail
-        skip no diagonal block, so every row has seen a key before this step."""
+        skip no diagonal block, so every row has seen a key before this step. ``W``: the rows the producer copied
+        (``TAIL_ROWS``, its copy box's)."""
         n_buf: gl.constexpr = bufs_k.type.shape[0]
-        W: gl.constexpr = 16  # TAIL_ROWS
         s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                            instr_shape=[16, W, 16])
         row_acc: gl.constexpr = gl.SliceLayout(1, _ACC)
@@ -460,12 +468,7 @@ if gluon is not None:
         p = gl.exp2(qk - m_safe[:, None])
         alpha = gl.exp2(m_w - m_safe)
         l_w = gl.convert_layout(l_i, row_s) * alpha + gl.sum(p, 1)
-        acc = acc * gl.convert_layout(alpha, row_acc)[:, None]
-        p16 = gl.convert_layout(p.to(q.dtype), _P)
-        mbarrier.wait(ready_v.index(s), phase)
-        acc = warpgroup_mma(p16, bufs_v.index(s).slice(0, W), acc, is_async=True)
-        acc = warpgroup_mma_wait(0, deps=(acc, ))
-        mbarrier.arrive(empty_v.index(s), count=1)
+        acc = _narrow_pv(q, p, alpha, acc, bufs_v, ready_v, empty_v, s, phase)
         return gl.convert_layout(m_new, row_acc), gl.convert_layout(l_w, row_acc), acc, it + 1
 
     @gluon.jit
@@ -515,7 +518,7 @@ if gluon is not None:
         if TAIL:
             if has_tail:
                 m_i, l_i, acc, it = _tail_step(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc,
-                                               it, TailN, row, qk_scale, PDL)
+                                               it, TailN, row, qk_scale, desc_kt.block_type.shape[2], PDL)
         # Q is read no more (every matmul on it waited for): the producer may load the next tile's
         mbarrier.arrive(q_empty, count=1)
         # a row with nothing to attend has l == 0 and acc == 0: it returns zeros, never NaN
