@@ -128,31 +128,18 @@ if gluon is not None:
 
     @gluon.jit
     def _kv_tile(desc_k, desc_v, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, b, kvh, r):
-        """Producer: rows ``r .. r + 127`` of K and V (or of the pyramid) into ring slot ``it % STAGES``."""
+        """Producer: one box of K and V (or of the pyramid, or of the tail's mean keys and values) from row ``r``
+        into the first rows of ring slot ``it % STAGES``: 128 rows, or the tail's ``TAIL_ROWS``."""
         n_buf: gl.constexpr = bufs_k.type.shape[0]
+        n_rows: gl.constexpr = desc_k.block_type.shape[2]
         s = it % n_buf
         phase = (it // n_buf) & 1
         mbarrier.wait(empty_k.index(s), phase ^ 1)
         mbarrier.expect(ready_k.index(s), desc_k.block_type.nbytes)
-        tma.async_copy_global_to_shared(desc_k, [b, kvh, r, 0], ready_k.index(s), bufs_k.index(s))
+        tma.async_copy_global_to_shared(desc_k, [b, kvh, r, 0], ready_k.index(s), bufs_k.index(s).slice(0, n_rows))
         mbarrier.wait(empty_v.index(s), phase ^ 1)
         mbarrier.expect(ready_v.index(s), desc_v.block_type.nbytes)
-        tma.async_copy_global_to_shared(desc_v, [b, kvh, r, 0], ready_v.index(s), bufs_v.index(s))
-
-    @gluon.jit
-    def _tail_tile(desc_kt, desc_vt, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, row):
-        """Producer: the tail key, rows ``row .. row + TAIL_ROWS - 1`` of the launcher's mean keys and values (the
-        first this plan row's), into the first rows of ring slot ``it % STAGES``: the tail step reads no more."""
-        n_buf: gl.constexpr = bufs_k.type.shape[0]
-        n_rows: gl.constexpr = desc_kt.block_type.shape[2]
-        s = it % n_buf
-        phase = (it // n_buf) & 1
-        mbarrier.wait(empty_k.index(s), phase ^ 1)
-        mbarrier.expect(ready_k.index(s), desc_kt.block_type.nbytes)
-        tma.async_copy_global_to_shared(desc_kt, [0, 0, row, 0], ready_k.index(s), bufs_k.index(s).slice(0, n_rows))
-        mbarrier.wait(empty_v.index(s), phase ^ 1)
-        mbarrier.expect(ready_v.index(s), desc_vt.block_type.nbytes)
-        tma.async_copy_global_to_shared(desc_vt, [0, 0, row, 0], ready_v.index(s), bufs_v.index(s).slice(0, n_rows))
+        tma.async_copy_global_to_shared(desc_v, [b, kvh, r, 0], ready_v.index(s), bufs_v.index(s).slice(0, n_rows))
 
     @gluon.jit
     def _wait_for_prior():
@@ -213,7 +200,7 @@ if gluon is not None:
                 if gl.load(off_ptr + 10) > o_mask:
                     if PDL == 2:
                         _wait_for_prior()
-                    _tail_tile(desc_kt, desc_vt, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, row)
+                    _kv_tile(desc_kt, desc_vt, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, 0, 0, row)
                     it += 1
             # the next tile's number, drawn once this tile's copies are all issued: the atomic's round trip (the
             # producer waits for it) passes while the consumers work through the ring's last tiles
