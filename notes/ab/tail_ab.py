@@ -101,6 +101,19 @@ def measure(label, length, q, k, v, levels, vers, writer, block=128, binary=Fals
         TIMES[length, label, name] = times
 
 
+def build_costs(length, k, v, vers, writer, block=128):
+    """Each version's pyramid build without and with tail (a row with plan "pyramid build"): the plans' rows time
+    the attention call on a pyramid built beforehand, so work a version moves into the build shows here."""
+    for name, (build, _, _) in vers.items():
+        times = {tail: min(t_ms(lambda: build(k, v, tail=tail, block_n=block)),
+                           t_ms(lambda: build(k, v, tail=tail, block_n=block))) for tail in (False, True)}
+        writer.writerow(dict(length=length, plan="pyramid build", version=name, ms=times[False], ms_tail=times[True],
+                             tail_overhead=times[True] / times[False] - 1))
+        writer.flush()
+        print(f"L={length} {'pyramid build':34s} {name:26s} {times[False]:8.3f} ms  tail {times[True]:8.3f} ms "
+              f"({times[True] / times[False] - 1:+.1%})", flush=True)
+
+
 #: (length, plan label, version) -> {tail: ms}, for the marginal costs printed after the one-level plans
 TIMES: dict = {}
 
@@ -150,6 +163,7 @@ def main():
             t_dense = min(t_ms(lambda: cudnn(q, k, v)), t_ms(lambda: cudnn(q, k, v)))
             print(f"L={length} cuDNN {t_dense:.3f} ms", flush=True)
             writer.writerow(dict(length=length, plan="cudnn", version="torch", ms=t_dense))
+            build_costs(length, k, v, vers, writer)
             one_levels = args.one_levels or ((4, 0) if args.quick else (1, 2, 4, 8, 0))
             for level in one_levels:
                 # exact blocks only (level 1, and 0: sink and diagonal) run as binary plans, as a checked call runs

@@ -36,8 +36,12 @@ def verdict(frame: pd.DataFrame) -> None:
     # video-like inputs run a few tokens past the length asked for (8,288 for 8k): grouped with it
     frame = frame.assign(version=frame["version"].map(short), near=frame["length"].map(nearest))
     for length, rows in frame.groupby("near"):
-        rows = rows[rows["plan"] != "cudnn"]
+        builds = rows[rows["plan"] == "pyramid build"]
+        rows = rows[~rows["plan"].isin(["cudnn", "pyramid build"])]
         versions = list(dict.fromkeys(rows["version"]))
+        for _, b in builds.iterrows():
+            print(f"L={length}: pyramid build, {b['version']}: {b['ms']:.3f} ms, with tail {b['ms_tail']:.3f} ms "
+                  f"(not in the plans' times below)")
         print(f"L={length}: tail overhead (time with tail / without - 1), plans x versions")
         table = rows.pivot_table(index="plan", columns="version", values="tail_overhead", sort=False)[versions]
         print((100 * table).round(1).to_string(float_format=lambda x: f"{x:+.1f}%"))
