@@ -163,6 +163,38 @@ def test_tail_where_the_diagonal_is_kept(causal, lq, lk):
 
 
 @hopper
+@pytest.mark.parametrize("kind", ["sink and diagonal", "keep 0.1", "keep 0.6", "pooled", "per kv-head"])
+@pytest.mark.parametrize("length", [4096, 3000])
+def test_tail_over_many_tiles_per_program(kind, length):
+    # 16 heads of 24-32 query blocks: each program takes several tiles, with and without a tail in turn (a
+    # program's first tile has its tail key last, the later ones first), a ragged last block, keys far from zero
+    # on average
+    torch.manual_seed(length + len(kind))
+    q, k, v = make_inputs(1, 16, 4, length, length, 128, torch.bfloat16)
+    k = (k.float() + 3.0).to(torch.bfloat16)
+    hm = 4 if kind == "per kv-head" else 16
+    shape = plan_shape(1, hm, length, length, 128, 128)
+    if kind == "sink and diagonal":
+        levels = torch.zeros(shape, dtype=torch.int8)
+        levels[..., 0] = 1
+    elif kind == "pooled":
+        levels = random_levels(1, hm, length, length, 128, 128, choices=(0, 0, 0, 1, 2, 4, 8))
+    else:
+        keep = 0.6 if kind == "keep 0.6" else 0.1
+        levels = (torch.rand(shape) < keep).to(torch.int8)
+    levels = kept_diagonal(levels, length, length)
+    out = pyramid_attention(q, k, v, levels, tail=True, diagonal_kept=True, kernel="ws")
+    ref = pyramid_attention_ref(q, k, v, levels, tail=True)
+    tri = pyramid_attention(q, k, v, levels, tail=True, diagonal_kept=True, kernel="triton")
+    assert torch.isfinite(out).all()
+    assert rel_err(out, ref) < TOL[q.dtype]
+    assert rel_err(out, tri) < TOL[q.dtype] / 2
+    dense = pyramid_attention_ref(q, k, v, torch.ones_like(levels))
+    no_tail = pyramid_attention(q, k, v, levels, kernel="ws")
+    assert rel_err(out, dense) < rel_err(no_tail, dense)
+
+
+@hopper
 def test_tail_over_skipped_diagonal_blocks_goes_to_the_triton_kernel():
     torch.manual_seed(5)
     q, k, v = make_inputs(1, 2, 1, 512, 512, 128, torch.bfloat16)

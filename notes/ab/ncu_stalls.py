@@ -28,8 +28,10 @@ def number(text):
 def read_rows(path):
     text = path.read_text(errors="replace").splitlines()
     # ncu may print lines of its own before the table: start at the first line that looks like a CSV header
+    # (a source page export opens with a line of its own, "Kernel Name","<name>": the header is the first line of
+    # more than two cells)
     for i, line in enumerate(text):
-        if line.startswith('"'):
+        if line.startswith('"') and len(next(csv.reader([line]))) > 3:
             return list(csv.reader(text[i:]))
     return []
 

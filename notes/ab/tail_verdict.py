@@ -3,7 +3,7 @@ version, the tail's overhead on every plan (time with tail over time without, -1
 kernel without and with tail, so a version that cuts the tail by slowing the plans without it shows as such.
 
     python notes/ab/tail_verdict.py $OUT/tail_ab_8192.csv
-    python notes/ab/tail_verdict.py results/tail_ab.csv --date 2026-12-05 --length 8192
+    python notes/ab/tail_verdict.py results/tail_ab.csv --date 2026-12-05 --length 8192 --device H200
 
 Prints one table per length (plans as rows, versions as columns) and one line per version: its largest tail
 overhead, on how many plans it is at most the target (5%), and its geometric-mean time against the tree's. Rows
@@ -61,10 +61,13 @@ def main() -> None:
     p.add_argument("csv")
     p.add_argument("--date", help="only rows of this date (results/tail_ab.csv holds many runs)")
     p.add_argument("--length", type=int, help="only rows of this length (the power of two nearest it)")
+    p.add_argument("--device", help="only rows whose device names this (H100, H200: runs on two cards never mix)")
     args = p.parse_args()
     frame = pd.read_csv(args.csv)
     if args.date is not None:
         frame = frame[frame["date"] == args.date]
+    if args.device is not None:
+        frame = frame[frame["device"].str.contains(args.device, regex=False)]
     if args.length is not None:
         frame = frame[frame["length"].map(nearest) == nearest(args.length)]
     if frame.empty:
