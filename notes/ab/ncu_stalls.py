@@ -28,8 +28,8 @@ def number(text):
 def read_rows(path):
     text = path.read_text(errors="replace").splitlines()
     # ncu may print lines of its own before the table: start at the first line that looks like a CSV header
-    # (a source page export opens with a line of its own, "Kernel Name","<name>": the header is the first line of
-    # more than two cells)
+    # (a source page export opens with a line of its own, "Kernel Name","<name>", of three cells with its trailing
+    # comma: the header is the first line of more than three)
     for i, line in enumerate(text):
         if line.startswith('"') and len(next(csv.reader([line]))) > 3:
             return list(csv.reader(text[i:]))
