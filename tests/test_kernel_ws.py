@@ -166,9 +166,9 @@ def test_tail_where_the_diagonal_is_kept(causal, lq, lk):
 @pytest.mark.parametrize("kind", ["sink and diagonal", "keep 0.1", "keep 0.6", "pooled", "per kv-head"])
 @pytest.mark.parametrize("length", [4096, 3000])
 def test_tail_over_many_tiles_per_program(kind, length):
-    # 16 heads of 24-32 query blocks: each program takes several tiles, with and without a tail in turn (a
-    # program's first tile has its tail key last, the later ones first), a ragged last block, keys far from zero
-    # on average
+    # 16 heads of 24-32 query blocks: each program takes several tiles, with and without a tail in turn (a chained
+    # program meets the sums' launch at its first tile with a tail, later tiles find the means written), a ragged
+    # last block, keys far from zero on average
     torch.manual_seed(length + len(kind))
     q, k, v = make_inputs(1, 16, 4, length, length, 128, torch.bfloat16)
     k = (k.float() + 3.0).to(torch.bfloat16)
