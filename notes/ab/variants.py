@@ -49,7 +49,7 @@ def materialise(tag: str) -> pathlib.Path:
     except (OSError, subprocess.CalledProcessError) as e:
         detail = getattr(e, "stderr", b"") or b""
         raise SystemExit(f"cannot read {KERNELS} at {tag!r} from git ({detail.decode().strip() or e}); "
-                         "pass a tag from `git tag -l 'kernel-*' 'antidiagonal-*'`") from None
+                         "pass a commit, or a tag from `git tag -l 'kernel-*' 'antidiagonal-*'`") from None
     out = VARIANTS / tag
     out.mkdir(parents=True, exist_ok=True)
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
