@@ -16,9 +16,10 @@ Steps, in the order of the plan lists (:mod:`vlmsparse.kernels.plan_lists`): exa
 blocks (one 128-key tile of the pyramid, logits ``+ log2 p``, the rows past the span masked), single pooled
 blocks (the tile's first ``128 / p`` rows, a narrow matmul, logits ``+ log2(count)``), then the blocks that need
 token masks. Every step is the Triton kernel's step on the same operands: the outputs agree to rounding. Tail
-aggregation (one more key per row, the mean of the keys the row skips) is the last step, a narrow one on a ring tile
-whose first row is the plan row's mean key (the launcher's skipped-key means); a tail over skipped blocks on the
-diagonal, which no planner here makes, is left to the Triton kernel.
+aggregation (one more key per row, the mean of the keys the row skips) is the last step, a narrow one on buffers of
+its own outside the ring, whose first row is the plan row's mean key (the launcher's skipped-key means), copied with
+the tile's Q; a tail over skipped blocks on the diagonal, which no planner here makes, is left to the Triton
+kernel.
 
 Persistent schedule: one program per SM, each walking query tiles (a query block of one head) drawn from a
 counter, heavy (late) query blocks first. The producer draws the next tile once it has issued the current tile's
@@ -29,7 +30,7 @@ graph each start from tile 0.
 
 Chained launches (:mod:`vlmsparse.kernels.pdl`): with ``PDL=1`` the producer waits for the launch before (the
 pyramid's, or the sums' after it) just before its first pyramid tile, with ``PDL=2`` (a prebuilt pyramid) just
-before a tile's tail key; consumers wait only in their tail step, before reading the count.
+before its first tail key (copied after that tile's other copies); consumers wait only in their tail step, before reading the count.
 
 Not runnable under the Triton interpreter: the tests check it against the Triton kernel and the float64
 reference on a Hopper GPU (``VLMSPARSE_TEST_DEVICE=cuda``).
@@ -56,6 +57,8 @@ try:  # Gluon: Triton >= 3.5; its Hopper pieces are only usable on an sm_90 devi
     # the span bias through the tensor cores: [128, 16] tables (B, read transposed; the [64, 16] selector, A, is
     # built in registers, _SEL), 32-byte swizzled
     _SMEM_BIAS = gl.constexpr(gl.NVMMASharedLayout.get_default_for([128, 16], gl.bfloat16))
+    # the tail key's own buffers ([TAIL_ROWS, 128], its copy box), swizzled as the ring's tiles
+    _SMEM_TAIL = gl.constexpr(gl.NVMMASharedLayout.get_default_for([16, 128], gl.bfloat16))
     _FILL = gl.constexpr(gl.BlockedLayout(size_per_thread=[1, 8], threads_per_warp=[16, 2], warps_per_cta=[4, 1],
                                           order=[1, 0]))
     # a consumer's [64, 128] wgmma results (logits, accumulator) and P as the left operand of P V
@@ -151,11 +154,13 @@ if gluon is not None:
     def _producer(args, POOLED: gl.constexpr, TAIL: gl.constexpr, PDL: gl.constexpr):
         (desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kt, desc_vt, BlockIdx, CatOff, Out, TailN, qk_scale,
          stride_ob, stride_oh, stride_om, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles,
-         Sched, q_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias) = args
+         Sched, q_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias, tail_k,
+         tail_v, tail_bar) = args
         g2 = (k_len + 1) // 2
         g4 = (k_len + 3) // 4
         it = 0  # ring position, continued from tile to tile (the consumers count the same steps)
         r = 0
+        waited = PDL == 0  # whether the launch before (chained) is known to have ended: the tail key is written
         tile = _next_tile(Sched)
         while tile < n_tiles:
             b, h, kvh, qblk, idx_ptr, off_ptr, row = _program_lists(tile, BlockIdx, CatOff, n_q_heads,
@@ -168,12 +173,30 @@ if gluon is not None:
             tma.async_copy_global_to_shared(desc_q, [b, h, qblk * 128, 0], q_bar, q_smem.index(0))
             tma.async_copy_global_to_shared(desc_q, [b, h, qblk * 128 + 64, 0], q_bar, q_smem.index(1))
             o_exact = gl.load(off_ptr + 1)
+            o_mask = gl.load(off_ptr + 8)
+            late = False
+            if TAIL:
+                # the tail key (the 16 rows of the launcher's mean keys and values whose first is this plan row's)
+                # into buffers of its own, with Q: the tail step finds it there. Its barrier completes once per
+                # tile (a plain arrival where the tile has no tail). The buffers are free: both consumers have
+                # passed their last tile's tail step (q_empty). A chained program that has not yet waited for the
+                # sums' launch copies it after the tile's other copies and its wait.
+                if gl.load(off_ptr + 10) > o_mask:
+                    if waited:
+                        mbarrier.expect(tail_bar, 2 * desc_kt.block_type.nbytes)
+                        tma.async_copy_global_to_shared(desc_kt, [0, 0, row, 0], tail_bar, tail_k)
+                        tma.async_copy_global_to_shared(desc_vt, [0, 0, row, 0], tail_bar, tail_v)
+                    else:
+                        late = True
+                else:
+                    mbarrier.arrive(tail_bar, count=1)
             for t in range(0, o_exact):
                 j = gl.load(idx_ptr + t)
                 _kv_tile(desc_k, desc_v, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, b, kvh, j * 128)
                 it += 1
             if PDL == 1:  # the pyramid may still be in the making (every program waits: see vlmsparse.kernels.pdl)
                 _wait_for_prior()
+                waited = True
             # spans (entry 8 * first + n - 1; the tile starts at the first block's pooled keys), then single blocks
             if POOLED:
                 lo = o_exact
@@ -188,20 +211,16 @@ if gluon is not None:
                                  base + first * groups)
                         it += 1
                     lo = hi
-            o_mask = gl.load(off_ptr + 8)
             for t in range(gl.load(off_ptr + 7), o_mask):
                 j = gl.load(idx_ptr + t)
                 _kv_tile(desc_k, desc_v, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, b, kvh, j * 128)
                 it += 1
-            if TAIL:
-                # the tail key, one more ring step where the plan row skips something visible: the 16 rows of
-                # the launcher's mean keys and values whose first is this plan row's (written by the sums' launch,
-                # which a chained program waits for first)
-                if gl.load(off_ptr + 10) > o_mask:
-                    if PDL == 2:
-                        _wait_for_prior()
-                    _kv_tile(desc_kt, desc_vt, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, 0, 0, row)
-                    it += 1
+            if late:
+                _wait_for_prior()
+                waited = True
+                mbarrier.expect(tail_bar, 2 * desc_kt.block_type.nbytes)
+                tma.async_copy_global_to_shared(desc_kt, [0, 0, row, 0], tail_bar, tail_k)
+                tma.async_copy_global_to_shared(desc_vt, [0, 0, row, 0], tail_bar, tail_v)
             # the next tile's number, drawn once this tile's copies are all issued: the atomic's round trip (the
             # producer waits for it) passes while the consumers work through the ring's last tiles
             tile = _next_tile(Sched)
@@ -422,30 +441,27 @@ if gluon is not None:
         return m_i, l_i, acc, it + gl.maximum(stop - start, 0)
 
     @gluon.jit
-    def _tail_step(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it, TailN, row, qk_scale,
-                   W: gl.constexpr, PDL: gl.constexpr):
-        """Consumer: tail aggregation as one more ring step, a narrow one: the tile's first row is the mean of the
-        wholly visible keys this plan row skips (its value the mean of their values), logit ``+ log2(count)``; the
-        tile's other rows (other plan rows' tail keys, or zeros) are masked. The plans this kernel takes with a tail
-        skip no diagonal block, so every row has seen a key before this step. ``W``: the rows the producer copied
-        (``TAIL_ROWS``, its copy box's)."""
-        n_buf: gl.constexpr = bufs_k.type.shape[0]
+    def _tail_step(q, tail_k, tail_v, tail_bar, r, m_i, l_i, acc, TailN, row, qk_scale, W: gl.constexpr,
+                   PDL: gl.constexpr):
+        """Consumer: tail aggregation as one more step, a narrow one on the tail key's own buffers (copied with
+        the tile's Q, tile ``r``'s completion of ``tail_bar``): their first row is the mean of the wholly visible
+        keys this plan row skips (its value the mean of their values), logit ``+ log2(count)``; the other rows
+        (other plan rows' tail keys, or zeros) are masked. The plans this kernel takes with a tail skip no diagonal
+        block, so every row has seen a key before this step. ``W``: the rows the producer copied (``TAIL_ROWS``,
+        its copy box's)."""
         s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                            instr_shape=[16, W, 16])
         row_acc: gl.constexpr = gl.SliceLayout(1, _ACC)
         row_s: gl.constexpr = gl.SliceLayout(1, s_layout)
-        s = it % n_buf
-        phase = (it // n_buf) & 1
-        mbarrier.wait(ready_k.index(s), phase)
+        mbarrier.wait(tail_bar, r & 1)
         # the count, written by the sums' launch: chained, this thread waits for it too (the producer already did,
-        # before copying the tile, so the wait returns at once)
+        # before copying the key, so the wait returns at once)
         if PDL != 0:
             _wait_for_prior()
         count = gl.load(TailN + row)
-        qk = warpgroup_mma(q, bufs_k.index(s).slice(0, W).permute((1, 0)), gl.zeros([64, W], gl.float32, s_layout),
-                           use_acc=False, is_async=True)
+        qk = warpgroup_mma(q, tail_k.permute((1, 0)), gl.zeros([64, W], gl.float32, s_layout), use_acc=False,
+                           is_async=True)
         qk = warpgroup_mma_wait(0, deps=(qk, ))
-        mbarrier.arrive(empty_k.index(s), count=1)
         offs = gl.arange(0, W, layout=gl.SliceLayout(0, s_layout))
         bias = gl.where((offs == 0) & (count > 0.5), gl.log2(gl.maximum(count, 1.0)), float("-inf"))
         qk = qk * qk_scale + bias[None, :]
@@ -455,17 +471,21 @@ if gluon is not None:
         p = gl.exp2(qk - m_safe[:, None])
         alpha = gl.exp2(m_w - m_safe)
         l_w = gl.convert_layout(l_i, row_s) * alpha + gl.sum(p, 1)
-        acc = _narrow_pv(q, p, alpha, acc, bufs_v, ready_v, empty_v, s, phase)
-        return gl.convert_layout(m_new, row_acc), gl.convert_layout(l_w, row_acc), acc, it + 1
+        acc = acc * gl.convert_layout(alpha, gl.SliceLayout(1, _ACC))[:, None]
+        p16 = gl.convert_layout(p.to(q.dtype), _P)
+        acc = warpgroup_mma(p16, tail_v, acc, is_async=True)
+        acc = warpgroup_mma_wait(0, deps=(acc, ))
+        return gl.convert_layout(m_new, row_acc), gl.convert_layout(l_w, row_acc), acc
 
     @gluon.jit
-    def _consumer_tile(args, tile, it, WG: gl.constexpr, CAUSAL: gl.constexpr, POOLED: gl.constexpr,
+    def _consumer_tile(args, tile, it, r, WG: gl.constexpr, CAUSAL: gl.constexpr, POOLED: gl.constexpr,
                        TAIL: gl.constexpr, PDL: gl.constexpr):
         """One query tile's 64 rows of this consumer (its Q loaded): every step of its plan row, the tail, the
         output. Returns the ring position after its steps."""
         (desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kt, desc_vt, BlockIdx, CatOff, Out, TailN, qk_scale,
          stride_ob, stride_oh, stride_om, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles,
-         Sched, q_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias) = args
+         Sched, q_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias, tail_k,
+         tail_v, tail_bar) = args
         b, h, kvh, qblk, idx_ptr, off_ptr, row = _program_lists(tile, BlockIdx, CatOff, n_q_heads, n_kv_heads,
                                                                 n_plan_heads, n_qb, n_kb, n_tiles)
         # a static index: Q behind a run-time index (two tiles' buffers) gave wrong products on an H200
@@ -504,8 +524,8 @@ if gluon is not None:
                                           idx_ptr, o_p8, o_mask, qk_scale, limit, k_len, CAUSAL)
         if TAIL:
             if has_tail:
-                m_i, l_i, acc, it = _tail_step(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc,
-                                               it, TailN, row, qk_scale, desc_kt.block_type.shape[2], PDL)
+                m_i, l_i, acc = _tail_step(q, tail_k, tail_v, tail_bar, r, m_i, l_i, acc, TailN, row, qk_scale,
+                                           desc_kt.block_type.shape[2], PDL)
         # Q is read no more (every matmul on it waited for): the producer may load the next tile's
         mbarrier.arrive(q_empty, count=1)
         # a row with nothing to attend has l == 0 and acc == 0: it returns zeros, never NaN
@@ -521,7 +541,8 @@ if gluon is not None:
                   PDL: gl.constexpr):
         (desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kt, desc_vt, BlockIdx, CatOff, Out, TailN, qk_scale,
          stride_ob, stride_oh, stride_om, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles,
-         Sched, q_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias) = args
+         Sched, q_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias, tail_k,
+         tail_v, tail_bar) = args
         if POOLED:
             _bias_tables(bias, qk_scale)
         it = 0
@@ -529,7 +550,7 @@ if gluon is not None:
         mbarrier.wait(q_bar, 0)
         tile = gl.max(tile_smem.load(_VEC), 0)
         while tile < n_tiles:
-            it = _consumer_tile(args, tile, it, WG, CAUSAL, POOLED, TAIL, PDL)
+            it = _consumer_tile(args, tile, it, r, WG, CAUSAL, POOLED, TAIL, PDL)
             r += 1
             mbarrier.wait(q_bar, r & 1)
             tile = gl.max(tile_smem.load(_VEC), 0)
@@ -551,6 +572,11 @@ if gluon is not None:
         q_empty = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
         tile_smem = gl.allocate_shared_memory(gl.int32, [1], gl.SwizzledSharedLayout(1, 1, 1, [0]))
         bias = gl.allocate_shared_memory(gl.bfloat16, [2, 128, 16], _SMEM_BIAS)  # bfloat16 whatever q is
+        # the tail key's own buffers (TAIL_ROWS rows) and their barrier (allocated without a tail too: 8 KB)
+        tail_k = gl.allocate_shared_memory(desc_k.dtype, [16, 128], _SMEM_TAIL)
+        tail_v = gl.allocate_shared_memory(desc_v.dtype, [16, 128], _SMEM_TAIL)
+        tail_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+        mbarrier.init(tail_bar, count=1)
         ready_k = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
         empty_k = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
         ready_v = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
@@ -565,7 +591,7 @@ if gluon is not None:
         args = (desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kt, desc_vt, BlockIdx, CatOff, Out, TailN, qk_scale,
                 stride_ob, stride_oh, stride_om, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len,
                 n_tiles, Sched, q_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v,
-                empty_v, bias)
+                empty_v, bias, tail_k, tail_v, tail_bar)
         # the flags as arguments of their own: in the tuple they would reach the partitions as run-time values
         gl.warp_specialize([
             (_consumer, (args, 0, CAUSAL, POOLED, TAIL, PDL)),
