@@ -168,7 +168,9 @@ def test_block_stats_bfloat16_and_bad_arguments():
         block_stats_triton(x, 32, torch.zeros(1, 2, 32, device=DEVICE))
 
 
-@pytest.mark.parametrize("lq,lk,bm,bn,causal", [(100, 160, 16, 16, True), (64, 64, 32, 16, True), (50, 90, 16, 32, False)])
+@pytest.mark.parametrize("lq,lk,bm,bn,causal", [(100, 160, 16, 16, True), (64, 64, 32, 16, True), (50, 90, 16, 32, False),
+                                                  # programs whose last query block sees fewer blocks than the keys have
+                                                  (1200, 1300, 16, 16, True)])
 def test_skipped_key_sums_match_definition(lq, lk, bm, bn, causal):
     # per plan row: the sums of the keys and values of the wholly visible blocks it skips, and their key count
     from vlmsparse.kernels.blocks import FULL, block_classes

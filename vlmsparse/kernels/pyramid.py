@@ -532,12 +532,19 @@ def _skipped_sums_kernel(Levels, Sums, Out, MeanK, MeanV, Count, n_qb, n_kb, row
     sums = Sums + bkv.to(tl.int64) * n_kb * width
     acc = tl.zeros([R, W], dtype=tl.float32)
     count = tl.zeros([R], dtype=tl.float32)
-    for c0 in range(0, n_kb, C):
+    n_hi = n_kb
+    if CAUSAL:  # no block past the last one this program's latest query block sees whole
+        last_first = tl.max(tl.where(r_ok, first_row, 0), 0)
+        seen = tl.maximum(last_first + (k_len - q_len) + 1, 0)  # keys its first row sees
+        n_hi = tl.minimum((seen + BLOCK_N - 1) // BLOCK_N, n_kb)  # (a block it sees in part is masked)
+    for c0 in range(0, n_hi, C):
         kb = c0 + tl.arange(0, C)
         kb_ok = kb < n_kb
         m = _skip_mask(Levels, row, r_ok, first_row, kb, kb_ok, n_kb, q_len, k_len, CAUSAL, BLOCK_N)
         x = tl.load(sums + kb[:, None] * width + cols[None, :], mask=kb_ok[:, None] & c_ok[None, :], other=0.0)
-        acc += tl.dot(m, x.to(tl.float32), input_precision="ieee")
+        # on the tensor cores: the 0/1 mask is exact in tf32 and tf32x3 splits each sum into a high and a low
+        # tf32 part, so the products keep float32's accuracy
+        acc += tl.dot(m, x.to(tl.float32), input_precision="tf32x3")
         if MEANS:  # the keys counted, for the means (the last column of the block sums)
             n_kb_keys = tl.load(sums + kb * width + (width - 1), mask=kb_ok, other=0.0)
             count += tl.sum(m * n_kb_keys[None, :], 1)
