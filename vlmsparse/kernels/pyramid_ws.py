@@ -160,7 +160,9 @@ if gluon is not None:
         g4 = (k_len + 3) // 4
         it = 0  # ring position, continued from tile to tile (the consumers count the same steps)
         r = 0
-        waited = PDL == 0  # whether the launch before (chained) is known to have ended: the tail key is written
+        # whether the launch before (chained) is known to have ended, so the tail key is written: the consumers
+        # keep the same flag, and take the tail step first where it is set
+        waited = PDL == 0
         tile = _next_tile(Sched)
         while tile < n_tiles:
             b, h, kvh, qblk, idx_ptr, off_ptr, row = _program_lists(tile, BlockIdx, CatOff, n_q_heads,
@@ -478,10 +480,11 @@ if gluon is not None:
         return gl.convert_layout(m_new, row_acc), gl.convert_layout(l_w, row_acc), acc
 
     @gluon.jit
-    def _consumer_tile(args, tile, it, r, WG: gl.constexpr, CAUSAL: gl.constexpr, POOLED: gl.constexpr,
+    def _consumer_tile(args, tile, it, r, waited, WG: gl.constexpr, CAUSAL: gl.constexpr, POOLED: gl.constexpr,
                        TAIL: gl.constexpr, PDL: gl.constexpr):
         """One query tile's 64 rows of this consumer (its Q loaded): every step of its plan row, the tail, the
-        output. Returns the ring position after its steps."""
+        output. Where the producer copied the tail key with Q (``waited``: as the producer's flag, the launch before
+        known to have ended), the tail step comes first. Returns the ring position after its steps and the flag."""
         (desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kt, desc_vt, BlockIdx, CatOff, Out, TailN, qk_scale,
          stride_ob, stride_oh, stride_om, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles,
          Sched, q_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias, tail_k,
@@ -502,6 +505,13 @@ if gluon is not None:
         o_p4 = gl.load(off_ptr + 6)
         o_p8 = gl.load(off_ptr + 7)
         o_mask = gl.load(off_ptr + 8)
+        early = False
+        if TAIL:
+            has_tail = gl.load(off_ptr + 10) > o_mask  # this program's plan skips something visible
+            early = has_tail & waited
+            if early:  # its key came with Q: it waits for nothing (every row's maximum is -inf until now)
+                m_i, l_i, acc = _tail_step(q, tail_k, tail_v, tail_bar, r, m_i, l_i, acc, TailN, row, qk_scale,
+                                           desc_kt.block_type.shape[2], PDL)
         # exact blocks and spans in one pipeline; a binary kernel reads a pooled block as skipped
         n_wide = o_exact
         if POOLED:
@@ -516,14 +526,12 @@ if gluon is not None:
                                                   acc, it, idx_ptr, o_p2, o_p4, qk_scale, k_len, 4)
                 m_i, l_i, acc, it = _narrow_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i,
                                                   acc, it, idx_ptr, o_p4, o_p8, qk_scale, k_len, 8)
-        if TAIL:
-            has_tail = gl.load(off_ptr + 10) > o_mask  # this program's plan skips something visible
         rows = qblk * 128 + WG * 64 + gl.arange(0, 64, layout=row_layout)
         limit = rows + (k_len - q_len)
         m_i, l_i, acc, it = _masked_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it,
                                           idx_ptr, o_p8, o_mask, qk_scale, limit, k_len, CAUSAL)
         if TAIL:
-            if has_tail:
+            if has_tail & (not early):
                 m_i, l_i, acc = _tail_step(q, tail_k, tail_v, tail_bar, r, m_i, l_i, acc, TailN, row, qk_scale,
                                            desc_kt.block_type.shape[2], PDL)
         # Q is read no more (every matmul on it waited for): the producer may load the next tile's
@@ -534,7 +542,12 @@ if gluon is not None:
         o_ptrs = (Out + b.to(gl.int64) * stride_ob + h.to(gl.int64) * stride_oh
                   + rows.to(gl.int64)[:, None] * stride_om + cols[None, :])
         gl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=(rows < q_len)[:, None])
-        return it
+        if TAIL:  # the producer's flag: PDL 1 waits in every tile, PDL 2 before the first tail key
+            if PDL == 1:
+                waited = True
+            if PDL == 2:
+                waited = waited | has_tail
+        return it, waited
 
     @gluon.jit
     def _consumer(args, WG: gl.constexpr, CAUSAL: gl.constexpr, POOLED: gl.constexpr, TAIL: gl.constexpr,
@@ -547,10 +560,11 @@ if gluon is not None:
             _bias_tables(bias, qk_scale)
         it = 0
         r = 0
+        waited = PDL == 0
         mbarrier.wait(q_bar, 0)
         tile = gl.max(tile_smem.load(_VEC), 0)
         while tile < n_tiles:
-            it = _consumer_tile(args, tile, it, r, WG, CAUSAL, POOLED, TAIL, PDL)
+            it, waited = _consumer_tile(args, tile, it, r, waited, WG, CAUSAL, POOLED, TAIL, PDL)
             r += 1
             mbarrier.wait(q_bar, r & 1)
             tile = gl.max(tile_smem.load(_VEC), 0)
