@@ -59,6 +59,9 @@ try:  # Gluon: Triton >= 3.5; its Hopper pieces are only usable on an sm_90 devi
     _SMEM_BIAS = gl.constexpr(gl.NVMMASharedLayout.get_default_for([128, 16], gl.bfloat16))
     # the tail key's own buffers ([TAIL_ROWS, 128], its copy box), swizzled as the ring's tiles
     _SMEM_TAIL = gl.constexpr(gl.NVMMASharedLayout.get_default_for([16, 128], gl.bfloat16))
+    # the tail value's row read from its buffer by a consumer warp group
+    _VROW = gl.constexpr(gl.BlockedLayout(size_per_thread=[1, 8], threads_per_warp=[2, 16], warps_per_cta=[4, 1],
+                                          order=[1, 0]))
     _FILL = gl.constexpr(gl.BlockedLayout(size_per_thread=[1, 8], threads_per_warp=[16, 2], warps_per_cta=[4, 1],
                                           order=[1, 0]))
     # a consumer's [64, 128] wgmma results (logits, accumulator) and P as the left operand of P V
@@ -443,18 +446,13 @@ if gluon is not None:
         return m_i, l_i, acc, it + gl.maximum(stop - start, 0)
 
     @gluon.jit
-    def _tail_step(q, tail_k, tail_v, tail_bar, r, m_i, l_i, acc, TailN, row, qk_scale, W: gl.constexpr,
-                   PDL: gl.constexpr):
-        """Consumer: tail aggregation as one more step, a narrow one on the tail key's own buffers (copied with
-        the tile's Q, tile ``r``'s completion of ``tail_bar``): their first row is the mean of the wholly visible
-        keys this plan row skips (its value the mean of their values), logit ``+ log2(count)``; the other rows
-        (other plan rows' tail keys, or zeros) are masked. The plans this kernel takes with a tail skip no diagonal
-        block, so every row has seen a key before this step. ``W``: the rows the producer copied (``TAIL_ROWS``,
-        its copy box's)."""
+    def _tail_logit(q, tail_k, tail_bar, r, TailN, row, qk_scale, W: gl.constexpr, PDL: gl.constexpr):
+        """Consumer: the tail key's logit per row (scaled, ``+ log2(count)``; ``-inf`` where the plan row skips
+        nothing), ``q`` times the first row of the tail key's buffer (copied by the producer, tile ``r``'s completion
+        of ``tail_bar``; its other rows, other plan rows' tail keys or zeros, are masked). ``W``: the rows the
+        producer copied (``TAIL_ROWS``, its copy box's)."""
         s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                            instr_shape=[16, W, 16])
-        row_acc: gl.constexpr = gl.SliceLayout(1, _ACC)
-        row_s: gl.constexpr = gl.SliceLayout(1, s_layout)
         mbarrier.wait(tail_bar, r & 1)
         # the count, written by the sums' launch: chained, this thread waits for it too (the producer already did,
         # before copying the key, so the wait returns at once)
@@ -466,25 +464,32 @@ if gluon is not None:
         qk = warpgroup_mma_wait(0, deps=(qk, ))
         offs = gl.arange(0, W, layout=gl.SliceLayout(0, s_layout))
         bias = gl.where((offs == 0) & (count > 0.5), gl.log2(gl.maximum(count, 1.0)), float("-inf"))
-        qk = qk * qk_scale + bias[None, :]
-        m_w = gl.convert_layout(m_i, row_s)
-        m_new = gl.maximum(m_w, gl.max(qk, 1))
+        return gl.convert_layout(gl.max(qk * qk_scale + bias[None, :], 1), gl.SliceLayout(1, _ACC))
+
+    @gluon.jit
+    def _tail_fold(s_t, tail_v, m_i, l_i, acc):
+        """Consumer: tail aggregation folded into the finished row state: one more key of logit ``s_t`` per row
+        (``_tail_logit``) whose value is the first row of the tail value buffer (the mean of the skipped values, in
+        q's dtype), added to the running maximum, sum and accumulator with no matmul: ``acc * alpha + w v``. The
+        plans this kernel takes with a tail skip no diagonal block, so every row has seen a key before."""
+        x = tail_v.load(_VROW).to(gl.float32)  # (one row of a swizzled tile cannot be read alone)
+        first = gl.arange(0, x.shape[0], layout=gl.SliceLayout(1, _VROW)) == 0
+        v = gl.sum(gl.where(first[:, None], x, 0.0), 0)
+        v = gl.convert_layout(v, gl.SliceLayout(0, _ACC))
+        m_new = gl.maximum(m_i, s_t)
         m_safe = gl.where(m_new == float("-inf"), 0.0, m_new)
-        p = gl.exp2(qk - m_safe[:, None])
-        alpha = gl.exp2(m_w - m_safe)
-        l_w = gl.convert_layout(l_i, row_s) * alpha + gl.sum(p, 1)
-        acc = acc * gl.convert_layout(alpha, gl.SliceLayout(1, _ACC))[:, None]
-        p16 = gl.convert_layout(p.to(q.dtype), _P)
-        acc = warpgroup_mma(p16, tail_v, acc, is_async=True)
-        acc = warpgroup_mma_wait(0, deps=(acc, ))
-        return gl.convert_layout(m_new, row_acc), gl.convert_layout(l_w, row_acc), acc
+        alpha = gl.exp2(m_i - m_safe)
+        w = gl.exp2(s_t - m_safe)
+        acc = acc * alpha[:, None] + w[:, None] * v[None, :]
+        return m_new, l_i * alpha + w, acc
 
     @gluon.jit
     def _consumer_tile(args, tile, it, r, waited, WG: gl.constexpr, CAUSAL: gl.constexpr, POOLED: gl.constexpr,
                        TAIL: gl.constexpr, PDL: gl.constexpr):
         """One query tile's 64 rows of this consumer (its Q loaded): every step of its plan row, the tail, the
         output. Where the producer copied the tail key with Q (``waited``: as the producer's flag, the launch before
-        known to have ended), the tail step comes first. Returns the ring position after its steps and the flag."""
+        known to have ended), its logit is taken first, else after the last step; either way it is folded into the
+        row state at the end. Returns the ring position after its steps and the flag."""
         (desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kt, desc_vt, BlockIdx, CatOff, Out, TailN, qk_scale,
          stride_ob, stride_oh, stride_om, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles,
          Sched, q_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias, tail_k,
@@ -506,12 +511,12 @@ if gluon is not None:
         o_p8 = gl.load(off_ptr + 7)
         o_mask = gl.load(off_ptr + 8)
         early = False
+        s_t = gl.full([64], float("-inf"), gl.float32, row_layout)
         if TAIL:
             has_tail = gl.load(off_ptr + 10) > o_mask  # this program's plan skips something visible
             early = has_tail & waited
-            if early:  # its key came with Q: it waits for nothing (every row's maximum is -inf until now)
-                m_i, l_i, acc = _tail_step(q, tail_k, tail_v, tail_bar, r, m_i, l_i, acc, TailN, row, qk_scale,
-                                           desc_kt.block_type.shape[2], PDL)
+            if early:  # its key came with Q: its logit now, while the ring's first tiles arrive
+                s_t = _tail_logit(q, tail_k, tail_bar, r, TailN, row, qk_scale, desc_kt.block_type.shape[2], PDL)
         # exact blocks and spans in one pipeline; a binary kernel reads a pooled block as skipped
         n_wide = o_exact
         if POOLED:
@@ -531,9 +536,11 @@ if gluon is not None:
         m_i, l_i, acc, it = _masked_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it,
                                           idx_ptr, o_p8, o_mask, qk_scale, limit, k_len, CAUSAL)
         if TAIL:
-            if has_tail & (not early):
-                m_i, l_i, acc = _tail_step(q, tail_k, tail_v, tail_bar, r, m_i, l_i, acc, TailN, row, qk_scale,
-                                           desc_kt.block_type.shape[2], PDL)
+            if has_tail:
+                if not early:
+                    s_t = _tail_logit(q, tail_k, tail_bar, r, TailN, row, qk_scale, desc_kt.block_type.shape[2],
+                                      PDL)
+                m_i, l_i, acc = _tail_fold(s_t, tail_v, m_i, l_i, acc)
         # Q is read no more (every matmul on it waited for): the producer may load the next tile's
         mbarrier.arrive(q_empty, count=1)
         # a row with nothing to attend has l == 0 and acc == 0: it returns zeros, never NaN
