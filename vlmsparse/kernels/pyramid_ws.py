@@ -514,7 +514,7 @@ if gluon is not None:
         s_t = gl.full([64], float("-inf"), gl.float32, row_layout)
         if TAIL:
             has_tail = gl.load(off_ptr + 10) > o_mask  # this program's plan skips something visible
-            early = has_tail & waited
+            early = has_tail & False  # (this version: the logit always after the last step)
             if early:  # its key came with Q: its logit now, while the ring's first tiles arrive
                 s_t = _tail_logit(q, tail_k, tail_bar, r, TailN, row, qk_scale, desc_kt.block_type.shape[2], PDL)
         # exact blocks and spans in one pipeline; a binary kernel reads a pooled block as skipped
