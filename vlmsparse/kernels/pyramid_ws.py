@@ -398,8 +398,10 @@ if gluon is not None:
 
     @gluon.jit
     def _masked_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it, idx_ptr, start, stop,
-                      qk_scale, limit, k_len, CAUSAL: gl.constexpr):
-        """Consumer: blocks with token masks (the causal diagonal, the sequence end). A row may see nothing yet."""
+                      qk_scale, limit, k_len, q_empty, release, CAUSAL: gl.constexpr):
+        """Consumer: blocks with token masks (the causal diagonal, the sequence end). A row may see nothing yet.
+        ``release``: the last of them is the tile's last matmul on Q, which is released (``q_empty``) as soon as
+        that matmul is done, so the next tile's Q loads during this one's last softmax, ``P V`` and output."""
         n_buf: gl.constexpr = bufs_k.type.shape[0]
         zero = gl.zeros([64, 128], gl.float32, _ACC)
         offs = gl.arange(0, 128, layout=gl.SliceLayout(0, _ACC))
@@ -412,6 +414,8 @@ if gluon is not None:
             qk = warpgroup_mma(q, bufs_k.index(s).permute((1, 0)), zero, use_acc=False, is_async=True)
             qk = warpgroup_mma_wait(0, deps=(qk, ))
             mbarrier.arrive(empty_k.index(s), count=1)
+            if release & (t == stop - 1):
+                mbarrier.arrive(q_empty, count=1)
             m_i, l_i, p, alpha = _masked_update(qk, m_i, l_i, qk_scale, cols, limit, k_len, CAUSAL)
             acc = acc * alpha[:, None]
             p16 = gl.convert_layout(p.to(q.dtype), _P)
@@ -423,12 +427,12 @@ if gluon is not None:
 
     @gluon.jit
     def _tail_step(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it, TailN, row, qk_scale,
-                   W: gl.constexpr, PDL: gl.constexpr):
+                   q_empty, W: gl.constexpr, PDL: gl.constexpr):
         """Consumer: tail aggregation as one more ring step, a narrow one: the tile's first row is the mean of the
         wholly visible keys this plan row skips (its value the mean of their values), logit ``+ log2(count)``; the
         tile's other rows (other plan rows' tail keys, or zeros) are masked. The plans this kernel takes with a tail
         skip no diagonal block, so every row has seen a key before this step. ``W``: the rows the producer copied
-        (``TAIL_ROWS``, its copy box's)."""
+        (``TAIL_ROWS``, its copy box's). Its ``Q K^T`` is the tile's last matmul on Q: Q is released once it is done."""
         n_buf: gl.constexpr = bufs_k.type.shape[0]
         s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                            instr_shape=[16, W, 16])
@@ -446,6 +450,7 @@ if gluon is not None:
                            use_acc=False, is_async=True)
         qk = warpgroup_mma_wait(0, deps=(qk, ))
         mbarrier.arrive(empty_k.index(s), count=1)
+        mbarrier.arrive(q_empty, count=1)
         offs = gl.arange(0, W, layout=gl.SliceLayout(0, s_layout))
         bias = gl.where((offs == 0) & (count > 0.5), gl.log2(gl.maximum(count, 1.0)), float("-inf"))
         qk = qk * qk_scale + bias[None, :]
@@ -496,18 +501,21 @@ if gluon is not None:
                                                   acc, it, idx_ptr, o_p2, o_p4, qk_scale, k_len, 4)
                 m_i, l_i, acc, it = _narrow_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i,
                                                   acc, it, idx_ptr, o_p4, o_p8, qk_scale, k_len, 8)
+        # Q is released right after the tile's last matmul on it (the tail's, else the last masked block's), or here
+        has_tail = False
         if TAIL:
             has_tail = gl.load(off_ptr + 10) > o_mask  # this program's plan skips something visible
+        masked_last = (o_mask > o_p8) & (not has_tail)
         rows = qblk * 128 + WG * 64 + gl.arange(0, 64, layout=row_layout)
         limit = rows + (k_len - q_len)
         m_i, l_i, acc, it = _masked_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it,
-                                          idx_ptr, o_p8, o_mask, qk_scale, limit, k_len, CAUSAL)
+                                          idx_ptr, o_p8, o_mask, qk_scale, limit, k_len, q_empty, masked_last, CAUSAL)
         if TAIL:
             if has_tail:
                 m_i, l_i, acc, it = _tail_step(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc,
-                                               it, TailN, row, qk_scale, desc_kt.block_type.shape[2], PDL)
-        # Q is read no more (every matmul on it waited for): the producer may load the next tile's
-        mbarrier.arrive(q_empty, count=1)
+                                               it, TailN, row, qk_scale, q_empty, desc_kt.block_type.shape[2], PDL)
+        if not (masked_last | has_tail):  # (no masked block, no tail: every matmul on Q waited for by now)
+            mbarrier.arrive(q_empty, count=1)
         # a row with nothing to attend has l == 0 and acc == 0: it returns zeros, never NaN
         out = acc / gl.where(l_i > 0.0, l_i, 1.0)[:, None]
         cols = gl.arange(0, 128, layout=gl.SliceLayout(0, _ACC))
