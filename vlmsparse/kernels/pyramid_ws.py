@@ -426,18 +426,38 @@ if gluon is not None:
         return m_i, l_i, acc, it + gl.maximum(stop - start, 0)
 
     @gluon.jit
+    def _tail_update(qk, count, m_i, l_i, acc, q, bufs_v, ready_v, empty_v, s, phase, qk_scale):
+        """Consumer: the tail's online-softmax update from its narrow logits ``qk`` (``[64, W]``: the first column the
+        row's mean key, ``+ log2(count)``, the others masked) and its ``P V`` on ring slot ``s``'s first ``W`` rows
+        of V (the mean value first)."""
+        W: gl.constexpr = qk.type.shape[1]
+        s_layout: gl.constexpr = qk.type.layout
+        row_acc: gl.constexpr = gl.SliceLayout(1, _ACC)
+        row_s: gl.constexpr = gl.SliceLayout(1, s_layout)
+        offs = gl.arange(0, W, layout=gl.SliceLayout(0, s_layout))
+        bias = gl.where((offs == 0) & (count > 0.5), gl.log2(gl.maximum(count, 1.0)), float("-inf"))
+        qk = qk * qk_scale + bias[None, :]
+        m_w = gl.convert_layout(m_i, row_s)
+        m_new = gl.maximum(m_w, gl.max(qk, 1))
+        m_safe = gl.where(m_new == float("-inf"), 0.0, m_new)
+        p = gl.exp2(qk - m_safe[:, None])
+        alpha = gl.exp2(m_w - m_safe)
+        l_w = gl.convert_layout(l_i, row_s) * alpha + gl.sum(p, 1)
+        acc = _narrow_pv(q, p, alpha, acc, bufs_v, ready_v, empty_v, s, phase)
+        return gl.convert_layout(m_new, row_acc), gl.convert_layout(l_w, row_acc), acc
+
+    @gluon.jit
     def _tail_step(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it, TailN, row, qk_scale,
                    q_empty, W: gl.constexpr, PDL: gl.constexpr):
-        """Consumer: tail aggregation as one more ring step, a narrow one: the tile's first row is the mean of the
-        wholly visible keys this plan row skips (its value the mean of their values), logit ``+ log2(count)``; the
-        tile's other rows (other plan rows' tail keys, or zeros) are masked. The plans this kernel takes with a tail
-        skip no diagonal block, so every row has seen a key before this step. ``W``: the rows the producer copied
-        (``TAIL_ROWS``, its copy box's). Its ``Q K^T`` is the tile's last matmul on Q: Q is released once it is done."""
+        """Consumer: tail aggregation as one more ring step, a narrow one, where no masked block precedes it (else
+        ``_masked_tail_step``): the tile's first row is the mean of the wholly visible keys this plan row skips (its
+        value the mean of their values), logit ``+ log2(count)``; the tile's other rows (other plan rows' tail keys,
+        or zeros) are masked. The plans this kernel takes with a tail skip no diagonal block, so every row has seen
+        a key before this step. ``W``: the rows the producer copied (``TAIL_ROWS``, its copy box's). Its ``Q K^T``
+        is the tile's last matmul on Q: Q is released once it is done."""
         n_buf: gl.constexpr = bufs_k.type.shape[0]
         s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                            instr_shape=[16, W, 16])
-        row_acc: gl.constexpr = gl.SliceLayout(1, _ACC)
-        row_s: gl.constexpr = gl.SliceLayout(1, s_layout)
         s = it % n_buf
         phase = (it // n_buf) & 1
         mbarrier.wait(ready_k.index(s), phase)
@@ -451,17 +471,47 @@ if gluon is not None:
         qk = warpgroup_mma_wait(0, deps=(qk, ))
         mbarrier.arrive(empty_k.index(s), count=1)
         mbarrier.arrive(q_empty, count=1)
-        offs = gl.arange(0, W, layout=gl.SliceLayout(0, s_layout))
-        bias = gl.where((offs == 0) & (count > 0.5), gl.log2(gl.maximum(count, 1.0)), float("-inf"))
-        qk = qk * qk_scale + bias[None, :]
-        m_w = gl.convert_layout(m_i, row_s)
-        m_new = gl.maximum(m_w, gl.max(qk, 1))
-        m_safe = gl.where(m_new == float("-inf"), 0.0, m_new)
-        p = gl.exp2(qk - m_safe[:, None])
-        alpha = gl.exp2(m_w - m_safe)
-        l_w = gl.convert_layout(l_i, row_s) * alpha + gl.sum(p, 1)
-        acc = _narrow_pv(q, p, alpha, acc, bufs_v, ready_v, empty_v, s, phase)
-        return gl.convert_layout(m_new, row_acc), gl.convert_layout(l_w, row_acc), acc, it + 1
+        m_i, l_i, acc = _tail_update(qk, count, m_i, l_i, acc, q, bufs_v, ready_v, empty_v, s, phase, qk_scale)
+        return m_i, l_i, acc, it + 1
+
+    @gluon.jit
+    def _masked_tail_step(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it, idx_ptr, t,
+                          qk_scale, limit, k_len, TailN, row, q_empty, W: gl.constexpr, CAUSAL: gl.constexpr,
+                          PDL: gl.constexpr):
+        """Consumer: the tile's last masked block (ring step ``it``) and its tail (step ``it + 1``, the producer's
+        next copy) as one step: both ``Q K^T`` issued back to back and waited for once, Q released, then the masked
+        block's update and ``P V``, with the tail's softmax while that ``P V`` runs, then the tail's narrow ``P V``.
+        The same updates in the same order as ``_masked_steps`` followed by ``_tail_step``."""
+        n_buf: gl.constexpr = bufs_k.type.shape[0]
+        s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                           instr_shape=[16, W, 16])
+        s = it % n_buf
+        phase = (it // n_buf) & 1
+        s2 = (it + 1) % n_buf
+        phase2 = ((it + 1) // n_buf) & 1
+        cols = gl.load(idx_ptr + t) * 128 + gl.arange(0, 128, layout=gl.SliceLayout(0, _ACC))
+        mbarrier.wait(ready_k.index(s), phase)
+        qk = warpgroup_mma(q, bufs_k.index(s).permute((1, 0)), gl.zeros([64, 128], gl.float32, _ACC), use_acc=False,
+                           is_async=True)
+        mbarrier.wait(ready_k.index(s2), phase2)
+        if PDL != 0:  # the count (see _tail_step)
+            _wait_for_prior()
+        count = gl.load(TailN + row)
+        qk_t = warpgroup_mma(q, bufs_k.index(s2).slice(0, W).permute((1, 0)),
+                             gl.zeros([64, W], gl.float32, s_layout), use_acc=False, is_async=True)
+        qk, qk_t = warpgroup_mma_wait(0, deps=(qk, qk_t))
+        mbarrier.arrive(empty_k.index(s), count=1)
+        mbarrier.arrive(empty_k.index(s2), count=1)
+        mbarrier.arrive(q_empty, count=1)
+        m_i, l_i, p, alpha = _masked_update(qk, m_i, l_i, qk_scale, cols, limit, k_len, CAUSAL)
+        acc = acc * alpha[:, None]
+        p16 = gl.convert_layout(p.to(q.dtype), _P)
+        mbarrier.wait(ready_v.index(s), phase)
+        acc = warpgroup_mma(p16, bufs_v.index(s), acc, is_async=True)
+        acc = warpgroup_mma_wait(0, deps=(acc, ))
+        mbarrier.arrive(empty_v.index(s), count=1)
+        m_i, l_i, acc = _tail_update(qk_t, count, m_i, l_i, acc, q, bufs_v, ready_v, empty_v, s2, phase2, qk_scale)
+        return m_i, l_i, acc, it + 2
 
     @gluon.jit
     def _consumer_tile(args, tile, it, WG: gl.constexpr, CAUSAL: gl.constexpr, POOLED: gl.constexpr,
@@ -508,10 +558,17 @@ if gluon is not None:
         masked_last = (o_mask > o_p8) & (not has_tail)
         rows = qblk * 128 + WG * 64 + gl.arange(0, 64, layout=row_layout)
         limit = rows + (k_len - q_len)
+        # with a tail, the last masked block joins it (_masked_tail_step)
+        joined = has_tail & (o_mask > o_p8)
         m_i, l_i, acc, it = _masked_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it,
-                                          idx_ptr, o_p8, o_mask, qk_scale, limit, k_len, q_empty, masked_last, CAUSAL)
+                                          idx_ptr, o_p8, o_mask - joined.to(gl.int32), qk_scale, limit, k_len,
+                                          q_empty, masked_last, CAUSAL)
         if TAIL:
-            if has_tail:
+            if joined:
+                m_i, l_i, acc, it = _masked_tail_step(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i,
+                                                      acc, it, idx_ptr, o_mask - 1, qk_scale, limit, k_len, TailN,
+                                                      row, q_empty, desc_kt.block_type.shape[2], CAUSAL, PDL)
+            elif has_tail:
                 m_i, l_i, acc, it = _tail_step(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc,
                                                it, TailN, row, qk_scale, q_empty, desc_kt.block_type.shape[2], PDL)
         if not (masked_last | has_tail):  # (no masked block, no tail: every matmul on Q waited for by now)
