@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Try kernel versions on a Hopper GPU in one call: each version's GPU tests of the warp-specialized kernel, then one
+# same-run quick tail A/B (notes/ab/tail_ab.py) against the tree's kernel of those that passed, and its verdict.
+#
+#   bash notes/ab/gpu_try.sh [--lengths "8192 32768"] [--budget SECONDS] VERSION...
+#
+# VERSION: a folder name under notes/ab/.variants (materialise it here first: python notes/ab/variants.py TAG-or-COMMIT,
+# then carry notes/ab/.variants with the run). Writes tests_<version>.txt, tail_ab_quick.{csv,txt} and verdict.txt to
+# $OUT (or ./gpu_try_out). pytest and pytest-xdist: installed from the wheels in .wheels/ where missing
+# (pip download -d .wheels pytest pytest-xdist execnet iniconfig pluggy, and carry .wheels).
+set -u
+lengths="8192 32768"
+budget=570
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --lengths) lengths=$2; shift 2 ;;
+    --budget) budget=$2; shift 2 ;;
+    *) break ;;
+  esac
+done
+[ $# -gt 0 ] || { echo "usage: bash notes/ab/gpu_try.sh [--lengths \"8192 32768\"] [--budget S] VERSION..." >&2; exit 2; }
+T0=$(date +%s)
+OUT=${OUT:-$PWD/gpu_try_out}
+mkdir -p "$OUT"
+export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 TRITON_INTERPRET=0 VLMSPARSE_TEST_DEVICE=cuda
+[ -e vlmsparse/patches ] || ln -s ../patches vlmsparse/patches
+python -c "import xdist" 2>/dev/null || pip install -q --no-deps .wheels/*.whl 2>&1 | tail -1
+nvidia-smi --query-gpu=name --format=csv,noheader | tee "$OUT/device.txt"
+ROOT=$PWD
+passed=""
+for name in "$@"; do
+  var=notes/ab/.variants/$name
+  [ -d "$var" ] || { echo "$name: no folder $var (materialise it with notes/ab/variants.py and carry it)" | tee -a "$OUT/tests.txt"; continue; }
+  w=/tmp/gpu_try_$name
+  rm -rf "$w" && mkdir -p "$w" && cp -r vlmsparse tests pyproject.toml "$w"/
+  rm -rf "$w/vlmsparse/kernels" && cp -r "$var" "$w/vlmsparse/kernels"
+  rm -f "$w/vlmsparse/patches" && ln -s "$ROOT/patches" "$w/vlmsparse/patches"
+  (cd "$w" && PYTHONPATH=$w timeout 240 python -m pytest -q -p no:cacheprovider -n 4 tests/test_kernel_ws.py \
+     tests/test_pdl.py > "$OUT/tests_$name.txt" 2>&1)
+  rc=$?
+  echo "$name rc=$rc $(tail -1 "$OUT/tests_$name.txt") [$(( $(date +%s) - T0 )) s]" | tee -a "$OUT/tests.txt"
+  [ $rc -eq 0 ] && passed="$passed $name"
+done
+echo "passed:$passed" | tee -a "$OUT/tests.txt"
+left=$(( budget - ($(date +%s) - T0) ))
+if [ -n "$passed" ] && [ $left -gt 60 ]; then
+  # shellcheck disable=SC2086
+  timeout $left python notes/ab/tail_ab.py $passed --device-time --no-diagonal-passes --quick --one-levels 8 0 \
+    --lengths $lengths --csv "$OUT/tail_ab_quick.csv" > "$OUT/tail_ab_quick.txt" 2>&1
+  echo "tail_ab rc=$? [$(( $(date +%s) - T0 )) s]" | tee -a "$OUT/tests.txt"
+  python notes/ab/tail_verdict.py "$OUT/tail_ab_quick.csv" > "$OUT/verdict.txt" 2>&1
+  tail -40 "$OUT/verdict.txt"
+fi
+grep -hE "^FAILED" "$OUT"/tests_*.txt 2>/dev/null | head -10
