@@ -49,6 +49,10 @@ def compile_kernel(ws, pooled: bool, tail: bool, pdl: int):
     rows = dict(desc_q=getattr(ws, "Q_ROWS", 64), desc_kt=getattr(ws, "TAIL_ROWS", 128),
                 desc_vt=getattr(ws, "TAIL_ROWS", 128))
     types = {n: desc(rows.get(n, 128)) for n in fn.arg_names if n.startswith("desc_")}
+    if getattr(ws, "TAIL_VALUE_ROWS", None):  # a version that copies the tail's mean value as unswizzled rows
+        from triton.experimental.gluon import language as gl
+        flat = gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=16, rank=4)
+        types["desc_vt"] = f"tensordesc<bf16[1, 1, {ws.TAIL_VALUE_ROWS}, 128],{flat!r}>"
     types.update(BlockIdx="*i32", CatOff="*i32", Out="*bf16", SkipSums="*fp32", TailN="*fp32", qk_scale="fp32",
                  Sched="*i32")
     flags = dict(CAUSAL=True, POOLED=pooled, TAIL=tail, PDL=pdl, STAGES=ws.STAGES, CONSUMER_REGS=ws.REGS[0],
