@@ -56,6 +56,9 @@ try:  # Gluon: Triton >= 3.5; its Hopper pieces are only usable on an sm_90 devi
     # the span bias through the tensor cores: [128, 16] tables (B, read transposed; the [64, 16] selector, A, is
     # built in registers, _SEL), 32-byte swizzled
     _SMEM_BIAS = gl.constexpr(gl.NVMMASharedLayout.get_default_for([128, 16], gl.bfloat16))
+    # the tail's mean value: one unswizzled 256-byte row (its copy box's layout), read as a flat vector
+    _SMEM_VROW = gl.constexpr(gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=16, rank=2))
+    _SMEM_FLAT = gl.constexpr(gl.SwizzledSharedLayout(1, 1, 1, [0]))
     _FILL = gl.constexpr(gl.BlockedLayout(size_per_thread=[1, 8], threads_per_warp=[16, 2], warps_per_cta=[4, 1],
                                           order=[1, 0]))
     # a consumer's [64, 128] wgmma results (logits, accumulator) and P as the left operand of P V
@@ -77,6 +80,8 @@ HALF = 64
 HEAD_DIM = 128
 #: Rows of the mean keys and values copied for a tail step (its narrow step's width; the first is the row's).
 TAIL_ROWS = 16
+#: Rows of the mean value copied for a tail step: the row's own, unswizzled (read as a flat vector).
+TAIL_VALUE_ROWS = 1
 #: K/V ring depth: two stages measured as fast as three (notes/kernel.md) in 64 KB less shared memory.
 STAGES = 2
 #: Registers per thread: consumer warp groups, producer warp, at launch (the three partitions' sum fits 64K).
@@ -151,7 +156,7 @@ if gluon is not None:
     def _producer(args, POOLED: gl.constexpr, TAIL: gl.constexpr, PDL: gl.constexpr):
         (desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kt, desc_vt, BlockIdx, CatOff, Out, TailN, qk_scale,
          stride_ob, stride_oh, stride_om, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles,
-         Sched, q_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias) = args
+         Sched, q_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias, vrow) = args
         g2 = (k_len + 1) // 2
         g4 = (k_len + 3) // 4
         it = 0  # ring position, continued from tile to tile (the consumers count the same steps)
@@ -200,7 +205,18 @@ if gluon is not None:
                 if gl.load(off_ptr + 10) > o_mask:
                     if PDL == 2:
                         _wait_for_prior()
-                    _kv_tile(desc_kt, desc_vt, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, 0, 0, row)
+                    # the mean keys' 16-row box into the ring slot's K; the row's mean value alone (one 256-byte row,
+                    # unswizzled) into its own buffer, on the slot's V barrier (the consumers fold it in, no P V)
+                    n_buf: gl.constexpr = bufs_k.type.shape[0]
+                    s = it % n_buf
+                    phase = (it // n_buf) & 1
+                    mbarrier.wait(empty_k.index(s), phase ^ 1)
+                    mbarrier.expect(ready_k.index(s), desc_kt.block_type.nbytes)
+                    tma.async_copy_global_to_shared(desc_kt, [0, 0, row, 0], ready_k.index(s),
+                                                    bufs_k.index(s).slice(0, desc_kt.block_type.shape[2]))
+                    mbarrier.wait(empty_v.index(s), phase ^ 1)
+                    mbarrier.expect(ready_v.index(s), desc_vt.block_type.nbytes)
+                    tma.async_copy_global_to_shared(desc_vt, [0, 0, row, 0], ready_v.index(s), vrow)
                     it += 1
             # the next tile's number, drawn once this tile's copies are all issued: the atomic's round trip (the
             # producer waits for it) passes while the consumers work through the ring's last tiles
@@ -426,18 +442,19 @@ if gluon is not None:
         return m_i, l_i, acc, it + gl.maximum(stop - start, 0)
 
     @gluon.jit
-    def _tail_step(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it, TailN, row, qk_scale,
+    def _tail_step(q, bufs_k, vrow, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it, TailN, row, qk_scale,
                    q_empty, W: gl.constexpr, PDL: gl.constexpr):
-        """Consumer: tail aggregation as one more ring step, a narrow one: the tile's first row is the mean of the
-        wholly visible keys this plan row skips (its value the mean of their values), logit ``+ log2(count)``; the
-        tile's other rows (other plan rows' tail keys, or zeros) are masked. The plans this kernel takes with a tail
-        skip no diagonal block, so every row has seen a key before this step. ``W``: the rows the producer copied
-        (``TAIL_ROWS``, its copy box's). Its ``Q K^T`` is the tile's last matmul on Q: Q is released once it is done."""
+        """Consumer: tail aggregation as one more ring step, folded into the row state: the logit of the slot's
+        first K row (the mean of the wholly visible keys this plan row skips, ``+ log2(count)``; the box's other
+        rows, other plan rows' tail keys or zeros, masked) from a narrow ``Q K^T``, then ``m' = max(m, s)``,
+        ``l' = l a + w``, ``acc' = acc a + w v`` with ``a = 2^(m - m')``, ``w = 2^(s - m')`` and ``v`` the mean value,
+        read from its own unswizzled buffer straight into the accumulator's column layout (no ``P V``). The plans
+        this kernel takes with a tail skip no diagonal block, so every row has seen a key before this step. ``W``:
+        the K rows the producer copied (``TAIL_ROWS``). Its ``Q K^T`` is the tile's last matmul on Q: Q is released
+        once it is done."""
         n_buf: gl.constexpr = bufs_k.type.shape[0]
         s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                            instr_shape=[16, W, 16])
-        row_acc: gl.constexpr = gl.SliceLayout(1, _ACC)
-        row_s: gl.constexpr = gl.SliceLayout(1, s_layout)
         s = it % n_buf
         phase = (it // n_buf) & 1
         mbarrier.wait(ready_k.index(s), phase)
@@ -453,15 +470,16 @@ if gluon is not None:
         mbarrier.arrive(q_empty, count=1)
         offs = gl.arange(0, W, layout=gl.SliceLayout(0, s_layout))
         bias = gl.where((offs == 0) & (count > 0.5), gl.log2(gl.maximum(count, 1.0)), float("-inf"))
-        qk = qk * qk_scale + bias[None, :]
-        m_w = gl.convert_layout(m_i, row_s)
-        m_new = gl.maximum(m_w, gl.max(qk, 1))
+        s_t = gl.convert_layout(gl.max(qk * qk_scale + bias[None, :], 1), gl.SliceLayout(1, _ACC))
+        mbarrier.wait(ready_v.index(s), phase)
+        v = vrow._reinterpret(vrow.dtype, [128], _SMEM_FLAT).load(gl.SliceLayout(0, _ACC)).to(gl.float32)
+        mbarrier.arrive(empty_v.index(s), count=1)
+        m_new = gl.maximum(m_i, s_t)
         m_safe = gl.where(m_new == float("-inf"), 0.0, m_new)
-        p = gl.exp2(qk - m_safe[:, None])
-        alpha = gl.exp2(m_w - m_safe)
-        l_w = gl.convert_layout(l_i, row_s) * alpha + gl.sum(p, 1)
-        acc = _narrow_pv(q, p, alpha, acc, bufs_v, ready_v, empty_v, s, phase)
-        return gl.convert_layout(m_new, row_acc), gl.convert_layout(l_w, row_acc), acc, it + 1
+        alpha = gl.exp2(m_i - m_safe)
+        w = gl.exp2(s_t - m_safe)
+        acc = acc * alpha[:, None] + w[:, None] * v[None, :]
+        return m_new, l_i * alpha + w, acc, it + 1
 
     @gluon.jit
     def _consumer_tile(args, tile, it, WG: gl.constexpr, CAUSAL: gl.constexpr, POOLED: gl.constexpr,
@@ -470,7 +488,7 @@ if gluon is not None:
         output. Returns the ring position after its steps."""
         (desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kt, desc_vt, BlockIdx, CatOff, Out, TailN, qk_scale,
          stride_ob, stride_oh, stride_om, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles,
-         Sched, q_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias) = args
+         Sched, q_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias, vrow) = args
         b, h, kvh, qblk, idx_ptr, off_ptr, row = _program_lists(tile, BlockIdx, CatOff, n_q_heads, n_kv_heads,
                                                                 n_plan_heads, n_qb, n_kb, n_tiles)
         # a static index: Q behind a run-time index (two tiles' buffers) gave wrong products on an H200
@@ -512,8 +530,8 @@ if gluon is not None:
                                           idx_ptr, o_p8, o_mask, qk_scale, limit, k_len, q_empty, masked_last, CAUSAL)
         if TAIL:
             if has_tail:
-                m_i, l_i, acc, it = _tail_step(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc,
-                                               it, TailN, row, qk_scale, q_empty, desc_kt.block_type.shape[2], PDL)
+                m_i, l_i, acc, it = _tail_step(q, bufs_k, vrow, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it,
+                                               TailN, row, qk_scale, q_empty, desc_kt.block_type.shape[2], PDL)
         if not (masked_last | has_tail):  # (no masked block, no tail: every matmul on Q waited for by now)
             mbarrier.arrive(q_empty, count=1)
         # a row with nothing to attend has l == 0 and acc == 0: it returns zeros, never NaN
@@ -529,7 +547,7 @@ if gluon is not None:
                   PDL: gl.constexpr):
         (desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kt, desc_vt, BlockIdx, CatOff, Out, TailN, qk_scale,
          stride_ob, stride_oh, stride_om, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles,
-         Sched, q_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias) = args
+         Sched, q_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias, vrow) = args
         if POOLED:
             _bias_tables(bias, qk_scale)
         it = 0
@@ -559,6 +577,7 @@ if gluon is not None:
         q_empty = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
         tile_smem = gl.allocate_shared_memory(gl.int32, [1], gl.SwizzledSharedLayout(1, 1, 1, [0]))
         bias = gl.allocate_shared_memory(gl.bfloat16, [2, 128, 16], _SMEM_BIAS)  # bfloat16 whatever q is
+        vrow = gl.allocate_shared_memory(desc_v.dtype, [1, 128], _SMEM_VROW)  # the tail's mean value
         ready_k = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
         empty_k = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
         ready_v = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
@@ -573,7 +592,7 @@ if gluon is not None:
         args = (desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kt, desc_vt, BlockIdx, CatOff, Out, TailN, qk_scale,
                 stride_ob, stride_oh, stride_om, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len,
                 n_tiles, Sched, q_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v,
-                empty_v, bias)
+                empty_v, bias, vrow)
         # the flags as arguments of their own: in the tuple they would reach the partitions as run-time values
         gl.warp_specialize([
             (_consumer, (args, 0, CAUSAL, POOLED, TAIL, PDL)),
@@ -628,6 +647,16 @@ def _descriptor(t: torch.Tensor, rows: int):
     return d
 
 
+def _row_descriptor(t: torch.Tensor):
+    """A 4-D TMA descriptor of ``t`` ``[B, H, L, D]`` with one-row ``[1, 1, 1, D]`` boxes, unswizzled: the tail's
+    mean value, read by the consumers as a flat vector."""
+    d = object.__new__(GluonDescriptor)
+    d.base, d.shape, d.strides = t, list(t.shape), list(t.stride())
+    d.block_shape, d.padding = [1, 1, TAIL_VALUE_ROWS, HEAD_DIM], "zero"
+    d.layout = gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=16, rank=4)
+    return d
+
+
 def pyramid_attention_ws(q, k, v, plan, kp_all, vp_all, out, scale_log2: float, causal: bool,
                          tail_key: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
                          pdl: int = 0) -> torch.Tensor:
@@ -651,7 +680,7 @@ def pyramid_attention_ws(q, k, v, plan, kp_all, vp_all, out, scale_log2: float, 
         desc_kt, desc_vt, tail_n = desc_k, desc_v, out
     else:
         mean_k, mean_v, tail_n = tail_key
-        desc_kt, desc_vt = _descriptor(mean_k[None, None], TAIL_ROWS), _descriptor(mean_v[None, None], TAIL_ROWS)
+        desc_kt, desc_vt = _descriptor(mean_k[None, None], TAIL_ROWS), _row_descriptor(mean_v[None, None])
     n_tiles = b * hq * n_qb
     index = _index(q.device)
     _pyramid_ws_fwd[(min(n_tiles, _sm_count(index)), )](
