@@ -206,7 +206,7 @@ if gluon is not None:
                     if PDL == 2:
                         _wait_for_prior()
                     # the mean keys' 16-row box into the ring slot's K; the row's mean value alone (one 256-byte row,
-                    # unswizzled) into its own buffer, on the slot's V barrier (the consumers fold it in, no P V)
+                    # unswizzled) into the slot's own value buffer, on its V barrier (the consumers fold it in, no P V)
                     n_buf: gl.constexpr = bufs_k.type.shape[0]
                     s = it % n_buf
                     phase = (it // n_buf) & 1
@@ -216,7 +216,7 @@ if gluon is not None:
                                                     bufs_k.index(s).slice(0, desc_kt.block_type.shape[2]))
                     mbarrier.wait(empty_v.index(s), phase ^ 1)
                     mbarrier.expect(ready_v.index(s), desc_vt.block_type.nbytes)
-                    tma.async_copy_global_to_shared(desc_vt, [0, 0, row, 0], ready_v.index(s), vrow)
+                    tma.async_copy_global_to_shared(desc_vt, [0, 0, row, 0], ready_v.index(s), vrow.index(s))
                     it += 1
             # the next tile's number, drawn once this tile's copies are all issued: the atomic's round trip (the
             # producer waits for it) passes while the consumers work through the ring's last tiles
@@ -472,7 +472,7 @@ if gluon is not None:
         bias = gl.where((offs == 0) & (count > 0.5), gl.log2(gl.maximum(count, 1.0)), float("-inf"))
         s_t = gl.convert_layout(gl.max(qk * qk_scale + bias[None, :], 1), gl.SliceLayout(1, _ACC))
         mbarrier.wait(ready_v.index(s), phase)
-        v = vrow._reinterpret(vrow.dtype, [128], _SMEM_FLAT).load(gl.SliceLayout(0, _ACC)).to(gl.float32)
+        v = vrow.index(s)._reinterpret(vrow.dtype, [128], _SMEM_FLAT).load(gl.SliceLayout(0, _ACC)).to(gl.float32)
         mbarrier.arrive(empty_v.index(s), count=1)
         m_new = gl.maximum(m_i, s_t)
         m_safe = gl.where(m_new == float("-inf"), 0.0, m_new)
@@ -577,7 +577,8 @@ if gluon is not None:
         q_empty = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
         tile_smem = gl.allocate_shared_memory(gl.int32, [1], gl.SwizzledSharedLayout(1, 1, 1, [0]))
         bias = gl.allocate_shared_memory(gl.bfloat16, [2, 128, 16], _SMEM_BIAS)  # bfloat16 whatever q is
-        vrow = gl.allocate_shared_memory(desc_v.dtype, [1, 128], _SMEM_VROW)  # the tail's mean value
+        # the tail's mean value, one buffer per ring slot (released with the slot's V)
+        vrow = gl.allocate_shared_memory(desc_v.dtype, [STAGES, 1, 128], _SMEM_VROW)
         ready_k = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
         empty_k = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
         ready_v = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
