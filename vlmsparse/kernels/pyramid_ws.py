@@ -474,6 +474,9 @@ if gluon is not None:
         # into registers (the matmuls' A operand from registers, as P V's P) and released at once: the next tile's Q
         # and first K/V copies load during the whole of this tile
         q = q_smem.index(WG).load(_P)
+        # the reads of Q ordered before the producer's next copy into it (an async-proxy write): a proxy fence, then
+        # the release
+        fence_async_shared()
         mbarrier.arrive(q_empty, count=1)
         row_layout: gl.constexpr = gl.SliceLayout(1, _ACC)
         m_i = gl.full([64], float("-inf"), gl.float32, row_layout)
