@@ -1,24 +1,28 @@
 #!/usr/bin/env bash
 # Try kernel versions on a Hopper GPU in one call: each version's GPU tests of the warp-specialized kernel, then one
-# same-run quick tail A/B (notes/ab/tail_ab.py) against the tree's kernel of those that passed, and its verdict.
+# same-run quick tail A/B (notes/ab/tail_ab.py) against the tree's kernel of those that passed, and its verdict. Before
+# the A/B, a run-to-run bit-equality check of those versions and the tree's (notes/ab/repeat_check.py, 8k, --repeats
+# calls each; 0 leaves it out): a race shows there, where a single call may pass the tests.
 #
-#   bash notes/ab/gpu_try.sh [--lengths "8192 32768"] [--budget SECONDS] VERSION...
+#   bash notes/ab/gpu_try.sh [--lengths "8192 32768"] [--budget SECONDS] [--repeats N] VERSION...
 #
 # VERSION: a folder name under notes/ab/.variants (materialise it here first: python notes/ab/variants.py TAG-or-COMMIT,
-# then carry notes/ab/.variants with the run). Writes tests_<version>.txt, tail_ab_quick.{csv,txt} and verdict.txt to
+# then carry notes/ab/.variants with the run). Writes tests_<version>.txt, repeat.txt, tail_ab_quick.{csv,txt} and verdict.txt to
 # $OUT (or ./gpu_try_out). pytest and pytest-xdist: installed from the wheels in .wheels/ where missing
 # (pip download -d .wheels pytest pytest-xdist execnet iniconfig pluggy, and carry .wheels).
 set -u
 lengths="8192 32768"
 budget=570
+repeats=10
 while [ $# -gt 0 ]; do
   case "$1" in
     --lengths) lengths=$2; shift 2 ;;
     --budget) budget=$2; shift 2 ;;
+    --repeats) repeats=$2; shift 2 ;;
     *) break ;;
   esac
 done
-[ $# -gt 0 ] || { echo "usage: bash notes/ab/gpu_try.sh [--lengths \"8192 32768\"] [--budget S] VERSION..." >&2; exit 2; }
+[ $# -gt 0 ] || { echo "usage: bash notes/ab/gpu_try.sh [--lengths \"8192 32768\"] [--budget S] [--repeats N] VERSION..." >&2; exit 2; }
 T0=$(date +%s)
 OUT=${OUT:-$PWD/gpu_try_out}
 mkdir -p "$OUT"
@@ -42,6 +46,12 @@ for name in "$@"; do
   [ $rc -eq 0 ] && passed="$passed $name"
 done
 echo "passed:$passed" | tee -a "$OUT/tests.txt"
+if [ -n "$passed" ] && [ "$repeats" -gt 0 ]; then
+  # shellcheck disable=SC2086
+  (cd notes/ab && PYTHONPATH=$ROOT:$ROOT/notes/ab timeout 150 python repeat_check.py $passed --lengths 8192 \
+     --repeats "$repeats" > "$OUT/repeat.txt" 2>&1)
+  echo "repeat_check rc=$? $(tail -1 "$OUT/repeat.txt") [$(( $(date +%s) - T0 )) s]" | tee -a "$OUT/tests.txt"
+fi
 left=$(( budget - ($(date +%s) - T0) ))
 if [ -n "$passed" ] && [ $left -gt 60 ]; then
   # shellcheck disable=SC2086
