@@ -16,10 +16,9 @@ import sys
 import torch
 
 from vlmsparse.bench.kernel import one_level_plan, random_mixed_plan
-from vlmsparse.kernels import build_kv_pyramid, compile_plan, pyramid_attention
 
+from tail_ab import versions
 from tail_parts import seeded_qkv
-from variants import load, package_of
 
 
 def rel(a, b):
@@ -32,11 +31,7 @@ def main():
     p.add_argument("--lengths", type=int, nargs="+", default=[8192])
     p.add_argument("--repeats", type=int, default=50)
     args = p.parse_args()
-    vers = {"current": (build_kv_pyramid, compile_plan, pyramid_attention)}
-    for tag in args.tags:
-        module = load(tag)
-        own = package_of(module)
-        vers[tag] = (own.build_kv_pyramid, own.compile_plan, module.pyramid_attention)
+    vers = versions(args.tags, diagonal_passes=False)  # each version's own pyramid, plan lists and launcher
     bad = 0
     for length in args.lengths:
         q, k, v = seeded_qkv(length)
@@ -48,11 +43,8 @@ def main():
             first = {}
             for name, (build, compile_, attend) in vers.items():
                 plan = compile_(levels, q.shape[2], k.shape[2], 128, 128, True)
-                kw = {}
-                params = inspect.signature(attend).parameters
-                if "diagonal_kept" in params:
-                    kw["diagonal_kept"] = True
-                if binary and "pooled" in params:
+                kw = {}  # exact-only plans run as binary ones where a version knows it, as in tail_ab.measure
+                if binary and "pooled" in inspect.signature(getattr(attend, "func", attend)).parameters:
                     kw["pooled"] = False
                 for tail in (False, True):
                     pyr = build(k, v, tail=tail, block_n=128)
