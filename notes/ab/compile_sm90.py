@@ -54,12 +54,14 @@ def compile_kernel(ws, pooled: bool, tail: bool, pdl: int):
         flat = gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=16, rank=4)
         types["desc_vt"] = f"tensordesc<bf16[1, 1, {ws.TAIL_VALUE_ROWS}, 128],{flat!r}>"
     types.update(BlockIdx="*i32", CatOff="*i32", Out="*bf16", SkipSums="*fp32", TailN="*fp32", qk_scale="fp32",
-                 Sched="*i32")
+                 Sched="*i32", MeanK="*bf16", MeanV="*bf16")
     flags = dict(CAUSAL=True, POOLED=pooled, TAIL=tail, PDL=pdl, STAGES=ws.STAGES, CONSUMER_REGS=ws.REGS[0],
                  PRODUCER_REGS=ws.REGS[1])
     signature = {n: "constexpr" if n in flags else types.get(n, "i32") for n in fn.arg_names}
     constexprs = {(fn.arg_names.index(n),): v for n, v in flags.items()}
-    source = GluonASTSource(fn, signature, constexprs)
+    # pointers 16-byte aligned, as a launch specialises them (else no load is vectorised)
+    attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(fn.arg_names) if signature[n].startswith("*")}
+    source = GluonASTSource(fn, signature, constexprs, attrs)
     # the launch's num_warps: the consumer partition's warps (a version may say, NUM_WARPS; the kernels to date 4)
     num_warps = getattr(ws, "NUM_WARPS", 4)
     return triton.compile(source, target=GPUTarget("cuda", 90, 128),

@@ -16,9 +16,12 @@ Steps, in the order of the plan lists (:mod:`vlmsparse.kernels.plan_lists`): exa
 blocks (one 128-key tile of the pyramid, logits ``+ log2 p``, the rows past the span masked), single pooled
 blocks (the tile's first ``128 / p`` rows, a narrow matmul, logits ``+ log2(count)``), then the blocks that need
 token masks. Every step is the Triton kernel's step on the same operands: the outputs agree to rounding. Tail
-aggregation (one more key per row, the mean of the keys the row skips) is the last step, a narrow one on a ring tile
-whose first row is the plan row's mean key (the launcher's skipped-key means); a tail over skipped blocks on the
-diagonal, which no planner here makes, is left to the Triton kernel.
+aggregation (one more key per row, the mean of the keys the row skips; the launcher's skipped-key means) takes no
+ring step and no matmul: each consumer folds it into its row state in registers, a dot product of its Q rows with
+the mean key and the mean value added to the accumulator, at the tile's start (the state starts from the tail key),
+or after the tile's last step on a consumer's first tile with a tail in a chained launch (the sums' launch may
+still run there). A tail over skipped blocks on the diagonal, which no planner here makes, is left to the Triton
+kernel.
 
 Persistent schedule: one program per SM, each walking query tiles (a query block of one head) drawn from a
 counter, heavy (late) query blocks first. The producer draws the next tile once it has issued the current tile's
@@ -28,8 +31,9 @@ launches: a launch's last program sets it back, so calls back to back, on severa
 graph each start from tile 0.
 
 Chained launches (:mod:`vlmsparse.kernels.pdl`): with ``PDL=1`` the producer waits for the launch before (the
-pyramid's, or the sums' after it) just before its first pyramid tile, with ``PDL=2`` (a prebuilt pyramid) just
-before a tile's tail key; consumers wait only in their tail step, before reading the count.
+pyramid's, or the sums' after it) just before its first pyramid tile; with ``PDL=2`` (a prebuilt pyramid, only the
+sums' launch before) it never waits. A consumer waits once, before its first tile's tail; from then on it knows the
+sums are there.
 
 Not runnable under the Triton interpreter: the tests check it against the Triton kernel and the float64
 reference on a Hopper GPU (``VLMSPARSE_TEST_DEVICE=cuda``).
@@ -75,8 +79,6 @@ except Exception:  # pragma: no cover - a Triton without Gluon, or with another 
 BLOCK = 128
 HALF = 64
 HEAD_DIM = 128
-#: Rows of the mean keys and values copied for a tail step (its narrow step's width; the first is the row's).
-TAIL_ROWS = 16
 #: K/V ring depth: two stages measured as fast as three (notes/kernel.md) in 64 KB less shared memory.
 STAGES = 2
 #: Registers per thread: consumer warp groups, producer warp, at launch (the three partitions' sum fits 64K).
@@ -128,8 +130,7 @@ if gluon is not None:
 
     @gluon.jit
     def _kv_tile(desc_k, desc_v, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, b, kvh, r):
-        """Producer: one box of K and V (or of the pyramid, or of the tail's mean keys and values) from row ``r``
-        into the first rows of ring slot ``it % STAGES``: 128 rows, or the tail's ``TAIL_ROWS``."""
+        """Producer: one box of K and V (or of the pyramid) from row ``r`` into ring slot ``it % STAGES``."""
         n_buf: gl.constexpr = bufs_k.type.shape[0]
         n_rows: gl.constexpr = desc_k.block_type.shape[2]
         s = it % n_buf
@@ -149,7 +150,7 @@ if gluon is not None:
 
     @gluon.jit
     def _producer(args, POOLED: gl.constexpr, TAIL: gl.constexpr, PDL: gl.constexpr):
-        (desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kt, desc_vt, BlockIdx, CatOff, Out, TailN, qk_scale,
+        (desc_q, desc_k, desc_v, desc_kp, desc_vp, MeanK, MeanV, BlockIdx, CatOff, Out, TailN, qk_scale,
          stride_ob, stride_oh, stride_om, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles,
          Sched, q_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias) = args
         g2 = (k_len + 1) // 2
@@ -193,15 +194,6 @@ if gluon is not None:
                 j = gl.load(idx_ptr + t)
                 _kv_tile(desc_k, desc_v, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, b, kvh, j * 128)
                 it += 1
-            if TAIL:
-                # the tail key, one more ring step where the plan row skips something visible: the 16 rows of
-                # the launcher's mean keys and values whose first is this plan row's (written by the sums' launch,
-                # which a chained program waits for first)
-                if gl.load(off_ptr + 10) > o_mask:
-                    if PDL == 2:
-                        _wait_for_prior()
-                    _kv_tile(desc_kt, desc_vt, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, 0, 0, row)
-                    it += 1
             # the next tile's number, drawn once this tile's copies are all issued: the atomic's round trip (the
             # producer waits for it) passes while the consumers work through the ring's last tiles
             tile = _next_tile(Sched)
@@ -422,48 +414,40 @@ if gluon is not None:
         return m_i, l_i, acc, it + gl.maximum(stop - start, 0)
 
     @gluon.jit
-    def _tail_step(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it, TailN, row, qk_scale,
-                   W: gl.constexpr, PDL: gl.constexpr):
-        """Consumer: tail aggregation as one more ring step, a narrow one: the tile's first row is the mean of the
-        wholly visible keys this plan row skips (its value the mean of their values), logit ``+ log2(count)``; the
-        tile's other rows (other plan rows' tail keys, or zeros) are masked. The plans this kernel takes with a tail
-        skip no diagonal block, so every row has seen a key before this step. ``W``: the rows the producer copied
-        (``TAIL_ROWS``, its copy box's)."""
-        n_buf: gl.constexpr = bufs_k.type.shape[0]
-        s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
-                                                           instr_shape=[16, W, 16])
-        row_acc: gl.constexpr = gl.SliceLayout(1, _ACC)
-        row_s: gl.constexpr = gl.SliceLayout(1, s_layout)
-        s = it % n_buf
-        phase = (it // n_buf) & 1
-        mbarrier.wait(ready_k.index(s), phase)
-        # the count, written by the sums' launch: chained, this thread waits for it too (the producer already did,
-        # before copying the tile, so the wait returns at once)
-        if PDL != 0:
-            _wait_for_prior()
-        count = gl.load(TailN + row)
-        qk = warpgroup_mma(q, bufs_k.index(s).slice(0, W).permute((1, 0)), gl.zeros([64, W], gl.float32, s_layout),
-                           use_acc=False, is_async=True)
-        qk = warpgroup_mma_wait(0, deps=(qk, ))
-        mbarrier.arrive(empty_k.index(s), count=1)
-        offs = gl.arange(0, W, layout=gl.SliceLayout(0, s_layout))
-        bias = gl.where((offs == 0) & (count > 0.5), gl.log2(gl.maximum(count, 1.0)), float("-inf"))
-        qk = qk * qk_scale + bias[None, :]
-        m_w = gl.convert_layout(m_i, row_s)
-        m_new = gl.maximum(m_w, gl.max(qk, 1))
-        m_safe = gl.where(m_new == float("-inf"), 0.0, m_new)
-        p = gl.exp2(qk - m_safe[:, None])
-        alpha = gl.exp2(m_w - m_safe)
-        l_w = gl.convert_layout(l_i, row_s) * alpha + gl.sum(p, 1)
-        acc = _narrow_pv(q, p, alpha, acc, bufs_v, ready_v, empty_v, s, phase)
-        return gl.convert_layout(m_new, row_acc), gl.convert_layout(l_w, row_acc), acc, it + 1
+    def _tail_load(MeanK, MeanV, TailN, row):
+        """Consumer: the tail key of plan row ``row`` (the launcher's mean key and value, ``[rows, 128]`` in q's
+        dtype, and the count of keys they stand for), the key and value as the accumulator's columns."""
+        cols = gl.arange(0, 128, layout=gl.SliceLayout(0, _ACC))
+        base = row.to(gl.int64) * 128
+        return gl.load(MeanK + base + cols), gl.load(MeanV + base + cols), gl.load(TailN + row)
 
     @gluon.jit
-    def _consumer_tile(args, tile, it, WG: gl.constexpr, CAUSAL: gl.constexpr, POOLED: gl.constexpr,
+    def _tail_fold(q_tile, m_i, l_i, acc, mk, mv, count, qk_scale):
+        """Consumer: tail aggregation folded into the row state in registers, no ring step and no matmul: one more
+        key per row, the mean ``mk`` of the wholly visible keys this plan row skips (its value ``mv``), logit
+        ``q . mk + log2(count)``: ``m' = max(m, s)``, ``l' = l a + w``, ``acc' = acc a + w mv`` with
+        ``a = 2^(m - m')``, ``w = 2^(s - m')``. Taken at a tile's start (the state empty: ``m' = s``, ``l' = 1``,
+        ``acc' = mv``) where the sums' launch is known to have ended, else after the tile's last step. The logit is
+        a float32 dot product of the query tile (read from shared memory in the accumulator's layout) with the
+        mean key: products of two 16-bit values are exact in float32, as in the tensor cores."""
+        qv = q_tile.load(_ACC).to(gl.float32)
+        bias = gl.where(count > 0.5, gl.log2(gl.maximum(count, 1.0)), float("-inf"))
+        s = gl.sum(qv * mk.to(gl.float32)[None, :], 1) * qk_scale + bias
+        m_new = gl.maximum(m_i, s)
+        m_safe = gl.where(m_new == float("-inf"), 0.0, m_new)
+        alpha = gl.exp2(m_i - m_safe)
+        w = gl.exp2(s - m_safe)
+        l_i = l_i * alpha + w
+        acc = acc * alpha[:, None] + w[:, None] * mv.to(gl.float32)[None, :]
+        return m_new, l_i, acc
+
+    @gluon.jit
+    def _consumer_tile(args, tile, it, waited, WG: gl.constexpr, CAUSAL: gl.constexpr, POOLED: gl.constexpr,
                        TAIL: gl.constexpr, PDL: gl.constexpr):
         """One query tile's 64 rows of this consumer (its Q loaded): every step of its plan row, the tail, the
-        output. Returns the ring position after its steps."""
-        (desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kt, desc_vt, BlockIdx, CatOff, Out, TailN, qk_scale,
+        output. ``waited``: whether this consumer has met the chained launch's end (the tail's sums are there).
+        Returns the ring position after its steps and ``waited``."""
+        (desc_q, desc_k, desc_v, desc_kp, desc_vp, MeanK, MeanV, BlockIdx, CatOff, Out, TailN, qk_scale,
          stride_ob, stride_oh, stride_om, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles,
          Sched, q_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias) = args
         b, h, kvh, qblk, idx_ptr, off_ptr, row = _program_lists(tile, BlockIdx, CatOff, n_q_heads, n_kv_heads,
@@ -474,6 +458,10 @@ if gluon is not None:
         m_i = gl.full([64], float("-inf"), gl.float32, row_layout)
         l_i = gl.full([64], 0.0, gl.float32, row_layout)
         acc = gl.zeros([64, 128], gl.float32, _ACC)
+        if TAIL:
+            # the tail key's loads first, their round trip beside the offsets' (before the chained launch's end
+            # they may read what is not yet written: then they go unused)
+            mk, mv, count = _tail_load(MeanK, MeanV, TailN, row)
         o_exact = gl.load(off_ptr + 1)
         o_s2 = gl.load(off_ptr + 2)
         o_s4 = gl.load(off_ptr + 3)
@@ -482,6 +470,13 @@ if gluon is not None:
         o_p4 = gl.load(off_ptr + 6)
         o_p8 = gl.load(off_ptr + 7)
         o_mask = gl.load(off_ptr + 8)
+        if TAIL:
+            # the tail first where the sums are known to be there: the row state starts from the tail key, whose
+            # loads and dot product overlap the wait for the tile's first K/V copies
+            has_tail = gl.load(off_ptr + 10) > o_mask  # this program's plan skips something visible
+            tail_first = has_tail & (waited != 0)
+            if tail_first:
+                m_i, l_i, acc = _tail_fold(q, m_i, l_i, acc, mk, mv, count, qk_scale)
         # exact blocks and spans in one pipeline; a binary kernel reads a pooled block as skipped
         n_wide = o_exact
         if POOLED:
@@ -496,16 +491,18 @@ if gluon is not None:
                                                   acc, it, idx_ptr, o_p2, o_p4, qk_scale, k_len, 4)
                 m_i, l_i, acc, it = _narrow_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i,
                                                   acc, it, idx_ptr, o_p4, o_p8, qk_scale, k_len, 8)
-        if TAIL:
-            has_tail = gl.load(off_ptr + 10) > o_mask  # this program's plan skips something visible
         rows = qblk * 128 + WG * 64 + gl.arange(0, 64, layout=row_layout)
         limit = rows + (k_len - q_len)
         m_i, l_i, acc, it = _masked_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it,
                                           idx_ptr, o_p8, o_mask, qk_scale, limit, k_len, CAUSAL)
         if TAIL:
-            if has_tail:
-                m_i, l_i, acc, it = _tail_step(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc,
-                                               it, TailN, row, qk_scale, desc_kt.block_type.shape[2], PDL)
+            if has_tail & (waited == 0):
+                # this consumer's first tile with a tail in a chained launch: the sums' launch may still run, so
+                # the tail comes last, after the wait for it (which returns at once where it has ended)
+                _wait_for_prior()
+                mk, mv, count = _tail_load(MeanK, MeanV, TailN, row)
+                m_i, l_i, acc = _tail_fold(q, m_i, l_i, acc, mk, mv, count, qk_scale)
+                waited = waited * 0 + 1
         # Q is read no more (every matmul on it waited for): the producer may load the next tile's
         mbarrier.arrive(q_empty, count=1)
         # a row with nothing to attend has l == 0 and acc == 0: it returns zeros, never NaN
@@ -514,12 +511,12 @@ if gluon is not None:
         o_ptrs = (Out + b.to(gl.int64) * stride_ob + h.to(gl.int64) * stride_oh
                   + rows.to(gl.int64)[:, None] * stride_om + cols[None, :])
         gl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=(rows < q_len)[:, None])
-        return it
+        return it, waited
 
     @gluon.jit
     def _consumer(args, WG: gl.constexpr, CAUSAL: gl.constexpr, POOLED: gl.constexpr, TAIL: gl.constexpr,
                   PDL: gl.constexpr):
-        (desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kt, desc_vt, BlockIdx, CatOff, Out, TailN, qk_scale,
+        (desc_q, desc_k, desc_v, desc_kp, desc_vp, MeanK, MeanV, BlockIdx, CatOff, Out, TailN, qk_scale,
          stride_ob, stride_oh, stride_om, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles,
          Sched, q_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias) = args
         if POOLED:
@@ -528,8 +525,9 @@ if gluon is not None:
         r = 0
         mbarrier.wait(q_bar, 0)
         tile = gl.max(tile_smem.load(_VEC), 0)
+        waited = tile * 0 + (1 if PDL == 0 else 0)  # not chained: the tail's sums were there before the launch
         while tile < n_tiles:
-            it = _consumer_tile(args, tile, it, WG, CAUSAL, POOLED, TAIL, PDL)
+            it, waited = _consumer_tile(args, tile, it, waited, WG, CAUSAL, POOLED, TAIL, PDL)
             r += 1
             mbarrier.wait(q_bar, r & 1)
             tile = gl.max(tile_smem.load(_VEC), 0)
@@ -539,7 +537,7 @@ if gluon is not None:
         _consumer(args, 1, CAUSAL, POOLED, TAIL, PDL)
 
     @gluon.jit
-    def _pyramid_ws_fwd(desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kt, desc_vt, BlockIdx, CatOff, Out, TailN,
+    def _pyramid_ws_fwd(desc_q, desc_k, desc_v, desc_kp, desc_vp, MeanK, MeanV, BlockIdx, CatOff, Out, TailN,
                         qk_scale, stride_ob, stride_oh, stride_om, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb,
                         q_len, k_len, n_tiles, Sched, CAUSAL: gl.constexpr, POOLED: gl.constexpr, TAIL: gl.constexpr,
                         PDL: gl.constexpr, STAGES: gl.constexpr, CONSUMER_REGS: gl.constexpr,
@@ -562,7 +560,7 @@ if gluon is not None:
             mbarrier.init(ready_v.index(s), count=1)
             mbarrier.init(empty_k.index(s), count=2)  # one arrival per consumer warp group
             mbarrier.init(empty_v.index(s), count=2)
-        args = (desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kt, desc_vt, BlockIdx, CatOff, Out, TailN, qk_scale,
+        args = (desc_q, desc_k, desc_v, desc_kp, desc_vp, MeanK, MeanV, BlockIdx, CatOff, Out, TailN, qk_scale,
                 stride_ob, stride_oh, stride_om, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len,
                 n_tiles, Sched, q_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v,
                 empty_v, bias)
@@ -640,14 +638,13 @@ def pyramid_attention_ws(q, k, v, plan, kp_all, vp_all, out, scale_log2: float, 
     else:
         desc_kp, desc_vp = _descriptor(kp_all, BLOCK), _descriptor(vp_all, BLOCK)
     if tail_key is None:
-        desc_kt, desc_vt, tail_n = desc_k, desc_v, out
+        mean_k = mean_v = tail_n = out
     else:
         mean_k, mean_v, tail_n = tail_key
-        desc_kt, desc_vt = _descriptor(mean_k[None, None], TAIL_ROWS), _descriptor(mean_v[None, None], TAIL_ROWS)
     n_tiles = b * hq * n_qb
     index = _index(q.device)
     _pyramid_ws_fwd[(min(n_tiles, _sm_count(index)), )](
-        desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kt, desc_vt, plan.block_idx, plan.cat_offsets, out, tail_n,
+        desc_q, desc_k, desc_v, desc_kp, desc_vp, mean_k, mean_v, plan.block_idx, plan.cat_offsets, out, tail_n,
         scale_log2,
         out.stride(0), out.stride(1), out.stride(2), hq, hkv, plan.plan_heads, n_qb, n_kb, lq, lk, n_tiles,
         _schedule_counter(index), CAUSAL=causal, POOLED=kp_all is not None, TAIL=tail_key is not None, PDL=pdl,
