@@ -366,13 +366,14 @@ if gluon is not None:
         offs = gl.arange(0, W, layout=gl.SliceLayout(0, s_layout))
         m_w = gl.convert_layout(m_i, row_s)
         l_w = gl.convert_layout(l_i, row_s)
+        q_w = gl.convert_layout(q, gl.DotOperandLayout(operand_index=0, parent=s_layout, k_width=2))
         for t in range(start, stop):
             cur = it + (t - start)
             s = cur % n_buf
             phase = (cur // n_buf) & 1
             j = gl.load(idx_ptr + t)
             mbarrier.wait(ready_k.index(s), phase)
-            qk = warpgroup_mma(q, bufs_k.index(s).slice(0, W).permute((1, 0)), zero, use_acc=False, is_async=True)
+            qk = warpgroup_mma(q_w, bufs_k.index(s).slice(0, W).permute((1, 0)), zero, use_acc=False, is_async=True)
             qk = warpgroup_mma_wait(0, deps=(qk, ))
             mbarrier.arrive(empty_k.index(s), count=1)
             g = j * W + offs
@@ -428,9 +429,9 @@ if gluon is not None:
         ``q . mk + log2(count)``: ``m' = max(m, s)``, ``l' = l a + w``, ``acc' = acc a + w mv`` with
         ``a = 2^(m - m')``, ``w = 2^(s - m')``. Taken at a tile's start (the state empty: ``m' = s``, ``l' = 1``,
         ``acc' = mv``) where the sums' launch is known to have ended, else after the tile's last step. The logit is
-        a float32 dot product of the query tile (read from shared memory in the accumulator's layout) with the
+        a float32 dot product of the query tile (in registers, moved to the accumulator's layout) with the
         mean key: products of two 16-bit values are exact in float32, as in the tensor cores."""
-        qv = q_tile.load(_ACC).to(gl.float32)
+        qv = gl.convert_layout(q_tile, _ACC).to(gl.float32)
         bias = gl.where(count > 0.5, gl.log2(gl.maximum(count, 1.0)), float("-inf"))
         s = gl.sum(qv * mk.to(gl.float32)[None, :], 1) * qk_scale + bias
         m_new = gl.maximum(m_i, s)
@@ -452,16 +453,15 @@ if gluon is not None:
          Sched, q_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias) = args
         b, h, kvh, qblk, idx_ptr, off_ptr, row = _program_lists(tile, BlockIdx, CatOff, n_q_heads, n_kv_heads,
                                                                 n_plan_heads, n_qb, n_kb, n_tiles)
-        # a static index: Q behind a run-time index (two tiles' buffers) gave wrong products on an H200
-        q = q_smem.index(WG)
+        # a static index: Q behind a run-time index (two tiles' buffers) gave wrong products on an H200. Q is read
+        # into registers (the matmuls' A operand from registers, as P V's P) and released at once: the next tile's Q
+        # and first K/V copies load during the whole of this tile
+        q = q_smem.index(WG).load(_P)
+        mbarrier.arrive(q_empty, count=1)
         row_layout: gl.constexpr = gl.SliceLayout(1, _ACC)
         m_i = gl.full([64], float("-inf"), gl.float32, row_layout)
         l_i = gl.full([64], 0.0, gl.float32, row_layout)
         acc = gl.zeros([64, 128], gl.float32, _ACC)
-        if TAIL:
-            # the tail key's loads first, their round trip beside the offsets' (before the chained launch's end
-            # they may read what is not yet written: then they go unused)
-            mk, mv, count = _tail_load(MeanK, MeanV, TailN, row)
         o_exact = gl.load(off_ptr + 1)
         o_s2 = gl.load(off_ptr + 2)
         o_s4 = gl.load(off_ptr + 3)
@@ -476,6 +476,7 @@ if gluon is not None:
             has_tail = gl.load(off_ptr + 10) > o_mask  # this program's plan skips something visible
             tail_first = has_tail & (waited != 0)
             if tail_first:
+                mk, mv, count = _tail_load(MeanK, MeanV, TailN, row)
                 m_i, l_i, acc = _tail_fold(q, m_i, l_i, acc, mk, mv, count, qk_scale)
         # exact blocks and spans in one pipeline; a binary kernel reads a pooled block as skipped
         n_wide = o_exact
@@ -503,8 +504,6 @@ if gluon is not None:
                 mk, mv, count = _tail_load(MeanK, MeanV, TailN, row)
                 m_i, l_i, acc = _tail_fold(q, m_i, l_i, acc, mk, mv, count, qk_scale)
                 waited = waited * 0 + 1
-        # Q is read no more (every matmul on it waited for): the producer may load the next tile's
-        mbarrier.arrive(q_empty, count=1)
         # a row with nothing to attend has l == 0 and acc == 0: it returns zeros, never NaN
         out = acc / gl.where(l_i > 0.0, l_i, 1.0)[:, None]
         cols = gl.arange(0, 128, layout=gl.SliceLayout(0, _ACC))
