@@ -471,12 +471,9 @@ if gluon is not None:
         o_p8 = gl.load(off_ptr + 7)
         o_mask = gl.load(off_ptr + 8)
         if TAIL:
-            # the tail first where the sums are known to be there: the row state starts from the tail key, whose
-            # loads and dot product overlap the wait for the tile's first K/V copies
+            # the tail after the tile's last step, always (the same order chained or not, whichever tile is a
+            # program's first); its operands are read here, their round trip beside the offsets'
             has_tail = gl.load(off_ptr + 10) > o_mask  # this program's plan skips something visible
-            tail_first = has_tail & (waited != 0)
-            if tail_first:
-                m_i, l_i, acc = _tail_fold(q, m_i, l_i, acc, mk, mv, count, qk_scale)
         # exact blocks and spans in one pipeline; a binary kernel reads a pooled block as skipped
         n_wide = o_exact
         if POOLED:
@@ -496,13 +493,14 @@ if gluon is not None:
         m_i, l_i, acc, it = _masked_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it,
                                           idx_ptr, o_p8, o_mask, qk_scale, limit, k_len, CAUSAL)
         if TAIL:
-            if has_tail & (waited == 0):
-                # this consumer's first tile with a tail in a chained launch: the sums' launch may still run, so
-                # the tail comes last, after the wait for it (which returns at once where it has ended)
-                _wait_for_prior()
-                mk, mv, count = _tail_load(MeanK, MeanV, TailN, row)
+            if has_tail:
+                if waited == 0:
+                    # this consumer's first tile with a tail in a chained launch: the sums' launch may have run on
+                    # past the loads above, so they are made again after the wait for it
+                    _wait_for_prior()
+                    mk, mv, count = _tail_load(MeanK, MeanV, TailN, row)
+                    waited = waited * 0 + 1
                 m_i, l_i, acc = _tail_fold(q, m_i, l_i, acc, mk, mv, count, qk_scale)
-                waited = waited * 0 + 1
         # Q is read no more (every matmul on it waited for): the producer may load the next tile's
         mbarrier.arrive(q_empty, count=1)
         # a row with nothing to attend has l == 0 and acc == 0: it returns zeros, never NaN
