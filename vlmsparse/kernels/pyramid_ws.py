@@ -17,11 +17,9 @@ blocks (one 128-key tile of the pyramid, logits ``+ log2 p``, the rows past the 
 blocks (the tile's first ``128 / p`` rows, a narrow matmul, logits ``+ log2(count)``), then the blocks that need
 token masks. Every step is the Triton kernel's step on the same operands: the outputs agree to rounding. Tail
 aggregation (one more key per row, the mean of the keys the row skips; the launcher's skipped-key means) takes no
-ring step and no matmul: each consumer folds it into its row state in registers, a dot product of its Q rows with
-the mean key and the mean value added to the accumulator, at the tile's start (the state starts from the tail key),
-or after the tile's last step on a consumer's first tile with a tail in a chained launch (the sums' launch may
-still run there). A tail over skipped blocks on the diagonal, which no planner here makes, is left to the Triton
-kernel.
+ring step and no matmul: each consumer folds it into its row state in registers after the tile's last step, a dot
+product of its Q rows with the mean key and the mean value added to the accumulator. A tail over skipped blocks
+on the diagonal, which no planner here makes, is left to the Triton kernel.
 
 Persistent schedule: one program per SM, each walking query tiles (a query block of one head) drawn from a
 counter, heavy (late) query blocks first. The producer draws the next tile once it has issued the current tile's
@@ -32,8 +30,7 @@ graph each start from tile 0.
 
 Chained launches (:mod:`vlmsparse.kernels.pdl`): with ``PDL=1`` the producer waits for the launch before (the
 pyramid's, or the sums' after it) just before its first pyramid tile; with ``PDL=2`` (a prebuilt pyramid, only the
-sums' launch before) it never waits. A consumer waits once, before its first tile's tail; from then on it knows the
-sums are there.
+sums' launch before) it never waits. A consumer waits once, before its first tile's tail.
 
 Not runnable under the Triton interpreter: the tests check it against the Triton kernel and the float64
 reference on a Hopper GPU (``VLMSPARSE_TEST_DEVICE=cuda``).
@@ -426,8 +423,7 @@ if gluon is not None:
         """Consumer: tail aggregation folded into the row state in registers, no ring step and no matmul: one more
         key per row, the mean ``mk`` of the wholly visible keys this plan row skips (its value ``mv``), logit
         ``q . mk + log2(count)``: ``m' = max(m, s)``, ``l' = l a + w``, ``acc' = acc a + w mv`` with
-        ``a = 2^(m - m')``, ``w = 2^(s - m')``. Taken at a tile's start (the state empty: ``m' = s``, ``l' = 1``,
-        ``acc' = mv``) where the sums' launch is known to have ended, else after the tile's last step. The logit is
+        ``a = 2^(m - m')``, ``w = 2^(s - m')``, after the tile's last step. The logit is
         a float32 dot product of the query tile (read from shared memory in the accumulator's layout) with the
         mean key: products of two 16-bit values are exact in float32, as in the tensor cores."""
         qv = q_tile.load(_ACC).to(gl.float32)
@@ -458,10 +454,6 @@ if gluon is not None:
         m_i = gl.full([64], float("-inf"), gl.float32, row_layout)
         l_i = gl.full([64], 0.0, gl.float32, row_layout)
         acc = gl.zeros([64, 128], gl.float32, _ACC)
-        if TAIL:
-            # the tail key's loads first, their round trip beside the offsets' (before the chained launch's end
-            # they may read what is not yet written: then they go unused)
-            mk, mv, count = _tail_load(MeanK, MeanV, TailN, row)
         o_exact = gl.load(off_ptr + 1)
         o_s2 = gl.load(off_ptr + 2)
         o_s4 = gl.load(off_ptr + 3)
@@ -472,7 +464,7 @@ if gluon is not None:
         o_mask = gl.load(off_ptr + 8)
         if TAIL:
             # the tail after the tile's last step, always (the same order chained or not, whichever tile is a
-            # program's first); its operands are read here, their round trip beside the offsets'
+            # program's first); its operands read there, only by a tile with a tail
             has_tail = gl.load(off_ptr + 10) > o_mask  # this program's plan skips something visible
         # exact blocks and spans in one pipeline; a binary kernel reads a pooled block as skipped
         n_wide = o_exact
@@ -495,11 +487,10 @@ if gluon is not None:
         if TAIL:
             if has_tail:
                 if waited == 0:
-                    # this consumer's first tile with a tail in a chained launch: the sums' launch may have run on
-                    # past the loads above, so they are made again after the wait for it
+                    # this consumer's first tile with a tail in a chained launch: the sums' launch may still run
                     _wait_for_prior()
-                    mk, mv, count = _tail_load(MeanK, MeanV, TailN, row)
                     waited = waited * 0 + 1
+                mk, mv, count = _tail_load(MeanK, MeanV, TailN, row)
                 m_i, l_i, acc = _tail_fold(q, m_i, l_i, acc, mk, mv, count, qk_scale)
         # Q is read no more (every matmul on it waited for): the producer may load the next tile's
         mbarrier.arrive(q_empty, count=1)
