@@ -17,8 +17,9 @@ blocks (one 128-key tile of the pyramid, logits ``+ log2 p``, the rows past the 
 blocks (the tile's first ``128 / p`` rows, a narrow matmul, logits ``+ log2(count)``), then the blocks that need
 token masks. Every step is the Triton kernel's step on the same operands: the outputs agree to rounding. Tail
 aggregation (one more key per row, the mean of the keys the row skips; the launcher's skipped-key means) takes no
-ring step and no matmul: each consumer folds it into its row state in registers after the tile's last step, a dot
-product of its Q rows with the mean key and the mean value added to the accumulator. A tail over skipped blocks
+ring step and no matmul: the producer copies the plan row's mean key and value into two one-row buffers with Q,
+and each consumer folds them into its row state in registers after the tile's last step, a dot product of its Q
+rows with the mean key and the mean value added to the accumulator. A tail over skipped blocks
 on the diagonal, which no planner here makes, is left to the Triton kernel.
 
 Persistent schedule: one program per SM, each walking query tiles (a query block of one head) drawn from a
@@ -29,8 +30,8 @@ launches: a launch's last program sets it back, so calls back to back, on severa
 graph each start from tile 0.
 
 Chained launches (:mod:`vlmsparse.kernels.pdl`): with ``PDL=1`` the producer waits for the launch before (the
-pyramid's, or the sums' after it) just before its first pyramid tile; with ``PDL=2`` (a prebuilt pyramid, only the
-sums' launch before) it never waits. A consumer waits once, before its first tile's tail.
+pyramid's, or the sums' after it) just before its first pyramid tile, with ``PDL=2`` (a prebuilt pyramid) before its
+first tail copy; a consumer waits once, before its first tile's tail (the count is the sums' launch's).
 
 Not runnable under the Triton interpreter: the tests check it against the Triton kernel and the float64
 reference on a Hopper GPU (``VLMSPARSE_TEST_DEVICE=cuda``).
@@ -57,6 +58,8 @@ try:  # Gluon: Triton >= 3.5; its Hopper pieces are only usable on an sm_90 devi
     # the span bias through the tensor cores: [128, 16] tables (B, read transposed; the [64, 16] selector, A, is
     # built in registers, _SEL), 32-byte swizzled
     _SMEM_BIAS = gl.constexpr(gl.NVMMASharedLayout.get_default_for([128, 16], gl.bfloat16))
+    # the tail key's one row of mean key and of mean value, unswizzled (read back in the accumulator's columns)
+    _SMEM_TAIL = gl.constexpr(gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=16, rank=2))
     _FILL = gl.constexpr(gl.BlockedLayout(size_per_thread=[1, 8], threads_per_warp=[16, 2], warps_per_cta=[4, 1],
                                           order=[1, 0]))
     # a consumer's [64, 128] wgmma results (logits, accumulator) and P as the left operand of P V
@@ -147,13 +150,15 @@ if gluon is not None:
 
     @gluon.jit
     def _producer(args, POOLED: gl.constexpr, TAIL: gl.constexpr, PDL: gl.constexpr):
-        (desc_q, desc_k, desc_v, desc_kp, desc_vp, MeanK, MeanV, BlockIdx, CatOff, Out, TailN, qk_scale,
+        (desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kt, desc_vt, BlockIdx, CatOff, Out, TailN, qk_scale,
          stride_ob, stride_oh, stride_om, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles,
-         Sched, q_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias) = args
+         Sched, q_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias, tail_k,
+         tail_v, tail_bar) = args
         g2 = (k_len + 1) // 2
         g4 = (k_len + 3) // 4
         it = 0  # ring position, continued from tile to tile (the consumers count the same steps)
         r = 0
+        waited = PDL == 0  # whether the launch before (chained) is known to have ended: the tail key is written
         tile = _next_tile(Sched)
         while tile < n_tiles:
             b, h, kvh, qblk, idx_ptr, off_ptr, row = _program_lists(tile, BlockIdx, CatOff, n_q_heads,
@@ -166,12 +171,29 @@ if gluon is not None:
             tma.async_copy_global_to_shared(desc_q, [b, h, qblk * 128, 0], q_bar, q_smem.index(0))
             tma.async_copy_global_to_shared(desc_q, [b, h, qblk * 128 + 64, 0], q_bar, q_smem.index(1))
             o_exact = gl.load(off_ptr + 1)
+            o_mask = gl.load(off_ptr + 8)
+            late = False
+            if TAIL:
+                # the tail key's row of mean key and of mean value into buffers of their own, with Q; their barrier
+                # completes once a tile (a plain arrival where the tile has no tail). The buffers are free: both
+                # consumers have folded their last tile's tail (q_empty). Before the producer has met the end of
+                # the launch before (chained), it copies them after the tile's other copies and its wait.
+                if gl.load(off_ptr + 10) > o_mask:
+                    if waited:
+                        mbarrier.expect(tail_bar, 2 * desc_kt.block_type.nbytes)
+                        tma.async_copy_global_to_shared(desc_kt, [0, 0, row, 0], tail_bar, tail_k)
+                        tma.async_copy_global_to_shared(desc_vt, [0, 0, row, 0], tail_bar, tail_v)
+                    else:
+                        late = True
+                else:
+                    mbarrier.arrive(tail_bar, count=1)
             for t in range(0, o_exact):
                 j = gl.load(idx_ptr + t)
                 _kv_tile(desc_k, desc_v, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, b, kvh, j * 128)
                 it += 1
             if PDL == 1:  # the pyramid may still be in the making (every program waits: see vlmsparse.kernels.pdl)
                 _wait_for_prior()
+                waited = True
             # spans (entry 8 * first + n - 1; the tile starts at the first block's pooled keys), then single blocks
             if POOLED:
                 lo = o_exact
@@ -186,11 +208,16 @@ if gluon is not None:
                                  base + first * groups)
                         it += 1
                     lo = hi
-            o_mask = gl.load(off_ptr + 8)
             for t in range(gl.load(off_ptr + 7), o_mask):
                 j = gl.load(idx_ptr + t)
                 _kv_tile(desc_k, desc_v, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, b, kvh, j * 128)
                 it += 1
+            if late:
+                _wait_for_prior()
+                waited = True
+                mbarrier.expect(tail_bar, 2 * desc_kt.block_type.nbytes)
+                tma.async_copy_global_to_shared(desc_kt, [0, 0, row, 0], tail_bar, tail_k)
+                tma.async_copy_global_to_shared(desc_vt, [0, 0, row, 0], tail_bar, tail_v)
             # the next tile's number, drawn once this tile's copies are all issued: the atomic's round trip (the
             # producer waits for it) passes while the consumers work through the ring's last tiles
             tile = _next_tile(Sched)
@@ -411,12 +438,13 @@ if gluon is not None:
         return m_i, l_i, acc, it + gl.maximum(stop - start, 0)
 
     @gluon.jit
-    def _tail_load(MeanK, MeanV, TailN, row):
-        """Consumer: the tail key of plan row ``row`` (the launcher's mean key and value, ``[rows, 128]`` in q's
-        dtype, and the count of keys they stand for), the key and value as the accumulator's columns."""
-        cols = gl.arange(0, 128, layout=gl.SliceLayout(0, _ACC))
-        base = row.to(gl.int64) * 128
-        return gl.load(MeanK + base + cols), gl.load(MeanV + base + cols), gl.load(TailN + row)
+    def _tail_load(tail_k, tail_v, tail_bar, r):
+        """Consumer: the tail key's mean key and value from the producer's buffers (tile ``r``'s completion of
+        ``tail_bar``) as the accumulator's columns."""
+        mbarrier.wait(tail_bar, r & 1)
+        mk = tail_k.reshape([128]).load(gl.SliceLayout(0, _ACC))
+        mv = tail_v.reshape([128]).load(gl.SliceLayout(0, _ACC))
+        return mk, mv
 
     @gluon.jit
     def _tail_fold(q_tile, m_i, l_i, acc, mk, mv, count, qk_scale):
@@ -438,14 +466,15 @@ if gluon is not None:
         return m_new, l_i, acc
 
     @gluon.jit
-    def _consumer_tile(args, tile, it, waited, WG: gl.constexpr, CAUSAL: gl.constexpr, POOLED: gl.constexpr,
+    def _consumer_tile(args, tile, it, r, waited, WG: gl.constexpr, CAUSAL: gl.constexpr, POOLED: gl.constexpr,
                        TAIL: gl.constexpr, PDL: gl.constexpr):
         """One query tile's 64 rows of this consumer (its Q loaded): every step of its plan row, the tail, the
         output. ``waited``: whether this consumer has met the chained launch's end (the tail's sums are there).
         Returns the ring position after its steps and ``waited``."""
-        (desc_q, desc_k, desc_v, desc_kp, desc_vp, MeanK, MeanV, BlockIdx, CatOff, Out, TailN, qk_scale,
+        (desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kt, desc_vt, BlockIdx, CatOff, Out, TailN, qk_scale,
          stride_ob, stride_oh, stride_om, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles,
-         Sched, q_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias) = args
+         Sched, q_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias, tail_k,
+         tail_v, tail_bar) = args
         b, h, kvh, qblk, idx_ptr, off_ptr, row = _program_lists(tile, BlockIdx, CatOff, n_q_heads, n_kv_heads,
                                                                 n_plan_heads, n_qb, n_kb, n_tiles)
         # a static index: Q behind a run-time index (two tiles' buffers) gave wrong products on an H200
@@ -463,8 +492,9 @@ if gluon is not None:
         o_p8 = gl.load(off_ptr + 7)
         o_mask = gl.load(off_ptr + 8)
         if TAIL:
+            count = gl.load(TailN + row)  # with the offsets (their round trip is waited for at once)
             # the tail after the tile's last step, always (the same order chained or not, whichever tile is a
-            # program's first); its operands read there, only by a tile with a tail
+            # program's first)
             has_tail = gl.load(off_ptr + 10) > o_mask  # this program's plan skips something visible
         # exact blocks and spans in one pipeline; a binary kernel reads a pooled block as skipped
         n_wide = o_exact
@@ -487,10 +517,12 @@ if gluon is not None:
         if TAIL:
             if has_tail:
                 if waited == 0:
-                    # this consumer's first tile with a tail in a chained launch: the sums' launch may still run
+                    # this consumer's first tile with a tail in a chained launch: the count read above may predate
+                    # the sums' launch's end, so it is read again after the wait for it
                     _wait_for_prior()
                     waited = waited * 0 + 1
-                mk, mv, count = _tail_load(MeanK, MeanV, TailN, row)
+                    count = gl.load(TailN + row)
+                mk, mv = _tail_load(tail_k, tail_v, tail_bar, r)
                 m_i, l_i, acc = _tail_fold(q, m_i, l_i, acc, mk, mv, count, qk_scale)
         # Q is read no more (every matmul on it waited for): the producer may load the next tile's
         mbarrier.arrive(q_empty, count=1)
@@ -505,9 +537,10 @@ if gluon is not None:
     @gluon.jit
     def _consumer(args, WG: gl.constexpr, CAUSAL: gl.constexpr, POOLED: gl.constexpr, TAIL: gl.constexpr,
                   PDL: gl.constexpr):
-        (desc_q, desc_k, desc_v, desc_kp, desc_vp, MeanK, MeanV, BlockIdx, CatOff, Out, TailN, qk_scale,
+        (desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kt, desc_vt, BlockIdx, CatOff, Out, TailN, qk_scale,
          stride_ob, stride_oh, stride_om, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles,
-         Sched, q_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias) = args
+         Sched, q_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias, tail_k,
+         tail_v, tail_bar) = args
         if POOLED:
             _bias_tables(bias, qk_scale)
         it = 0
@@ -516,7 +549,7 @@ if gluon is not None:
         tile = gl.max(tile_smem.load(_VEC), 0)
         waited = tile * 0 + (1 if PDL == 0 else 0)  # not chained: the tail's sums were there before the launch
         while tile < n_tiles:
-            it, waited = _consumer_tile(args, tile, it, waited, WG, CAUSAL, POOLED, TAIL, PDL)
+            it, waited = _consumer_tile(args, tile, it, r, waited, WG, CAUSAL, POOLED, TAIL, PDL)
             r += 1
             mbarrier.wait(q_bar, r & 1)
             tile = gl.max(tile_smem.load(_VEC), 0)
@@ -526,7 +559,7 @@ if gluon is not None:
         _consumer(args, 1, CAUSAL, POOLED, TAIL, PDL)
 
     @gluon.jit
-    def _pyramid_ws_fwd(desc_q, desc_k, desc_v, desc_kp, desc_vp, MeanK, MeanV, BlockIdx, CatOff, Out, TailN,
+    def _pyramid_ws_fwd(desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kt, desc_vt, BlockIdx, CatOff, Out, TailN,
                         qk_scale, stride_ob, stride_oh, stride_om, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb,
                         q_len, k_len, n_tiles, Sched, CAUSAL: gl.constexpr, POOLED: gl.constexpr, TAIL: gl.constexpr,
                         PDL: gl.constexpr, STAGES: gl.constexpr, CONSUMER_REGS: gl.constexpr,
@@ -538,6 +571,11 @@ if gluon is not None:
         q_empty = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
         tile_smem = gl.allocate_shared_memory(gl.int32, [1], gl.SwizzledSharedLayout(1, 1, 1, [0]))
         bias = gl.allocate_shared_memory(gl.bfloat16, [2, 128, 16], _SMEM_BIAS)  # bfloat16 whatever q is
+        # the tail key's buffers (one row each) and their barrier, allocated without a tail too (512 bytes)
+        tail_k = gl.allocate_shared_memory(desc_k.dtype, [1, 128], _SMEM_TAIL)
+        tail_v = gl.allocate_shared_memory(desc_v.dtype, [1, 128], _SMEM_TAIL)
+        tail_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+        mbarrier.init(tail_bar, count=1)
         ready_k = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
         empty_k = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
         ready_v = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
@@ -549,10 +587,10 @@ if gluon is not None:
             mbarrier.init(ready_v.index(s), count=1)
             mbarrier.init(empty_k.index(s), count=2)  # one arrival per consumer warp group
             mbarrier.init(empty_v.index(s), count=2)
-        args = (desc_q, desc_k, desc_v, desc_kp, desc_vp, MeanK, MeanV, BlockIdx, CatOff, Out, TailN, qk_scale,
+        args = (desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kt, desc_vt, BlockIdx, CatOff, Out, TailN, qk_scale,
                 stride_ob, stride_oh, stride_om, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len,
                 n_tiles, Sched, q_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v,
-                empty_v, bias)
+                empty_v, bias, tail_k, tail_v, tail_bar)
         # the flags as arguments of their own: in the tuple they would reach the partitions as run-time values
         gl.warp_specialize([
             (_consumer, (args, 0, CAUSAL, POOLED, TAIL, PDL)),
@@ -607,6 +645,21 @@ def _descriptor(t: torch.Tensor, rows: int):
     return d
 
 
+#: Rows of the tail key's copy box (its buffers'): the plan row's own.
+TAIL_FLAT_ROWS = 1
+
+
+def _tail_descriptor(t: torch.Tensor):
+    """A TMA descriptor of the launcher's mean keys or values ``[rows, D]`` as ``[1, 1, rows, D]``, one unswizzled
+    row a box."""
+    d = object.__new__(GluonDescriptor)
+    t = t[None, None]
+    d.base, d.shape, d.strides = t, list(t.shape), list(t.stride())
+    d.block_shape, d.padding = [1, 1, TAIL_FLAT_ROWS, HEAD_DIM], "zero"
+    d.layout = gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=16, rank=4)
+    return d
+
+
 def pyramid_attention_ws(q, k, v, plan, kp_all, vp_all, out, scale_log2: float, causal: bool,
                          tail_key: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
                          pdl: int = 0) -> torch.Tensor:
@@ -627,13 +680,14 @@ def pyramid_attention_ws(q, k, v, plan, kp_all, vp_all, out, scale_log2: float, 
     else:
         desc_kp, desc_vp = _descriptor(kp_all, BLOCK), _descriptor(vp_all, BLOCK)
     if tail_key is None:
-        mean_k = mean_v = tail_n = out
+        desc_kt, desc_vt, tail_n = desc_k, desc_v, out
     else:
         mean_k, mean_v, tail_n = tail_key
+        desc_kt, desc_vt = _tail_descriptor(mean_k), _tail_descriptor(mean_v)
     n_tiles = b * hq * n_qb
     index = _index(q.device)
     _pyramid_ws_fwd[(min(n_tiles, _sm_count(index)), )](
-        desc_q, desc_k, desc_v, desc_kp, desc_vp, mean_k, mean_v, plan.block_idx, plan.cat_offsets, out, tail_n,
+        desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kt, desc_vt, plan.block_idx, plan.cat_offsets, out, tail_n,
         scale_log2,
         out.stride(0), out.stride(1), out.stride(2), hq, hkv, plan.plan_heads, n_qb, n_kb, lq, lk, n_tiles,
         _schedule_counter(index), CAUSAL=causal, POOLED=kp_all is not None, TAIL=tail_key is not None, PDL=pdl,
