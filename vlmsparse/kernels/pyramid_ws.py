@@ -464,7 +464,7 @@ if gluon is not None:
         o_mask = gl.load(off_ptr + 8)
         if TAIL:
             # the tail after the tile's last step, always (the same order chained or not, whichever tile is a
-            # program's first); its operands read there, only by a tile with a tail
+            # program's first)
             has_tail = gl.load(off_ptr + 10) > o_mask  # this program's plan skips something visible
         # exact blocks and spans in one pipeline; a binary kernel reads a pooled block as skipped
         n_wide = o_exact
@@ -480,6 +480,10 @@ if gluon is not None:
                                                   acc, it, idx_ptr, o_p2, o_p4, qk_scale, k_len, 4)
                 m_i, l_i, acc, it = _narrow_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i,
                                                   acc, it, idx_ptr, o_p4, o_p8, qk_scale, k_len, 8)
+        if TAIL:
+            # the tail's operands read before the masked steps, their round trip beside the diagonal block's
+            # matmuls, once the consumer has met the sums' launch (else after the wait, below)
+            mk, mv, count = _tail_load(MeanK, MeanV, TailN, gl.where(has_tail & (waited != 0), row, 0))
         rows = qblk * 128 + WG * 64 + gl.arange(0, 64, layout=row_layout)
         limit = rows + (k_len - q_len)
         m_i, l_i, acc, it = _masked_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it,
@@ -490,7 +494,7 @@ if gluon is not None:
                     # this consumer's first tile with a tail in a chained launch: the sums' launch may still run
                     _wait_for_prior()
                     waited = waited * 0 + 1
-                mk, mv, count = _tail_load(MeanK, MeanV, TailN, row)
+                    mk, mv, count = _tail_load(MeanK, MeanV, TailN, row)
                 m_i, l_i, acc = _tail_fold(q, m_i, l_i, acc, mk, mv, count, qk_scale)
         # Q is read no more (every matmul on it waited for): the producer may load the next tile's
         mbarrier.arrive(q_empty, count=1)
