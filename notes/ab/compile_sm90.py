@@ -53,6 +53,11 @@ def compile_kernel(ws, pooled: bool, tail: bool, pdl: int):
         from triton.experimental.gluon import language as gl
         flat = gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=16, rank=4)
         types["desc_vt"] = f"tensordesc<bf16[1, 1, {ws.TAIL_VALUE_ROWS}, 128],{flat!r}>"
+    if getattr(ws, "TAIL_FLAT_ROWS", None):  # a version that copies the tail's mean key and value as unswizzled rows
+        from triton.experimental.gluon import language as gl
+        flat = gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=16, rank=4)
+        for n in ("desc_kt", "desc_vt"):
+            types[n] = f"tensordesc<bf16[1, 1, {ws.TAIL_FLAT_ROWS}, 128],{flat!r}>"
     types.update(BlockIdx="*i32", CatOff="*i32", Out="*bf16", SkipSums="*fp32", TailN="*fp32", qk_scale="fp32",
                  Sched="*i32", MeanK="*bf16", MeanV="*bf16")
     flags = dict(CAUSAL=True, POOLED=pooled, TAIL=tail, PDL=pdl, STAGES=ws.STAGES, CONSUMER_REGS=ws.REGS[0],
