@@ -153,12 +153,11 @@ if gluon is not None:
         (desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kt, desc_vt, BlockIdx, CatOff, Out, TailN, qk_scale,
          stride_ob, stride_oh, stride_om, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles,
          Sched, q_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias, tail_k,
-         tail_v, tail_bar) = args
+         tail_v, tail_bar, tail_empty) = args
         g2 = (k_len + 1) // 2
         g4 = (k_len + 3) // 4
         it = 0  # ring position, continued from tile to tile (the consumers count the same steps)
         r = 0
-        waited = PDL == 0  # whether the launch before (chained) is known to have ended: the tail key is written
         tile = _next_tile(Sched)
         while tile < n_tiles:
             b, h, kvh, qblk, idx_ptr, off_ptr, row = _program_lists(tile, BlockIdx, CatOff, n_q_heads,
@@ -172,28 +171,12 @@ if gluon is not None:
             tma.async_copy_global_to_shared(desc_q, [b, h, qblk * 128 + 64, 0], q_bar, q_smem.index(1))
             o_exact = gl.load(off_ptr + 1)
             o_mask = gl.load(off_ptr + 8)
-            late = False
-            if TAIL:
-                # the tail key's row of mean key and of mean value into buffers of their own, with Q; their barrier
-                # completes once a tile (a plain arrival where the tile has no tail). The buffers are free: both
-                # consumers have folded their last tile's tail (q_empty). Before the producer has met the end of
-                # the launch before (chained), it copies them after the tile's other copies and its wait.
-                if gl.load(off_ptr + 10) > o_mask:
-                    if waited:
-                        mbarrier.expect(tail_bar, 2 * desc_kt.block_type.nbytes)
-                        tma.async_copy_global_to_shared(desc_kt, [0, 0, row, 0], tail_bar, tail_k)
-                        tma.async_copy_global_to_shared(desc_vt, [0, 0, row, 0], tail_bar, tail_v)
-                    else:
-                        late = True
-                else:
-                    mbarrier.arrive(tail_bar, count=1)
             for t in range(0, o_exact):
                 j = gl.load(idx_ptr + t)
                 _kv_tile(desc_k, desc_v, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, b, kvh, j * 128)
                 it += 1
             if PDL == 1:  # the pyramid may still be in the making (every program waits: see vlmsparse.kernels.pdl)
                 _wait_for_prior()
-                waited = True
             # spans (entry 8 * first + n - 1; the tile starts at the first block's pooled keys), then single blocks
             if POOLED:
                 lo = o_exact
@@ -212,12 +195,20 @@ if gluon is not None:
                 j = gl.load(idx_ptr + t)
                 _kv_tile(desc_k, desc_v, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, b, kvh, j * 128)
                 it += 1
-            if late:
-                _wait_for_prior()
-                waited = True
-                mbarrier.expect(tail_bar, 2 * desc_kt.block_type.nbytes)
-                tma.async_copy_global_to_shared(desc_kt, [0, 0, row, 0], tail_bar, tail_k)
-                tma.async_copy_global_to_shared(desc_vt, [0, 0, row, 0], tail_bar, tail_v)
+            if TAIL:
+                # the tail key's row of mean key and of mean value into buffers of their own, after the tile's
+                # other copies (Q is released at a tile's start, so the buffers are guarded by a barrier of their
+                # own: both consumers have folded the last tile's tail); their barrier completes once a tile (a
+                # plain arrival where the tile has no tail)
+                mbarrier.wait(tail_empty, (r & 1) ^ 1)
+                if gl.load(off_ptr + 10) > o_mask:
+                    if PDL == 2:
+                        _wait_for_prior()  # the sums' launch (returns at once after the first)
+                    mbarrier.expect(tail_bar, 2 * desc_kt.block_type.nbytes)
+                    tma.async_copy_global_to_shared(desc_kt, [0, 0, row, 0], tail_bar, tail_k)
+                    tma.async_copy_global_to_shared(desc_vt, [0, 0, row, 0], tail_bar, tail_v)
+                else:
+                    mbarrier.arrive(tail_bar, count=1)
             # the next tile's number, drawn once this tile's copies are all issued: the atomic's round trip (the
             # producer waits for it) passes while the consumers work through the ring's last tiles
             tile = _next_tile(Sched)
@@ -390,13 +381,14 @@ if gluon is not None:
         offs = gl.arange(0, W, layout=gl.SliceLayout(0, s_layout))
         m_w = gl.convert_layout(m_i, row_s)
         l_w = gl.convert_layout(l_i, row_s)
+        q_w = gl.convert_layout(q, gl.DotOperandLayout(operand_index=0, parent=s_layout, k_width=2))
         for t in range(start, stop):
             cur = it + (t - start)
             s = cur % n_buf
             phase = (cur // n_buf) & 1
             j = gl.load(idx_ptr + t)
             mbarrier.wait(ready_k.index(s), phase)
-            qk = warpgroup_mma(q, bufs_k.index(s).slice(0, W).permute((1, 0)), zero, use_acc=False, is_async=True)
+            qk = warpgroup_mma(q_w, bufs_k.index(s).slice(0, W).permute((1, 0)), zero, use_acc=False, is_async=True)
             qk = warpgroup_mma_wait(0, deps=(qk, ))
             mbarrier.arrive(empty_k.index(s), count=1)
             g = j * W + offs
@@ -452,9 +444,9 @@ if gluon is not None:
         key per row, the mean ``mk`` of the wholly visible keys this plan row skips (its value ``mv``), logit
         ``q . mk + log2(count)``: ``m' = max(m, s)``, ``l' = l a + w``, ``acc' = acc a + w mv`` with
         ``a = 2^(m - m')``, ``w = 2^(s - m')``, after the tile's last step. The logit is
-        a float32 dot product of the query tile (read from shared memory in the accumulator's layout) with the
+        a float32 dot product of the query tile (in registers, moved to the accumulator's layout) with the
         mean key: products of two 16-bit values are exact in float32, as in the tensor cores."""
-        qv = q_tile.load(_ACC).to(gl.float32)
+        qv = gl.convert_layout(q_tile, _ACC).to(gl.float32)
         bias = gl.where(count > 0.5, gl.log2(gl.maximum(count, 1.0)), float("-inf"))
         s = gl.sum(qv * mk.to(gl.float32)[None, :], 1) * qk_scale + bias
         m_new = gl.maximum(m_i, s)
@@ -474,11 +466,14 @@ if gluon is not None:
         (desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kt, desc_vt, BlockIdx, CatOff, Out, TailN, qk_scale,
          stride_ob, stride_oh, stride_om, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles,
          Sched, q_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias, tail_k,
-         tail_v, tail_bar) = args
+         tail_v, tail_bar, tail_empty) = args
         b, h, kvh, qblk, idx_ptr, off_ptr, row = _program_lists(tile, BlockIdx, CatOff, n_q_heads, n_kv_heads,
                                                                 n_plan_heads, n_qb, n_kb, n_tiles)
-        # a static index: Q behind a run-time index (two tiles' buffers) gave wrong products on an H200
-        q = q_smem.index(WG)
+        # a static index: Q behind a run-time index (two tiles' buffers) gave wrong products on an H200. Q is read
+        # into registers (the matmuls' A operand from registers, as P V's P) and released at once: the next tile's Q
+        # and first K/V copies load during the whole of this tile
+        q = q_smem.index(WG).load(_P)
+        mbarrier.arrive(q_empty, count=1)
         row_layout: gl.constexpr = gl.SliceLayout(1, _ACC)
         m_i = gl.full([64], float("-inf"), gl.float32, row_layout)
         l_i = gl.full([64], 0.0, gl.float32, row_layout)
@@ -524,8 +519,7 @@ if gluon is not None:
                     count = gl.load(TailN + row)
                 mk, mv = _tail_load(tail_k, tail_v, tail_bar, r)
                 m_i, l_i, acc = _tail_fold(q, m_i, l_i, acc, mk, mv, count, qk_scale)
-        # Q is read no more (every matmul on it waited for): the producer may load the next tile's
-        mbarrier.arrive(q_empty, count=1)
+            mbarrier.arrive(tail_empty, count=1)  # the tail's buffers are read (or were not needed)
         # a row with nothing to attend has l == 0 and acc == 0: it returns zeros, never NaN
         out = acc / gl.where(l_i > 0.0, l_i, 1.0)[:, None]
         cols = gl.arange(0, 128, layout=gl.SliceLayout(0, _ACC))
@@ -540,7 +534,7 @@ if gluon is not None:
         (desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kt, desc_vt, BlockIdx, CatOff, Out, TailN, qk_scale,
          stride_ob, stride_oh, stride_om, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles,
          Sched, q_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias, tail_k,
-         tail_v, tail_bar) = args
+         tail_v, tail_bar, tail_empty) = args
         if POOLED:
             _bias_tables(bias, qk_scale)
         it = 0
@@ -576,6 +570,8 @@ if gluon is not None:
         tail_v = gl.allocate_shared_memory(desc_v.dtype, [1, 128], _SMEM_TAIL)
         tail_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
         mbarrier.init(tail_bar, count=1)
+        tail_empty = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+        mbarrier.init(tail_empty, count=2)  # one arrival per consumer warp group, once a tile
         ready_k = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
         empty_k = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
         ready_v = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
@@ -590,7 +586,7 @@ if gluon is not None:
         args = (desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kt, desc_vt, BlockIdx, CatOff, Out, TailN, qk_scale,
                 stride_ob, stride_oh, stride_om, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len,
                 n_tiles, Sched, q_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v,
-                empty_v, bias, tail_k, tail_v, tail_bar)
+                empty_v, bias, tail_k, tail_v, tail_bar, tail_empty)
         # the flags as arguments of their own: in the tuple they would reach the partitions as run-time values
         gl.warp_specialize([
             (_consumer, (args, 0, CAUSAL, POOLED, TAIL, PDL)),
