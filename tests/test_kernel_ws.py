@@ -5,12 +5,15 @@ run Gluon. The dispatch checks run everywhere.
 """
 
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
 
 from vlmsparse.kernels.blocks import PARTIAL, block_classes
 from vlmsparse.kernels import build_kv_pyramid, compile_plan, plan_shape, pyramid_attention
+from vlmsparse.kernels import pyramid_ws
 from vlmsparse.kernels.pyramid_ws import ws_supported
 from vlmsparse.kernels.reference import pyramid_attention_ref
 
@@ -39,6 +42,49 @@ def test_not_chosen_off_hopper_or_outside_its_shapes():
     assert not ws_supported(q32, k32, v32, 128, 128, False)
     q64, k64, v64 = make_inputs(1, 2, 1, 256, 256, 64, torch.bfloat16)
     assert not ws_supported(q64, k64, v64, 128, 128, False)
+
+
+no_gluon = pytest.mark.skipif(pyramid_ws.gluon is None, reason="this Triton has no Gluon (the kernel is never chosen)")
+#: The most shared memory an sm_90 block may take (227 KB).
+SM90_SHARED = 232448
+
+
+@no_gluon
+def test_compiles_for_sm90_with_this_triton():
+    # no GPU needed: Gluon's API moves from Triton version to version (thread_barrier became barrier, and
+    # async_copy_global_to_shared async_load, in 3.9), and a Hopper user of this Triton would meet any break first.
+    # In a process of its own: under the interpreter Gluon's functions are not compiled.
+    configs = [(True, True, 2), (True, False, 1), (False, False, 0), (False, True, 2)]
+    code = ("import sys\nfrom vlmsparse.kernels import pyramid_ws\n"
+            f"for c in {configs!r}:\n"
+            "    k = pyramid_ws.compile_for_sm90(*c)\n"
+            "    print(len(k.asm['cubin']), k.metadata.shared)\n")
+    env = dict(os.environ, TRITON_INTERPRET="0")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    sizes = [tuple(int(x) for x in line.split()) for line in done.stdout.split("\n") if line.strip()]
+    assert len(sizes) == len(configs)
+    for cubin, shared in sizes:
+        assert cubin > 10_000
+        assert 160_000 < shared <= SM90_SHARED
+
+
+@no_gluon
+def test_fast_descriptor_has_every_field_of_the_checked_one():
+    # the launcher builds its TMA descriptors without the dataclass's checks; a field a newer Triton adds (3.9's
+    # round_f32_to_tf32) must still be there, with its default
+    import dataclasses
+
+    t = torch.zeros(1, 2, 256, 128, dtype=torch.bfloat16, device="cpu")
+    ours = pyramid_ws._descriptor(t, 64)
+    checked = pyramid_ws.GluonDescriptor.from_tensor(t, [1, 1, 64, 128], pyramid_ws._box_layout(64))
+    for field in dataclasses.fields(checked):
+        a, b = getattr(ours, field.name), getattr(checked, field.name)
+        if field.name == "base":
+            assert a is t and b is t
+        else:
+            assert (list(a) if field.name in ("shape", "strides") else a) == \
+                (list(b) if field.name in ("shape", "strides") else b), field.name
 
 
 def test_bad_kernel_argument_is_one_clear_error():

@@ -36,6 +36,7 @@ reference on a Hopper GPU (``VLMSPARSE_TEST_DEVICE=cuda``).
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 
@@ -50,6 +51,10 @@ try:  # Gluon: Triton >= 3.5; its Hopper pieces are only usable on an sm_90 devi
                                                                       warpgroup_mma_wait)
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor as GluonDescriptor
 
+    # a barrier of the warp group (Gluon's name for it changed: thread_barrier up to Triton 3.6, barrier later)
+    _block_barrier = getattr(gl, "thread_barrier", None) or gl.barrier
+    # a TMA copy from global to shared memory (async_copy_global_to_shared up to Triton 3.6, async_load later)
+    _tma_load = getattr(tma, "async_load", None) or tma.async_copy_global_to_shared
     # 128-byte swizzled tiles of 16-bit elements (bfloat16 and float16 alike), as the TMA boxes are written
     _SMEM_Q = gl.constexpr(gl.NVMMASharedLayout.get_default_for([64, 128], gl.bfloat16))
     _SMEM_KV = gl.constexpr(gl.NVMMASharedLayout.get_default_for([128, 128], gl.bfloat16))
@@ -136,10 +141,10 @@ if gluon is not None:
         phase = (it // n_buf) & 1
         mbarrier.wait(empty_k.index(s), phase ^ 1)
         mbarrier.expect(ready_k.index(s), desc_k.block_type.nbytes)
-        tma.async_copy_global_to_shared(desc_k, [b, kvh, r, 0], ready_k.index(s), bufs_k.index(s).slice(0, n_rows))
+        _tma_load(desc_k, [b, kvh, r, 0], ready_k.index(s), bufs_k.index(s).slice(0, n_rows))
         mbarrier.wait(empty_v.index(s), phase ^ 1)
         mbarrier.expect(ready_v.index(s), desc_v.block_type.nbytes)
-        tma.async_copy_global_to_shared(desc_v, [b, kvh, r, 0], ready_v.index(s), bufs_v.index(s).slice(0, n_rows))
+        _tma_load(desc_v, [b, kvh, r, 0], ready_v.index(s), bufs_v.index(s).slice(0, n_rows))
 
     @gluon.jit
     def _wait_for_prior():
@@ -165,8 +170,8 @@ if gluon is not None:
             mbarrier.wait(q_empty, (r & 1) ^ 1)
             tile_smem.store(gl.full([1], tile, gl.int32, _ONE_WARP))
             mbarrier.expect(q_bar, 2 * desc_q.block_type.nbytes)
-            tma.async_copy_global_to_shared(desc_q, [b, h, qblk * 128, 0], q_bar, q_smem.index(0))
-            tma.async_copy_global_to_shared(desc_q, [b, h, qblk * 128 + 64, 0], q_bar, q_smem.index(1))
+            _tma_load(desc_q, [b, h, qblk * 128, 0], q_bar, q_smem.index(0))
+            _tma_load(desc_q, [b, h, qblk * 128 + 64, 0], q_bar, q_smem.index(1))
             o_exact = gl.load(off_ptr + 1)
             for t in range(0, o_exact):
                 j = gl.load(idx_ptr + t)
@@ -233,7 +238,7 @@ if gluon is not None:
         _bias_tile(bias.index(0), cols, k, qk_scale, log2p0, ncols0)
         _bias_tile(bias.index(1), cols, k, qk_scale, gl.where(slot < 2, 3.0, 0.0), gl.where(slot == 0, 112, 128))
         fence_async_shared()  # each thread's stores made visible to the tensor cores, then all of them done
-        gl.thread_barrier()
+        _block_barrier()
 
     @gluon.jit
     def _bias_tile(tile, cols, k, qk_scale, log2p, ncols):
@@ -574,6 +579,35 @@ if gluon is not None:
         ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
 
 
+def compile_for_sm90(pooled: bool, tail: bool, pdl: int = 0, causal: bool = True):
+    """Compile the kernel for sm_90 on any machine, GPU or not (Triton's own ``ptxas``), bfloat16, with the
+    launch's flags and pointer alignment: the check that this Triton's Gluon still takes the kernel, which a machine
+    without a Hopper GPU cannot run. Returns Triton's compiled kernel (``asm["cubin"]``, ``metadata.shared``)."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.experimental.gluon._runtime import GluonASTSource
+
+    fn = _pyramid_ws_fwd
+    box = lambda rows: f"tensordesc<bf16[1, 1, {rows}, {HEAD_DIM}],{_box_layout(rows)!r}>"  # noqa: E731
+    rows = {"desc_q": HALF}
+    types = {"BlockIdx": "*i32", "CatOff": "*i32", "Out": "*bf16", "TailN": "*fp32", "qk_scale": "fp32",
+             "Sched": "*i32"}
+    flags = dict(CAUSAL=causal, POOLED=pooled, TAIL=tail, PDL=pdl, STAGES=STAGES, CONSUMER_REGS=REGS[0],
+                 PRODUCER_REGS=REGS[1])
+    signature = {}
+    for name in fn.arg_names:
+        if name in flags:
+            signature[name] = "constexpr"
+        elif name.startswith("desc_"):
+            signature[name] = box(rows.get(name, BLOCK))
+        else:
+            signature[name] = types.get(name, "i32")
+    constexprs = {(fn.arg_names.index(n),): v for n, v in flags.items()}
+    attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(fn.arg_names) if signature[n].startswith("*")}
+    source = GluonASTSource(fn, signature, constexprs, attrs)
+    return triton.compile(source, target=GPUTarget("cuda", 90, 128), options=dict(num_warps=4, maxnreg=REGS[2]))
+
+
 def _index(device: torch.device) -> int:
     """The CUDA device's index (the current device for a bare ``cuda``)."""
     return device.index if device.index is not None else torch.cuda.current_device()
@@ -609,14 +643,26 @@ def _box_layout(rows: int):
     return gl.NVMMASharedLayout.get_default_for([1, 1, rows, HEAD_DIM], gl.bfloat16)
 
 
+@functools.lru_cache(maxsize=None)
+def _descriptor_defaults() -> tuple[tuple[str, object], ...]:
+    """The descriptor dataclass's fields that :func:`_descriptor` does not set, with their defaults (Triton adds
+    fields from version to version: 3.9's ``round_f32_to_tf32``)."""
+    own = {"base", "shape", "strides", "block_shape", "layout", "padding"}
+    return tuple((f.name, f.default) for f in dataclasses.fields(GluonDescriptor)
+                 if f.name not in own and f.default is not dataclasses.MISSING)
+
+
 def _descriptor(t: torch.Tensor, rows: int):
-    """A 4-D TMA descriptor of ``t`` ``[B, H, L, D]`` with ``[1, 1, rows, D]`` boxes (rows past L read zeros).
+    """A 4-D TMA descriptor of ``t`` ``[B, H, L, D]`` with ``[1, 1, rows, D]`` boxes (rows past L read zeros): the
+    fields ``GluonDescriptor.from_tensor`` sets.
 
     Built without the dataclass's checks (:func:`ws_supported` made them once for the call): five of them per call
     were about a quarter of the launch's host time."""
     d = object.__new__(GluonDescriptor)
     d.base, d.shape, d.strides = t, list(t.shape), list(t.stride())
     d.block_shape, d.layout, d.padding = [1, 1, rows, HEAD_DIM], _box_layout(rows), "zero"
+    for name, value in _descriptor_defaults():
+        setattr(d, name, value)
     return d
 
 
