@@ -462,6 +462,31 @@ except ImportError:  # older Triton: pointer loads only
     TensorDescriptor = None
 
 
+def compile_for(arch: int, *, tma: bool, tail: bool, pooled: bool, pdl: int = 0, num_warps: int = 8,
+                num_stages: int = 3):
+    """Compile the kernel for CUDA architecture ``arch`` (80: Ampere, 90: Hopper) on any machine, GPU or not
+    (Triton's own ``ptxas``), bfloat16, head dim 128, 128 x 128 blocks, causal, with a launch's flags and pointer
+    alignment: the check that this Triton still takes the kernel where no GPU can run it. ``tma``: K/V (and the
+    pyramid, where ``pooled``) through tensor descriptors, as on Hopper. Returns Triton's compiled kernel."""
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    fn = _pyramid_attention_fwd
+    flags = dict(CAUSAL=True, TAIL=tail, TAIL_DIAG=False, DIAG_STAGES=2 if tail else num_stages, POOLED=pooled,
+                 BLOCK_M=128, BLOCK_N=128, BLOCK_D=128, EVEN_D=True, UPCAST=False, KV_DESC=tma,
+                 PYR_DESC=tma and pooled, HEADS_FIRST=False, PDL=pdl)
+    desc, ptr = "tensordesc<bf16[1, 1, 128, 128]>", "*bf16"
+    types = dict(Q=ptr, K=ptr, V=ptr, Out=ptr, KP=ptr, VP=ptr, SkipSums="*fp32", BlockIdx="*i32", CatOff="*i32",
+                 qk_scale="fp32", DescK=desc if tma else ptr, DescV=desc if tma else ptr,
+                 DescKP=desc if tma and pooled else ptr, DescVP=desc if tma and pooled else ptr)
+    signature = {n: "constexpr" if n in flags else types.get(n, "i32") for n in fn.arg_names}
+    constexprs = {(fn.arg_names.index(n),): v for n, v in flags.items()}
+    attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(fn.arg_names) if signature[n].startswith("*")}
+    source = ASTSource(fn, signature, constexprs, attrs)
+    target = GPUTarget("cuda", arch, 128 if arch >= 90 else 64)
+    return triton.compile(source, target=target, options=dict(num_warps=num_warps, num_stages=num_stages))
+
+
 def can_use_tma(k: torch.Tensor, v: torch.Tensor, check_device: bool = True) -> bool:
     """Whether the kernel can read ``k`` and ``v`` through tensor descriptors (TMA).
 
