@@ -5,8 +5,6 @@ run Gluon. The dispatch checks run everywhere.
 """
 
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -17,6 +15,7 @@ from vlmsparse.kernels import pyramid_ws
 from vlmsparse.kernels.pyramid_ws import ws_supported
 from vlmsparse.kernels.reference import pyramid_attention_ref
 
+from offline_compile import MAX_SHARED, compiled_sizes
 from test_kernel import make_inputs, random_levels, rel_err, run_levels
 
 DEVICE = os.environ.get("VLMSPARSE_TEST_DEVICE", "cpu")
@@ -45,28 +44,16 @@ def test_not_chosen_off_hopper_or_outside_its_shapes():
 
 
 no_gluon = pytest.mark.skipif(pyramid_ws.gluon is None, reason="this Triton has no Gluon (the kernel is never chosen)")
-#: The most shared memory an sm_90 block may take (227 KB).
-SM90_SHARED = 232448
 
 
 @no_gluon
 def test_compiles_for_sm90_with_this_triton():
     # no GPU needed: Gluon's API moves from Triton version to version (thread_barrier became barrier, and
-    # async_copy_global_to_shared async_load, in 3.9), and a Hopper user of this Triton would meet any break first.
-    # In a process of its own: under the interpreter Gluon's functions are not compiled.
+    # async_copy_global_to_shared async_load, in 3.9), and a Hopper user of this Triton would meet any break first
     configs = [(True, True, 2), (True, False, 1), (False, False, 0), (False, True, 2)]
-    code = ("import sys\nfrom vlmsparse.kernels import pyramid_ws\n"
-            f"for c in {configs!r}:\n"
-            "    k = pyramid_ws.compile_for_sm90(*c)\n"
-            "    print(len(k.asm['cubin']), k.metadata.shared)\n")
-    env = dict(os.environ, TRITON_INTERPRET="0")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    sizes = [tuple(int(x) for x in line.split()) for line in done.stdout.split("\n") if line.strip()]
-    assert len(sizes) == len(configs)
-    for cubin, shared in sizes:
+    for cubin, shared in compiled_sizes("pyramid_ws.compile_for_sm90(*c)", configs):
         assert cubin > 10_000
-        assert 160_000 < shared <= SM90_SHARED
+        assert 160_000 < shared <= MAX_SHARED[90]
 
 
 @no_gluon
