@@ -9,7 +9,7 @@ from vlmsparse.kernels import build_kv_pyramid, compile_plan, plan_shape
 from vlmsparse.kernels.kv_pyramid import build_kv_pyramid_torch, level_offsets
 from vlmsparse.kernels.plan_lists import N_CATEGORIES, compile_plan_torch
 
-from offline_compile import MAX_SHARED, compiled_sizes
+from offline_compile import CAPTURED, MAX_SHARED, compile_launched_kernels, compiled_sizes
 
 DEVICE = os.environ.get("VLMSPARSE_TEST_DEVICE", "cpu")
 
@@ -225,3 +225,14 @@ def test_triton_kernel_compiles_for_ampere_and_hopper_with_this_triton():
     for (arch, *_), (cubin, shared) in zip(configs, compiled_sizes(call, configs)):
         assert cubin > 10_000
         assert 0 < shared <= MAX_SHARED[arch]
+
+
+def test_every_other_launched_triton_kernel_compiles_for_ampere_and_hopper(tmp_path):
+    # the planners', the pyramid's, the plan lists', the tail's sums' and the segmented attention's kernels, as the
+    # package launches them (captured under the interpreter), compiled with the installed Triton, no GPU needed
+    rows = compile_launched_kernels(tmp_path)
+    assert {name for name, *_ in rows} == CAPTURED
+    assert {arch for _, arch, *_ in rows} == {80, 90}
+    for name, arch, cubin, shared in rows:
+        assert cubin > 10_000, name
+        assert shared <= MAX_SHARED[arch], name
