@@ -73,7 +73,7 @@ def capture(path: str) -> None:
         return run(self, *args, grid=grid, warmup=warmup, **kwargs)
 
     InterpretedFunction.run = recording_run
-    from vlmsparse.kernels import build_kv_pyramid, plan_shape, pyramid_attention
+    from vlmsparse.kernels import build_kv_pyramid, plan_shape
     from vlmsparse.kernels.antidiagonal import antidiagonal_block_scores_triton
     from vlmsparse.kernels.block_stats import block_stats_triton
     from vlmsparse.kernels.pyramid import skipped_key_sums
@@ -97,7 +97,6 @@ def capture(path: str) -> None:
     pyramid = build_kv_pyramid(k, v, tail=True, block_n=128)
     skipped_key_sums(levels, pyramid, length, length, 128, 128, True)
     skipped_key_sums(levels, pyramid, length, length, 128, 128, True, means=dtype)
-    pyramid_attention(q, k, v, levels, tail=True)
     cu = torch.tensor([0, 100, 220, 300], dtype=torch.int32)
     segment_attention(*(torch.randn(1, hq, 300, 64, dtype=dtype) for _ in range(3)), cu)
     with open(path, "w") as f:
