@@ -589,7 +589,7 @@ def compile_for_sm90(pooled: bool, tail: bool, pdl: int = 0, causal: bool = True
 
     fn = _pyramid_ws_fwd
     box = lambda rows: f"tensordesc<bf16[1, 1, {rows}, {HEAD_DIM}],{_box_layout(rows)!r}>"  # noqa: E731
-    rows = {"desc_q": HALF}
+    rows = {"desc_q": HALF, "desc_kt": TAIL_ROWS, "desc_vt": TAIL_ROWS}  # the launch's boxes (others 128 rows)
     types = {"BlockIdx": "*i32", "CatOff": "*i32", "Out": "*bf16", "TailN": "*fp32", "qk_scale": "fp32",
              "Sched": "*i32"}
     flags = dict(CAUSAL=causal, POOLED=pooled, TAIL=tail, PDL=pdl, STAGES=STAGES, CONSUMER_REGS=REGS[0],
