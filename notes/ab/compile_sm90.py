@@ -36,6 +36,8 @@ def load_package(path: pathlib.Path):
 
 
 def compile_kernel(ws, pooled: bool, tail: bool, pdl: int):
+    if hasattr(ws, "compile_for_sm90"):  # a package that says itself how it is launched (the tree since v23's)
+        return ws.compile_for_sm90(pooled, tail, pdl)
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon._runtime import GluonASTSource
@@ -49,15 +51,15 @@ def compile_kernel(ws, pooled: bool, tail: bool, pdl: int):
     rows = dict(desc_q=getattr(ws, "Q_ROWS", 64), desc_kt=getattr(ws, "TAIL_ROWS", 128),
                 desc_vt=getattr(ws, "TAIL_ROWS", 128))
     types = {n: desc(rows.get(n, 128)) for n in fn.arg_names if n.startswith("desc_")}
-    if getattr(ws, "TAIL_VALUE_ROWS", None):  # a version that copies the tail's mean value as unswizzled rows
+    # versions that copy the tail's mean value (TAIL_VALUE_ROWS), or its mean key and value (TAIL_FLAT_ROWS), as
+    # unswizzled rows
+    flat_rows = {n: getattr(ws, attr) for attr, names in (("TAIL_VALUE_ROWS", ("desc_vt",)),
+                                                          ("TAIL_FLAT_ROWS", ("desc_kt", "desc_vt")))
+                 if getattr(ws, attr, None) for n in names}
+    if flat_rows:
         from triton.experimental.gluon import language as gl
         flat = gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=16, rank=4)
-        types["desc_vt"] = f"tensordesc<bf16[1, 1, {ws.TAIL_VALUE_ROWS}, 128],{flat!r}>"
-    if getattr(ws, "TAIL_FLAT_ROWS", None):  # a version that copies the tail's mean key and value as unswizzled rows
-        from triton.experimental.gluon import language as gl
-        flat = gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=16, rank=4)
-        for n in ("desc_kt", "desc_vt"):
-            types[n] = f"tensordesc<bf16[1, 1, {ws.TAIL_FLAT_ROWS}, 128],{flat!r}>"
+        types.update({n: f"tensordesc<bf16[1, 1, {r}, 128],{flat!r}>" for n, r in flat_rows.items()})
     types.update(BlockIdx="*i32", CatOff="*i32", Out="*bf16", SkipSums="*fp32", TailN="*fp32", qk_scale="fp32",
                  Sched="*i32", MeanK="*bf16", MeanV="*bf16")
     flags = dict(CAUSAL=True, POOLED=pooled, TAIL=tail, PDL=pdl, STAGES=ws.STAGES, CONSUMER_REGS=ws.REGS[0],
