@@ -49,6 +49,24 @@ def _describe(x) -> dict:
     raise TypeError(f"an argument of type {type(x).__name__}")
 
 
+def _index_loaded_scalars() -> None:
+    """Triton 3.6's interpreter holds a loaded scalar as a one-element array and indexes it with ``int()``, which
+    NumPy 2 refuses, so a loop bound read from memory stops the run (3.9 squeezes the array first). Give the older
+    interpreter 3.9's behaviour, so the capture runs on the Triton a GPU machine carries."""
+    from triton.runtime import interpreter
+
+    patch = getattr(interpreter, "_patch_lang_tensor", None)
+    if patch is None or getattr(patch, "squeezes_index", False):
+        return
+
+    def patched(tensor, scope):
+        patch(tensor, scope)
+        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.squeeze()))
+
+    patched.squeezes_index = True
+    interpreter._patch_lang_tensor = patched
+
+
 def capture(path: str) -> None:
     """Under the interpreter: run the package's GPU paths on small inputs (the three methods' plans and runs, the
     planners' kernels, the tail's sums, a segmented attention) and write every distinct Triton launch (kernel,
@@ -73,6 +91,7 @@ def capture(path: str) -> None:
         return run(self, *args, grid=grid, warmup=warmup, **kwargs)
 
     InterpretedFunction.run = recording_run
+    _index_loaded_scalars()
     from vlmsparse.kernels import build_kv_pyramid, plan_shape
     from vlmsparse.kernels.antidiagonal import antidiagonal_block_scores_triton
     from vlmsparse.kernels.block_stats import block_stats_triton

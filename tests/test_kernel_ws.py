@@ -228,6 +228,34 @@ def test_tail_over_many_tiles_per_program(kind, length):
 
 
 @hopper
+@pytest.mark.parametrize("kind", ["sink and diagonal", "keep 0.25"])
+def test_binary_plan_with_tail_on_a_prebuilt_pyramid(kind):
+    # exact blocks only, run as a binary plan with its tail over a pyramid built beforehand (the pooled levels too,
+    # as a caller that builds one pyramid for every plan does): the path the benchmarks time, which builds the
+    # pyramid outside the call, unlike the tests above
+    torch.manual_seed(21 + len(kind))
+    length = 2048
+    q, k, v = make_inputs(1, 8, 2, length, length, 128, torch.bfloat16)
+    shape = plan_shape(1, 8, length, length, 128, 128)
+    if kind == "sink and diagonal":
+        levels = torch.zeros(shape, dtype=torch.int8)
+        levels[..., 0] = 1
+    else:
+        levels = (torch.rand(shape) < 0.25).to(torch.int8)
+    levels = kept_diagonal(levels, length, length)
+    plan = compile_plan(levels, length, length, 128, 128, True)
+    ref = pyramid_attention_ref(q, k, v, levels, tail=True)
+    inside = pyramid_attention(q, k, v, levels, tail=True, diagonal_kept=True, kernel="ws")
+    for pooled_pyramid in (True, False):
+        pyr = build_kv_pyramid(k, v, tail=True, block_n=128, pooled=pooled_pyramid)
+        out = pyramid_attention(q, k, v, levels, tail=True, pyramid=pyr, plan=plan, check_levels=False,
+                                diagonal_kept=True, pooled=False, kernel="ws")
+        assert torch.isfinite(out).all()
+        assert rel_err(out, ref) < TOL[q.dtype], f"pooled pyramid {pooled_pyramid}"
+        assert torch.equal(out, inside)
+
+
+@hopper
 def test_tail_over_skipped_diagonal_blocks_goes_to_the_triton_kernel():
     torch.manual_seed(5)
     q, k, v = make_inputs(1, 2, 1, 512, 512, 128, torch.bfloat16)
