@@ -39,8 +39,11 @@ for name in "$@"; do
   rm -rf "$w" && mkdir -p "$w" && cp -r vlmsparse tests pyproject.toml "$w"/
   rm -rf "$w/vlmsparse/kernels" && cp -r "$var" "$w/vlmsparse/kernels"
   rm -f "$w/vlmsparse/patches" && ln -s "$ROOT/patches" "$w/vlmsparse/patches"
+  # the tree's offline-compile test calls pyramid_ws.compile_for_sm90, which older versions lack (not their kernels)
+  skip=()
+  grep -q "def compile_for_sm90" "$var/pyramid_ws.py" || skip=(--deselect tests/test_kernel_ws.py::test_compiles_for_sm90_with_this_triton)
   (cd "$w" && PYTHONPATH=$w timeout 240 python -m pytest -q -p no:cacheprovider -n 4 tests/test_kernel_ws.py \
-     tests/test_pdl.py > "$OUT/tests_$name.txt" 2>&1)
+     tests/test_pdl.py ${skip[@]+"${skip[@]}"} > "$OUT/tests_$name.txt" 2>&1)
   rc=$?
   echo "$name rc=$rc $(tail -1 "$OUT/tests_$name.txt") [$(( $(date +%s) - T0 )) s]" | tee -a "$OUT/tests.txt"
   [ $rc -eq 0 ] && passed="$passed $name"
