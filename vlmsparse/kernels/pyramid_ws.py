@@ -297,7 +297,7 @@ if gluon is not None:
 
     @gluon.jit
     def _wide_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it, idx_ptr, o_exact,
-                    o_s2, o_s4, stop, qk_scale, bias, SPANS: gl.constexpr):
+                    o_s2, o_s4, stop, qk_scale, bias, q_empty, SPANS: gl.constexpr):
         """Consumer: the wide steps ``0 .. stop`` on 128-key tiles in one pipeline (``Q K^T`` of step ``t`` issued
         before ``P V`` of step ``t - 1``): exact blocks, and with ``SPANS`` the spans of every level after them.
         With the span bias a tensor-core product every wide step has the same softmax, so one loop takes them all,
@@ -316,6 +316,7 @@ if gluon is not None:
             qk = _qk(q, bufs_k.index(s), zero, bias, e, 0, o_exact, o_s2, o_s4, SPANS)
             qk = warpgroup_mma_wait(0, deps=(qk, ))
             mbarrier.arrive(empty_k.index(s), count=1)
+            mbarrier.arrive(q_empty, count=1)  # the product read Q's registers: their loads from Q are done
             m_i, l_i, p, alpha = _wide_update(qk, m_i, l_i, qk_scale)
             acc = acc * alpha[:, None]
             p16 = gl.convert_layout(p.to(q.dtype), _P)
@@ -474,10 +475,6 @@ if gluon is not None:
         # into registers (the matmuls' A operand from registers, as P V's P) and released at once: the next tile's Q
         # and first K/V copies load during the whole of this tile
         q = q_smem.index(WG).load(_P)
-        # the reads of Q ordered before the producer's next copy into it (an async-proxy write): a proxy fence, then
-        # the release
-        fence_async_shared()
-        mbarrier.arrive(q_empty, count=1)
         row_layout: gl.constexpr = gl.SliceLayout(1, _ACC)
         m_i = gl.full([64], float("-inf"), gl.float32, row_layout)
         l_i = gl.full([64], 0.0, gl.float32, row_layout)
@@ -494,8 +491,14 @@ if gluon is not None:
         n_wide = o_exact
         if POOLED:
             n_wide = o_s8
+        # Q released once its registers are known to hold it: after the first wide step's product on them has been
+        # waited for (which waited for the reads of Q); a tile without wide steps releases it here, its reads
+        # ordered before the producer's next copy into Q (an async-proxy write) by a proxy fence
+        if n_wide == 0:
+            fence_async_shared()
+            mbarrier.arrive(q_empty, count=1)
         m_i, l_i, acc, it = _wide_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it,
-                                        idx_ptr, o_exact, o_s2, o_s4, n_wide, qk_scale, bias, POOLED)
+                                        idx_ptr, o_exact, o_s2, o_s4, n_wide, qk_scale, bias, q_empty, POOLED)
         if POOLED:
             if o_p8 > o_s8:  # single pooled blocks are rare in the default plans: skip their set-up when absent
                 m_i, l_i, acc, it = _narrow_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i,
