@@ -10,14 +10,13 @@ Run on a GPU from the repository root: python notes/ab/repeat_check.py [tags or 
 """
 
 import argparse
-import inspect
 import sys
 
 import torch
 
 from vlmsparse.bench.kernel import one_level_plan, random_mixed_plan
 
-from tail_ab import versions
+from tail_ab import binary_kwargs, versions
 from tail_parts import seeded_qkv
 
 
@@ -43,9 +42,7 @@ def main():
             first = {}
             for name, (build, compile_, attend) in vers.items():
                 plan = compile_(levels, q.shape[2], k.shape[2], 128, 128, True)
-                kw = {}  # exact-only plans run as binary ones where a version knows it, as in tail_ab.measure
-                if binary and "pooled" in inspect.signature(getattr(attend, "func", attend)).parameters:
-                    kw["pooled"] = False
+                kw = binary_kwargs(attend, binary)
                 for tail in (False, True):
                     pyr = build(k, v, tail=tail, block_n=128)
                     outs = [attend(q, k, v, levels, block_m=128, block_n=128, tail=tail, pyramid=pyr, plan=plan,

@@ -69,6 +69,14 @@ def versions(tags, diagonal_passes=True):
     return out
 
 
+def binary_kwargs(attend, binary):
+    """The keywords that run an exact-only plan as a binary one (``pooled=False``) where ``attend`` (a version's
+    launcher, or a partial of it) knows that argument; none otherwise."""
+    if binary and "pooled" in inspect.signature(getattr(attend, "func", attend)).parameters:
+        return {"pooled": False}
+    return {}
+
+
 def measure(label, length, q, k, v, levels, vers, writer, block=128, binary=False):
     """``binary``: a plan of exact blocks only, run as a binary plan (``pooled=False``, where a version knows it),
     as a call that checks its levels runs it."""
@@ -77,9 +85,7 @@ def measure(label, length, q, k, v, levels, vers, writer, block=128, binary=Fals
     for name, (build, compile_, attend) in vers.items():
         plan = compile_(levels, q.shape[2], k.shape[2], block, block, True)
         times, outs = {}, {}
-        kw = {}
-        if binary and "pooled" in inspect.signature(getattr(attend, "func", attend)).parameters:
-            kw = {"pooled": False}
+        kw = binary_kwargs(attend, binary)
         for tail in (False, True):
             pyr = build(k, v, tail=tail, block_n=block)
             fn = lambda: attend(q, k, v, levels, block_m=block, block_n=block, tail=tail, pyramid=pyr, plan=plan,

@@ -56,9 +56,8 @@ def verdict(frame: pd.DataFrame) -> None:
             print(f"  {version:28s} largest {100 * over.max():+.1f}%, <= {100 * TARGET:.0f}% on "
                   f"{int((over <= TARGET).sum())} of {len(over)} plans; time against the tree: without tail "
                   f"{gmean(vs):.3f}, with tail {gmean(vs_tail):.3f} (geometric means)")
-            wrong = [f"{plan}{' with tail' if tail else ''} {d:.2g}" for _, r in mine.iterrows()
-                     for tail, d in ((False, r.get("diff")), (True, r.get("diff_tail")))
-                     if pd.notna(d) and d > WRONG for plan in [r["plan"]]]
+            wrong = [f"{r['plan']}{' with tail' if tail else ''} {d:.2g}" for _, r in mine.iterrows()
+                     for tail, d in ((False, r.get("diff")), (True, r.get("diff_tail"))) if pd.notna(d) and d > WRONG]
             if wrong:
                 print(f"  {'':28s} WRONG OUTPUT against the tree's (relative L2 > {WRONG:g}): {'; '.join(wrong)}")
         print()
