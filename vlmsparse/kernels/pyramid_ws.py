@@ -55,6 +55,8 @@ try:  # Gluon: Triton >= 3.5; its Hopper pieces are only usable on an sm_90 devi
     _block_barrier = getattr(gl, "thread_barrier", None) or gl.barrier
     # a TMA copy from global to shared memory (async_copy_global_to_shared up to Triton 3.6, async_load later)
     _tma_load = getattr(tma, "async_load", None) or tma.async_copy_global_to_shared
+    # a TMA copy from shared to global memory (async_copy_shared_to_global up to Triton 3.6, async_store later)
+    _tma_store = getattr(tma, "async_store", None) or tma.async_copy_shared_to_global
     # 128-byte swizzled tiles of 16-bit elements (bfloat16 and float16 alike), as the TMA boxes are written
     _SMEM_Q = gl.constexpr(gl.NVMMASharedLayout.get_default_for([64, 128], gl.bfloat16))
     _SMEM_KV = gl.constexpr(gl.NVMMASharedLayout.get_default_for([128, 128], gl.bfloat16))
@@ -154,9 +156,9 @@ if gluon is not None:
 
     @gluon.jit
     def _producer(args, POOLED: gl.constexpr, TAIL: gl.constexpr, PDL: gl.constexpr):
-        (desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kt, desc_vt, BlockIdx, CatOff, Out, TailN, qk_scale,
+        (desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kt, desc_vt, BlockIdx, CatOff, desc_o, TailN, qk_scale,
          stride_ob, stride_oh, stride_om, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles,
-         Sched, q_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias) = args
+         Sched, q_smem, o_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias) = args
         g2 = (k_len + 1) // 2
         g4 = (k_len + 3) // 4
         it = 0  # ring position, continued from tile to tile (the consumers count the same steps)
@@ -468,9 +470,9 @@ if gluon is not None:
                        TAIL: gl.constexpr, PDL: gl.constexpr):
         """One query tile's 64 rows of this consumer (its Q loaded): every step of its plan row, the tail, the
         output. Returns the ring position after its steps."""
-        (desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kt, desc_vt, BlockIdx, CatOff, Out, TailN, qk_scale,
+        (desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kt, desc_vt, BlockIdx, CatOff, desc_o, TailN, qk_scale,
          stride_ob, stride_oh, stride_om, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles,
-         Sched, q_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias) = args
+         Sched, q_smem, o_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias) = args
         b, h, kvh, qblk, idx_ptr, off_ptr, row = _program_lists(tile, BlockIdx, CatOff, n_q_heads, n_kv_heads,
                                                                 n_plan_heads, n_qb, n_kb, n_tiles)
         # a static index: Q behind a run-time index (two tiles' buffers) gave wrong products on an H200
@@ -514,19 +516,23 @@ if gluon is not None:
         # Q is read no more (every matmul on it waited for): the producer may load the next tile's
         mbarrier.arrive(q_empty, count=1)
         # a row with nothing to attend has l == 0 and acc == 0: it returns zeros, never NaN
-        out = acc / gl.where(l_i > 0.0, l_i, 1.0)[:, None]
-        cols = gl.arange(0, 128, layout=gl.SliceLayout(0, _ACC))
-        o_ptrs = (Out + b.to(gl.int64) * stride_ob + h.to(gl.int64) * stride_oh
-                  + rows.to(gl.int64)[:, None] * stride_om + cols[None, :])
-        gl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=(rows < q_len)[:, None])
+        out = acc * (1.0 / gl.where(l_i > 0.0, l_i, 1.0))[:, None]
+        # the output through shared memory and one TMA copy (rows past the sequence's end are not written): the last
+        # tile's copy has read this consumer's buffer by now (waited for, normally long done), then every thread's
+        # rows stored, made visible to the async proxy, and the copy issued
+        tma.store_wait(0)
+        o_smem.index(WG).store(out.to(desc_o.dtype))
+        fence_async_shared()
+        _block_barrier()
+        _tma_store(desc_o, [b, h, qblk * 128 + WG * 64, 0], o_smem.index(WG))
         return it
 
     @gluon.jit
     def _consumer(args, WG: gl.constexpr, CAUSAL: gl.constexpr, POOLED: gl.constexpr, TAIL: gl.constexpr,
                   PDL: gl.constexpr):
-        (desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kt, desc_vt, BlockIdx, CatOff, Out, TailN, qk_scale,
+        (desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kt, desc_vt, BlockIdx, CatOff, desc_o, TailN, qk_scale,
          stride_ob, stride_oh, stride_om, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles,
-         Sched, q_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias) = args
+         Sched, q_smem, o_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias) = args
         if POOLED:
             _bias_tables(bias, qk_scale)
         it = 0
@@ -538,18 +544,20 @@ if gluon is not None:
             r += 1
             mbarrier.wait(q_bar, r & 1)
             tile = gl.max(tile_smem.load(_VEC), 0)
+        tma.store_wait(0)  # the last output's copy done before the program ends
 
     @gluon.jit
     def _consumer_1(args, CAUSAL: gl.constexpr, POOLED: gl.constexpr, TAIL: gl.constexpr, PDL: gl.constexpr):
         _consumer(args, 1, CAUSAL, POOLED, TAIL, PDL)
 
     @gluon.jit
-    def _pyramid_ws_fwd(desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kt, desc_vt, BlockIdx, CatOff, Out, TailN,
+    def _pyramid_ws_fwd(desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kt, desc_vt, BlockIdx, CatOff, desc_o, TailN,
                         qk_scale, stride_ob, stride_oh, stride_om, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb,
                         q_len, k_len, n_tiles, Sched, CAUSAL: gl.constexpr, POOLED: gl.constexpr, TAIL: gl.constexpr,
                         PDL: gl.constexpr, STAGES: gl.constexpr, CONSUMER_REGS: gl.constexpr,
                         PRODUCER_REGS: gl.constexpr):
         q_smem = gl.allocate_shared_memory(desc_q.dtype, [2, 64, 128], _SMEM_Q)
+        o_smem = gl.allocate_shared_memory(desc_o.dtype, [2, 64, 128], _SMEM_Q)  # each consumer's output tile
         bufs_k = gl.allocate_shared_memory(desc_k.dtype, [STAGES, 128, 128], _SMEM_KV)
         bufs_v = gl.allocate_shared_memory(desc_v.dtype, [STAGES, 128, 128], _SMEM_KV)
         q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
@@ -567,9 +575,9 @@ if gluon is not None:
             mbarrier.init(ready_v.index(s), count=1)
             mbarrier.init(empty_k.index(s), count=2)  # one arrival per consumer warp group
             mbarrier.init(empty_v.index(s), count=2)
-        args = (desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kt, desc_vt, BlockIdx, CatOff, Out, TailN, qk_scale,
+        args = (desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kt, desc_vt, BlockIdx, CatOff, desc_o, TailN, qk_scale,
                 stride_ob, stride_oh, stride_om, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len,
-                n_tiles, Sched, q_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v,
+                n_tiles, Sched, q_smem, o_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v,
                 empty_v, bias)
         # the flags as arguments of their own: in the tuple they would reach the partitions as run-time values
         gl.warp_specialize([
@@ -589,8 +597,8 @@ def compile_for_sm90(pooled: bool, tail: bool, pdl: int = 0, causal: bool = True
 
     fn = _pyramid_ws_fwd
     box = lambda rows: f"tensordesc<bf16[1, 1, {rows}, {HEAD_DIM}],{_box_layout(rows)!r}>"  # noqa: E731
-    rows = {"desc_q": HALF, "desc_kt": TAIL_ROWS, "desc_vt": TAIL_ROWS}  # the launch's boxes (others 128 rows)
-    types = {"BlockIdx": "*i32", "CatOff": "*i32", "Out": "*bf16", "TailN": "*fp32", "qk_scale": "fp32",
+    rows = {"desc_q": HALF, "desc_o": HALF, "desc_kt": TAIL_ROWS, "desc_vt": TAIL_ROWS}  # the launch's boxes (others 128 rows)
+    types = {"BlockIdx": "*i32", "CatOff": "*i32", "TailN": "*fp32", "qk_scale": "fp32",
              "Sched": "*i32"}
     flags = dict(CAUSAL=causal, POOLED=pooled, TAIL=tail, PDL=pdl, STAGES=STAGES, CONSUMER_REGS=REGS[0],
                  PRODUCER_REGS=REGS[1])
@@ -680,6 +688,7 @@ def pyramid_attention_ws(q, k, v, plan, kp_all, vp_all, out, scale_log2: float, 
     hkv, lk = k.shape[1], k.shape[2]
     n_qb, n_kb = cdiv(lq, BLOCK), cdiv(lk, BLOCK)
     desc_q = _descriptor(q, HALF)
+    desc_o = _descriptor(out, HALF)
     desc_k, desc_v = _descriptor(k, BLOCK), _descriptor(v, BLOCK)
     if kp_all is None:
         desc_kp, desc_vp = desc_k, desc_v
@@ -693,7 +702,7 @@ def pyramid_attention_ws(q, k, v, plan, kp_all, vp_all, out, scale_log2: float, 
     n_tiles = b * hq * n_qb
     index = _index(q.device)
     _pyramid_ws_fwd[(min(n_tiles, _sm_count(index)), )](
-        desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kt, desc_vt, plan.block_idx, plan.cat_offsets, out, tail_n,
+        desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kt, desc_vt, plan.block_idx, plan.cat_offsets, desc_o, tail_n,
         scale_log2,
         out.stride(0), out.stride(1), out.stride(2), hq, hkv, plan.plan_heads, n_qb, n_kb, lq, lk, n_tiles,
         _schedule_counter(index), CAUSAL=causal, POOLED=kp_all is not None, TAIL=tail_key is not None, PDL=pdl,
