@@ -381,13 +381,14 @@ if gluon is not None:
         offs = gl.arange(0, W, layout=gl.SliceLayout(0, s_layout))
         m_w = gl.convert_layout(m_i, row_s)
         l_w = gl.convert_layout(l_i, row_s)
+        q_w = gl.convert_layout(q, gl.DotOperandLayout(operand_index=0, parent=s_layout, k_width=2))
         for t in range(start, stop):
             cur = it + (t - start)
             s = cur % n_buf
             phase = (cur // n_buf) & 1
             j = gl.load(idx_ptr + t)
             mbarrier.wait(ready_k.index(s), phase)
-            qk = warpgroup_mma(q, bufs_k.index(s).slice(0, W).permute((1, 0)), zero, use_acc=False, is_async=True)
+            qk = warpgroup_mma(q_w, bufs_k.index(s).slice(0, W).permute((1, 0)), zero, use_acc=False, is_async=True)
             qk = warpgroup_mma_wait(0, deps=(qk, ))
             mbarrier.arrive(empty_k.index(s), count=1)
             g = j * W + offs
@@ -449,7 +450,8 @@ if gluon is not None:
         if PDL != 0:
             _wait_for_prior()
         count = gl.load(TailN + row)
-        qk = warpgroup_mma(q, bufs_k.index(s).slice(0, W).permute((1, 0)), gl.zeros([64, W], gl.float32, s_layout),
+        q_w = gl.convert_layout(q, gl.DotOperandLayout(operand_index=0, parent=s_layout, k_width=2))
+        qk = warpgroup_mma(q_w, bufs_k.index(s).slice(0, W).permute((1, 0)), gl.zeros([64, W], gl.float32, s_layout),
                            use_acc=False, is_async=True)
         qk = warpgroup_mma_wait(0, deps=(qk, ))
         mbarrier.arrive(empty_k.index(s), count=1)
@@ -475,8 +477,14 @@ if gluon is not None:
          Sched, q_smem, o_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias) = args
         b, h, kvh, qblk, idx_ptr, off_ptr, row = _program_lists(tile, BlockIdx, CatOff, n_q_heads, n_kv_heads,
                                                                 n_plan_heads, n_qb, n_kb, n_tiles)
-        # a static index: Q behind a run-time index (two tiles' buffers) gave wrong products on an H200
-        q = q_smem.index(WG)
+        # a static index: Q behind a run-time index (two tiles' buffers) gave wrong products on an H200. Q is read
+        # into registers (the matmuls' A operand from registers, as P V's P) and released at once: the next tile's Q
+        # and first K/V copies load during the whole of this tile
+        q = q_smem.index(WG).load(_P)
+        # the reads of Q ordered before the producer's next copy into it (an async-proxy write): a proxy fence, then
+        # the release
+        fence_async_shared()
+        mbarrier.arrive(q_empty, count=1)
         row_layout: gl.constexpr = gl.SliceLayout(1, _ACC)
         m_i = gl.full([64], float("-inf"), gl.float32, row_layout)
         l_i = gl.full([64], 0.0, gl.float32, row_layout)
@@ -513,8 +521,6 @@ if gluon is not None:
             if has_tail:
                 m_i, l_i, acc, it = _tail_step(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc,
                                                it, TailN, row, qk_scale, desc_kt.block_type.shape[2], PDL)
-        # Q is read no more (every matmul on it waited for): the producer may load the next tile's
-        mbarrier.arrive(q_empty, count=1)
         # a row with nothing to attend has l == 0 and acc == 0: it returns zeros, never NaN
         out = acc * (1.0 / gl.where(l_i > 0.0, l_i, 1.0))[:, None]
         # the output through shared memory and one TMA copy (rows past the sequence's end are not written): the last
