@@ -16,6 +16,8 @@ Run on a Hopper GPU from the repository root: python notes/ab/timeline.py kernel
 """
 
 import argparse
+import functools
+import inspect
 import pathlib
 import re
 
@@ -121,6 +123,8 @@ def main():
     if not hasattr(ws, "TRACE_BUFFER"):
         raise SystemExit(f"{args.version}: its pyramid_ws has no TRACE_BUFFER (build it from kernel-exp-timeline)")
     attend, build, compile_ = module.pyramid_attention, own.build_kv_pyramid, own.compile_plan
+    if "diagonal_kept" in inspect.signature(attend).parameters:  # every plan here keeps its diagonal (else a tail
+        attend = functools.partial(attend, diagonal_kept=True)   # runs the Triton kernel, not this one)
     summary = open(out / "timeline.txt", "a")
 
     def say(line):
@@ -155,6 +159,9 @@ def main():
             (ms0, mst0, tr0), (ms1, mst1, tr1) = res[False], res[True]
             s0, valid0, _ = segments(tr0)
             s1, valid1, tails1 = segments(tr1)
+            if not valid1.any() or not valid0.any():
+                say(f"\nL={length} {label}: no stamps (the call ran another kernel)")
+                continue
             sp0, sp1 = span(tr0), span(tr1)
             n0, n1 = valid0.sum(), valid1.sum()
             say(f"\nL={length} {label}: {ms0:.4f} / {ms1:.4f} ms without / with tail ({ms1 / ms0 - 1:+.1%}); traced "

@@ -10,7 +10,9 @@ into
   TMA into a ring of shared-memory buffers, each guarded by an mbarrier;
 - two consumer warp groups of 64 query rows each, which wait on those mbarriers only (never on each other), and
   within each of which block ``i``'s ``Q K^T`` is issued before block ``i - 1``'s ``P V``, so block ``i``'s
-  softmax runs while that ``P V`` is in flight.
+  softmax runs while that ``P V`` is in flight. Each reads its half of Q into registers at the tile's start (the
+  matmuls' left operand from registers) and releases the buffer at once, and writes its output through shared
+  memory with one TMA copy.
 
 Steps, in the order of the plan lists (:mod:`vlmsparse.kernels.plan_lists`): exact blocks, spans of pooled
 blocks (one 128-key tile of the pyramid, logits ``+ log2 p``, the rows past the span masked), single pooled
@@ -22,8 +24,8 @@ diagonal, which no planner here makes, is left to the Triton kernel.
 
 Persistent schedule: one program per SM, each walking query tiles (a query block of one head) drawn from a
 counter, heavy (late) query blocks first. The producer draws the next tile once it has issued the current tile's
-last copy and loads that tile's Q as soon as both consumers have done their last matmul on the current one, so a
-tile's first copies overlap the last one's tail and output. The counter (two int32 per CUDA stream) is zero between
+last copy and loads that tile's Q as soon as both consumers have read the current one's into registers, so the next
+tile's Q and first copies load while the current tile runs. The counter (two int32 per CUDA stream) is zero between
 launches: a launch's last program sets it back, so calls back to back, on several streams or replayed from a CUDA
 graph each start from tile 0.
 
@@ -167,8 +169,8 @@ if gluon is not None:
         while tile < n_tiles:
             b, h, kvh, qblk, idx_ptr, off_ptr, row = _program_lists(tile, BlockIdx, CatOff, n_q_heads,
                                                                     n_kv_heads, n_plan_heads, n_qb, n_kb, n_tiles)
-            # the tile's number and Q, once both consumers have read the last tile's for the last time (the
-            # number is stored before the barrier's arrival, which releases it to the consumers)
+            # the tile's number and Q, once both consumers have read the last tile's into registers (the number
+            # is stored before the barrier's arrival, which releases it to the consumers)
             mbarrier.wait(q_empty, (r & 1) ^ 1)
             tile_smem.store(gl.full([1], tile, gl.int32, _ONE_WARP))
             mbarrier.expect(q_bar, 2 * desc_q.block_type.nbytes)
