@@ -8,8 +8,8 @@ end and the output's store; for the producer the tile's draw, its Q's copy, the 
 
 Prints per plan the mean cycles per tile of each segment without and with tail, and what the tail adds to a
 program's whole span, split by segment: where the tail's cost sits (its own step, the wait for its key, the next
-tile's start). Writes the raw stamps (``timeline_<length>_<plan>.npz``) and a summary (``timeline.txt``) to
-``--out``.
+tile's start). Writes the raw stamps (``timeline_<length>.npz``, one array per plan and tail) and a summary
+(``timeline.txt``) to ``--out``.
 
 Run on a Hopper GPU from the repository root: python notes/ab/timeline.py kernel-exp-timeline --out DIR
 (materialise the version first with notes/ab/variants.py and carry notes/ab/.variants)
@@ -148,14 +148,15 @@ def main():
                                            seed=length + 11, **FAMILIES[family])
             inputs[family] = (qv, kv, vv)
             plans.append((f"psa default {family}", get_method("psa").plan(qv, kv, visual).levels, family))
+        raw = {}
         for label, levels, kind in plans:
             qq, kk, vv = inputs[kind if isinstance(kind, str) else None]
             binary = kind is True
             res = {}
             for tail in (False, True):
                 res[tail] = run(attend, build, compile_, ws, qq, kk, vv, levels, binary, tail)
-                np.savez_compressed(out / f"timeline_{length}_{re.sub(r'[^a-z0-9]+', '_', label)}_{int(tail)}.npz",
-                                    trace=res[tail][2])
+                raw[f"{re.sub(r'[^a-z0-9]+', '_', label)}_tail{int(tail)}"] = res[tail][2]
+                np.savez_compressed(out / f"timeline_{length}.npz", **raw)  # rewritten as plans come
             (ms0, mst0, tr0), (ms1, mst1, tr1) = res[False], res[True]
             s0, valid0, _ = segments(tr0)
             s1, valid1, tails1 = segments(tr1)
