@@ -159,8 +159,8 @@ if gluon is not None:
     @gluon.jit
     def _producer(args, POOLED: gl.constexpr, TAIL: gl.constexpr, PDL: gl.constexpr):
         (desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kt, desc_vt, BlockIdx, CatOff, desc_o, TailN, qk_scale,
-         stride_ob, stride_oh, stride_om, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles,
-         Sched, q_smem, o_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias) = args
+         n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles, Sched, q_smem, o_smem, bufs_k,
+         bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias) = args
         g2 = (k_len + 1) // 2
         g4 = (k_len + 3) // 4
         it = 0  # ring position, continued from tile to tile (the consumers count the same steps)
@@ -475,8 +475,8 @@ if gluon is not None:
         """One query tile's 64 rows of this consumer (its Q loaded): every step of its plan row, the tail, the
         output. Returns the ring position after its steps."""
         (desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kt, desc_vt, BlockIdx, CatOff, desc_o, TailN, qk_scale,
-         stride_ob, stride_oh, stride_om, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles,
-         Sched, q_smem, o_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias) = args
+         n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles, Sched, q_smem, o_smem, bufs_k,
+         bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias) = args
         b, h, kvh, qblk, idx_ptr, off_ptr, row = _program_lists(tile, BlockIdx, CatOff, n_q_heads, n_kv_heads,
                                                                 n_plan_heads, n_qb, n_kb, n_tiles)
         # a static index: Q behind a run-time index (two tiles' buffers) gave wrong products on an H200. Q is read
@@ -539,8 +539,8 @@ if gluon is not None:
     def _consumer(args, WG: gl.constexpr, CAUSAL: gl.constexpr, POOLED: gl.constexpr, TAIL: gl.constexpr,
                   PDL: gl.constexpr):
         (desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kt, desc_vt, BlockIdx, CatOff, desc_o, TailN, qk_scale,
-         stride_ob, stride_oh, stride_om, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles,
-         Sched, q_smem, o_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias) = args
+         n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles, Sched, q_smem, o_smem, bufs_k,
+         bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias) = args
         if POOLED:
             _bias_tables(bias, qk_scale)
         it = 0
@@ -560,10 +560,9 @@ if gluon is not None:
 
     @gluon.jit
     def _pyramid_ws_fwd(desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kt, desc_vt, BlockIdx, CatOff, desc_o, TailN,
-                        qk_scale, stride_ob, stride_oh, stride_om, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb,
-                        q_len, k_len, n_tiles, Sched, CAUSAL: gl.constexpr, POOLED: gl.constexpr, TAIL: gl.constexpr,
-                        PDL: gl.constexpr, STAGES: gl.constexpr, CONSUMER_REGS: gl.constexpr,
-                        PRODUCER_REGS: gl.constexpr):
+                        qk_scale, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles, Sched,
+                        CAUSAL: gl.constexpr, POOLED: gl.constexpr, TAIL: gl.constexpr, PDL: gl.constexpr,
+                        STAGES: gl.constexpr, CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr):
         q_smem = gl.allocate_shared_memory(desc_q.dtype, [2, 64, 128], _SMEM_Q)
         o_smem = gl.allocate_shared_memory(desc_o.dtype, [2, 64, 128], _SMEM_Q)  # each consumer's output tile
         bufs_k = gl.allocate_shared_memory(desc_k.dtype, [STAGES, 128, 128], _SMEM_KV)
@@ -584,9 +583,8 @@ if gluon is not None:
             mbarrier.init(empty_k.index(s), count=2)  # one arrival per consumer warp group
             mbarrier.init(empty_v.index(s), count=2)
         args = (desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kt, desc_vt, BlockIdx, CatOff, desc_o, TailN, qk_scale,
-                stride_ob, stride_oh, stride_om, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len,
-                n_tiles, Sched, q_smem, o_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v,
-                empty_v, bias)
+                n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles, Sched, q_smem, o_smem, bufs_k,
+                bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias)
         # the flags as arguments of their own: in the tuple they would reach the partitions as run-time values
         gl.warp_specialize([
             (_consumer, (args, 0, CAUSAL, POOLED, TAIL, PDL)),
@@ -605,7 +603,8 @@ def compile_for_sm90(pooled: bool, tail: bool, pdl: int = 0, causal: bool = True
 
     fn = _pyramid_ws_fwd
     box = lambda rows: f"tensordesc<bf16[1, 1, {rows}, {HEAD_DIM}],{_box_layout(rows)!r}>"  # noqa: E731
-    rows = {"desc_q": HALF, "desc_o": HALF, "desc_kt": TAIL_ROWS, "desc_vt": TAIL_ROWS}  # the launch's boxes (others 128 rows)
+    # the launch's boxes (others 128 rows)
+    rows = {"desc_q": HALF, "desc_o": HALF, "desc_kt": TAIL_ROWS, "desc_vt": TAIL_ROWS}
     types = {"BlockIdx": "*i32", "CatOff": "*i32", "TailN": "*fp32", "qk_scale": "fp32",
              "Sched": "*i32"}
     flags = dict(CAUSAL=causal, POOLED=pooled, TAIL=tail, PDL=pdl, STAGES=STAGES, CONSUMER_REGS=REGS[0],
@@ -712,7 +711,7 @@ def pyramid_attention_ws(q, k, v, plan, kp_all, vp_all, out, scale_log2: float, 
     _pyramid_ws_fwd[(min(n_tiles, _sm_count(index)), )](
         desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kt, desc_vt, plan.block_idx, plan.cat_offsets, desc_o, tail_n,
         scale_log2,
-        out.stride(0), out.stride(1), out.stride(2), hq, hkv, plan.plan_heads, n_qb, n_kb, lq, lk, n_tiles,
+        hq, hkv, plan.plan_heads, n_qb, n_kb, lq, lk, n_tiles,
         _schedule_counter(index), CAUSAL=causal, POOLED=kp_all is not None, TAIL=tail_key is not None, PDL=pdl,
         STAGES=STAGES, CONSUMER_REGS=REGS[0], PRODUCER_REGS=REGS[1], num_warps=4, maxnreg=REGS[2],
         **({"launch_pdl": True} if pdl else {}),
