@@ -16,8 +16,6 @@ Run on a Hopper GPU from the repository root: python notes/ab/timeline.py kernel
 """
 
 import argparse
-import functools
-import inspect
 import pathlib
 import re
 
@@ -30,7 +28,7 @@ from vlmsparse.bench.pareto import FAMILIES
 from vlmsparse.bench.synthetic import video_qkv
 from vlmsparse.methods import get_method
 
-from tail_ab import binary_kwargs
+from tail_ab import binary_kwargs, versions
 from tail_parts import seeded_qkv
 from variants import load, package_of
 
@@ -122,9 +120,9 @@ def main():
     ws = own.pyramid_ws
     if not hasattr(ws, "TRACE_BUFFER"):
         raise SystemExit(f"{args.version}: its pyramid_ws has no TRACE_BUFFER (build it from kernel-exp-timeline)")
-    attend, build, compile_ = module.pyramid_attention, own.build_kv_pyramid, own.compile_plan
-    if "diagonal_kept" in inspect.signature(attend).parameters:  # every plan here keeps its diagonal (else a tail
-        attend = functools.partial(attend, diagonal_kept=True)   # runs the Triton kernel, not this one)
+    # the version's own pyramid, plan lists and launcher, told that every plan here keeps its diagonal (else a call
+    # with tail runs the Triton kernel, not this one)
+    build, compile_, attend = versions([args.version], diagonal_passes=False)[args.version]
     summary = open(out / "timeline.txt", "a")
 
     def say(line):
