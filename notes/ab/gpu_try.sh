@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Try kernel versions on a Hopper GPU in one call: each version's GPU tests of the warp-specialized kernel, then one
-# same-run quick tail A/B (notes/ab/tail_ab.py) against the tree's kernel of those that passed, and its verdict. Before
-# the A/B, a run-to-run bit-equality check of those versions and the tree's (notes/ab/repeat_check.py, 8k, --repeats
-# calls each; 0 leaves it out): a race shows there, where a single call may pass the tests.
+# same-run quick tail A/B (notes/ab/tail_ab.py, timed in --rounds rounds, 3 by default) against the tree's kernel of
+# those that passed, and its verdict. Before the A/B, a run-to-run bit-equality check of those versions and the tree's
+# (notes/ab/repeat_check.py, 8k, --repeats calls each; 0 leaves it out): a race shows there, where a single call may
+# pass the tests.
 #
-#   bash notes/ab/gpu_try.sh [--lengths "8192 32768"] [--budget SECONDS] [--repeats N] VERSION...
+#   bash notes/ab/gpu_try.sh [--lengths "8192 32768"] [--budget SECONDS] [--repeats N] [--rounds N] VERSION...
 #
 # VERSION: a folder name under notes/ab/.variants (materialise it here first: python notes/ab/variants.py TAG-or-COMMIT,
 # then carry notes/ab/.variants with the run). Writes tests_<version>.txt, repeat.txt, tail_ab_quick.{csv,txt} and verdict.txt to
@@ -14,15 +15,18 @@ set -u
 lengths="8192 32768"
 budget=570
 repeats=10
+rounds=3
 while [ $# -gt 0 ]; do
   case "$1" in
     --lengths) lengths=$2; shift 2 ;;
     --budget) budget=$2; shift 2 ;;
     --repeats) repeats=$2; shift 2 ;;
+    --rounds) rounds=$2; shift 2 ;;
     *) break ;;
   esac
 done
-[ $# -gt 0 ] || { echo "usage: bash notes/ab/gpu_try.sh [--lengths \"8192 32768\"] [--budget S] [--repeats N] VERSION..." >&2; exit 2; }
+usage='usage: bash notes/ab/gpu_try.sh [--lengths "8192 32768"] [--budget S] [--repeats N] [--rounds N] VERSION...'
+[ $# -gt 0 ] || { echo "$usage" >&2; exit 2; }
 T0=$(date +%s)
 OUT=${OUT:-$PWD/gpu_try_out}
 mkdir -p "$OUT"
@@ -59,7 +63,7 @@ left=$(( budget - ($(date +%s) - T0) ))
 if [ -n "$passed" ] && [ $left -gt 60 ]; then
   # shellcheck disable=SC2086
   timeout $left python notes/ab/tail_ab.py $passed --device-time --no-diagonal-passes --quick --one-levels 8 0 \
-    --lengths $lengths --csv "$OUT/tail_ab_quick.csv" > "$OUT/tail_ab_quick.txt" 2>&1
+    --rounds "$rounds" --lengths $lengths --csv "$OUT/tail_ab_quick.csv" > "$OUT/tail_ab_quick.txt" 2>&1
   echo "tail_ab rc=$? [$(( $(date +%s) - T0 )) s]" | tee -a "$OUT/tests.txt"
   python notes/ab/tail_verdict.py "$OUT/tail_ab_quick.csv" > "$OUT/verdict.txt" 2>&1
   tail -40 "$OUT/verdict.txt"

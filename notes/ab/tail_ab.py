@@ -3,7 +3,10 @@
 For every plan, each version runs it with and without ``tail=True`` (its own pyramid and plan lists, prebuilt;
 the launcher's own work per call, such as the skipped-block sums of the current version, is inside the timed
 call). Prints one line per (plan, version) and writes a CSV (``--csv``): time without and with tail, the tail's
-overhead, the time against the current version, the output's difference to the current version's.
+overhead, the time against the current version, the output's difference to the current version's. The calls of
+one plan are timed in rounds (``--rounds``, 2 by default), every version in turn within a round, and the spread of
+the rounds is written beside the overhead and the time against the current version: a gain smaller than that
+spread is not one.
 
 Plans: every wholly visible block at one level (1, 2, 4, 8; sink and diagonal exact), sink and diagonal only,
 random mixes keeping 50 / 25 / 10% of blocks (two seeds), and PSA's default and exact-first plans on the pareto
@@ -33,6 +36,7 @@ from variants import load, package_of
 
 
 DEVICE_TIME = False  # --device-time: device time with the host ahead (bench.common.device_time_ms)
+ROUNDS = 2  # --rounds: each call timed once a round, the versions in turn
 
 
 def t_ms(fn):
@@ -79,31 +83,43 @@ def binary_kwargs(attend, binary):
 
 def measure(label, length, q, k, v, levels, vers, writer, block=128, binary=False):
     """``binary``: a plan of exact blocks only, run as a binary plan (``pooled=False``, where a version knows it),
-    as a call that checks its levels runs it."""
-    ref = None
-    base = {}
+    as a call that checks its levels runs it. Every (version, tail) call is timed once a round, the versions in
+    turn within each round (``ROUNDS`` rounds, each call's time the least of its rounds), so a drift of the
+    device's speed during the plan reaches every version alike; the spread of the rounds' tail overheads and
+    times against the current version is written beside them (``*_lo``, ``*_hi``)."""
+    calls, outs = {}, {}
     for name, (build, compile_, attend) in vers.items():
         plan = compile_(levels, q.shape[2], k.shape[2], block, block, True)
-        times, outs = {}, {}
         kw = binary_kwargs(attend, binary)
         for tail in (False, True):
             pyr = build(k, v, tail=tail, block_n=block)
-            fn = lambda: attend(q, k, v, levels, block_m=block, block_n=block, tail=tail, pyramid=pyr, plan=plan,
-                                check_levels=False, **kw)
-            outs[tail] = fn().float()
-            times[tail] = min(t_ms(fn), t_ms(fn))
-        if ref is None:
-            ref = outs
-            base = times
-        diff = {t: ((outs[t] - ref[t]).norm() / ref[t].norm()).item() for t in (False, True)}
+            fn = functools.partial(attend, q, k, v, levels, block_m=block, block_n=block, tail=tail, pyramid=pyr,
+                                   plan=plan, check_levels=False, **kw)
+            outs[name, tail] = fn().float()
+            calls[name, tail] = fn
+    rounds = {key: [] for key in calls}
+    for _ in range(ROUNDS):
+        for key, fn in calls.items():
+            rounds[key].append(t_ms(fn))
+    names = list(vers)
+    first = names[0]
+    for name in names:
+        times = {tail: min(rounds[name, tail]) for tail in (False, True)}
+        base = {tail: min(rounds[first, tail]) for tail in (False, True)}
+        diff = {t: ((outs[name, t] - outs[first, t]).norm() / outs[first, t].norm()).item() for t in (False, True)}
+        over = [a / b - 1 for a, b in zip(rounds[name, True], rounds[name, False])]
+        vs_tail = [a / b for a, b in zip(rounds[name, True], rounds[first, True])]
         row = dict(length=length, plan=label, version=name, ms=times[False], ms_tail=times[True],
                    tail_overhead=times[True] / times[False] - 1, vs_current=times[False] / base[False],
-                   vs_current_tail=times[True] / base[True], diff=diff[False], diff_tail=diff[True])
+                   vs_current_tail=times[True] / base[True], diff=diff[False], diff_tail=diff[True], rounds=ROUNDS,
+                   tail_overhead_lo=min(over), tail_overhead_hi=max(over), vs_current_tail_lo=min(vs_tail),
+                   vs_current_tail_hi=max(vs_tail))
         writer.writerow(row)
         writer.flush()
         print(f"L={length} {label:34s} {name:26s} {times[False]:8.3f} ms  tail {times[True]:8.3f} ms "
-              f"({row['tail_overhead']:+.1%})  vs current {row['vs_current']:.3f} / {row['vs_current_tail']:.3f}  "
-              f"diff {diff[False]:.1e} / {diff[True]:.1e}", flush=True)
+              f"({row['tail_overhead']:+.1%}, rounds {min(over):+.1%} to {max(over):+.1%})  vs current "
+              f"{row['vs_current']:.3f} / {row['vs_current_tail']:.3f}  diff {diff[False]:.1e} / {diff[True]:.1e}",
+              flush=True)
         TIMES[length, label, name] = times
 
 
@@ -153,15 +169,23 @@ def main():
                    help="leave out the current version with its tail passes over skipped diagonal blocks")
     p.add_argument("--device-time", action="store_true",
                    help="time each call as device time with the host ahead (a short call eager waits on the host)")
+    p.add_argument("--rounds", type=int, default=2,
+                   help="time every (version, tail) call once a round, the versions in turn, this many rounds; "
+                        "each time is the least of its rounds, and the rounds' spread is written beside it")
     p.add_argument("--one-levels", type=int, nargs="+", metavar="LEVEL",
                    help="the one-level plans to run (0: sink and diagonal only); default 1 2 4 8 0, with --quick 4 0")
     args = p.parse_args()
-    global DEVICE_TIME
+    global DEVICE_TIME, ROUNDS
     DEVICE_TIME = args.device_time
+    if args.rounds < 1:
+        p.error("--rounds takes a whole number of at least 1")
+    ROUNDS = args.rounds
     vers = versions(args.tags, diagonal_passes=not (args.quick or args.no_diagonal_passes))
     with open(args.csv, "w", newline="") as f:
         writer = Rows(f, fieldnames=["length", "plan", "version", "ms", "ms_tail", "tail_overhead",
-                                               "vs_current", "vs_current_tail", "diff", "diff_tail"])
+                                     "vs_current", "vs_current_tail", "diff", "diff_tail", "rounds",
+                                     "tail_overhead_lo", "tail_overhead_hi", "vs_current_tail_lo",
+                                     "vs_current_tail_hi"])
         writer.writeheader()
         for length in args.lengths:
             q, k, v = seeded_qkv(length)

@@ -6,10 +6,11 @@ kernel without and with tail, so a version that cuts the tail by slowing the pla
     python notes/ab/tail_verdict.py results/tail_ab.csv --date 2026-12-05 --length 8192 --device H200
 
 Prints one table per length (plans as rows, versions as columns) and one line per version: its largest tail
-overhead, on how many plans it is at most the target (5%), and its geometric-mean time against the tree's. Rows
-of several runs of one version and plan are averaged. A version whose output differs from the tree's by more than
-``WRONG`` (relative L2, on any plan, with or without tail) is marked: its times are of a kernel that computes
-something else, and say nothing about the tail's cost.
+overhead, on how many plans it is at most the target (5%), and its geometric-mean time against the tree's; for runs
+timed in rounds (`tail_ab.py --rounds`), on how many plans it was faster or slower with tail than the tree's kernel
+in every round. Rows of several runs of one version and plan are averaged. A version whose output differs from
+the tree's by more than ``WRONG`` (relative L2, on any plan, with or without tail) is marked: its times are of a
+kernel that computes something else, and say nothing about the tail's cost.
 """
 
 import argparse
@@ -56,6 +57,12 @@ def verdict(frame: pd.DataFrame) -> None:
             print(f"  {version:28s} largest {100 * over.max():+.1f}%, <= {100 * TARGET:.0f}% on "
                   f"{int((over <= TARGET).sum())} of {len(over)} plans; time against the tree: without tail "
                   f"{gmean(vs):.3f}, with tail {gmean(vs_tail):.3f} (geometric means)")
+            if version != versions[0] and "vs_current_tail_lo" in mine and mine["vs_current_tail_lo"].notna().any():
+                # runs with rounds (tail_ab.py --rounds): a plan counts only where every round agrees
+                lo, hi = mine["vs_current_tail_lo"].dropna(), mine["vs_current_tail_hi"].dropna()
+                faster, slower = int((hi < 1).sum()), int((lo > 1).sum())
+                print(f"  {'':28s} with tail, in every round against the tree's: faster on {faster}, slower on "
+                      f"{slower}, either way on {len(lo) - faster - slower} of {len(lo)} plans")
             wrong = [f"{r['plan']}{' with tail' if tail else ''} {d:.2g}" for _, r in mine.iterrows()
                      for tail, d in ((False, r.get("diff")), (True, r.get("diff_tail"))) if pd.notna(d) and d > WRONG]
             if wrong:
