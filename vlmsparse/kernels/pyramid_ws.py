@@ -194,10 +194,6 @@ if gluon is not None:
                         it += 1
                     lo = hi
             o_mask = gl.load(off_ptr + 8)
-            for t in range(gl.load(off_ptr + 7), o_mask):
-                j = gl.load(idx_ptr + t)
-                _kv_tile(desc_k, desc_v, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, b, kvh, j * 128)
-                it += 1
             if TAIL:
                 # the tail key, one more ring step where the plan row skips something visible: the 16 rows of
                 # the launcher's mean keys and values whose first is this plan row's (written by the sums' launch,
@@ -207,6 +203,10 @@ if gluon is not None:
                         _wait_for_prior()
                     _kv_tile(desc_kt, desc_vt, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, 0, 0, row)
                     it += 1
+            for t in range(gl.load(off_ptr + 7), o_mask):
+                j = gl.load(idx_ptr + t)
+                _kv_tile(desc_k, desc_v, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, b, kvh, j * 128)
+                it += 1
             # the next tile's number, drawn once this tile's copies are all issued: the atomic's round trip (the
             # producer waits for it) passes while the consumers work through the ring's last tiles
             tile = _next_tile(Sched)
@@ -429,7 +429,7 @@ if gluon is not None:
     @gluon.jit
     def _tail_step(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it, TailN, row, qk_scale,
                    W: gl.constexpr, PDL: gl.constexpr):
-        """Consumer: tail aggregation as one more ring step, a narrow one: the tile's first row is the mean of the
+        """Consumer: tail aggregation as one more ring step (before the masked blocks), a narrow one: the tile's first row is the mean of the
         wholly visible keys this plan row skips (its value the mean of their values), logit ``+ log2(count)``; the
         tile's other rows (other plan rows' tail keys, or zeros) are masked. The plans this kernel takes with a tail
         skip no diagonal block, so every row has seen a key before this step. ``W``: the rows the producer copied
@@ -505,12 +505,12 @@ if gluon is not None:
             has_tail = gl.load(off_ptr + 10) > o_mask  # this program's plan skips something visible
         rows = qblk * 128 + WG * 64 + gl.arange(0, 64, layout=row_layout)
         limit = rows + (k_len - q_len)
-        m_i, l_i, acc, it = _masked_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it,
-                                          idx_ptr, o_p8, o_mask, qk_scale, limit, k_len, CAUSAL)
         if TAIL:
             if has_tail:
                 m_i, l_i, acc, it = _tail_step(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc,
                                                it, TailN, row, qk_scale, desc_kt.block_type.shape[2], PDL)
+        m_i, l_i, acc, it = _masked_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it,
+                                          idx_ptr, o_p8, o_mask, qk_scale, limit, k_len, CAUSAL)
         # Q is read no more (every matmul on it waited for): the producer may load the next tile's
         mbarrier.arrive(q_empty, count=1)
         # a row with nothing to attend has l == 0 and acc == 0: it returns zeros, never NaN
