@@ -118,6 +118,21 @@ def ws_supported(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_m: int
 
 if gluon is not None:
 
+    # trace layout: [programs, 128 tiles, 32 events] int64 (clock64 stamps; event 0: the tile's number)
+
+    @gluon.jit
+    def _stamp(Trace, r, ev, TRACE: gl.constexpr):
+        if TRACE:
+            t = gl.inline_asm_elementwise("mov.u64 $0, %clock64;", "=l", [], dtype=gl.int64, is_pure=False, pack=1)
+            slot = (gl.program_id(0) * 128 + gl.minimum(r, 127)) * 32 + ev
+            gl.store(Trace + slot, t)
+
+    @gluon.jit
+    def _mark(Trace, r, ev, value, TRACE: gl.constexpr):
+        if TRACE:
+            slot = (gl.program_id(0) * 128 + gl.minimum(r, 127)) * 32 + ev
+            gl.store(Trace + slot, value.to(gl.int64))
+
     @gluon.jit
     def _next_tile(Sched):
         """The next query tile to take (a counter every program draws from; heavy tiles come first)."""
@@ -157,10 +172,10 @@ if gluon is not None:
                                   pack=1)
 
     @gluon.jit
-    def _producer(args, POOLED: gl.constexpr, TAIL: gl.constexpr, PDL: gl.constexpr):
+    def _producer(args, POOLED: gl.constexpr, TAIL: gl.constexpr, PDL: gl.constexpr, TRACE: gl.constexpr):
         (desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kt, desc_vt, BlockIdx, CatOff, desc_o, TailN, qk_scale,
          stride_ob, stride_oh, stride_om, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles,
-         Sched, q_smem, o_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias) = args
+         Sched, Trace, q_smem, o_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias) = args
         g2 = (k_len + 1) // 2
         g4 = (k_len + 3) // 4
         it = 0  # ring position, continued from tile to tile (the consumers count the same steps)
@@ -171,7 +186,9 @@ if gluon is not None:
                                                                     n_kv_heads, n_plan_heads, n_qb, n_kb, n_tiles)
             # the tile's number and Q, once both consumers have read the last tile's into registers (the number
             # is stored before the barrier's arrival, which releases it to the consumers)
+            _stamp(Trace, r, 21, TRACE)
             mbarrier.wait(q_empty, (r & 1) ^ 1)
+            _stamp(Trace, r, 22, TRACE)
             tile_smem.store(gl.full([1], tile, gl.int32, _ONE_WARP))
             mbarrier.expect(q_bar, 2 * desc_q.block_type.nbytes)
             _tma_load(desc_q, [b, h, qblk * 128, 0], q_bar, q_smem.index(0))
@@ -181,6 +198,7 @@ if gluon is not None:
                 j = gl.load(idx_ptr + t)
                 _kv_tile(desc_k, desc_v, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, b, kvh, j * 128)
                 it += 1
+            _stamp(Trace, r, 23, TRACE)
             if PDL == 1:  # the pyramid may still be in the making (every program waits: see vlmsparse.kernels.pdl)
                 _wait_for_prior()
             # spans (entry 8 * first + n - 1; the tile starts at the first block's pooled keys), then single blocks
@@ -202,6 +220,7 @@ if gluon is not None:
                 j = gl.load(idx_ptr + t)
                 _kv_tile(desc_k, desc_v, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, b, kvh, j * 128)
                 it += 1
+            _stamp(Trace, r, 24, TRACE)
             if TAIL:
                 # the tail key, one more ring step where the plan row skips something visible: the 16 rows of
                 # the launcher's mean keys and values whose first is this plan row's (written by the sums' launch,
@@ -211,9 +230,11 @@ if gluon is not None:
                         _wait_for_prior()
                     _kv_tile(desc_kt, desc_vt, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, 0, 0, row)
                     it += 1
+                    _stamp(Trace, r, 25, TRACE)
             # the next tile's number, drawn once this tile's copies are all issued: the atomic's round trip (the
             # producer waits for it) passes while the consumers work through the ring's last tiles
             tile = _next_tile(Sched)
+            _stamp(Trace, r, 26, TRACE)
             r += 1
         # no tile left: the consumers are told so by a tile number past the last, with a plain arrival
         mbarrier.wait(q_empty, (r & 1) ^ 1)
@@ -433,7 +454,7 @@ if gluon is not None:
 
     @gluon.jit
     def _tail_step(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it, TailN, row, qk_scale,
-                   W: gl.constexpr, PDL: gl.constexpr):
+                   W: gl.constexpr, PDL: gl.constexpr, Trace, r, ev0, TRACE: gl.constexpr):
         """Consumer: tail aggregation as one more ring step, a narrow one: the tile's first row is the mean of the
         wholly visible keys this plan row skips (its value the mean of their values), logit ``+ log2(count)``; the
         tile's other rows (other plan rows' tail keys, or zeros) are masked. The plans this kernel takes with a tail
@@ -447,11 +468,13 @@ if gluon is not None:
         s = it % n_buf
         phase = (it // n_buf) & 1
         mbarrier.wait(ready_k.index(s), phase)
+        _stamp(Trace, r, ev0 + 4, TRACE)
         # the count, written by the sums' launch: chained, this thread waits for it too (the producer already did,
         # before copying the tile, so the wait returns at once)
         if PDL != 0:
             _wait_for_prior()
         count = gl.load(TailN + row)
+        _stamp(Trace, r, ev0 + 5, TRACE)
         q_w = gl.convert_layout(q, gl.DotOperandLayout(operand_index=0, parent=s_layout, k_width=2))
         qk = warpgroup_mma(q_w, bufs_k.index(s).slice(0, W).permute((1, 0)), gl.zeros([64, W], gl.float32, s_layout),
                            use_acc=False, is_async=True)
@@ -471,14 +494,18 @@ if gluon is not None:
 
     @gluon.jit
     def _consumer_tile(args, tile, it, WG: gl.constexpr, CAUSAL: gl.constexpr, POOLED: gl.constexpr,
-                       TAIL: gl.constexpr, PDL: gl.constexpr):
+                       TAIL: gl.constexpr, PDL: gl.constexpr, r, TRACE: gl.constexpr):
         """One query tile's 64 rows of this consumer (its Q loaded): every step of its plan row, the tail, the
         output. Returns the ring position after its steps."""
         (desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kt, desc_vt, BlockIdx, CatOff, desc_o, TailN, qk_scale,
          stride_ob, stride_oh, stride_om, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles,
-         Sched, q_smem, o_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias) = args
+         Sched, Trace, q_smem, o_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias) = args
         b, h, kvh, qblk, idx_ptr, off_ptr, row = _program_lists(tile, BlockIdx, CatOff, n_q_heads, n_kv_heads,
                                                                 n_plan_heads, n_qb, n_kb, n_tiles)
+        ev0: gl.constexpr = 1 + 10 * WG
+        _stamp(Trace, r, ev0, TRACE)
+        if WG == 0:
+            _mark(Trace, r, 0, tile, TRACE)
         # a static index: Q behind a run-time index (two tiles' buffers) gave wrong products on an H200. Q is read
         # into registers (the matmuls' A operand from registers, as P V's P) and released at once: the next tile's Q
         # and first K/V copies load during the whole of this tile
@@ -505,6 +532,7 @@ if gluon is not None:
             n_wide = o_s8
         m_i, l_i, acc, it = _wide_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it,
                                         idx_ptr, o_exact, o_s2, o_s4, n_wide, qk_scale, bias, POOLED)
+        _stamp(Trace, r, ev0 + 1, TRACE)
         if POOLED:
             if o_p8 > o_s8:  # single pooled blocks are rare in the default plans: skip their set-up when absent
                 m_i, l_i, acc, it = _narrow_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i,
@@ -513,16 +541,20 @@ if gluon is not None:
                                                   acc, it, idx_ptr, o_p2, o_p4, qk_scale, k_len, 4)
                 m_i, l_i, acc, it = _narrow_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i,
                                                   acc, it, idx_ptr, o_p4, o_p8, qk_scale, k_len, 8)
+        _stamp(Trace, r, ev0 + 2, TRACE)
         if TAIL:
             has_tail = gl.load(off_ptr + 10) > o_mask  # this program's plan skips something visible
         rows = qblk * 128 + WG * 64 + gl.arange(0, 64, layout=row_layout)
         limit = rows + (k_len - q_len)
         m_i, l_i, acc, it = _masked_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it,
                                           idx_ptr, o_p8, o_mask, qk_scale, limit, k_len, CAUSAL)
+        _stamp(Trace, r, ev0 + 3, TRACE)
         if TAIL:
             if has_tail:
                 m_i, l_i, acc, it = _tail_step(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc,
-                                               it, TailN, row, qk_scale, desc_kt.block_type.shape[2], PDL)
+                                               it, TailN, row, qk_scale, desc_kt.block_type.shape[2], PDL, Trace, r,
+                                               ev0, TRACE)
+        _stamp(Trace, r, ev0 + 6, TRACE)
         # a row with nothing to attend has l == 0 and acc == 0: it returns zeros, never NaN
         out = acc * (1.0 / gl.where(l_i > 0.0, l_i, 1.0))[:, None]
         # the output through shared memory and one TMA copy (rows past the sequence's end are not written): the last
@@ -533,14 +565,15 @@ if gluon is not None:
         fence_async_shared()
         _block_barrier()
         _tma_store(desc_o, [b, h, qblk * 128 + WG * 64, 0], o_smem.index(WG))
+        _stamp(Trace, r, ev0 + 7, TRACE)
         return it
 
     @gluon.jit
     def _consumer(args, WG: gl.constexpr, CAUSAL: gl.constexpr, POOLED: gl.constexpr, TAIL: gl.constexpr,
-                  PDL: gl.constexpr):
+                  PDL: gl.constexpr, TRACE: gl.constexpr):
         (desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kt, desc_vt, BlockIdx, CatOff, desc_o, TailN, qk_scale,
          stride_ob, stride_oh, stride_om, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles,
-         Sched, q_smem, o_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias) = args
+         Sched, Trace, q_smem, o_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias) = args
         if POOLED:
             _bias_tables(bias, qk_scale)
         it = 0
@@ -548,22 +581,23 @@ if gluon is not None:
         mbarrier.wait(q_bar, 0)
         tile = gl.max(tile_smem.load(_VEC), 0)
         while tile < n_tiles:
-            it = _consumer_tile(args, tile, it, WG, CAUSAL, POOLED, TAIL, PDL)
+            it = _consumer_tile(args, tile, it, WG, CAUSAL, POOLED, TAIL, PDL, r, TRACE)
             r += 1
             mbarrier.wait(q_bar, r & 1)
             tile = gl.max(tile_smem.load(_VEC), 0)
         tma.store_wait(0)  # the last output's copy done before the program ends
 
     @gluon.jit
-    def _consumer_1(args, CAUSAL: gl.constexpr, POOLED: gl.constexpr, TAIL: gl.constexpr, PDL: gl.constexpr):
-        _consumer(args, 1, CAUSAL, POOLED, TAIL, PDL)
+    def _consumer_1(args, CAUSAL: gl.constexpr, POOLED: gl.constexpr, TAIL: gl.constexpr, PDL: gl.constexpr,
+                    TRACE: gl.constexpr):
+        _consumer(args, 1, CAUSAL, POOLED, TAIL, PDL, TRACE)
 
     @gluon.jit
     def _pyramid_ws_fwd(desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kt, desc_vt, BlockIdx, CatOff, desc_o, TailN,
                         qk_scale, stride_ob, stride_oh, stride_om, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb,
-                        q_len, k_len, n_tiles, Sched, CAUSAL: gl.constexpr, POOLED: gl.constexpr, TAIL: gl.constexpr,
+                        q_len, k_len, n_tiles, Sched, Trace, CAUSAL: gl.constexpr, POOLED: gl.constexpr, TAIL: gl.constexpr,
                         PDL: gl.constexpr, STAGES: gl.constexpr, CONSUMER_REGS: gl.constexpr,
-                        PRODUCER_REGS: gl.constexpr):
+                        PRODUCER_REGS: gl.constexpr, TRACE: gl.constexpr = False):
         q_smem = gl.allocate_shared_memory(desc_q.dtype, [2, 64, 128], _SMEM_Q)
         o_smem = gl.allocate_shared_memory(desc_o.dtype, [2, 64, 128], _SMEM_Q)  # each consumer's output tile
         bufs_k = gl.allocate_shared_memory(desc_k.dtype, [STAGES, 128, 128], _SMEM_KV)
@@ -585,17 +619,17 @@ if gluon is not None:
             mbarrier.init(empty_v.index(s), count=2)
         args = (desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kt, desc_vt, BlockIdx, CatOff, desc_o, TailN, qk_scale,
                 stride_ob, stride_oh, stride_om, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len,
-                n_tiles, Sched, q_smem, o_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v,
+                n_tiles, Sched, Trace, q_smem, o_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v,
                 empty_v, bias)
         # the flags as arguments of their own: in the tuple they would reach the partitions as run-time values
         gl.warp_specialize([
-            (_consumer, (args, 0, CAUSAL, POOLED, TAIL, PDL)),
-            (_consumer_1, (args, CAUSAL, POOLED, TAIL, PDL)),
-            (_producer, (args, POOLED, TAIL, PDL)),
+            (_consumer, (args, 0, CAUSAL, POOLED, TAIL, PDL, TRACE)),
+            (_consumer_1, (args, CAUSAL, POOLED, TAIL, PDL, TRACE)),
+            (_producer, (args, POOLED, TAIL, PDL, TRACE)),
         ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
 
 
-def compile_for_sm90(pooled: bool, tail: bool, pdl: int = 0, causal: bool = True):
+def compile_for_sm90(pooled: bool, tail: bool, pdl: int = 0, causal: bool = True, trace: bool = False):
     """Compile the kernel for sm_90 on any machine, GPU or not (Triton's own ``ptxas``), bfloat16, with the
     launch's flags and pointer alignment: the check that this Triton's Gluon still takes the kernel, which a machine
     without a Hopper GPU cannot run. Returns Triton's compiled kernel (``asm["cubin"]``, ``metadata.shared``)."""
@@ -607,9 +641,9 @@ def compile_for_sm90(pooled: bool, tail: bool, pdl: int = 0, causal: bool = True
     box = lambda rows: f"tensordesc<bf16[1, 1, {rows}, {HEAD_DIM}],{_box_layout(rows)!r}>"  # noqa: E731
     rows = {"desc_q": HALF, "desc_o": HALF, "desc_kt": TAIL_ROWS, "desc_vt": TAIL_ROWS}  # the launch's boxes (others 128 rows)
     types = {"BlockIdx": "*i32", "CatOff": "*i32", "TailN": "*fp32", "qk_scale": "fp32",
-             "Sched": "*i32"}
+             "Sched": "*i32", "Trace": "*i64"}
     flags = dict(CAUSAL=causal, POOLED=pooled, TAIL=tail, PDL=pdl, STAGES=STAGES, CONSUMER_REGS=REGS[0],
-                 PRODUCER_REGS=REGS[1])
+                 PRODUCER_REGS=REGS[1], TRACE=trace)
     signature = {}
     for name in fn.arg_names:
         if name in flags:
@@ -635,6 +669,10 @@ def _is_sm90(index: int) -> bool:
 
 
 _COUNTERS: dict = {}
+
+#: an int64 CUDA tensor of at least ``programs * 128 * 32`` entries: launches record clock64 stamps there (a timeline of
+#: each program's tiles, notes/ab/timeline.py); None: not traced (the kernel compiled without the stamps)
+TRACE_BUFFER = None
 
 
 def _schedule_counter(index: int) -> torch.Tensor:
@@ -713,7 +751,8 @@ def pyramid_attention_ws(q, k, v, plan, kp_all, vp_all, out, scale_log2: float, 
         desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kt, desc_vt, plan.block_idx, plan.cat_offsets, desc_o, tail_n,
         scale_log2,
         out.stride(0), out.stride(1), out.stride(2), hq, hkv, plan.plan_heads, n_qb, n_kb, lq, lk, n_tiles,
-        _schedule_counter(index), CAUSAL=causal, POOLED=kp_all is not None, TAIL=tail_key is not None, PDL=pdl,
+        _schedule_counter(index), TRACE_BUFFER if TRACE_BUFFER is not None else _schedule_counter(index),
+        TRACE=TRACE_BUFFER is not None, CAUSAL=causal, POOLED=kp_all is not None, TAIL=tail_key is not None, PDL=pdl,
         STAGES=STAGES, CONSUMER_REGS=REGS[0], PRODUCER_REGS=REGS[1], num_warps=4, maxnreg=REGS[2],
         **({"launch_pdl": True} if pdl else {}),
     )
