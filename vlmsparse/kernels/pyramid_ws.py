@@ -177,6 +177,16 @@ if gluon is not None:
             _tma_load(desc_q, [b, h, qblk * 128, 0], q_bar, q_smem.index(0))
             _tma_load(desc_q, [b, h, qblk * 128 + 64, 0], q_bar, q_smem.index(1))
             o_exact = gl.load(off_ptr + 1)
+            tail_first = False
+            if TAIL:
+                # the tail key first (the consumers' rule: not on the first tiles of each program's count, whose
+                # programs may not have met the sums' launch's end yet; waiting here where chained)
+                tail_first = (gl.load(off_ptr + 10) > gl.load(off_ptr + 8)) & (tile >= gl.num_programs(0))
+                if tail_first:
+                    if PDL != 0:
+                        _wait_for_prior()
+                    _kv_tile(desc_kt, desc_vt, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, 0, 0, row)
+                    it += 1
             for t in range(0, o_exact):
                 j = gl.load(idx_ptr + t)
                 _kv_tile(desc_k, desc_v, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, b, kvh, j * 128)
@@ -206,7 +216,7 @@ if gluon is not None:
                 # the tail key, one more ring step where the plan row skips something visible: the 16 rows of
                 # the launcher's mean keys and values whose first is this plan row's (written by the sums' launch,
                 # which a chained program waits for first)
-                if gl.load(off_ptr + 10) > o_mask:
+                if (gl.load(off_ptr + 10) > o_mask) & (not tail_first):
                     if PDL == 2:
                         _wait_for_prior()
                     _kv_tile(desc_kt, desc_vt, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, 0, 0, row)
@@ -306,11 +316,13 @@ if gluon is not None:
 
     @gluon.jit
     def _wide_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it, idx_ptr, o_exact,
-                    o_s2, o_s4, stop, qk_scale, bias, SPANS: gl.constexpr):
+                    o_s2, o_s4, stop, qk_scale, bias, pend, pend_p, SPANS: gl.constexpr):
         """Consumer: the wide steps ``0 .. stop`` on 128-key tiles in one pipeline (``Q K^T`` of step ``t`` issued
         before ``P V`` of step ``t - 1``): exact blocks, and with ``SPANS`` the spans of every level after them.
         With the span bias a tensor-core product every wide step has the same softmax, so one loop takes them all,
-        with one start and one drain per tile. Every row has a finite logit in every step."""
+        with one start and one drain per tile. Every row has a finite logit in every step. ``pend`` >= 0: a narrow
+        ``P V`` on ring slot ``pend`` (its left operand ``pend_p``, kept live) still in flight into ``acc`` (the tail
+        step taken first), waited for with the first step's logits, and that slot's V released then."""
         n_buf: gl.constexpr = bufs_k.type.shape[0]
         zero = gl.zeros([64, 128], gl.float32, _ACC)
         n = stop
@@ -323,8 +335,10 @@ if gluon is not None:
             s = it % n_buf
             mbarrier.wait(ready_k.index(s), (it // n_buf) & 1)
             qk = _qk(q, bufs_k.index(s), zero, bias, e, 0, o_exact, o_s2, o_s4, SPANS)
-            qk = warpgroup_mma_wait(0, deps=(qk, ))
+            qk, acc, pend_p = warpgroup_mma_wait(0, deps=(qk, acc, pend_p))
             mbarrier.arrive(empty_k.index(s), count=1)
+            if pend >= 0:
+                mbarrier.arrive(empty_v.index(pend), count=1)
             m_i, l_i, p, alpha = _wide_update(qk, m_i, l_i, qk_scale)
             acc = acc * alpha[:, None]
             p16 = gl.convert_layout(p.to(q.dtype), _P)
@@ -355,17 +369,23 @@ if gluon is not None:
         return m_i, l_i, acc, it + n
 
     @gluon.jit
-    def _narrow_pv(q, p, alpha, acc, bufs_v, ready_v, empty_v, s, phase):
+    def _narrow_pv(q, p, alpha, acc, bufs_v, ready_v, empty_v, s, phase, WAIT: gl.constexpr = True):
         """Consumer: a narrow step's ``P V``: the accumulator rescaled by ``alpha``, then ``p`` (``[64, W]``, rounded
-        to q's dtype) times the first ``W`` rows of ring slot ``s``'s V tile, waited for; the slot's V released."""
+        to q's dtype) times the first ``W`` rows of ring slot ``s``'s V tile, waited for; the slot's V released.
+        ``WAIT=False``: left in flight (the caller waits and releases the slot); returns the operand too."""
         W: gl.constexpr = p.type.shape[1]
         acc = acc * gl.convert_layout(alpha, gl.SliceLayout(1, _ACC))[:, None]
         p16 = gl.convert_layout(p.to(q.dtype), _P)
         mbarrier.wait(ready_v.index(s), phase)
         acc = warpgroup_mma(p16, bufs_v.index(s).slice(0, W), acc, is_async=True)
-        acc = warpgroup_mma_wait(0, deps=(acc, ))
-        mbarrier.arrive(empty_v.index(s), count=1)
-        return acc
+        if WAIT:
+            acc = warpgroup_mma_wait(0, deps=(acc, ))
+            mbarrier.arrive(empty_v.index(s), count=1)
+        else:
+            # the accumulator as a plain tensor (the same type on either path), the product still in flight: the
+            # one outstanding group stays outstanding; its registers are read only after the caller's wait
+            acc = warpgroup_mma_wait(1, deps=(acc, ))
+        return acc, p16
 
     @gluon.jit
     def _narrow_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it, idx_ptr, start, stop,
@@ -402,7 +422,7 @@ if gluon is not None:
             alpha = gl.exp2(m_w - m_new)
             l_w = l_w * alpha + gl.sum(p, 1)
             m_w = m_new
-            acc = _narrow_pv(q, p, alpha, acc, bufs_v, ready_v, empty_v, s, phase)
+            acc, _ = _narrow_pv(q, p, alpha, acc, bufs_v, ready_v, empty_v, s, phase)
         n = gl.maximum(stop - start, 0)
         return gl.convert_layout(m_w, row_acc), gl.convert_layout(l_w, row_acc), acc, it + n
 
@@ -433,12 +453,13 @@ if gluon is not None:
 
     @gluon.jit
     def _tail_step(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it, TailN, row, qk_scale,
-                   W: gl.constexpr, PDL: gl.constexpr):
+                   W: gl.constexpr, PDL: gl.constexpr, WAIT: gl.constexpr = True):
         """Consumer: tail aggregation as one more ring step, a narrow one: the tile's first row is the mean of the
         wholly visible keys this plan row skips (its value the mean of their values), logit ``+ log2(count)``; the
         tile's other rows (other plan rows' tail keys, or zeros) are masked. The plans this kernel takes with a tail
         skip no diagonal block, so every row has seen a key before this step. ``W``: the rows the producer copied
-        (``TAIL_ROWS``, its copy box's)."""
+        (``TAIL_ROWS``, its copy box's). ``WAIT=False`` (the step taken first): its ``P V`` left in flight, for the
+        first wide step to wait for; returns its operand too."""
         n_buf: gl.constexpr = bufs_k.type.shape[0]
         s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                            instr_shape=[16, W, 16])
@@ -466,8 +487,8 @@ if gluon is not None:
         p = gl.exp2(qk - m_safe[:, None])
         alpha = gl.exp2(m_w - m_safe)
         l_w = gl.convert_layout(l_i, row_s) * alpha + gl.sum(p, 1)
-        acc = _narrow_pv(q, p, alpha, acc, bufs_v, ready_v, empty_v, s, phase)
-        return gl.convert_layout(m_new, row_acc), gl.convert_layout(l_w, row_acc), acc, it + 1
+        acc, p16 = _narrow_pv(q, p, alpha, acc, bufs_v, ready_v, empty_v, s, phase, WAIT)
+        return gl.convert_layout(m_new, row_acc), gl.convert_layout(l_w, row_acc), acc, it + 1, p16
 
     @gluon.jit
     def _consumer_tile(args, tile, it, WG: gl.constexpr, CAUSAL: gl.constexpr, POOLED: gl.constexpr,
@@ -503,8 +524,25 @@ if gluon is not None:
         n_wide = o_exact
         if POOLED:
             n_wide = o_s8
+        W_T: gl.constexpr = desc_kt.block_type.shape[2]
+        pend = -1
+        pend_p = gl.zeros([64, W_T], q.dtype, gl.DotOperandLayout(operand_index=0, parent=_ACC, k_width=2))
+        tail_first = False
+        if TAIL:
+            # the tail step first, its P V left in flight under the first wide step's Q K^T, on every tile but the
+            # first of each program's count (the producer's rule: by then the skipped sums' launch has ended)
+            has_tail = gl.load(off_ptr + 10) > o_mask  # this program's plan skips something visible
+            tail_first = has_tail & (tile >= gl.num_programs(0))
+            if tail_first:
+                pend = it % bufs_k.type.shape[0]
+                m_i, l_i, acc, it, pend_p = _tail_step(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i,
+                                                       l_i, acc, it, TailN, row, qk_scale, W_T, PDL, False)
+                if n_wide == 0:
+                    acc, pend_p = warpgroup_mma_wait(0, deps=(acc, pend_p))
+                    mbarrier.arrive(empty_v.index(pend), count=1)
+                    pend = -1
         m_i, l_i, acc, it = _wide_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it,
-                                        idx_ptr, o_exact, o_s2, o_s4, n_wide, qk_scale, bias, POOLED)
+                                        idx_ptr, o_exact, o_s2, o_s4, n_wide, qk_scale, bias, pend, pend_p, POOLED)
         if POOLED:
             if o_p8 > o_s8:  # single pooled blocks are rare in the default plans: skip their set-up when absent
                 m_i, l_i, acc, it = _narrow_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i,
@@ -513,16 +551,14 @@ if gluon is not None:
                                                   acc, it, idx_ptr, o_p2, o_p4, qk_scale, k_len, 4)
                 m_i, l_i, acc, it = _narrow_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i,
                                                   acc, it, idx_ptr, o_p4, o_p8, qk_scale, k_len, 8)
-        if TAIL:
-            has_tail = gl.load(off_ptr + 10) > o_mask  # this program's plan skips something visible
         rows = qblk * 128 + WG * 64 + gl.arange(0, 64, layout=row_layout)
         limit = rows + (k_len - q_len)
         m_i, l_i, acc, it = _masked_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it,
                                           idx_ptr, o_p8, o_mask, qk_scale, limit, k_len, CAUSAL)
         if TAIL:
-            if has_tail:
-                m_i, l_i, acc, it = _tail_step(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc,
-                                               it, TailN, row, qk_scale, desc_kt.block_type.shape[2], PDL)
+            if has_tail & (not tail_first):
+                m_i, l_i, acc, it, _ = _tail_step(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i,
+                                                  acc, it, TailN, row, qk_scale, W_T, PDL)
         # a row with nothing to attend has l == 0 and acc == 0: it returns zeros, never NaN
         out = acc * (1.0 / gl.where(l_i > 0.0, l_i, 1.0))[:, None]
         # the output through shared memory and one TMA copy (rows past the sequence's end are not written): the last
