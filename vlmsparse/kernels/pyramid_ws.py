@@ -31,7 +31,7 @@ graph each start from tile 0.
 
 Chained launches (:mod:`vlmsparse.kernels.pdl`): with ``PDL=1`` the producer waits for the launch before (the
 pyramid's, or the sums' after it) just before its first pyramid tile, with ``PDL=2`` (a prebuilt pyramid) just
-before a tile's tail key; consumers wait only in their tail step, before reading the count.
+before a tile's tail key, whose logit correction it hands the consumers through shared memory; consumers never wait.
 
 Not runnable under the Triton interpreter: the tests check it against the Triton kernel and the float64
 reference on a Hopper GPU (``VLMSPARSE_TEST_DEVICE=cuda``).
@@ -151,6 +151,26 @@ if gluon is not None:
         _tma_load(desc_v, [b, kvh, r, 0], ready_v.index(s), bufs_v.index(s).slice(0, n_rows))
 
     @gluon.jit
+    def _tail_tile(desc_kt, desc_vt, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, tail_bias, it, row, TailN):
+        """Producer: the tail key's ring step (``_kv_tile`` on the mean keys and values, plan row ``row``) with its
+        logit correction, ``log2(count)`` (``-inf`` where the row skips nothing), stored in the slot's word of
+        ``tail_bias`` before the copy's barrier is armed: the consumers read it once the key has landed, from shared
+        memory, where they read the count from global memory before (a round trip in the tail step's chain)."""
+        n_buf: gl.constexpr = bufs_k.type.shape[0]
+        n_rows: gl.constexpr = desc_kt.block_type.shape[2]
+        count = gl.load(TailN + row)  # issued before the wait for the slot, which it overlaps
+        corr = gl.where(count > 0.5, gl.log2(gl.maximum(count, 1.0)), float("-inf"))
+        s = it % n_buf
+        phase = (it // n_buf) & 1
+        mbarrier.wait(empty_k.index(s), phase ^ 1)
+        tail_bias.index(s).store(gl.full([1], corr, gl.float32, _ONE_WARP))
+        mbarrier.expect(ready_k.index(s), desc_kt.block_type.nbytes)  # its arrival releases the store above
+        _tma_load(desc_kt, [0, 0, row, 0], ready_k.index(s), bufs_k.index(s).slice(0, n_rows))
+        mbarrier.wait(empty_v.index(s), phase ^ 1)
+        mbarrier.expect(ready_v.index(s), desc_vt.block_type.nbytes)
+        _tma_load(desc_vt, [0, 0, row, 0], ready_v.index(s), bufs_v.index(s).slice(0, n_rows))
+
+    @gluon.jit
     def _wait_for_prior():
         """``griddepcontrol.wait``: the launch before this one (chained) has ended and its writes are visible."""
         gl.inline_asm_elementwise("griddepcontrol.wait; // dummy $0", "=r", [], dtype=gl.int32, is_pure=False,
@@ -160,7 +180,7 @@ if gluon is not None:
     def _producer(args, POOLED: gl.constexpr, TAIL: gl.constexpr, PDL: gl.constexpr):
         (desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kt, desc_vt, BlockIdx, CatOff, desc_o, TailN, qk_scale,
          n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles, Sched, q_smem, o_smem, bufs_k,
-         bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias) = args
+         bufs_v, q_bar, q_empty, tile_smem, tail_bias, ready_k, empty_k, ready_v, empty_v, bias) = args
         g2 = (k_len + 1) // 2
         g4 = (k_len + 3) // 4
         it = 0  # ring position, continued from tile to tile (the consumers count the same steps)
@@ -209,7 +229,8 @@ if gluon is not None:
                 if gl.load(off_ptr + 10) > o_mask:
                     if PDL == 2:
                         _wait_for_prior()
-                    _kv_tile(desc_kt, desc_vt, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, 0, 0, row)
+                    _tail_tile(desc_kt, desc_vt, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, tail_bias, it, row,
+                               TailN)
                     it += 1
             # the next tile's number, drawn once this tile's copies are all issued: the atomic's round trip (the
             # producer waits for it) passes while the consumers work through the ring's last tiles
@@ -432,8 +453,8 @@ if gluon is not None:
         return m_i, l_i, acc, it + gl.maximum(stop - start, 0)
 
     @gluon.jit
-    def _tail_step(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it, TailN, row, qk_scale,
-                   W: gl.constexpr, PDL: gl.constexpr):
+    def _tail_step(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it, tail_bias, qk_scale,
+                   W: gl.constexpr):
         """Consumer: tail aggregation as one more ring step, a narrow one: the tile's first row is the mean of the
         wholly visible keys this plan row skips (its value the mean of their values), logit ``+ log2(count)``; the
         tile's other rows (other plan rows' tail keys, or zeros) are masked. The plans this kernel takes with a tail
@@ -447,18 +468,17 @@ if gluon is not None:
         s = it % n_buf
         phase = (it // n_buf) & 1
         mbarrier.wait(ready_k.index(s), phase)
-        # the count, written by the sums' launch: chained, this thread waits for it too (the producer already did,
-        # before copying the tile, so the wait returns at once)
-        if PDL != 0:
-            _wait_for_prior()
-        count = gl.load(TailN + row)
+        # the logit correction the producer stored with the key (ordered before the copy's barrier; read before the
+        # slot is released). The consumers read nothing the sums' launch wrote but through the producer, which
+        # waited for that launch: no wait for it here
+        corr = gl.max(tail_bias.index(s).load(_VEC), 0)
         q_w = gl.convert_layout(q, gl.DotOperandLayout(operand_index=0, parent=s_layout, k_width=2))
         qk = warpgroup_mma(q_w, bufs_k.index(s).slice(0, W).permute((1, 0)), gl.zeros([64, W], gl.float32, s_layout),
                            use_acc=False, is_async=True)
         qk = warpgroup_mma_wait(0, deps=(qk, ))
         mbarrier.arrive(empty_k.index(s), count=1)
         offs = gl.arange(0, W, layout=gl.SliceLayout(0, s_layout))
-        bias = gl.where((offs == 0) & (count > 0.5), gl.log2(gl.maximum(count, 1.0)), float("-inf"))
+        bias = gl.where(offs == 0, corr, float("-inf"))
         qk = qk * qk_scale + bias[None, :]
         m_w = gl.convert_layout(m_i, row_s)
         m_new = gl.maximum(m_w, gl.max(qk, 1))
@@ -476,7 +496,7 @@ if gluon is not None:
         output. Returns the ring position after its steps."""
         (desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kt, desc_vt, BlockIdx, CatOff, desc_o, TailN, qk_scale,
          n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles, Sched, q_smem, o_smem, bufs_k,
-         bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias) = args
+         bufs_v, q_bar, q_empty, tile_smem, tail_bias, ready_k, empty_k, ready_v, empty_v, bias) = args
         b, h, kvh, qblk, idx_ptr, off_ptr, row = _program_lists(tile, BlockIdx, CatOff, n_q_heads, n_kv_heads,
                                                                 n_plan_heads, n_qb, n_kb, n_tiles)
         # a static index: Q behind a run-time index (two tiles' buffers) gave wrong products on an H200. Q is read
@@ -522,7 +542,7 @@ if gluon is not None:
         if TAIL:
             if has_tail:
                 m_i, l_i, acc, it = _tail_step(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc,
-                                               it, TailN, row, qk_scale, desc_kt.block_type.shape[2], PDL)
+                                               it, tail_bias, qk_scale, desc_kt.block_type.shape[2])
         # a row with nothing to attend has l == 0 and acc == 0: it returns zeros, never NaN
         out = acc * (1.0 / gl.where(l_i > 0.0, l_i, 1.0))[:, None]
         # the output through shared memory and one TMA copy (rows past the sequence's end are not written): the last
@@ -540,7 +560,7 @@ if gluon is not None:
                   PDL: gl.constexpr):
         (desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kt, desc_vt, BlockIdx, CatOff, desc_o, TailN, qk_scale,
          n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles, Sched, q_smem, o_smem, bufs_k,
-         bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias) = args
+         bufs_v, q_bar, q_empty, tile_smem, tail_bias, ready_k, empty_k, ready_v, empty_v, bias) = args
         if POOLED:
             _bias_tables(bias, qk_scale)
         it = 0
@@ -570,6 +590,8 @@ if gluon is not None:
         q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
         q_empty = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
         tile_smem = gl.allocate_shared_memory(gl.int32, [1], gl.SwizzledSharedLayout(1, 1, 1, [0]))
+        # the tail key's logit correction, one per ring slot, written by the producer with the key's copy
+        tail_bias = gl.allocate_shared_memory(gl.float32, [STAGES, 1], gl.SwizzledSharedLayout(1, 1, 1, [0]))
         bias = gl.allocate_shared_memory(gl.bfloat16, [2, 128, 16], _SMEM_BIAS)  # bfloat16 whatever q is
         ready_k = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
         empty_k = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
@@ -584,7 +606,7 @@ if gluon is not None:
             mbarrier.init(empty_v.index(s), count=2)
         args = (desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kt, desc_vt, BlockIdx, CatOff, desc_o, TailN, qk_scale,
                 n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles, Sched, q_smem, o_smem, bufs_k,
-                bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias)
+                bufs_v, q_bar, q_empty, tile_smem, tail_bias, ready_k, empty_k, ready_v, empty_v, bias)
         # the flags as arguments of their own: in the tuple they would reach the partitions as run-time values
         gl.warp_specialize([
             (_consumer, (args, 0, CAUSAL, POOLED, TAIL, PDL)),
