@@ -429,8 +429,11 @@ if gluon is not None:
 
     @gluon.jit
     def _masked_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it, idx_ptr, start, stop,
-                      qk_scale, limit, k_len, CAUSAL: gl.constexpr):
-        """Consumer: blocks with token masks (the causal diagonal, the sequence end). A row may see nothing yet."""
+                      qk_scale, limit, k_len, tail_bias, joined, W: gl.constexpr, CAUSAL: gl.constexpr,
+                      TAIL: gl.constexpr):
+        """Consumer: blocks with token masks (the causal diagonal, the sequence end). A row may see nothing yet.
+        ``joined`` (``TAIL``): the tile has a tail, whose step is joined to the last of these (:func:`_pv_then_tail`);
+        the ring position returned then counts it."""
         n_buf: gl.constexpr = bufs_k.type.shape[0]
         zero = gl.zeros([64, 128], gl.float32, _ACC)
         offs = gl.arange(0, 128, layout=gl.SliceLayout(0, _ACC))
@@ -447,10 +450,59 @@ if gluon is not None:
             acc = acc * alpha[:, None]
             p16 = gl.convert_layout(p.to(q.dtype), _P)
             mbarrier.wait(ready_v.index(s), phase)
-            acc = warpgroup_mma(p16, bufs_v.index(s), acc, is_async=True)
-            acc = warpgroup_mma_wait(0, deps=(acc, ))
-            mbarrier.arrive(empty_v.index(s), count=1)
-        return m_i, l_i, acc, it + gl.maximum(stop - start, 0)
+            if TAIL:
+                if joined & (t == stop - 1):
+                    m_i, l_i, acc = _pv_then_tail(q, p16, acc, m_i, l_i, bufs_k, bufs_v, ready_k, empty_k, ready_v,
+                                                  empty_v, s, cur + 1, tail_bias, qk_scale, W)
+                else:
+                    acc = warpgroup_mma(p16, bufs_v.index(s), acc, is_async=True)
+                    acc = warpgroup_mma_wait(0, deps=(acc, ))
+                    mbarrier.arrive(empty_v.index(s), count=1)
+            else:
+                acc = warpgroup_mma(p16, bufs_v.index(s), acc, is_async=True)
+                acc = warpgroup_mma_wait(0, deps=(acc, ))
+                mbarrier.arrive(empty_v.index(s), count=1)
+        n = gl.maximum(stop - start, 0)
+        if TAIL:
+            n += (joined & (stop > start)).to(gl.int32)
+        return m_i, l_i, acc, it + n
+
+    @gluon.jit
+    def _pv_then_tail(q, p16, acc, m_i, l_i, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, s, cur, tail_bias,
+                      qk_scale, W: gl.constexpr):
+        """Consumer: a tile's last masked step's ``P V`` (``p16``, V in ring slot ``s``, landed) joined with its tail
+        step (ring position ``cur``, as :func:`_tail_step`): the tail's narrow ``Q K^T`` is issued before that ``P V``
+        and its softmax runs while the ``P V`` is in flight, where the separate step ran both after it. The same
+        operations on the same values in the same order as the masked step's end and then the tail step: the
+        same bits."""
+        n_buf: gl.constexpr = bufs_k.type.shape[0]
+        s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                           instr_shape=[16, W, 16])
+        row_acc: gl.constexpr = gl.SliceLayout(1, _ACC)
+        row_s: gl.constexpr = gl.SliceLayout(1, s_layout)
+        st = cur % n_buf
+        pt = (cur // n_buf) & 1
+        q_w = gl.convert_layout(q, gl.DotOperandLayout(operand_index=0, parent=s_layout, k_width=2))
+        mbarrier.wait(ready_k.index(st), pt)
+        corr = gl.max(tail_bias.index(st).load(_VEC), 0)
+        qk = warpgroup_mma(q_w, bufs_k.index(st).slice(0, W).permute((1, 0)), gl.zeros([64, W], gl.float32, s_layout),
+                           use_acc=False, is_async=True)
+        acc = warpgroup_mma(p16, bufs_v.index(s), acc, is_async=True)
+        qk = warpgroup_mma_wait(1, deps=(qk, ))
+        mbarrier.arrive(empty_k.index(st), count=1)
+        offs = gl.arange(0, W, layout=gl.SliceLayout(0, s_layout))
+        bias = gl.where(offs == 0, corr, float("-inf"))
+        qk = qk * qk_scale + bias[None, :]
+        m_w = gl.convert_layout(m_i, row_s)
+        m_new = gl.maximum(m_w, gl.max(qk, 1))
+        m_safe = gl.where(m_new == float("-inf"), 0.0, m_new)
+        p = gl.exp2(qk - m_safe[:, None])
+        alpha = gl.exp2(m_w - m_safe)
+        l_w = gl.convert_layout(l_i, row_s) * alpha + gl.sum(p, 1)
+        acc = warpgroup_mma_wait(0, deps=(acc, ))
+        mbarrier.arrive(empty_v.index(s), count=1)
+        acc = _narrow_pv(q, p, alpha, acc, bufs_v, ready_v, empty_v, st, pt)
+        return gl.convert_layout(m_new, row_acc), gl.convert_layout(l_w, row_acc), acc
 
     @gluon.jit
     def _tail_step(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it, tail_bias, qk_scale,
@@ -533,16 +585,21 @@ if gluon is not None:
                                                   acc, it, idx_ptr, o_p2, o_p4, qk_scale, k_len, 4)
                 m_i, l_i, acc, it = _narrow_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i,
                                                   acc, it, idx_ptr, o_p4, o_p8, qk_scale, k_len, 8)
+        has_tail = False
         if TAIL:
             has_tail = gl.load(off_ptr + 10) > o_mask  # this program's plan skips something visible
         rows = qblk * 128 + WG * 64 + gl.arange(0, 64, layout=row_layout)
         limit = rows + (k_len - q_len)
+        w_tail: gl.constexpr = desc_kt.block_type.shape[2]
+        # the tail step joined to the last masked step; a tile with no masked step (a causal tile of one query row
+        # that sees every key, or a non-causal call) takes it alone
         m_i, l_i, acc, it = _masked_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it,
-                                          idx_ptr, o_p8, o_mask, qk_scale, limit, k_len, CAUSAL)
+                                          idx_ptr, o_p8, o_mask, qk_scale, limit, k_len, tail_bias, has_tail, w_tail,
+                                          CAUSAL, TAIL)
         if TAIL:
-            if has_tail:
+            if has_tail & (o_mask == o_p8):
                 m_i, l_i, acc, it = _tail_step(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc,
-                                               it, tail_bias, qk_scale, desc_kt.block_type.shape[2])
+                                               it, tail_bias, qk_scale, w_tail)
         # a row with nothing to attend has l == 0 and acc == 0: it returns zeros, never NaN
         out = acc * (1.0 / gl.where(l_i > 0.0, l_i, 1.0))[:, None]
         # the output through shared memory and one TMA copy (rows past the sequence's end are not written): the last
