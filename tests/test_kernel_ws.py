@@ -195,6 +195,32 @@ def test_tail_where_the_diagonal_is_kept(causal, lq, lk):
     assert rel_err(out, dense) < rel_err(no_tail, dense)
 
 
+def lone_row_levels(lq, lk):
+    """Random levels whose last query block (one row that sees every key: no block of it needs token masks) skips
+    its first key block and keeps its last, so that its tile has a tail and no masked step."""
+    levels = kept_diagonal(random_levels(1, 2, lq, lk, 128, 128, choices=(0, 0, 1, 4, 8)), lq, lk, True)
+    levels[:, :, -1, 0] = 0
+    levels[:, :, -1, -1] = 1
+    return levels
+
+
+@hopper
+@pytest.mark.parametrize("lq,lk", [(129, 1024), (257, 256)])
+def test_tail_on_a_last_query_block_of_one_row_goes_to_the_triton_kernel(lq, lk):
+    torch.manual_seed(lq + lk)
+    q, k, v = make_inputs(1, 4, 2, lq, lk, 128, torch.bfloat16)
+    levels = lone_row_levels(lq, lk)
+    assert not (block_classes(lq, lk, 128, 128, True)[-1] == PARTIAL).any()
+    ref = pyramid_attention_ref(q, k, v, levels, causal=True, tail=True)
+    tri = pyramid_attention(q, k, v, levels, tail=True, diagonal_kept=True, kernel="triton")
+    # the warp-specialized kernel joins the tail to a masked step: this call is the Triton kernel's
+    with pytest.raises(ValueError, match="one row"):
+        pyramid_attention(q, k, v, levels, tail=True, diagonal_kept=True, kernel="ws")
+    out = pyramid_attention(q, k, v, levels, tail=True, diagonal_kept=True)
+    assert rel_err(out, ref) < TOL[q.dtype]
+    assert rel_err(out, tri) < TOL[q.dtype] / 2
+
+
 @hopper
 @pytest.mark.parametrize("kind", ["sink and diagonal", "keep 0.1", "keep 0.6", "pooled", "per kv-head"])
 @pytest.mark.parametrize("length", [4096, 3000])

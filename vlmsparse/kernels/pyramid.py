@@ -721,11 +721,16 @@ def pyramid_attention(
             tail_diag = bool(facts["skips_diag"])
     elif tail and not diagonal_kept:
         tail_diag = True
-    if kernel == "ws" and not ws_supported(q, k, v, block_m, block_n, tail and tail_diag):
+    # a causal tile with a tail and no masked block (a last query block of one row that sees every key, where
+    # the keys end on a block boundary) is the Triton kernel's: the warp-specialized kernel joins the tail to the
+    # last masked step
+    lone_row = tail and causal and lq % block_m == 1 and lk % block_n == 0
+    if kernel == "ws" and (lone_row or not ws_supported(q, k, v, block_m, block_n, tail and tail_diag)):
         raise ValueError(
             "kernel='ws' runs on an sm_90 (Hopper) GPU outside the interpreter, with bfloat16 or float16 inputs, head "
             "dim 128, block_m = block_n = 128 and 16-byte aligned strides, and with tail=True only where no block "
-            "meeting the diagonal is skipped (diagonal_kept=True); pass kernel=None to choose"
+            "meeting the diagonal is skipped (diagonal_kept=True) and not causal with a last query block of one row "
+            "and keys ending on a block boundary; pass kernel=None to choose"
         )
     if not triton_can_run(q.device):
         raise ValueError(
@@ -759,7 +764,7 @@ def pyramid_attention(
     pdl = chain_wait(tail, built_here, pooled) if pdl_ok(q.device) else 0
     if kernel == "ws" or (
         kernel is None and num_warps is None and num_stages is None and tma is not False
-        and ws_supported(q, k, v, block_m, block_n, tail and tail_diag)
+        and not lone_row and ws_supported(q, k, v, block_m, block_n, tail and tail_diag)
     ):
         # the warp-specialized kernel reads the tail key as one more ring step: its mean key and value in q's dtype
         tail_key = skipped_key_sums(levels, pyramid, lq, lk, block_m, block_n, causal, chained=built_here,

@@ -591,12 +591,11 @@ if gluon is not None:
         rows = qblk * 128 + WG * 64 + gl.arange(0, 64, layout=row_layout)
         limit = rows + (k_len - q_len)
         w_tail: gl.constexpr = desc_kt.block_type.shape[2]
-        # the tail step joined to the last masked step; a tile with no masked step (a causal tile of one query row
-        # that sees every key, or a non-causal call) takes it alone
+        # the tail step joined to the last masked step; a tile with no masked step (a non-causal call) takes it alone
         m_i, l_i, acc, it = _masked_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it,
                                           idx_ptr, o_p8, o_mask, qk_scale, limit, k_len, tail_bias, has_tail, w_tail,
                                           CAUSAL, TAIL)
-        if TAIL:
+        if TAIL and not CAUSAL:  # causal: the launcher never brings a tile with a tail and no masked step
             if has_tail & (o_mask == o_p8):
                 m_i, l_i, acc, it = _tail_step(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc,
                                                it, tail_bias, qk_scale, w_tail)
