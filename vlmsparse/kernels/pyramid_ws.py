@@ -368,18 +368,19 @@ if gluon is not None:
         return acc
 
     @gluon.jit
-    def _narrow_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it, idx_ptr, start, stop,
-                      qk_scale, k_len, P: gl.constexpr):
-        """Consumer: single pooled blocks of level ``P``, each the first ``128 / P`` rows of its tile (a narrow
-        matmul), logits ``+ log2(count)``, pooled keys past the sequence's last group masked. Not pipelined."""
+    def _narrow_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it, idx_ptr, start, o_p2,
+                      o_p4, stop, qk_scale, k_len):
+        """Consumer: single pooled blocks, of level 2 before ``o_p2``, 4 before ``o_p4``, then 8; each the first
+        ``128 / p`` rows of its tile, read as a narrow matmul of ``W = 64`` columns (the level-2 width) whose
+        columns past the block's pooled keys are masked, logits ``+ log2(count)``, pooled keys past the sequence's
+        last group masked. One loop for the three levels: a masked column adds an exact zero. Not pipelined."""
         n_buf: gl.constexpr = bufs_k.type.shape[0]
-        W: gl.constexpr = 128 // P
+        W: gl.constexpr = 64
         s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                            instr_shape=[16, W, 16])
         row_acc: gl.constexpr = gl.SliceLayout(1, _ACC)
         row_s: gl.constexpr = gl.SliceLayout(1, s_layout)
         zero = gl.zeros([64, W], gl.float32, s_layout)
-        n_groups = (k_len + P - 1) // P
         offs = gl.arange(0, W, layout=gl.SliceLayout(0, s_layout))
         m_w = gl.convert_layout(m_i, row_s)
         l_w = gl.convert_layout(l_i, row_s)
@@ -389,13 +390,17 @@ if gluon is not None:
             s = cur % n_buf
             phase = (cur // n_buf) & 1
             j = gl.load(idx_ptr + t)
+            lv = (t >= o_p2).to(gl.int32) + (t >= o_p4).to(gl.int32)  # 0, 1, 2: level 2, 4, 8
+            p_lv = 2 << lv
+            w = 64 >> lv  # the block's pooled keys
             mbarrier.wait(ready_k.index(s), phase)
             qk = warpgroup_mma(q_w, bufs_k.index(s).slice(0, W).permute((1, 0)), zero, use_acc=False, is_async=True)
             qk = warpgroup_mma_wait(0, deps=(qk, ))
             mbarrier.arrive(empty_k.index(s), count=1)
-            g = j * W + offs
-            count = gl.minimum(k_len - g * P, P).to(gl.float32)
-            bias = gl.where(g < n_groups, gl.log2(gl.maximum(count, 1.0)), float("-inf"))
+            g = j * w + offs
+            count = gl.minimum(k_len - g * p_lv, p_lv).to(gl.float32)
+            n_groups = (k_len + p_lv - 1) // p_lv
+            bias = gl.where((offs < w) & (g < n_groups), gl.log2(gl.maximum(count, 1.0)), float("-inf"))
             qk = qk * qk_scale + bias[None, :]
             m_new = gl.maximum(m_w, gl.max(qk, 1))
             p = gl.exp2(qk - m_new[:, None])
@@ -508,11 +513,7 @@ if gluon is not None:
         if POOLED:
             if o_p8 > o_s8:  # single pooled blocks are rare in the default plans: skip their set-up when absent
                 m_i, l_i, acc, it = _narrow_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i,
-                                                  acc, it, idx_ptr, o_s8, o_p2, qk_scale, k_len, 2)
-                m_i, l_i, acc, it = _narrow_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i,
-                                                  acc, it, idx_ptr, o_p2, o_p4, qk_scale, k_len, 4)
-                m_i, l_i, acc, it = _narrow_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i,
-                                                  acc, it, idx_ptr, o_p4, o_p8, qk_scale, k_len, 8)
+                                                  acc, it, idx_ptr, o_s8, o_p2, o_p4, o_p8, qk_scale, k_len)
         if TAIL:
             has_tail = gl.load(off_ptr + 10) > o_mask  # this program's plan skips something visible
         rows = qblk * 128 + WG * 64 + gl.arange(0, 64, layout=row_layout)
