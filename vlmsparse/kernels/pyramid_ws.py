@@ -16,8 +16,9 @@ into
 
 Steps, in the order of the plan lists (:mod:`vlmsparse.kernels.plan_lists`): exact blocks, spans of pooled
 blocks (one 128-key tile of the pyramid, logits ``+ log2 p``, the rows past the span masked), single pooled
-blocks (the tile's first ``128 / p`` rows, a narrow matmul, logits ``+ log2(count)``), then the blocks that need
-token masks. Every step is the Triton kernel's step on the same operands: the outputs agree to rounding. Tail
+blocks (the same, the rows past the block's ``128 / p`` pooled keys masked; the sequence's ragged last block with
+``+ log2(count)`` per group), all in one pipeline, then the blocks that need token masks. Every step is the Triton
+kernel's step on the same operands: the outputs agree to rounding. Tail
 aggregation (one more key per row, the mean of the keys the row skips) is the last step, a narrow one on a ring tile
 whose first row is the plan row's mean key (the launcher's skipped-key means); a tail over skipped blocks on the
 diagonal, which no planner here makes, is left to the Triton kernel.
@@ -225,40 +226,60 @@ if gluon is not None:
             gl.atomic_xchg(Sched + 1, 0, sem="relaxed")
 
     @gluon.jit
-    def _bias_tables(bias, qk_scale):
+    def _bias_tables(bias, qk_scale, k_len):
         """Consumer, once per program: the span bias's tables, ``sel(i) @ bias[i // 8]^T`` a [64, 128] product whose
-        column ``c`` is ``log2(p) / qk_scale`` where ``c < n * 128 / p`` and ``-2^100`` past the span (scaled, its
-        probability is exactly 0; finite, so no ``0 * inf``). Ten spans a plan can hold (``_bias_index``): level 2
-        of 2 blocks, level 4 of 2-4, level 8 of 3-8; span ``i``'s bfloat16 high part in column ``2 (i % 8)`` and
-        its low part in the next column of tile ``i // 8`` ([128, 16], read transposed); ``sel(i)`` (``_qk``, in
-        registers) has ones in those two columns. Both consumers write the same values (a benign race: equal
-        bits), then fence them for the tensor cores and meet at their warp group's barrier."""
+        column ``c`` is the log correction over ``qk_scale`` where ``c`` is one of the tile's pooled keys of the step
+        and ``-2^100`` past them (scaled, its probability is exactly 0; finite, so no ``0 * inf``). Sixteen tables
+        (``_bias_index``): spans of level 2 of 2 blocks, level 4 of 2-4, level 8 of 3-8 (``log2 p`` on their ``n * 128
+        / p`` columns), single blocks of level 2, 4, 8 (one block's ``128 / p`` columns), and single blocks of each
+        level that are the sequence's ragged last block (``log2`` of each group's key count, groups past the keys'
+        end masked: these depend on ``k_len``). Table ``i``'s bfloat16 high part in column ``2 (i % 8)`` and its low
+        part in the next column of tile ``i // 8`` ([128, 16], read transposed); ``sel(i)`` (``_qk``, in registers)
+        has ones in those two columns. Both consumers write the same values (a benign race: equal bits), then fence
+        them for the tensor cores and meet at their warp group's barrier."""
         k = gl.arange(0, 16, layout=gl.SliceLayout(0, _FILL))[None, :]
         cols = gl.arange(0, 128, layout=gl.SliceLayout(1, _FILL))[:, None]
         slot = k // 2
-        # per slot of tile 0 (spans 0-7) and tile 1 (spans 8, 9): log2 p and the span's columns
+        neg = -1.2676506002282294e30
+        # tile 0 (spans 0-7): log2 p and the span's columns
         log2p0 = gl.where(slot == 0, 1.0, gl.where(slot < 4, 2.0, 3.0))
         ncols0 = gl.where(slot == 0, 128, gl.where(slot < 4, 64 + (slot - 1) * 32, 48 + (slot - 4) * 16))
-        _bias_tile(bias.index(0), cols, k, qk_scale, log2p0, ncols0)
-        _bias_tile(bias.index(1), cols, k, qk_scale, gl.where(slot < 2, 3.0, 0.0), gl.where(slot == 0, 112, 128))
+        _bias_tile(bias.index(0), k, gl.where(cols < ncols0, log2p0 / qk_scale, neg))
+        # tile 1: spans 8, 9 (level 8 of 7, 8 blocks), single blocks of level 2, 4, 8 (slots 2-4), and the ragged
+        # last block as a single block of level 2, 4, 8 (slots 5-7)
+        lv = gl.maximum(slot - 2, 0) % 3  # slots 2-4 and 5-7: level index 0, 1, 2
+        p = (2 << lv).to(gl.float32)
+        w = 64 >> lv
+        log2p1 = gl.where(slot < 2, 3.0, gl.log2(p))
+        ncols1 = gl.where(slot == 0, 112, gl.where(slot == 1, 128, w))
+        regular = gl.where(cols < ncols1, log2p1 / qk_scale, neg)
+        n_groups = (k_len + (2 << lv) - 1) // (2 << lv)
+        g = ((k_len - 1) // 128) * w + cols  # the last block's pooled keys
+        count = gl.minimum(k_len - g * (2 << lv), 2 << lv).to(gl.float32)
+        ragged = gl.where((cols < w) & (g < n_groups), gl.log2(gl.maximum(count, 1.0)) / qk_scale, neg)
+        _bias_tile(bias.index(1), k, gl.where(slot >= 5, ragged, regular))
         fence_async_shared()  # each thread's stores made visible to the tensor cores, then all of them done
         _block_barrier()
 
     @gluon.jit
-    def _bias_tile(tile, cols, k, qk_scale, log2p, ncols):
-        v = gl.where(cols < ncols, log2p / qk_scale, -1.2676506002282294e30)
+    def _bias_tile(tile, k, v):
         hi = v.to(gl.bfloat16)
         lo = (v - hi.to(gl.float32)).to(gl.bfloat16)
         tile.store(gl.where(k % 2 == 0, hi, lo))
 
     @gluon.jit
-    def _bias_index(e, lv):
-        """The bias table of a span with entry ``e`` (``n - 1 == e % 8``) at level index ``lv`` (0, 1, 2 for level
-        2, 4, 8): 0 for level 2, ``n - 1`` (1-3) for level 4, ``n + 1`` (4-9) for level 8, held in the level's range."""
+    def _bias_index(e, t, o_s2, o_s4, o_s8, o_p2, o_p4, ragged_j):
+        """The bias table of wide step ``t`` with entry ``e``. A span (``n - 1 == e % 8``) at level index ``lv`` (0,
+        1, 2 for level 2, 4, 8): 0 for level 2, ``n - 1`` (1-3) for level 4, ``n + 1`` (4-9) for level 8, held in the
+        level's range. A single block (from ``o_s8``; ``e`` its block): 10, 11, 12 for level 2, 4, 8, and 13-15
+        where it is the ragged last block ``ragged_j``."""
+        lv = (t >= o_s2).to(gl.int32) + (t >= o_s4).to(gl.int32)
         i = e % 8 + gl.where(lv == 0, -1, gl.where(lv == 1, 0, 2))
         lo = gl.where(lv == 0, 0, gl.where(lv == 1, 1, 4))
         hi = gl.where(lv == 0, 0, gl.where(lv == 1, 3, 9))
-        return gl.minimum(gl.maximum(i, lo), hi)
+        span = gl.minimum(gl.maximum(i, lo), hi)
+        single = 10 + (t >= o_p2).to(gl.int32) + (t >= o_p4).to(gl.int32) + gl.where(e == ragged_j, 3, 0)
+        return gl.where(t >= o_s8, single, span)
 
     @gluon.jit
     def _wide_update(qk, m_i, l_i, qk_scale):
@@ -285,15 +306,15 @@ if gluon is not None:
         return m_new, l_i * alpha + gl.sum(p, 1), p, alpha
 
     @gluon.jit
-    def _qk(q, k_tile, zero, bias, e, t, o_exact, o_s2, o_s4, SPANS: gl.constexpr):
+    def _qk(q, k_tile, zero, bias, e, t, o_exact, o_s2, o_s4, o_s8, o_p2, o_p4, ragged_j, SPANS: gl.constexpr):
         """Issue step ``t``'s logits, ``Q K^T``. With ``SPANS`` the wide steps are exact before ``o_exact``, then
-        spans of level 2, 4, 8 (from ``o_exact``, ``o_s2``, ``o_s4``), and a span (entry ``e``: ``n - 1 == e % 8``)
-        first issues the bias product ``sel @ bias[_bias_index(e, level)]^T`` into the same accumulator (one more
-        k-16 matmul: the log correction and the mask cost no instruction of the softmax, whose update is then the
-        exact block's)."""
+        spans of level 2, 4, 8 (from ``o_exact``, ``o_s2``, ``o_s4``), then single pooled blocks of level 2, 4, 8
+        (from ``o_s8``, ``o_p2``, ``o_p4``: the tile from the block's first pooled key, the columns past its keys
+        masked), and a pooled step first issues the bias product ``sel @ bias[_bias_index(...)]^T`` into the same
+        accumulator (one more k-16 matmul: the log correction and the mask cost no instruction of the softmax,
+        whose update is then the exact block's)."""
         if SPANS:
-            lv = (t >= o_s2).to(gl.int32) + (t >= o_s4).to(gl.int32)
-            i = _bias_index(e, lv)
+            i = _bias_index(e, t, o_s2, o_s4, o_s8, o_p2, o_p4, ragged_j)
             kk = gl.arange(0, 16, layout=gl.SliceLayout(0, _SEL))
             sel = gl.where(kk // 2 == i % 8, 1.0, 0.0).to(gl.bfloat16)[None, :] + gl.zeros([64, 16], gl.bfloat16,
                                                                                              _SEL)
@@ -306,7 +327,7 @@ if gluon is not None:
 
     @gluon.jit
     def _wide_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it, idx_ptr, o_exact,
-                    o_s2, o_s4, stop, qk_scale, bias, SPANS: gl.constexpr):
+                    o_s2, o_s4, o_s8, o_p2, o_p4, ragged_j, stop, qk_scale, bias, SPANS: gl.constexpr):
         """Consumer: the wide steps ``0 .. stop`` on 128-key tiles in one pipeline (``Q K^T`` of step ``t`` issued
         before ``P V`` of step ``t - 1``): exact blocks, and with ``SPANS`` the spans of every level after them.
         With the span bias a tensor-core product every wide step has the same softmax, so one loop takes them all,
@@ -322,7 +343,7 @@ if gluon is not None:
                 e_next = gl.load(idx_ptr + 1, mask=n > 1, other=0)
             s = it % n_buf
             mbarrier.wait(ready_k.index(s), (it // n_buf) & 1)
-            qk = _qk(q, bufs_k.index(s), zero, bias, e, 0, o_exact, o_s2, o_s4, SPANS)
+            qk = _qk(q, bufs_k.index(s), zero, bias, e, 0, o_exact, o_s2, o_s4, o_s8, o_p2, o_p4, ragged_j, SPANS)
             qk = warpgroup_mma_wait(0, deps=(qk, ))
             mbarrier.arrive(empty_k.index(s), count=1)
             m_i, l_i, p, alpha = _wide_update(qk, m_i, l_i, qk_scale)
@@ -336,7 +357,8 @@ if gluon is not None:
                     e = e_next
                     e_next = gl.load(idx_ptr + t + 1, mask=t + 1 < n, other=0)
                 mbarrier.wait(ready_k.index(s), (cur // n_buf) & 1)
-                qk = _qk(q, bufs_k.index(s), zero, bias, e, t, o_exact, o_s2, o_s4, SPANS)
+                qk = _qk(q, bufs_k.index(s), zero, bias, e, t, o_exact, o_s2, o_s4, o_s8, o_p2, o_p4, ragged_j,
+                         SPANS)
                 mbarrier.wait(ready_v.index(prev), ((cur - 1) // n_buf) & 1)
                 acc = warpgroup_mma(p16, bufs_v.index(prev), acc, is_async=True)
                 qk = warpgroup_mma_wait(1, deps=(qk, ))
@@ -366,45 +388,6 @@ if gluon is not None:
         acc = warpgroup_mma_wait(0, deps=(acc, ))
         mbarrier.arrive(empty_v.index(s), count=1)
         return acc
-
-    @gluon.jit
-    def _narrow_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it, idx_ptr, start, stop,
-                      qk_scale, k_len, P: gl.constexpr):
-        """Consumer: single pooled blocks of level ``P``, each the first ``128 / P`` rows of its tile (a narrow
-        matmul), logits ``+ log2(count)``, pooled keys past the sequence's last group masked. Not pipelined."""
-        n_buf: gl.constexpr = bufs_k.type.shape[0]
-        W: gl.constexpr = 128 // P
-        s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
-                                                           instr_shape=[16, W, 16])
-        row_acc: gl.constexpr = gl.SliceLayout(1, _ACC)
-        row_s: gl.constexpr = gl.SliceLayout(1, s_layout)
-        zero = gl.zeros([64, W], gl.float32, s_layout)
-        n_groups = (k_len + P - 1) // P
-        offs = gl.arange(0, W, layout=gl.SliceLayout(0, s_layout))
-        m_w = gl.convert_layout(m_i, row_s)
-        l_w = gl.convert_layout(l_i, row_s)
-        q_w = gl.convert_layout(q, gl.DotOperandLayout(operand_index=0, parent=s_layout, k_width=2))
-        for t in range(start, stop):
-            cur = it + (t - start)
-            s = cur % n_buf
-            phase = (cur // n_buf) & 1
-            j = gl.load(idx_ptr + t)
-            mbarrier.wait(ready_k.index(s), phase)
-            qk = warpgroup_mma(q_w, bufs_k.index(s).slice(0, W).permute((1, 0)), zero, use_acc=False, is_async=True)
-            qk = warpgroup_mma_wait(0, deps=(qk, ))
-            mbarrier.arrive(empty_k.index(s), count=1)
-            g = j * W + offs
-            count = gl.minimum(k_len - g * P, P).to(gl.float32)
-            bias = gl.where(g < n_groups, gl.log2(gl.maximum(count, 1.0)), float("-inf"))
-            qk = qk * qk_scale + bias[None, :]
-            m_new = gl.maximum(m_w, gl.max(qk, 1))
-            p = gl.exp2(qk - m_new[:, None])
-            alpha = gl.exp2(m_w - m_new)
-            l_w = l_w * alpha + gl.sum(p, 1)
-            m_w = m_new
-            acc = _narrow_pv(q, p, alpha, acc, bufs_v, ready_v, empty_v, s, phase)
-        n = gl.maximum(stop - start, 0)
-        return gl.convert_layout(m_w, row_acc), gl.convert_layout(l_w, row_acc), acc, it + n
 
     @gluon.jit
     def _masked_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it, idx_ptr, start, stop,
@@ -499,20 +482,15 @@ if gluon is not None:
         o_p4 = gl.load(off_ptr + 6)
         o_p8 = gl.load(off_ptr + 7)
         o_mask = gl.load(off_ptr + 8)
-        # exact blocks and spans in one pipeline; a binary kernel reads a pooled block as skipped
+        # exact blocks, spans and single pooled blocks in one pipeline; a binary kernel reads a pooled block as
+        # skipped
         n_wide = o_exact
         if POOLED:
-            n_wide = o_s8
+            n_wide = o_p8
+        ragged_j = gl.where(k_len % 128 != 0, n_kb - 1, -1)  # the sequence's ragged last block, if any
         m_i, l_i, acc, it = _wide_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it,
-                                        idx_ptr, o_exact, o_s2, o_s4, n_wide, qk_scale, bias, POOLED)
-        if POOLED:
-            if o_p8 > o_s8:  # single pooled blocks are rare in the default plans: skip their set-up when absent
-                m_i, l_i, acc, it = _narrow_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i,
-                                                  acc, it, idx_ptr, o_s8, o_p2, qk_scale, k_len, 2)
-                m_i, l_i, acc, it = _narrow_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i,
-                                                  acc, it, idx_ptr, o_p2, o_p4, qk_scale, k_len, 4)
-                m_i, l_i, acc, it = _narrow_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i,
-                                                  acc, it, idx_ptr, o_p4, o_p8, qk_scale, k_len, 8)
+                                        idx_ptr, o_exact, o_s2, o_s4, o_s8, o_p2, o_p4, ragged_j, n_wide, qk_scale,
+                                        bias, POOLED)
         if TAIL:
             has_tail = gl.load(off_ptr + 10) > o_mask  # this program's plan skips something visible
         rows = qblk * 128 + WG * 64 + gl.arange(0, 64, layout=row_layout)
@@ -542,7 +520,7 @@ if gluon is not None:
          n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles, Sched, q_smem, o_smem, bufs_k,
          bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias) = args
         if POOLED:
-            _bias_tables(bias, qk_scale)
+            _bias_tables(bias, qk_scale, k_len)
         it = 0
         r = 0
         mbarrier.wait(q_bar, 0)
