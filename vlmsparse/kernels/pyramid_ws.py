@@ -186,18 +186,23 @@ if gluon is not None:
                 _wait_for_prior()
             # spans (entry 8 * first + n - 1; the tile starts at the first block's pooled keys), then single blocks
             if POOLED:
-                lo = o_exact
-                for c in gl.static_range(6):
-                    hi = gl.load(off_ptr + 2 + c)
-                    base = 0 if c % 3 == 0 else (g2 if c % 3 == 1 else g2 + g4)
-                    groups = 64 >> (c % 3)
-                    for t in range(lo, hi):
-                        e = gl.load(idx_ptr + t)
-                        first = e // 8 if c < 3 else e
-                        _kv_tile(desc_kp, desc_vp, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, b, kvh,
-                                 base + first * groups)
-                        it += 1
-                    lo = hi
+                # one loop over the pooled categories (one copy of the copy's code): spans of level 2, 4, 8 from
+                # offsets 1-3, single blocks of level 2, 4, 8 from offsets 4-6
+                o_s2 = gl.load(off_ptr + 2)
+                o_s4 = gl.load(off_ptr + 3)
+                o_s8 = gl.load(off_ptr + 4)
+                o_p2 = gl.load(off_ptr + 5)
+                o_p4 = gl.load(off_ptr + 6)
+                for t in range(o_exact, gl.load(off_ptr + 7)):
+                    e = gl.load(idx_ptr + t)
+                    single = t >= o_s8
+                    lv = gl.where(single, (t >= o_p2).to(gl.int32) + (t >= o_p4).to(gl.int32),
+                                  (t >= o_s2).to(gl.int32) + (t >= o_s4).to(gl.int32))
+                    first = gl.where(single, e, e // 8)
+                    base = gl.where(lv == 0, 0, gl.where(lv == 1, g2, g2 + g4))
+                    _kv_tile(desc_kp, desc_vp, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, b, kvh,
+                             base + first * (64 >> lv))
+                    it += 1
             o_mask = gl.load(off_ptr + 8)
             for t in range(gl.load(off_ptr + 7), o_mask):
                 j = gl.load(idx_ptr + t)
