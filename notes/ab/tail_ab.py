@@ -8,7 +8,8 @@ one plan are timed in rounds (``--rounds``, 2 by default), every version in turn
 the rounds is written beside the overhead and the time against the current version: a gain smaller than that
 spread is not one.
 
-Plans: every wholly visible block at one level (1, 2, 4, 8; sink and diagonal exact), sink and diagonal only,
+Plans: every wholly visible block at one level (1, 2, 4, 8; sink and diagonal exact; level 8 also with the runs'
+remainders that would be single blocks made exact), sink and diagonal only,
 random mixes keeping 50 / 25 / 10% of blocks (two seeds), and PSA's default and exact-first plans on the pareto
 families.
 
@@ -79,6 +80,19 @@ def binary_kwargs(attend, binary):
     if binary and "pooled" in inspect.signature(getattr(attend, "func", attend)).parameters:
         return {"pooled": False}
     return {}
+
+
+def whole_spans(levels, level=8):
+    """``levels`` with the first ``r`` blocks at ``level`` of each row made exact, where the row's ``n`` blocks at
+    ``level`` (one run in a one-level plan) leave a remainder ``r = n % level`` that the plan lists would read as
+    single blocks (``plan_lists.SPAN_MIN_REMAINDER``): the same plan read through whole and part-filled spans only,
+    so a kernel change to the single blocks' path leaves its work alone."""
+    from vlmsparse.kernels.plan_lists import SPAN_MIN_REMAINDER
+    at = levels == level
+    rank = at.to(torch.int32).cumsum(-1)
+    r = at.sum(-1, keepdim=True) % level
+    lone = (r > 0) & (r < SPAN_MIN_REMAINDER[level])
+    return torch.where(at & lone & (rank <= r), torch.ones_like(levels), levels)
 
 
 def measure(label, length, q, k, v, levels, vers, writer, block=128, binary=False):
@@ -201,6 +215,9 @@ def main():
                 measure(f"one level {level}", length, q, k, v, one_level_plan(4, length, 128, level), vers, writer,
                         binary=level in (0, 1))
             marginal_costs(length, one_levels, list(vers))
+            if 8 in one_levels:  # level 8 with no single block: the spans' path alone
+                measure("one level 8 whole spans", length, q, k, v, whole_spans(one_level_plan(4, length, 128, 8)),
+                        vers, writer)
             for keep in ((0.25, 0.1) if args.quick else (0.5, 0.25, 0.1)):
                 for seed in ((0,) if args.quick else (0, 1)):
                     measure(f"random keep {keep} seed {seed}", length, q, k, v,
