@@ -30,6 +30,7 @@ from vlmsparse.bench.kernel import VIDEO_GRIDS, one_level_plan, random_mixed_pla
 from vlmsparse.bench.pareto import FAMILIES
 from vlmsparse.bench.synthetic import video_qkv
 from vlmsparse.kernels import build_kv_pyramid, compile_plan, pyramid_attention
+from vlmsparse.kernels.plan_lists import SPAN_MIN_REMAINDER
 from vlmsparse.methods import get_method
 
 from tail_parts import seeded_qkv
@@ -87,7 +88,6 @@ def whole_spans(levels, level=8):
     ``level`` (one run in a one-level plan) leave a remainder ``r = n % level`` that the plan lists would read as
     single blocks (``plan_lists.SPAN_MIN_REMAINDER``): the same plan read through whole and part-filled spans only,
     so a kernel change to the single blocks' path leaves its work alone."""
-    from vlmsparse.kernels.plan_lists import SPAN_MIN_REMAINDER
     at = levels == level
     rank = at.to(torch.int32).cumsum(-1)
     r = at.sum(-1, keepdim=True) % level
@@ -115,11 +115,10 @@ def measure(label, length, q, k, v, levels, vers, writer, block=128, binary=Fals
     for _ in range(ROUNDS):
         for key, fn in calls.items():
             rounds[key].append(t_ms(fn))
-    names = list(vers)
-    first = names[0]
-    for name in names:
+    first = next(iter(vers))  # the current version: every other is compared with it
+    base = {tail: min(rounds[first, tail]) for tail in (False, True)}
+    for name in vers:
         times = {tail: min(rounds[name, tail]) for tail in (False, True)}
-        base = {tail: min(rounds[first, tail]) for tail in (False, True)}
         diff = {t: ((outs[name, t] - outs[first, t]).norm() / outs[first, t].norm()).item() for t in (False, True)}
         over = [a / b - 1 for a, b in zip(rounds[name, True], rounds[name, False])]
         vs_tail = [a / b for a, b in zip(rounds[name, True], rounds[first, True])]
