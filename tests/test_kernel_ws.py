@@ -125,6 +125,25 @@ def test_plan_per_kv_head_batch_2_and_runs_of_one_level(plan_heads):
 
 
 @hopper
+@pytest.mark.parametrize("kind", ["one level 8", "one level 2", "mixed keep 0.25", "mixed keep 0.1"])
+def test_rows_of_sixty_four_blocks(kind):
+    # rows as long as the benchmarks' at 8k (64 key blocks): many spans and single blocks per row, span entries
+    # and block indices past what the short tests reach; the plans of bench kernel and tail_ab (sink and diagonal
+    # exact), checked against the float64 reference and the Triton kernel
+    from vlmsparse.bench.kernel import one_level_plan, random_mixed_plan
+
+    length = 64 * 128
+    torch.manual_seed(len(kind))
+    q, k, v = make_inputs(1, 8, 2, length, length, 128, torch.bfloat16)
+    with torch.device("cpu"):  # the plans' generators are CPU ones
+        if kind.startswith("one level"):
+            levels = one_level_plan(2, length, 128, int(kind[-1]), device="cpu")
+        else:
+            levels = random_mixed_plan(1, 2, length, 128, float(kind.split()[-1]), device="cpu", seed=len(kind))
+    check_ws(q, k, v, levels.to(DEVICE))
+
+
+@hopper
 def test_strided_queries_and_every_level_one_equals_sdpa():
     torch.manual_seed(0)
     b, l, hq, hkv = 1, 2000, 8, 2
