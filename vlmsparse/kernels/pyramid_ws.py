@@ -18,9 +18,10 @@ Steps, in the order of the plan lists (:mod:`vlmsparse.kernels.plan_lists`): exa
 blocks (one 128-key tile of the pyramid, logits ``+ log2 p``, the rows past the span masked), single pooled
 blocks (the tile's first ``128 / p`` rows, a narrow matmul, logits ``+ log2(count)``), then the blocks that need
 token masks. Every step is the Triton kernel's step on the same operands: the outputs agree to rounding. Tail
-aggregation (one more key per row, the mean of the keys the row skips) is the last step, a narrow one on a ring tile
-whose first row is the plan row's mean key (the launcher's skipped-key means); a tail over skipped blocks on the
-diagonal, which no planner here makes, is left to the Triton kernel.
+aggregation (one more key per row, the mean of the keys the row skips) is the last step (the first on a tile of no
+more kept steps than ring slots, past the programs' first tiles), a narrow one on a ring tile whose first row is the plan row's mean key (the
+launcher's skipped-key means); a tail over skipped blocks on the diagonal, which no planner here makes, is left to
+the Triton kernel.
 
 Persistent schedule: one program per SM, each walking query tiles (a query block of one head) drawn from a
 counter, heavy (late) query blocks first. The producer draws the next tile once it has issued the current tile's
@@ -157,10 +158,20 @@ if gluon is not None:
                                   pack=1)
 
     @gluon.jit
+    def _tail_first(tile, off_ptr, STAGES: gl.constexpr):
+        """Whether a tile takes its tail key as its first step: where its plan row skips something visible and
+        has no more kept steps than ring slots (the tile's first steps would wait for their copies anyway), and
+        not on the first tiles of the programs' count (a chained program meets the skipped sums' launch there as
+        late as before). The rule is the tile's number, not the program's history, so every call rounds alike."""
+        o_mask = gl.load(off_ptr + 8)
+        return (gl.load(off_ptr + 10) > o_mask) & (o_mask <= STAGES) & (tile >= gl.num_programs(0))
+
+    @gluon.jit
     def _producer(args, POOLED: gl.constexpr, TAIL: gl.constexpr, PDL: gl.constexpr):
         (desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kt, desc_vt, BlockIdx, CatOff, desc_o, TailN, qk_scale,
          n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles, Sched, q_smem, o_smem, bufs_k,
          bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias) = args
+        STAGES: gl.constexpr = bufs_k.type.shape[0]
         g2 = (k_len + 1) // 2
         g4 = (k_len + 3) // 4
         it = 0  # ring position, continued from tile to tile (the consumers count the same steps)
@@ -177,6 +188,16 @@ if gluon is not None:
             _tma_load(desc_q, [b, h, qblk * 128, 0], q_bar, q_smem.index(0))
             _tma_load(desc_q, [b, h, qblk * 128 + 64, 0], q_bar, q_smem.index(1))
             o_exact = gl.load(off_ptr + 1)
+            tail_first = False
+            if TAIL:
+                # the tail key first on a short tile (the consumers' rule, _tail_first); a chained program waits
+                # for the launch before here
+                tail_first = _tail_first(tile, off_ptr, STAGES)
+                if tail_first:
+                    if PDL != 0:
+                        _wait_for_prior()
+                    _kv_tile(desc_kt, desc_vt, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, 0, 0, row)
+                    it += 1
             for t in range(0, o_exact):
                 j = gl.load(idx_ptr + t)
                 _kv_tile(desc_k, desc_v, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, b, kvh, j * 128)
@@ -206,7 +227,7 @@ if gluon is not None:
                 # the tail key, one more ring step where the plan row skips something visible: the 16 rows of
                 # the launcher's mean keys and values whose first is this plan row's (written by the sums' launch,
                 # which a chained program waits for first)
-                if gl.load(off_ptr + 10) > o_mask:
+                if (gl.load(off_ptr + 10) > o_mask) & (not tail_first):
                     if PDL == 2:
                         _wait_for_prior()
                     _kv_tile(desc_kt, desc_vt, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, 0, 0, row)
@@ -437,7 +458,7 @@ if gluon is not None:
         """Consumer: tail aggregation as one more ring step, a narrow one: the tile's first row is the mean of the
         wholly visible keys this plan row skips (its value the mean of their values), logit ``+ log2(count)``; the
         tile's other rows (other plan rows' tail keys, or zeros) are masked. The plans this kernel takes with a tail
-        skip no diagonal block, so every row has seen a key before this step. ``W``: the rows the producer copied
+        skip no diagonal block, so every row has a finite logit here (the tail key's, where the step comes first). ``W``: the rows the producer copied
         (``TAIL_ROWS``, its copy box's)."""
         n_buf: gl.constexpr = bufs_k.type.shape[0]
         s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
@@ -503,6 +524,13 @@ if gluon is not None:
         n_wide = o_exact
         if POOLED:
             n_wide = o_s8
+        W_T: gl.constexpr = desc_kt.block_type.shape[2]
+        tail_first = False
+        if TAIL:
+            tail_first = _tail_first(tile, off_ptr, bufs_k.type.shape[0])
+            if tail_first:  # the row's maximum starts at the tail key's logit
+                m_i, l_i, acc, it = _tail_step(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc,
+                                               it, TailN, row, qk_scale, W_T, PDL)
         m_i, l_i, acc, it = _wide_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it,
                                         idx_ptr, o_exact, o_s2, o_s4, n_wide, qk_scale, bias, POOLED)
         if POOLED:
@@ -520,9 +548,9 @@ if gluon is not None:
         m_i, l_i, acc, it = _masked_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it,
                                           idx_ptr, o_p8, o_mask, qk_scale, limit, k_len, CAUSAL)
         if TAIL:
-            if has_tail:
+            if has_tail & (not tail_first):
                 m_i, l_i, acc, it = _tail_step(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc,
-                                               it, TailN, row, qk_scale, desc_kt.block_type.shape[2], PDL)
+                                               it, TailN, row, qk_scale, W_T, PDL)
         # a row with nothing to attend has l == 0 and acc == 0: it returns zeros, never NaN
         out = acc * (1.0 / gl.where(l_i > 0.0, l_i, 1.0))[:, None]
         # the output through shared memory and one TMA copy (rows past the sequence's end are not written): the last
