@@ -603,8 +603,9 @@ def compile_for_sm90(pooled: bool, tail: bool, pdl: int = 0, causal: bool = True
 
     fn = _pyramid_ws_fwd
     box = lambda rows: f"tensordesc<bf16[1, 1, {rows}, {HEAD_DIM}],{_box_layout(rows)!r}>"  # noqa: E731
-    # the launch's boxes (others 128 rows)
-    rows = {"desc_q": HALF, "desc_o": HALF, "desc_kt": TAIL_ROWS, "desc_vt": TAIL_ROWS}
+    # the launch's boxes (others 128 rows; without tail the launch passes K and V's descriptors for the tail's)
+    tail_rows = TAIL_ROWS if tail else BLOCK
+    rows = {"desc_q": HALF, "desc_o": HALF, "desc_kt": tail_rows, "desc_vt": tail_rows}
     types = {"BlockIdx": "*i32", "CatOff": "*i32", "TailN": "*fp32", "qk_scale": "fp32",
              "Sched": "*i32"}
     flags = dict(CAUSAL=causal, POOLED=pooled, TAIL=tail, PDL=pdl, STAGES=STAGES, CONSUMER_REGS=REGS[0],
