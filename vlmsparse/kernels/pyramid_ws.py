@@ -18,9 +18,14 @@ Steps, in the order of the plan lists (:mod:`vlmsparse.kernels.plan_lists`): exa
 blocks (one 128-key tile of the pyramid, logits ``+ log2 p``, the rows past the span masked), single pooled
 blocks (the tile's first ``128 / p`` rows, a narrow matmul, logits ``+ log2(count)``), then the blocks that need
 token masks. Every step is the Triton kernel's step on the same operands: the outputs agree to rounding. Tail
-aggregation (one more key per row, the mean of the keys the row skips) is the last step, a narrow one on a ring tile
-whose first row is the plan row's mean key (the launcher's skipped-key means); a tail over skipped blocks on the
-diagonal, which no planner here makes, is left to the Triton kernel.
+aggregation (one more key per row, the mean of the keys the row skips) is the row state a tile starts from: the
+producer copies the plan row's mean key and mean value (the launcher's skipped-key means) with Q and hands over
+``log2(count)``, and each consumer sets ``m`` to the tail key's logit (a dot product of its Q rows with the mean key),
+``l`` to 1 and the accumulator to the mean value, with no matmul, no ring step and nothing left for the tile's end.
+On the programs' first tiles (tile numbers below the program count), where a chained launch may not yet have met
+the skipped sums' launch's end, the tail is the tile's last step instead, a narrow one on a ring tile whose first row
+is the plan row's mean key; the rule is the tile's number, so chained and unchained calls round alike. A tail over
+skipped blocks on the diagonal, which no planner here makes, is left to the Triton kernel.
 
 Persistent schedule: one program per SM, each walking query tiles (a query block of one head) drawn from a
 counter, heavy (late) query blocks first. The producer draws the next tile once it has issued the current tile's
@@ -31,7 +36,8 @@ graph each start from tile 0.
 
 Chained launches (:mod:`vlmsparse.kernels.pdl`): with ``PDL=1`` the producer waits for the launch before (the
 pyramid's, or the sums' after it) just before its first pyramid tile, with ``PDL=2`` (a prebuilt pyramid) just
-before a tile's tail key; consumers wait only in their tail step, before reading the count.
+before a tile's tail key (its ring copy, or the tail rows it copies with Q); consumers wait only in their tail step,
+before reading the count.
 
 Not runnable under the Triton interpreter: the tests check it against the Triton kernel and the float64
 reference on a Hopper GPU (``VLMSPARSE_TEST_DEVICE=cuda``).
@@ -65,6 +71,11 @@ try:  # Gluon: Triton >= 3.5; its Hopper pieces are only usable on an sm_90 devi
     # the span bias through the tensor cores: [128, 16] tables (B, read transposed; the [64, 16] selector, A, is
     # built in registers, _SEL), 32-byte swizzled
     _SMEM_BIAS = gl.constexpr(gl.NVMMASharedLayout.get_default_for([128, 16], gl.bfloat16))
+    # the tail key's row of mean key and of mean value as a tile's starting state, unswizzled (read back in the
+    # accumulator's columns)
+    _SMEM_ROW = gl.constexpr(gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=16, rank=2))
+    # the tail's 16 rows of mean keys (the plan row's first) as a narrow product's B operand
+    _SMEM_TAILK = gl.constexpr(gl.NVMMASharedLayout.get_default_for([16, 128], gl.bfloat16))
     _FILL = gl.constexpr(gl.BlockedLayout(size_per_thread=[1, 8], threads_per_warp=[16, 2], warps_per_cta=[4, 1],
                                           order=[1, 0]))
     # a consumer's [64, 128] wgmma results (logits, accumulator) and P as the left operand of P V
@@ -158,9 +169,10 @@ if gluon is not None:
 
     @gluon.jit
     def _producer(args, POOLED: gl.constexpr, TAIL: gl.constexpr, PDL: gl.constexpr):
-        (desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kt, desc_vt, BlockIdx, CatOff, desc_o, TailN, qk_scale,
-         n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles, Sched, q_smem, o_smem, bufs_k,
-         bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias) = args
+        (desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kt, desc_vt, desc_vr, BlockIdx, CatOff, desc_o, TailN,
+         qk_scale, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles, Sched, q_smem, o_smem,
+         bufs_k, bufs_v, q_bar, q_empty, tile_smem, tail_k, tail_v, tail_word, ready_k, empty_k, ready_v, empty_v,
+         bias) = args
         g2 = (k_len + 1) // 2
         g4 = (k_len + 3) // 4
         it = 0  # ring position, continued from tile to tile (the consumers count the same steps)
@@ -171,9 +183,28 @@ if gluon is not None:
                                                                     n_kv_heads, n_plan_heads, n_qb, n_kb, n_tiles)
             # the tile's number and Q, once both consumers have read the last tile's into registers (the number
             # is stored before the barrier's arrival, which releases it to the consumers)
+            init = False
+            if TAIL:
+                # the tail as the tile's starting state, past the programs' first tiles (the rule by tile number);
+                # its count read before the wait for Q's buffer, which hides the round trip
+                init = (gl.load(off_ptr + 10) > gl.load(off_ptr + 8)) & (tile >= gl.num_programs(0))
+                if init:
+                    if PDL != 0:
+                        _wait_for_prior()
+                count = gl.load(TailN + row, mask=init, other=1.0)
+                # the consumers' flag and logit correction: < 0 no tail state to start from
+                word = gl.where(init, gl.log2(gl.maximum(count, 1.0)), -1.0)
             mbarrier.wait(q_empty, (r & 1) ^ 1)
             tile_smem.store(gl.full([1], tile, gl.int32, _ONE_WARP))
-            mbarrier.expect(q_bar, 2 * desc_q.block_type.nbytes)
+            if TAIL:
+                tail_word.store(gl.full([1], word, gl.float32, _ONE_WARP))  # released by the expect's arrival
+            if init:
+                mbarrier.expect(q_bar, 2 * desc_q.block_type.nbytes + desc_kt.block_type.nbytes
+                                + desc_vr.block_type.nbytes)
+                _tma_load(desc_kt, [0, 0, row, 0], q_bar, tail_k)
+                _tma_load(desc_vr, [0, 0, row, 0], q_bar, tail_v.index(r % 2))
+            else:
+                mbarrier.expect(q_bar, 2 * desc_q.block_type.nbytes)
             _tma_load(desc_q, [b, h, qblk * 128, 0], q_bar, q_smem.index(0))
             _tma_load(desc_q, [b, h, qblk * 128 + 64, 0], q_bar, q_smem.index(1))
             o_exact = gl.load(off_ptr + 1)
@@ -206,7 +237,7 @@ if gluon is not None:
                 # the tail key, one more ring step where the plan row skips something visible: the 16 rows of
                 # the launcher's mean keys and values whose first is this plan row's (written by the sums' launch,
                 # which a chained program waits for first)
-                if gl.load(off_ptr + 10) > o_mask:
+                if (gl.load(off_ptr + 10) > o_mask) & (not init):
                     if PDL == 2:
                         _wait_for_prior()
                     _kv_tile(desc_kt, desc_vt, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, 0, 0, row)
@@ -470,27 +501,51 @@ if gluon is not None:
         return gl.convert_layout(m_new, row_acc), gl.convert_layout(l_w, row_acc), acc, it + 1
 
     @gluon.jit
-    def _consumer_tile(args, tile, it, WG: gl.constexpr, CAUSAL: gl.constexpr, POOLED: gl.constexpr,
+    def _consumer_tile(args, tile, it, r, WG: gl.constexpr, CAUSAL: gl.constexpr, POOLED: gl.constexpr,
                        TAIL: gl.constexpr, PDL: gl.constexpr):
         """One query tile's 64 rows of this consumer (its Q loaded): every step of its plan row, the tail, the
         output. Returns the ring position after its steps."""
-        (desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kt, desc_vt, BlockIdx, CatOff, desc_o, TailN, qk_scale,
-         n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles, Sched, q_smem, o_smem, bufs_k,
-         bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias) = args
+        (desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kt, desc_vt, desc_vr, BlockIdx, CatOff, desc_o, TailN,
+         qk_scale, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles, Sched, q_smem, o_smem,
+         bufs_k, bufs_v, q_bar, q_empty, tile_smem, tail_k, tail_v, tail_word, ready_k, empty_k, ready_v, empty_v,
+         bias) = args
         b, h, kvh, qblk, idx_ptr, off_ptr, row = _program_lists(tile, BlockIdx, CatOff, n_q_heads, n_kv_heads,
                                                                 n_plan_heads, n_qb, n_kb, n_tiles)
         # a static index: Q behind a run-time index (two tiles' buffers) gave wrong products on an H200. Q is read
         # into registers (the matmuls' A operand from registers, as P V's P) and released at once: the next tile's Q
         # and first K/V copies load during the whole of this tile
         q = q_smem.index(WG).load(_P)
-        # the reads of Q ordered before the producer's next copy into it (an async-proxy write): a proxy fence, then
-        # the release
-        fence_async_shared()
-        mbarrier.arrive(q_empty, count=1)
         row_layout: gl.constexpr = gl.SliceLayout(1, _ACC)
+        col_layout: gl.constexpr = gl.SliceLayout(0, _ACC)
         m_i = gl.full([64], float("-inf"), gl.float32, row_layout)
         l_i = gl.full([64], 0.0, gl.float32, row_layout)
         acc = gl.zeros([64, 128], gl.float32, _ACC)
+        s_t = m_i  # the tail key's logit, where the tile starts from it
+        init = False
+        if TAIL:
+            # the tail key as the state the tile starts from, where the producer copied its rows with Q: the row's
+            # maximum is its logit and its sum the key's weight, 1; its value joins the accumulator at the end, with
+            # the weight the steps have left it, 2^(s_t - m)
+            word = gl.max(tail_word.load(_VEC), 0)
+            init = word >= 0.0
+            if init:
+                # the logit as the narrow product of the ring's tail step (the mean key the first of 16 rows)
+                W: gl.constexpr = tail_k.type.shape[0]
+                s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                                   instr_shape=[16, W, 16])
+                q_w = gl.convert_layout(q, gl.DotOperandLayout(operand_index=0, parent=s_layout, k_width=2))
+                qk = warpgroup_mma(q_w, tail_k.permute((1, 0)), gl.zeros([64, W], gl.float32, s_layout),
+                                   use_acc=False, is_async=True)
+                qk = warpgroup_mma_wait(0, deps=(qk, ))
+                offs = gl.arange(0, W, layout=gl.SliceLayout(0, s_layout))
+                s0 = gl.sum(gl.where(offs[None, :] == 0, qk, 0.0), 1)
+                s_t = gl.convert_layout(s0 * qk_scale + word, row_layout)
+                m_i = s_t
+                l_i = gl.full([64], 1.0, gl.float32, row_layout)
+        # the reads of Q (and of the tail's rows) ordered before the producer's next copy into them (an async-proxy
+        # write): a proxy fence, then the release
+        fence_async_shared()
+        mbarrier.arrive(q_empty, count=1)
         o_exact = gl.load(off_ptr + 1)
         o_s2 = gl.load(off_ptr + 2)
         o_s4 = gl.load(off_ptr + 3)
@@ -520,9 +575,15 @@ if gluon is not None:
         m_i, l_i, acc, it = _masked_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it,
                                           idx_ptr, o_p8, o_mask, qk_scale, limit, k_len, CAUSAL)
         if TAIL:
-            if has_tail:
+            if has_tail & (not init):
                 m_i, l_i, acc, it = _tail_step(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc,
                                                it, TailN, row, qk_scale, desc_kt.block_type.shape[2], PDL)
+        if TAIL:
+            if init:
+                # the tail key's value with its weight after the tile's last step (the mean value's buffer is this
+                # tile's of two, by tile parity: the producer writes the next tile's into the other)
+                mv = tail_v.index(r % 2).reshape([128]).load(col_layout).to(gl.float32)
+                acc = acc + gl.exp2(s_t - m_i)[:, None] * mv[None, :]
         # a row with nothing to attend has l == 0 and acc == 0: it returns zeros, never NaN
         out = acc * (1.0 / gl.where(l_i > 0.0, l_i, 1.0))[:, None]
         # the output through shared memory and one TMA copy (rows past the sequence's end are not written): the last
@@ -538,9 +599,10 @@ if gluon is not None:
     @gluon.jit
     def _consumer(args, WG: gl.constexpr, CAUSAL: gl.constexpr, POOLED: gl.constexpr, TAIL: gl.constexpr,
                   PDL: gl.constexpr):
-        (desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kt, desc_vt, BlockIdx, CatOff, desc_o, TailN, qk_scale,
-         n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles, Sched, q_smem, o_smem, bufs_k,
-         bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias) = args
+        (desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kt, desc_vt, desc_vr, BlockIdx, CatOff, desc_o, TailN,
+         qk_scale, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles, Sched, q_smem, o_smem,
+         bufs_k, bufs_v, q_bar, q_empty, tile_smem, tail_k, tail_v, tail_word, ready_k, empty_k, ready_v, empty_v,
+         bias) = args
         if POOLED:
             _bias_tables(bias, qk_scale)
         it = 0
@@ -548,7 +610,7 @@ if gluon is not None:
         mbarrier.wait(q_bar, 0)
         tile = gl.max(tile_smem.load(_VEC), 0)
         while tile < n_tiles:
-            it = _consumer_tile(args, tile, it, WG, CAUSAL, POOLED, TAIL, PDL)
+            it = _consumer_tile(args, tile, it, r, WG, CAUSAL, POOLED, TAIL, PDL)
             r += 1
             mbarrier.wait(q_bar, r & 1)
             tile = gl.max(tile_smem.load(_VEC), 0)
@@ -559,8 +621,8 @@ if gluon is not None:
         _consumer(args, 1, CAUSAL, POOLED, TAIL, PDL)
 
     @gluon.jit
-    def _pyramid_ws_fwd(desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kt, desc_vt, BlockIdx, CatOff, desc_o, TailN,
-                        qk_scale, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles, Sched,
+    def _pyramid_ws_fwd(desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kt, desc_vt, desc_vr, BlockIdx,
+                        CatOff, desc_o, TailN, qk_scale, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles, Sched,
                         CAUSAL: gl.constexpr, POOLED: gl.constexpr, TAIL: gl.constexpr, PDL: gl.constexpr,
                         STAGES: gl.constexpr, CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr):
         q_smem = gl.allocate_shared_memory(desc_q.dtype, [2, 64, 128], _SMEM_Q)
@@ -570,6 +632,12 @@ if gluon is not None:
         q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
         q_empty = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
         tile_smem = gl.allocate_shared_memory(gl.int32, [1], gl.SwizzledSharedLayout(1, 1, 1, [0]))
+        # the tail's starting state: the plan row's mean key (the first of the ring tail's 16 rows), its mean value
+        # (one row; two buffers by tile parity, since it is read at the tile's end) and the producer's word
+        # (log2(count), or < 0: none), with Q on its barrier
+        tail_k = gl.allocate_shared_memory(desc_k.dtype, [desc_kt.block_type.shape[2], 128], _SMEM_TAILK)
+        tail_v = gl.allocate_shared_memory(desc_v.dtype, [2, 1, 128], _SMEM_ROW)
+        tail_word = gl.allocate_shared_memory(gl.float32, [1], gl.SwizzledSharedLayout(1, 1, 1, [0]))
         bias = gl.allocate_shared_memory(gl.bfloat16, [2, 128, 16], _SMEM_BIAS)  # bfloat16 whatever q is
         ready_k = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
         empty_k = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
@@ -582,9 +650,10 @@ if gluon is not None:
             mbarrier.init(ready_v.index(s), count=1)
             mbarrier.init(empty_k.index(s), count=2)  # one arrival per consumer warp group
             mbarrier.init(empty_v.index(s), count=2)
-        args = (desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kt, desc_vt, BlockIdx, CatOff, desc_o, TailN, qk_scale,
-                n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles, Sched, q_smem, o_smem, bufs_k,
-                bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias)
+        args = (desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kt, desc_vt, desc_vr, BlockIdx, CatOff, desc_o,
+                TailN, qk_scale, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles, Sched, q_smem,
+                o_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, tail_k, tail_v, tail_word, ready_k, empty_k,
+                ready_v, empty_v, bias)
         # the flags as arguments of their own: in the tuple they would reach the partitions as run-time values
         gl.warp_specialize([
             (_consumer, (args, 0, CAUSAL, POOLED, TAIL, PDL)),
@@ -603,6 +672,7 @@ def compile_for_sm90(pooled: bool, tail: bool, pdl: int = 0, causal: bool = True
 
     fn = _pyramid_ws_fwd
     box = lambda rows: f"tensordesc<bf16[1, 1, {rows}, {HEAD_DIM}],{_box_layout(rows)!r}>"  # noqa: E731
+    row_box = f"tensordesc<bf16[1, 1, 1, {HEAD_DIM}],{_row_layout()!r}>"
     # the launch's boxes (others 128 rows)
     rows = {"desc_q": HALF, "desc_o": HALF, "desc_kt": TAIL_ROWS, "desc_vt": TAIL_ROWS}
     types = {"BlockIdx": "*i32", "CatOff": "*i32", "TailN": "*fp32", "qk_scale": "fp32",
@@ -613,6 +683,8 @@ def compile_for_sm90(pooled: bool, tail: bool, pdl: int = 0, causal: bool = True
     for name in fn.arg_names:
         if name in flags:
             signature[name] = "constexpr"
+        elif name == "desc_vr":
+            signature[name] = row_box
         elif name.startswith("desc_"):
             signature[name] = box(rows.get(name, BLOCK))
         else:
@@ -659,6 +731,12 @@ def _box_layout(rows: int):
 
 
 @functools.lru_cache(maxsize=None)
+def _row_layout():
+    # one unswizzled row of 16-bit elements (the tail's mean key and value, read back in the accumulator's columns)
+    return gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=16, rank=4)
+
+
+@functools.lru_cache(maxsize=None)
 def _descriptor_defaults() -> tuple[tuple[str, object], ...]:
     """The descriptor dataclass's fields that :func:`_descriptor` does not set, with their defaults (Triton adds
     fields from version to version: 3.9's ``round_f32_to_tf32``)."""
@@ -667,7 +745,7 @@ def _descriptor_defaults() -> tuple[tuple[str, object], ...]:
                  if f.name not in own and f.default is not dataclasses.MISSING)
 
 
-def _descriptor(t: torch.Tensor, rows: int):
+def _descriptor(t: torch.Tensor, rows: int, layout=None):
     """A 4-D TMA descriptor of ``t`` ``[B, H, L, D]`` with ``[1, 1, rows, D]`` boxes (rows past L read zeros): the
     fields ``GluonDescriptor.from_tensor`` sets.
 
@@ -675,7 +753,7 @@ def _descriptor(t: torch.Tensor, rows: int):
     were about a quarter of the launch's host time."""
     d = object.__new__(GluonDescriptor)
     d.base, d.shape, d.strides = t, list(t.shape), list(t.stride())
-    d.block_shape, d.layout, d.padding = [1, 1, rows, HEAD_DIM], _box_layout(rows), "zero"
+    d.block_shape, d.layout, d.padding = [1, 1, rows, HEAD_DIM], _box_layout(rows) if layout is None else layout, "zero"
     for name, value in _descriptor_defaults():
         setattr(d, name, value)
     return d
@@ -703,13 +781,16 @@ def pyramid_attention_ws(q, k, v, plan, kp_all, vp_all, out, scale_log2: float, 
         desc_kp, desc_vp = _descriptor(kp_all, BLOCK), _descriptor(vp_all, BLOCK)
     if tail_key is None:
         desc_kt, desc_vt, tail_n = desc_k, desc_v, out
+        desc_vr = _descriptor(v, 1, _row_layout())  # never read
     else:
         mean_k, mean_v, tail_n = tail_key
         desc_kt, desc_vt = _descriptor(mean_k[None, None], TAIL_ROWS), _descriptor(mean_v[None, None], TAIL_ROWS)
+        desc_vr = _descriptor(mean_v[None, None], 1, _row_layout())
     n_tiles = b * hq * n_qb
     index = _index(q.device)
     _pyramid_ws_fwd[(min(n_tiles, _sm_count(index)), )](
-        desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kt, desc_vt, plan.block_idx, plan.cat_offsets, desc_o, tail_n,
+        desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kt, desc_vt, desc_vr, plan.block_idx, plan.cat_offsets,
+        desc_o, tail_n,
         scale_log2,
         hq, hkv, plan.plan_heads, n_qb, n_kb, lq, lk, n_tiles,
         _schedule_counter(index), CAUSAL=causal, POOLED=kp_all is not None, TAIL=tail_key is not None, PDL=pdl,
