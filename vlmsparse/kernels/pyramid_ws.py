@@ -635,7 +635,8 @@ if gluon is not None:
         # the tail's starting state: the plan row's mean key (the first of the ring tail's 16 rows), its mean value
         # (one row; two buffers by tile parity, since it is read at the tile's end) and the producer's word
         # (log2(count), or < 0: none), with Q on its barrier
-        tail_k = gl.allocate_shared_memory(desc_k.dtype, [desc_kt.block_type.shape[2], 128], _SMEM_TAILK)
+        # (16 rows, the launch's tail box: without tail desc_kt is desc_k, whose 128-row box would size it)
+        tail_k = gl.allocate_shared_memory(desc_k.dtype, [16, 128], _SMEM_TAILK)
         tail_v = gl.allocate_shared_memory(desc_v.dtype, [2, 1, 128], _SMEM_ROW)
         tail_word = gl.allocate_shared_memory(gl.float32, [1], gl.SwizzledSharedLayout(1, 1, 1, [0]))
         bias = gl.allocate_shared_memory(gl.bfloat16, [2, 128, 16], _SMEM_BIAS)  # bfloat16 whatever q is
