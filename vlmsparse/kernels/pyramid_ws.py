@@ -198,11 +198,13 @@ if gluon is not None:
             tile_smem.store(gl.full([1], tile, gl.int32, _ONE_WARP))
             if TAIL:
                 tail_word.store(gl.full([1], word, gl.float32, _ONE_WARP))  # released by the expect's arrival
-            if init:
-                mbarrier.expect(q_bar, 2 * desc_q.block_type.nbytes + desc_kt.block_type.nbytes
-                                + desc_vr.block_type.nbytes)
-                _tma_load(desc_kt, [0, 0, row, 0], q_bar, tail_k)
-                _tma_load(desc_vr, [0, 0, row, 0], q_bar, tail_v.index(r % 2))
+                if init:
+                    mbarrier.expect(q_bar, 2 * desc_q.block_type.nbytes + desc_kt.block_type.nbytes
+                                    + desc_vr.block_type.nbytes)
+                    _tma_load(desc_kt, [0, 0, row, 0], q_bar, tail_k)
+                    _tma_load(desc_vr, [0, 0, row, 0], q_bar, tail_v.index(r % 2))
+                else:
+                    mbarrier.expect(q_bar, 2 * desc_q.block_type.nbytes)
             else:
                 mbarrier.expect(q_bar, 2 * desc_q.block_type.nbytes)
             _tma_load(desc_q, [b, h, qblk * 128, 0], q_bar, q_smem.index(0))
@@ -674,8 +676,9 @@ def compile_for_sm90(pooled: bool, tail: bool, pdl: int = 0, causal: bool = True
     fn = _pyramid_ws_fwd
     box = lambda rows: f"tensordesc<bf16[1, 1, {rows}, {HEAD_DIM}],{_box_layout(rows)!r}>"  # noqa: E731
     row_box = f"tensordesc<bf16[1, 1, 1, {HEAD_DIM}],{_row_layout()!r}>"
-    # the launch's boxes (others 128 rows)
-    rows = {"desc_q": HALF, "desc_o": HALF, "desc_kt": TAIL_ROWS, "desc_vt": TAIL_ROWS}
+    # the launch's boxes (others 128 rows; without tail the launch passes K and V's descriptors for the tail's)
+    tail_rows = TAIL_ROWS if tail else BLOCK
+    rows = {"desc_q": HALF, "desc_o": HALF, "desc_kt": tail_rows, "desc_vt": tail_rows}
     types = {"BlockIdx": "*i32", "CatOff": "*i32", "TailN": "*fp32", "qk_scale": "fp32",
              "Sched": "*i32"}
     flags = dict(CAUSAL=causal, POOLED=pooled, TAIL=tail, PDL=pdl, STAGES=STAGES, CONSUMER_REGS=REGS[0],
