@@ -20,8 +20,9 @@ blocks (the tile's first ``128 / p`` rows, a narrow matmul, logits ``+ log2(coun
 token masks. Every step is the Triton kernel's step on the same operands: the outputs agree to rounding. Tail
 aggregation (one more key per row, the mean of the keys the row skips) is the row state a tile starts from: the
 producer copies the plan row's mean key and mean value (the launcher's skipped-key means) with Q and hands over
-``log2(count)``, and each consumer sets ``m`` to the tail key's logit (a dot product of its Q rows with the mean key),
-``l`` to 1 and the accumulator to the mean value, with no matmul, no ring step and nothing left for the tile's end.
+``log2(count)``; each consumer sets ``m`` to the tail key's logit (a narrow product of its Q rows with the mean key,
+at the tile's start) and ``l`` to 1, and after the tile's last step adds the mean value with the weight the steps
+have left the key, ``2^(logit - m)``: no ring step, no ``P V`` and no softmax update for the tail.
 On the programs' first tiles (tile numbers below the program count), where a chained launch may not yet have met
 the skipped sums' launch's end, the tail is the tile's last step instead, a narrow one on a ring tile whose first row
 is the plan row's mean key; the rule is the tile's number, so chained and unchained calls round alike. A tail over
@@ -624,7 +625,8 @@ if gluon is not None:
 
     @gluon.jit
     def _pyramid_ws_fwd(desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kt, desc_vt, desc_vr, BlockIdx,
-                        CatOff, desc_o, TailN, qk_scale, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles, Sched,
+                        CatOff, desc_o, TailN, qk_scale, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len,
+                        k_len, n_tiles, Sched,
                         CAUSAL: gl.constexpr, POOLED: gl.constexpr, TAIL: gl.constexpr, PDL: gl.constexpr,
                         STAGES: gl.constexpr, CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr):
         q_smem = gl.allocate_shared_memory(desc_q.dtype, [2, 64, 128], _SMEM_Q)
