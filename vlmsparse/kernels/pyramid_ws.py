@@ -22,11 +22,9 @@ aggregation (one more key per row, the mean of the keys the row skips) is the ro
 producer copies the plan row's mean key and mean value (the launcher's skipped-key means) with Q and hands over
 ``log2(count)``; each consumer sets ``m`` to the tail key's logit (a narrow product of its Q rows with the mean key,
 at the tile's start) and ``l`` to 1, and after the tile's last step adds the mean value with the weight the steps
-have left the key, ``2^(logit - m)``: no ring step, no ``P V`` and no softmax update for the tail.
-On the programs' first tiles (tile numbers below the program count), where a chained launch may not yet have met
-the skipped sums' launch's end, the tail is the tile's last step instead, a narrow one on a ring tile whose first row
-is the plan row's mean key; the rule is the tile's number, so chained and unchained calls round alike. A tail over
-skipped blocks on the diagonal, which no planner here makes, is left to the Triton kernel.
+have left the key, ``2^(logit - m)``: no ring step, no ``P V`` and no softmax update for the tail, on every tile with
+a tail alike (so chained and unchained calls round alike). A tail over skipped blocks on the diagonal, which no
+planner here makes, is left to the Triton kernel.
 
 Persistent schedule: one program per SM, each walking query tiles (a query block of one head) drawn from a
 counter, heavy (late) query blocks first. The producer draws the next tile once it has issued the current tile's
@@ -36,9 +34,9 @@ launches: a launch's last program sets it back, so calls back to back, on severa
 graph each start from tile 0.
 
 Chained launches (:mod:`vlmsparse.kernels.pdl`): with ``PDL=1`` the producer waits for the launch before (the
-pyramid's, or the sums' after it) just before its first pyramid tile, with ``PDL=2`` (a prebuilt pyramid) just
-before a tile's tail key (its ring copy, or the tail rows it copies with Q); consumers wait only in their tail step,
-before reading the count.
+pyramid's, or the sums' after it) just before its first pyramid tile or its first tile with a tail, whose count it
+reads and whose tail rows it copies with Q; with ``PDL=2`` (a prebuilt pyramid) before its first tile with a tail.
+Consumers never wait: they read the sums' launch's output only through the producer.
 
 Not runnable under the Triton interpreter: the tests check it against the Triton kernel and the float64
 reference on a Hopper GPU (``VLMSPARSE_TEST_DEVICE=cuda``).
@@ -186,9 +184,10 @@ if gluon is not None:
             # is stored before the barrier's arrival, which releases it to the consumers)
             init = False
             if TAIL:
-                # the tail as the tile's starting state, past the programs' first tiles (the rule by tile number);
-                # its count read before the wait for Q's buffer, which hides the round trip
-                init = (gl.load(off_ptr + 10) > gl.load(off_ptr + 8)) & (tile >= gl.num_programs(0))
+                # the tail as the tile's starting state, on every tile whose plan row skips something visible (a
+                # chained producer waits for the sums' launch before its first such tile's copies); its count read
+                # before the wait for Q's buffer, which hides the round trip
+                init = gl.load(off_ptr + 10) > gl.load(off_ptr + 8)
                 if init:
                     if PDL != 0:
                         _wait_for_prior()
@@ -236,15 +235,6 @@ if gluon is not None:
                 j = gl.load(idx_ptr + t)
                 _kv_tile(desc_k, desc_v, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, b, kvh, j * 128)
                 it += 1
-            if TAIL:
-                # the tail key, one more ring step where the plan row skips something visible: the 16 rows of
-                # the launcher's mean keys and values whose first is this plan row's (written by the sums' launch,
-                # which a chained program waits for first)
-                if (gl.load(off_ptr + 10) > o_mask) & (not init):
-                    if PDL == 2:
-                        _wait_for_prior()
-                    _kv_tile(desc_kt, desc_vt, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, 0, 0, row)
-                    it += 1
             # the next tile's number, drawn once this tile's copies are all issued: the atomic's round trip (the
             # producer waits for it) passes while the consumers work through the ring's last tiles
             tile = _next_tile(Sched)
@@ -466,44 +456,6 @@ if gluon is not None:
         return m_i, l_i, acc, it + gl.maximum(stop - start, 0)
 
     @gluon.jit
-    def _tail_step(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it, TailN, row, qk_scale,
-                   W: gl.constexpr, PDL: gl.constexpr):
-        """Consumer: tail aggregation as one more ring step, a narrow one: the tile's first row is the mean of the
-        wholly visible keys this plan row skips (its value the mean of their values), logit ``+ log2(count)``; the
-        tile's other rows (other plan rows' tail keys, or zeros) are masked. The plans this kernel takes with a tail
-        skip no diagonal block, so every row has seen a key before this step. ``W``: the rows the producer copied
-        (``TAIL_ROWS``, its copy box's)."""
-        n_buf: gl.constexpr = bufs_k.type.shape[0]
-        s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
-                                                           instr_shape=[16, W, 16])
-        row_acc: gl.constexpr = gl.SliceLayout(1, _ACC)
-        row_s: gl.constexpr = gl.SliceLayout(1, s_layout)
-        s = it % n_buf
-        phase = (it // n_buf) & 1
-        mbarrier.wait(ready_k.index(s), phase)
-        # the count, written by the sums' launch: chained, this thread waits for it too (the producer already did,
-        # before copying the tile, so the wait returns at once)
-        if PDL != 0:
-            _wait_for_prior()
-        count = gl.load(TailN + row)
-        q_w = gl.convert_layout(q, gl.DotOperandLayout(operand_index=0, parent=s_layout, k_width=2))
-        qk = warpgroup_mma(q_w, bufs_k.index(s).slice(0, W).permute((1, 0)), gl.zeros([64, W], gl.float32, s_layout),
-                           use_acc=False, is_async=True)
-        qk = warpgroup_mma_wait(0, deps=(qk, ))
-        mbarrier.arrive(empty_k.index(s), count=1)
-        offs = gl.arange(0, W, layout=gl.SliceLayout(0, s_layout))
-        bias = gl.where((offs == 0) & (count > 0.5), gl.log2(gl.maximum(count, 1.0)), float("-inf"))
-        qk = qk * qk_scale + bias[None, :]
-        m_w = gl.convert_layout(m_i, row_s)
-        m_new = gl.maximum(m_w, gl.max(qk, 1))
-        m_safe = gl.where(m_new == float("-inf"), 0.0, m_new)
-        p = gl.exp2(qk - m_safe[:, None])
-        alpha = gl.exp2(m_w - m_safe)
-        l_w = gl.convert_layout(l_i, row_s) * alpha + gl.sum(p, 1)
-        acc = _narrow_pv(q, p, alpha, acc, bufs_v, ready_v, empty_v, s, phase)
-        return gl.convert_layout(m_new, row_acc), gl.convert_layout(l_w, row_acc), acc, it + 1
-
-    @gluon.jit
     def _consumer_tile(args, tile, it, r, WG: gl.constexpr, CAUSAL: gl.constexpr, POOLED: gl.constexpr,
                        TAIL: gl.constexpr, PDL: gl.constexpr):
         """One query tile's 64 rows of this consumer (its Q loaded): every step of its plan row, the tail, the
@@ -571,16 +523,10 @@ if gluon is not None:
                                                   acc, it, idx_ptr, o_p2, o_p4, qk_scale, k_len, 4)
                 m_i, l_i, acc, it = _narrow_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i,
                                                   acc, it, idx_ptr, o_p4, o_p8, qk_scale, k_len, 8)
-        if TAIL:
-            has_tail = gl.load(off_ptr + 10) > o_mask  # this program's plan skips something visible
         rows = qblk * 128 + WG * 64 + gl.arange(0, 64, layout=row_layout)
         limit = rows + (k_len - q_len)
         m_i, l_i, acc, it = _masked_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it,
                                           idx_ptr, o_p8, o_mask, qk_scale, limit, k_len, CAUSAL)
-        if TAIL:
-            if has_tail & (not init):
-                m_i, l_i, acc, it = _tail_step(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc,
-                                               it, TailN, row, qk_scale, desc_kt.block_type.shape[2], PDL)
         if TAIL:
             if init:
                 # the tail key's value with its weight after the tile's last step (the mean value's buffer is this
