@@ -538,13 +538,15 @@ def _skip_mask(Levels, row, r_ok, first_row, kb, kb_ok, n_kb, q_len, k_len, CAUS
 def _skipped_sums_kernel(Levels, Sums, Out, MeanK, MeanV, Count, n_qb, n_kb, rows_per_kv_head, q_len, k_len, width,
                          head_dim, CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                          R: tl.constexpr, C: tl.constexpr, W: tl.constexpr, MEANS: tl.constexpr,
-                         CHAINED: tl.constexpr, RELEASE: tl.constexpr):
+                         CHAINED: tl.constexpr, RELEASE: tl.constexpr, PRECISION: tl.constexpr = "ieee"):
     """Rows ``R`` x columns ``W`` of :func:`skipped_key_sums` for one (batch, kv-head): the 0/1 mask of wholly
     visible skipped blocks (from ``levels`` and the block geometry) times the block sums, ``C`` blocks a step.
     ``MEANS``: the tail key itself instead, the key and value means (``MeanK``, ``MeanV``, ``[rows, head_dim]``
     in their dtype; zeros where nothing is skipped) and the count (``Count``, float32); else the sums into ``Out``.
     ``CHAINED``: launched right after the pyramid's launch, which it waits for; ``RELEASE``: the attention launch
-    after this one may start at once (:mod:`vlmsparse.kernels.pdl`)."""
+    after this one may start at once (:mod:`vlmsparse.kernels.pdl`). ``PRECISION``: ``"ieee"`` float32 products,
+    ``"tf32x3"`` three tf32 products, or ``"bf16x3"`` on tensor cores with the sums in three bfloat16 parts (their
+    24 bits; the 0/1 mask is exact)."""
     release_dependents(RELEASE)
     wait_for_prior(CHAINED)
     bkv = tl.program_id(2)
@@ -562,7 +564,16 @@ def _skipped_sums_kernel(Levels, Sums, Out, MeanK, MeanV, Count, n_qb, n_kb, row
         kb_ok = kb < n_kb
         m = _skip_mask(Levels, row, r_ok, first_row, kb, kb_ok, n_kb, q_len, k_len, CAUSAL, BLOCK_N)
         x = tl.load(sums + kb[:, None] * width + cols[None, :], mask=kb_ok[:, None] & c_ok[None, :], other=0.0)
-        acc += tl.dot(m, x.to(tl.float32), input_precision="ieee")
+        x = x.to(tl.float32)
+        if PRECISION == "bf16x3":
+            mb = m.to(tl.bfloat16)
+            hi = x.to(tl.bfloat16)
+            rest = x - hi.to(tl.float32)
+            mid = rest.to(tl.bfloat16)
+            lo = (rest - mid.to(tl.float32)).to(tl.bfloat16)
+            acc = tl.dot(mb, lo, tl.dot(mb, mid, tl.dot(mb, hi, acc)))
+        else:
+            acc += tl.dot(m, x, input_precision=PRECISION)
         if MEANS:  # the keys counted, for the means (the last column of the block sums)
             n_kb_keys = tl.load(sums + kb * width + (width - 1), mask=kb_ok, other=0.0)
             count += tl.sum(m * n_kb_keys[None, :], 1)
@@ -579,6 +590,11 @@ def _skipped_sums_kernel(Levels, Sums, Out, MeanK, MeanV, Count, n_qb, n_kb, row
             tl.store(Count + row, count, mask=r_ok)
     else:
         tl.store(Out + row[:, None] * width + cols[None, :], acc, mask=r_ok[:, None] & c_ok[None, :])
+
+
+#: The skipped sums' launch form: (rows, key blocks a step, columns, warps, precision) of a program, or None for
+#: the default (notes/ab/sums_forms.py times the forms against each other).
+SUMS_FORM: tuple[int, int, int, int, str] | None = None
 
 
 def skipped_key_sums(
@@ -605,14 +621,15 @@ def skipped_key_sums(
         mean_k = torch.empty(rows, d, device=levels.device, dtype=means)
         mean_v = torch.empty_like(mean_k)
         out = count = torch.empty(rows, device=levels.device, dtype=torch.float32)
-    r, c, w = 64, 32, 64
+    r, c, w, warps, precision = SUMS_FORM or (64, 32, 64, 4, "ieee")
     pdl = pdl_ok(levels.device)
     chained = chained and pdl
     # the means need no program of the count column alone: every program counts its rows' keys
     _skipped_sums_kernel[(cdiv(rows_per_kv_head, r), cdiv(width if means is None else 2 * d, w), b * hkv)](
         levels.contiguous(), pyramid.block_sums, out, mean_k, mean_v, count, n_qb, n_kb, rows_per_kv_head, q_len,
         k_len, width, d, CAUSAL=causal, BLOCK_M=block_m, BLOCK_N=block_n, R=r, C=c, W=w, MEANS=means is not None,
-        CHAINED=chained, RELEASE=pdl, **({"launch_pdl": True} if chained else {}),
+        CHAINED=chained, RELEASE=pdl, PRECISION=precision, num_warps=warps,
+        **({"launch_pdl": True} if chained else {}),
     )
     return out if means is None else (mean_k, mean_v, count)
 

@@ -1,0 +1,114 @@
+"""Forms of the skipped sums' launch (tail aggregation's tail key: mean key, mean value, count per plan row), timed
+alone and inside the whole tailed call of the warp-specialized kernel.
+
+Each form is ``pyramid.SUMS_FORM``: (rows, key blocks a step, columns, warps, precision) of one program, precision
+``ieee`` (float32 products), ``tf32x3`` or ``bf16x3`` (tensor cores; the sums in three bfloat16 parts). For every plan it prints
+the launch alone (CUDA-graph replay, GPU time only), the largest difference of its means from the shipped form's,
+and the whole call (prebuilt pyramid and plan lists, ``diagonal_kept=True``) with and without tail, replayed from a
+CUDA graph: the tail overhead each form leaves.
+
+Plans: sink and diagonal only, random keep 0.25 and 0.1 (one plan head per kv-head, two seeds), random keep 0.25
+with one plan head per query head. Inputs: random q ``[1, 28, L, 128]``, k, v ``[1, 4, L, 128]``, bfloat16.
+
+Run on a Hopper GPU from the repository root: python notes/ab/sums_forms.py [--lengths 8192 32768] [--csv F]
+"""
+
+import argparse
+import csv
+import functools
+
+import torch
+import triton
+
+from vlmsparse.bench.kernel import one_level_plan, random_mixed_plan
+from vlmsparse.kernels import build_kv_pyramid, compile_plan, pyramid_attention
+from vlmsparse.kernels import pyramid as pyramid_module
+
+SHIPPED = (64, 32, 64, 4, "ieee")
+FORMS = [
+    SHIPPED,
+    (32, 32, 64, 4, "ieee"),
+    (16, 32, 64, 2, "ieee"),
+    (16, 64, 128, 4, "ieee"),
+    (16, 64, 64, 4, "bf16x3"),
+    (32, 64, 64, 4, "bf16x3"),
+    (64, 64, 64, 4, "bf16x3"),
+    (16, 64, 128, 4, "bf16x3"),
+    (32, 64, 128, 4, "bf16x3"),
+    (64, 64, 128, 8, "bf16x3"),
+    (16, 128, 64, 4, "bf16x3"),
+    (32, 128, 128, 8, "bf16x3"),
+    (16, 64, 64, 4, "tf32x3"),
+    (32, 64, 128, 4, "tf32x3"),
+]
+
+
+def graphed(fn):
+    fn()
+    torch.cuda.synchronize()
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        fn()
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        fn()
+    return min(triton.testing.do_bench(g.replay, warmup=25, rep=100, return_mode="median") for _ in range(2))
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--lengths", type=int, nargs="+", default=[8192, 32768])
+    p.add_argument("--csv", default="sums_forms.csv")
+    args = p.parse_args()
+    print(torch.cuda.get_device_name(), "torch", torch.__version__, "triton", triton.__version__, flush=True)
+    fields = ["length", "plan", "form", "sums_us", "max_diff", "ms", "ms_tail", "tail_overhead"]
+    with open(args.csv, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        for length in args.lengths:
+            gen = torch.Generator(device="cuda").manual_seed(length)
+            q = torch.randn(1, 28, length, 128, device="cuda", dtype=torch.bfloat16, generator=gen)
+            k = torch.randn(1, 4, length, 128, device="cuda", dtype=torch.bfloat16, generator=gen)
+            v = torch.randn(1, 4, length, 128, device="cuda", dtype=torch.bfloat16, generator=gen)
+            pyr = build_kv_pyramid(k, v, tail=True, block_n=128)
+            plans = {"sink and diagonal": one_level_plan(4, length, 128, 0)}
+            for keep in (0.25, 0.1):
+                for seed in (0, 1):
+                    plans[f"random keep {keep} seed {seed}"] = random_mixed_plan(1, 4, length, 128, keep, seed=seed)
+            plans["random keep 0.25 Hm 28"] = random_mixed_plan(1, 28, length, 128, 0.25, seed=2)
+            for label, levels in plans.items():
+                levels = levels.contiguous()
+                plan = compile_plan(levels, length, length, 128, 128, True)
+                call = functools.partial(pyramid_attention, q, k, v, levels, pyramid=pyr, plan=plan,
+                                         diagonal_kept=True, check_levels=False)
+                pyramid_module.SUMS_FORM = None
+                ms = graphed(lambda: call(tail=False))
+                want = pyramid_module.skipped_key_sums(levels, pyr, length, length, 128, 128, True,
+                                                       means=torch.bfloat16)
+                want = [t.double() for t in want]
+                for form in FORMS:
+                    pyramid_module.SUMS_FORM = form
+                    try:
+                        got = pyramid_module.skipped_key_sums(levels, pyr, length, length, 128, 128, True,
+                                                              means=torch.bfloat16)
+                        diff = max((a.double() - b).abs().max().item() for a, b in zip(got, want))
+                        sums_us = 1000 * graphed(lambda: pyramid_module.skipped_key_sums(
+                            levels, pyr, length, length, 128, 128, True, means=torch.bfloat16))
+                        ms_tail = graphed(lambda: call(tail=True))
+                    except Exception as e:  # a form that does not compile is reported, not fatal
+                        print(f"L={length} {label:26s} {form}: {type(e).__name__}: {str(e)[:120]}", flush=True)
+                        continue
+                    row = dict(length=length, plan=label, form=" ".join(map(str, form)), sums_us=sums_us,
+                               max_diff=diff, ms=ms, ms_tail=ms_tail, tail_overhead=ms_tail / ms - 1)
+                    w.writerow(row)
+                    f.flush()
+                    print(f"L={length} {label:26s} {row['form']:20s} sums {sums_us:6.1f} us  diff {diff:.1e}  "
+                          f"call {ms:.4f} / {ms_tail:.4f} ms  tail {100 * row['tail_overhead']:+.1f}%", flush=True)
+                pyramid_module.SUMS_FORM = None
+            torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    main()
