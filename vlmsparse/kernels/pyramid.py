@@ -544,9 +544,8 @@ def _skipped_sums_kernel(Levels, Sums, Out, MeanK, MeanV, Count, n_qb, n_kb, row
     ``MEANS``: the tail key itself instead, the key and value means (``MeanK``, ``MeanV``, ``[rows, head_dim]``
     in their dtype; zeros where nothing is skipped) and the count (``Count``, float32); else the sums into ``Out``.
     ``CHAINED``: launched right after the pyramid's launch, which it waits for; ``RELEASE``: the attention launch
-    after this one may start at once (:mod:`vlmsparse.kernels.pdl`). ``PRECISION``: ``"ieee"`` float32 products,
-    ``"tf32x3"`` three tf32 products, or ``"bf16x3"`` on tensor cores with the sums in three bfloat16 parts (their
-    24 bits; the 0/1 mask is exact)."""
+    after this one may start at once (:mod:`vlmsparse.kernels.pdl`). ``PRECISION``: the products' (``"ieee"``
+    float32, or ``"tf32x3"`` three tf32 products on tensor cores)."""
     release_dependents(RELEASE)
     wait_for_prior(CHAINED)
     bkv = tl.program_id(2)
@@ -564,16 +563,7 @@ def _skipped_sums_kernel(Levels, Sums, Out, MeanK, MeanV, Count, n_qb, n_kb, row
         kb_ok = kb < n_kb
         m = _skip_mask(Levels, row, r_ok, first_row, kb, kb_ok, n_kb, q_len, k_len, CAUSAL, BLOCK_N)
         x = tl.load(sums + kb[:, None] * width + cols[None, :], mask=kb_ok[:, None] & c_ok[None, :], other=0.0)
-        x = x.to(tl.float32)
-        if PRECISION == "bf16x3":
-            mb = m.to(tl.bfloat16)
-            hi = x.to(tl.bfloat16)
-            rest = x - hi.to(tl.float32)
-            mid = rest.to(tl.bfloat16)
-            lo = (rest - mid.to(tl.float32)).to(tl.bfloat16)
-            acc = tl.dot(mb, lo, tl.dot(mb, mid, tl.dot(mb, hi, acc)))
-        else:
-            acc += tl.dot(m, x, input_precision=PRECISION)
+        acc += tl.dot(m, x.to(tl.float32), input_precision=PRECISION)
         if MEANS:  # the keys counted, for the means (the last column of the block sums)
             n_kb_keys = tl.load(sums + kb * width + (width - 1), mask=kb_ok, other=0.0)
             count += tl.sum(m * n_kb_keys[None, :], 1)
@@ -593,8 +583,18 @@ def _skipped_sums_kernel(Levels, Sums, Out, MeanK, MeanV, Count, n_qb, n_kb, row
 
 
 #: The skipped sums' launch form: (rows, key blocks a step, columns, warps, precision) of a program, or None for
-#: the default (notes/ab/sums_forms.py times the forms against each other).
+#: the default (:func:`sums_form`; notes/ab/sums_forms.py times forms against each other).
 SUMS_FORM: tuple[int, int, int, int, str] | None = None
+
+
+def sums_form(rows_per_kv_head: int) -> tuple[int, int, int, int, str]:
+    """The skipped sums' launch form for plans with ``rows_per_kv_head`` rows per kv-head (plan heads per kv-head
+    times query blocks): programs of 32 rows up to 256 such rows (one plan head per kv-head up to 32k tokens at
+    128-row blocks), else of 64. H100, 2026-12-06 (results/sums_forms.csv): the launch of 32-row programs took
+    9.0 us against 10.6 at 8k and 17.0 against 19.8 at 32k (4 kv-heads, 256 rows each), the sink-and-diagonal
+    call's tail overhead +20.8% against +24.6% and +17.0% against +23.9%; with 1,792 rows (one plan head per query
+    head) at 32k it took 66 us against 47. Every form sums in float32 (the same bits)."""
+    return (32 if rows_per_kv_head <= 256 else 64), 32, 64, 4, "ieee"
 
 
 def skipped_key_sums(
@@ -621,7 +621,7 @@ def skipped_key_sums(
         mean_k = torch.empty(rows, d, device=levels.device, dtype=means)
         mean_v = torch.empty_like(mean_k)
         out = count = torch.empty(rows, device=levels.device, dtype=torch.float32)
-    r, c, w, warps, precision = SUMS_FORM or (64, 32, 64, 4, "ieee")
+    r, c, w, warps, precision = SUMS_FORM or sums_form(rows_per_kv_head)
     pdl = pdl_ok(levels.device)
     chained = chained and pdl
     # the means need no program of the count column alone: every program counts its rows' keys
