@@ -170,13 +170,28 @@ def test_block_stats_bfloat16_and_bad_arguments():
         block_stats_triton(x, 32, torch.zeros(1, 2, 32, device=DEVICE))
 
 
+def test_sums_form_rule():
+    # 32-row programs only where each walks at least 128 key blocks and a kv-head has at most 256 plan rows
+    from vlmsparse.kernels.pyramid import sums_form
+
+    assert sums_form(256, 256)[0] == 32  # 32k tokens, one plan head per kv-head
+    assert sums_form(64, 64)[0] == 64  # 8k
+    assert sums_form(1792, 256)[0] == 64  # 32k, one plan head per query head of 7 per kv-head
+    assert all(f[1:] == (32, 64, 4, "ieee") for f in (sums_form(256, 256), sums_form(64, 64)))
+
+
 @pytest.mark.parametrize("lq,lk,bm,bn,causal", [(100, 160, 16, 16, True), (64, 64, 32, 16, True), (50, 90, 16, 32, False),
                                                   # programs whose last query block sees fewer blocks than the keys have
                                                   (1200, 1300, 16, 16, True)])
-def test_skipped_key_sums_match_definition(lq, lk, bm, bn, causal):
-    # per plan row: the sums of the keys and values of the wholly visible blocks it skips, and their key count
+@pytest.mark.parametrize("form", [None, (32, 32, 64, 4, "ieee"), (64, 32, 64, 4, "ieee")])
+def test_skipped_key_sums_match_definition(lq, lk, bm, bn, causal, form, monkeypatch):
+    # per plan row: the sums of the keys and values of the wholly visible blocks it skips, and their key count, in
+    # the default launch form and in programs of 32 and of 64 rows
+    from vlmsparse.kernels import pyramid as kernel_module
     from vlmsparse.kernels.blocks import FULL, block_classes
     from vlmsparse.kernels.pyramid import skipped_key_sums
+
+    monkeypatch.setattr(kernel_module, "SUMS_FORM", form)
 
     torch.manual_seed(7)
     b, hm, hkv, d = 2, 4, 2, 16

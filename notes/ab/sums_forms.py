@@ -2,8 +2,9 @@
 alone and inside the whole tailed call of the warp-specialized kernel.
 
 Each form is ``pyramid.SUMS_FORM``: (rows, key blocks a step, columns, warps, precision) of one program, precision
-``ieee`` (float32 products) or ``tf32x3`` (three tf32 products on tensor cores). Forms with the sums in three bfloat16
-parts on tensor cores were measured from commit 019f48d, whose kernel took ``bf16x3`` (results/sums_forms.csv). For every plan it prints
+``ieee`` (float32 products) or ``tf32x3`` (three tf32 products on tensor cores). Forms with the sums in three
+bfloat16 parts on tensor cores were measured from commit 019f48d, whose kernel took ``bf16x3``
+(results/sums_forms.csv). For every plan it prints
 the launch alone (CUDA-graph replay, GPU time only), the largest difference of its means from the shipped form's,
 and the whole call (prebuilt pyramid and plan lists, ``diagonal_kept=True``) with and without tail, replayed from a
 CUDA graph: the tail overhead each form leaves.

@@ -587,14 +587,16 @@ def _skipped_sums_kernel(Levels, Sums, Out, MeanK, MeanV, Count, n_qb, n_kb, row
 SUMS_FORM: tuple[int, int, int, int, str] | None = None
 
 
-def sums_form(rows_per_kv_head: int) -> tuple[int, int, int, int, str]:
+def sums_form(rows_per_kv_head: int, n_kb: int) -> tuple[int, int, int, int, str]:
     """The skipped sums' launch form for plans with ``rows_per_kv_head`` rows per kv-head (plan heads per kv-head
-    times query blocks): programs of 32 rows up to 256 such rows (one plan head per kv-head up to 32k tokens at
-    128-row blocks), else of 64. H100, 2026-12-06 (results/sums_forms.csv): the launch of 32-row programs took
-    9.0 us against 10.6 at 8k and 17.0 against 19.8 at 32k (4 kv-heads, 256 rows each), the sink-and-diagonal
-    call's tail overhead +20.8% against +24.6% and +17.0% against +23.9%; with 1,792 rows (one plan head per query
-    head) at 32k it took 66 us against 47. Every form sums in float32 (the same bits)."""
-    return (32 if rows_per_kv_head <= 256 else 64), 32, 64, 4, "ieee"
+    times query blocks) and ``n_kb`` key blocks: programs of 32 rows where each walks at least 128 key blocks and
+    a kv-head has at most 256 rows (one plan head per kv-head at 16k-32k tokens in 128-row blocks), else of 64.
+    Every form sums in float32 and gives the same bits. H100, 2026-12-06 (results/tail_ab.csv and
+    results/sums_forms.csv): at 32k tokens with 4 kv-heads, 32-row programs took the tailed calls to 0.945x (sink and
+    diagonal) and 0.967-0.986x (random and one-level plans) of their time with 64-row programs, the launch alone
+    17.0 us against 19.8; at 8k they made the sink-and-diagonal call 1.047x slower, and with 1,792 rows a kv-head at
+    32k the launch took 66 us against 47."""
+    return (32 if n_kb >= 128 and rows_per_kv_head <= 256 else 64), 32, 64, 4, "ieee"
 
 
 def skipped_key_sums(
@@ -621,7 +623,7 @@ def skipped_key_sums(
         mean_k = torch.empty(rows, d, device=levels.device, dtype=means)
         mean_v = torch.empty_like(mean_k)
         out = count = torch.empty(rows, device=levels.device, dtype=torch.float32)
-    r, c, w, warps, precision = SUMS_FORM or sums_form(rows_per_kv_head)
+    r, c, w, warps, precision = SUMS_FORM or sums_form(rows_per_kv_head, n_kb)
     pdl = pdl_ok(levels.device)
     chained = chained and pdl
     # the means need no program of the count column alone: every program counts its rows' keys
