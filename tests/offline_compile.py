@@ -44,6 +44,8 @@ def _describe(x) -> dict:
     for kind in (bool, int, float):
         if isinstance(x, kind):
             return {"t": kind.__name__, "v": x}
+    if isinstance(x, str):  # a constexpr only (a precision's name)
+        return {"t": "str", "v": x}
     if x is None:
         return {"t": "none"}
     raise TypeError(f"an argument of type {type(x).__name__}")
@@ -116,6 +118,13 @@ def capture(path: str) -> None:
     pyramid = build_kv_pyramid(k, v, tail=True, block_n=128)
     skipped_key_sums(levels, pyramid, length, length, 128, 128, True)
     skipped_key_sums(levels, pyramid, length, length, 128, 128, True, means=dtype)
+    from vlmsparse.kernels import pyramid as pyramid_module
+
+    pyramid_module.SUMS_FORM = pyramid_module.sums_form(256, 256)  # the 32-row form of long plans
+    try:
+        skipped_key_sums(levels, pyramid, length, length, 128, 128, True, means=dtype)
+    finally:
+        pyramid_module.SUMS_FORM = None
     cu = torch.tensor([0, 100, 220, 300], dtype=torch.int32)
     segment_attention(*(torch.randn(1, hq, 300, 64, dtype=dtype) for _ in range(3)), cu)
     with open(path, "w") as f:
