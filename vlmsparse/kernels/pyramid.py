@@ -592,10 +592,11 @@ def sums_form(rows_per_kv_head: int, n_kb: int) -> tuple[int, int, int, int, str
     times query blocks) and ``n_kb`` key blocks: programs of 32 rows where each walks at least 128 key blocks and
     a kv-head has at most 256 rows (one plan head per kv-head at 16k-32k tokens in 128-row blocks), else of 64.
     Every form sums in float32 and gives the same bits. H100, 2026-12-06 (results/tail_ab.csv and
-    results/sums_forms.csv): at 32k tokens with 4 kv-heads, 32-row programs took the tailed calls to 0.945x (sink and
-    diagonal) and 0.967-0.986x (random and one-level plans) of their time with 64-row programs, the launch alone
-    17.0 us against 19.8; at 8k they made the sink-and-diagonal call 1.047x slower, and with 1,792 rows a kv-head at
-    32k the launch took 66 us against 47."""
+    results/sums_forms.csv): at 32k tokens with 4 kv-heads, 32-row programs took the tailed calls to 0.94-0.945x
+    (sink and diagonal) and 0.964-0.993x (random and one-level plans) of their time with 64-row programs, the launch
+    alone 17.0 us against 19.8; at 16k sink and diagonal to 0.956x but random keep 0.1 to 1.021x; at 8k they made
+    the sink-and-diagonal call 1.047x slower, and with 1,792 rows a kv-head at 32k the launch took 66 us against
+    47."""
     return (32 if n_kb >= 128 and rows_per_kv_head <= 256 else 64), 32, 64, 4, "ieee"
 
 
