@@ -26,6 +26,8 @@ from vlmsparse.bench.kernel import one_level_plan, random_mixed_plan
 from vlmsparse.kernels import build_kv_pyramid, compile_plan, pyramid_attention
 from vlmsparse.kernels import pyramid as pyramid_module
 
+from tail_parts import graphed  # notes/ab is on the path when run as a script from the root
+
 SHIPPED = (64, 32, 64, 4, "ieee")  # the form before pyramid.sums_form
 FORMS = [
     SHIPPED,
@@ -35,20 +37,6 @@ FORMS = [
     (16, 64, 64, 4, "tf32x3"),
     (32, 64, 128, 4, "tf32x3"),
 ]
-
-
-def graphed(fn):
-    fn()
-    torch.cuda.synchronize()
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        fn()
-    torch.cuda.current_stream().wait_stream(s)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        fn()
-    return min(triton.testing.do_bench(g.replay, warmup=25, rep=100, return_mode="median") for _ in range(2))
 
 
 def main():
