@@ -24,11 +24,14 @@ WRONG = 5e-3  # versions that order the same maths differently differed by 1.8e-
 
 
 def short(version: str) -> str:
-    """A column label: the tag a version names, "tree" for the tree's kernel, else its first words."""
+    """A column label: the tag a version names, "tree" for the tree's kernel, a run's own label (a tag or folder
+    name, one word) whole, else its first words."""
     match = re.search(r"tag (kernel-[\w.-]+)", version)
     if match:
         return match.group(1).removeprefix("kernel-")
-    return "tree" if "the tree" in version else version[:24]
+    if version == "current" or "the tree" in version:
+        return "tree"
+    return version.removeprefix("kernel-") if " " not in version else version[:24]
 
 
 def nearest(length: int) -> int:
