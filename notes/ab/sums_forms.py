@@ -34,6 +34,8 @@ FORMS = [
     (32, 32, 64, 4, "ieee"),
     (16, 32, 64, 2, "ieee"),
     (16, 64, 128, 4, "ieee"),
+    (64, 64, 64, 4, "ieee"),  # one step a program at 8k, as few programs as the shipped form
+    (64, 64, 128, 8, "ieee"),
     (16, 64, 64, 4, "tf32x3"),
     (32, 64, 128, 4, "tf32x3"),
 ]
