@@ -87,3 +87,47 @@ def test_level_costs_come_from_device_time_not_the_host_bound_eager_time():
     assert row["marginal_cost_eager"] < 0.05  # what the eager ratio said: met by a wide margin, wrongly
     assert abs(row["tail_overhead_device"] - (0.2521 / 0.2307 - 1)) < 1e-12
     assert level_cost(eager, device, 1, True)["marginal_cost"] == 1.0
+
+
+def test_tail_columns_time_the_same_plan_with_and_without_tail(monkeypatch):
+    # bench kernel's planners part: the plan a method made, run again with tail=True; a fake device timer (no GPU
+    # here) gives each timed call the next of a known sequence, so the overheads must be those ratios; the error
+    # with tail comes from the interpreted kernel against dense attention
+    import torch
+
+    from vlmsparse.bench import kernel as bench_kernel
+    from vlmsparse.bench.synthetic import video_qkv
+    from vlmsparse.methods import get_method
+
+    times = iter([2.0, 2.5, 10.0, 11.0])  # kernel, kernel with tail, whole prefill, whole prefill with tail
+    calls = []
+
+    def fake_timer(fn):
+        fn()
+        calls.append(fn)
+        return next(times)
+
+    monkeypatch.setattr(bench_kernel, "device_time_ms", fake_timer)
+    q, k, v, visual = video_qkv(4, 8, 8, heads_q=4, heads_kv=2, head_dim=32, seed=3)
+    dense = torch.nn.functional.scaled_dot_product_attention(q, k.repeat_interleave(2, 1), v.repeat_interleave(2, 1),
+                                                             is_causal=True)
+    method = get_method("xattention", threshold=0.3, block_m=32, block_n=32)
+    plan = method.plan(q, k, visual)
+    assert plan.skips and bool((plan.levels == 0).any())
+    row = bench_kernel.tail_columns(method, plan, q, k, v, visual, dense)
+    assert len(calls) == 4
+    assert row["kernel_device_ms"] == 2.0 and row["kernel_tail_device_ms"] == 2.5
+    assert abs(row["tail_overhead_device"] - 0.25) < 1e-12
+    assert abs(row["total_tail_overhead_device"] - 0.1) < 1e-12
+    # the tail gives back part of what the skipped blocks held: its error differs from the plain plan's
+    err_plain = bench_kernel.rel_err(plan.run(q, k, v), dense)
+    assert 0.0 < row["rel_err_vs_dense_tail"] < 1.0 and row["rel_err_vs_dense_tail"] != err_plain
+
+    # a plan that skips nothing runs without tail: its tail columns are NaN, and only the plain kernel is timed
+    times = iter([3.0])
+    calls.clear()
+    full = get_method("xattention", threshold=1.0, block_m=32, block_n=32)
+    plan = full.plan(q, k, visual)
+    row = bench_kernel.tail_columns(full, plan, q, k, v, visual, dense)
+    assert len(calls) == 1 and row["kernel_device_ms"] == 3.0
+    assert all(row[c] != row[c] for c in ("kernel_tail_device_ms", "tail_overhead_device", "rel_err_vs_dense_tail"))

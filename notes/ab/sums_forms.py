@@ -36,6 +36,8 @@ FORMS = [
     (16, 64, 128, 4, "ieee"),
     (64, 64, 64, 4, "ieee"),  # one step a program at 8k, as few programs as the shipped form
     (64, 64, 128, 8, "ieee"),
+    (64, 64, 256, 8, "ieee"),  # at 8k one program a kv-head: the fewest SMs held away from the attention launch
+    (64, 32, 128, 8, "ieee"),
     (16, 64, 64, 4, "tf32x3"),
     (32, 64, 128, 4, "tf32x3"),
 ]

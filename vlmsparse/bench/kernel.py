@@ -270,6 +270,7 @@ def run_level_costs(args: argparse.Namespace) -> list[dict]:
 METHOD_SETTINGS = {
     "psa": dict(name="psa"),
     "psa-videomme": dict(name="psa", preset="videomme-0.65"),
+    "psa-levels-4-8": dict(name="psa", preset="levels-4-8"),  # skips blocks: what tail aggregation costs it
     "xattention": dict(name="xattention"),
     "sparge": dict(name="sparge"),
 }
@@ -322,7 +323,9 @@ def run_methods(args: argparse.Namespace) -> list[dict]:
             # cuDNN timed the same way: the device's cost of plan + kernel, without the launch latency that an
             # isolated call from an idle GPU shows (time_ms above, which flushes L2 before every call)
             t_total_device = device_time_ms(prefill)
-            err = rel_err(plan.run(q, k, v), cudnn(q, k, v))
+            dense_out = cudnn(q, k, v)
+            err = rel_err(plan.run(q, k, v), dense_out)
+            tail = tail_columns(method, plan, q, k, v, visual, dense_out)
             s = sp.overall
             rows.append(dict(
                 env, **shapes, variant=f"plan+kernel:{label}", method=repr(method), cudnn_ms=t_cudnn,
@@ -331,11 +334,41 @@ def run_methods(args: argparse.Namespace) -> list[dict]:
                 plan_device_ms=t_plan_device, plan_device_share_of_dense=t_plan_device / t_cudnn,
                 total_device_ms=t_total_device, cudnn_device_ms=t_cudnn_device,
                 total_device_vs_cudnn=t_cudnn_device / t_total_device,
-                target_ms=1.25 * (1 - s) * t_cudnn, rel_err_vs_dense=err,
+                target_ms=1.25 * (1 - s) * t_cudnn, rel_err_vs_dense=err, **tail,
             ))
         del q, k, v
         torch.cuda.empty_cache()
     return rows
+
+
+def tail_columns(method, plan, q, k, v, visual, dense_out) -> dict:
+    """The same plan run with tail aggregation (``tail=True``) against without: the kernel's device time on a
+    prebuilt pyramid (``kernel_device_ms``, ``kernel_tail_device_ms``, ``tail_overhead_device``: the launcher's
+    skipped-sums launch is inside the timed call), the whole prefill's (plan, pyramid build, sums and kernel:
+    ``total_tail_device_ms``, ``total_tail_overhead_device``) and the error with tail (``rel_err_vs_dense_tail``).
+    NaN where the plan skips no block: the tail would add nothing, and such a plan runs without it."""
+    from dataclasses import replace
+
+    nan = float("nan")
+    pyr = (build_kv_pyramid(k, v, tail=False, block_n=plan.block_n, pooled=plan.pooled) if plan.pooled else None)
+    t_plain = device_time_ms(lambda: plan.run(q, k, v, pyramid=pyr))
+    out = dict(kernel_device_ms=t_plain, kernel_tail_device_ms=nan, tail_overhead_device=nan,
+               total_tail_device_ms=nan, total_tail_overhead_device=nan, rel_err_vs_dense_tail=nan)
+    tplan = replace(plan, tail=True)
+    if not tplan.runs_tail:
+        return out
+    pyr_t = build_kv_pyramid(k, v, tail=True, block_n=plan.block_n, pooled=plan.pooled)
+    t_tail = device_time_ms(lambda: tplan.run(q, k, v, pyramid=pyr_t))
+
+    def prefill(tail: bool):
+        p_ = method.plan(q, k, visual)
+        return replace(p_, tail=tail).run(q, k, v)
+
+    totals = {t: device_time_ms(functools.partial(prefill, t)) for t in (False, True)}
+    out.update(kernel_tail_device_ms=t_tail, tail_overhead_device=t_tail / t_plain - 1.0,
+               total_tail_device_ms=totals[True], total_tail_overhead_device=totals[True] / totals[False] - 1.0,
+               rel_err_vs_dense_tail=rel_err(tplan.run(q, k, v), dense_out))
+    return out
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -405,6 +438,9 @@ def run(args: argparse.Namespace) -> int:
         print_table(mrows, ["L", "family", "variant", "sparsity", "plan_ms", "plan_device_ms", "ms", "total_ms", "cudnn_ms",
                             "total_vs_cudnn", "total_device_vs_cudnn", "plan_share_of_dense",
                             "plan_device_share_of_dense", "target_ms", "rel_err_vs_dense"])
+        print_table(mrows, ["L", "family", "variant", "sparsity", "kernel_device_ms", "kernel_tail_device_ms",
+                            "tail_overhead_device", "total_tail_overhead_device", "rel_err_vs_dense",
+                            "rel_err_vs_dense_tail"])
         rows += mrows
     paths = [write_csv(path, rows) for path in output_csvs(args, "kernel")]
     print(f"wrote {len(rows)} rows to {', '.join(str(p) for p in paths)}")
