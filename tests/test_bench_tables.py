@@ -131,3 +131,36 @@ def test_tail_columns_time_the_same_plan_with_and_without_tail(monkeypatch):
     row = bench_kernel.tail_columns(full, plan, q, k, v, visual, dense)
     assert len(calls) == 1 and row["kernel_device_ms"] == 3.0
     assert all(row[c] != row[c] for c in ("kernel_tail_device_ms", "tail_overhead_device", "rel_err_vs_dense_tail"))
+
+
+def test_bench_kernel_keeps_every_row_of_a_run_cut_short(tmp_path, monkeypatch):
+    # the benchmark's parts append row by row to the run folder's table: a run stopped in its planners' part (a time
+    # limit, Ctrl-C) keeps the rows measured before, and rows another run left in that file stay
+    import argparse
+
+    import pytest
+    import torch
+
+    from vlmsparse.bench import kernel as bench_kernel
+
+    write_csv(tmp_path / "kernel.csv", [dict(L=1, variant="an earlier run's row")])
+
+    def levels_part(args, rows):
+        rows.append(dict(L=8192, variant="one_level_8", marginal_cost=0.15))
+        return rows
+
+    def methods_part(args, rows):
+        rows.append(dict(L=8192, family="medium", variant="plan+kernel:psa", total_device_vs_cudnn=1.4))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(bench_kernel, "run_level_costs", levels_part)
+    monkeypatch.setattr(bench_kernel, "run_methods", methods_part)
+    p = argparse.ArgumentParser()
+    bench_kernel.add_arguments(p)
+    args = p.parse_args(["--skip-random", "--out", str(tmp_path), "--lengths", "8192"])
+    with pytest.raises(KeyboardInterrupt):
+        bench_kernel.run(args)
+    with open(tmp_path / "kernel.csv", newline="") as f:
+        got = [r["variant"] for r in csv.DictReader(f)]
+    assert got == ["an earlier run's row", "one_level_8", "plan+kernel:psa"]

@@ -22,6 +22,7 @@ from vlmsparse.kernels.reference import pyramid_attention_ref
 from vlmsparse.methods.sparsity import plan_sparsity
 
 from .common import (
+    RunTable,
     add_output_arguments,
     causal_attention_flops,
     device_time_ms,
@@ -93,12 +94,12 @@ def check_against_reference(q, k, v, levels, block: int, tail: bool, rows: int, 
     return max(rel_err(out[:, :, :rows], ref_first), rel_err(out[:, :, -rows:], ref_last))
 
 
-def run_random(args: argparse.Namespace) -> list[dict]:
+def run_random(args: argparse.Namespace, rows: list[dict] | None = None) -> list[dict]:
     if not torch.cuda.is_available():
         raise SystemExit("the kernel benchmark needs a CUDA GPU")
     env = environment()
     dtype = getattr(torch, args.dtype)
-    rows: list[dict] = []
+    rows = [] if rows is None else rows  # a _SavedRows keeps each row as it comes
     cudnn, flash = sdpa_dense("cudnn"), sdpa_dense("flash")
     for length in args.lengths:
         torch.manual_seed(length)
@@ -210,7 +211,7 @@ def level_cost(eager: dict, device: dict, level: int, tail: bool) -> dict:
     )
 
 
-def run_level_costs(args: argparse.Namespace) -> list[dict]:
+def run_level_costs(args: argparse.Namespace, rows: list[dict] | None = None) -> list[dict]:
     """What one block costs at each level, relative to an exact block, from whole-kernel runs.
 
     Four plans differ only in the level of the wholly visible blocks past the sink (all at p = 1, 2, 4 or 8),
@@ -226,7 +227,7 @@ def run_level_costs(args: argparse.Namespace) -> list[dict]:
     env = environment()
     dtype = getattr(torch, args.dtype)
     cudnn = sdpa_dense("cudnn")
-    rows: list[dict] = []
+    rows = [] if rows is None else rows  # a _SavedRows keeps each row as it comes
     for length in args.lengths:
         torch.manual_seed(length + 1)
         b, hq, hkv, d = 1, args.heads_q, args.heads_kv, args.head_dim
@@ -279,7 +280,7 @@ METHOD_SETTINGS = {
 VIDEO_GRIDS = {8192: (32, 16, 16), 16384: (64, 16, 16), 32768: (128, 16, 16)}
 
 
-def run_methods(args: argparse.Namespace) -> list[dict]:
+def run_methods(args: argparse.Namespace, rows: list[dict] | None = None) -> list[dict]:
     """Plan + kernel on video-like inputs: what a prefill layer pays, against SDPA cuDNN on the same inputs."""
     from vlmsparse.methods import get_method
 
@@ -288,7 +289,7 @@ def run_methods(args: argparse.Namespace) -> list[dict]:
     env = environment()
     dtype = getattr(torch, args.dtype)
     cudnn = sdpa_dense("cudnn")
-    rows: list[dict] = []
+    rows = [] if rows is None else rows  # a _SavedRows keeps each row as it comes
     for length, family in ((n, f) for n in args.lengths for f in args.families):
         frames, height, width = VIDEO_GRIDS.get(length, (length // 256, 16, 16))
         q, k, v, visual = video_qkv(frames, height, width, heads_q=args.heads_q, heads_kv=args.heads_kv,
@@ -422,26 +423,44 @@ def check_args(args: argparse.Namespace) -> None:
     check_writable_output(args)
 
 
+class _SavedRows(list):
+    """A run's rows, saved to its run folder's table (:class:`RunTable`) as each one is added: a run cut short
+    (a time limit, Ctrl-C) keeps every row it measured."""
+
+    def __init__(self, table: RunTable):
+        super().__init__()
+        self.table = table
+
+    def append(self, row: dict) -> None:
+        super().append(row)
+        self.table.save(self)
+
+
 def run(args: argparse.Namespace) -> int:
-    rows = [] if args.skip_random else run_random(args)
-    if rows:
+    if not torch.cuda.is_available():  # before the run folder is made
+        raise SystemExit("the kernel benchmark needs a CUDA GPU")
+    paths = output_csvs(args, "kernel")
+    rows = _SavedRows(RunTable(paths[0]))  # rows of other runs already in that file are kept
+    if not args.skip_random:
+        run_random(args, rows)
         print_table(rows, ["L", "variant", "plan_seed", "sparsity", "ms", "device_ms", "tflops", "vs_cudnn", "target_ms",
                            "tail_overhead", "tail_overhead_device", "rel_err_vs_ref", "rel_err_vs_cudnn"])
     if not args.skip_levels:
-        lrows = run_level_costs(args)
+        first = len(rows)
+        lrows = run_level_costs(args, rows)[first:]
         print_table(lrows, ["L", "variant", "device_ms", "skip_device_ms", "marginal_cost", "target_cost", "met",
                             "ms", "skip_ms", "marginal_cost_eager", "tail_overhead", "tail_overhead_device",
                             "rel_err_vs_ref"])
-        rows += lrows
     if args.methods:
-        mrows = run_methods(args)
+        first = len(rows)
+        mrows = run_methods(args, rows)[first:]
         print_table(mrows, ["L", "family", "variant", "sparsity", "plan_ms", "plan_device_ms", "ms", "total_ms", "cudnn_ms",
                             "total_vs_cudnn", "total_device_vs_cudnn", "plan_share_of_dense",
                             "plan_device_share_of_dense", "target_ms", "rel_err_vs_dense"])
         print_table(mrows, ["L", "family", "variant", "sparsity", "kernel_device_ms", "kernel_tail_device_ms",
                             "tail_overhead_device", "total_tail_overhead_device", "rel_err_vs_dense",
                             "rel_err_vs_dense_tail"])
-        rows += mrows
-    paths = [write_csv(path, rows) for path in output_csvs(args, "kernel")]
+    for path in paths[1:]:  # results/kernel.csv (--results): the whole run's rows once it has ended
+        write_csv(path, rows)
     print(f"wrote {len(rows)} rows to {', '.join(str(p) for p in paths)}")
     return 0
