@@ -454,6 +454,7 @@ def test_two_processes_on_one_run_share_it(tiny_model, tmp_path):
         (["fidelity", "--out", "/proc/no/such-folder"], "cannot be written"),
         (["kernel", "--block", "100"], "--block must be one of"),
         (["kernel", "--keeps", "1.5"], "--keeps"),
+        (["kernel", "--input-seeds", "-1"], "--input-seeds"),
         (["prefill", "--layers", "0"], "--layers must be > 0"),
         (["pareto", "--recall-rows", "0"], "--recall-rows must be > 0"),
         (["decode", "--size", "1279x720"], "argument --size: expected WIDTHxHEIGHT in pixels with even sides >= 16"),

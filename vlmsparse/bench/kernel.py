@@ -290,10 +290,11 @@ def run_methods(args: argparse.Namespace, rows: list[dict] | None = None) -> lis
     dtype = getattr(torch, args.dtype)
     cudnn = sdpa_dense("cudnn")
     rows = [] if rows is None else rows  # a _SavedRows keeps each row as it comes
-    for length, family in ((n, f) for n in args.lengths for f in args.families):
+    seeds = getattr(args, "input_seeds", [0])
+    for length, family, n in ((n, f, i) for n in args.lengths for f in args.families for i in seeds):
         frames, height, width = VIDEO_GRIDS.get(length, (length // 256, 16, 16))
         q, k, v, visual = video_qkv(frames, height, width, heads_q=args.heads_q, heads_kv=args.heads_kv,
-                                    head_dim=args.head_dim, device="cuda", dtype=dtype, seed=length,
+                                    head_dim=args.head_dim, device="cuda", dtype=dtype, seed=length + 1000 * n,
                                     **FAMILIES[family])
         total = q.shape[2]
         if total != length and family == args.families[0]:
@@ -302,7 +303,7 @@ def run_methods(args: argparse.Namespace, rows: list[dict] | None = None) -> lis
         t_cudnn = time_ms(lambda: cudnn(q, k, v))
         t_cudnn_device = device_time_ms(lambda: cudnn(q, k, v))  # as plan + kernel's total_device_ms below
         shapes = dict(B=1, Hq=args.heads_q, Hkv=args.heads_kv, L=total, visual_tokens=int(visual.sum()),
-                      D=args.head_dim, dtype=args.dtype, family=family)
+                      D=args.head_dim, dtype=args.dtype, family=family, input_seed=length + 1000 * n)
         for label in args.methods:
             setting = dict(METHOD_SETTINGS[label])
             method = get_method(setting.pop("name"), **setting)
@@ -398,6 +399,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--families", nargs="+", default=["diffuse", "medium", "peaked"], choices=list(FAMILIES),
                    help="input families of the planners' part, as in bench pareto (default: diffuse medium peaked; "
                    "medium is the input this part used alone before)")
+    p.add_argument("--input-seeds", type=int, nargs="+", default=[0], metavar="N",
+                   help="the planners' part draws its video-like inputs with seed L + 1000 N for each N (default 0)")
     p.add_argument("--skip-random", action="store_true", help="skip the all-level-1 and random-plan part")
     p.add_argument("--skip-levels", action="store_true", help="skip the per-level marginal cost part")
     add_output_arguments(p, "kernel")
@@ -416,6 +419,8 @@ def check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--block must be one of {VALID_BLOCK_SIZES}, got {args.block}")
     if any(seed < 0 for seed in args.plan_seeds):
         raise ValueError(f"--plan-seeds are non-negative integers; got {args.plan_seeds}")
+    if any(seed < 0 for seed in args.input_seeds):
+        raise ValueError(f"--input-seeds are non-negative integers; got {args.input_seeds}")
     if any(not 0 < keep <= 1 for keep in args.keeps):
         raise ValueError(f"--keeps are shares of blocks kept, in (0, 1]; got {args.keeps}")
     if any(len(c) != 2 or min(c) < 1 for c in args.configs):
