@@ -9,7 +9,7 @@ the launch alone (CUDA-graph replay, GPU time only), the largest difference of i
 and the whole call (prebuilt pyramid and plan lists, ``diagonal_kept=True``) with and without tail, replayed from a
 CUDA graph: the tail overhead each form leaves.
 
-Plans: sink and diagonal only, random keep 0.25 and 0.1 (one plan head per kv-head, two seeds), random keep 0.25
+Plans: sink and diagonal only, one level 8 (no tile has a tail), random keep 0.25 and 0.1 (one plan head per kv-head, two seeds), random keep 0.25
 with one plan head per query head. Inputs: random q ``[1, 28, L, 128]``, k, v ``[1, 4, L, 128]``, bfloat16.
 
 Run on a Hopper GPU from the repository root: python notes/ab/sums_forms.py [--lengths 8192 32768] [--csv F]
@@ -47,7 +47,11 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--lengths", type=int, nargs="+", default=[8192, 32768])
     p.add_argument("--csv", default="sums_forms.csv")
+    p.add_argument("--forms", nargs="+", metavar="R,C,W,WARPS,PRECISION",
+                   help="the forms to time (default: every form above; the shipped form is always first)")
     args = p.parse_args()
+    forms = FORMS if not args.forms else [SHIPPED] + [
+        tuple(int(x) if x.isdigit() else x for x in f.split(",")) for f in args.forms]
     print(torch.cuda.get_device_name(), "torch", torch.__version__, "triton", triton.__version__, flush=True)
     fields = ["length", "plan", "form", "sums_us", "max_diff", "ms", "ms_tail", "tail_overhead"]
     with open(args.csv, "w", newline="") as f:
@@ -59,7 +63,10 @@ def main():
             k = torch.randn(1, 4, length, 128, device="cuda", dtype=torch.bfloat16, generator=gen)
             v = torch.randn(1, 4, length, 128, device="cuda", dtype=torch.bfloat16, generator=gen)
             pyr = build_kv_pyramid(k, v, tail=True, block_n=128)
-            plans = {"sink and diagonal": one_level_plan(4, length, 128, 0)}
+            # one level 8: no row skips a block, so no tile has a tail; what the launch costs there is the SMs
+            # it holds (a program of the shipped form cannot share an SM with the attention launch's)
+            plans = {"sink and diagonal": one_level_plan(4, length, 128, 0),
+                     "one level 8": one_level_plan(4, length, 128, 8)}
             for keep in (0.25, 0.1):
                 for seed in (0, 1):
                     plans[f"random keep {keep} seed {seed}"] = random_mixed_plan(1, 4, length, 128, keep, seed=seed)
@@ -74,7 +81,7 @@ def main():
                 want = pyramid_module.skipped_key_sums(levels, pyr, length, length, 128, 128, True,
                                                        means=torch.bfloat16)
                 want = [t.double() for t in want]
-                for form in FORMS:
+                for form in forms:
                     pyramid_module.SUMS_FORM = form
                     try:
                         got = pyramid_module.skipped_key_sums(levels, pyr, length, length, 128, 128, True,
