@@ -175,10 +175,9 @@ def test_sums_form_rule():
     from vlmsparse.kernels.pyramid import sums_form
 
     assert sums_form(256, 256)[0] == 32  # 32k tokens, one plan head per kv-head
-    assert sums_form(64, 64) == (32, 16, 64, 4, "ieee")  # 8k: programs that can share an SM with the attention's
-    assert sums_form(448, 64)[0] == 64  # 8k, one plan head per query head of 7 per kv-head
+    assert sums_form(64, 64)[0] == 64  # 8k
     assert sums_form(1792, 256)[0] == 64  # 32k, one plan head per query head of 7 per kv-head
-    assert sums_form(256, 256)[1:] == (32, 64, 4, "ieee")
+    assert all(f[1:] == (32, 64, 4, "ieee") for f in (sums_form(256, 256), sums_form(64, 64)))
 
 
 @pytest.mark.parametrize("lq,lk,bm,bn,causal", [(100, 160, 16, 16, True), (64, 64, 32, 16, True), (50, 90, 16, 32, False),

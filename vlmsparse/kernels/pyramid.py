@@ -597,9 +597,6 @@ def sums_form(rows_per_kv_head: int, n_kb: int) -> tuple[int, int, int, int, str
     alone 17.0 us against 19.8; at 16k sink and diagonal to 0.956x but random keep 0.1 to 1.021x; at 8k they made
     the sink-and-diagonal call 1.047x slower, and with 1,792 rows a kv-head at 32k the launch took 66 us against
     47."""
-    if rows_per_kv_head <= 256 and n_kb < 128:
-        # programs of 128 registers and 10 KB of shared memory, which can share an SM with the attention launch's
-        return 32, 16, 64, 4, "ieee"
     return (32 if n_kb >= 128 and rows_per_kv_head <= 256 else 64), 32, 64, 4, "ieee"
 
 
