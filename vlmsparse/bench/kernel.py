@@ -348,7 +348,8 @@ def tail_columns(method, plan, q, k, v, visual, dense_out) -> dict:
     prebuilt pyramid (``kernel_device_ms``, ``kernel_tail_device_ms``, ``tail_overhead_device``: the launcher's
     skipped-sums launch is inside the timed call), the whole prefill's (plan, pyramid build, sums and kernel:
     ``total_tail_device_ms``, ``total_tail_overhead_device``) and the error with tail (``rel_err_vs_dense_tail``).
-    NaN where the plan skips no block: the tail would add nothing, and such a plan runs without it."""
+    NaN where the planner never skips a block (``Plan.skips`` false, as PSA's default): such a plan runs without tail
+    whatever it asks, the tail having nothing to add."""
     from dataclasses import replace
 
     nan = float("nan")
