@@ -113,8 +113,8 @@ def test_tail_columns_time_the_same_plan_with_and_without_tail(monkeypatch):
                                                              is_causal=True)
     method = get_method("xattention", threshold=0.3, block_m=32, block_n=32)
     plan = method.plan(q, k, visual)
-    assert plan.skips and bool((plan.levels == 0).any())
-    row = bench_kernel.tail_columns(method, plan, q, k, v, visual, dense)
+    assert plan.skips and bool((plan.levels == 0).any()) and not plan.pooled
+    row = bench_kernel.tail_columns(method, plan, q, k, v, visual, dense, None)  # binary: no pyramid
     assert len(calls) == 4
     assert row["kernel_device_ms"] == 2.0 and row["kernel_tail_device_ms"] == 2.5
     assert abs(row["tail_overhead_device"] - 0.25) < 1e-12
@@ -128,7 +128,7 @@ def test_tail_columns_time_the_same_plan_with_and_without_tail(monkeypatch):
     calls.clear()
     full = get_method("xattention", threshold=1.0, block_m=32, block_n=32)
     plan = full.plan(q, k, visual)
-    row = bench_kernel.tail_columns(full, plan, q, k, v, visual, dense)
+    row = bench_kernel.tail_columns(full, plan, q, k, v, visual, dense, None)
     assert len(calls) == 1 and row["kernel_device_ms"] == 3.0
     assert all(row[c] != row[c] for c in ("kernel_tail_device_ms", "tail_overhead_device", "rel_err_vs_dense_tail"))
 
