@@ -10,8 +10,8 @@ spread is not one.
 
 Plans: every wholly visible block at one level (1, 2, 4, 8; sink and diagonal exact; level 8 also with the runs'
 remainders that would be single blocks made exact), sink and diagonal only,
-random mixes keeping 50 / 25 / 10% of blocks (two seeds), and PSA's default and exact-first plans on the pareto
-families.
+random mixes keeping 50 / 25 / 10% of blocks (two seeds), and PSA's default, ``videomme-0.65`` and exact-first
+plans on the pareto families.
 
 Run on a GPU from the repository root: python notes/ab/tail_ab.py [tags or commits ...] [--lengths ...]
 (notes/ab/variants.py materialises the past versions; carry notes/ab/.variants on a machine without git history)
@@ -177,7 +177,7 @@ def main():
     p.add_argument("--csv", default="tail_ab.csv")
     p.add_argument("--quick", action="store_true",
                    help="fewer plans: level 4 and sink-and-diagonal, random keep 0.25 and 0.1 (one seed), PSA's "
-                        "default on the medium family")
+                        "default and videomme-0.65 on the medium family")
     p.add_argument("--no-diagonal-passes", action="store_true",
                    help="leave out the current version with its tail passes over skipped diagonal blocks")
     p.add_argument("--device-time", action="store_true",
@@ -226,9 +226,11 @@ def main():
                 for seed in (0,):
                     qv, kv, vv, visual = video_qkv(frames, h, w, device="cuda", dtype=torch.bfloat16,
                                                    seed=1000 * seed + length + 11, **FAMILIES[family])
-                    for label, kw in (("psa default", {}),) if args.quick else (("psa default", {}),
-                                      ("psa exact-first 0.6", dict(thresholds=(0.6, 0.6, 0.76, 0.88),
-                                                                   lone_pooled="exact"))):
+                    settings = [("psa default", {}), ("psa videomme-0.65", dict(preset="videomme-0.65"))]
+                    if not args.quick:
+                        settings.append(("psa exact-first 0.6", dict(thresholds=(0.6, 0.6, 0.76, 0.88),
+                                                                     lone_pooled="exact")))
+                    for label, kw in settings:
                         plan = get_method("psa", **kw).plan(qv, kv, visual)
                         measure(f"{label} {family} s{seed}", qv.shape[2], qv, kv, vv, plan.levels, vers, writer)
             torch.cuda.empty_cache()
