@@ -187,6 +187,8 @@ def main():
                         "each time is the least of its rounds, and the rounds' spread is written beside it")
     p.add_argument("--one-levels", type=int, nargs="+", metavar="LEVEL",
                    help="the one-level plans to run (0: sink and diagonal only); default 1 2 4 8 0, with --quick 4 0")
+    p.add_argument("--families", nargs="+", choices=sorted(FAMILIES), metavar="FAMILY",
+                   help="the input families of PSA's plans (default diffuse medium peaked, with --quick medium)")
     args = p.parse_args()
     global DEVICE_TIME, ROUNDS
     DEVICE_TIME = args.device_time
@@ -222,7 +224,7 @@ def main():
                     measure(f"random keep {keep} seed {seed}", length, q, k, v,
                             random_mixed_plan(1, 4, length, 128, keep, seed=seed), vers, writer)
             frames, h, w = VIDEO_GRIDS[length]
-            for family in (("medium",) if args.quick else ("diffuse", "medium", "peaked")):
+            for family in args.families or (("medium",) if args.quick else ("diffuse", "medium", "peaked")):
                 for seed in (0,):
                     qv, kv, vv, visual = video_qkv(frames, h, w, device="cuda", dtype=torch.bfloat16,
                                                    seed=1000 * seed + length + 11, **FAMILIES[family])
