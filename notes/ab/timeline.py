@@ -146,6 +146,8 @@ def main():
                                            seed=length + 11, **FAMILIES[family])
             inputs[family] = (qv, kv, vv)
             plans.append((f"psa default {family}", get_method("psa").plan(qv, kv, visual).levels, family))
+            plans.append((f"psa videomme-0.65 {family}",
+                          get_method("psa", preset="videomme-0.65").plan(qv, kv, visual).levels, family))
         raw = {}
         for label, levels, kind in plans:
             qq, kk, vv = inputs[kind if isinstance(kind, str) else None]
