@@ -9,8 +9,8 @@ the launch alone (CUDA-graph replay, GPU time only), the largest difference of i
 and the whole call (prebuilt pyramid and plan lists, ``diagonal_kept=True``) with and without tail, replayed from a
 CUDA graph: the tail overhead each form leaves.
 
-Plans: sink and diagonal only, one level 8 (no tile has a tail), random keep 0.25 and 0.1 (one plan head per kv-head, two seeds), random keep 0.25
-with one plan head per query head. Inputs: random q ``[1, 28, L, 128]``, k, v ``[1, 4, L, 128]``, bfloat16.
+Plans: sink and diagonal only, one level 8 (no tile has a tail), random keep 0.25 and 0.1 (one plan head per
+kv-head, two seeds), random keep 0.25 with one plan head per query head. Inputs: random q ``[1, 28, L, 128]``, k, v ``[1, 4, L, 128]``, bfloat16.
 
 Run on a Hopper GPU from the repository root: python notes/ab/sums_forms.py [--lengths 8192 32768] [--csv F]
 """

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+from dataclasses import replace
 
 import torch
 
@@ -312,11 +313,7 @@ def run_methods(args: argparse.Namespace, rows: list[dict] | None = None) -> lis
             t_plan = time_ms(lambda: method.plan(q, k, visual))
             t_plan_device = device_time_ms(lambda: method.plan(q, k, visual))
             t_kernel = time_ms(lambda: plan.run(q, k, v, pyramid=pyr))
-
-            def prefill():
-                p_ = method.plan(q, k, visual)
-                return p_.run(q, k, v)
-
+            prefill = functools.partial(_prefill, method, q, k, v, visual)
             t_total = time_ms(prefill)
             # the same call queued back to back with the host ahead (as in a model's forward pass), against
             # cuDNN timed the same way: the device's cost of plan + kernel, without the launch latency that an
@@ -340,6 +337,13 @@ def run_methods(args: argparse.Namespace, rows: list[dict] | None = None) -> lis
     return rows
 
 
+def _prefill(method, q, k, v, visual, tail: bool | None = None):
+    """One layer's prefill as a model runs it: the method plans, then its plan runs (with ``tail`` set, or as
+    planned where None), the pyramid built in the call."""
+    plan = method.plan(q, k, visual)
+    return (plan if tail is None else replace(plan, tail=tail)).run(q, k, v)
+
+
 def tail_columns(method, plan, q, k, v, visual, dense_out, pyr) -> dict:
     """The same plan (made without tail; ``pyr`` its prebuilt pyramid, or None for a binary one) run with tail
     aggregation (``tail=True``) against without: the kernel's device time on a
@@ -348,8 +352,6 @@ def tail_columns(method, plan, q, k, v, visual, dense_out, pyr) -> dict:
     ``total_tail_device_ms``, ``total_tail_overhead_device``) and the error with tail (``rel_err_vs_dense_tail``).
     NaN where the planner never skips a block (``Plan.skips`` false, as PSA's default): such a plan runs without tail
     whatever it asks, the tail having nothing to add."""
-    from dataclasses import replace
-
     nan = float("nan")
     t_plain = device_time_ms(lambda: plan.run(q, k, v, pyramid=pyr))
     out = dict(kernel_device_ms=t_plain, kernel_tail_device_ms=nan, tail_overhead_device=nan,
@@ -359,12 +361,7 @@ def tail_columns(method, plan, q, k, v, visual, dense_out, pyr) -> dict:
         return out
     pyr_t = build_kv_pyramid(k, v, tail=True, block_n=plan.block_n, pooled=plan.pooled)
     t_tail = device_time_ms(lambda: tplan.run(q, k, v, pyramid=pyr_t))
-
-    def prefill(tail: bool):
-        p_ = method.plan(q, k, visual)
-        return replace(p_, tail=tail).run(q, k, v)
-
-    totals = {t: device_time_ms(functools.partial(prefill, t)) for t in (False, True)}
+    totals = {t: device_time_ms(functools.partial(_prefill, method, q, k, v, visual, t)) for t in (False, True)}
     out.update(kernel_tail_device_ms=t_tail, tail_overhead_device=t_tail / t_plain - 1.0,
                total_tail_device_ms=totals[True], total_tail_overhead_device=totals[True] / totals[False] - 1.0,
                rel_err_vs_dense_tail=rel_err(tplan.run(q, k, v), dense_out))
