@@ -9,7 +9,11 @@ launch alone.
 Under the graph it also times the tailed call with the sums given and unchained (the tail-compiled kernel alone) and
 the kernel compiled without tail but launched chained (its wait alone).
 
-Run on a GPU from the repository root: python notes/ab/tail_parts.py [--lengths 8192 32768]
+With ``--families``, PSA's ``videomme-0.65`` plans on video-like inputs of those families (one plan head per query
+head, the sums' launch in its 64-row form) are timed too, on their own inputs.
+
+Run on a GPU from the repository root: python notes/ab/tail_parts.py [--lengths 8192 32768] [--families medium]
+[--only-videomme]
 """
 
 import argparse
@@ -18,9 +22,12 @@ import math
 import torch
 import triton
 
-from vlmsparse.bench.kernel import one_level_plan, random_mixed_plan
+from vlmsparse.bench.kernel import VIDEO_GRIDS, one_level_plan, random_mixed_plan
+from vlmsparse.bench.pareto import FAMILIES
+from vlmsparse.bench.synthetic import video_qkv
 from vlmsparse.kernels import build_kv_pyramid, compile_plan, pyramid_attention
 from vlmsparse.kernels import pdl
+from vlmsparse.methods import get_method
 from vlmsparse.kernels import pyramid as pyramid_module
 from vlmsparse.kernels import pyramid_ws as ws_module
 
@@ -58,16 +65,29 @@ def graphed(fn):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--lengths", type=int, nargs="+", default=[8192, 32768])
+    p.add_argument("--families", nargs="+", choices=sorted(FAMILIES), default=[], metavar="FAMILY",
+                   help="also PSA's videomme-0.65 plans on video-like inputs of these families")
+    p.add_argument("--only-videomme", action="store_true", help="leave out the synthetic plans")
     args = p.parse_args()
     print(torch.cuda.get_device_name(), "torch", torch.__version__, "triton", triton.__version__)
     for length in args.lengths:
-        q, k, v = seeded_qkv(length)
-        pyr = build_kv_pyramid(k, v, tail=True, block_n=128)
-        plans = {"sink and diagonal": one_level_plan(4, length, 128, 0), "one level 4": one_level_plan(4, length, 128, 4),
-                 "one level 8": one_level_plan(4, length, 128, 8),
-                 "random keep 0.25": random_mixed_plan(1, 4, length, 128, 0.25, seed=0),
-                 "random keep 0.1": random_mixed_plan(1, 4, length, 128, 0.1, seed=0)}
-        for label, levels in plans.items():
+        cases = []  # (label, q, k, v, levels)
+        if not args.only_videomme:
+            q, k, v = seeded_qkv(length)
+            plans = {"sink and diagonal": one_level_plan(4, length, 128, 0),
+                     "one level 4": one_level_plan(4, length, 128, 4), "one level 8": one_level_plan(4, length, 128, 8),
+                     "random keep 0.25": random_mixed_plan(1, 4, length, 128, 0.25, seed=0),
+                     "random keep 0.1": random_mixed_plan(1, 4, length, 128, 0.1, seed=0)}
+            cases += [(label, q, k, v, levels) for label, levels in plans.items()]
+        frames, h, w = VIDEO_GRIDS[length]
+        for family in args.families:
+            qv, kv, vv, visual = video_qkv(frames, h, w, device="cuda", dtype=torch.bfloat16, seed=length + 11,
+                                           **FAMILIES[family])
+            levels = get_method("psa", preset="videomme-0.65").plan(qv, kv, visual).levels
+            cases.append((f"videomme-0.65 {family}", qv, kv, vv, levels))
+        for label, q, k, v, levels in cases:
+            length = q.shape[2]
+            pyr = build_kv_pyramid(k, v, tail=True, block_n=128)
             plan = compile_plan(levels, length, length, 128, 128, True)
 
             def call(tail):
