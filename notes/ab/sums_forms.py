@@ -10,9 +10,13 @@ and the whole call (prebuilt pyramid and plan lists, ``diagonal_kept=True``) wit
 CUDA graph: the tail overhead each form leaves.
 
 Plans: sink and diagonal only, one level 8 (no tile has a tail), random keep 0.25 and 0.1 (one plan head per
-kv-head, two seeds), random keep 0.25 with one plan head per query head. Inputs: random q ``[1, 28, L, 128]``, k, v ``[1, 4, L, 128]``, bfloat16.
+kv-head, two seeds), random keep 0.25 with one plan head per query head. Inputs: random q ``[1, 28, L, 128]``, k,
+v ``[1, 4, L, 128]``, bfloat16. With ``--families``, PSA's ``videomme-0.65`` plans on video-like inputs of those
+families too (one plan head per query head, long tiles: a form of few programs holds few SMs ahead of the attention
+launch and may end before the first tile's tail needs it); ``--only-videomme`` leaves the others out.
 
 Run on a Hopper GPU from the repository root: python notes/ab/sums_forms.py [--lengths 8192 32768] [--csv F]
+[--families medium] [--only-videomme] [--forms R,C,W,WARPS,PRECISION ...]
 """
 
 import argparse
@@ -22,9 +26,12 @@ import functools
 import torch
 import triton
 
-from vlmsparse.bench.kernel import one_level_plan, random_mixed_plan
+from vlmsparse.bench.kernel import VIDEO_GRIDS, one_level_plan, random_mixed_plan
+from vlmsparse.bench.pareto import FAMILIES
+from vlmsparse.bench.synthetic import video_qkv
 from vlmsparse.kernels import build_kv_pyramid, compile_plan, pyramid_attention
 from vlmsparse.kernels import pyramid as pyramid_module
+from vlmsparse.methods import get_method
 
 from tail_parts import graphed  # notes/ab is on the path when run as a script from the root
 
@@ -49,6 +56,9 @@ def main():
     p.add_argument("--csv", default="sums_forms.csv")
     p.add_argument("--forms", nargs="+", metavar="R,C,W,WARPS,PRECISION",
                    help="the forms to time (default: every form above; the shipped form is always first)")
+    p.add_argument("--families", nargs="+", choices=sorted(FAMILIES), default=[], metavar="FAMILY",
+                   help="also PSA's videomme-0.65 plans on video-like inputs of these families")
+    p.add_argument("--only-videomme", action="store_true", help="leave out the random-input plans")
     args = p.parse_args()
     forms = FORMS if not args.forms else [SHIPPED] + [
         tuple(int(x) if x.isdigit() else x for x in f.split(",")) for f in args.forms]
@@ -58,20 +68,31 @@ def main():
         w = csv.DictWriter(f, fieldnames=fields)
         w.writeheader()
         for length in args.lengths:
-            gen = torch.Generator(device="cuda").manual_seed(length)
-            q = torch.randn(1, 28, length, 128, device="cuda", dtype=torch.bfloat16, generator=gen)
-            k = torch.randn(1, 4, length, 128, device="cuda", dtype=torch.bfloat16, generator=gen)
-            v = torch.randn(1, 4, length, 128, device="cuda", dtype=torch.bfloat16, generator=gen)
-            pyr = build_kv_pyramid(k, v, tail=True, block_n=128)
-            # one level 8: no row skips a block, so no tile has a tail; what the launch costs there is the SMs
-            # it holds (a program of the shipped form cannot share an SM with the attention launch's)
-            plans = {"sink and diagonal": one_level_plan(4, length, 128, 0),
-                     "one level 8": one_level_plan(4, length, 128, 8)}
-            for keep in (0.25, 0.1):
-                for seed in (0, 1):
-                    plans[f"random keep {keep} seed {seed}"] = random_mixed_plan(1, 4, length, 128, keep, seed=seed)
-            plans["random keep 0.25 Hm 28"] = random_mixed_plan(1, 28, length, 128, 0.25, seed=2)
-            for label, levels in plans.items():
+            cases = []  # (label, q, k, v, levels)
+            if not args.only_videomme:
+                gen = torch.Generator(device="cuda").manual_seed(length)
+                q = torch.randn(1, 28, length, 128, device="cuda", dtype=torch.bfloat16, generator=gen)
+                k = torch.randn(1, 4, length, 128, device="cuda", dtype=torch.bfloat16, generator=gen)
+                v = torch.randn(1, 4, length, 128, device="cuda", dtype=torch.bfloat16, generator=gen)
+                # one level 8: no row skips a block, so no tile has a tail; what the launch costs there is the SMs
+                # it holds (a program of the shipped form cannot share an SM with the attention launch's)
+                plans = {"sink and diagonal": one_level_plan(4, length, 128, 0),
+                         "one level 8": one_level_plan(4, length, 128, 8)}
+                for keep in (0.25, 0.1):
+                    for seed in (0, 1):
+                        plans[f"random keep {keep} seed {seed}"] = random_mixed_plan(1, 4, length, 128, keep,
+                                                                                     seed=seed)
+                plans["random keep 0.25 Hm 28"] = random_mixed_plan(1, 28, length, 128, 0.25, seed=2)
+                cases += [(label, q, k, v, levels) for label, levels in plans.items()]
+            frames, h, w_ = VIDEO_GRIDS[length]
+            for family in args.families:
+                qv, kv, vv, visual = video_qkv(frames, h, w_, device="cuda", dtype=torch.bfloat16, seed=length + 11,
+                                               **FAMILIES[family])
+                levels = get_method("psa", preset="videomme-0.65").plan(qv, kv, visual).levels
+                cases.append((f"videomme-0.65 {family}", qv, kv, vv, levels))
+            for label, q, k, v, levels in cases:
+                length = q.shape[2]
+                pyr = build_kv_pyramid(k, v, tail=True, block_n=128)
                 levels = levels.contiguous()
                 plan = compile_plan(levels, length, length, 128, 128, True)
                 call = functools.partial(pyramid_attention, q, k, v, levels, pyramid=pyr, plan=plan,
