@@ -26,14 +26,12 @@ import functools
 import torch
 import triton
 
-from vlmsparse.bench.kernel import VIDEO_GRIDS, one_level_plan, random_mixed_plan
+from vlmsparse.bench.kernel import one_level_plan, random_mixed_plan
 from vlmsparse.bench.pareto import FAMILIES
-from vlmsparse.bench.synthetic import video_qkv
 from vlmsparse.kernels import build_kv_pyramid, compile_plan, pyramid_attention
 from vlmsparse.kernels import pyramid as pyramid_module
-from vlmsparse.methods import get_method
 
-from tail_parts import graphed  # notes/ab is on the path when run as a script from the root
+from tail_parts import graphed, videomme_cases  # notes/ab is on the path when run as a script from the root
 
 SHIPPED = (64, 32, 64, 4, "ieee")  # the form before pyramid.sums_form
 FORMS = [
@@ -84,12 +82,7 @@ def main():
                                                                                      seed=seed)
                 plans["random keep 0.25 Hm 28"] = random_mixed_plan(1, 28, length, 128, 0.25, seed=2)
                 cases += [(label, q, k, v, levels) for label, levels in plans.items()]
-            frames, h, w_ = VIDEO_GRIDS[length]
-            for family in args.families:
-                qv, kv, vv, visual = video_qkv(frames, h, w_, device="cuda", dtype=torch.bfloat16, seed=length + 11,
-                                               **FAMILIES[family])
-                levels = get_method("psa", preset="videomme-0.65").plan(qv, kv, visual).levels
-                cases.append((f"videomme-0.65 {family}", qv, kv, vv, levels))
+            cases += videomme_cases(length, args.families)
             for label, q, k, v, levels in cases:
                 length = q.shape[2]
                 pyr = build_kv_pyramid(k, v, tail=True, block_n=128)

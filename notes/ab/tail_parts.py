@@ -44,6 +44,19 @@ def seeded_qkv(length):
     return q, k, v
 
 
+def videomme_cases(length, families):
+    """PSA's ``videomme-0.65`` plans on video-like inputs (the bench's grid for ``length``, seed ``length + 11``, one
+    input per family): ``[(label, q, k, v, levels)]``, q ``[1, 28, L', 128]`` and one plan head per query head."""
+    frames, h, w = VIDEO_GRIDS[length]
+    cases = []
+    for family in families:
+        q, k, v, visual = video_qkv(frames, h, w, device="cuda", dtype=torch.bfloat16, seed=length + 11,
+                                    **FAMILIES[family])
+        cases.append((f"videomme-0.65 {family}", q, k, v,
+                      get_method("psa", preset="videomme-0.65").plan(q, k, visual).levels))
+    return cases
+
+
 def bench(fn):
     return min(triton.testing.do_bench(fn, warmup=25, rep=150, return_mode="median") for _ in range(2))
 
@@ -79,12 +92,7 @@ def main():
                      "random keep 0.25": random_mixed_plan(1, 4, length, 128, 0.25, seed=0),
                      "random keep 0.1": random_mixed_plan(1, 4, length, 128, 0.1, seed=0)}
             cases += [(label, q, k, v, levels) for label, levels in plans.items()]
-        frames, h, w = VIDEO_GRIDS[length]
-        for family in args.families:
-            qv, kv, vv, visual = video_qkv(frames, h, w, device="cuda", dtype=torch.bfloat16, seed=length + 11,
-                                           **FAMILIES[family])
-            levels = get_method("psa", preset="videomme-0.65").plan(qv, kv, visual).levels
-            cases.append((f"videomme-0.65 {family}", qv, kv, vv, levels))
+        cases += videomme_cases(length, args.families)
         for label, q, k, v, levels in cases:
             length = q.shape[2]
             pyr = build_kv_pyramid(k, v, tail=True, block_n=128)
