@@ -27,9 +27,9 @@ from vlmsparse.bench.pareto import FAMILIES
 from vlmsparse.bench.synthetic import video_qkv
 from vlmsparse.kernels import build_kv_pyramid, compile_plan, pyramid_attention
 from vlmsparse.kernels import pdl
-from vlmsparse.methods import get_method
 from vlmsparse.kernels import pyramid as pyramid_module
 from vlmsparse.kernels import pyramid_ws as ws_module
+from vlmsparse.methods import get_method
 
 from variants import precomputed_sums  # notes/ab is on the path when run as a script from the root
 
