@@ -84,34 +84,34 @@ def main():
                 cases += [(label, q, k, v, levels) for label, levels in plans.items()]
             cases += videomme_cases(length, args.families)
             for label, q, k, v, levels in cases:
-                length = q.shape[2]
+                n = q.shape[2]  # this case's tokens (the video-like inputs' grid may differ)
                 pyr = build_kv_pyramid(k, v, tail=True, block_n=128)
                 levels = levels.contiguous()
-                plan = compile_plan(levels, length, length, 128, 128, True)
+                plan = compile_plan(levels, n, n, 128, 128, True)
                 call = functools.partial(pyramid_attention, q, k, v, levels, pyramid=pyr, plan=plan,
                                          diagonal_kept=True, check_levels=False)
                 pyramid_module.SUMS_FORM = SHIPPED
                 ms = graphed(lambda: call(tail=False))
-                want = pyramid_module.skipped_key_sums(levels, pyr, length, length, 128, 128, True,
+                want = pyramid_module.skipped_key_sums(levels, pyr, n, n, 128, 128, True,
                                                        means=torch.bfloat16)
                 want = [t.double() for t in want]
                 for form in forms:
                     pyramid_module.SUMS_FORM = form
                     try:
-                        got = pyramid_module.skipped_key_sums(levels, pyr, length, length, 128, 128, True,
+                        got = pyramid_module.skipped_key_sums(levels, pyr, n, n, 128, 128, True,
                                                               means=torch.bfloat16)
                         diff = max((a.double() - b).abs().max().item() for a, b in zip(got, want))
                         sums_us = 1000 * graphed(lambda: pyramid_module.skipped_key_sums(
-                            levels, pyr, length, length, 128, 128, True, means=torch.bfloat16))
+                            levels, pyr, n, n, 128, 128, True, means=torch.bfloat16))
                         ms_tail = graphed(lambda: call(tail=True))
                     except Exception as e:  # a form that does not compile is reported, not fatal
-                        print(f"L={length} {label:26s} {form}: {type(e).__name__}: {str(e)[:120]}", flush=True)
+                        print(f"L={n} {label:26s} {form}: {type(e).__name__}: {str(e)[:120]}", flush=True)
                         continue
-                    row = dict(length=length, plan=label, form=" ".join(map(str, form)), sums_us=sums_us,
+                    row = dict(length=n, plan=label, form=" ".join(map(str, form)), sums_us=sums_us,
                                max_diff=diff, ms=ms, ms_tail=ms_tail, tail_overhead=ms_tail / ms - 1)
                     w.writerow(row)
                     f.flush()
-                    print(f"L={length} {label:26s} {row['form']:20s} sums {sums_us:6.1f} us  diff {diff:.1e}  "
+                    print(f"L={n} {label:26s} {row['form']:20s} sums {sums_us:6.1f} us  diff {diff:.1e}  "
                           f"call {ms:.4f} / {ms_tail:.4f} ms  tail {100 * row['tail_overhead']:+.1f}%", flush=True)
                 pyramid_module.SUMS_FORM = None
             torch.cuda.empty_cache()

@@ -94,9 +94,9 @@ def main():
             cases += [(label, q, k, v, levels) for label, levels in plans.items()]
         cases += videomme_cases(length, args.families)
         for label, q, k, v, levels in cases:
-            length = q.shape[2]
+            n = q.shape[2]  # this case's tokens (the video-like inputs' grid may differ)
             pyr = build_kv_pyramid(k, v, tail=True, block_n=128)
-            plan = compile_plan(levels, length, length, 128, 128, True)
+            plan = compile_plan(levels, n, n, 128, 128, True)
 
             def call(tail):
                 return lambda: pyramid_attention(q, k, v, levels, tail=tail, pyramid=pyr, plan=plan, check_levels=False,
@@ -105,7 +105,7 @@ def main():
             t = {"plain": bench(call(False)), "plain tail": bench(call(True)),
                  "graph": graphed(call(False)), "graph tail": graphed(call(True)),
                  "sums launch": graphed(lambda: pyramid_module.skipped_key_sums(
-                     levels, pyr, length, length, 128, 128, True,
+                     levels, pyr, n, n, 128, 128, True,
                      means=q.dtype if ws_module.ws_supported(q, k, v, 128, 128, False) else None))}
             pdl.ENABLED = False
             try:
@@ -130,7 +130,7 @@ def main():
                 t["graph, chained"] = graphed(lambda: ws_module.pyramid_attention_ws(
                     q, k, v, plan, pyr.pooled_k_all, pyr.pooled_v_all, out, scale_log2, True, None, 2))
             base = t["graph"]
-            print(f"L={length} {label:18s} plain {t['plain']:.4f} tail {t['plain tail']:.4f} "
+            print(f"L={n} {label:18s} plain {t['plain']:.4f} tail {t['plain tail']:.4f} "
                   f"({t['plain tail'] / t['plain'] - 1:+.1%}) | graph {base:.4f} tail {t['graph tail']:.4f} "
                   f"({t['graph tail'] / base - 1:+.1%}), unchained {t['graph tail, unchained'] / base - 1:+.1%}, "
                   f"sums given {t['graph tail, sums given']:.4f} "
