@@ -1,4 +1,5 @@
-"""What PSA's plans hold per query tile, on CPU: steps by kind and the share of tiles with a tail.
+"""What PSA's plans hold per query tile, on CPU: steps by kind, the share of tiles with a tail and
+the K/V bytes the producer copies a tile.
 
 For PSA's ``videomme-0.65`` preset and its default on the video-like families (inputs as `tail_ab.py` and
 `timeline.py` draw them, seed L + 11), and random mixed plans, it compiles each plan's lists in plain PyTorch
@@ -21,17 +22,28 @@ from vlmsparse.methods import get_method
 SMS = 132  # an H100's SMs: one program each
 
 
+TILE_KB = 2 * 128 * 128 * 2 / 1024  # one ring step's K and V copies, 128 rows of bfloat16 head dim 128: 64 KB
+TAIL_KB = TILE_KB * 16 / 128  # the tail key's 16-row boxes
+
+
 def stats(label: str, levels: torch.Tensor, length: int, heads_q: int = 28) -> None:
     off = compile_plan_torch(levels, length, length, 128, 128, True).cat_offsets.long()
     exact, spans = off[:, 1], off[:, 4] - off[:, 1]
     singles, masked = off[:, 7] - off[:, 4], off[:, 8] - off[:, 7]
+    by_level = [off[:, 5 + i] - off[:, 4 + i] for i in range(3)]  # single blocks of level 2, 4, 8
     tail = off[:, 10] > off[:, 8]
     steps = exact + spans + singles + masked
     per_program = tail.sum().item() * (heads_q // levels.shape[1]) / SMS
+    # what the producer copies a tile: every step a 128-row tile, or single blocks in boxes of their own 128 / p rows
+    whole = (steps * TILE_KB + tail * TAIL_KB).float().mean()
+    own = ((exact + spans + masked) * TILE_KB + sum(n * TILE_KB / p for n, p in zip(by_level, (2, 4, 8)))
+           + tail * TAIL_KB).float().mean()
     print(f"L={length} {label:30s} steps/tile {steps.float().mean():5.1f} (exact {exact.float().mean():4.1f}, "
-          f"spans {spans.float().mean():4.1f}, singles {singles.float().mean():4.1f}, masked "
+          f"spans {spans.float().mean():4.1f}, singles {singles.float().mean():4.1f} = "
+          + " + ".join(f"{n.float().mean():.1f}" for n in by_level) + f" of level 2 + 4 + 8, masked "
           f"{masked.float().mean():3.1f})  tiles with a tail {tail.float().mean():.2f}  tails a program "
-          f"{per_program:5.1f}", flush=True)
+          f"{per_program:5.1f}  KB copied a tile {whole:5.0f}, single blocks in their own boxes {own:5.0f}",
+          flush=True)
 
 
 def main():
