@@ -17,13 +17,12 @@ from vlmsparse.bench.kernel import VIDEO_GRIDS, random_mixed_plan
 from vlmsparse.bench.pareto import FAMILIES
 from vlmsparse.bench.synthetic import video_qkv
 from vlmsparse.kernels.plan_lists import compile_plan_torch
+from vlmsparse.kernels.pyramid_ws import BLOCK, HEAD_DIM, TAIL_ROWS
 from vlmsparse.methods import get_method
 
 SMS = 132  # an H100's SMs: one program each
-
-
-TILE_KB = 2 * 128 * 128 * 2 / 1024  # one ring step's K and V copies, 128 rows of bfloat16 head dim 128: 64 KB
-TAIL_KB = TILE_KB * 16 / 128  # the tail key's 16-row boxes
+TILE_KB = 2 * BLOCK * HEAD_DIM * 2 / 1024  # one ring step's K and V copies, 128 rows of bfloat16: 64 KB
+TAIL_KB = TILE_KB * TAIL_ROWS / BLOCK  # the tail key's boxes
 
 
 def stats(label: str, levels: torch.Tensor, length: int, heads_q: int = 28) -> None:
