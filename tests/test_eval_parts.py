@@ -125,6 +125,79 @@ def test_broken_video_raises_decode_error(tmp_path):
         frames.read_video(bad, frames.FrameSpec(frames=4))
 
 
+def test_decord_readers_open_and_close_one_thread_at_a_time(monkeypatch):
+    """decord can abort the process when two threads open or free readers at once; decoding may overlap."""
+    import sys
+    import threading
+    import time
+    import types
+    from concurrent.futures import ThreadPoolExecutor
+
+    state = {"open": 0, "most_open": 0, "decoding": 0, "most_decoding": 0, "freed": 0}
+    guard = threading.Lock()
+
+    def enter(key):
+        with guard:
+            state[key] += 1
+            state["most_" + key] = max(state["most_" + key], state[key])
+        time.sleep(0.02)
+        with guard:
+            state[key] -= 1
+
+    class FakeReader:
+        def __init__(self, path, num_threads=0):
+            self._handle = object()
+            enter("open")
+            if "bad-open" in path:
+                raise RuntimeError("Error reading " + path)
+
+        def __del__(self):
+            if self._handle is not None:
+                enter("open")
+                state["freed"] += 1
+
+        def __len__(self):
+            return 4
+
+        def get_avg_fps(self):
+            return 2.0
+
+        def get_batch(self, indices):
+            enter("decoding")
+            if len(indices) > 1:  # a failure while decoding, as decord's on frame sizes it cannot read
+                raise RuntimeError("Check failed: from_size == to_size")
+            return types.SimpleNamespace(asnumpy=lambda: np.zeros((len(indices), 28, 28, 3), np.uint8))
+
+    monkeypatch.setitem(sys.modules, "decord", types.SimpleNamespace(VideoReader=FakeReader))
+
+    def read(name):
+        try:
+            with frames.decord_reader(name) as reader:
+                reader.get_batch([0, 1])
+        except RuntimeError:
+            return "failed"
+
+    names = [f"video{i}.mp4" for i in range(6)] + [f"bad-open{i}.mp4" for i in range(2)]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        assert list(pool.map(read, names)) == ["failed"] * 8
+    assert state["most_open"] == 1, "two readers were opened or freed at once"
+    assert state["most_decoding"] > 1, "decoding was serialised too"
+    assert state["freed"] == 8  # every reader freed under the lock, the ones that failed to open included
+
+
+def test_many_threads_reading_videos_decord_fails_on_fall_back_to_pyav(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from vlmsparse.eval.synthetic_videomme import write_video
+
+    paths = [write_video(tmp_path / f"v{i}.mp4", width=72, seed=i) for i in range(4)]  # 56 x 72: decord fails
+    spec = frames.FrameSpec(frames=4, min_pixels=28 * 28, max_pixels=56 * 56)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        videos = list(pool.map(lambda p: frames.read_video(p, spec), paths * 4))
+    assert {v.frames.shape[0] for v in videos} == {4}
+    assert all(v.decoder in ("pyav", "decord") for v in videos)
+
+
 # -- prompt and answers ------------------------------------------------------------------------------
 
 

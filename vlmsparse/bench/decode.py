@@ -115,14 +115,13 @@ def decode_rows(
     with ``frame_cache`` (a folder), also the median time of reading each sampled video back from the cache."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from vlmsparse.eval.frames import FrameSpec, read_video
+    from vlmsparse.eval.frames import FrameSpec, decord_reader, read_video
 
     spec = FrameSpec()
     rows = []
     for path, codec in paths:
-        import decord
-
-        decord.VideoReader(str(path))[0]  # first open (library load, file cache) kept out of the numbers
+        with decord_reader(str(path)) as reader:  # first open (library load, file cache) kept out of the numbers
+            reader[0]
         first = len(rows)
         for k in parallel:
             times = []

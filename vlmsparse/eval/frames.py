@@ -25,6 +25,9 @@ from (``SampledVideo.decoder``).
 from __future__ import annotations
 
 import math
+import threading
+import traceback
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -297,10 +300,38 @@ def _sampled(frames: list[np.ndarray], indices: list[int], total: int, video_fps
     )
 
 
-def _read_with_decord(path: str, spec: FrameSpec, num_threads: int) -> SampledVideo:
+#: decord opens and closes its FFmpeg decoders without a lock of its own, and two threads doing so at once can
+#: abort the process (seen when several decode workers met files it fails on). Opening and closing therefore take
+#: this lock; decoding frames (the long part) still runs in parallel.
+_DECORD_OPEN_CLOSE = threading.Lock()
+
+
+@contextmanager
+def decord_reader(path: str, num_threads: int = 0):
+    """A ``decord.VideoReader`` of ``path``, opened and released one thread at a time."""
     import decord
 
-    reader = decord.VideoReader(path, num_threads=num_threads)
+    with _DECORD_OPEN_CLOSE:
+        try:
+            reader = decord.VideoReader(path, num_threads=num_threads)
+        except BaseException as exc:  # a reader that failed halfway is freed here too, not by a later collection
+            traceback.clear_frames(exc.__traceback__)
+            raise
+    try:
+        yield reader
+    finally:
+        with _DECORD_OPEN_CLOSE:  # freed now, not whenever the last reference (maybe a traceback's) goes
+            if getattr(reader, "_handle", None) is not None:
+                reader.__del__()
+                reader._handle = None
+
+
+def _read_with_decord(path: str, spec: FrameSpec, num_threads: int) -> SampledVideo:
+    with decord_reader(path, num_threads) as reader:
+        return _decode_with(reader, path, spec)
+
+
+def _decode_with(reader, path: str, spec: FrameSpec) -> SampledVideo:
     total = len(reader)
     video_fps = float(reader.get_avg_fps())
     nframes = smart_nframes(total, video_fps, spec)
@@ -315,7 +346,6 @@ def _read_with_decord(path: str, spec: FrameSpec, num_threads: int) -> SampledVi
             source_size = (int(batch.shape[1]), int(batch.shape[2]))
             size = frame_size(*source_size, nframes, spec)
         chunks.append(resize_frames(batch, size))
-    del reader
     return _sampled(chunks, indices, total, video_fps, source_size, path, "decord")
 
 

@@ -209,18 +209,16 @@ class HaystackSource:
         return self.videos[int.from_bytes(digest[:8], "little") % len(self.videos)]
 
     def _frames_of(self, path: Path, length: int) -> np.ndarray:
-        from .frames import VideoDecodeError, resize_frames
-
-        import decord
+        from .frames import VideoDecodeError, decord_reader, resize_frames
 
         size = self.spec.needle.frame_size
         try:
-            reader = decord.VideoReader(str(path), num_threads=1)
-            total = len(reader)
-            if total < 1:
-                raise VideoDecodeError(f"{path} has no frames")
-            indices = np.linspace(0, total - 1, length).round().astype(np.int64).tolist()
-            frames = reader.get_batch(indices).asnumpy()
+            with decord_reader(str(path), num_threads=1) as reader:
+                total = len(reader)
+                if total < 1:
+                    raise VideoDecodeError(f"{path} has no frames")
+                indices = np.linspace(0, total - 1, length).round().astype(np.int64).tolist()
+                frames = reader.get_batch(indices).asnumpy()
         except VideoDecodeError:
             raise
         except Exception as exc:  # decord raises its own error types for broken files
