@@ -328,24 +328,20 @@ def decord_reader(path: str, num_threads: int = 0):
 
 def _read_with_decord(path: str, spec: FrameSpec, num_threads: int) -> SampledVideo:
     with decord_reader(path, num_threads) as reader:
-        return _decode_with(reader, path, spec)
-
-
-def _decode_with(reader, path: str, spec: FrameSpec) -> SampledVideo:
-    total = len(reader)
-    video_fps = float(reader.get_avg_fps())
-    nframes = smart_nframes(total, video_fps, spec)
-    indices = frame_indices(total, nframes, spec.sampling)
-    chunks = []
-    size = source_size = None
-    for start in range(0, len(indices), DECODE_CHUNK):
-        batch = reader.get_batch(indices[start : start + DECODE_CHUNK]).asnumpy()
-        if batch.ndim != 4 or batch.shape[-1] != 3:
-            raise ValueError(f"decord returned frames of shape {batch.shape}, not [T, H, W, 3]")
-        if size is None:
-            source_size = (int(batch.shape[1]), int(batch.shape[2]))
-            size = frame_size(*source_size, nframes, spec)
-        chunks.append(resize_frames(batch, size))
+        total = len(reader)
+        video_fps = float(reader.get_avg_fps())
+        nframes = smart_nframes(total, video_fps, spec)
+        indices = frame_indices(total, nframes, spec.sampling)
+        chunks = []
+        size = source_size = None
+        for start in range(0, len(indices), DECODE_CHUNK):
+            batch = reader.get_batch(indices[start : start + DECODE_CHUNK]).asnumpy()
+            if batch.ndim != 4 or batch.shape[-1] != 3:
+                raise ValueError(f"decord returned frames of shape {batch.shape}, not [T, H, W, 3]")
+            if size is None:
+                source_size = (int(batch.shape[1]), int(batch.shape[2]))
+                size = frame_size(*source_size, nframes, spec)
+            chunks.append(resize_frames(batch, size))
     return _sampled(chunks, indices, total, video_fps, source_size, path, "decord")
 
 
