@@ -368,43 +368,80 @@ if gluon is not None:
         return acc
 
     @gluon.jit
+    def _narrow_qk(q_w, bufs_k, ready_k, s, phase, zero, W: gl.constexpr):
+        """Issue a narrow step's ``Q K^T`` on the first ``W`` rows of ring slot ``s`` (once its copy has landed)."""
+        mbarrier.wait(ready_k.index(s), phase)
+        return warpgroup_mma(q_w, bufs_k.index(s).slice(0, W).permute((1, 0)), zero, use_acc=False, is_async=True)
+
+    @gluon.jit
+    def _narrow_update(qk, m_w, l_w, qk_scale, bias):
+        """A narrow step's online-softmax update from its logits and per-column bias (``-inf``: masked); every row
+        has seen a finite logit before a narrow step."""
+        qk = qk * qk_scale + bias[None, :]
+        m_new = gl.maximum(m_w, gl.max(qk, 1))
+        p = gl.exp2(qk - m_new[:, None])
+        alpha = gl.exp2(m_w - m_new)
+        return m_new, l_w * alpha + gl.sum(p, 1), p, alpha
+
+    @gluon.jit
     def _narrow_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it, idx_ptr, start, stop,
                       qk_scale, k_len, P: gl.constexpr):
         """Consumer: single pooled blocks of level ``P``, each the first ``128 / P`` rows of its tile (a narrow
-        matmul), logits ``+ log2(count)``, pooled keys past the sequence's last group masked. Not pipelined."""
+        matmul), logits ``+ log2(count)``, pooled keys past the sequence's last group masked. Pipelined as the wide
+        steps are: step ``t``'s ``Q K^T`` is issued before step ``t - 1``'s ``P V``, so step ``t``'s softmax runs
+        while that ``P V`` is in flight."""
         n_buf: gl.constexpr = bufs_k.type.shape[0]
         W: gl.constexpr = 128 // P
         s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                            instr_shape=[16, W, 16])
         row_acc: gl.constexpr = gl.SliceLayout(1, _ACC)
         row_s: gl.constexpr = gl.SliceLayout(1, s_layout)
-        zero = gl.zeros([64, W], gl.float32, s_layout)
-        n_groups = (k_len + P - 1) // P
-        offs = gl.arange(0, W, layout=gl.SliceLayout(0, s_layout))
-        m_w = gl.convert_layout(m_i, row_s)
-        l_w = gl.convert_layout(l_i, row_s)
-        q_w = gl.convert_layout(q, gl.DotOperandLayout(operand_index=0, parent=s_layout, k_width=2))
-        for t in range(start, stop):
-            cur = it + (t - start)
-            s = cur % n_buf
-            phase = (cur // n_buf) & 1
-            j = gl.load(idx_ptr + t)
-            mbarrier.wait(ready_k.index(s), phase)
-            qk = warpgroup_mma(q_w, bufs_k.index(s).slice(0, W).permute((1, 0)), zero, use_acc=False, is_async=True)
+        n = gl.maximum(stop - start, 0)
+        if n > 0:
+            zero = gl.zeros([64, W], gl.float32, s_layout)
+            n_groups = (k_len + P - 1) // P
+            offs = gl.arange(0, W, layout=gl.SliceLayout(0, s_layout))
+            m_w = gl.convert_layout(m_i, row_s)
+            l_w = gl.convert_layout(l_i, row_s)
+            q_w = gl.convert_layout(q, gl.DotOperandLayout(operand_index=0, parent=s_layout, k_width=2))
+            s = it % n_buf
+            j = gl.load(idx_ptr + start)
+            qk = _narrow_qk(q_w, bufs_k, ready_k, s, (it // n_buf) & 1, zero, W)
             qk = warpgroup_mma_wait(0, deps=(qk, ))
             mbarrier.arrive(empty_k.index(s), count=1)
             g = j * W + offs
-            count = gl.minimum(k_len - g * P, P).to(gl.float32)
-            bias = gl.where(g < n_groups, gl.log2(gl.maximum(count, 1.0)), float("-inf"))
-            qk = qk * qk_scale + bias[None, :]
-            m_new = gl.maximum(m_w, gl.max(qk, 1))
-            p = gl.exp2(qk - m_new[:, None])
-            alpha = gl.exp2(m_w - m_new)
-            l_w = l_w * alpha + gl.sum(p, 1)
-            m_w = m_new
-            acc = _narrow_pv(q, p, alpha, acc, bufs_v, ready_v, empty_v, s, phase)
-        n = gl.maximum(stop - start, 0)
-        return gl.convert_layout(m_w, row_acc), gl.convert_layout(l_w, row_acc), acc, it + n
+            bias = gl.where(g < n_groups, gl.log2(gl.maximum(gl.minimum(k_len - g * P, P).to(gl.float32), 1.0)),
+                            float("-inf"))
+            m_w, l_w, p, alpha = _narrow_update(qk, m_w, l_w, qk_scale, bias)
+            acc = acc * gl.convert_layout(alpha, row_acc)[:, None]
+            p16 = gl.convert_layout(p.to(q.dtype), _P)
+            prev = s
+            for t in range(1, n):
+                cur = it + t
+                s = cur % n_buf
+                j = gl.load(idx_ptr + start + t)
+                qk = _narrow_qk(q_w, bufs_k, ready_k, s, (cur // n_buf) & 1, zero, W)
+                mbarrier.wait(ready_v.index(prev), ((cur - 1) // n_buf) & 1)
+                acc = warpgroup_mma(p16, bufs_v.index(prev).slice(0, W), acc, is_async=True)
+                qk = warpgroup_mma_wait(1, deps=(qk, ))
+                mbarrier.arrive(empty_k.index(s), count=1)
+                g = j * W + offs
+                bias = gl.where(g < n_groups,
+                                gl.log2(gl.maximum(gl.minimum(k_len - g * P, P).to(gl.float32), 1.0)), float("-inf"))
+                m_w, l_w, p, alpha = _narrow_update(qk, m_w, l_w, qk_scale, bias)
+                # the new P goes into the operand registers only once the P V reading the old one is done
+                acc = warpgroup_mma_wait(0, deps=(acc, ))
+                mbarrier.arrive(empty_v.index(prev), count=1)
+                p16 = gl.convert_layout(p.to(q.dtype), _P)
+                acc = acc * gl.convert_layout(alpha, row_acc)[:, None]
+                prev = s
+            mbarrier.wait(ready_v.index(prev), ((it + n - 1) // n_buf) & 1)
+            acc = warpgroup_mma(p16, bufs_v.index(prev).slice(0, W), acc, is_async=True)
+            acc = warpgroup_mma_wait(0, deps=(acc, ))
+            mbarrier.arrive(empty_v.index(prev), count=1)
+            m_i = gl.convert_layout(m_w, row_acc)
+            l_i = gl.convert_layout(l_w, row_acc)
+        return m_i, l_i, acc, it + n
 
     @gluon.jit
     def _masked_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it, idx_ptr, start, stop,
