@@ -198,11 +198,19 @@ if gluon is not None:
                         it += 1
                     lo = hi
             o_mask = gl.load(off_ptr + 8)
+            if POOLED:
+                if TAIL:  # the tail key: the level-8 single blocks' last step (see the binary kernel's below)
+                    if gl.load(off_ptr + 10) > o_mask:
+                        if PDL == 2:
+                            _wait_for_prior()
+                        _kv_tile(desc_kt, desc_vt, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, 0, 0,
+                                 row)
+                        it += 1
             for t in range(gl.load(off_ptr + 7), o_mask):
                 j = gl.load(idx_ptr + t)
                 _kv_tile(desc_k, desc_v, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, b, kvh, j * 128)
                 it += 1
-            if TAIL:
+            if TAIL and not POOLED:
                 # the tail key, one more ring step where the plan row skips something visible: the 16 rows of
                 # the launcher's mean keys and values whose first is this plan row's (written by the sums' launch,
                 # which a chained program waits for first)
@@ -384,19 +392,39 @@ if gluon is not None:
         return m_new, l_w * alpha + gl.sum(p, 1), p, alpha
 
     @gluon.jit
+    def _narrow_bias(j, t, n_singles, offs, k_len, n_groups, TailN, row, W: gl.constexpr, P: gl.constexpr,
+                     TAIL_IN: gl.constexpr, PDL: gl.constexpr):
+        """A narrow step's per-column bias: a single block's ``log2`` of each pooled key's count (``-inf`` past the
+        sequence's last group); with ``TAIL_IN``, step ``n_singles`` is the tail key's (column 0 ``log2(count)``,
+        the rest masked), its count written by the sums' launch (chained: waited for here first)."""
+        g = j * W + offs
+        bias = gl.where(g < n_groups, gl.log2(gl.maximum(gl.minimum(k_len - g * P, P).to(gl.float32), 1.0)),
+                        float("-inf"))
+        if TAIL_IN:
+            if t == n_singles:
+                if PDL != 0:
+                    _wait_for_prior()
+                count = gl.load(TailN + row)
+                bias = gl.where((offs == 0) & (count > 0.5), gl.log2(gl.maximum(count, 1.0)), float("-inf"))
+        return bias
+
+    @gluon.jit
     def _narrow_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it, idx_ptr, start, stop,
-                      qk_scale, k_len, P: gl.constexpr):
+                      qk_scale, k_len, extra, TailN, row, P: gl.constexpr, TAIL_IN: gl.constexpr,
+                      PDL: gl.constexpr):
         """Consumer: single pooled blocks of level ``P``, each the first ``128 / P`` rows of its tile (a narrow
         matmul), logits ``+ log2(count)``, pooled keys past the sequence's last group masked. Pipelined as the wide
         steps are: step ``t``'s ``Q K^T`` is issued before step ``t - 1``'s ``P V``, so step ``t``'s softmax runs
-        while that ``P V`` is in flight."""
+        while that ``P V`` is in flight. With ``TAIL_IN`` and ``extra`` 1, one more step after them: the tail key
+        (its ring tile's first row; the tile's other rows, other plan rows' tail keys, masked)."""
         n_buf: gl.constexpr = bufs_k.type.shape[0]
         W: gl.constexpr = 128 // P
         s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                            instr_shape=[16, W, 16])
         row_acc: gl.constexpr = gl.SliceLayout(1, _ACC)
         row_s: gl.constexpr = gl.SliceLayout(1, s_layout)
-        n = gl.maximum(stop - start, 0)
+        n_singles = gl.maximum(stop - start, 0)
+        n = n_singles + extra
         if n > 0:
             zero = gl.zeros([64, W], gl.float32, s_layout)
             n_groups = (k_len + P - 1) // P
@@ -405,13 +433,11 @@ if gluon is not None:
             l_w = gl.convert_layout(l_i, row_s)
             q_w = gl.convert_layout(q, gl.DotOperandLayout(operand_index=0, parent=s_layout, k_width=2))
             s = it % n_buf
-            j = gl.load(idx_ptr + start)
+            j = gl.load(idx_ptr + start, mask=n_singles > 0, other=0)
             qk = _narrow_qk(q_w, bufs_k, ready_k, s, (it // n_buf) & 1, zero, W)
             qk = warpgroup_mma_wait(0, deps=(qk, ))
             mbarrier.arrive(empty_k.index(s), count=1)
-            g = j * W + offs
-            bias = gl.where(g < n_groups, gl.log2(gl.maximum(gl.minimum(k_len - g * P, P).to(gl.float32), 1.0)),
-                            float("-inf"))
+            bias = _narrow_bias(j, 0, n_singles, offs, k_len, n_groups, TailN, row, W, P, TAIL_IN, PDL)
             m_w, l_w, p, alpha = _narrow_update(qk, m_w, l_w, qk_scale, bias)
             acc = acc * gl.convert_layout(alpha, row_acc)[:, None]
             p16 = gl.convert_layout(p.to(q.dtype), _P)
@@ -419,15 +445,13 @@ if gluon is not None:
             for t in range(1, n):
                 cur = it + t
                 s = cur % n_buf
-                j = gl.load(idx_ptr + start + t)
+                j = gl.load(idx_ptr + start + t, mask=t < n_singles, other=0)
                 qk = _narrow_qk(q_w, bufs_k, ready_k, s, (cur // n_buf) & 1, zero, W)
                 mbarrier.wait(ready_v.index(prev), ((cur - 1) // n_buf) & 1)
                 acc = warpgroup_mma(p16, bufs_v.index(prev).slice(0, W), acc, is_async=True)
                 qk = warpgroup_mma_wait(1, deps=(qk, ))
                 mbarrier.arrive(empty_k.index(s), count=1)
-                g = j * W + offs
-                bias = gl.where(g < n_groups,
-                                gl.log2(gl.maximum(gl.minimum(k_len - g * P, P).to(gl.float32), 1.0)), float("-inf"))
+                bias = _narrow_bias(j, t, n_singles, offs, k_len, n_groups, TailN, row, W, P, TAIL_IN, PDL)
                 m_w, l_w, p, alpha = _narrow_update(qk, m_w, l_w, qk_scale, bias)
                 # the new P goes into the operand registers only once the P V reading the old one is done
                 acc = warpgroup_mma_wait(0, deps=(acc, ))
@@ -542,21 +566,28 @@ if gluon is not None:
             n_wide = o_s8
         m_i, l_i, acc, it = _wide_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it,
                                         idx_ptr, o_exact, o_s2, o_s4, n_wide, qk_scale, bias, POOLED)
-        if POOLED:
-            if o_p8 > o_s8:  # single pooled blocks are rare in the default plans: skip their set-up when absent
-                m_i, l_i, acc, it = _narrow_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i,
-                                                  acc, it, idx_ptr, o_s8, o_p2, qk_scale, k_len, 2)
-                m_i, l_i, acc, it = _narrow_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i,
-                                                  acc, it, idx_ptr, o_p2, o_p4, qk_scale, k_len, 4)
-                m_i, l_i, acc, it = _narrow_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i,
-                                                  acc, it, idx_ptr, o_p4, o_p8, qk_scale, k_len, 8)
+        extra = 0
         if TAIL:
             has_tail = gl.load(off_ptr + 10) > o_mask  # this program's plan skips something visible
+            if POOLED:  # the tail key is the level-8 single blocks' last step
+                extra = has_tail.to(gl.int32)
+        if POOLED:
+            # single pooled blocks are rare in the default plans: skip their set-up when absent
+            if (o_p8 > o_s8) | (extra > 0):
+                m_i, l_i, acc, it = _narrow_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i,
+                                                  acc, it, idx_ptr, o_s8, o_p2, qk_scale, k_len, 0, TailN, row, 2,
+                                                  False, PDL)
+                m_i, l_i, acc, it = _narrow_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i,
+                                                  acc, it, idx_ptr, o_p2, o_p4, qk_scale, k_len, 0, TailN, row, 4,
+                                                  False, PDL)
+                m_i, l_i, acc, it = _narrow_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i,
+                                                  acc, it, idx_ptr, o_p4, o_p8, qk_scale, k_len, extra, TailN, row, 8,
+                                                  TAIL, PDL)
         rows = qblk * 128 + WG * 64 + gl.arange(0, 64, layout=row_layout)
         limit = rows + (k_len - q_len)
         m_i, l_i, acc, it = _masked_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it,
                                           idx_ptr, o_p8, o_mask, qk_scale, limit, k_len, CAUSAL)
-        if TAIL:
+        if TAIL and not POOLED:
             if has_tail:
                 m_i, l_i, acc, it = _tail_step(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc,
                                                it, TailN, row, qk_scale, desc_kt.block_type.shape[2], PDL)
