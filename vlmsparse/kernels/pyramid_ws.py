@@ -184,9 +184,10 @@ if gluon is not None:
             if PDL == 1:  # the pyramid may still be in the making (every program waits: see vlmsparse.kernels.pdl)
                 _wait_for_prior()
             # spans (entry 8 * first + n - 1; the tile starts at the first block's pooled keys), then single blocks
+            o_mask = gl.load(off_ptr + 8)
             if POOLED:
                 lo = o_exact
-                for c in gl.static_range(6):
+                for c in gl.static_range(3):
                     hi = gl.load(off_ptr + 2 + c)
                     base = 0 if c % 3 == 0 else (g2 if c % 3 == 1 else g2 + g4)
                     groups = 64 >> (c % 3)
@@ -197,8 +198,23 @@ if gluon is not None:
                                  base + first * groups)
                         it += 1
                     lo = hi
-            o_mask = gl.load(off_ptr + 8)
+            # the blocks with token masks: the wide pipeline's last steps
+            for t in range(gl.load(off_ptr + 7), o_mask):
+                j = gl.load(idx_ptr + t)
+                _kv_tile(desc_k, desc_v, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, b, kvh, j * 128)
+                it += 1
             if POOLED:
+                lo = gl.load(off_ptr + 4)
+                for c in gl.static_range(3, 6):
+                    hi = gl.load(off_ptr + 2 + c)
+                    base = 0 if c % 3 == 0 else (g2 if c % 3 == 1 else g2 + g4)
+                    groups = 64 >> (c % 3)
+                    for t in range(lo, hi):
+                        e = gl.load(idx_ptr + t)
+                        _kv_tile(desc_kp, desc_vp, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, b, kvh,
+                                 base + e * groups)
+                        it += 1
+                    lo = hi
                 if TAIL:  # the tail key: the level-8 single blocks' last step (see the binary kernel's below)
                     if gl.load(off_ptr + 10) > o_mask:
                         if PDL == 2:
@@ -206,10 +222,6 @@ if gluon is not None:
                         _kv_tile(desc_kt, desc_vt, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, 0, 0,
                                  row)
                         it += 1
-            for t in range(gl.load(off_ptr + 7), o_mask):
-                j = gl.load(idx_ptr + t)
-                _kv_tile(desc_k, desc_v, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, b, kvh, j * 128)
-                it += 1
             if TAIL and not POOLED:
                 # the tail key, one more ring step where the plan row skips something visible: the 16 rows of
                 # the launcher's mean keys and values whose first is this plan row's (written by the sums' launch,
@@ -293,7 +305,7 @@ if gluon is not None:
         return m_new, l_i * alpha + gl.sum(p, 1), p, alpha
 
     @gluon.jit
-    def _qk(q, k_tile, zero, bias, e, t, o_exact, o_s2, o_s4, SPANS: gl.constexpr):
+    def _qk(q, k_tile, zero, bias, e, t, o_exact, o_s2, o_s4, stop, SPANS: gl.constexpr):
         """Issue step ``t``'s logits, ``Q K^T``. With ``SPANS`` the wide steps are exact before ``o_exact``, then
         spans of level 2, 4, 8 (from ``o_exact``, ``o_s2``, ``o_s4``), and a span (entry ``e``: ``n - 1 == e % 8``)
         first issues the bias product ``sel @ bias[_bias_index(e, level)]^T`` into the same accumulator (one more
@@ -307,33 +319,47 @@ if gluon is not None:
                                                                                              _SEL)
             qk = warpgroup_mma(sel, bias.index(i // 8).permute((1, 0)), zero, use_acc=False, is_async=True)
             # an exact step issues the bias product too (no branch in the loop) and drops it
-            qk = warpgroup_mma(q, k_tile.permute((1, 0)), qk, use_acc=t >= o_exact, is_async=True)
+            qk = warpgroup_mma(q, k_tile.permute((1, 0)), qk, use_acc=(t >= o_exact) & (t < stop), is_async=True)
         else:
             qk = warpgroup_mma(q, k_tile.permute((1, 0)), zero, use_acc=False, is_async=True)
         return qk
 
     @gluon.jit
+    def _step_update(qk, m_i, l_i, qk_scale, t, stop, j, offs, limit, k_len, CAUSAL: gl.constexpr):
+        """A wide step's update (``t < stop``) or a masked block's (block ``j``: token masks, a row may see nothing
+        yet)."""
+        if t < stop:
+            m_new, l_new, p, alpha = _wide_update(qk, m_i, l_i, qk_scale)
+        else:
+            m_new, l_new, p, alpha = _masked_update(qk, m_i, l_i, qk_scale, j * 128 + offs, limit, k_len, CAUSAL)
+        return m_new, l_new, p, alpha
+
+    @gluon.jit
     def _wide_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it, idx_ptr, o_exact,
-                    o_s2, o_s4, stop, qk_scale, bias, SPANS: gl.constexpr):
+                    o_s2, o_s4, stop, o_mask0, n_mask, limit, k_len, qk_scale, bias, SPANS: gl.constexpr,
+                    CAUSAL: gl.constexpr):
         """Consumer: the wide steps ``0 .. stop`` on 128-key tiles in one pipeline (``Q K^T`` of step ``t`` issued
-        before ``P V`` of step ``t - 1``): exact blocks, and with ``SPANS`` the spans of every level after them.
-        With the span bias a tensor-core product every wide step has the same softmax, so one loop takes them all,
-        with one start and one drain per tile. Every row has a finite logit in every step."""
+        before ``P V`` of step ``t - 1``): exact blocks, and with ``SPANS`` the spans of every level after them; then
+        the ``n_mask`` blocks with token masks (the plan list's entries from ``o_mask0``) as its last steps. With the
+        span bias a tensor-core product every wide step has the same softmax, so one loop takes them all, with one
+        start and one drain per tile."""
         n_buf: gl.constexpr = bufs_k.type.shape[0]
         zero = gl.zeros([64, 128], gl.float32, _ACC)
-        n = stop
+        offs = gl.arange(0, 128, layout=gl.SliceLayout(0, _ACC))
+        n = stop + n_mask
         if n > 0:
             e = 0
             e_next = 0
             if SPANS:  # each span's entry read a step ahead
-                e = gl.load(idx_ptr)
-                e_next = gl.load(idx_ptr + 1, mask=n > 1, other=0)
+                e = gl.load(idx_ptr, mask=stop > 0, other=0)
+                e_next = gl.load(idx_ptr + 1, mask=stop > 1, other=0)
+            j = gl.load(idx_ptr + o_mask0, mask=stop == 0, other=0)
             s = it % n_buf
             mbarrier.wait(ready_k.index(s), (it // n_buf) & 1)
-            qk = _qk(q, bufs_k.index(s), zero, bias, e, 0, o_exact, o_s2, o_s4, SPANS)
+            qk = _qk(q, bufs_k.index(s), zero, bias, e, 0, o_exact, o_s2, o_s4, stop, SPANS)
             qk = warpgroup_mma_wait(0, deps=(qk, ))
             mbarrier.arrive(empty_k.index(s), count=1)
-            m_i, l_i, p, alpha = _wide_update(qk, m_i, l_i, qk_scale)
+            m_i, l_i, p, alpha = _step_update(qk, m_i, l_i, qk_scale, 0, stop, j, offs, limit, k_len, CAUSAL)
             acc = acc * alpha[:, None]
             p16 = gl.convert_layout(p.to(q.dtype), _P)
             prev = s
@@ -342,14 +368,15 @@ if gluon is not None:
                 s = cur % n_buf
                 if SPANS:
                     e = e_next
-                    e_next = gl.load(idx_ptr + t + 1, mask=t + 1 < n, other=0)
+                    e_next = gl.load(idx_ptr + t + 1, mask=t + 1 < stop, other=0)
+                j = gl.load(idx_ptr + o_mask0 + (t - stop), mask=t >= stop, other=0)
                 mbarrier.wait(ready_k.index(s), (cur // n_buf) & 1)
-                qk = _qk(q, bufs_k.index(s), zero, bias, e, t, o_exact, o_s2, o_s4, SPANS)
+                qk = _qk(q, bufs_k.index(s), zero, bias, e, t, o_exact, o_s2, o_s4, stop, SPANS)
                 mbarrier.wait(ready_v.index(prev), ((cur - 1) // n_buf) & 1)
                 acc = warpgroup_mma(p16, bufs_v.index(prev), acc, is_async=True)
                 qk = warpgroup_mma_wait(1, deps=(qk, ))
                 mbarrier.arrive(empty_k.index(s), count=1)
-                m_i, l_i, p, alpha = _wide_update(qk, m_i, l_i, qk_scale)
+                m_i, l_i, p, alpha = _step_update(qk, m_i, l_i, qk_scale, t, stop, j, offs, limit, k_len, CAUSAL)
                 # the new P goes into the operand registers only once the P V reading the old one is done
                 acc = warpgroup_mma_wait(0, deps=(acc, ))
                 mbarrier.arrive(empty_v.index(prev), count=1)
@@ -564,8 +591,11 @@ if gluon is not None:
         n_wide = o_exact
         if POOLED:
             n_wide = o_s8
+        rows = qblk * 128 + WG * 64 + gl.arange(0, 64, layout=row_layout)
+        limit = rows + (k_len - q_len)
         m_i, l_i, acc, it = _wide_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it,
-                                        idx_ptr, o_exact, o_s2, o_s4, n_wide, qk_scale, bias, POOLED)
+                                        idx_ptr, o_exact, o_s2, o_s4, n_wide, o_p8, o_mask - o_p8, limit, k_len,
+                                        qk_scale, bias, POOLED, CAUSAL)
         extra = 0
         if TAIL:
             has_tail = gl.load(off_ptr + 10) > o_mask  # this program's plan skips something visible
@@ -583,10 +613,6 @@ if gluon is not None:
                 m_i, l_i, acc, it = _narrow_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i,
                                                   acc, it, idx_ptr, o_p4, o_p8, qk_scale, k_len, extra, TailN, row, 8,
                                                   TAIL, PDL)
-        rows = qblk * 128 + WG * 64 + gl.arange(0, 64, layout=row_layout)
-        limit = rows + (k_len - q_len)
-        m_i, l_i, acc, it = _masked_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it,
-                                          idx_ptr, o_p8, o_mask, qk_scale, limit, k_len, CAUSAL)
         if TAIL and not POOLED:
             if has_tail:
                 m_i, l_i, acc, it = _tail_step(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc,
