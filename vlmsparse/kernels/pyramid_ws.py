@@ -158,7 +158,7 @@ if gluon is not None:
 
     @gluon.jit
     def _producer(args, POOLED: gl.constexpr, TAIL: gl.constexpr, PDL: gl.constexpr):
-        (desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kt, desc_vt, BlockIdx, CatOff, desc_o, TailN, qk_scale,
+        (desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kn, desc_vn, desc_kt, desc_vt, BlockIdx, CatOff, desc_o, TailN, qk_scale,
          n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles, Sched, q_smem, o_smem, bufs_k,
          bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias) = args
         g2 = (k_len + 1) // 2
@@ -192,9 +192,12 @@ if gluon is not None:
                     groups = 64 >> (c % 3)
                     for t in range(lo, hi):
                         e = gl.load(idx_ptr + t)
-                        first = e // 8 if c < 3 else e
-                        _kv_tile(desc_kp, desc_vp, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, b, kvh,
-                                 base + first * groups)
+                        if c < 3:
+                            _kv_tile(desc_kp, desc_vp, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, b, kvh,
+                                     base + (e // 8) * groups)
+                        else:
+                            _kv_tile(desc_kn[c - 3], desc_vn[c - 3], bufs_k, bufs_v, ready_k, empty_k, ready_v,
+                                     empty_v, it, b, kvh, base + e * groups)
                         it += 1
                     lo = hi
             o_mask = gl.load(off_ptr + 8)
@@ -474,7 +477,7 @@ if gluon is not None:
                        TAIL: gl.constexpr, PDL: gl.constexpr):
         """One query tile's 64 rows of this consumer (its Q loaded): every step of its plan row, the tail, the
         output. Returns the ring position after its steps."""
-        (desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kt, desc_vt, BlockIdx, CatOff, desc_o, TailN, qk_scale,
+        (desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kn, desc_vn, desc_kt, desc_vt, BlockIdx, CatOff, desc_o, TailN, qk_scale,
          n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles, Sched, q_smem, o_smem, bufs_k,
          bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias) = args
         b, h, kvh, qblk, idx_ptr, off_ptr, row = _program_lists(tile, BlockIdx, CatOff, n_q_heads, n_kv_heads,
@@ -538,7 +541,7 @@ if gluon is not None:
     @gluon.jit
     def _consumer(args, WG: gl.constexpr, CAUSAL: gl.constexpr, POOLED: gl.constexpr, TAIL: gl.constexpr,
                   PDL: gl.constexpr):
-        (desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kt, desc_vt, BlockIdx, CatOff, desc_o, TailN, qk_scale,
+        (desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kn, desc_vn, desc_kt, desc_vt, BlockIdx, CatOff, desc_o, TailN, qk_scale,
          n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles, Sched, q_smem, o_smem, bufs_k,
          bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias) = args
         if POOLED:
@@ -559,7 +562,8 @@ if gluon is not None:
         _consumer(args, 1, CAUSAL, POOLED, TAIL, PDL)
 
     @gluon.jit
-    def _pyramid_ws_fwd(desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kt, desc_vt, BlockIdx, CatOff, desc_o, TailN,
+    def _pyramid_ws_fwd(desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kn2, desc_vn2, desc_kn4, desc_vn4, desc_kn8,
+                        desc_vn8, desc_kt, desc_vt, BlockIdx, CatOff, desc_o, TailN,
                         qk_scale, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles, Sched,
                         CAUSAL: gl.constexpr, POOLED: gl.constexpr, TAIL: gl.constexpr, PDL: gl.constexpr,
                         STAGES: gl.constexpr, CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr):
@@ -571,6 +575,9 @@ if gluon is not None:
         q_empty = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
         tile_smem = gl.allocate_shared_memory(gl.int32, [1], gl.SwizzledSharedLayout(1, 1, 1, [0]))
         bias = gl.allocate_shared_memory(gl.bfloat16, [2, 128, 16], _SMEM_BIAS)  # bfloat16 whatever q is
+        # single pooled blocks of level 2, 4, 8: boxes of their own 64, 32, 16 rows (only those are read)
+        desc_kn = (desc_kn2, desc_kn4, desc_kn8)
+        desc_vn = (desc_vn2, desc_vn4, desc_vn8)
         ready_k = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
         empty_k = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
         ready_v = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
@@ -582,7 +589,7 @@ if gluon is not None:
             mbarrier.init(ready_v.index(s), count=1)
             mbarrier.init(empty_k.index(s), count=2)  # one arrival per consumer warp group
             mbarrier.init(empty_v.index(s), count=2)
-        args = (desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kt, desc_vt, BlockIdx, CatOff, desc_o, TailN, qk_scale,
+        args = (desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kn, desc_vn, desc_kt, desc_vt, BlockIdx, CatOff, desc_o, TailN, qk_scale,
                 n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles, Sched, q_smem, o_smem, bufs_k,
                 bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias)
         # the flags as arguments of their own: in the tuple they would reach the partitions as run-time values
@@ -606,6 +613,8 @@ def compile_for_sm90(pooled: bool, tail: bool, pdl: int = 0, causal: bool = True
     # the launch's boxes (others 128 rows; without tail the launch passes K and V's descriptors for the tail's)
     tail_rows = TAIL_ROWS if tail else BLOCK
     rows = {"desc_q": HALF, "desc_o": HALF, "desc_kt": tail_rows, "desc_vt": tail_rows}
+    if pooled:  # the single pooled blocks' boxes (without pooled levels the launch passes K and V's)
+        rows.update({f"desc_{kv}n{p}": BLOCK // p for p in (2, 4, 8) for kv in "kv"})
     types = {"BlockIdx": "*i32", "CatOff": "*i32", "TailN": "*fp32", "qk_scale": "fp32",
              "Sched": "*i32"}
     flags = dict(CAUSAL=causal, POOLED=pooled, TAIL=tail, PDL=pdl, STAGES=STAGES, CONSUMER_REGS=REGS[0],
@@ -700,8 +709,10 @@ def pyramid_attention_ws(q, k, v, plan, kp_all, vp_all, out, scale_log2: float, 
     desc_k, desc_v = _descriptor(k, BLOCK), _descriptor(v, BLOCK)
     if kp_all is None:
         desc_kp, desc_vp = desc_k, desc_v
+        desc_n = (desc_k, desc_v) * 3
     else:
         desc_kp, desc_vp = _descriptor(kp_all, BLOCK), _descriptor(vp_all, BLOCK)
+        desc_n = tuple(_descriptor(t, BLOCK // p) for p in (2, 4, 8) for t in (kp_all, vp_all))
     if tail_key is None:
         desc_kt, desc_vt, tail_n = desc_k, desc_v, out
     else:
@@ -710,7 +721,7 @@ def pyramid_attention_ws(q, k, v, plan, kp_all, vp_all, out, scale_log2: float, 
     n_tiles = b * hq * n_qb
     index = _index(q.device)
     _pyramid_ws_fwd[(min(n_tiles, _sm_count(index)), )](
-        desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kt, desc_vt, plan.block_idx, plan.cat_offsets, desc_o, tail_n,
+        desc_q, desc_k, desc_v, desc_kp, desc_vp, *desc_n, desc_kt, desc_vt, plan.block_idx, plan.cat_offsets, desc_o, tail_n,
         scale_log2,
         hq, hkv, plan.plan_heads, n_qb, n_kb, lq, lk, n_tiles,
         _schedule_counter(index), CAUSAL=causal, POOLED=kp_all is not None, TAIL=tail_key is not None, PDL=pdl,
