@@ -89,7 +89,7 @@ TAIL_ROWS = 16
 #: K/V ring depth: two stages measured as fast as three (notes/kernel.md) in 64 KB less shared memory.
 STAGES = 2
 #: Registers per thread: consumer warp groups, producer warp, at launch (the three partitions' sum fits 64K).
-REGS = (240, 24, 168)
+REGS = (240, 32, 168)
 #: ``VLMSPARSE_KERNEL=triton`` turns this kernel off everywhere.
 ENV = "VLMSPARSE_KERNEL"
 
@@ -151,13 +151,40 @@ if gluon is not None:
         _tma_load(desc_v, [b, kvh, r, 0], ready_v.index(s), bufs_v.index(s).slice(0, n_rows))
 
     @gluon.jit
+    def _gather_tile(desc_k, desc_v, desc_kt, desc_vt, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, b, kvh,
+                     base, idx_ptr, g0, n8, n_items, row, TAIL: gl.constexpr):
+        """Producer: items ``g0 .. g0 + 7`` of a plan row's level-8 single blocks (entries at ``idx_ptr``, ``n8`` of
+        them) and, with ``TAIL``, its tail key (item ``n8`` where ``n_items > n8``), each a 16-row box into rows
+        ``16 j`` of ring slot ``it % STAGES``. Every box of the tile is written (positions past the items repeat item
+        ``g0``, masked by the consumers), so the tile never holds rows no copy wrote."""
+        n_buf: gl.constexpr = bufs_k.type.shape[0]
+        W: gl.constexpr = desc_k.block_type.shape[2]
+        s = it % n_buf
+        phase = (it // n_buf) & 1
+        for half in gl.static_range(2):  # K, then V
+            bufs = bufs_k if half == 0 else bufs_v
+            ready = ready_k if half == 0 else ready_v
+            empty = empty_k if half == 0 else empty_v
+            desc = desc_k if half == 0 else desc_v
+            desc_t = desc_kt if half == 0 else desc_vt
+            mbarrier.wait(empty.index(s), phase ^ 1)
+            mbarrier.expect(ready.index(s), 8 * desc.block_type.nbytes)
+            for j in gl.static_range(8):
+                item = gl.where(g0 + j < n_items, g0 + j, g0)
+                e = gl.load(idx_ptr + item, mask=item < n8, other=0)
+                dst = bufs.index(s).slice(j * W, W)
+                _tma_load(desc, [b, kvh, base + e * W, 0], ready.index(s), dst, pred=item < n8)
+                if TAIL:
+                    _tma_load(desc_t, [0, 0, row, 0], ready.index(s), dst, pred=item >= n8)
+
+    @gluon.jit
     def _wait_for_prior():
         """``griddepcontrol.wait``: the launch before this one (chained) has ended and its writes are visible."""
         gl.inline_asm_elementwise("griddepcontrol.wait; // dummy $0", "=r", [], dtype=gl.int32, is_pure=False,
                                   pack=1)
 
     @gluon.jit
-    def _producer(args, POOLED: gl.constexpr, TAIL: gl.constexpr, PDL: gl.constexpr):
+    def _producer(args, CAUSAL: gl.constexpr, POOLED: gl.constexpr, TAIL: gl.constexpr, PDL: gl.constexpr):
         (desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kn, desc_vn, desc_kt, desc_vt, BlockIdx, CatOff, desc_o, TailN,
          qk_scale, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles, Sched, q_smem, o_smem,
          bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias) = args
@@ -184,9 +211,10 @@ if gluon is not None:
             if PDL == 1:  # the pyramid may still be in the making (every program waits: see vlmsparse.kernels.pdl)
                 _wait_for_prior()
             # spans (entry 8 * first + n - 1; the tile starts at the first block's pooled keys), then single blocks
+            o_mask = gl.load(off_ptr + 8)
             if POOLED:
                 lo = o_exact
-                for c in gl.static_range(6):
+                for c in gl.static_range(5):
                     hi = gl.load(off_ptr + 2 + c)
                     base = 0 if c % 3 == 0 else (g2 if c % 3 == 1 else g2 + g4)
                     groups = 64 >> (c % 3)
@@ -200,12 +228,32 @@ if gluon is not None:
                                      empty_v, it, b, kvh, base + e * groups)
                         it += 1
                     lo = hi
-            o_mask = gl.load(off_ptr + 8)
+                # single blocks of level 8 gathered eight to a ring tile (16-row boxes), the tail key after them; a
+                # ragged last key block among them copied after them, as a narrow step's
+                n8 = gl.load(off_ptr + 7) - lo
+                rl = _ragged_last(idx_ptr + lo, n8, q_len, k_len, n_kb, CAUSAL)
+                n8 = n8 - rl
+                n_items = n8
+                if TAIL:
+                    n_items = n8 + (gl.load(off_ptr + 10) > o_mask).to(gl.int32)
+                for g0 in range(0, n_items, 8):
+                    if TAIL:
+                        if PDL == 2:  # the tile that holds the tail key: its means come from the sums' launch
+                            if (n_items > n8) & (g0 + 8 >= n_items):
+                                _wait_for_prior()
+                    _gather_tile(desc_kn[2], desc_vn[2], desc_kt, desc_vt, bufs_k, bufs_v, ready_k, empty_k, ready_v,
+                                 empty_v, it, b, kvh, g2 + g4, idx_ptr + lo, g0, n8, n_items, row, TAIL)
+                    it += 1
+                if rl > 0:
+                    e = gl.load(idx_ptr + lo + n8)
+                    _kv_tile(desc_kn[2], desc_vn[2], bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, b, kvh,
+                             g2 + g4 + e * 16)
+                    it += 1
             for t in range(gl.load(off_ptr + 7), o_mask):
                 j = gl.load(idx_ptr + t)
                 _kv_tile(desc_k, desc_v, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, b, kvh, j * 128)
                 it += 1
-            if TAIL:
+            if TAIL and not POOLED:
                 # the tail key, one more ring step where the plan row skips something visible: the 16 rows of
                 # the launcher's mean keys and values whose first is this plan row's (written by the sums' launch,
                 # which a chained program waits for first)
@@ -243,7 +291,9 @@ if gluon is not None:
         log2p0 = gl.where(slot == 0, 1.0, gl.where(slot < 4, 2.0, 3.0))
         ncols0 = gl.where(slot == 0, 128, gl.where(slot < 4, 64 + (slot - 1) * 32, 48 + (slot - 4) * 16))
         _bias_tile(bias.index(0), cols, k, qk_scale, log2p0, ncols0)
-        _bias_tile(bias.index(1), cols, k, qk_scale, gl.where(slot < 2, 3.0, 0.0), gl.where(slot == 0, 112, 128))
+        # tile 1: level 8 of 7 and 8 blocks (spans 8, 9), then of 1 and 2 (gathered single blocks, 10 and 11)
+        ncols1 = gl.where(slot == 0, 112, gl.where(slot == 2, 16, gl.where(slot == 3, 32, 128)))
+        _bias_tile(bias.index(1), cols, k, qk_scale, gl.where(slot < 4, 3.0, 0.0), ncols1)
         fence_async_shared()  # each thread's stores made visible to the tensor cores, then all of them done
         _block_barrier()
 
@@ -346,6 +396,88 @@ if gluon is not None:
                 mbarrier.arrive(empty_k.index(s), count=1)
                 m_i, l_i, p, alpha = _wide_update(qk, m_i, l_i, qk_scale)
                 # the new P goes into the operand registers only once the P V reading the old one is done
+                acc = warpgroup_mma_wait(0, deps=(acc, ))
+                mbarrier.arrive(empty_v.index(prev), count=1)
+                p16 = gl.convert_layout(p.to(q.dtype), _P)
+                acc = acc * alpha[:, None]
+                prev = s
+            mbarrier.wait(ready_v.index(prev), ((it + n - 1) // n_buf) & 1)
+            acc = warpgroup_mma(p16, bufs_v.index(prev), acc, is_async=True)
+            acc = warpgroup_mma_wait(0, deps=(acc, ))
+            mbarrier.arrive(empty_v.index(prev), count=1)
+        return m_i, l_i, acc, it + n
+
+    @gluon.jit
+    def _gather_qk(q, k_tile, zero, bias, g0, n_items):
+        """Issue a gathered tile's logits: the span bias of its ``m`` level-8 items (tables 4-9 for 3-8, 10 and 11
+        for 1 and 2), then ``Q K^T`` into the same accumulator."""
+        m = gl.minimum(n_items - g0, 8)
+        i = gl.where(m >= 3, m + 1, 9 + m)
+        kk = gl.arange(0, 16, layout=gl.SliceLayout(0, _SEL))
+        sel = gl.where(kk // 2 == i % 8, 1.0, 0.0).to(gl.bfloat16)[None, :] + gl.zeros([64, 16], gl.bfloat16, _SEL)
+        qk = warpgroup_mma(sel, bias.index(i // 8).permute((1, 0)), zero, use_acc=False, is_async=True)
+        return warpgroup_mma(q, k_tile.permute((1, 0)), qk, use_acc=True, is_async=True)
+
+    @gluon.jit
+    def _gather_fix(qk, g0, n8, n_items, offs, TailN, row, qk_scale, TAIL: gl.constexpr, PDL: gl.constexpr):
+        """The tail key's column in the gathered tile that holds it (item ``n8``, columns ``16 (n8 - g0)`` on): its
+        first column's bias ``log2(count)`` instead of the table's ``log2 8``, the other 15 masked."""
+        if TAIL:
+            if (n_items > n8) & (g0 + 8 >= n_items):
+                if PDL != 0:
+                    _wait_for_prior()
+                count = gl.load(TailN + row)
+                c0 = (n8 - g0) * 16
+                first = gl.where(count > 0.5, (gl.log2(gl.maximum(count, 1.0)) - 3.0) / qk_scale,
+                                 -1.2676506002282294e30)
+                fix = gl.where(offs == c0, first, gl.where((offs > c0) & (offs < c0 + 16), -1.2676506002282294e30,
+                                                           0.0))
+                qk = qk + fix[None, :]
+        return qk
+
+    @gluon.jit
+    def _ragged_last(idx8, n8, q_len, k_len, n_kb, CAUSAL: gl.constexpr):
+        """1 where the plan row's last level-8 single block is the sequence's ragged last key block (its groups have
+        other counts than 8: it stays a narrow step), else 0. Only possible where that block can be wholly visible to
+        a query tile; elsewhere no load."""
+        maybe = (k_len % 128 != 0) & (n8 > 0)
+        if CAUSAL:
+            maybe = maybe & (k_len != q_len)
+        e_last = gl.load(idx8 + n8 - 1, mask=maybe, other=-1)
+        return (e_last == n_kb - 1).to(gl.int32)
+
+    @gluon.jit
+    def _gathered_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it, n8, n_items, TailN,
+                        row, qk_scale, bias, TAIL: gl.constexpr, PDL: gl.constexpr):
+        """Consumer: a plan row's level-8 single blocks (and tail key) gathered eight to a tile, as wide steps in one
+        pipeline (``Q K^T`` of step ``t`` issued before ``P V`` of step ``t - 1``), each with the span bias of its
+        items."""
+        n_buf: gl.constexpr = bufs_k.type.shape[0]
+        zero = gl.zeros([64, 128], gl.float32, _ACC)
+        offs = gl.arange(0, 128, layout=gl.SliceLayout(0, _ACC))
+        n = (n_items + 7) // 8
+        if n > 0:
+            s = it % n_buf
+            mbarrier.wait(ready_k.index(s), (it // n_buf) & 1)
+            qk = _gather_qk(q, bufs_k.index(s), zero, bias, 0, n_items)
+            qk = warpgroup_mma_wait(0, deps=(qk, ))
+            mbarrier.arrive(empty_k.index(s), count=1)
+            qk = _gather_fix(qk, 0, n8, n_items, offs, TailN, row, qk_scale, TAIL, PDL)
+            m_i, l_i, p, alpha = _wide_update(qk, m_i, l_i, qk_scale)
+            acc = acc * alpha[:, None]
+            p16 = gl.convert_layout(p.to(q.dtype), _P)
+            prev = s
+            for t in range(1, n):
+                cur = it + t
+                s = cur % n_buf
+                mbarrier.wait(ready_k.index(s), (cur // n_buf) & 1)
+                qk = _gather_qk(q, bufs_k.index(s), zero, bias, 8 * t, n_items)
+                mbarrier.wait(ready_v.index(prev), ((cur - 1) // n_buf) & 1)
+                acc = warpgroup_mma(p16, bufs_v.index(prev), acc, is_async=True)
+                qk = warpgroup_mma_wait(1, deps=(qk, ))
+                mbarrier.arrive(empty_k.index(s), count=1)
+                qk = _gather_fix(qk, 8 * t, n8, n_items, offs, TailN, row, qk_scale, TAIL, PDL)
+                m_i, l_i, p, alpha = _wide_update(qk, m_i, l_i, qk_scale)
                 acc = warpgroup_mma_wait(0, deps=(acc, ))
                 mbarrier.arrive(empty_v.index(prev), count=1)
                 p16 = gl.convert_layout(p.to(q.dtype), _P)
@@ -508,21 +640,32 @@ if gluon is not None:
             n_wide = o_s8
         m_i, l_i, acc, it = _wide_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it,
                                         idx_ptr, o_exact, o_s2, o_s4, n_wide, qk_scale, bias, POOLED)
+        if TAIL:
+            has_tail = gl.load(off_ptr + 10) > o_mask  # this program's plan skips something visible
         if POOLED:
-            if o_p8 > o_s8:  # single pooled blocks are rare in the default plans: skip their set-up when absent
+            if o_p4 > o_s8:  # single pooled blocks are rare in the default plans: skip their set-up when absent
                 m_i, l_i, acc, it = _narrow_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i,
                                                   acc, it, idx_ptr, o_s8, o_p2, qk_scale, k_len, 2)
                 m_i, l_i, acc, it = _narrow_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i,
                                                   acc, it, idx_ptr, o_p2, o_p4, qk_scale, k_len, 4)
+            # level-8 single blocks gathered eight to a tile, the tail key riding the last one; a ragged last key
+            # block among them runs as a narrow step after them
+            n8 = o_p8 - o_p4
+            rl = _ragged_last(idx_ptr + o_p4, n8, q_len, k_len, n_kb, CAUSAL)
+            n8 = n8 - rl
+            n_items = n8
+            if TAIL:
+                n_items = n8 + has_tail.to(gl.int32)
+            m_i, l_i, acc, it = _gathered_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc,
+                                                it, n8, n_items, TailN, row, qk_scale, bias, TAIL, PDL)
+            if rl > 0:
                 m_i, l_i, acc, it = _narrow_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i,
-                                                  acc, it, idx_ptr, o_p4, o_p8, qk_scale, k_len, 8)
-        if TAIL:
-            has_tail = gl.load(off_ptr + 10) > o_mask  # this program's plan skips something visible
+                                                  acc, it, idx_ptr, o_p8 - 1, o_p8, qk_scale, k_len, 8)
         rows = qblk * 128 + WG * 64 + gl.arange(0, 64, layout=row_layout)
         limit = rows + (k_len - q_len)
         m_i, l_i, acc, it = _masked_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it,
                                           idx_ptr, o_p8, o_mask, qk_scale, limit, k_len, CAUSAL)
-        if TAIL:
+        if TAIL and not POOLED:
             if has_tail:
                 m_i, l_i, acc, it = _tail_step(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc,
                                                it, TailN, row, qk_scale, desc_kt.block_type.shape[2], PDL)
@@ -596,7 +739,7 @@ if gluon is not None:
         gl.warp_specialize([
             (_consumer, (args, 0, CAUSAL, POOLED, TAIL, PDL)),
             (_consumer_1, (args, CAUSAL, POOLED, TAIL, PDL)),
-            (_producer, (args, POOLED, TAIL, PDL)),
+            (_producer, (args, CAUSAL, POOLED, TAIL, PDL)),
         ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
 
 
