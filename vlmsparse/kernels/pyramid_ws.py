@@ -152,11 +152,12 @@ if gluon is not None:
 
     @gluon.jit
     def _gather_tile(desc_k, desc_v, desc_kt, desc_vt, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, b, kvh,
-                     base, idx_ptr, g0, n8, n_items, row, TAIL: gl.constexpr):
-        """Producer: items ``g0 .. g0 + 7`` of a plan row's level-8 single blocks (entries at ``idx_ptr``, ``n8`` of
-        them) and, with ``TAIL``, its tail key (item ``n8`` where ``n_items > n8``), each a 16-row box into rows
-        ``16 j`` of ring slot ``it % STAGES``. Every box of the tile is written (positions past the items repeat item
-        ``g0``, masked by the consumers), so the tile never holds rows no copy wrote."""
+                     base, idx_ptr, g0, n_p, n_items, row, P: gl.constexpr, TAIL: gl.constexpr):
+        """Producer: items ``g0 .. g0 + P - 1`` of a plan row's level-``P`` single blocks (entries at ``idx_ptr``,
+        ``n_p`` of them) and, with ``TAIL`` (level 8 only), its tail key (item ``n_p`` where ``n_items > n_p``), each
+        a box of ``128 / P`` rows into rows ``128 j / P`` of ring slot ``it % STAGES``. Every box of the tile is
+        written (positions past the items repeat item ``g0``, masked by the consumers), so the tile never holds rows
+        no copy wrote."""
         n_buf: gl.constexpr = bufs_k.type.shape[0]
         W: gl.constexpr = desc_k.block_type.shape[2]
         s = it % n_buf
@@ -168,14 +169,14 @@ if gluon is not None:
             desc = desc_k if half == 0 else desc_v
             desc_t = desc_kt if half == 0 else desc_vt
             mbarrier.wait(empty.index(s), phase ^ 1)
-            mbarrier.expect(ready.index(s), 8 * desc.block_type.nbytes)
-            for j in gl.static_range(8):
+            mbarrier.expect(ready.index(s), P * desc.block_type.nbytes)
+            for j in gl.static_range(P):
                 item = gl.where(g0 + j < n_items, g0 + j, g0)
-                e = gl.load(idx_ptr + item, mask=item < n8, other=0)
+                e = gl.load(idx_ptr + item, mask=item < n_p, other=0)
                 dst = bufs.index(s).slice(j * W, W)
-                _tma_load(desc, [b, kvh, base + e * W, 0], ready.index(s), dst, pred=item < n8)
+                _tma_load(desc, [b, kvh, base + e * W, 0], ready.index(s), dst, pred=item < n_p)
                 if TAIL:
-                    _tma_load(desc_t, [0, 0, row, 0], ready.index(s), dst, pred=item >= n8)
+                    _tma_load(desc_t, [0, 0, row, 0], ready.index(s), dst, pred=item >= n_p)
 
     @gluon.jit
     def _wait_for_prior():
@@ -214,7 +215,7 @@ if gluon is not None:
             o_mask = gl.load(off_ptr + 8)
             if POOLED:
                 lo = o_exact
-                for c in gl.static_range(5):
+                for c in gl.static_range(3):
                     hi = gl.load(off_ptr + 2 + c)
                     base = 0 if c % 3 == 0 else (g2 if c % 3 == 1 else g2 + g4)
                     groups = 64 >> (c % 3)
@@ -228,27 +229,32 @@ if gluon is not None:
                                      empty_v, it, b, kvh, base + e * groups)
                         it += 1
                     lo = hi
-                # single blocks of level 8 gathered eight to a ring tile (16-row boxes), the tail key after them; a
-                # ragged last key block among them copied after them, as a narrow step's
-                n8 = gl.load(off_ptr + 7) - lo
-                rl = _ragged_last(idx_ptr + lo, n8, q_len, k_len, n_kb, CAUSAL)
-                n8 = n8 - rl
-                n_items = n8
-                if TAIL:
-                    n_items = n8 + (gl.load(off_ptr + 10) > o_mask).to(gl.int32)
-                for g0 in range(0, n_items, 8):
-                    if TAIL:
-                        if PDL == 2:  # the tile that holds the tail key: its means come from the sums' launch
-                            if (n_items > n8) & (g0 + 8 >= n_items):
-                                _wait_for_prior()
-                    _gather_tile(desc_kn[2], desc_vn[2], desc_kt, desc_vt, bufs_k, bufs_v, ready_k, empty_k, ready_v,
-                                 empty_v, it, b, kvh, g2 + g4, idx_ptr + lo, g0, n8, n_items, row, TAIL)
-                    it += 1
-                if rl > 0:
-                    e = gl.load(idx_ptr + lo + n8)
-                    _kv_tile(desc_kn[2], desc_vn[2], bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, b, kvh,
-                             g2 + g4 + e * 16)
-                    it += 1
+                # single blocks of level p gathered p to a ring tile (boxes of 128 / p rows), the tail key after
+                # those of level 8; a ragged last key block among a level's copied after them, as a narrow step's
+                for c in gl.static_range(3, 6):
+                    hi = gl.load(off_ptr + 2 + c)
+                    base = 0 if c == 3 else (g2 if c == 4 else g2 + g4)
+                    n_p = hi - lo
+                    rl = _ragged_last(idx_ptr + lo, n_p, q_len, k_len, n_kb, CAUSAL)
+                    n_p = n_p - rl
+                    n_items = n_p
+                    if TAIL and c == 5:
+                        n_items = n_p + (gl.load(off_ptr + 10) > o_mask).to(gl.int32)
+                    for g0 in range(0, n_items, 2 << (c - 3)):
+                        if TAIL and c == 5:
+                            if PDL == 2:  # the tile that holds the tail key: its means come from the sums' launch
+                                if (n_items > n_p) & (g0 + (2 << (c - 3)) >= n_items):
+                                    _wait_for_prior()
+                        _gather_tile(desc_kn[c - 3], desc_vn[c - 3], desc_kt, desc_vt, bufs_k, bufs_v, ready_k,
+                                     empty_k, ready_v, empty_v, it, b, kvh, base, idx_ptr + lo, g0, n_p, n_items, row,
+                                     2 << (c - 3), TAIL and c == 5)
+                        it += 1
+                    if rl > 0:
+                        e = gl.load(idx_ptr + lo + n_p)
+                        _kv_tile(desc_kn[c - 3], desc_vn[c - 3], bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v,
+                                 it, b, kvh, base + e * (64 >> (c - 3)))
+                        it += 1
+                    lo = hi
             for t in range(gl.load(off_ptr + 7), o_mask):
                 j = gl.load(idx_ptr + t)
                 _kv_tile(desc_k, desc_v, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, b, kvh, j * 128)
@@ -291,9 +297,12 @@ if gluon is not None:
         log2p0 = gl.where(slot == 0, 1.0, gl.where(slot < 4, 2.0, 3.0))
         ncols0 = gl.where(slot == 0, 128, gl.where(slot < 4, 64 + (slot - 1) * 32, 48 + (slot - 4) * 16))
         _bias_tile(bias.index(0), cols, k, qk_scale, log2p0, ncols0)
-        # tile 1: level 8 of 7 and 8 blocks (spans 8, 9), then of 1 and 2 (gathered single blocks, 10 and 11)
-        ncols1 = gl.where(slot == 0, 112, gl.where(slot == 2, 16, gl.where(slot == 3, 32, 128)))
-        _bias_tile(bias.index(1), cols, k, qk_scale, gl.where(slot < 4, 3.0, 0.0), ncols1)
+        # tile 1: level 8 of 7 and 8 blocks (spans 8, 9), then for gathered single blocks level 8 of 1 and 2 (10, 11),
+        # level 4 of 1 (12) and level 2 of 1 (13)
+        ncols1 = gl.where(slot == 0, 112, gl.where(slot == 2, 16, gl.where((slot == 3) | (slot == 4), 32,
+                                                                           gl.where(slot == 5, 64, 128))))
+        log2p1 = gl.where(slot < 4, 3.0, gl.where(slot == 4, 2.0, gl.where(slot == 5, 1.0, 0.0)))
+        _bias_tile(bias.index(1), cols, k, qk_scale, log2p1, ncols1)
         fence_async_shared()  # each thread's stores made visible to the tensor cores, then all of them done
         _block_barrier()
 
@@ -408,11 +417,17 @@ if gluon is not None:
         return m_i, l_i, acc, it + n
 
     @gluon.jit
-    def _gather_qk(q, k_tile, zero, bias, g0, n_items):
-        """Issue a gathered tile's logits: the span bias of its ``m`` level-8 items (tables 4-9 for 3-8, 10 and 11
-        for 1 and 2), then ``Q K^T`` into the same accumulator."""
-        m = gl.minimum(n_items - g0, 8)
-        i = gl.where(m >= 3, m + 1, 9 + m)
+    def _gather_qk(q, k_tile, zero, bias, g0, n_items, P: gl.constexpr):
+        """Issue a gathered tile's logits: the span bias of its ``m`` level-``P`` items (level 8: tables 4-9 for 3-8,
+        10 and 11 for 1 and 2; level 4: 1-3 for 2-4, 12 for 1; level 2: 0 for 2, 13 for 1), then ``Q K^T`` into the
+        same accumulator."""
+        m = gl.minimum(n_items - g0, P)
+        if P == 8:
+            i = gl.where(m >= 3, m + 1, 9 + m)
+        elif P == 4:
+            i = gl.where(m >= 2, m - 1, 12)
+        else:
+            i = gl.where(m >= 2, 0, 13)
         kk = gl.arange(0, 16, layout=gl.SliceLayout(0, _SEL))
         sel = gl.where(kk // 2 == i % 8, 1.0, 0.0).to(gl.bfloat16)[None, :] + gl.zeros([64, 16], gl.bfloat16, _SEL)
         qk = warpgroup_mma(sel, bias.index(i // 8).permute((1, 0)), zero, use_acc=False, is_async=True)
@@ -448,18 +463,18 @@ if gluon is not None:
 
     @gluon.jit
     def _gathered_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it, n8, n_items, TailN,
-                        row, qk_scale, bias, TAIL: gl.constexpr, PDL: gl.constexpr):
-        """Consumer: a plan row's level-8 single blocks (and tail key) gathered eight to a tile, as wide steps in one
-        pipeline (``Q K^T`` of step ``t`` issued before ``P V`` of step ``t - 1``), each with the span bias of its
-        items."""
+                        row, qk_scale, bias, P: gl.constexpr, TAIL: gl.constexpr, PDL: gl.constexpr):
+        """Consumer: a plan row's level-``P`` single blocks (and with ``TAIL``, level 8, its tail key) gathered ``P``
+        to a tile, as wide steps in one pipeline (``Q K^T`` of step ``t`` issued before ``P V`` of step ``t - 1``),
+        each with the span bias of its items."""
         n_buf: gl.constexpr = bufs_k.type.shape[0]
         zero = gl.zeros([64, 128], gl.float32, _ACC)
         offs = gl.arange(0, 128, layout=gl.SliceLayout(0, _ACC))
-        n = (n_items + 7) // 8
+        n = (n_items + P - 1) // P
         if n > 0:
             s = it % n_buf
             mbarrier.wait(ready_k.index(s), (it // n_buf) & 1)
-            qk = _gather_qk(q, bufs_k.index(s), zero, bias, 0, n_items)
+            qk = _gather_qk(q, bufs_k.index(s), zero, bias, 0, n_items, P)
             qk = warpgroup_mma_wait(0, deps=(qk, ))
             mbarrier.arrive(empty_k.index(s), count=1)
             qk = _gather_fix(qk, 0, n8, n_items, offs, TailN, row, qk_scale, TAIL, PDL)
@@ -471,12 +486,12 @@ if gluon is not None:
                 cur = it + t
                 s = cur % n_buf
                 mbarrier.wait(ready_k.index(s), (cur // n_buf) & 1)
-                qk = _gather_qk(q, bufs_k.index(s), zero, bias, 8 * t, n_items)
+                qk = _gather_qk(q, bufs_k.index(s), zero, bias, P * t, n_items, P)
                 mbarrier.wait(ready_v.index(prev), ((cur - 1) // n_buf) & 1)
                 acc = warpgroup_mma(p16, bufs_v.index(prev), acc, is_async=True)
                 qk = warpgroup_mma_wait(1, deps=(qk, ))
                 mbarrier.arrive(empty_k.index(s), count=1)
-                qk = _gather_fix(qk, 8 * t, n8, n_items, offs, TailN, row, qk_scale, TAIL, PDL)
+                qk = _gather_fix(qk, P * t, n8, n_items, offs, TailN, row, qk_scale, TAIL, PDL)
                 m_i, l_i, p, alpha = _wide_update(qk, m_i, l_i, qk_scale)
                 acc = warpgroup_mma_wait(0, deps=(acc, ))
                 mbarrier.arrive(empty_v.index(prev), count=1)
@@ -488,6 +503,23 @@ if gluon is not None:
             acc = warpgroup_mma_wait(0, deps=(acc, ))
             mbarrier.arrive(empty_v.index(prev), count=1)
         return m_i, l_i, acc, it + n
+
+    @gluon.jit
+    def _singles(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it, idx_ptr, start, stop, extra,
+                 TailN, row, qk_scale, bias, q_len, k_len, n_kb, P: gl.constexpr, CAUSAL: gl.constexpr,
+                 TAIL: gl.constexpr, PDL: gl.constexpr):
+        """Consumer: the level-``P`` single blocks (plan entries ``start .. stop``) gathered ``P`` to a tile, with
+        ``extra`` (0 or 1, level 8 only) the tail key after them; a ragged last key block among them after those, as
+        a narrow step."""
+        n_p = stop - start
+        rl = _ragged_last(idx_ptr + start, n_p, q_len, k_len, n_kb, CAUSAL)
+        n_p = n_p - rl
+        m_i, l_i, acc, it = _gathered_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it,
+                                            n_p, n_p + extra, TailN, row, qk_scale, bias, P, TAIL, PDL)
+        if rl > 0:
+            m_i, l_i, acc, it = _narrow_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc,
+                                              it, idx_ptr, stop - 1, stop, qk_scale, k_len, P)
+        return m_i, l_i, acc, it
 
     @gluon.jit
     def _narrow_pv(q, p, alpha, acc, bufs_v, ready_v, empty_v, s, phase):
@@ -643,24 +675,19 @@ if gluon is not None:
         if TAIL:
             has_tail = gl.load(off_ptr + 10) > o_mask  # this program's plan skips something visible
         if POOLED:
-            if o_p4 > o_s8:  # single pooled blocks are rare in the default plans: skip their set-up when absent
-                m_i, l_i, acc, it = _narrow_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i,
-                                                  acc, it, idx_ptr, o_s8, o_p2, qk_scale, k_len, 2)
-                m_i, l_i, acc, it = _narrow_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i,
-                                                  acc, it, idx_ptr, o_p2, o_p4, qk_scale, k_len, 4)
-            # level-8 single blocks gathered eight to a tile, the tail key riding the last one; a ragged last key
-            # block among them runs as a narrow step after them
-            n8 = o_p8 - o_p4
-            rl = _ragged_last(idx_ptr + o_p4, n8, q_len, k_len, n_kb, CAUSAL)
-            n8 = n8 - rl
-            n_items = n8
+            # single blocks gathered p to a tile, level by level, the tail key riding the last level-8 tile
+            m_i, l_i, acc, it = _singles(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it,
+                                         idx_ptr, o_s8, o_p2, 0, TailN, row, qk_scale, bias, q_len, k_len, n_kb, 2,
+                                         CAUSAL, False, PDL)
+            m_i, l_i, acc, it = _singles(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it,
+                                         idx_ptr, o_p2, o_p4, 0, TailN, row, qk_scale, bias, q_len, k_len, n_kb, 4,
+                                         CAUSAL, False, PDL)
+            extra = 0
             if TAIL:
-                n_items = n8 + has_tail.to(gl.int32)
-            m_i, l_i, acc, it = _gathered_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc,
-                                                it, n8, n_items, TailN, row, qk_scale, bias, TAIL, PDL)
-            if rl > 0:
-                m_i, l_i, acc, it = _narrow_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i,
-                                                  acc, it, idx_ptr, o_p8 - 1, o_p8, qk_scale, k_len, 8)
+                extra = has_tail.to(gl.int32)
+            m_i, l_i, acc, it = _singles(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it,
+                                         idx_ptr, o_p4, o_p8, extra, TailN, row, qk_scale, bias, q_len, k_len, n_kb, 8,
+                                         CAUSAL, TAIL, PDL)
         rows = qblk * 128 + WG * 64 + gl.arange(0, 64, layout=row_layout)
         limit = rows + (k_len - q_len)
         m_i, l_i, acc, it = _masked_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it,
