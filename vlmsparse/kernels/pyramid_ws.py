@@ -14,13 +14,14 @@ into
   matmuls' left operand from registers) and releases the buffer at once, and writes its output through shared
   memory with one TMA copy.
 
-Steps, in the order of the plan lists (:mod:`vlmsparse.kernels.plan_lists`): exact blocks, spans of pooled
-blocks (one 128-key tile of the pyramid, logits ``+ log2 p``, the rows past the span masked), single pooled
-blocks (the tile's first ``128 / p`` rows, a narrow matmul, logits ``+ log2(count)``), then the blocks that need
-token masks. Every step is the Triton kernel's step on the same operands: the outputs agree to rounding. Tail
-aggregation (one more key per row, the mean of the keys the row skips) is the last step, a narrow one on a ring tile
-whose first row is the plan row's mean key (the launcher's skipped-key means); a tail over skipped blocks on the
-diagonal, which no planner here makes, is left to the Triton kernel.
+Steps, in the order of the plan lists (:mod:`vlmsparse.kernels.plan_lists`): exact blocks, spans of pooled blocks
+(one 128-key tile of the pyramid, logits ``+ log2 p``, the rows past the span masked), single pooled blocks (their
+``128 / p`` pooled rows alone, copied through a TMA box of that many rows into the ring slot's first rows, a narrow
+matmul, logits ``+ log2(count)``), then the blocks that need token masks. Every step is the Triton kernel's step on
+the same operands: the outputs agree to rounding. Tail aggregation (one more key per row, the mean of the keys the
+row skips) is the last step, a narrow one on a ring tile whose first row is the plan row's mean key (the launcher's
+skipped-key means); a tail over skipped blocks on the diagonal, which no planner here makes, is left to the Triton
+kernel.
 
 Persistent schedule: one program per SM, each walking query tiles (a query block of one head) drawn from a
 counter, heavy (late) query blocks first. The producer draws the next tile once it has issued the current tile's
