@@ -1,5 +1,5 @@
 """What PSA's plans hold per query tile, on CPU: steps by kind, the share of tiles with a tail and
-the K/V bytes the producer copies a tile.
+the K/V bytes the producer copies a tile, and the share of tiles with a tail that also hold a level-8 single block.
 
 For PSA's ``videomme-0.65`` preset and its default on the video-like families (inputs as `tail_ab.py` and
 `timeline.py` draw them, seed L + 11), and random mixed plans, it compiles each plan's lists in plain PyTorch
@@ -31,6 +31,8 @@ def stats(label: str, levels: torch.Tensor, length: int, heads_q: int = 28) -> N
     singles, masked = off[:, 7] - off[:, 4], off[:, 8] - off[:, 7]
     by_level = [off[:, 5 + i] - off[:, 4 + i] for i in range(3)]  # single blocks of level 2, 4, 8
     tail = off[:, 10] > off[:, 8]
+    # tiles whose tail could ride a level-8 single block (kernel-exp-tail-in-narrow8: no tail step of its own)
+    rides = (tail & (by_level[2] > 0)).float().sum() / tail.float().sum().clamp(min=1)
     steps = exact + spans + singles + masked
     per_program = tail.sum().item() * (heads_q // levels.shape[1]) / SMS
     # what the producer copies a tile: every step a 128-row tile, or single blocks in boxes of their own 128 / p rows
@@ -41,7 +43,8 @@ def stats(label: str, levels: torch.Tensor, length: int, heads_q: int = 28) -> N
           f"spans {spans.float().mean():4.1f}, singles {singles.float().mean():4.1f} = "
           + " + ".join(f"{n.float().mean():.1f}" for n in by_level) + f" of level 2 + 4 + 8, masked "
           f"{masked.float().mean():3.1f})  tiles with a tail {tail.float().mean():.2f}  tails a program "
-          f"{per_program:5.1f}  KB copied a tile {whole:5.0f}, single blocks in their own boxes {own:5.0f}",
+          f"{per_program:5.1f} (with a level-8 single block {rides:.2f})  KB copied a tile {whole:5.0f}, single "
+          f"blocks in their own boxes {own:5.0f}",
           flush=True)
 
 
