@@ -152,6 +152,29 @@ if gluon is not None:
         _tma_load(desc_v, [b, kvh, r, 0], ready_v.index(s), bufs_v.index(s).slice(0, n_rows))
 
     @gluon.jit
+    def _kv_pair(desc_k, desc_v, desc_kt, desc_vt, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, b, kvh, r,
+                 row, PDL: gl.constexpr):
+        """Producer: a level-8 single block's rows (boxes ``desc_k``, ``desc_v``, from row ``r``) into the first rows
+        of ring slot ``it % STAGES`` and the tail's mean keys and values (boxes ``desc_kt``, ``desc_vt``, from plan
+        row ``row``) right after them, each of K and V on one barrier: the tile's tail rides its last level-8
+        single block (``_narrow8_tail_step``). Chained with ``PDL=2``, it waits for the sums' launch first."""
+        n_buf: gl.constexpr = bufs_k.type.shape[0]
+        n_rows: gl.constexpr = desc_k.block_type.shape[2]
+        t_rows: gl.constexpr = desc_kt.block_type.shape[2]
+        s = it % n_buf
+        phase = (it // n_buf) & 1
+        if PDL == 2:
+            _wait_for_prior()
+        mbarrier.wait(empty_k.index(s), phase ^ 1)
+        mbarrier.expect(ready_k.index(s), desc_k.block_type.nbytes + desc_kt.block_type.nbytes)
+        _tma_load(desc_k, [b, kvh, r, 0], ready_k.index(s), bufs_k.index(s).slice(0, n_rows))
+        _tma_load(desc_kt, [0, 0, row, 0], ready_k.index(s), bufs_k.index(s).slice(n_rows, t_rows))
+        mbarrier.wait(empty_v.index(s), phase ^ 1)
+        mbarrier.expect(ready_v.index(s), desc_v.block_type.nbytes + desc_vt.block_type.nbytes)
+        _tma_load(desc_v, [b, kvh, r, 0], ready_v.index(s), bufs_v.index(s).slice(0, n_rows))
+        _tma_load(desc_vt, [0, 0, row, 0], ready_v.index(s), bufs_v.index(s).slice(n_rows, t_rows))
+
+    @gluon.jit
     def _wait_for_prior():
         """``griddepcontrol.wait``: the launch before this one (chained) has ended and its writes are visible."""
         gl.inline_asm_elementwise("griddepcontrol.wait; // dummy $0", "=r", [], dtype=gl.int32, is_pure=False,
@@ -186,6 +209,9 @@ if gluon is not None:
                 _wait_for_prior()
             # spans (entry 8 * first + n - 1; the tile starts at the first block's pooled keys), then single blocks
             if POOLED:
+                has_tail = False
+                if TAIL:  # the plan row skips something visible
+                    has_tail = gl.load(off_ptr + 10) > gl.load(off_ptr + 8)
                 lo = o_exact
                 for c in gl.static_range(6):
                     hi = gl.load(off_ptr + 2 + c)
@@ -197,8 +223,16 @@ if gluon is not None:
                             _kv_tile(desc_kp, desc_vp, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, b, kvh,
                                      base + (e // 8) * groups)
                         else:
-                            _kv_tile(desc_kn[c - 3], desc_vn[c - 3], bufs_k, bufs_v, ready_k, empty_k, ready_v,
-                                     empty_v, it, b, kvh, base + e * groups)
+                            ride = False
+                            if TAIL:
+                                if c == 5:  # the last level-8 single block carries the tail's rows after its own
+                                    ride = has_tail & (t == hi - 1)
+                            if ride:
+                                _kv_pair(desc_kn[2], desc_vn[2], desc_kt, desc_vt, bufs_k, bufs_v, ready_k, empty_k,
+                                         ready_v, empty_v, it, b, kvh, base + e * groups, row, PDL)
+                            else:
+                                _kv_tile(desc_kn[c - 3], desc_vn[c - 3], bufs_k, bufs_v, ready_k, empty_k, ready_v,
+                                         empty_v, it, b, kvh, base + e * groups)
                         it += 1
                     lo = hi
             o_mask = gl.load(off_ptr + 8)
@@ -207,10 +241,14 @@ if gluon is not None:
                 _kv_tile(desc_k, desc_v, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, b, kvh, j * 128)
                 it += 1
             if TAIL:
-                # the tail key, one more ring step where the plan row skips something visible: the 16 rows of
-                # the launcher's mean keys and values whose first is this plan row's (written by the sums' launch,
-                # which a chained program waits for first)
-                if gl.load(off_ptr + 10) > o_mask:
+                # the tail key, one more ring step where the plan row skips something visible and has no level-8
+                # single block to ride: the 16 rows of the launcher's mean keys and values whose first is this plan
+                # row's (written by the sums' launch, which a chained program waits for first)
+                if POOLED:
+                    tail_alone = has_tail & (gl.load(off_ptr + 7) == gl.load(off_ptr + 6))
+                else:
+                    tail_alone = gl.load(off_ptr + 10) > o_mask
+                if tail_alone:
                     if PDL == 2:
                         _wait_for_prior()
                     _kv_tile(desc_kt, desc_vt, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, 0, 0, row)
@@ -411,6 +449,48 @@ if gluon is not None:
         return gl.convert_layout(m_w, row_acc), gl.convert_layout(l_w, row_acc), acc, it + n
 
     @gluon.jit
+    def _narrow8_tail_step(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it, idx_ptr, t,
+                           TailN, row, qk_scale, k_len, PDL: gl.constexpr):
+        """Consumer: the tile's last level-8 single block (entry ``t``) and its tail key as one narrow step of 32
+        columns (``_kv_pair`` copied both into one ring slot): columns 0-15 the block's pooled keys, logits
+        ``+ log2(count)``, pooled keys past the sequence's last group masked; column 16 the mean of the wholly
+        visible keys the plan row skips, ``+ log2(its count)``; columns 17-31 (other plan rows' tail keys, or zeros)
+        masked. The block's columns make every row's maximum finite."""
+        n_buf: gl.constexpr = bufs_k.type.shape[0]
+        W: gl.constexpr = 32
+        s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                           instr_shape=[16, W, 16])
+        row_acc: gl.constexpr = gl.SliceLayout(1, _ACC)
+        row_s: gl.constexpr = gl.SliceLayout(1, s_layout)
+        s = it % n_buf
+        phase = (it // n_buf) & 1
+        j = gl.load(idx_ptr + t)
+        mbarrier.wait(ready_k.index(s), phase)
+        # the count, written by the sums' launch: chained, this thread waits for it too (the producer already did)
+        if PDL != 0:
+            _wait_for_prior()
+        count = gl.load(TailN + row)
+        q_w = gl.convert_layout(q, gl.DotOperandLayout(operand_index=0, parent=s_layout, k_width=2))
+        qk = warpgroup_mma(q_w, bufs_k.index(s).slice(0, W).permute((1, 0)), gl.zeros([64, W], gl.float32, s_layout),
+                           use_acc=False, is_async=True)
+        qk = warpgroup_mma_wait(0, deps=(qk, ))
+        mbarrier.arrive(empty_k.index(s), count=1)
+        offs = gl.arange(0, W, layout=gl.SliceLayout(0, s_layout))
+        g = j * 16 + offs
+        n_groups = (k_len + 7) // 8
+        in_block = gl.where((offs < 16) & (g < n_groups),
+                            gl.log2(gl.maximum(gl.minimum(k_len - g * 8, 8).to(gl.float32), 1.0)), float("-inf"))
+        bias = gl.where((offs == 16) & (count > 0.5), gl.log2(gl.maximum(count, 1.0)), in_block)
+        qk = qk * qk_scale + bias[None, :]
+        m_w = gl.convert_layout(m_i, row_s)
+        m_new = gl.maximum(m_w, gl.max(qk, 1))
+        p = gl.exp2(qk - m_new[:, None])
+        alpha = gl.exp2(m_w - m_new)
+        l_w = gl.convert_layout(l_i, row_s) * alpha + gl.sum(p, 1)
+        acc = _narrow_pv(q, p, alpha, acc, bufs_v, ready_v, empty_v, s, phase)
+        return gl.convert_layout(m_new, row_acc), gl.convert_layout(l_w, row_acc), acc, it + 1
+
+    @gluon.jit
     def _masked_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it, idx_ptr, start, stop,
                       qk_scale, limit, k_len, CAUSAL: gl.constexpr):
         """Consumer: blocks with token masks (the causal diagonal, the sequence end). A row may see nothing yet."""
@@ -509,22 +589,34 @@ if gluon is not None:
             n_wide = o_s8
         m_i, l_i, acc, it = _wide_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it,
                                         idx_ptr, o_exact, o_s2, o_s4, n_wide, qk_scale, bias, POOLED)
+        if TAIL:
+            has_tail = gl.load(off_ptr + 10) > o_mask  # this program's plan skips something visible
+            alone = has_tail  # no level-8 single block to ride (the producer copied the tail with the last one)
         if POOLED:
             if o_p8 > o_s8:  # single pooled blocks are rare in the default plans: skip their set-up when absent
                 m_i, l_i, acc, it = _narrow_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i,
                                                   acc, it, idx_ptr, o_s8, o_p2, qk_scale, k_len, 2)
                 m_i, l_i, acc, it = _narrow_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i,
                                                   acc, it, idx_ptr, o_p2, o_p4, qk_scale, k_len, 4)
-                m_i, l_i, acc, it = _narrow_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i,
-                                                  acc, it, idx_ptr, o_p4, o_p8, qk_scale, k_len, 8)
-        if TAIL:
-            has_tail = gl.load(off_ptr + 10) > o_mask  # this program's plan skips something visible
+                if TAIL:
+                    ride = has_tail & (o_p8 > o_p4)
+                    alone = has_tail & (o_p8 == o_p4)
+                    m_i, l_i, acc, it = _narrow_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i,
+                                                      l_i, acc, it, idx_ptr, o_p4, o_p8 - ride.to(gl.int32), qk_scale,
+                                                      k_len, 8)
+                    if ride:
+                        m_i, l_i, acc, it = _narrow8_tail_step(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v,
+                                                               m_i, l_i, acc, it, idx_ptr, o_p8 - 1, TailN, row,
+                                                               qk_scale, k_len, PDL)
+                else:
+                    m_i, l_i, acc, it = _narrow_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i,
+                                                      l_i, acc, it, idx_ptr, o_p4, o_p8, qk_scale, k_len, 8)
         rows = qblk * 128 + WG * 64 + gl.arange(0, 64, layout=row_layout)
         limit = rows + (k_len - q_len)
         m_i, l_i, acc, it = _masked_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it,
                                           idx_ptr, o_p8, o_mask, qk_scale, limit, k_len, CAUSAL)
         if TAIL:
-            if has_tail:
+            if alone:
                 m_i, l_i, acc, it = _tail_step(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc,
                                                it, TailN, row, qk_scale, desc_kt.block_type.shape[2], PDL)
         # a row with nothing to attend has l == 0 and acc == 0: it returns zeros, never NaN
