@@ -152,15 +152,15 @@ if gluon is not None:
         _tma_load(desc_v, [b, kvh, r, 0], ready_v.index(s), bufs_v.index(s).slice(0, n_rows))
 
     @gluon.jit
-    def _kv_pair(desc_k, desc_v, desc_kt, desc_vt, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, b, kvh, r,
-                 row, PDL: gl.constexpr):
+    def _kv_pair(desc_k, desc_v, desc_kt, desc_vt, bufs_k, bufs_v, bufs_t, ready_k, empty_k, ready_v, empty_v, it, b,
+                 kvh, r, row, PDL: gl.constexpr):
         """Producer: a level-8 single block's rows (boxes ``desc_k``, ``desc_v``, from row ``r``) into the first rows
         of ring slot ``it % STAGES`` and the tail's mean keys and values (boxes ``desc_kt``, ``desc_vt``, from plan
-        row ``row``) right after them, each of K and V on one barrier: the tile's tail rides its last level-8
-        single block (``_narrow8_tail_step``). Chained with ``PDL=2``, it waits for the sums' launch first."""
+        row ``row``) into the slot's tail buffers (``bufs_t``), each of K and V on the slot's barrier: the tile's tail
+        rides its last level-8 single block (``_narrow8_tail_step``). Chained with ``PDL=2``, it waits for the sums'
+        launch first. (Rows 16-31 of the slot itself would do, but Triton 3.9 refuses a TMA copy into them.)"""
         n_buf: gl.constexpr = bufs_k.type.shape[0]
         n_rows: gl.constexpr = desc_k.block_type.shape[2]
-        t_rows: gl.constexpr = desc_kt.block_type.shape[2]
         s = it % n_buf
         phase = (it // n_buf) & 1
         if PDL == 2:
@@ -168,11 +168,11 @@ if gluon is not None:
         mbarrier.wait(empty_k.index(s), phase ^ 1)
         mbarrier.expect(ready_k.index(s), desc_k.block_type.nbytes + desc_kt.block_type.nbytes)
         _tma_load(desc_k, [b, kvh, r, 0], ready_k.index(s), bufs_k.index(s).slice(0, n_rows))
-        _tma_load(desc_kt, [0, 0, row, 0], ready_k.index(s), bufs_k.index(s).slice(n_rows, t_rows))
+        _tma_load(desc_kt, [0, 0, row, 0], ready_k.index(s), bufs_t[0].index(s))
         mbarrier.wait(empty_v.index(s), phase ^ 1)
         mbarrier.expect(ready_v.index(s), desc_v.block_type.nbytes + desc_vt.block_type.nbytes)
         _tma_load(desc_v, [b, kvh, r, 0], ready_v.index(s), bufs_v.index(s).slice(0, n_rows))
-        _tma_load(desc_vt, [0, 0, row, 0], ready_v.index(s), bufs_v.index(s).slice(n_rows, t_rows))
+        _tma_load(desc_vt, [0, 0, row, 0], ready_v.index(s), bufs_t[1].index(s))
 
     @gluon.jit
     def _wait_for_prior():
@@ -184,7 +184,7 @@ if gluon is not None:
     def _producer(args, POOLED: gl.constexpr, TAIL: gl.constexpr, PDL: gl.constexpr):
         (desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kn, desc_vn, desc_kt, desc_vt, BlockIdx, CatOff, desc_o, TailN,
          qk_scale, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles, Sched, q_smem, o_smem,
-         bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias) = args
+         bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias, bufs_t) = args
         g2 = (k_len + 1) // 2
         g4 = (k_len + 3) // 4
         it = 0  # ring position, continued from tile to tile (the consumers count the same steps)
@@ -228,8 +228,8 @@ if gluon is not None:
                                 if c == 5:  # the last level-8 single block carries the tail's rows after its own
                                     ride = has_tail & (t == hi - 1)
                             if ride:
-                                _kv_pair(desc_kn[2], desc_vn[2], desc_kt, desc_vt, bufs_k, bufs_v, ready_k, empty_k,
-                                         ready_v, empty_v, it, b, kvh, base + e * groups, row, PDL)
+                                _kv_pair(desc_kn[2], desc_vn[2], desc_kt, desc_vt, bufs_k, bufs_v, bufs_t, ready_k,
+                                         empty_k, ready_v, empty_v, it, b, kvh, base + e * groups, row, PDL)
                             else:
                                 _kv_tile(desc_kn[c - 3], desc_vn[c - 3], bufs_k, bufs_v, ready_k, empty_k, ready_v,
                                          empty_v, it, b, kvh, base + e * groups)
@@ -449,15 +449,16 @@ if gluon is not None:
         return gl.convert_layout(m_w, row_acc), gl.convert_layout(l_w, row_acc), acc, it + n
 
     @gluon.jit
-    def _narrow8_tail_step(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it, idx_ptr, t,
-                           TailN, row, qk_scale, k_len, PDL: gl.constexpr):
-        """Consumer: the tile's last level-8 single block (entry ``t``) and its tail key as one narrow step of 32
-        columns (``_kv_pair`` copied both into one ring slot): columns 0-15 the block's pooled keys, logits
-        ``+ log2(count)``, pooled keys past the sequence's last group masked; column 16 the mean of the wholly
-        visible keys the plan row skips, ``+ log2(its count)``; columns 17-31 (other plan rows' tail keys, or zeros)
-        masked. The block's columns make every row's maximum finite."""
+    def _narrow8_tail_step(q, bufs_k, bufs_v, bufs_t, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it, idx_ptr,
+                           t, TailN, row, qk_scale, k_len, PDL: gl.constexpr):
+        """Consumer: the tile's last level-8 single block (entry ``t``) and its tail key as one narrow step
+        (``_kv_pair`` copied both on the slot's barriers): the block's 16 pooled keys, logits ``+ log2(count)``,
+        pooled keys past the sequence's last group masked, and the tail's 16 rows, of which the first is the mean
+        of the wholly visible keys the plan row skips (``+ log2(its count)``) and the others are masked. Two
+        products each for ``Q K^T`` and ``P V``, one wait each, one softmax update; the block's columns make every
+        row's maximum finite."""
         n_buf: gl.constexpr = bufs_k.type.shape[0]
-        W: gl.constexpr = 32
+        W: gl.constexpr = 16
         s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                            instr_shape=[16, W, 16])
         row_acc: gl.constexpr = gl.SliceLayout(1, _ACC)
@@ -465,29 +466,39 @@ if gluon is not None:
         s = it % n_buf
         phase = (it // n_buf) & 1
         j = gl.load(idx_ptr + t)
+        zero = gl.zeros([64, W], gl.float32, s_layout)
+        q_w = gl.convert_layout(q, gl.DotOperandLayout(operand_index=0, parent=s_layout, k_width=2))
         mbarrier.wait(ready_k.index(s), phase)
+        qk = warpgroup_mma(q_w, bufs_k.index(s).slice(0, W).permute((1, 0)), zero, use_acc=False, is_async=True)
+        qt = warpgroup_mma(q_w, bufs_t[0].index(s).permute((1, 0)), zero, use_acc=False, is_async=True)
         # the count, written by the sums' launch: chained, this thread waits for it too (the producer already did)
         if PDL != 0:
             _wait_for_prior()
         count = gl.load(TailN + row)
-        q_w = gl.convert_layout(q, gl.DotOperandLayout(operand_index=0, parent=s_layout, k_width=2))
-        qk = warpgroup_mma(q_w, bufs_k.index(s).slice(0, W).permute((1, 0)), gl.zeros([64, W], gl.float32, s_layout),
-                           use_acc=False, is_async=True)
-        qk = warpgroup_mma_wait(0, deps=(qk, ))
+        qk, qt = warpgroup_mma_wait(0, deps=(qk, qt))
         mbarrier.arrive(empty_k.index(s), count=1)
         offs = gl.arange(0, W, layout=gl.SliceLayout(0, s_layout))
-        g = j * 16 + offs
+        g = j * W + offs
         n_groups = (k_len + 7) // 8
-        in_block = gl.where((offs < 16) & (g < n_groups),
-                            gl.log2(gl.maximum(gl.minimum(k_len - g * 8, 8).to(gl.float32), 1.0)), float("-inf"))
-        bias = gl.where((offs == 16) & (count > 0.5), gl.log2(gl.maximum(count, 1.0)), in_block)
+        bias = gl.where(g < n_groups, gl.log2(gl.maximum(gl.minimum(k_len - g * 8, 8).to(gl.float32), 1.0)),
+                        float("-inf"))
+        bias_t = gl.where((offs == 0) & (count > 0.5), gl.log2(gl.maximum(count, 1.0)), float("-inf"))
         qk = qk * qk_scale + bias[None, :]
+        qt = qt * qk_scale + bias_t[None, :]
         m_w = gl.convert_layout(m_i, row_s)
-        m_new = gl.maximum(m_w, gl.max(qk, 1))
+        m_new = gl.maximum(m_w, gl.maximum(gl.max(qk, 1), gl.max(qt, 1)))
         p = gl.exp2(qk - m_new[:, None])
+        pt = gl.exp2(qt - m_new[:, None])
         alpha = gl.exp2(m_w - m_new)
-        l_w = gl.convert_layout(l_i, row_s) * alpha + gl.sum(p, 1)
-        acc = _narrow_pv(q, p, alpha, acc, bufs_v, ready_v, empty_v, s, phase)
+        l_w = gl.convert_layout(l_i, row_s) * alpha + gl.sum(p, 1) + gl.sum(pt, 1)
+        acc = acc * gl.convert_layout(alpha, row_acc)[:, None]
+        p16 = gl.convert_layout(p.to(q.dtype), _P)
+        pt16 = gl.convert_layout(pt.to(q.dtype), _P)
+        mbarrier.wait(ready_v.index(s), phase)
+        acc = warpgroup_mma(p16, bufs_v.index(s).slice(0, W), acc, is_async=True)
+        acc = warpgroup_mma(pt16, bufs_t[1].index(s), acc, is_async=True)
+        acc = warpgroup_mma_wait(0, deps=(acc, ))
+        mbarrier.arrive(empty_v.index(s), count=1)
         return gl.convert_layout(m_new, row_acc), gl.convert_layout(l_w, row_acc), acc, it + 1
 
     @gluon.jit
@@ -560,7 +571,7 @@ if gluon is not None:
         output. Returns the ring position after its steps."""
         (desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kn, desc_vn, desc_kt, desc_vt, BlockIdx, CatOff, desc_o, TailN,
          qk_scale, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles, Sched, q_smem, o_smem,
-         bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias) = args
+         bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias, bufs_t) = args
         b, h, kvh, qblk, idx_ptr, off_ptr, row = _program_lists(tile, BlockIdx, CatOff, n_q_heads, n_kv_heads,
                                                                 n_plan_heads, n_qb, n_kb, n_tiles)
         # a static index: Q behind a run-time index (two tiles' buffers) gave wrong products on an H200. Q is read
@@ -605,9 +616,9 @@ if gluon is not None:
                                                       l_i, acc, it, idx_ptr, o_p4, o_p8 - ride.to(gl.int32), qk_scale,
                                                       k_len, 8)
                     if ride:
-                        m_i, l_i, acc, it = _narrow8_tail_step(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v,
-                                                               m_i, l_i, acc, it, idx_ptr, o_p8 - 1, TailN, row,
-                                                               qk_scale, k_len, PDL)
+                        m_i, l_i, acc, it = _narrow8_tail_step(q, bufs_k, bufs_v, bufs_t, ready_k, empty_k, ready_v,
+                                                               empty_v, m_i, l_i, acc, it, idx_ptr, o_p8 - 1, TailN,
+                                                               row, qk_scale, k_len, PDL)
                 else:
                     m_i, l_i, acc, it = _narrow_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i,
                                                       l_i, acc, it, idx_ptr, o_p4, o_p8, qk_scale, k_len, 8)
@@ -636,7 +647,7 @@ if gluon is not None:
                   PDL: gl.constexpr):
         (desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kn, desc_vn, desc_kt, desc_vt, BlockIdx, CatOff, desc_o, TailN,
          qk_scale, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles, Sched, q_smem, o_smem,
-         bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias) = args
+         bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias, bufs_t) = args
         if POOLED:
             _bias_tables(bias, qk_scale)
         it = 0
@@ -668,6 +679,12 @@ if gluon is not None:
         q_empty = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
         tile_smem = gl.allocate_shared_memory(gl.int32, [1], gl.SwizzledSharedLayout(1, 1, 1, [0]))
         bias = gl.allocate_shared_memory(gl.bfloat16, [2, 128, 16], _SMEM_BIAS)  # bfloat16 whatever q is
+        # the tail's mean keys and values beside each ring slot, where they ride a level-8 single block (_kv_pair)
+        bufs_t = (bufs_k, bufs_v)
+        if POOLED:
+            if TAIL:
+                bufs_t = (gl.allocate_shared_memory(desc_k.dtype, [STAGES, 16, 128], _SMEM_KV),
+                          gl.allocate_shared_memory(desc_v.dtype, [STAGES, 16, 128], _SMEM_KV))
         # single pooled blocks of level 2, 4, 8: boxes of their own 64, 32, 16 rows (only those are read)
         desc_kn = (desc_kn2, desc_kn4, desc_kn8)
         desc_vn = (desc_vn2, desc_vn4, desc_vn8)
@@ -684,7 +701,7 @@ if gluon is not None:
             mbarrier.init(empty_v.index(s), count=2)
         args = (desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kn, desc_vn, desc_kt, desc_vt, BlockIdx, CatOff, desc_o,
                 TailN, qk_scale, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles, Sched, q_smem,
-                o_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias)
+                o_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias, bufs_t)
         # the flags as arguments of their own: in the tuple they would reach the partitions as run-time values
         gl.warp_specialize([
             (_consumer, (args, 0, CAUSAL, POOLED, TAIL, PDL)),
