@@ -154,10 +154,10 @@ if gluon is not None:
     @gluon.jit
     def _kv_pair(desc_k, desc_v, desc_kt, desc_vt, bufs_k, bufs_v, bufs_t, ready_k, empty_k, ready_v, empty_v, it, b,
                  kvh, r, row, PDL: gl.constexpr):
-        """Producer: a level-8 single block's rows (boxes ``desc_k``, ``desc_v``, from row ``r``) into the first rows
+        """Producer: a single pooled block's rows (boxes ``desc_k``, ``desc_v``, from row ``r``) into the first rows
         of ring slot ``it % STAGES`` and the tail's mean keys and values (boxes ``desc_kt``, ``desc_vt``, from plan
         row ``row``) into the slot's tail buffers (``bufs_t``), each of K and V on the slot's barrier: the tile's tail
-        rides its last level-8 single block (``_narrow8_tail_step``). Chained with ``PDL=2``, it waits for the sums'
+        rides its last single pooled block (``_narrow_tail_step``). Chained with ``PDL=2``, it waits for the sums'
         launch first. (Rows 16-31 of the slot itself would do, but Triton 3.9 refuses a TMA copy into them.)"""
         n_buf: gl.constexpr = bufs_k.type.shape[0]
         n_rows: gl.constexpr = desc_k.block_type.shape[2]
@@ -212,6 +212,7 @@ if gluon is not None:
                 has_tail = False
                 if TAIL:  # the plan row skips something visible
                     has_tail = gl.load(off_ptr + 10) > gl.load(off_ptr + 8)
+                    last_single = gl.load(off_ptr + 7) - 1  # single blocks: entries o_s8 .. o_p8 - 1
                 lo = o_exact
                 for c in gl.static_range(6):
                     hi = gl.load(off_ptr + 2 + c)
@@ -224,12 +225,11 @@ if gluon is not None:
                                      base + (e // 8) * groups)
                         else:
                             ride = False
-                            if TAIL:
-                                if c == 5:  # the last level-8 single block carries the tail's rows after its own
-                                    ride = has_tail & (t == hi - 1)
+                            if TAIL:  # the tile's last single block (of any level) carries the tail's rows
+                                ride = has_tail & (t == last_single)
                             if ride:
-                                _kv_pair(desc_kn[2], desc_vn[2], desc_kt, desc_vt, bufs_k, bufs_v, bufs_t, ready_k,
-                                         empty_k, ready_v, empty_v, it, b, kvh, base + e * groups, row, PDL)
+                                _kv_pair(desc_kn[c - 3], desc_vn[c - 3], desc_kt, desc_vt, bufs_k, bufs_v, bufs_t,
+                                         ready_k, empty_k, ready_v, empty_v, it, b, kvh, base + e * groups, row, PDL)
                             else:
                                 _kv_tile(desc_kn[c - 3], desc_vn[c - 3], bufs_k, bufs_v, ready_k, empty_k, ready_v,
                                          empty_v, it, b, kvh, base + e * groups)
@@ -241,11 +241,11 @@ if gluon is not None:
                 _kv_tile(desc_k, desc_v, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, b, kvh, j * 128)
                 it += 1
             if TAIL:
-                # the tail key, one more ring step where the plan row skips something visible and has no level-8
-                # single block to ride: the 16 rows of the launcher's mean keys and values whose first is this plan
+                # the tail key, one more ring step where the plan row skips something visible and has no single
+                # pooled block to ride: the 16 rows of the launcher's mean keys and values whose first is this plan
                 # row's (written by the sums' launch, which a chained program waits for first)
                 if POOLED:
-                    tail_alone = has_tail & (gl.load(off_ptr + 7) == gl.load(off_ptr + 6))
+                    tail_alone = has_tail & (gl.load(off_ptr + 7) == gl.load(off_ptr + 4))
                 else:
                     tail_alone = gl.load(off_ptr + 10) > o_mask
                 if tail_alone:
@@ -449,28 +449,34 @@ if gluon is not None:
         return gl.convert_layout(m_w, row_acc), gl.convert_layout(l_w, row_acc), acc, it + n
 
     @gluon.jit
-    def _narrow8_tail_step(q, bufs_k, bufs_v, bufs_t, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it, idx_ptr,
-                           t, TailN, row, qk_scale, k_len, PDL: gl.constexpr):
-        """Consumer: the tile's last level-8 single block (entry ``t``) and its tail key as one narrow step
-        (``_kv_pair`` copied both on the slot's barriers): the block's 16 pooled keys, logits ``+ log2(count)``,
+    def _narrow_tail_step(q, bufs_k, bufs_v, bufs_t, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it, idx_ptr,
+                          t, TailN, row, qk_scale, k_len, P: gl.constexpr, PDL: gl.constexpr):
+        """Consumer: the tile's last single pooled block (entry ``t``, level ``P``) and its tail key as one narrow
+        step (``_kv_pair`` copied both on the slot's barriers): the block's ``128 / P`` pooled keys, logits
+        ``+ log2(count)``,
         pooled keys past the sequence's last group masked, and the tail's 16 rows, of which the first is the mean
         of the wholly visible keys the plan row skips (``+ log2(its count)``) and the others are masked. Two
         products each for ``Q K^T`` and ``P V``, one wait each, one softmax update; the block's columns make every
         row's maximum finite."""
         n_buf: gl.constexpr = bufs_k.type.shape[0]
-        W: gl.constexpr = 16
+        W: gl.constexpr = 128 // P
+        T: gl.constexpr = bufs_t[0].type.shape[1]  # the tail's rows
         s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                            instr_shape=[16, W, 16])
+        t_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                           instr_shape=[16, T, 16])
         row_acc: gl.constexpr = gl.SliceLayout(1, _ACC)
         row_s: gl.constexpr = gl.SliceLayout(1, s_layout)
         s = it % n_buf
         phase = (it // n_buf) & 1
         j = gl.load(idx_ptr + t)
-        zero = gl.zeros([64, W], gl.float32, s_layout)
         q_w = gl.convert_layout(q, gl.DotOperandLayout(operand_index=0, parent=s_layout, k_width=2))
+        q_t = gl.convert_layout(q, gl.DotOperandLayout(operand_index=0, parent=t_layout, k_width=2))
         mbarrier.wait(ready_k.index(s), phase)
-        qk = warpgroup_mma(q_w, bufs_k.index(s).slice(0, W).permute((1, 0)), zero, use_acc=False, is_async=True)
-        qt = warpgroup_mma(q_w, bufs_t[0].index(s).permute((1, 0)), zero, use_acc=False, is_async=True)
+        qk = warpgroup_mma(q_w, bufs_k.index(s).slice(0, W).permute((1, 0)), gl.zeros([64, W], gl.float32, s_layout),
+                           use_acc=False, is_async=True)
+        qt = warpgroup_mma(q_t, bufs_t[0].index(s).permute((1, 0)), gl.zeros([64, T], gl.float32, t_layout),
+                           use_acc=False, is_async=True)
         # the count, written by the sums' launch: chained, this thread waits for it too (the producer already did)
         if PDL != 0:
             _wait_for_prior()
@@ -479,18 +485,19 @@ if gluon is not None:
         mbarrier.arrive(empty_k.index(s), count=1)
         offs = gl.arange(0, W, layout=gl.SliceLayout(0, s_layout))
         g = j * W + offs
-        n_groups = (k_len + 7) // 8
-        bias = gl.where(g < n_groups, gl.log2(gl.maximum(gl.minimum(k_len - g * 8, 8).to(gl.float32), 1.0)),
+        n_groups = (k_len + P - 1) // P
+        bias = gl.where(g < n_groups, gl.log2(gl.maximum(gl.minimum(k_len - g * P, P).to(gl.float32), 1.0)),
                         float("-inf"))
-        bias_t = gl.where((offs == 0) & (count > 0.5), gl.log2(gl.maximum(count, 1.0)), float("-inf"))
+        offs_t = gl.arange(0, T, layout=gl.SliceLayout(0, t_layout))
+        bias_t = gl.where((offs_t == 0) & (count > 0.5), gl.log2(gl.maximum(count, 1.0)), float("-inf"))
         qk = qk * qk_scale + bias[None, :]
         qt = qt * qk_scale + bias_t[None, :]
         m_w = gl.convert_layout(m_i, row_s)
-        m_new = gl.maximum(m_w, gl.maximum(gl.max(qk, 1), gl.max(qt, 1)))
+        m_new = gl.maximum(m_w, gl.maximum(gl.max(qk, 1), gl.convert_layout(gl.max(qt, 1), row_s)))
         p = gl.exp2(qk - m_new[:, None])
-        pt = gl.exp2(qt - m_new[:, None])
+        pt = gl.exp2(qt - gl.convert_layout(m_new, gl.SliceLayout(1, t_layout))[:, None])
         alpha = gl.exp2(m_w - m_new)
-        l_w = gl.convert_layout(l_i, row_s) * alpha + gl.sum(p, 1) + gl.sum(pt, 1)
+        l_w = gl.convert_layout(l_i, row_s) * alpha + gl.sum(p, 1) + gl.convert_layout(gl.sum(pt, 1), row_s)
         acc = acc * gl.convert_layout(alpha, row_acc)[:, None]
         p16 = gl.convert_layout(p.to(q.dtype), _P)
         pt16 = gl.convert_layout(pt.to(q.dtype), _P)
@@ -602,24 +609,38 @@ if gluon is not None:
                                         idx_ptr, o_exact, o_s2, o_s4, n_wide, qk_scale, bias, POOLED)
         if TAIL:
             has_tail = gl.load(off_ptr + 10) > o_mask  # this program's plan skips something visible
-            alone = has_tail  # no level-8 single block to ride (the producer copied the tail with the last one)
+            alone = has_tail  # no single pooled block to ride (the producer copied the tail with the last one)
         if POOLED:
             if o_p8 > o_s8:  # single pooled blocks are rare in the default plans: skip their set-up when absent
-                m_i, l_i, acc, it = _narrow_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i,
-                                                  acc, it, idx_ptr, o_s8, o_p2, qk_scale, k_len, 2)
-                m_i, l_i, acc, it = _narrow_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i,
-                                                  acc, it, idx_ptr, o_p2, o_p4, qk_scale, k_len, 4)
                 if TAIL:
-                    ride = has_tail & (o_p8 > o_p4)
-                    alone = has_tail & (o_p8 == o_p4)
+                    # the tail rides the tile's last single block: of level 8 if it has one, else 4, else 2
+                    alone = has_tail & (o_p8 == o_s8)
+                    r8 = (has_tail & (o_p8 > o_p4)).to(gl.int32)
+                    r4 = (has_tail & (o_p8 == o_p4) & (o_p4 > o_p2)).to(gl.int32)
+                    r2 = (has_tail & (o_p8 == o_p2)).to(gl.int32)
                     m_i, l_i, acc, it = _narrow_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i,
-                                                      l_i, acc, it, idx_ptr, o_p4, o_p8 - ride.to(gl.int32), qk_scale,
-                                                      k_len, 8)
-                    if ride:
-                        m_i, l_i, acc, it = _narrow8_tail_step(q, bufs_k, bufs_v, bufs_t, ready_k, empty_k, ready_v,
-                                                               empty_v, m_i, l_i, acc, it, idx_ptr, o_p8 - 1, TailN,
-                                                               row, qk_scale, k_len, PDL)
+                                                      l_i, acc, it, idx_ptr, o_s8, o_p2 - r2, qk_scale, k_len, 2)
+                    if r2 != 0:
+                        m_i, l_i, acc, it = _narrow_tail_step(q, bufs_k, bufs_v, bufs_t, ready_k, empty_k, ready_v,
+                                                              empty_v, m_i, l_i, acc, it, idx_ptr, o_p2 - 1, TailN,
+                                                              row, qk_scale, k_len, 2, PDL)
+                    m_i, l_i, acc, it = _narrow_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i,
+                                                      l_i, acc, it, idx_ptr, o_p2, o_p4 - r4, qk_scale, k_len, 4)
+                    if r4 != 0:
+                        m_i, l_i, acc, it = _narrow_tail_step(q, bufs_k, bufs_v, bufs_t, ready_k, empty_k, ready_v,
+                                                              empty_v, m_i, l_i, acc, it, idx_ptr, o_p4 - 1, TailN,
+                                                              row, qk_scale, k_len, 4, PDL)
+                    m_i, l_i, acc, it = _narrow_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i,
+                                                      l_i, acc, it, idx_ptr, o_p4, o_p8 - r8, qk_scale, k_len, 8)
+                    if r8 != 0:
+                        m_i, l_i, acc, it = _narrow_tail_step(q, bufs_k, bufs_v, bufs_t, ready_k, empty_k, ready_v,
+                                                              empty_v, m_i, l_i, acc, it, idx_ptr, o_p8 - 1, TailN,
+                                                              row, qk_scale, k_len, 8, PDL)
                 else:
+                    m_i, l_i, acc, it = _narrow_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i,
+                                                      l_i, acc, it, idx_ptr, o_s8, o_p2, qk_scale, k_len, 2)
+                    m_i, l_i, acc, it = _narrow_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i,
+                                                      l_i, acc, it, idx_ptr, o_p2, o_p4, qk_scale, k_len, 4)
                     m_i, l_i, acc, it = _narrow_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i,
                                                       l_i, acc, it, idx_ptr, o_p4, o_p8, qk_scale, k_len, 8)
         rows = qblk * 128 + WG * 64 + gl.arange(0, 64, layout=row_layout)
@@ -679,7 +700,7 @@ if gluon is not None:
         q_empty = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
         tile_smem = gl.allocate_shared_memory(gl.int32, [1], gl.SwizzledSharedLayout(1, 1, 1, [0]))
         bias = gl.allocate_shared_memory(gl.bfloat16, [2, 128, 16], _SMEM_BIAS)  # bfloat16 whatever q is
-        # the tail's mean keys and values beside each ring slot, where they ride a level-8 single block (_kv_pair)
+        # the tail's mean keys and values beside each ring slot, where they ride a single pooled block (_kv_pair)
         bufs_t = (bufs_k, bufs_v)
         if POOLED:
             if TAIL:
