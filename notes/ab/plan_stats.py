@@ -1,5 +1,5 @@
-"""What PSA's plans hold per query tile, on CPU: steps by kind, the share of tiles with a tail and
-the K/V bytes the producer copies a tile, and the share of tiles with a tail that also hold a level-8 single block.
+"""What PSA's plans hold per query tile, on CPU: steps by kind, the share of tiles with a tail, the share of those
+that also hold a single pooled block (of level 8, of any level) and the K/V bytes the producer copies a tile.
 
 For PSA's ``videomme-0.65`` preset and its default on the video-like families (inputs as `tail_ab.py` and
 `timeline.py` draw them, seed L + 11), and random mixed plans, it compiles each plan's lists in plain PyTorch
@@ -31,8 +31,11 @@ def stats(label: str, levels: torch.Tensor, length: int, heads_q: int = 28) -> N
     singles, masked = off[:, 7] - off[:, 4], off[:, 8] - off[:, 7]
     by_level = [off[:, 5 + i] - off[:, 4 + i] for i in range(3)]  # single blocks of level 2, 4, 8
     tail = off[:, 10] > off[:, 8]
-    # tiles whose tail could ride a level-8 single block (kernel-exp-tail-in-narrow8: no tail step of its own)
-    rides = (tail & (by_level[2] > 0)).float().sum() / tail.float().sum().clamp(min=1)
+    # tailed tiles whose tail could ride a single block of level 8 (kernel-exp-tail-in-narrow8b) or of any level
+    # (kernel-exp-tail-in-narrow-any): no tail step of their own
+    n_tail = tail.float().sum().clamp(min=1)
+    rides8 = (tail & (by_level[2] > 0)).float().sum() / n_tail
+    rides = (tail & (singles > 0)).float().sum() / n_tail
     steps = exact + spans + singles + masked
     per_program = tail.sum().item() * (heads_q // levels.shape[1]) / SMS
     # what the producer copies a tile: every step a 128-row tile, or single blocks in boxes of their own 128 / p rows
@@ -43,8 +46,8 @@ def stats(label: str, levels: torch.Tensor, length: int, heads_q: int = 28) -> N
           f"spans {spans.float().mean():4.1f}, singles {singles.float().mean():4.1f} = "
           + " + ".join(f"{n.float().mean():.1f}" for n in by_level) + f" of level 2 + 4 + 8, masked "
           f"{masked.float().mean():3.1f})  tiles with a tail {tail.float().mean():.2f}  tails a program "
-          f"{per_program:5.1f} (with a level-8 single block {rides:.2f})  KB copied a tile {whole:5.0f}, single "
-          f"blocks in their own boxes {own:5.0f}",
+          f"{per_program:5.1f} (with a single block of level 8 {rides8:.2f}, of any level {rides:.2f})  KB copied a "
+          f"tile {whole:5.0f}, single blocks in their own boxes {own:5.0f}",
           flush=True)
 
 
@@ -59,8 +62,10 @@ def main():
                                         **FAMILIES[family])
             for name, kw in (("videomme-0.65", dict(preset="videomme-0.65")), ("default", {})):
                 stats(f"psa {name} {family}", get_method("psa", **kw).plan(q, k, visual).levels, q.shape[2])
-        for keep in (0.25, 0.1):
-            stats(f"random keep {keep}", random_mixed_plan(1, 4, length, 128, keep, seed=0, device="cpu"), length)
+        for keep in (0.5, 0.25, 0.1):
+            for seed in (0, 1):
+                stats(f"random keep {keep} seed {seed}", random_mixed_plan(1, 4, length, 128, keep, seed=seed,
+                                                                           device="cpu"), length)
 
 
 if __name__ == "__main__":
