@@ -14,6 +14,7 @@
 # then carry notes/ab/.variants with the run). Writes tests_<version>.txt, repeat.txt, tail_ab_quick.{csv,txt} and verdict.txt to
 # $OUT (or ./gpu_try_out). pytest and pytest-xdist: installed from the wheels in .wheels/ where missing
 # (pip download -d .wheels pytest pytest-xdist execnet iniconfig pluggy, and carry .wheels).
+# AB_EXTRA (environment): more flags for tail_ab.py, e.g. --build-in-call.
 set -u
 lengths="8192 32768"
 budget=570
@@ -52,7 +53,8 @@ ab() {
   shift
   # shellcheck disable=SC2086
   timeout "$limit" python notes/ab/tail_ab.py "$@" --device-time --no-diagonal-passes --quick --one-levels 8 0 \
-    --rounds "$rounds" --lengths $lengths ${families:+--families $families} --csv "$OUT/tail_ab_quick.csv" \
+    --rounds "$rounds" --lengths $lengths ${families:+--families $families} ${AB_EXTRA:-} \
+    --csv "$OUT/tail_ab_quick.csv" \
     > "$OUT/tail_ab_quick.txt" 2>&1
   echo "tail_ab rc=$? [$(( $(date +%s) - T0 )) s]" | tee -a "$OUT/tests.txt"
   python notes/ab/tail_verdict.py "$OUT/tail_ab_quick.csv" > "$OUT/verdict.txt" 2>&1

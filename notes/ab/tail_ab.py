@@ -39,6 +39,7 @@ from variants import load, package_of
 
 DEVICE_TIME = False  # --device-time: device time with the host ahead (bench.common.device_time_ms)
 ROUNDS = 2  # --rounds: each call timed once a round, the versions in turn
+BUILD_IN_CALL = False  # --build-in-call: each call builds its own pyramid (as a planned call does)
 
 
 def t_ms(fn):
@@ -106,7 +107,7 @@ def measure(label, length, q, k, v, levels, vers, writer, block=128, binary=Fals
         plan = compile_(levels, q.shape[2], k.shape[2], block, block, True)
         kw = binary_kwargs(attend, binary)
         for tail in (False, True):
-            pyr = build(k, v, tail=tail, block_n=block)
+            pyr = None if BUILD_IN_CALL else build(k, v, tail=tail, block_n=block)
             fn = functools.partial(attend, q, k, v, levels, block_m=block, block_n=block, tail=tail, pyramid=pyr,
                                    plan=plan, check_levels=False, **kw)
             outs[name, tail] = fn().float()
@@ -189,9 +190,13 @@ def main():
                    help="the one-level plans to run (0: sink and diagonal only); default 1 2 4 8 0, with --quick 4 0")
     p.add_argument("--families", nargs="+", choices=sorted(FAMILIES), metavar="FAMILY",
                    help="the input families of PSA's plans (default diffuse medium peaked, with --quick medium)")
+    p.add_argument("--build-in-call", action="store_true",
+                   help="every call builds its own pyramid (as a planned call does) instead of one built beforehand: "
+                        "the times then hold the build, and work a version moves into it")
     args = p.parse_args()
-    global DEVICE_TIME, ROUNDS
+    global DEVICE_TIME, ROUNDS, BUILD_IN_CALL
     DEVICE_TIME = args.device_time
+    BUILD_IN_CALL = args.build_in_call
     if args.rounds < 1:
         p.error("--rounds takes a whole number of at least 1")
     ROUNDS = args.rounds
