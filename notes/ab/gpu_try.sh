@@ -14,7 +14,8 @@
 # then carry notes/ab/.variants with the run). Writes tests_<version>.txt, repeat.txt, tail_ab_quick.{csv,txt} and verdict.txt to
 # $OUT (or ./gpu_try_out). pytest and pytest-xdist: installed from the wheels in .wheels/ where missing
 # (pip download -d .wheels pytest pytest-xdist execnet iniconfig pluggy, and carry .wheels).
-# AB_EXTRA (environment): more flags for tail_ab.py, e.g. --build-in-call.
+# AB_EXTRA (environment): more flags for tail_ab.py, e.g. --build-in-call. EXTRA_TESTS: more test files to run
+# with each version's kernels (a version's own tests: git show TAG:tests/FILE > tests/FILE first).
 set -u
 lengths="8192 32768"
 budget=570
@@ -72,7 +73,7 @@ tests() {
   local skip=()
   grep -q "def compile_for_sm90" "$var/pyramid_ws.py" || skip=(--deselect tests/test_kernel_ws.py::test_compiles_for_sm90_with_this_triton)
   (cd "$w" && PYTHONPATH=$w timeout "$limit" python -m pytest -q -p no:cacheprovider -n 8 tests/test_kernel_ws.py \
-     tests/test_pdl.py ${skip[@]+"${skip[@]}"} > "$OUT/tests_$name.txt" 2>&1)
+     tests/test_pdl.py ${EXTRA_TESTS:-} ${skip[@]+"${skip[@]}"} > "$OUT/tests_$name.txt" 2>&1)
   rc=$?
   echo "$name rc=$rc $(tail -1 "$OUT/tests_$name.txt") [$(( $(date +%s) - T0 )) s]" | tee -a "$OUT/tests.txt"
   return $rc
