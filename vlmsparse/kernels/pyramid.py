@@ -706,7 +706,7 @@ MEANS_IN_BUILD: bool = True
 #: Programs a kv-head that make its means at the end of the pyramid's launch (1 under the interpreter).
 MEANS_SPLIT: int = 8
 #: Their products' precision (``"ieee"``: the sums' launch's, the same bits; ``"tf32"``: on tensor cores).
-MEANS_PRECISION: str = "ieee"
+MEANS_PRECISION: str = "tf32"
 
 _MEANS_COUNTERS: dict = {}
 
