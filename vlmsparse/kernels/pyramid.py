@@ -661,8 +661,8 @@ def _gpu_fence(ON: tl.constexpr):
 @triton.jit
 def _pool_means_kernel(K, V, KP, VP, XS, length, stride_kb, stride_kh, stride_kl, stride_vb, stride_vh, stride_vl,
                        n_heads, head_dim, n_kb, Levels, MeanK, MeanV, Count, Counter, n_qb, rows_per_kv_head, q_len,
-                       n_bh, BLOCK_D: tl.constexpr, TILE: tl.constexpr, POOLED: tl.constexpr, BLOCK_N: tl.constexpr,
-                       CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, SPLIT: tl.constexpr, R: tl.constexpr,
+                       n_bh, SPLIT, BLOCK_D: tl.constexpr, TILE: tl.constexpr, POOLED: tl.constexpr,
+                       BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, R: tl.constexpr,
                        C: tl.constexpr, W: tl.constexpr, PRECISION: tl.constexpr, FENCE: tl.constexpr,
                        RELEASE: tl.constexpr):
     """The pyramid's launch (:func:`~vlmsparse.kernels.kv_pyramid._pool_kernel`, with block sums) and then the
@@ -703,8 +703,10 @@ def _pool_means_kernel(K, V, KP, VP, XS, length, stride_kb, stride_kh, stride_kl
 #: makes the tail's means too (:func:`build_kv_pyramid_means`), so no launch of their own sits between it and the
 #: attention launch. ``False``: a launch of their own (:func:`skipped_key_sums`).
 MEANS_IN_BUILD: bool = True
-#: Programs a kv-head that make its means at the end of the pyramid's launch (1 under the interpreter).
-MEANS_SPLIT: int = 8
+#: Most programs a kv-head that make its means at the end of the pyramid's launch: as many as its means have parts
+#: (``R`` rows x ``W`` columns of :func:`sums_form`), at most the SMs over the kv-heads and the launch's programs
+#: a kv-head, and this (1 under the interpreter, which runs programs one after another).
+MEANS_SPLIT: int = 64
 #: Their products' precision (``"ieee"``: the sums' launch's, the same bits; ``"tf32"``: on tensor cores).
 MEANS_PRECISION: str = "ieee"
 
@@ -747,13 +749,14 @@ def build_kv_pyramid_means(
     r, c, w, _, _ = sums_form(rows_per_kv_head, n_kb)
     tiles = cdiv(length, _POOL_TILE)
     # the waiting programs stay far fewer than the GPU holds (with one a kv-head, none waits: the last is alone)
-    split = 1 if interpreting() else max(1, min(MEANS_SPLIT, 2 * tiles, _sm_count(k.device) // (b * h)))
+    parts = cdiv(rows_per_kv_head, r) * cdiv(2 * d, w)
+    split = 1 if interpreting() else max(1, min(MEANS_SPLIT, parts, 2 * tiles, _sm_count(k.device) // (b * h)))
     counter = _means_counter(k.device, b * h)
     _pool_means_kernel[(tiles, b * h, 2)](
         k, v, out[0], out[1], sums, length, k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1),
         v.stride(2), h, d, n_kb, levels.contiguous(), mean_k, mean_v, count, counter, n_qb, rows_per_kv_head, q_len,
-        b * h, BLOCK_D=max(16, triton.next_power_of_2(d)), TILE=_POOL_TILE, POOLED=pooled, BLOCK_N=block_n,
-        CAUSAL=causal, BLOCK_M=block_m, SPLIT=split, R=r, C=c, W=w, PRECISION=MEANS_PRECISION,
+        b * h, split, BLOCK_D=max(16, triton.next_power_of_2(d)), TILE=_POOL_TILE, POOLED=pooled, BLOCK_N=block_n,
+        CAUSAL=causal, BLOCK_M=block_m, R=r, C=c, W=w, PRECISION=MEANS_PRECISION,
         FENCE=not interpreting(), RELEASE=pdl_ok(k.device),
     )
     pyramid = KVPyramid(length, out[0] if pooled else None, out[1] if pooled else None, block_n, sums)
@@ -764,14 +767,14 @@ def compile_means_for(arch: int, *, pooled: bool = True, precision: str | None =
                       n_kb: int = 64):
     """Compile :func:`build_kv_pyramid_means`' kernel for CUDA architecture ``arch`` on any machine (Triton's own
     ``ptxas``), bfloat16, head dim 128, 128 x 128 blocks, causal, with the GPU's flags (its fences and a split of
-    :data:`MEANS_SPLIT`), which the interpreter's launches do not have. Returns Triton's compiled kernel."""
+    several programs a kv-head), which the interpreter's launches do not have. Returns Triton's compiled kernel."""
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
     fn = _pool_means_kernel
     r, c, w, warps, _ = sums_form(rows_per_kv_head, n_kb)
     flags = dict(BLOCK_D=128, TILE=_POOL_TILE, POOLED=pooled, BLOCK_N=128, CAUSAL=True, BLOCK_M=128,
-                 SPLIT=MEANS_SPLIT, R=r, C=c, W=w, PRECISION=precision or MEANS_PRECISION, FENCE=True, RELEASE=True)
+                 R=r, C=c, W=w, PRECISION=precision or MEANS_PRECISION, FENCE=True, RELEASE=True)
     types = dict(K="*bf16", V="*bf16", KP="*bf16", VP="*bf16", XS="*fp32", Levels="*i8", MeanK="*bf16",
                  MeanV="*bf16", Count="*fp32", Counter="*i32")
     signature = {n: "constexpr" if n in flags else types.get(n, "i32") for n in fn.arg_names}
