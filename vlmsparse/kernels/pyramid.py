@@ -708,7 +708,7 @@ MEANS_IN_BUILD: bool = True
 #: a kv-head, and this (1 under the interpreter, which runs programs one after another).
 MEANS_SPLIT: int = 64
 #: Their products' precision (``"ieee"``: the sums' launch's, the same bits; ``"tf32"``: on tensor cores).
-MEANS_PRECISION: str = "ieee"
+MEANS_PRECISION: str = "tf32"
 
 _MEANS_COUNTERS: dict = {}
 
