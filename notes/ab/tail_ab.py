@@ -176,6 +176,7 @@ def main():
     p.add_argument("tags", nargs="*")
     p.add_argument("--lengths", type=int, nargs="+", default=[8192, 32768])
     p.add_argument("--csv", default="tail_ab.csv")
+    p.add_argument("--no-random", action="store_true", help="leave out the random mixed plans (short calls)")
     p.add_argument("--quick", action="store_true",
                    help="fewer plans: level 4 and sink-and-diagonal, random keep 0.25 and 0.1 (one seed), PSA's "
                         "default and videomme-0.65 on the medium family")
@@ -224,7 +225,7 @@ def main():
             if 8 in one_levels:  # level 8 with no single block: the spans' path alone
                 measure("one level 8 whole spans", length, q, k, v, whole_spans(one_level_plan(4, length, 128, 8)),
                         vers, writer)
-            for keep in ((0.25, 0.1) if args.quick else (0.5, 0.25, 0.1)):
+            for keep in () if args.no_random else ((0.25, 0.1) if args.quick else (0.5, 0.25, 0.1)):
                 for seed in ((0,) if args.quick else (0, 1)):
                     measure(f"random keep {keep} seed {seed}", length, q, k, v,
                             random_mixed_plan(1, 4, length, 128, keep, seed=seed), vers, writer)
