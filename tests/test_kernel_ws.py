@@ -11,7 +11,7 @@ import torch
 
 from vlmsparse.kernels.blocks import PARTIAL, block_classes
 from vlmsparse.kernels import build_kv_pyramid, compile_plan, plan_shape, pyramid_attention
-from vlmsparse.kernels import pyramid_ws
+from vlmsparse.kernels import counters, pyramid_ws
 from vlmsparse.kernels.pyramid_ws import ws_supported
 from vlmsparse.kernels.reference import pyramid_attention_ref
 
@@ -351,4 +351,4 @@ def test_persistent_schedule_on_two_streams_and_in_a_graph():
         graph.replay()
         torch.cuda.synchronize()
         assert torch.equal(captured, calls[0][1])
-    assert all(int(c.abs().sum()) == 0 for c in pyramid_ws._COUNTERS.values())
+    assert all(int(c.abs().sum()) == 0 for c in counters._COUNTERS.values())

@@ -202,6 +202,15 @@ def _pool_kernel(K, V, KP, VP, XS, length, stride_kb, stride_kh, stride_kl, stri
     for this launch's end before they read the pyramid: :mod:`vlmsparse.kernels.pdl`).
     """
     release_dependents(RELEASE)
+    _pool_tile(K, V, KP, VP, XS, length, stride_kb, stride_kh, stride_kl, stride_vb, stride_vh, stride_vl, n_heads,
+               head_dim, n_kb, BLOCK_D, TILE, POOLED, BLOCK_SUMS, BLOCK_N)
+
+
+@triton.jit
+def _pool_tile(K, V, KP, VP, XS, length, stride_kb, stride_kh, stride_kl, stride_vb, stride_vh, stride_vl,
+               n_heads, head_dim, n_kb, BLOCK_D: tl.constexpr, TILE: tl.constexpr, POOLED: tl.constexpr,
+               BLOCK_SUMS: tl.constexpr, BLOCK_N: tl.constexpr):
+    """:func:`_pool_kernel`'s work for this program (its tile, head and tensor from the program ids)."""
     tile = tl.program_id(0)
     bh = tl.program_id(1)
     is_k = tl.program_id(2) == 0

@@ -19,7 +19,8 @@ import triton
 import triton.language as tl
 
 from .blocks import INVISIBLE, PARTIAL, block_classes, cdiv
-from .kv_pyramid import KVPyramid, build_kv_pyramid
+from .counters import sm_count, stream_counter
+from .kv_pyramid import _POOL_TILE, KVPyramid, _pool_tile, build_kv_pyramid, level_offsets
 from .pdl import pdl_ok, release_dependents, wait_for_prior
 from .plan_lists import CompiledPlan, compile_plan
 from .pyramid_ws import pyramid_attention_ws, ws_supported
@@ -548,11 +549,22 @@ def _skipped_sums_kernel(Levels, Sums, Out, MeanK, MeanV, Count, n_qb, n_kb, row
     float32, or ``"tf32x3"`` three tf32 products on tensor cores)."""
     release_dependents(RELEASE)
     wait_for_prior(CHAINED)
-    bkv = tl.program_id(2)
-    rows = tl.program_id(0) * R + tl.arange(0, R)  # plan rows of this kv-head: (query head in group, query block)
+    _sums_part(Levels, Sums, Out, MeanK, MeanV, Count, tl.program_id(0), tl.program_id(1), tl.program_id(2), n_qb,
+               n_kb, rows_per_kv_head, q_len, k_len, width, head_dim, CAUSAL, BLOCK_M, BLOCK_N, R, C, W, MEANS,
+               PRECISION)
+
+
+@triton.jit
+def _sums_part(Levels, Sums, Out, MeanK, MeanV, Count, row_part, col_part, bkv, n_qb, n_kb, rows_per_kv_head, q_len,
+               k_len, width, head_dim, CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+               R: tl.constexpr, C: tl.constexpr, W: tl.constexpr, MEANS: tl.constexpr, PRECISION: tl.constexpr,
+               CG: tl.constexpr = False):
+    """:func:`_skipped_sums_kernel`'s rows ``row_part`` (of ``R``) and columns ``col_part`` (of ``W``) of kv-head
+    ``bkv``. ``CG``: read the block sums past L1 (written by other programs of the same launch)."""
+    rows = row_part * R + tl.arange(0, R)  # plan rows of this kv-head: (query head in group, query block)
     r_ok = rows < rows_per_kv_head
     first_row = (rows % n_qb) * BLOCK_M
-    cols = tl.program_id(1) * W + tl.arange(0, W)
+    cols = col_part * W + tl.arange(0, W)
     c_ok = cols < width
     row = bkv.to(tl.int64) * rows_per_kv_head + rows  # the kernel's plan row
     sums = Sums + bkv.to(tl.int64) * n_kb * width
@@ -562,10 +574,12 @@ def _skipped_sums_kernel(Levels, Sums, Out, MeanK, MeanV, Count, n_qb, n_kb, row
         kb = c0 + tl.arange(0, C)
         kb_ok = kb < n_kb
         m = _skip_mask(Levels, row, r_ok, first_row, kb, kb_ok, n_kb, q_len, k_len, CAUSAL, BLOCK_N)
-        x = tl.load(sums + kb[:, None] * width + cols[None, :], mask=kb_ok[:, None] & c_ok[None, :], other=0.0)
+        x = tl.load(sums + kb[:, None] * width + cols[None, :], mask=kb_ok[:, None] & c_ok[None, :], other=0.0,
+                    cache_modifier=".cg" if CG else "")
         acc += tl.dot(m, x.to(tl.float32), input_precision=PRECISION)
         if MEANS:  # the keys counted, for the means (the last column of the block sums)
-            n_kb_keys = tl.load(sums + kb * width + (width - 1), mask=kb_ok, other=0.0)
+            n_kb_keys = tl.load(sums + kb * width + (width - 1), mask=kb_ok, other=0.0,
+                                cache_modifier=".cg" if CG else "")
             count += tl.sum(m * n_kb_keys[None, :], 1)
     if MEANS:
         mean = acc / tl.maximum(count, 1.0)[:, None]
@@ -576,7 +590,7 @@ def _skipped_sums_kernel(Levels, Sums, Out, MeanK, MeanV, Count, n_qb, n_kb, row
                  mask=ok & is_k[None, :])
         tl.store(MeanV + row[:, None] * head_dim + (cols - head_dim)[None, :], mean.to(MeanV.dtype.element_ty),
                  mask=ok & is_v[None, :])
-        if tl.program_id(1) == 0:
+        if col_part == 0:
             tl.store(Count + row, count, mask=r_ok)
     else:
         tl.store(Out + row[:, None] * width + cols[None, :], acc, mask=r_ok[:, None] & c_ok[None, :])
@@ -635,6 +649,128 @@ def skipped_key_sums(
         **({"launch_pdl": True} if chained else {}),
     )
     return out if means is None else (mean_k, mean_v, count)
+
+
+@triton.jit
+def _gpu_fence(ON: tl.constexpr):
+    """``fence.acq_rel.gpu`` in every thread (``ON``; the interpreter runs programs one after another and has none)."""
+    if ON:
+        tl.inline_asm_elementwise("fence.acq_rel.gpu; mov.u32 $0, 0;", "=r", [], dtype=tl.int32, is_pure=False,
+                                  pack=1)
+
+
+@triton.jit
+def _pool_means_kernel(K, V, KP, VP, XS, length, stride_kb, stride_kh, stride_kl, stride_vb, stride_vh, stride_vl,
+                       n_heads, head_dim, n_kb, Levels, MeanK, MeanV, Count, Counter, n_qb, rows_per_kv_head, q_len,
+                       n_bh, SPLIT, BLOCK_D: tl.constexpr, TILE: tl.constexpr, POOLED: tl.constexpr,
+                       BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, R: tl.constexpr,
+                       C: tl.constexpr, W: tl.constexpr, PRECISION: tl.constexpr, FENCE: tl.constexpr,
+                       RELEASE: tl.constexpr):
+    """The pyramid's launch (:func:`~vlmsparse.kernels.kv_pyramid._pool_kernel`, with block sums) and then the
+    tail's means (:func:`skipped_key_sums` with ``means``) in the same launch: each program counts itself done on its
+    kv-head's counter (``Counter[bh]``) once its block sums are written; the last ``SPLIT`` of a kv-head wait until
+    the count is whole and share its rows x columns parts of the means. The last of them sets both counters back to
+    zero for the next launch (``Counter[n_bh + bh]`` counts them)."""
+    release_dependents(RELEASE)
+    _pool_tile(K, V, KP, VP, XS, length, stride_kb, stride_kh, stride_kl, stride_vb, stride_vh, stride_vl, n_heads,
+               head_dim, n_kb, BLOCK_D, TILE, POOLED, True, BLOCK_N)
+    bh = tl.program_id(1)
+    total = tl.num_programs(0) * 2
+    _gpu_fence(FENCE)
+    tl.debug_barrier()
+    ticket = tl.atomic_add(Counter + bh, 1, sem="acq_rel")
+    first = total - SPLIT
+    if ticket >= first:
+        n = ticket + 1
+        while n < total:
+            n = tl.atomic_add(Counter + bh, 0, sem="acquire")
+        _gpu_fence(FENCE)
+        tl.debug_barrier()
+        width = 2 * head_dim + 1
+        n_cols = tl.cdiv(2 * head_dim, W)
+        parts = tl.cdiv(rows_per_kv_head, R) * n_cols
+        for i in range(ticket - first, parts, SPLIT):
+            _sums_part(Levels, XS, XS, MeanK, MeanV, Count, i // n_cols, i % n_cols, bh, n_qb, n_kb,
+                       rows_per_kv_head, q_len, length, width, head_dim, CAUSAL, BLOCK_M, BLOCK_N, R, C, W, True,
+                       PRECISION, True)
+        tl.debug_barrier()
+        done = tl.atomic_add(Counter + n_bh + bh, 1, sem="acq_rel")
+        if done == SPLIT - 1:
+            tl.atomic_xchg(Counter + bh, 0, sem="relaxed")
+            tl.atomic_xchg(Counter + n_bh + bh, 0, sem="relaxed")
+
+
+#: With tail aggregation on the warp-specialized kernel, where the call builds the pyramid: the pyramid's launch
+#: makes the tail's means too (:func:`build_kv_pyramid_means`), so no launch of their own sits between it and the
+#: attention launch. ``False``: a launch of their own (:func:`skipped_key_sums`).
+MEANS_IN_BUILD: bool = True
+#: Most programs a kv-head that make its means at the end of the pyramid's launch: as many as its means have parts
+#: (``R`` rows x ``W`` columns of :func:`sums_form`), at most the SMs over the kv-heads and the launch's programs
+#: a kv-head, and this (1 under the interpreter, which runs programs one after another).
+MEANS_SPLIT: int = 64
+#: Their products' precision (``"ieee"``: the sums' launch's, the same bits; ``"tf32"``: on tensor cores).
+MEANS_PRECISION: str = "ieee"
+
+def _means_counter(device: torch.device, n_bh: int) -> torch.Tensor:
+    """Zeroed int32 counters (two per kv-head) for :func:`build_kv_pyramid_means` on ``device``'s current stream: the
+    launch leaves them zero, so one buffer serves every call on that stream."""
+    return stream_counter(device, 2 * n_bh, "pyramid-means")
+
+
+def build_kv_pyramid_means(
+    k: torch.Tensor, v: torch.Tensor, levels: torch.Tensor, q_len: int, block_m: int, block_n: int, causal: bool,
+    means: torch.dtype, *, pooled: bool = True,
+) -> tuple[KVPyramid, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """:func:`~vlmsparse.kernels.kv_pyramid.build_kv_pyramid` with ``tail=True`` and :func:`skipped_key_sums` with
+    ``means`` in one launch: the same pyramid, and with :data:`MEANS_PRECISION` ``"ieee"`` the same means bit for
+    bit. A Triton device (or the interpreter) only."""
+    b, h, length, d = k.shape
+    hm, n_qb, n_kb = levels.shape[1], levels.shape[2], levels.shape[3]
+    total_rows = level_offsets(length)[0]
+    out = [torch.empty(b, h, total_rows, d, device=k.device, dtype=k.dtype) for _ in range(2)] if pooled else [k, v]
+    width = 2 * d + 1
+    sums = torch.empty(b, h, n_kb, width, device=k.device, dtype=torch.float32)
+    rows_per_kv_head = (hm // h) * n_qb
+    mean_k = torch.empty(b * hm * n_qb, d, device=k.device, dtype=means)
+    mean_v = torch.empty_like(mean_k)
+    count = torch.empty(b * hm * n_qb, device=k.device, dtype=torch.float32)
+    r, c, w, _, _ = sums_form(rows_per_kv_head, n_kb)
+    tiles = cdiv(length, _POOL_TILE)
+    # the waiting programs stay far fewer than the GPU holds (with one a kv-head, none waits: the last is alone)
+    parts = cdiv(rows_per_kv_head, r) * cdiv(2 * d, w)
+    split = 1 if interpreting() else max(1, min(MEANS_SPLIT, parts, 2 * tiles, sm_count(k.device) // (b * h)))
+    counter = _means_counter(k.device, b * h)
+    _pool_means_kernel[(tiles, b * h, 2)](
+        k, v, out[0], out[1], sums, length, k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1),
+        v.stride(2), h, d, n_kb, levels.contiguous(), mean_k, mean_v, count, counter, n_qb, rows_per_kv_head, q_len,
+        b * h, split, BLOCK_D=max(16, triton.next_power_of_2(d)), TILE=_POOL_TILE, POOLED=pooled, BLOCK_N=block_n,
+        CAUSAL=causal, BLOCK_M=block_m, R=r, C=c, W=w, PRECISION=MEANS_PRECISION,
+        FENCE=not interpreting(), RELEASE=pdl_ok(k.device),
+    )
+    pyramid = KVPyramid(length, out[0] if pooled else None, out[1] if pooled else None, block_n, sums)
+    return pyramid, (mean_k, mean_v, count)
+
+
+def compile_means_for(arch: int, *, pooled: bool = True, precision: str | None = None, rows_per_kv_head: int = 448,
+                      n_kb: int = 64):
+    """Compile :func:`build_kv_pyramid_means`' kernel for CUDA architecture ``arch`` on any machine (Triton's own
+    ``ptxas``), bfloat16, head dim 128, 128 x 128 blocks, causal, with the GPU's flags (its fences and a split of
+    several programs a kv-head), which the interpreter's launches do not have. Returns Triton's compiled kernel."""
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    fn = _pool_means_kernel
+    r, c, w, warps, _ = sums_form(rows_per_kv_head, n_kb)
+    flags = dict(BLOCK_D=128, TILE=_POOL_TILE, POOLED=pooled, BLOCK_N=128, CAUSAL=True, BLOCK_M=128,
+                 R=r, C=c, W=w, PRECISION=precision or MEANS_PRECISION, FENCE=True, RELEASE=True)
+    types = dict(K="*bf16", V="*bf16", KP="*bf16", VP="*bf16", XS="*fp32", Levels="*i8", MeanK="*bf16",
+                 MeanV="*bf16", Count="*fp32", Counter="*i32")
+    signature = {n: "constexpr" if n in flags else types.get(n, "i32") for n in fn.arg_names}
+    constexprs = {(fn.arg_names.index(n),): v for n, v in flags.items()}
+    attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(fn.arg_names) if signature[n].startswith("*")}
+    source = ASTSource(fn, signature, constexprs, attrs)
+    target = GPUTarget("cuda", arch, 128 if arch >= 90 else 64)
+    return triton.compile(source, target=target, options=dict(num_warps=4))
 
 
 def chain_wait(tail: bool, built_here: bool, pooled: bool) -> int:
@@ -767,7 +903,15 @@ def pyramid_attention(
     ):
         raise ValueError("plan was compiled from other levels; pass the CompiledPlan of these levels (or none)")
     built_here = pyramid is None and (pooled or tail)
-    if pyramid is None:
+    use_ws = kernel == "ws" or (
+        kernel is None and num_warps is None and num_stages is None and tma is not False
+        and ws_supported(q, k, v, block_m, block_n, tail and tail_diag)
+    )
+    tail_key = None
+    if pyramid is None and tail and use_ws and MEANS_IN_BUILD:
+        # the tail's means made by the pyramid's own launch
+        pyramid, tail_key = build_kv_pyramid_means(k, v, levels, lq, block_m, block_n, causal, q.dtype, pooled=pooled)
+    elif pyramid is None:
         pyramid = build_kv_pyramid(k, v, tail=tail, block_n=block_n, pooled=pooled) if (pooled or tail) else None
     elif pyramid.k_len != lk or (tail and not pyramid.has_block_sums(block_n)) or (pooled and not pyramid.has_pooled):
         raise ValueError(
@@ -777,13 +921,11 @@ def pyramid_attention(
     out = torch.empty_like(q)
     # the chain of this call's launches (vlmsparse.kernels.pdl) and the tail's sums, for either kernel
     pdl = chain_wait(tail, built_here, pooled) if pdl_ok(q.device) else 0
-    if kernel == "ws" or (
-        kernel is None and num_warps is None and num_stages is None and tma is not False
-        and ws_supported(q, k, v, block_m, block_n, tail and tail_diag)
-    ):
+    if use_ws:
         # the warp-specialized kernel reads the tail key as one more ring step: its mean key and value in q's dtype
-        tail_key = skipped_key_sums(levels, pyramid, lq, lk, block_m, block_n, causal, chained=built_here,
-                                    means=q.dtype) if tail else None
+        if tail and tail_key is None:
+            tail_key = skipped_key_sums(levels, pyramid, lq, lk, block_m, block_n, causal, chained=built_here,
+                                        means=q.dtype)
         return pyramid_attention_ws(q, k, v, plan, pyramid.pooled_k_all if pooled else None,
                                     pyramid.pooled_v_all if pooled else None, out, scale * LOG2E, causal, tail_key,
                                     pdl)

@@ -46,6 +46,7 @@ import os
 import torch
 
 from .blocks import cdiv
+from .counters import sm_count, stream_counter
 
 try:  # Gluon: Triton >= 3.5; its Hopper pieces are only usable on an sm_90 device
     from triton.experimental import gluon
@@ -644,23 +645,14 @@ def _is_sm90(index: int) -> bool:
     return torch.cuda.get_device_capability(index)[0] == 9
 
 
-_COUNTERS: dict = {}
-
-
 def _schedule_counter(index: int) -> torch.Tensor:
     """The tile counter of launches on the current stream of CUDA device ``index`` (two int32: next tile, programs
-    done). Zero between launches: the last program of a launch sets it back. One per stream, so launches on two
-    streams never share one."""
-    key = (index, torch.cuda.current_stream(index).cuda_stream)
-    counter = _COUNTERS.get(key)
-    if counter is None:
-        counter = _COUNTERS[key] = torch.zeros(2, dtype=torch.int32, device=torch.device("cuda", index))
-    return counter
+    done; :func:`~vlmsparse.kernels.counters.stream_counter`). The last program of a launch sets it back to zero."""
+    return stream_counter(torch.device("cuda", index), 2, "ws-schedule")
 
 
-@functools.lru_cache(maxsize=None)
 def _sm_count(index: int) -> int:
-    return torch.cuda.get_device_properties(index).multi_processor_count
+    return sm_count(torch.device("cuda", index))
 
 
 @functools.lru_cache(maxsize=None)
