@@ -138,8 +138,9 @@ def measure(label, length, q, k, v, levels, vers, writer, block=128, binary=Fals
 
 
 def build_costs(length, k, v, vers, writer, block=128):
-    """Each version's pyramid build without and with tail (a row with plan "pyramid build"): the plans' rows time
-    the attention call on a pyramid built beforehand, so work a version moves into the build shows here."""
+    """Each version's pyramid build without and with tail, timed alone (a row with plan "pyramid build"): the plans'
+    rows time the attention call on a pyramid built beforehand (with ``--build-in-call``, the build as well), so work
+    a version moves into the build shows here."""
     for name, (build, _, _) in vers.items():
         times = {tail: min(t_ms(lambda: build(k, v, tail=tail, block_n=block)),
                            t_ms(lambda: build(k, v, tail=tail, block_n=block))) for tail in (False, True)}

@@ -48,7 +48,7 @@ def verdict(frame: pd.DataFrame) -> None:
         versions = list(dict.fromkeys(rows["version"]))
         for _, b in builds.iterrows():
             print(f"L={length}: pyramid build, {b['version']}: {b['ms']:.3f} ms, with tail {b['ms_tail']:.3f} ms "
-                  f"(not in the plans' times below)")
+                  f"(timed alone; in the plans' times below only with tail_ab.py --build-in-call)")
         print(f"L={length}: tail overhead (time with tail / without - 1), plans x versions")
         table = rows.pivot_table(index="plan", columns="version", values="tail_overhead", sort=False)[versions]
         print((100 * table).round(1).to_string(float_format=lambda x: f"{x:+.1f}%"))
