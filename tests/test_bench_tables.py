@@ -164,3 +164,44 @@ def test_bench_kernel_keeps_every_row_of_a_run_cut_short(tmp_path, monkeypatch):
     with open(tmp_path / "kernel.csv", newline="") as f:
         got = [r["variant"] for r in csv.DictReader(f)]
     assert got == ["an earlier run's row", "one_level_8", "plan+kernel:psa"]
+
+
+def test_bench_prefill_keeps_every_row_of_a_run_cut_short(tmp_path, monkeypatch):
+    # the prefill benchmark saves each setting's row as it is measured: a run stopped at its second length keeps
+    # the first length's rows, and rows another run left in that file stay
+    import argparse
+    import types
+
+    import pytest
+    import torch
+
+    from vlmsparse.bench import prefill as bench_prefill
+
+    write_csv(tmp_path / "prefill.csv", [dict(L=1, method="an earlier run's row")])
+    cfg = types.SimpleNamespace(hidden_size=64, num_attention_heads=4, num_key_value_heads=2)
+    model = types.SimpleNamespace(config=types.SimpleNamespace(text_config=cfg, video_token_id=7))
+    timed = []
+
+    def time_prefill(model, inputs, repeats):
+        timed.append(inputs["input_ids"].shape[1])
+        if len(timed) == 2:  # the second length's unpatched prefill
+            raise KeyboardInterrupt
+        return 10.0, 1.0
+
+    def method_rows(model, inputs, labels, patch, base, dense_ms, repeats):
+        return [dict(base, method=label, prefill_ms=5.0) for label in labels]
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.Tensor, "cuda", lambda self: self)
+    monkeypatch.setattr(bench_prefill, "_build_model", lambda layers: model)
+    monkeypatch.setattr(bench_prefill, "time_prefill", time_prefill)
+    monkeypatch.setattr(bench_prefill, "_dense_attention_ms", lambda *a: 0.1)
+    monkeypatch.setattr(bench_prefill, "method_rows", method_rows)
+    monkeypatch.setattr(bench_prefill, "environment", lambda: dict(device="test"))
+    p = argparse.ArgumentParser()
+    bench_prefill.add_arguments(p)
+    args = p.parse_args(["--out", str(tmp_path), "--visual-tokens", "128", "256", "--methods", "dense", "psa"])
+    with pytest.raises(KeyboardInterrupt):
+        bench_prefill.run(args)
+    got = [(r["L"], r["method"]) for r in _rows(tmp_path / "prefill.csv")]
+    assert got == [("1", "an earlier run's row"), ("224", "sdpa (unpatched)"), ("224", "dense"), ("224", "psa")]

@@ -185,6 +185,27 @@ class RunTable:
         return self.path
 
 
+class SavedRows(list):
+    """A run's rows, saved to its run folder's table (:class:`RunTable`) as they are added (``append``,
+    ``extend``, ``+=``): a run cut short (a time limit, Ctrl-C) keeps every row it measured."""
+
+    def __init__(self, table: RunTable):
+        super().__init__()
+        self.table = table
+
+    def append(self, row: dict) -> None:
+        super().append(row)
+        self.table.save(self)
+
+    def extend(self, rows: Iterable[dict]) -> None:
+        super().extend(rows)
+        self.table.save(self)
+
+    def __iadd__(self, rows: Iterable[dict]) -> "SavedRows":
+        self.extend(rows)
+        return self
+
+
 def print_table(rows: list[dict], columns: list[str]) -> None:
     """Print rows as an aligned text table."""
     cells = [[_fmt(r.get(c, "")) for c in columns] for r in rows]

@@ -24,6 +24,7 @@ from vlmsparse.methods.sparsity import plan_sparsity
 
 from .common import (
     RunTable,
+    SavedRows,
     add_output_arguments,
     causal_attention_flops,
     device_time_ms,
@@ -98,7 +99,7 @@ def check_against_reference(q, k, v, levels, block: int, tail: bool, rows: int, 
 def run_random(args: argparse.Namespace, rows: list[dict] | None = None) -> list[dict]:
     env = environment()
     dtype = getattr(torch, args.dtype)
-    rows = [] if rows is None else rows  # a _SavedRows keeps each row as it comes
+    rows = [] if rows is None else rows  # a SavedRows keeps each row as it comes
     cudnn, flash = sdpa_dense("cudnn"), sdpa_dense("flash")
     for length in args.lengths:
         torch.manual_seed(length)
@@ -226,7 +227,7 @@ def run_level_costs(args: argparse.Namespace, rows: list[dict] | None = None) ->
     env = environment()
     dtype = getattr(torch, args.dtype)
     cudnn = sdpa_dense("cudnn")
-    rows = [] if rows is None else rows  # a _SavedRows keeps each row as it comes
+    rows = [] if rows is None else rows  # a SavedRows keeps each row as it comes
     for length in args.lengths:
         torch.manual_seed(length + 1)
         b, hq, hkv, d = 1, args.heads_q, args.heads_kv, args.head_dim
@@ -288,7 +289,7 @@ def run_methods(args: argparse.Namespace, rows: list[dict] | None = None) -> lis
     env = environment()
     dtype = getattr(torch, args.dtype)
     cudnn = sdpa_dense("cudnn")
-    rows = [] if rows is None else rows  # a _SavedRows keeps each row as it comes
+    rows = [] if rows is None else rows  # a SavedRows keeps each row as it comes
     for length, family, n in ((n, f, i) for n in args.lengths for f in args.families for i in args.input_seeds):
         frames, height, width = VIDEO_GRIDS.get(length, (length // 256, 16, 16))
         q, k, v, visual = video_qkv(frames, height, width, heads_q=args.heads_q, heads_kv=args.heads_kv,
@@ -423,24 +424,11 @@ def check_args(args: argparse.Namespace) -> None:
     check_writable_output(args)
 
 
-class _SavedRows(list):
-    """A run's rows, saved to its run folder's table (:class:`RunTable`) as each one is added: a run cut short
-    (a time limit, Ctrl-C) keeps every row it measured."""
-
-    def __init__(self, table: RunTable):
-        super().__init__()
-        self.table = table
-
-    def append(self, row: dict) -> None:
-        super().append(row)
-        self.table.save(self)
-
-
 def run(args: argparse.Namespace) -> int:
     if not torch.cuda.is_available():  # before the run folder is made
         raise SystemExit("the kernel benchmark needs a CUDA GPU")
     paths = output_csvs(args, "kernel")
-    rows = _SavedRows(RunTable(paths[0]))  # rows of other runs already in that file are kept
+    rows = SavedRows(RunTable(paths[0]))  # rows of other runs already in that file are kept
     if not args.skip_random:
         run_random(args, rows)
         print_table(rows, ["L", "variant", "plan_seed", "sparsity", "ms", "device_ms", "tflops", "vs_cudnn", "target_ms",
