@@ -180,19 +180,19 @@ def run(args: argparse.Namespace) -> int:
         import decord  # noqa: F401
     except ImportError:
         raise SystemExit("the decode benchmark needs decord (pip install decord)") from None
-    out = Path(args.out) if args.out else new_run_folder("decode")
+    if args.repeats < 1 or min(args.parallel) < 1:
+        raise SystemExit("--repeats and --parallel must be >= 1")
     paths = []
     for name in args.video:
         if not Path(name).is_file():
             raise SystemExit(f"no video file at {name}")
         paths.append((Path(name), "file"))
+    out = Path(args.out) if args.out else new_run_folder("decode")  # after the checks: no empty folder on an error
     if not paths:
         width, height = args.size
         start = time.perf_counter()
         paths.append(write_synthetic_video(out / "synthetic.mp4", args.seconds, width, height, args.fps))
         print(f"wrote {paths[0][0]} ({paths[0][1]}) in {time.perf_counter() - start:.1f} s")
-    if args.repeats < 1 or min(args.parallel) < 1:
-        raise SystemExit("--repeats and --parallel must be >= 1")
     rows = decode_rows(paths, args.repeats, args.parallel, args.frame_cache)
     cached = ["cached_read_s"] if args.frame_cache else []
     print_table(rows, ["video", "codec", "source_frames", "source_size", "sampled_frames", "sampled_size", "parallel",
