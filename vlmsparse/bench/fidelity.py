@@ -318,8 +318,9 @@ def run(args: argparse.Namespace) -> int:
                 f"[{time.time() - t_start:.0f}s]",
                 flush=True,
             )
-        for path in paths:  # after each length: partial runs keep their rows
-            _write_rows(path, rows)
+            _write_rows(paths[0], rows)  # the run folder's table after each row: a run cut short keeps its rows
+        for path in paths[1:]:  # results/fidelity.csv (--results) after each length: its rows there are replaced
+            _write_rows(path, rows)  # only by a whole length's
     summary = sparsity_summary(rows)
     if summary:
         print("\nlowest relative error at each sparsity budget (nan: no setting that sparse)")
