@@ -127,3 +127,26 @@ def test_fidelity_refuses_an_unknown_method(tmp_path, monkeypatch, capsys):
         (tmp_path / "taken").write_text("a file")
         main(["fidelity", "--seq-lens", "300", "--out", str(tmp_path / "taken")])
     assert exc.value.code == 2 and "is a file" in capsys.readouterr().err
+
+
+def test_fidelity_run_cut_short_keeps_its_rows(tmp_path, monkeypatch):
+    # each row goes to the run folder's table as it is measured; results/ gets a length's rows only once it is whole
+    from vlmsparse.bench import fidelity
+
+    monkeypatch.chdir(tmp_path)
+    real = fidelity.evaluate_plan
+    calls = []
+
+    def evaluate_then_stop(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fidelity, "evaluate_plan", evaluate_then_stop)
+    args = ["fidelity", "--seq-lens", "300", "--core-seq-lens", "--heads-q", "2", "--head-dim", "32", "--height", "8",
+            "--width", "8", "--methods", "dense", "xattention", "--out", str(tmp_path / "run"), "--results"]
+    assert main(args) == 130  # the CLI says the run was interrupted
+    rows = list(csv.DictReader((tmp_path / "run" / "fidelity.csv").open()))
+    assert [r["method"] for r in rows] == ["dense", "xattention"]
+    assert not (tmp_path / "results" / "fidelity.csv").exists()
