@@ -26,7 +26,7 @@ import numpy as np
 from vlmsparse.argtypes import video_size
 from vlmsparse.runs import new_run_folder
 
-from .common import RESULTS_DIR, RunTable, add_output_arguments, print_table, write_csv
+from .common import RESULTS_DIR, RunTable, SavedRows, add_output_arguments, print_table, write_csv
 
 #: Shown under ``--help``; each runs on a CPU.
 EXAMPLES = """\
@@ -109,16 +109,18 @@ def write_synthetic_video(
 
 
 def decode_rows(
-    paths: list[tuple[Path, str]], repeats: int, parallel: list[int], frame_cache: str | Path | None = None
+    paths: list[tuple[Path, str]], repeats: int, parallel: list[int], frame_cache: str | Path | None = None,
+    rows: list | None = None,
 ) -> list[dict]:
     """Time ``read_video`` with the harness's default frame spec on each file, ``k`` copies at once for each k;
-    with ``frame_cache`` (a folder), also the median time of reading each sampled video back from the cache."""
+    with ``frame_cache`` (a folder), also the median time of reading each sampled video back from the cache.
+    ``rows``: the list the rows are appended to (a :class:`~vlmsparse.bench.common.SavedRows` saves each)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from vlmsparse.eval.frames import FrameSpec, decord_reader, read_video
 
     spec = FrameSpec()
-    rows = []
+    rows = [] if rows is None else rows
     for path, codec in paths:
         with decord_reader(str(path)) as reader:  # first open (library load, file cache) kept out of the numbers
             reader[0]
@@ -193,11 +195,12 @@ def run(args: argparse.Namespace) -> int:
         start = time.perf_counter()
         paths.append(write_synthetic_video(out / "synthetic.mp4", args.seconds, width, height, args.fps))
         print(f"wrote {paths[0][0]} ({paths[0][1]}) in {time.perf_counter() - start:.1f} s")
-    rows = decode_rows(paths, args.repeats, args.parallel, args.frame_cache)
+    rows = decode_rows(paths, args.repeats, args.parallel, args.frame_cache,
+                       rows=SavedRows(RunTable(out / "decode.csv")))  # each row saved as it is measured
     cached = ["cached_read_s"] if args.frame_cache else []
     print_table(rows, ["video", "codec", "source_frames", "source_size", "sampled_frames", "sampled_size", "parallel",
                        "decode_s", *cached, "videos_per_s", "sampled_frames_per_s", "source_seconds_per_s", "cpus"])
-    print(f"wrote {RunTable(out / 'decode.csv').save(rows)}")
+    print(f"wrote {rows.table.save(rows)}")  # again: the frame cache's column is added to finished rows
     if args.results:
         print(f"appended to {write_csv(RESULTS_DIR / 'decode.csv', rows)}")
     return 0
