@@ -20,8 +20,8 @@ from typing import Any
 
 import torch
 
-from .common import (RunTable, add_output_arguments, environment, output_csvs, print_table, sdpa_dense, time_ms,
-                     write_csv)
+from .common import (RunTable, SavedRows, add_output_arguments, environment, output_csvs, print_table, sdpa_dense,
+                     time_ms, write_csv)
 
 #: Shown under ``--help``; every example needs a CUDA GPU.
 EXAMPLES = """\
@@ -162,8 +162,8 @@ def run(args: argparse.Namespace) -> int:
     cudnn = sdpa_dense("cudnn")
     settings = [s for s in default_settings() if s.label in args.lines]
     paths = output_csvs(args, "pareto")
-    table = RunTable(paths[0])  # the run folder's CSV: rows of other runs already there are kept
-    rows: list[dict] = []
+    # the run folder's CSV, saved after each row (a run cut short keeps what it measured); rows of other runs kept
+    rows = SavedRows(RunTable(paths[0]))
     for family, seed, q, k, v, layout in _inputs(args):  # one at a time: generated, or a captured layer
         visual = layout[0]
         total = q.shape[2]
@@ -198,12 +198,11 @@ def run(args: argparse.Namespace) -> int:
                   f"speed-up {r['ratio_to_dense']:.2f}x err {err:.4f} recall {r['recall']:.4f}", flush=True)
         del q, k, v, dense
         torch.cuda.empty_cache()
-        table.save(rows)  # a run cut short keeps what it measured
     from vlmsparse.eval.leaderboard import read_rows
     from vlmsparse.eval.plots import plot_pareto
 
     print_table(frontier_summary(rows), ["L", "family", "budget", "psa_err", "psa_line", "xattention_err", "psa_ahead"])
-    for path in paths[1:]:  # the run folder's CSV has every row already (saved after each input)
+    for path in paths[1:]:  # the run folder's CSV has every row already
         write_csv(path, rows)  # results/ gets the rows added
     for path in paths:
         png = plot_pareto(read_rows(path), path.with_suffix(".png"))
