@@ -150,3 +150,31 @@ def test_fidelity_run_cut_short_keeps_its_rows(tmp_path, monkeypatch):
     rows = list(csv.DictReader((tmp_path / "run" / "fidelity.csv").open()))
     assert [r["method"] for r in rows] == ["dense", "xattention"]
     assert not (tmp_path / "results" / "fidelity.csv").exists()
+
+
+def test_fidelity_rerun_cut_short_in_the_same_folder_keeps_the_earlier_rows_it_had_not_reached(tmp_path, monkeypatch):
+    # a rerun into a folder that holds a whole length replaces row by row: stopped after its first row, the folder
+    # keeps that new row and the earlier run's rows of the settings it did not reach
+    from vlmsparse.bench import fidelity
+
+    monkeypatch.chdir(tmp_path)
+    args = ["fidelity", "--seq-lens", "300", "--core-seq-lens", "--heads-q", "2", "--head-dim", "32", "--height", "8",
+            "--width", "8", "--methods", "dense", "xattention", "--out", str(tmp_path / "run")]
+    assert main(args) == 0
+    first = list(csv.DictReader((tmp_path / "run" / "fidelity.csv").open()))
+    assert len(first) >= 3
+    real = fidelity.evaluate_plan
+    calls = []
+
+    def evaluate_then_stop(*a, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **kw)
+
+    monkeypatch.setattr(fidelity, "evaluate_plan", evaluate_then_stop)
+    assert main(args) == 130
+    rows = list(csv.DictReader((tmp_path / "run" / "fidelity.csv").open()))
+    key = lambda r: (r["setting"], r["tail"])  # noqa: E731
+    assert sorted(map(key, rows)) == sorted(map(key, first))  # one row a setting, none lost
+    assert {key(r) for r in rows if r not in first} <= {key(first[0])}  # only the first setting measured again

@@ -206,6 +206,22 @@ class SavedRows(list):
         return self
 
 
+class RunOutput:
+    """Where a benchmark's rows go: ``rows`` (a :class:`SavedRows`) saves each to the run folder's ``<name>.csv``
+    as it is measured, rows of other runs in that file kept; :meth:`finish` adds the whole run's rows to
+    ``results/<name>.csv`` where ``--results`` asked for it (never a partial run's)."""
+
+    def __init__(self, args, name: str):
+        self.paths = output_csvs(args, name)
+        self.rows = SavedRows(RunTable(self.paths[0]))
+
+    def finish(self) -> str:
+        """Add the rows to ``results/`` (``--results``); a line that says where they are."""
+        for path in self.paths[1:]:
+            write_csv(path, self.rows)
+        return f"wrote {len(self.rows)} rows to {', '.join(str(p) for p in self.paths)}"
+
+
 def print_table(rows: list[dict], columns: list[str]) -> None:
     """Print rows as an aligned text table."""
     cells = [[_fmt(r.get(c, "")) for c in columns] for r in rows]

@@ -195,13 +195,17 @@ def _grid_for(seq_len: int, height: int, width: int, text: int) -> int:
     return max(1, round((seq_len - text) / (height * width)))
 
 
-def _row_key(row: dict[str, Any]) -> tuple[str, str, str, str]:
-    """What a rerun replaces: device, backend, input (rows from before the column: synthetic) and length."""
-    return (str(row.get("device")), str(row.get("backend")), str(row.get("input") or SYNTHETIC), str(row.get("seq_len")))
+def _row_key(row: dict[str, Any], by_setting: bool = False) -> tuple[str, ...]:
+    """What a rerun replaces: device, backend, input (rows from before the column: synthetic) and length; with
+    ``by_setting``, also the setting and whether it aggregates the tail (one row for one row)."""
+    key = (str(row.get("device")), str(row.get("backend")), str(row.get("input") or SYNTHETIC), str(row.get("seq_len")))
+    return key + (str(row.get("setting")), str(row.get("tail"))) if by_setting else key
 
 
-def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Write ``rows`` to ``path``, replacing earlier rows of the same device, backend, input and sequence length.
+def _write_rows(path: Path, rows: list[dict[str, Any]], by_setting: bool = False) -> None:
+    """Write ``rows`` to ``path``, replacing earlier rows of the same device, backend, input and sequence length
+    (with ``by_setting``, only those of the same setting too: a run cut short in a folder that holds an earlier
+    run's rows replaces only the rows it measured again).
 
     The folder is locked while the file is read and replaced, and the new file is written under a name of this
     process's own first (:func:`vlmsparse.bench.common.write_csv`'s way): runs that share a folder or
@@ -211,9 +215,9 @@ def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
 
     from .common import cell_as_is
 
-    replaced = {_row_key(r) for r in rows}
+    replaced = {_row_key(r, by_setting) for r in rows}
     with folder_lock(path):
-        kept = [r for r in read_rows(path) if _row_key(r) not in replaced]
+        kept = [r for r in read_rows(path) if _row_key(r, by_setting) not in replaced]
         write_rows(path, kept + rows, COLUMNS, cell=cell_as_is)
 
 
@@ -318,7 +322,9 @@ def run(args: argparse.Namespace) -> int:
                 f"[{time.time() - t_start:.0f}s]",
                 flush=True,
             )
-            _write_rows(paths[0], rows)  # the run folder's table after each row: a run cut short keeps its rows
+            # the run folder's table after each row, replacing row by row: a run cut short keeps its rows and those
+            # of an earlier run in the same folder that it had not reached
+            _write_rows(paths[0], rows, by_setting=True)
         for path in paths[1:]:  # results/fidelity.csv (--results) after each length: its rows there are replaced
             _write_rows(path, rows)  # only by a whole length's
     summary = sparsity_summary(rows)

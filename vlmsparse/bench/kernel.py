@@ -23,17 +23,14 @@ from vlmsparse.kernels.reference import pyramid_attention_ref
 from vlmsparse.methods.sparsity import plan_sparsity
 
 from .common import (
-    RunTable,
-    SavedRows,
+    RunOutput,
     add_output_arguments,
     causal_attention_flops,
     device_time_ms,
     environment,
-    output_csvs,
     print_table,
     sdpa_dense,
     time_ms,
-    write_csv,
 )
 from .pareto import FAMILIES
 
@@ -427,8 +424,8 @@ def check_args(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     if not torch.cuda.is_available():  # before the run folder is made
         raise SystemExit("the kernel benchmark needs a CUDA GPU")
-    paths = output_csvs(args, "kernel")
-    rows = SavedRows(RunTable(paths[0]))  # rows of other runs already in that file are kept
+    output = RunOutput(args, "kernel")
+    rows = output.rows  # each row saved to the run folder as it is measured
     if not args.skip_random:
         run_random(args, rows)
         print_table(rows, ["L", "variant", "plan_seed", "sparsity", "ms", "device_ms", "tflops", "vs_cudnn", "target_ms",
@@ -448,7 +445,5 @@ def run(args: argparse.Namespace) -> int:
         print_table(mrows, ["L", "family", "variant", "sparsity", "kernel_device_ms", "kernel_tail_device_ms",
                             "tail_overhead_device", "total_tail_overhead_device", "rel_err_vs_dense",
                             "rel_err_vs_dense_tail"])
-    for path in paths[1:]:  # results/kernel.csv (--results): the whole run's rows once it has ended
-        write_csv(path, rows)
-    print(f"wrote {len(rows)} rows to {', '.join(str(p) for p in paths)}")
+    print(output.finish())  # results/kernel.csv (--results): the whole run's rows once it has ended
     return 0

@@ -20,8 +20,7 @@ from typing import Any
 
 import torch
 
-from .common import (RunTable, SavedRows, add_output_arguments, environment, output_csvs, print_table, sdpa_dense,
-                     time_ms, write_csv)
+from .common import RunOutput, add_output_arguments, environment, print_table, sdpa_dense, time_ms
 
 #: Shown under ``--help``; every example needs a CUDA GPU.
 EXAMPLES = """\
@@ -161,9 +160,9 @@ def run(args: argparse.Namespace) -> int:
     env = environment()
     cudnn = sdpa_dense("cudnn")
     settings = [s for s in default_settings() if s.label in args.lines]
-    paths = output_csvs(args, "pareto")
     # the run folder's CSV, saved after each row (a run cut short keeps what it measured); rows of other runs kept
-    rows = SavedRows(RunTable(paths[0]))
+    output = RunOutput(args, "pareto")
+    rows = output.rows
     for family, seed, q, k, v, layout in _inputs(args):  # one at a time: generated, or a captured layer
         visual = layout[0]
         total = q.shape[2]
@@ -202,11 +201,9 @@ def run(args: argparse.Namespace) -> int:
     from vlmsparse.eval.plots import plot_pareto
 
     print_table(frontier_summary(rows), ["L", "family", "budget", "psa_err", "psa_line", "xattention_err", "psa_ahead"])
-    for path in paths[1:]:  # the run folder's CSV has every row already
-        write_csv(path, rows)  # results/ gets the rows added
-    for path in paths:
-        png = plot_pareto(read_rows(path), path.with_suffix(".png"))
-        print(f"wrote {len(rows)} rows to {path} and the plot of its rows to {png}")
+    print(output.finish())  # results/pareto.csv (--results) gets the rows added
+    for path in output.paths:
+        print(f"plot of {path}'s rows: {plot_pareto(read_rows(path), path.with_suffix('.png'))}")
     return 0
 
 

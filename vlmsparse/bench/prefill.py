@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import torch
 
-from .common import RunTable, SavedRows, add_output_arguments, environment, output_csvs, print_table, write_csv
+from .common import RunOutput, add_output_arguments, environment, print_table
 
 #: Shown under ``--help``; every example needs a CUDA GPU (the 7B-shaped model takes about 16 GB).
 EXAMPLES = """\
@@ -146,8 +146,8 @@ def run(args: argparse.Namespace) -> int:
     model = _build_model(args.layers)
     text_cfg = model.config.text_config
     video_id = model.config.video_token_id
-    paths = output_csvs(args, "prefill")
-    rows = SavedRows(RunTable(paths[0]))  # each row saved to the run folder as it is measured
+    output = RunOutput(args, "prefill")
+    rows = output.rows  # each row saved to the run folder as it is measured
     for n_visual in args.visual_tokens:
         g = torch.Generator().manual_seed(n_visual)
         prefix = torch.randint(0, 150000, (args.text_prefix,), generator=g)
@@ -167,7 +167,5 @@ def run(args: argparse.Namespace) -> int:
         torch.cuda.empty_cache()
     print_table(rows, ["L", "method", "prefill_ms", "speedup", "sparsity", "planning_ms", "sparse_attention_ms",
                        "attention_share", "peak_gib"])
-    for path in paths[1:]:  # results/prefill.csv (--results): the whole run's rows once it has ended
-        write_csv(path, rows)
-    print(f"wrote {len(rows)} rows to {', '.join(str(p) for p in paths)}")
+    print(output.finish())  # results/prefill.csv (--results): the whole run's rows once it has ended
     return 0

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from .common import RunTable, SavedRows, add_output_arguments, environment, output_csvs, print_table, write_csv
+from .common import RunOutput, add_output_arguments, environment, print_table
 
 SETTINGS: dict[str, dict[str, Any]] = {
     "dense": dict(name="dense"),
@@ -187,8 +187,8 @@ def run(args: argparse.Namespace) -> int:
     env = environment()
     model = build_model(args.layers)
     text_cfg = model.config.text_config
-    paths = output_csvs(args, "prefill")
-    rows = SavedRows(RunTable(paths[0]))  # each row saved to the run folder as it is measured
+    output = RunOutput(args, "prefill")
+    rows = output.rows  # each row saved to the run folder as it is measured
     for pairs in args.frame_pairs:
         inputs = video_prompt(model.config, pairs, args.tokens_per_pair, text_prefix=args.text_prefix,
                               text_suffix=args.text_suffix, seed=pairs)
@@ -210,9 +210,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"interleaved text tokens {rows[0]['interleaved_text']}; blocks left to the method (128-blocks, of "
           f"{rows[0]['causal_blocks']}): old rule {rows[0]['free_blocks_old_rule']}, new rule "
           f"{rows[0]['free_blocks_new_rule']}")
-    for path in paths[1:]:  # results/prefill.csv (--results): the whole run's rows once it has ended
-        write_csv(path, rows)
-    print(f"wrote {len(rows)} rows to {', '.join(str(p) for p in paths)}")
+    print(output.finish())  # results/prefill.csv (--results): the whole run's rows once it has ended
     return 0
 
 
