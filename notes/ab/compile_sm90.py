@@ -110,7 +110,7 @@ def main() -> int:
         ws = load_package(package.resolve())
         for config in args.configs:
             kernel = compile_kernel(ws, *CONFIGS[config])
-            stem = args.out / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', str(package))}_{config}"
+            stem = args.out / f"{re.sub(r'[^A-Za-z0-9_-]', '_', str(package))}_{config}"
             stem.with_suffix(".cubin").write_bytes(kernel.asm["cubin"])
             sass = subprocess.run([tool("cuobjdump"), "-sass", str(stem.with_suffix(".cubin"))], capture_output=True,
                                   text=True, check=True).stdout
