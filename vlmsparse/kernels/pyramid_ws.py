@@ -438,11 +438,15 @@ if gluon is not None:
     @gluon.jit
     def _tail_step(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it, TailN, row, qk_scale,
                    W: gl.constexpr, PDL: gl.constexpr):
-        """Consumer: tail aggregation as one more ring step, a narrow one: the tile's first row is the mean of the
-        wholly visible keys this plan row skips (its value the mean of their values), logit ``+ log2(count)``; the
-        tile's other rows (other plan rows' tail keys, or zeros) are masked. The plans this kernel takes with a tail
-        skip no diagonal block, so every row has seen a key before this step. ``W``: the rows the producer copied
-        (``TAIL_ROWS``, its copy box's)."""
+        """Consumer: tail aggregation as one more ring step, a narrow one, and the tile's last: the tile's first row
+        is the mean of the wholly visible keys this plan row skips (its value the mean of their values), logit
+        ``+ log2(count)``; the tile's other rows (other plan rows' tail keys, or zeros) are masked. The plans this
+        kernel takes with a tail skip no diagonal block, so every row has seen a key before this step. ``W``: the
+        rows the producer copied (``TAIL_ROWS``, its copy box's).
+
+        Being the last step, it also normalises: the accumulator is scaled once by ``alpha / l`` (the rescale and
+        the output's ``1 / l`` in one product) and the tail's probability enters as ``p / l``, so the tile's
+        epilogue has no division of its own. Returns the normalised output and the ring position."""
         n_buf: gl.constexpr = bufs_k.type.shape[0]
         s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                            instr_shape=[16, W, 16])
@@ -463,15 +467,24 @@ if gluon is not None:
         mbarrier.arrive(empty_k.index(s), count=1)
         offs = gl.arange(0, W, layout=gl.SliceLayout(0, s_layout))
         bias = gl.where((offs == 0) & (count > 0.5), gl.log2(gl.maximum(count, 1.0)), float("-inf"))
-        qk = qk * qk_scale + bias[None, :]
+        # the tail key's logit per row (every other column is masked): one exponential a row, not one a column
+        s_tail = gl.max(qk * qk_scale + bias[None, :], 1)
         m_w = gl.convert_layout(m_i, row_s)
-        m_new = gl.maximum(m_w, gl.max(qk, 1))
+        m_new = gl.maximum(m_w, s_tail)
         m_safe = gl.where(m_new == float("-inf"), 0.0, m_new)
-        p = gl.exp2(qk - m_safe[:, None])
+        p_tail = gl.exp2(s_tail - m_safe)
         alpha = gl.exp2(m_w - m_safe)
-        l_w = gl.convert_layout(l_i, row_s) * alpha + gl.sum(p, 1)
-        acc = _narrow_pv(q, p, alpha, acc, bufs_v, ready_v, empty_v, s, phase)
-        return gl.convert_layout(m_new, row_acc), gl.convert_layout(l_w, row_acc), acc, it + 1
+        l_new = gl.convert_layout(l_i, row_s) * alpha + p_tail
+        # a row with nothing to attend has l == 0 and acc == 0: it returns zeros, never NaN
+        inv = 1.0 / gl.where(l_new > 0.0, l_new, 1.0)
+        acc = acc * gl.convert_layout(alpha * inv, row_acc)[:, None]
+        p = gl.where(offs[None, :] == 0, (p_tail * inv)[:, None], 0.0)
+        p16 = gl.convert_layout(p.to(q.dtype), _P)
+        mbarrier.wait(ready_v.index(s), phase)
+        acc = warpgroup_mma(p16, bufs_v.index(s).slice(0, W), acc, is_async=True)
+        acc = warpgroup_mma_wait(0, deps=(acc, ))
+        mbarrier.arrive(empty_v.index(s), count=1)
+        return acc, it + 1
 
     @gluon.jit
     def _consumer_tile(args, tile, it, WG: gl.constexpr, CAUSAL: gl.constexpr, POOLED: gl.constexpr,
@@ -523,12 +536,16 @@ if gluon is not None:
         limit = rows + (k_len - q_len)
         m_i, l_i, acc, it = _masked_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it,
                                           idx_ptr, o_p8, o_mask, qk_scale, limit, k_len, CAUSAL)
+        # a row with nothing to attend has l == 0 and acc == 0: it returns zeros, never NaN. A tail step normalises
+        # as it adds the tail key (one product of the accumulator, not two)
         if TAIL:
             if has_tail:
-                m_i, l_i, acc, it = _tail_step(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc,
-                                               it, TailN, row, qk_scale, desc_kt.block_type.shape[2], PDL)
-        # a row with nothing to attend has l == 0 and acc == 0: it returns zeros, never NaN
-        out = acc * (1.0 / gl.where(l_i > 0.0, l_i, 1.0))[:, None]
+                out, it = _tail_step(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it, TailN,
+                                     row, qk_scale, desc_kt.block_type.shape[2], PDL)
+            else:
+                out = acc * (1.0 / gl.where(l_i > 0.0, l_i, 1.0))[:, None]
+        else:
+            out = acc * (1.0 / gl.where(l_i > 0.0, l_i, 1.0))[:, None]
         # the output through shared memory and one TMA copy (rows past the sequence's end are not written): the last
         # tile's copy has read this consumer's buffer by now (waited for, normally long done), then every thread's
         # rows stored, made visible to the async proxy, and the copy issued
