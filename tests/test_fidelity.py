@@ -129,24 +129,31 @@ def test_fidelity_refuses_an_unknown_method(tmp_path, monkeypatch, capsys):
     assert exc.value.code == 2 and "is a file" in capsys.readouterr().err
 
 
-def test_fidelity_run_cut_short_keeps_its_rows(tmp_path, monkeypatch):
-    # each row goes to the run folder's table as it is measured; results/ gets a length's rows only once it is whole
+SMALL_SWEEP = ["fidelity", "--seq-lens", "300", "--core-seq-lens", "--heads-q", "2", "--head-dim", "32", "--height",
+               "8", "--width", "8", "--methods", "dense", "xattention"]
+
+
+def _interrupt_at_row(monkeypatch, n):
+    """Make the fidelity sweep raise KeyboardInterrupt as it starts measuring its ``n``-th row."""
     from vlmsparse.bench import fidelity
 
-    monkeypatch.chdir(tmp_path)
     real = fidelity.evaluate_plan
     calls = []
 
     def evaluate_then_stop(*args, **kwargs):
         calls.append(1)
-        if len(calls) == 3:
+        if len(calls) == n:
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
     monkeypatch.setattr(fidelity, "evaluate_plan", evaluate_then_stop)
-    args = ["fidelity", "--seq-lens", "300", "--core-seq-lens", "--heads-q", "2", "--head-dim", "32", "--height", "8",
-            "--width", "8", "--methods", "dense", "xattention", "--out", str(tmp_path / "run"), "--results"]
-    assert main(args) == 130  # the CLI says the run was interrupted
+
+
+def test_fidelity_run_cut_short_keeps_its_rows(tmp_path, monkeypatch):
+    # each row goes to the run folder's table as it is measured; results/ gets a length's rows only once it is whole
+    monkeypatch.chdir(tmp_path)
+    _interrupt_at_row(monkeypatch, 3)
+    assert main(SMALL_SWEEP + ["--out", str(tmp_path / "run"), "--results"]) == 130  # the CLI says it was interrupted
     rows = list(csv.DictReader((tmp_path / "run" / "fidelity.csv").open()))
     assert [r["method"] for r in rows] == ["dense", "xattention"]
     assert not (tmp_path / "results" / "fidelity.csv").exists()
@@ -155,24 +162,12 @@ def test_fidelity_run_cut_short_keeps_its_rows(tmp_path, monkeypatch):
 def test_fidelity_rerun_cut_short_in_the_same_folder_keeps_the_earlier_rows_it_had_not_reached(tmp_path, monkeypatch):
     # a rerun into a folder that holds a whole length replaces row by row: stopped after its first row, the folder
     # keeps that new row and the earlier run's rows of the settings it did not reach
-    from vlmsparse.bench import fidelity
-
     monkeypatch.chdir(tmp_path)
-    args = ["fidelity", "--seq-lens", "300", "--core-seq-lens", "--heads-q", "2", "--head-dim", "32", "--height", "8",
-            "--width", "8", "--methods", "dense", "xattention", "--out", str(tmp_path / "run")]
+    args = SMALL_SWEEP + ["--out", str(tmp_path / "run")]
     assert main(args) == 0
     first = list(csv.DictReader((tmp_path / "run" / "fidelity.csv").open()))
     assert len(first) >= 3
-    real = fidelity.evaluate_plan
-    calls = []
-
-    def evaluate_then_stop(*a, **kw):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*a, **kw)
-
-    monkeypatch.setattr(fidelity, "evaluate_plan", evaluate_then_stop)
+    _interrupt_at_row(monkeypatch, 2)
     assert main(args) == 130
     rows = list(csv.DictReader((tmp_path / "run" / "fidelity.csv").open()))
     key = lambda r: (r["setting"], r["tail"])  # noqa: E731
