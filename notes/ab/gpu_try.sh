@@ -58,6 +58,7 @@ ab() {
     --csv "$OUT/tail_ab_quick.csv" \
     > "$OUT/tail_ab_quick.txt" 2>&1
   echo "tail_ab rc=$? [$(( $(date +%s) - T0 )) s]" | tee -a "$OUT/tests.txt"
+  grep -h "^WARNING" "$OUT/tail_ab_quick.txt" | tee -a "$OUT/tests.txt"  # a version that is the tree's own code
   python notes/ab/tail_verdict.py "$OUT/tail_ab_quick.csv" > "$OUT/verdict.txt" 2>&1
   tail -40 "$OUT/verdict.txt"
 }

@@ -34,7 +34,7 @@ from vlmsparse.kernels.plan_lists import SPAN_MIN_REMAINDER
 from vlmsparse.methods import get_method
 
 from tail_parts import seeded_qkv
-from variants import load, package_of
+from variants import load, package_of, same_as_tree
 
 
 DEVICE_TIME = False  # --device-time: device time with the host ahead (bench.common.device_time_ms)
@@ -203,6 +203,10 @@ def main():
         p.error("--rounds takes a whole number of at least 1")
     ROUNDS = args.rounds
     vers = versions(args.tags, diagonal_passes=not (args.quick or args.no_diagonal_passes))
+    for tag in args.tags:
+        if same_as_tree(tag):
+            print(f"WARNING: {tag} is the tree's own kernels package: its A/B against the tree measures nothing "
+                  "(run from a checkout of main, or of the version the tree should be)", flush=True)
     with open(args.csv, "w", newline="") as f:
         writer = Rows(f, fieldnames=["length", "plan", "version", "ms", "ms_tail", "tail_overhead",
                                      "vs_current", "vs_current_tail", "diff", "diff_tail", "rounds",

@@ -11,6 +11,7 @@ The scripts run as ``python notes/ab/<script>.py`` from the repository root (thi
 path).
 """
 
+import ast
 import importlib.util
 import io
 import pathlib
@@ -73,6 +74,27 @@ def load(tag: str, module: str = "pyramid"):
         sys.modules[name] = package
         spec.loader.exec_module(package)
     return importlib.import_module(f"{name}.{module}")
+
+
+def _code(path: pathlib.Path) -> str:
+    """The code of a Python file without its comments and docstrings (its syntax tree, dumped)."""
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) and \
+                isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree)
+
+
+def same_as_tree(tag: str) -> bool:
+    """Whether the materialised version ``tag`` is the tree's own kernels (every ``.py`` of both folders the same
+    code, comments and docstrings aside): an A/B of it against the tree measures nothing (a call run from a checkout
+    of the version's own branch does that)."""
+    folder, tree = VARIANTS / tag, ROOT / KERNELS
+    mine = {f.name: _code(f) for f in folder.glob("*.py")}
+    theirs = {f.name: _code(f) for f in tree.glob("*.py")}
+    return bool(mine) and mine == theirs
 
 
 def package_of(module):
