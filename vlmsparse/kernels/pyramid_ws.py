@@ -20,8 +20,8 @@ Steps, in the order of the plan lists (:mod:`vlmsparse.kernels.plan_lists`): exa
 matmul, logits ``+ log2(count)``), then the blocks that need token masks. Every step is the Triton kernel's step on
 the same operands: the outputs agree to rounding. Tail aggregation (one more key per row, the mean of the keys the
 row skips) is the last step, a narrow one on a ring tile whose first row is the plan row's mean key (the launcher's
-skipped-key means), and it normalises the output as it adds the key; a tail over skipped blocks on the diagonal, which no planner here makes, is left to the Triton
-kernel.
+skipped-key means), and it normalises the output as it adds the key; a tail over skipped blocks on the diagonal,
+which no planner here makes, is left to the Triton kernel.
 
 Persistent schedule: one program per SM, each walking query tiles (a query block of one head) drawn from a
 counter, heavy (late) query blocks first. The producer draws the next tile once it has issued the current tile's
