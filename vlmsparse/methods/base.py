@@ -128,10 +128,13 @@ class Plan:
         return self.compiled
 
     def run(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, sm_scale: float | None = None, **kernel):
-        """The pyramid kernel on this plan: ``pyramid_attention(q, k, v, levels, ...)`` with the compiled lists."""
+        """The pyramid kernel on this plan: ``pyramid_attention(q, k, v, levels, ...)`` with the compiled lists.
+        A plan that runs tail aggregation and has no lists yet leaves them to the kernel's launcher, which makes them
+        in the tail key's launch where it can (:func:`~vlmsparse.kernels.pyramid.plan_and_tail_key`)."""
         from vlmsparse.kernels import pyramid_attention
 
-        return pyramid_attention(q, k, v, self.levels, sm_scale=sm_scale, plan=self.compile(), check_levels=False,
+        plan = None if self.compiled is None and self.runs_tail else self.compile()
+        return pyramid_attention(q, k, v, self.levels, sm_scale=sm_scale, plan=plan, check_levels=False,
                                  diagonal_kept=self.diagonal_kept, pooled=self.pooled, **self.kernel_kwargs(),
                                  **kernel)
 
@@ -358,9 +361,10 @@ class Method:
             levels = self.select(q, k, layout, hm)
             if not self.select_applies_layout_rules:
                 levels = apply_layout_rules(levels, layout)
-        compiled = (
-            compile_plan(levels, lq, lk, cfg.block_m, cfg.block_n, cfg.causal) if triton_can_run(levels.device) else None
-        )
+        # a plan with tail aggregation leaves its lists to the kernel's launcher, which makes them with the tail key
+        # (one launch for both: Plan.run)
+        lists_now = triton_can_run(levels.device) and not (cfg.tail and self.plans_skip())
+        compiled = compile_plan(levels, lq, lk, cfg.block_m, cfg.block_n, cfg.causal) if lists_now else None
         return Plan(
             levels=levels, block_m=cfg.block_m, block_n=cfg.block_n, q_len=lq, k_len=lk, causal=cfg.causal,
             tail=cfg.tail, query_block_visual=layout.query_block_visual, key_block_visual=layout.key_block_visual,
