@@ -92,10 +92,11 @@ WS = CHAINS and ON_HOPPER
 @pytest.mark.skipif(not WS, reason="the warp-specialized kernel needs an sm_90 GPU outside the interpreter")
 @pytest.mark.parametrize("tail", [False, True])
 @pytest.mark.parametrize("prebuilt", [False, True])
-def test_chained_launches_of_the_warp_specialized_kernel_change_no_output(pdl_switch, tail, prebuilt):
+@pytest.mark.parametrize("lists_given", [True, False])  # not given, with tail: made in the tail key's launch
+def test_chained_launches_of_the_warp_specialized_kernel_change_no_output(pdl_switch, tail, prebuilt, lists_given):
     length, block = 1100, 128
     q, k, v, levels = _inputs(length, seed=11 + tail, hq=8, hkv=2, d=128, block=block)
-    plan = compile_plan(levels, length, length, block, block, True)
+    plan = compile_plan(levels, length, length, block, block, True) if lists_given else None
     outs = []
     for enabled in (False, True):
         pdl.ENABLED = enabled
@@ -109,10 +110,11 @@ def test_chained_launches_of_the_warp_specialized_kernel_change_no_output(pdl_sw
 
 
 @pytest.mark.skipif(not CHAINS, reason="chained launches need a CUDA device of compute capability >= 9.0")
-def test_chained_launches_replay_from_a_cuda_graph(pdl_switch):
+@pytest.mark.parametrize("lists_given", [True, False])
+def test_chained_launches_replay_from_a_cuda_graph(pdl_switch, lists_given):
     length, block = 1000, 128
     q, k, v, levels = _inputs(length, seed=3, hq=8, hkv=2, d=128, block=block)
-    plan = compile_plan(levels, length, length, block, block, True)
+    plan = compile_plan(levels, length, length, block, block, True) if lists_given else None
 
     def call():
         return pyramid_attention(q, k, v, levels, tail=True, plan=plan, check_levels=False, diagonal_kept=True)
