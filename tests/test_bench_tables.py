@@ -99,7 +99,9 @@ def test_tail_columns_time_the_same_plan_with_and_without_tail(monkeypatch):
     from vlmsparse.bench.synthetic import video_qkv
     from vlmsparse.methods import get_method
 
-    times = iter([2.0, 2.5, 10.0, 11.0])  # kernel, kernel with tail, whole prefill, whole prefill with tail
+    # kernel (lists given), kernel making its lists, kernel with tail (lists made with the tail key), whole prefill
+    # without and with tail
+    times = iter([2.0, 2.2, 2.5, 10.0, 11.0])
     calls = []
 
     def fake_timer(fn):
@@ -115,9 +117,10 @@ def test_tail_columns_time_the_same_plan_with_and_without_tail(monkeypatch):
     plan = method.plan(q, k, visual)
     assert plan.skips and bool((plan.levels == 0).any()) and not plan.pooled
     row = bench_kernel.tail_columns(method, plan, q, k, v, visual, dense, None)  # binary: no pyramid
-    assert len(calls) == 4
-    assert row["kernel_device_ms"] == 2.0 and row["kernel_tail_device_ms"] == 2.5
-    assert abs(row["tail_overhead_device"] - 0.25) < 1e-12
+    assert len(calls) == 5
+    assert row["kernel_device_ms"] == 2.0 and row["kernel_lists_device_ms"] == 2.2
+    assert row["kernel_tail_device_ms"] == 2.5
+    assert abs(row["tail_overhead_device"] - (2.5 / 2.2 - 1)) < 1e-12
     assert abs(row["total_tail_overhead_device"] - 0.1) < 1e-12
     # the tail gives back part of what the skipped blocks held: its error differs from the plain plan's
     err_plain = bench_kernel.rel_err(plan.run(q, k, v), dense)
