@@ -271,10 +271,13 @@ def test_tail_over_many_tiles_per_program(kind, length):
 
 @hopper
 @pytest.mark.parametrize("kind", ["pooled", "per kv-head", "binary"])
-def test_tail_key_made_with_the_plan_lists(kind):
+def test_tail_key_made_with_the_plan_lists(kind, monkeypatch):
     # given no plan lists, a tailed call on this kernel makes them and the tail key in one launch and chains the
     # attention after it (waiting before its first read): the same bits as the call given the lists, whose tail key
     # has a launch of its own, with the pyramid built in the call or before it, and from call to call
+    from vlmsparse.kernels import pyramid as pyramid_module
+
+    monkeypatch.setattr(pyramid_module, "LISTS_WITH_TAIL_KEY", True)
     torch.manual_seed(40 + len(kind))
     length = 3000
     q, k, v = make_inputs(1, 16, 4, length, length, 128, torch.bfloat16)

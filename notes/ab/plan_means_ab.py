@@ -12,7 +12,8 @@ interleaved, each the least of its rounds), on PSA's plans of the video-like fam
 - ``none``: lists, build, attention (chained to the build), no tail: a planned call without tail;
 - ``tail``: lists, build, the tail key's launch, attention (each chained to the one before): the lists given;
 - ``one``: build, lists and tail key in one launch (chained), attention (chained, waiting before its first read):
-  a planned call with tail, which leaves its lists to the launcher (``Plan.run``);
+  a planned call with tail, which leaves its lists to the launcher (``Plan.run``), with
+  ``pyramid.LISTS_WITH_TAIL_KEY`` on;
 - ``one-unchained``: the same with no launch chained.
 
 Prints the time of ``none`` and the overhead of each tailed chain against it, and whether the tailed chains' outputs
@@ -34,6 +35,7 @@ from vlmsparse.bench.kernel import VIDEO_GRIDS
 from vlmsparse.bench.pareto import FAMILIES
 from vlmsparse.bench.synthetic import video_qkv
 from vlmsparse.kernels import compile_plan, pdl, pyramid_attention
+from vlmsparse.kernels import pyramid as pyramid_module
 from vlmsparse.methods import get_method
 
 
@@ -50,12 +52,16 @@ def chains(q, k, v, levels):
         return pyramid_attention(q, k, v, levels, plan=plan, tail=True, **kw)
 
     def one():
-        return pyramid_attention(q, k, v, levels, tail=True, **kw)
+        pyramid_module.LISTS_WITH_TAIL_KEY = True
+        try:
+            return pyramid_attention(q, k, v, levels, tail=True, **kw)
+        finally:
+            pyramid_module.LISTS_WITH_TAIL_KEY = False
 
     def one_unchained():
         pdl.ENABLED = False
         try:
-            return pyramid_attention(q, k, v, levels, tail=True, **kw)
+            return one()
         finally:
             pdl.ENABLED = True
 
