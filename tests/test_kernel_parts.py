@@ -236,8 +236,9 @@ def test_skipped_key_sums_match_definition(lq, lk, bm, bn, causal, form, monkeyp
                                                     (1, 6, 2, 50, 90, False), (1, 8, 2, 2100, 2100, True)])
 @pytest.mark.parametrize("form", [None, (32, 32, 64, 4, "ieee")])
 def test_plan_lists_and_tail_key_in_one_launch(b, hm, hkv, lq, lk, causal, form, monkeypatch):
-    # the plan lists and the tail key made in one launch are those of their own launches, bit for bit: per kv-head
-    # and per query head plans, a ragged last block, one and several programs of means a kv-head, both forms
+    # the plan lists and the tail key made in one launch are those of their own launches, bit for bit here (the
+    # key's programs take a smaller form than its own launch's; the same float32 sums): per kv-head and per query head
+    # plans, a ragged last block, one and several programs of means a kv-head, both forms of the key's own launch
     from vlmsparse.kernels import pyramid as kernel_module
     from vlmsparse.kernels.pyramid import plan_and_tail_key, skipped_key_sums
 

@@ -16,8 +16,8 @@ interleaved, each the least of its rounds), on PSA's plans of the video-like fam
   ``pyramid.LISTS_WITH_TAIL_KEY`` on;
 - ``one-unchained``: the same with no launch chained.
 
-Prints the time of ``none`` and the overhead of each tailed chain against it, and whether the tailed chains' outputs
-are the same bits (the same lists and key, so they should be).
+Prints the time of ``none`` and the overhead of each tailed chain against it, and how far the one launch's output is
+from the tail's (the same lists; the key's float32 sums in another program form, so within its bfloat16 rounding).
 
 Run on a GPU from the repository root: python notes/ab/plan_means_ab.py [--lengths 8192 32768] [--rounds 3]
 """
@@ -98,16 +98,17 @@ def main():
                         for name, fn in calls.items():
                             rounds[name].append(device_time_ms(fn))
                     t = {name: min(r) for name, r in rounds.items()}
-                    same = all(torch.equal(outs[name], outs["tail"]) for name in ("one", "one-unchained"))
+                    diff = max(((outs[n] - outs["tail"]).norm() / outs["tail"].norm()).item()
+                               for n in ("one", "one-unchained"))
                     row = dict(date=datetime.date.today().isoformat(), device=dev, torch=torch.__version__,
                                triton=triton.__version__, length=q.shape[2], family=family, seed=seed, preset=preset,
                                rounds=args.rounds, ms_none=t["none"], ms_tail=t["tail"], ms_one=t["one"],
                                ms_one_unchained=t["one-unchained"], over_tail=t["tail"] / t["none"] - 1,
                                over_one=t["one"] / t["none"] - 1,
-                               over_one_unchained=t["one-unchained"] / t["none"] - 1, same_bits=same)
+                               over_one_unchained=t["one-unchained"] / t["none"] - 1, diff_one=diff)
                     print(f"L={q.shape[2]} {preset:14s} {family:8s} s{seed}: none {t['none']:.4f} ms, tail "
                           f"{row['over_tail']:+.1%}, one launch {row['over_one']:+.1%}, unchained "
-                          f"{row['over_one_unchained']:+.1%}; same bits {same}", flush=True)
+                          f"{row['over_one_unchained']:+.1%}; output {diff:.1e} from the tail's", flush=True)
                     if out:
                         if writer is None:
                             writer = csv.DictWriter(out, fieldnames=list(row))

@@ -678,6 +678,11 @@ def skipped_key_sums(
 #: key's own launch, as before). Off until it has run on a GPU: checked here under the interpreter and compiled for
 #: sm_90 only (notes/kernel.md; notes/ab/plan_means_ab.py times both).
 LISTS_WITH_TAIL_KEY: bool = False
+#: The tail key's programs in :func:`plan_and_tail_key`: at most this many rows and columns each (the key's own launch
+#: takes 32-64 x 64). Compiled for sm_90 (triton 3.6, 8k tokens' 128-entry rows): 16 x 32 takes 72 registers a thread
+#: and 10 KB of shared memory (64 x 64: 252 and 24 KB; the lists' kernel alone 47 and none).
+LISTS_KEY_ROWS = 16
+LISTS_KEY_COLUMNS = 32
 
 
 def plan_and_tail_key(
@@ -685,8 +690,9 @@ def plan_and_tail_key(
     dtype: torch.dtype, *, chained: bool = False, release: bool = False,
 ) -> tuple[CompiledPlan, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """:func:`~vlmsparse.kernels.plan_lists.compile_plan` and :func:`skipped_key_sums` with ``means=dtype`` in one
-    launch: the same lists and the same tail key, bit for bit. A planned call with tail aggregation then runs as many
-    launches as one without it. ``chained``: the launch right before this one on the stream built ``pyramid``
+    launch: the same lists, and the same tail key (float32 sums of the same blocks, by programs of
+    :data:`LISTS_KEY_ROWS` x :data:`LISTS_KEY_COLUMNS`; bit for bit under the interpreter). A planned call with tail
+    aggregation then runs as many launches as one without it. ``chained``: the launch right before this one on the stream built ``pyramid``
     (its programs that read the block sums wait for it); ``release``: the attention launch after this one may start
     before it ends (it must wait before its first read: the warp-specialized kernel's ``pdl=3``). Both are ignored
     where :func:`~vlmsparse.kernels.pdl.pdl_ok` says no."""
@@ -702,6 +708,9 @@ def plan_and_tail_key(
     mean_v = torch.empty_like(mean_k)
     count = torch.empty(rows, device=device, dtype=torch.float32)
     r, c, w, warps, precision = SUMS_FORM or sums_form(rows_per_kv_head, n_kb)
+    # the key's programs in a smaller form than its own launch's: registers are the launch's, list programs' too,
+    # and the key's 64 x 64 form would take 252 a thread (the lists' kernel alone 47), two list programs an SM
+    r, w = min(r, LISTS_KEY_ROWS), min(w, LISTS_KEY_COLUMNS)
     n_r, n_c = cdiv(rows_per_kv_head, r), cdiv(2 * d, w)
     pdl = pdl_ok(device)
     chained = chained and pdl
