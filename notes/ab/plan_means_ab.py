@@ -39,9 +39,12 @@ from vlmsparse.kernels import pyramid as pyramid_module
 from vlmsparse.methods import get_method
 
 
-def chains(q, k, v, levels):
+def chains(q, k, v, levels, key_forms=((16, 32),)):
+    """The chains to time: ``none``, ``tail``, then ``one`` for each key form (rows x columns of the key's programs,
+    ``one`` alone for the package's default, ``one RxW`` for others) and ``one-unchained`` in the first form."""
     lq, lk = q.shape[2], k.shape[2]
     kw = dict(check_levels=False, diagonal_kept=True, pooled=True)
+    default = (pyramid_module.LISTS_KEY_ROWS, pyramid_module.LISTS_KEY_COLUMNS)
 
     def none():
         plan = compile_plan(levels, lq, lk, 128, 128, True)
@@ -51,21 +54,31 @@ def chains(q, k, v, levels):
         plan = compile_plan(levels, lq, lk, 128, 128, True)
         return pyramid_attention(q, k, v, levels, plan=plan, tail=True, **kw)
 
-    def one():
-        pyramid_module.LISTS_WITH_TAIL_KEY = True
-        try:
-            return pyramid_attention(q, k, v, levels, tail=True, **kw)
-        finally:
-            pyramid_module.LISTS_WITH_TAIL_KEY = False
+    def one(form):
+        def call():
+            pyramid_module.LISTS_WITH_TAIL_KEY = True
+            pyramid_module.LISTS_KEY_ROWS, pyramid_module.LISTS_KEY_COLUMNS = form
+            try:
+                return pyramid_attention(q, k, v, levels, tail=True, **kw)
+            finally:
+                pyramid_module.LISTS_WITH_TAIL_KEY = False
+                pyramid_module.LISTS_KEY_ROWS, pyramid_module.LISTS_KEY_COLUMNS = default
+        return call
 
-    def one_unchained():
-        pdl.ENABLED = False
-        try:
-            return one()
-        finally:
-            pdl.ENABLED = True
+    def unchained(fn):
+        def call():
+            pdl.ENABLED = False
+            try:
+                return fn()
+            finally:
+                pdl.ENABLED = True
+        return call
 
-    return {"none": none, "tail": tail, "one": one, "one-unchained": one_unchained}
+    out = {"none": none, "tail": tail}
+    for i, form in enumerate(key_forms):
+        out["one" if tuple(form) == default else f"one {form[0]}x{form[1]}"] = one(tuple(form))
+    out["one-unchained"] = unchained(one(tuple(key_forms[0])))
+    return out
 
 
 def main():
@@ -75,8 +88,15 @@ def main():
     ap.add_argument("--presets", nargs="+", default=["videomme-0.65", "default"])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--key-forms", nargs="+", default=["16x32"], metavar="RxW",
+                    help="forms of the tail key's programs in the one launch (rows x columns), e.g. 16x32 16x64 32x16")
     ap.add_argument("--csv", default=None)
     args = ap.parse_args()
+    try:
+        key_forms = [tuple(int(x) for x in f.split("x")) for f in args.key_forms]
+        assert all(len(f) == 2 and f[0] in (16, 32, 64) and f[1] in (16, 32, 64) for f in key_forms)
+    except (ValueError, AssertionError):
+        ap.error("--key-forms takes RxW with R and W among 16, 32 and 64, e.g. 16x32")
     dev = torch.cuda.get_device_name()
     print(dev, "torch", torch.__version__, "triton", triton.__version__, flush=True)
     out = open(args.csv, "a", newline="") if args.csv else None
@@ -90,7 +110,7 @@ def main():
                 for preset in args.presets:
                     kw = {} if preset == "default" else {"preset": preset}
                     levels = get_method("psa", **kw).plan(q, k, visual).levels
-                    calls = chains(q, k, v, levels)
+                    calls = chains(q, k, v, levels, key_forms)
                     outs = {name: fn().float() for name, fn in calls.items()}
                     torch.cuda.synchronize()
                     rounds = {name: [] for name in calls}
@@ -98,17 +118,19 @@ def main():
                         for name, fn in calls.items():
                             rounds[name].append(device_time_ms(fn))
                     t = {name: min(r) for name, r in rounds.items()}
-                    diff = max(((outs[n] - outs["tail"]).norm() / outs["tail"].norm()).item()
-                               for n in ("one", "one-unchained"))
+                    tailed = [n for n in calls if n not in ("none", "tail")]
+                    diff = max(((outs[n] - outs["tail"]).norm() / outs["tail"].norm()).item() for n in tailed)
                     row = dict(date=datetime.date.today().isoformat(), device=dev, torch=torch.__version__,
                                triton=triton.__version__, length=q.shape[2], family=family, seed=seed, preset=preset,
-                               rounds=args.rounds, ms_none=t["none"], ms_tail=t["tail"], ms_one=t["one"],
-                               ms_one_unchained=t["one-unchained"], over_tail=t["tail"] / t["none"] - 1,
-                               over_one=t["one"] / t["none"] - 1,
-                               over_one_unchained=t["one-unchained"] / t["none"] - 1, diff_one=diff)
-                    print(f"L={q.shape[2]} {preset:14s} {family:8s} s{seed}: none {t['none']:.4f} ms, tail "
-                          f"{row['over_tail']:+.1%}, one launch {row['over_one']:+.1%}, unchained "
-                          f"{row['over_one_unchained']:+.1%}; output {diff:.1e} from the tail's", flush=True)
+                               rounds=args.rounds)
+                    for n in calls:
+                        row["ms_" + n.replace(" ", "_").replace("-", "_")] = t[n]
+                    for n in ["tail"] + tailed:
+                        row["over_" + n.replace(" ", "_").replace("-", "_")] = t[n] / t["none"] - 1
+                    row["diff_one"] = diff
+                    overs = ", ".join(f"{n} {t[n] / t['none'] - 1:+.1%}" for n in ["tail"] + tailed)
+                    print(f"L={q.shape[2]} {preset:14s} {family:8s} s{seed}: none {t['none']:.4f} ms; {overs}; "
+                          f"one launch's output at most {diff:.1e} from the tail's", flush=True)
                     if out:
                         if writer is None:
                             writer = csv.DictWriter(out, fieldnames=list(row))
