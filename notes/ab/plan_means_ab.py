@@ -75,7 +75,7 @@ def chains(q, k, v, levels, key_forms=((16, 32),)):
         return call
 
     out = {"none": none, "tail": tail}
-    for i, form in enumerate(key_forms):
+    for form in key_forms:
         out["one" if tuple(form) == default else f"one {form[0]}x{form[1]}"] = one(tuple(form))
     out["one-unchained"] = unchained(one(tuple(key_forms[0])))
     return out

@@ -692,10 +692,10 @@ def plan_and_tail_key(
     """:func:`~vlmsparse.kernels.plan_lists.compile_plan` and :func:`skipped_key_sums` with ``means=dtype`` in one
     launch: the same lists, and the same tail key (float32 sums of the same blocks, by programs of
     :data:`LISTS_KEY_ROWS` x :data:`LISTS_KEY_COLUMNS`; bit for bit under the interpreter). A planned call with tail
-    aggregation then runs as many launches as one without it. ``chained``: the launch right before this one on the stream built ``pyramid``
-    (its programs that read the block sums wait for it); ``release``: the attention launch after this one may start
-    before it ends (it must wait before its first read: the warp-specialized kernel's ``pdl=3``). Both are ignored
-    where :func:`~vlmsparse.kernels.pdl.pdl_ok` says no."""
+    aggregation then runs as many launches as one without it. ``chained``: the launch right before this one on the
+    stream built ``pyramid`` (its programs that read the block sums wait for it); ``release``: the attention launch
+    after this one may start before it ends (it must wait before its first read: the warp-specialized kernel's
+    ``pdl=3``). Both are ignored where :func:`~vlmsparse.kernels.pdl.pdl_ok` says no."""
     b, hm, n_qb, n_kb = levels.shape
     hkv, width = pyramid.block_sums.shape[1], pyramid.block_sums.shape[3]
     d = (width - 1) // 2

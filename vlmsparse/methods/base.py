@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from vlmsparse.kernels import pyramid as pyramid_kernel
 from vlmsparse.kernels.blocks import INVISIBLE, PARTIAL, VALID_BLOCK_SIZES, block_classes, cdiv
 from vlmsparse.kernels.plan_lists import CompiledPlan, compile_plan
 from vlmsparse.kernels.validation import triton_can_run
@@ -361,9 +362,10 @@ class Method:
             levels = self.select(q, k, layout, hm)
             if not self.select_applies_layout_rules:
                 levels = apply_layout_rules(levels, layout)
-        # a plan with tail aggregation leaves its lists to the kernel's launcher, which makes them with the tail key
-        # (one launch for both: Plan.run)
-        lists_now = triton_can_run(levels.device) and not (cfg.tail and self.plans_skip())
+        # a plan with tail aggregation leaves its lists to the kernel's launcher where that makes them with the tail
+        # key (one launch for both: Plan.run); elsewhere they are made once, here
+        with_key = cfg.tail and self.plans_skip() and pyramid_kernel.LISTS_WITH_TAIL_KEY
+        lists_now = triton_can_run(levels.device) and not with_key
         compiled = compile_plan(levels, lq, lk, cfg.block_m, cfg.block_n, cfg.causal) if lists_now else None
         return Plan(
             levels=levels, block_m=cfg.block_m, block_n=cfg.block_n, q_len=lq, k_len=lk, causal=cfg.causal,
