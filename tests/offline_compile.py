@@ -29,7 +29,6 @@ def compiled_sizes(call: str, configs: list[tuple]) -> list[tuple[int, int]]:
 #: flags, ``pyramid.compile_for``: under the interpreter it is launched with float32 products).
 CAPTURED = {"antidiagonal:_split_reduce_kernel", "antidiagonal:_split_tiles_kernel", "block_stats:_block_stats_kernel",
             "kv_pyramid:_pool_kernel", "plan_lists:_plan_lists_kernel", "pyramid:_skipped_sums_kernel",
-            "pyramid:_lists_and_tail_key_kernel",
             "segment_attention:_segment_attention_fwd", "select_levels:_select_levels_kernel"}
 _DTYPES = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32", "float64": "fp64", "int32": "i32",
            "int64": "i64", "int8": "i8", "int16": "i16", "uint8": "u8", "bool": "i1"}
@@ -98,7 +97,7 @@ def capture(path: str) -> None:
     from vlmsparse.kernels import build_kv_pyramid, plan_shape
     from vlmsparse.kernels.antidiagonal import antidiagonal_block_scores_triton
     from vlmsparse.kernels.block_stats import block_stats_triton
-    from vlmsparse.kernels.pyramid import plan_and_tail_key, skipped_key_sums
+    from vlmsparse.kernels.pyramid import skipped_key_sums
     from vlmsparse.kernels.segment_attention import segment_attention
     from vlmsparse.kernels.select_levels import cumulative_levels_triton
     from vlmsparse.methods import get_method
@@ -119,7 +118,6 @@ def capture(path: str) -> None:
     pyramid = build_kv_pyramid(k, v, tail=True, block_n=128)
     skipped_key_sums(levels, pyramid, length, length, 128, 128, True)
     skipped_key_sums(levels, pyramid, length, length, 128, 128, True, means=dtype)
-    plan_and_tail_key(levels, pyramid, length, length, 128, 128, True, dtype)
     from vlmsparse.kernels import pyramid as pyramid_module
 
     pyramid_module.SUMS_FORM = pyramid_module.sums_form(256, 256)  # the 32-row form of long plans

@@ -99,8 +99,8 @@ def test_tail_columns_time_the_same_plan_with_and_without_tail(monkeypatch):
     from vlmsparse.bench.synthetic import video_qkv
     from vlmsparse.methods import get_method
 
-    # kernel (lists given), kernel making its lists, kernel with tail (lists made with the tail key), whole prefill
-    # without and with tail
+    # kernel (lists given), kernel making its lists, kernel with tail making its lists, whole prefill without and
+    # with tail
     times = iter([2.0, 2.2, 2.5, 10.0, 11.0])
     calls = []
 

@@ -232,36 +232,6 @@ def test_skipped_key_sums_match_definition(lq, lk, bm, bn, causal, form, monkeyp
         assert (mean_k[n == 0] == 0).all() and (n == 0).any()
 
 
-@pytest.mark.parametrize("b,hm,hkv,lq,lk,causal", [(2, 4, 2, 1200, 1300, True), (1, 2, 2, 300, 300, True),
-                                                    (1, 6, 2, 50, 90, False), (1, 8, 2, 2100, 2100, True)])
-@pytest.mark.parametrize("form", [None, (32, 32, 64, 4, "ieee")])
-def test_plan_lists_and_tail_key_in_one_launch(b, hm, hkv, lq, lk, causal, form, monkeypatch):
-    # the plan lists and the tail key made in one launch are those of their own launches, bit for bit here (the
-    # key's programs take a smaller form than its own launch's; the same float32 sums): per kv-head and per query head
-    # plans, a ragged last block, one and several programs of means a kv-head, both forms of the key's own launch
-    from vlmsparse.kernels import pyramid as kernel_module
-    from vlmsparse.kernels.pyramid import plan_and_tail_key, skipped_key_sums
-
-    if os.environ.get("TRITON_INTERPRET") != "1" and DEVICE == "cpu":
-        pytest.skip("a Triton launch: the interpreter or a GPU")
-    monkeypatch.setattr(kernel_module, "SUMS_FORM", form)
-    torch.manual_seed(lq + hm)
-    bm = bn = 128 if lq >= 1000 else 16
-    k = torch.randn(b, hkv, lk, 32, device=DEVICE) + 2.0
-    v = torch.randn(b, hkv, lk, 32, device=DEVICE)
-    levels = torch.randint(0, 5, plan_shape(b, hm, lq, lk, bm, bn), device=DEVICE).to(torch.int8)
-    levels = torch.where(levels == 3, torch.full_like(levels, 8), levels)
-    pyr = build_kv_pyramid(k, v, tail=True, block_n=bn)
-    plan, (mean_k, mean_v, count) = plan_and_tail_key(levels, pyr, lq, lk, bm, bn, causal, torch.bfloat16)
-    want = compile_plan(levels, lq, lk, bm, bn, causal)
-    assert torch.equal(plan.cat_offsets, want.cat_offsets) and plan.plan_heads == hm
-    listed = torch.arange(levels.shape[-1], device=DEVICE)[None, :] < want.cat_offsets[:, -1:]
-    assert torch.equal(plan.block_idx[listed], want.block_idx[listed])
-    want_k, want_v, want_n = skipped_key_sums(levels, pyr, lq, lk, bm, bn, causal, means=torch.bfloat16)
-    assert (want_n > 0).any() and (want_n == 0).any()
-    assert torch.equal(mean_k, want_k) and torch.equal(mean_v, want_v) and torch.equal(count, want_n)
-
-
 def test_triton_kernel_compiles_for_ampere_and_hopper_with_this_triton():
     # no GPU needed: a GPU user of the installed Triton would meet any change of its API in the kernel first
     configs = [(90, True, True, True, 2), (90, True, False, True, 1), (80, False, True, True, 0),

@@ -50,7 +50,7 @@ no_gluon = pytest.mark.skipif(pyramid_ws.gluon is None, reason="this Triton has 
 def test_compiles_for_sm90_with_this_triton():
     # no GPU needed: Gluon's API moves from Triton version to version (thread_barrier became barrier, and
     # async_copy_global_to_shared async_load, in 3.9), and a Hopper user of this Triton would meet any break first
-    configs = [(True, True, 2), (True, False, 1), (False, False, 0), (False, True, 2), (True, True, 3)]
+    configs = [(True, True, 2), (True, False, 1), (False, False, 0), (False, True, 2)]
     for cubin, shared in compiled_sizes("pyramid_ws.compile_for_sm90(*c)", configs):
         assert cubin > 10_000
         assert 160_000 < shared <= MAX_SHARED[90]
@@ -267,37 +267,6 @@ def test_tail_over_many_tiles_per_program(kind, length):
     dense = pyramid_attention_ref(q, k, v, torch.ones_like(levels))
     no_tail = pyramid_attention(q, k, v, levels, kernel="ws")
     assert rel_err(out, dense) < rel_err(no_tail, dense)
-
-
-@hopper
-@pytest.mark.parametrize("kind", ["pooled", "per kv-head", "binary"])
-def test_tail_key_made_with_the_plan_lists(kind, monkeypatch):
-    # given no plan lists, a tailed call on this kernel makes them and the tail key in one launch and chains the
-    # attention after it (waiting before its first read): the output of the call given the lists, whose tail key
-    # has a launch of its own, with the pyramid built in the call or before it, the same bits from call to call
-    from vlmsparse.kernels import pyramid as pyramid_module
-
-    monkeypatch.setattr(pyramid_module, "LISTS_WITH_TAIL_KEY", True)
-    torch.manual_seed(40 + len(kind))
-    length = 3000
-    q, k, v = make_inputs(1, 16, 4, length, length, 128, torch.bfloat16)
-    hm = 4 if kind == "per kv-head" else 16
-    choices = (0, 0, 1) if kind == "binary" else (0, 0, 0, 1, 2, 4, 8)
-    levels = kept_diagonal(random_levels(1, hm, length, length, 128, 128, choices=choices), length, length)
-    plan = compile_plan(levels, length, length, 128, 128, True)
-    kw = dict(tail=True, diagonal_kept=True, check_levels=False, pooled=kind != "binary", kernel="ws")
-    ref = pyramid_attention_ref(q, k, v, levels, tail=True)
-    first = None
-    for pyr in (None, build_kv_pyramid(k, v, tail=True, block_n=128)):
-        given = pyramid_attention(q, k, v, levels, pyramid=pyr, plan=plan, **kw)
-        outs = [pyramid_attention(q, k, v, levels, pyramid=pyr, **kw) for _ in range(4)]
-        assert rel_err(outs[0], ref) < TOL[q.dtype]
-        # the key's programs take another form than its own launch's: float32 sums of the same blocks, so the same
-        # output within the rounding of the key to bfloat16, and the same bits from call to call
-        assert rel_err(outs[0], given) < 2e-3
-        assert all(torch.equal(out, outs[0]) for out in outs)
-        first = given if first is None else first
-        assert torch.equal(given, first)
 
 
 @hopper

@@ -412,38 +412,6 @@ def test_plan_is_compiled_once_and_runs_the_kernel():
         pyramid_attention(q, k, v, plan.levels, block_m=32, block_n=32, plan=other.compiled)
 
 
-def test_plan_with_tail_leaves_its_lists_to_the_launcher(monkeypatch):
-    """With the lists made in the tail key's launch switched on, a plan that runs tail aggregation has no lists from
-    the planner: the kernel's launcher makes them, with the tail key in one launch where it can (the
-    warp-specialized kernel), else before its own launches; the output is the same as the kernel's called on the
-    levels. Switched off, the planner makes them once, as for a plan without tail."""
-    import os
-
-    from vlmsparse.kernels import pyramid as pyramid_module
-    from vlmsparse.kernels import pyramid_attention
-    from vlmsparse.methods import get_method
-
-    if os.environ.get("TRITON_INTERPRET") != "1":
-        pytest.skip("the compiled lists are made where the Triton kernel runs")
-    torch.manual_seed(3)
-    q = torch.randn(1, 4, 96, 32)
-    k = torch.randn(1, 2, 96, 32)
-    v = torch.randn(1, 2, 96, 32)
-    kw = dict(block_m=16, block_n=16, stride=4, thresholds=(0.3, 0.4, 0.5, 0.6))
-    monkeypatch.setattr(pyramid_module, "LISTS_WITH_TAIL_KEY", False)
-    assert get_method("psa", tail=True, **kw).plan(q, k, None).compiled is not None
-    monkeypatch.setattr(pyramid_module, "LISTS_WITH_TAIL_KEY", True)
-    plan = get_method("psa", tail=True, **kw).plan(q, k, None)
-    assert plan.runs_tail and plan.compiled is None
-    out = plan.run(q, k, v)
-    assert plan.compiled is None  # made for the call, not kept: the next call's launcher makes them again
-    ref = pyramid_attention(q, k, v, plan.levels, block_m=16, block_n=16, tail=True)
-    assert torch.equal(out, ref)
-    no_tail = get_method("psa", **kw).plan(q, k, None)
-    assert not no_tail.runs_tail and no_tail.compiled is not None
-    assert torch.equal(no_tail.levels, plan.levels)
-
-
 def test_lone_level2_blocks_are_kept_exact():
     from vlmsparse.methods.psa import lone_level2_exact
 

@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from vlmsparse.kernels import build_kv_pyramid, compile_plan, pdl, pyramid_attention
-from vlmsparse.kernels import pyramid as pyramid_module
 from vlmsparse.kernels.reference import pyramid_attention_ref
 
 from test_kernel_ws import ON_HOPPER
@@ -93,13 +92,10 @@ WS = CHAINS and ON_HOPPER
 @pytest.mark.skipif(not WS, reason="the warp-specialized kernel needs an sm_90 GPU outside the interpreter")
 @pytest.mark.parametrize("tail", [False, True])
 @pytest.mark.parametrize("prebuilt", [False, True])
-@pytest.mark.parametrize("lists_given", [True, False])  # not given, with tail: made in the tail key's launch
-def test_chained_launches_of_the_warp_specialized_kernel_change_no_output(pdl_switch, tail, prebuilt, lists_given,
-                                                                         monkeypatch):
-    monkeypatch.setattr(pyramid_module, "LISTS_WITH_TAIL_KEY", True)
+def test_chained_launches_of_the_warp_specialized_kernel_change_no_output(pdl_switch, tail, prebuilt):
     length, block = 1100, 128
     q, k, v, levels = _inputs(length, seed=11 + tail, hq=8, hkv=2, d=128, block=block)
-    plan = compile_plan(levels, length, length, block, block, True) if lists_given else None
+    plan = compile_plan(levels, length, length, block, block, True)
     outs = []
     for enabled in (False, True):
         pdl.ENABLED = enabled
@@ -113,12 +109,10 @@ def test_chained_launches_of_the_warp_specialized_kernel_change_no_output(pdl_sw
 
 
 @pytest.mark.skipif(not CHAINS, reason="chained launches need a CUDA device of compute capability >= 9.0")
-@pytest.mark.parametrize("lists_given", [True, False])
-def test_chained_launches_replay_from_a_cuda_graph(pdl_switch, lists_given, monkeypatch):
-    monkeypatch.setattr(pyramid_module, "LISTS_WITH_TAIL_KEY", True)
+def test_chained_launches_replay_from_a_cuda_graph(pdl_switch):
     length, block = 1000, 128
     q, k, v, levels = _inputs(length, seed=3, hq=8, hkv=2, d=128, block=block)
-    plan = compile_plan(levels, length, length, block, block, True) if lists_given else None
+    plan = compile_plan(levels, length, length, block, block, True)
 
     def call():
         return pyramid_attention(q, k, v, levels, tail=True, plan=plan, check_levels=False, diagonal_kept=True)

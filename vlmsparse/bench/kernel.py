@@ -343,27 +343,26 @@ def _prefill(method, q, k, v, visual):
 
 def tail_columns(method, plan, q, k, v, visual, dense_out, pyr) -> dict:
     """The same plan (made without tail; ``pyr`` its prebuilt pyramid, or None for a binary one) run with tail
-    aggregation (``tail=True``) against without, on a prebuilt pyramid, as a planned call runs each: a plan with tail
-    comes without lists, and the launcher makes them in the tail key's launch (``kernel_tail_device_ms``), a plan
-    without tail with the lists the planner made; for the tail's overhead (``tail_overhead_device``) the call
-    without tail makes its lists too (``kernel_lists_device_ms``), so both sides do the same work but the tail's.
-    ``kernel_device_ms``: the plan's kernel with its lists given. The whole prefill's (planner, pyramid build, lists,
-    tail key and kernel, the method with and without ``tail``: ``total_tail_device_ms``,
-    ``total_tail_overhead_device``) and the error with tail (``rel_err_vs_dense_tail``). NaN where the planner never
-    skips a block (``Plan.skips`` false, as PSA's default): such a plan runs without tail whatever it asks, the tail
-    having nothing to add."""
+    aggregation (``tail=True``) against without, on a prebuilt pyramid, each making its plan lists in the call, as
+    a planned call makes them: ``kernel_tail_device_ms`` (lists, the tail key's launch, the kernel) against
+    ``kernel_lists_device_ms`` (lists, the kernel), so both sides do the same work but the tail's
+    (``tail_overhead_device``). ``kernel_device_ms``: the plan's kernel with its lists given. The whole prefill's
+    (planner, pyramid build, lists, tail key and kernel, the method with and without ``tail``:
+    ``total_tail_device_ms``, ``total_tail_overhead_device``) and the error with tail (``rel_err_vs_dense_tail``).
+    NaN where the planner never skips a block (``Plan.skips`` false, as PSA's default): such a plan runs without
+    tail whatever it asks, the tail having nothing to add."""
     nan = float("nan")
     t_plain = device_time_ms(lambda: plan.run(q, k, v, pyramid=pyr))
     out = dict(kernel_device_ms=t_plain, kernel_lists_device_ms=nan, kernel_tail_device_ms=nan,
                tail_overhead_device=nan, total_tail_device_ms=nan, total_tail_overhead_device=nan,
                rel_err_vs_dense_tail=nan)
-    tplan = replace(plan, tail=True, compiled=None)  # as a planner with tail hands it over: no lists
+    tplan = replace(plan, tail=True)
     if not tplan.runs_tail:
         return out
     kw = dict(check_levels=False, diagonal_kept=plan.diagonal_kept, pooled=plan.pooled, **plan.kernel_kwargs())
     t_lists = device_time_ms(lambda: pyramid_attention(q, k, v, plan.levels, pyramid=pyr, **kw))
     pyr_t = build_kv_pyramid(k, v, tail=True, block_n=plan.block_n, pooled=plan.pooled)
-    t_tail = device_time_ms(lambda: tplan.run(q, k, v, pyramid=pyr_t))
+    t_tail = device_time_ms(lambda: pyramid_attention(q, k, v, plan.levels, pyramid=pyr_t, **{**kw, "tail": True}))
     methods = {t: type(method)(replace(method.config, tail=t)) for t in (False, True)}
     totals = {t: device_time_ms(functools.partial(_prefill, methods[t], q, k, v, visual)) for t in (False, True)}
     out.update(kernel_lists_device_ms=t_lists, kernel_tail_device_ms=t_tail, tail_overhead_device=t_tail / t_lists - 1,

@@ -21,7 +21,7 @@ import triton.language as tl
 from .blocks import INVISIBLE, PARTIAL, block_classes, cdiv
 from .kv_pyramid import KVPyramid, build_kv_pyramid
 from .pdl import pdl_ok, release_dependents, wait_for_prior
-from .plan_lists import N_CATEGORIES, SPAN_MIN_REMAINDER, CompiledPlan, _plan_lists_kernel, compile_plan
+from .plan_lists import CompiledPlan, compile_plan
 from .pyramid_ws import pyramid_attention_ws, ws_supported
 from .validation import (
     check_attention_args,
@@ -535,20 +535,24 @@ def _skip_mask(Levels, row, r_ok, first_row, kb, kb_ok, n_kb, q_len, k_len, CAUS
 
 
 @triton.jit
-def _skipped_sums_part(r_blk, c_blk, bkv, Levels, Sums, Out, MeanK, MeanV, Count, n_qb, n_kb, rows_per_kv_head, q_len,
-                       k_len, width, head_dim, CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                       R: tl.constexpr, C: tl.constexpr, W: tl.constexpr, MEANS: tl.constexpr,
-                       PRECISION: tl.constexpr):
-    """Rows block ``r_blk`` (``R`` rows) x columns block ``c_blk`` (``W``) of :func:`skipped_key_sums` for the
-    (batch, kv-head) ``bkv``: the 0/1 mask of wholly visible skipped blocks (from ``levels`` and the block
-    geometry) times the block sums, ``C`` blocks a step. ``MEANS``: the tail key itself instead, the key and value
-    means (``MeanK``, ``MeanV``, ``[rows, head_dim]`` in their dtype; zeros where nothing is skipped) and the count
-    (``Count``, float32); else the sums into ``Out``. ``PRECISION``: the products' (``"ieee"`` float32, or
-    ``"tf32x3"`` three tf32 products on tensor cores)."""
-    rows = r_blk * R + tl.arange(0, R)  # plan rows of this kv-head: (query head in group, query block)
+def _skipped_sums_kernel(Levels, Sums, Out, MeanK, MeanV, Count, n_qb, n_kb, rows_per_kv_head, q_len, k_len, width,
+                         head_dim, CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                         R: tl.constexpr, C: tl.constexpr, W: tl.constexpr, MEANS: tl.constexpr,
+                         CHAINED: tl.constexpr, RELEASE: tl.constexpr, PRECISION: tl.constexpr = "ieee"):
+    """Rows ``R`` x columns ``W`` of :func:`skipped_key_sums` for one (batch, kv-head): the 0/1 mask of wholly
+    visible skipped blocks (from ``levels`` and the block geometry) times the block sums, ``C`` blocks a step.
+    ``MEANS``: the tail key itself instead, the key and value means (``MeanK``, ``MeanV``, ``[rows, head_dim]``
+    in their dtype; zeros where nothing is skipped) and the count (``Count``, float32); else the sums into ``Out``.
+    ``CHAINED``: launched right after the pyramid's launch, which it waits for; ``RELEASE``: the attention launch
+    after this one may start at once (:mod:`vlmsparse.kernels.pdl`). ``PRECISION``: the products' (``"ieee"``
+    float32, or ``"tf32x3"`` three tf32 products on tensor cores)."""
+    release_dependents(RELEASE)
+    wait_for_prior(CHAINED)
+    bkv = tl.program_id(2)
+    rows = tl.program_id(0) * R + tl.arange(0, R)  # plan rows of this kv-head: (query head in group, query block)
     r_ok = rows < rows_per_kv_head
     first_row = (rows % n_qb) * BLOCK_M
-    cols = c_blk * W + tl.arange(0, W)
+    cols = tl.program_id(1) * W + tl.arange(0, W)
     c_ok = cols < width
     row = bkv.to(tl.int64) * rows_per_kv_head + rows  # the kernel's plan row
     sums = Sums + bkv.to(tl.int64) * n_kb * width
@@ -572,50 +576,10 @@ def _skipped_sums_part(r_blk, c_blk, bkv, Levels, Sums, Out, MeanK, MeanV, Count
                  mask=ok & is_k[None, :])
         tl.store(MeanV + row[:, None] * head_dim + (cols - head_dim)[None, :], mean.to(MeanV.dtype.element_ty),
                  mask=ok & is_v[None, :])
-        if c_blk == 0:
+        if tl.program_id(1) == 0:
             tl.store(Count + row, count, mask=r_ok)
     else:
         tl.store(Out + row[:, None] * width + cols[None, :], acc, mask=r_ok[:, None] & c_ok[None, :])
-
-
-@triton.jit
-def _skipped_sums_kernel(Levels, Sums, Out, MeanK, MeanV, Count, n_qb, n_kb, rows_per_kv_head, q_len, k_len, width,
-                         head_dim, CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                         R: tl.constexpr, C: tl.constexpr, W: tl.constexpr, MEANS: tl.constexpr,
-                         CHAINED: tl.constexpr, RELEASE: tl.constexpr, PRECISION: tl.constexpr = "ieee"):
-    """:func:`skipped_key_sums`: program ``(i, j, bkv)`` makes :func:`_skipped_sums_part` ``(i, j, bkv)``.
-    ``CHAINED``: launched right after the pyramid's launch, which it waits for; ``RELEASE``: the attention launch
-    after this one may start at once (:mod:`vlmsparse.kernels.pdl`)."""
-    release_dependents(RELEASE)
-    wait_for_prior(CHAINED)
-    _skipped_sums_part(tl.program_id(0), tl.program_id(1), tl.program_id(2), Levels, Sums, Out, MeanK, MeanV, Count,
-                       n_qb, n_kb, rows_per_kv_head, q_len, k_len, width, head_dim, CAUSAL, BLOCK_M, BLOCK_N, R, C, W,
-                       MEANS, PRECISION)
-
-
-@triton.jit
-def _lists_and_tail_key_kernel(Levels, BlockIdx, CatOff, Sums, MeanK, MeanV, Count, n_rows, n_qb, n_kb, q_len, k_len,
-                               rows_per_kv_head, width, head_dim, n_r, n_c, CAUSAL: tl.constexpr,
-                               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, NKB: tl.constexpr, MIN2: tl.constexpr,
-                               MIN4: tl.constexpr, MIN8: tl.constexpr, R: tl.constexpr, C: tl.constexpr,
-                               W: tl.constexpr, CHAINED: tl.constexpr, RELEASE: tl.constexpr,
-                               PRECISION: tl.constexpr):
-    """:func:`plan_and_tail_key`: programs ``[0, n_rows)`` compile one plan row each (the plan lists' kernel, which
-    reads only the levels), the others make the tail key (:func:`_skipped_sums_part` with ``MEANS``, ``n_r`` x
-    ``n_c`` of them a kv-head), which reads the pyramid's block sums (``CHAINED``: made by the launch before, waited
-    for). ``RELEASE``: the attention launch after this one may start at once (it waits before its first read)."""
-    release_dependents(RELEASE)
-    pid = tl.program_id(0)
-    if pid < n_rows:
-        _plan_lists_kernel(Levels, BlockIdx, CatOff, n_qb, n_kb, q_len, k_len, CAUSAL, BLOCK_M, BLOCK_N, NKB, MIN2,
-                           MIN4, MIN8)
-        wait_for_prior(CHAINED)  # every program of a chained launch waits (vlmsparse.kernels.pdl)
-    else:
-        wait_for_prior(CHAINED)
-        m = pid - n_rows
-        _skipped_sums_part(m % n_r, (m // n_r) % n_c, m // (n_r * n_c), Levels, Sums, Sums, MeanK, MeanV, Count,
-                           n_qb, n_kb, rows_per_kv_head, q_len, k_len, width, head_dim, CAUSAL, BLOCK_M, BLOCK_N, R,
-                           C, W, True, PRECISION)
 
 
 #: The skipped sums' launch form: (rows, key blocks a step, columns, warps, precision) of a program, or None for
@@ -673,64 +637,11 @@ def skipped_key_sums(
     return out if means is None else (mean_k, mean_v, count)
 
 
-#: With tail aggregation on the warp-specialized kernel and no plan lists given, make the lists in the tail key's
-#: launch (:func:`plan_and_tail_key`) instead of launching each alone (``False``: the lists first, then the tail
-#: key's own launch, as before). Off until it has run on a GPU: checked here under the interpreter and compiled for
-#: sm_90 only (notes/kernel.md; notes/ab/plan_means_ab.py times both).
-LISTS_WITH_TAIL_KEY: bool = False
-#: The tail key's programs in :func:`plan_and_tail_key`: at most this many rows and columns each (the key's own launch
-#: takes 32-64 x 64). Compiled for sm_90 (triton 3.6, 8k tokens' 128-entry rows): 16 x 32 takes 72 registers a thread
-#: and 10 KB of shared memory (64 x 64: 252 and 24 KB; the lists' kernel alone 47 and none).
-LISTS_KEY_ROWS = 16
-LISTS_KEY_COLUMNS = 32
-
-
-def plan_and_tail_key(
-    levels: torch.Tensor, pyramid: KVPyramid, q_len: int, k_len: int, block_m: int, block_n: int, causal: bool,
-    dtype: torch.dtype, *, chained: bool = False, release: bool = False,
-) -> tuple[CompiledPlan, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """:func:`~vlmsparse.kernels.plan_lists.compile_plan` and :func:`skipped_key_sums` with ``means=dtype`` in one
-    launch: the same lists, and the same tail key (float32 sums of the same blocks, by programs of
-    :data:`LISTS_KEY_ROWS` x :data:`LISTS_KEY_COLUMNS`; bit for bit under the interpreter). A planned call with tail
-    aggregation then runs as many launches as one without it. ``chained``: the launch right before this one on the
-    stream built ``pyramid`` (its programs that read the block sums wait for it); ``release``: the attention launch
-    after this one may start before it ends (it must wait before its first read: the warp-specialized kernel's
-    ``pdl=3``). Both are ignored where :func:`~vlmsparse.kernels.pdl.pdl_ok` says no."""
-    b, hm, n_qb, n_kb = levels.shape
-    hkv, width = pyramid.block_sums.shape[1], pyramid.block_sums.shape[3]
-    d = (width - 1) // 2
-    rows_per_kv_head = (hm // hkv) * n_qb
-    rows = b * hm * n_qb
-    device = levels.device
-    block_idx = torch.empty(rows, n_kb, device=device, dtype=torch.int32)
-    offsets = torch.empty(rows, N_CATEGORIES + 1, device=device, dtype=torch.int32)
-    mean_k = torch.empty(rows, d, device=device, dtype=dtype)
-    mean_v = torch.empty_like(mean_k)
-    count = torch.empty(rows, device=device, dtype=torch.float32)
-    r, c, w, warps, precision = SUMS_FORM or sums_form(rows_per_kv_head, n_kb)
-    # the key's programs in a smaller form than its own launch's: registers are the launch's, list programs' too,
-    # and the key's 64 x 64 form would take 252 a thread (the lists' kernel alone 47), two list programs an SM
-    r, w = min(r, LISTS_KEY_ROWS), min(w, LISTS_KEY_COLUMNS)
-    n_r, n_c = cdiv(rows_per_kv_head, r), cdiv(2 * d, w)
-    pdl = pdl_ok(device)
-    chained = chained and pdl
-    _lists_and_tail_key_kernel[(rows + n_r * n_c * b * hkv,)](
-        levels.contiguous(), block_idx, offsets, pyramid.block_sums, mean_k, mean_v, count, rows, n_qb, n_kb, q_len,
-        k_len, rows_per_kv_head, width, d, n_r, n_c, CAUSAL=causal, BLOCK_M=block_m, BLOCK_N=block_n,
-        NKB=max(16, triton.next_power_of_2(n_kb)), MIN2=SPAN_MIN_REMAINDER[2], MIN4=SPAN_MIN_REMAINDER[4],
-        MIN8=SPAN_MIN_REMAINDER[8], R=r, C=c, W=w, CHAINED=chained, RELEASE=release and pdl, PRECISION=precision,
-        num_warps=warps,
-        **({"launch_pdl": True} if chained else {}),
-    )
-    return CompiledPlan(block_idx, offsets, hm), (mean_k, mean_v, count)
-
-
 def chain_wait(tail: bool, built_here: bool, pooled: bool) -> int:
     """Where the attention kernel waits when chained (:mod:`vlmsparse.kernels.pdl`): 0 not chained (the launch
     before it is not this call's), 1 before its pooled loops (the pyramid, built by this call, may still be in the
     making: the kernel follows its launch, or the sums' launch that follows it), 2 before the tail's sums (the
-    sums' launch comes right before; the pyramid was complete before that launch began, or is not read). (3, before
-    any read, follows :func:`plan_and_tail_key`, which also makes the plan lists.)"""
+    sums' launch comes right before; the pyramid was complete before that launch began, or is not read)."""
     if built_here and pooled:
         return 1
     return 2 if tail else 0
@@ -849,18 +760,10 @@ def pyramid_attention(
     q = q if q.stride(-1) == 1 else q.contiguous()
     k = k if k.stride(-1) == 1 else k.contiguous()
     v = v if v.stride(-1) == 1 else v.contiguous()
-    ws = kernel == "ws" or (
-        kernel is None and num_warps is None and num_stages is None and tma is not False
-        and ws_supported(q, k, v, block_m, block_n, tail and tail_diag)
-    )
-    # with tail on the warp-specialized kernel and no plan given, the plan lists are made after the pyramid, in the
-    # tail key's launch (plan_and_tail_key): no launch of the tail's own
-    lists_with_key = ws and tail and plan is None and LISTS_WITH_TAIL_KEY
-    if plan is None and not lists_with_key:
+    if plan is None:
         plan = compile_plan(levels, lq, lk, block_m, block_n, causal)
-    elif plan is not None and (
-        tuple(plan.block_idx.shape) != (levels.shape[0] * levels.shape[1] * levels.shape[2], levels.shape[3])
-        or plan.plan_heads != levels.shape[1]
+    elif tuple(plan.block_idx.shape) != (levels.shape[0] * levels.shape[1] * levels.shape[2], levels.shape[3]) or (
+        plan.plan_heads != levels.shape[1]
     ):
         raise ValueError("plan was compiled from other levels; pass the CompiledPlan of these levels (or none)")
     built_here = pyramid is None and (pooled or tail)
@@ -874,15 +777,13 @@ def pyramid_attention(
     out = torch.empty_like(q)
     # the chain of this call's launches (vlmsparse.kernels.pdl) and the tail's sums, for either kernel
     pdl = chain_wait(tail, built_here, pooled) if pdl_ok(q.device) else 0
-    if ws:
+    if kernel == "ws" or (
+        kernel is None and num_warps is None and num_stages is None and tma is not False
+        and ws_supported(q, k, v, block_m, block_n, tail and tail_diag)
+    ):
         # the warp-specialized kernel reads the tail key as one more ring step: its mean key and value in q's dtype
-        if lists_with_key:
-            plan, tail_key = plan_and_tail_key(levels, pyramid, lq, lk, block_m, block_n, causal, q.dtype,
-                                               chained=built_here, release=True)
-            pdl = 3 if pdl_ok(q.device) else 0
-        else:
-            tail_key = skipped_key_sums(levels, pyramid, lq, lk, block_m, block_n, causal, chained=built_here,
-                                        means=q.dtype) if tail else None
+        tail_key = skipped_key_sums(levels, pyramid, lq, lk, block_m, block_n, causal, chained=built_here,
+                                    means=q.dtype) if tail else None
         return pyramid_attention_ws(q, k, v, plan, pyramid.pooled_k_all if pooled else None,
                                     pyramid.pooled_v_all if pooled else None, out, scale * LOG2E, causal, tail_key,
                                     pdl)

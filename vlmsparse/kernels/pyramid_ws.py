@@ -32,8 +32,7 @@ graph each start from tile 0.
 
 Chained launches (:mod:`vlmsparse.kernels.pdl`): with ``PDL=1`` the producer waits for the launch before (the
 pyramid's, or the sums' after it) just before its first pyramid tile, with ``PDL=2`` (a prebuilt pyramid) just
-before a tile's tail key; consumers wait only in their tail step, before reading the count. With ``PDL=3`` (the
-launch before made the plan lists) every partition waits before its first read.
+before a tile's tail key; consumers wait only in their tail step, before reading the count.
 
 Not runnable under the Triton interpreter: the tests check it against the Triton kernel and the float64
 reference on a Hopper GPU (``VLMSPARSE_TEST_DEVICE=cuda``).
@@ -167,8 +166,6 @@ if gluon is not None:
         g4 = (k_len + 3) // 4
         it = 0  # ring position, continued from tile to tile (the consumers count the same steps)
         r = 0
-        if PDL == 3:  # the launch before made the plan lists (and the tail key): wait before any read
-            _wait_for_prior()
         tile = _next_tile(Sched)
         while tile < n_tiles:
             b, h, kvh, qblk, idx_ptr, off_ptr, row = _program_lists(tile, BlockIdx, CatOff, n_q_heads,
@@ -567,8 +564,6 @@ if gluon is not None:
          bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias) = args
         if POOLED:
             _bias_tables(bias, qk_scale)
-        if PDL == 3:
-            _wait_for_prior()
         it = 0
         r = 0
         mbarrier.wait(q_bar, 0)
@@ -723,7 +718,7 @@ def pyramid_attention_ws(q, k, v, plan, kp_all, vp_all, out, scale_log2: float, 
     :func:`~vlmsparse.kernels.pyramid.skipped_key_sums` with ``means`` (mean keys, mean values ``[rows, D]`` in
     q's dtype, counts) of a plan that skips no block meeting the diagonal.
     ``pdl``: chained to the launch before (:func:`~vlmsparse.kernels.pyramid.chain_wait`: 1 that launch may still
-    be making the pyramid, 2 only the sums, 3 the plan lists too), 0 not chained."""
+    be making the pyramid, 2 only the sums), 0 not chained."""
     b, hq, lq, _ = q.shape
     hkv, lk = k.shape[1], k.shape[2]
     n_qb, n_kb = cdiv(lq, BLOCK), cdiv(lk, BLOCK)

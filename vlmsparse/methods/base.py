@@ -27,7 +27,6 @@ from typing import Any, ClassVar
 
 import torch
 
-from vlmsparse.kernels import pyramid as pyramid_kernel
 from vlmsparse.kernels.blocks import INVISIBLE, PARTIAL, VALID_BLOCK_SIZES, block_classes, cdiv
 from vlmsparse.kernels.plan_lists import CompiledPlan, compile_plan
 from vlmsparse.kernels.validation import triton_can_run
@@ -129,13 +128,10 @@ class Plan:
         return self.compiled
 
     def run(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, sm_scale: float | None = None, **kernel):
-        """The pyramid kernel on this plan: ``pyramid_attention(q, k, v, levels, ...)`` with the compiled lists.
-        A plan that runs tail aggregation and has no lists yet leaves them to the kernel's launcher, which makes them
-        in the tail key's launch where it can (:func:`~vlmsparse.kernels.pyramid.plan_and_tail_key`)."""
+        """The pyramid kernel on this plan: ``pyramid_attention(q, k, v, levels, ...)`` with the compiled lists."""
         from vlmsparse.kernels import pyramid_attention
 
-        plan = None if self.compiled is None and self.runs_tail else self.compile()
-        return pyramid_attention(q, k, v, self.levels, sm_scale=sm_scale, plan=plan, check_levels=False,
+        return pyramid_attention(q, k, v, self.levels, sm_scale=sm_scale, plan=self.compile(), check_levels=False,
                                  diagonal_kept=self.diagonal_kept, pooled=self.pooled, **self.kernel_kwargs(),
                                  **kernel)
 
@@ -362,11 +358,9 @@ class Method:
             levels = self.select(q, k, layout, hm)
             if not self.select_applies_layout_rules:
                 levels = apply_layout_rules(levels, layout)
-        # a plan with tail aggregation leaves its lists to the kernel's launcher where that makes them with the tail
-        # key (one launch for both: Plan.run); elsewhere they are made once, here
-        with_key = cfg.tail and self.plans_skip() and pyramid_kernel.LISTS_WITH_TAIL_KEY
-        lists_now = triton_can_run(levels.device) and not with_key
-        compiled = compile_plan(levels, lq, lk, cfg.block_m, cfg.block_n, cfg.causal) if lists_now else None
+        compiled = (
+            compile_plan(levels, lq, lk, cfg.block_m, cfg.block_n, cfg.causal) if triton_can_run(levels.device) else None
+        )
         return Plan(
             levels=levels, block_m=cfg.block_m, block_n=cfg.block_n, q_len=lq, k_len=lk, causal=cfg.causal,
             tail=cfg.tail, query_block_visual=layout.query_block_visual, key_block_visual=layout.key_block_visual,
