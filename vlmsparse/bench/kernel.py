@@ -359,10 +359,10 @@ def tail_columns(method, plan, q, k, v, visual, dense_out, pyr) -> dict:
     tplan = replace(plan, tail=True)
     if not tplan.runs_tail:
         return out
-    kw = dict(check_levels=False, diagonal_kept=plan.diagonal_kept, pooled=plan.pooled, **plan.kernel_kwargs())
-    t_lists = device_time_ms(lambda: pyramid_attention(q, k, v, plan.levels, pyramid=pyr, **kw))
+    # a copy without lists each call: Plan.run makes them in the call, as a planned call does
+    t_lists = device_time_ms(lambda: replace(plan, compiled=None).run(q, k, v, pyramid=pyr))
     pyr_t = build_kv_pyramid(k, v, tail=True, block_n=plan.block_n, pooled=plan.pooled)
-    t_tail = device_time_ms(lambda: pyramid_attention(q, k, v, plan.levels, pyramid=pyr_t, **{**kw, "tail": True}))
+    t_tail = device_time_ms(lambda: replace(tplan, compiled=None).run(q, k, v, pyramid=pyr_t))
     methods = {t: type(method)(replace(method.config, tail=t)) for t in (False, True)}
     totals = {t: device_time_ms(functools.partial(_prefill, methods[t], q, k, v, visual)) for t in (False, True)}
     out.update(kernel_lists_device_ms=t_lists, kernel_tail_device_ms=t_tail, tail_overhead_device=t_tail / t_lists - 1,
