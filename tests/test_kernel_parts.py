@@ -232,6 +232,79 @@ def test_skipped_key_sums_match_definition(lq, lk, bm, bn, causal, form, monkeyp
         assert (mean_k[n == 0] == 0).all() and (n == 0).any()
 
 
+@pytest.mark.parametrize("lq,lk,bm,bn,causal", [(200, 200, 32, 16, True), (64, 300, 16, 16, False),
+                                                  (130, 130, 64, 32, True), (1200, 1300, 16, 16, True)])
+def test_skipped_blocks_are_listed_as_runs(lq, lk, bm, bn, causal):
+    # category 10: one entry a run of consecutive skipped wholly visible blocks, first + nKB * (blocks - 1); the runs
+    # cover exactly the row's skipped wholly visible blocks, none touching the next
+    from vlmsparse.kernels.blocks import FULL, block_classes
+    from vlmsparse.kernels.plan_lists import skipped_runs
+
+    torch.manual_seed(lq + lk)
+    shape = plan_shape(2, 3, lq, lk, bm, bn)
+    levels = torch.tensor([0, 0, 1, 2, 8], device=DEVICE)[torch.randint(0, 5, shape, device=DEVICE)].to(torch.int8)
+    full = block_classes(lq, lk, bm, bn, causal, DEVICE) == FULL
+    n_qb, n_kb = full.shape
+    for compile_fn in (compile_plan, compile_plan_torch):
+        plan = compile_fn(levels, lq, lk, bm, bn, causal)
+        idx, off = plan.block_idx.tolist(), plan.cat_offsets.tolist()
+        longest = 0
+        for r, lv in enumerate(levels.reshape(-1, n_kb).tolist()):
+            qb = r % n_qb
+            runs = skipped_runs(torch.tensor(idx[r][off[r][9]:off[r][10]]), n_kb)
+            covered = [first + i for first, n in runs for i in range(n)]
+            assert covered == [j for j in range(n_kb) if lv[j] == 0 and full[qb, j]]
+            assert all(a[0] + a[1] < b[0] for a, b in zip(runs, runs[1:]))  # runs are maximal
+            longest = max([longest] + [n for _, n in runs])
+        assert longest > 1
+
+
+@pytest.mark.parametrize("n_kb,width", [(1, 33), (40, 257), (97, 65)])
+def test_block_prefix_matches_definition(n_kb, width):
+    from vlmsparse.kernels.kv_pyramid import block_prefix_torch, build_block_prefix, prefix_width
+
+    torch.manual_seed(n_kb)
+    sums = (torch.randn(2, 3, n_kb, width, device=DEVICE) * 50 + 20).float()
+    got = build_block_prefix(sums)
+    want = block_prefix_torch(sums)
+    assert got.shape == want.shape == (2, 3, n_kb + 1, prefix_width(width)) and prefix_width(width) % 4 == 0
+    assert (got[:, :, 0] == 0).all() and (got[..., width:] == 0).all()
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-3)
+    exact = torch.cat([torch.zeros_like(sums[:, :, :1]).double(), sums.double().cumsum(2)], 2)
+    torch.testing.assert_close(got[..., :width].double(), exact, rtol=1e-5, atol=1e-3)
+
+
+def test_runs_and_block_prefix_give_the_skipped_sums():
+    # what the warp-specialized kernel's tail helper computes per tile, emulated: for each run of a plan row's
+    # skipped blocks one difference of two prefix rows, summed; against the skipped sums' launch (keys far from
+    # zero: the prefix grows, the run sums are differences of large numbers)
+    from vlmsparse.kernels.plan_lists import skipped_runs
+    from vlmsparse.kernels.pyramid import skipped_key_sums
+
+    torch.manual_seed(3)
+    lq = lk = 1300
+    bm = bn = 16
+    b, hm, hkv, d = 1, 4, 2, 16
+    k = torch.randn(b, hkv, lk, d, device=DEVICE) + 20.0
+    v = torch.randn(b, hkv, lk, d, device=DEVICE)
+    levels = (torch.rand(plan_shape(b, hm, lq, lk, bm, bn), device=DEVICE) < 0.3).to(torch.int8)
+    pyr = build_kv_pyramid(k, v, tail=True, block_n=bn, prefix=True)
+    assert pyr.block_prefix is not None
+    plan = compile_plan(levels, lq, lk, bm, bn, True)
+    want = skipped_key_sums(levels, pyr, lq, lk, bm, bn, True)
+    n_qb, n_kb = levels.shape[2], levels.shape[3]
+    idx, off = plan.block_idx.tolist(), plan.cat_offsets.tolist()
+    got = torch.zeros_like(want)
+    for r in range(want.shape[0]):
+        pre = pyr.block_prefix[0, (r // n_qb) // (hm // hkv)]
+        for first, n in skipped_runs(torch.tensor(idx[r][off[r][9]:off[r][10]]), n_kb):
+            got[r] += pre[first + n, : 2 * d + 1] - pre[first, : 2 * d + 1]
+    assert (want[:, 2 * d] > 0).sum() > want.shape[0] // 2
+    torch.testing.assert_close(got[:, 2 * d], want[:, 2 * d], rtol=0, atol=0)  # the counts exactly
+    n = want[:, 2 * d].clamp(min=1)[:, None]
+    torch.testing.assert_close(got[:, : 2 * d] / n, want[:, : 2 * d] / n, rtol=1e-4, atol=2e-4)
+
+
 def test_triton_kernel_compiles_for_ampere_and_hopper_with_this_triton():
     # no GPU needed: a GPU user of the installed Triton would meet any change of its API in the kernel first
     configs = [(90, True, True, True, 2), (90, True, False, True, 1), (80, False, True, True, 0),
