@@ -78,7 +78,6 @@ try:  # Gluon: Triton >= 3.5; its Hopper pieces are only usable on an sm_90 devi
     # the same for the producer's one warp
     _ONE_WARP = gl.constexpr(gl.BlockedLayout(size_per_thread=[1], threads_per_warp=[32], warps_per_cta=[1],
                                               order=[0]))
-    _PREFIX_W = gl.constexpr(260)  # PREFIX_W below
     # a 128-column row over one warp (4 columns a lane): the tail helper's sums
     _ROW128 = gl.constexpr(gl.BlockedLayout(size_per_thread=[4], threads_per_warp=[32], warps_per_cta=[1], order=[0]))
 except Exception:  # pragma: no cover - a Triton without Gluon, or with another Gluon API
@@ -90,9 +89,6 @@ HALF = 64
 HEAD_DIM = 128
 #: Rows of the mean keys and values copied for a tail step (its narrow step's width; the first is the row's).
 TAIL_ROWS = 16
-#: Columns of a block-prefix row the tail helper reads (``kv_pyramid.prefix_width(2 * HEAD_DIM + 1)``: 16-byte
-#: rows, so its loads are 16-byte vectors).
-PREFIX_W = 260
 #: K/V ring depth: two stages measured as fast as three (notes/kernel.md) in 64 KB less shared memory.
 STAGES = 2
 #: Registers per thread: consumer warp groups, producer warp, at launch (the three partitions' sum fits 64K).
@@ -185,17 +181,11 @@ if gluon is not None:
         r = 0
         tc = 0  # tiles with a tail so far (the tail helper and the consumers count the same)
         tile = _next_tile(Sched)
-        nxt = tile
-        if TAIL:
-            # the tail helper is told each tile's number a tile ahead (this program's next tile is drawn one tile
-            # early), so that it makes a tile's tail key during the tile before and the one itself
-            _hand_over(h_tile, h_full, h_empty, 0, tile)
-            if tile < n_tiles:
-                nxt = _next_tile(Sched)
-                _hand_over(h_tile, h_full, h_empty, 1, nxt)
         while tile < n_tiles:
             b, h, kvh, qblk, idx_ptr, off_ptr, row = _program_lists(tile, BlockIdx, CatOff, n_q_heads,
                                                                     n_kv_heads, n_plan_heads, n_qb, n_kb, n_tiles)
+            if TAIL:  # the tile's number to the tail helper, which makes its tail key while the tile runs
+                _hand_over(h_tile, h_full, h_empty, r, tile)
             # the tile's number and Q, once both consumers have read the last tile's into registers (the number
             # is stored before the barrier's arrival, which releases it to the consumers)
             mbarrier.wait(q_empty, (r & 1) ^ 1)
@@ -243,16 +233,12 @@ if gluon is not None:
                     tc += 1
             # the next tile's number, drawn once this tile's copies are all issued: the atomic's round trip (the
             # producer waits for it) passes while the consumers work through the ring's last tiles
-            if TAIL:
-                tile = nxt
-                if tile < n_tiles:
-                    nxt = _next_tile(Sched)
-                    _hand_over(h_tile, h_full, h_empty, r + 2, nxt)
-            else:
-                tile = _next_tile(Sched)
+            tile = _next_tile(Sched)
             r += 1
-        # no tile left: the consumers are told so by a tile number past the last, with a plain arrival (the tail
-        # helper already was)
+        # no tile left: the consumers (and the tail helper) are told so by a tile number past the last, with a plain
+        # arrival
+        if TAIL:
+            _hand_over(h_tile, h_full, h_empty, r, n_tiles)
         mbarrier.wait(q_empty, (r & 1) ^ 1)
         tile_smem.store(gl.full([1], n_tiles, gl.int32, _ONE_WARP))
         mbarrier.arrive(q_bar, count=1)
@@ -309,14 +295,14 @@ if gluon is not None:
             if hi > gl.load(off_ptr + 8):
                 s = c % 2
                 mbarrier.wait(tail_free.index(s), ((c // 2) & 1) ^ 1)
-                base = Prefix + (b * n_kv_heads + kvh).to(gl.int64) * (n_kb + 1) * _PREFIX_W
+                base = Prefix + (b * n_kv_heads + kvh).to(gl.int64) * (n_kb + 1) * prefix_w
                 acc_k = gl.zeros([128], gl.float32, _ROW128)
                 acc_v = gl.zeros([128], gl.float32, _ROW128)
                 count = 0.0
                 for t in range(lo, hi):
                     e = gl.load(idx_ptr + t)
-                    first = base + (e % n_kb) * _PREFIX_W
-                    last = first + (e // n_kb + 1) * _PREFIX_W
+                    first = base + (e % n_kb) * prefix_w
+                    last = first + (e // n_kb + 1) * prefix_w
                     acc_k += gl.load(last + cols) - gl.load(first + cols)
                     acc_v += gl.load(last + 128 + cols) - gl.load(first + 128 + cols)
                     count += gl.load(last + 256) - gl.load(first + 256)
@@ -889,8 +875,6 @@ def pyramid_attention_ws(q, k, v, plan, kp_all, vp_all, out, scale_log2: float, 
     if tail_prefix is None:
         desc_kt, desc_vt, tail_n, scr_k, scr_v, prefix = desc_k, desc_v, out, out, out, out
     else:
-        if tail_prefix.shape[-1] != PREFIX_W or tail_prefix.stride(-1) != 1:
-            raise ValueError(f"tail_prefix: rows of {PREFIX_W} contiguous float32 expected (the pyramid's block_prefix)")
         scr_k, scr_v, tail_n = _tail_scratch(index, q.dtype, programs)
         desc_kt, desc_vt = _descriptor(scr_k[None, None], TAIL_ROWS), _descriptor(scr_v[None, None], TAIL_ROWS)
         prefix = tail_prefix
