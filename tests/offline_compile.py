@@ -28,8 +28,7 @@ def compiled_sizes(call: str, configs: list[tuple]) -> list[tuple[int, int]]:
 #: The Triton kernels the capture below launches (the main attention kernel has its own check with a launch's
 #: flags, ``pyramid.compile_for``: under the interpreter it is launched with float32 products).
 CAPTURED = {"antidiagonal:_split_reduce_kernel", "antidiagonal:_split_tiles_kernel", "block_stats:_block_stats_kernel",
-            "kv_pyramid:_pool_kernel", "kv_pyramid:_prefix_kernel", "plan_lists:_plan_lists_kernel",
-            "pyramid:_skipped_sums_kernel",
+            "kv_pyramid:_pool_kernel", "plan_lists:_plan_lists_kernel", "pyramid:_skipped_sums_kernel",
             "segment_attention:_segment_attention_fwd", "select_levels:_select_levels_kernel"}
 _DTYPES = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32", "float64": "fp64", "int32": "i32",
            "int64": "i64", "int8": "i8", "int16": "i16", "uint8": "u8", "bool": "i1"}
@@ -116,7 +115,7 @@ def capture(path: str) -> None:
     cumulative_levels_triton(torch.rand(b, hq, n, n), torch.zeros(n, dtype=torch.bool), torch.ones(n, dtype=torch.bool),
                              (0.5, 0.7, 0.8, 0.9))
     levels = torch.randint(0, 3, plan_shape(b, hq, length, length, 128, 128)).to(torch.int8)
-    pyramid = build_kv_pyramid(k, v, tail=True, block_n=128, prefix=True)  # the block prefix's launch too
+    pyramid = build_kv_pyramid(k, v, tail=True, block_n=128)
     skipped_key_sums(levels, pyramid, length, length, 128, 128, True)
     skipped_key_sums(levels, pyramid, length, length, 128, 128, True, means=dtype)
     from vlmsparse.kernels import pyramid as pyramid_module

@@ -21,8 +21,8 @@ import re
 import subprocess
 import sys
 
-CONFIGS = {"pooled_tail": (True, True, 1), "pooled": (True, False, 0), "binary": (False, False, 0),
-           "binary_tail": (False, True, 1)}
+CONFIGS = {"pooled_tail": (True, True, 2), "pooled": (True, False, 0), "binary": (False, False, 0),
+           "binary_tail": (False, True, 2)}
 
 
 def load_package(path: pathlib.Path):

@@ -4,9 +4,7 @@ Memory layout: one buffer per tensor, ``[B, Hkv, G2 + G4 + G8, D]``, the groups 
 those of 8 (``Gp = ceil(Lk / p)``), so that the kernel's pooled loop can gather pooled keys of every level into
 one tile from one base pointer. For tail aggregation, the sums of every key block's keys and values and its key
 count in one float32 buffer (``[B, Hkv, nKB, 2 D + 1]``), what the kernel's launcher multiplies by a plan's skip
-mask; for the warp-specialized kernel their running sums instead (``block_prefix``, ``[B, Hkv, nKB + 1, 2 D + 4]``,
-row ``j`` the sum of blocks ``0 .. j - 1``, rows padded to 16 bytes), from which a run of skipped blocks is one
-difference of two rows.
+mask.
 One Triton launch pools every level of K and V and writes the block sums; a plan with no pooled block (a binary
 plan) needs only the block sums, which the same launch writes alone (``pooled=False``). Plain-PyTorch versions
 define the result and serve CPU tensors without the Triton interpreter.
@@ -21,7 +19,7 @@ import triton
 import triton.language as tl
 
 from .blocks import POOLED_LEVELS, VALID_BLOCK_SIZES, cdiv
-from .pdl import pdl_ok, release_dependents, wait_for_prior
+from .pdl import pdl_ok, release_dependents
 from .validation import triton_can_run
 
 _POOL_TILE = 128  # keys per program of the pooling kernel (a multiple of 8 and of every block size)
@@ -42,8 +40,7 @@ class KVPyramid:
     ``pooled_k[p]`` / ``pooled_v[p]`` are views of level ``p`` (``[B, Hkv, ceil(Lk / p), D]``).
     ``block_sums``: ``[B, Hkv, ceil(Lk / block_n), 2 D + 1]`` float32, per key block the sum of its keys, the sum
     of its values and its key count (``None`` without tail); ``block_sum_k`` / ``block_sum_v`` are views of the
-    first two. ``block_prefix``: ``[B, Hkv, nKB + 1, 2 D + 4]`` float32, row ``j`` the sum of ``block_sums``' rows
-    ``0 .. j - 1`` (columns past ``2 D`` zeros; ``None`` unless asked for: :func:`build_block_prefix`).
+    first two.
     Build it once per call with :func:`build_kv_pyramid`, or once per layer and pass it to several calls.
     """
 
@@ -52,7 +49,6 @@ class KVPyramid:
     pooled_v_all: torch.Tensor | None
     block_n: int | None = None
     block_sums: torch.Tensor | None = None
-    block_prefix: torch.Tensor | None = None
     _views: tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]] | None = field(
         default=None, init=False, repr=False, compare=False
     )
@@ -114,23 +110,17 @@ def _check_build_args(tail: bool, block_n: int, pooled: bool) -> None:
 
 
 def build_kv_pyramid(
-    k: torch.Tensor, v: torch.Tensor, *, tail: bool = False, block_n: int = 128, pooled: bool = True,
-    prefix: bool | None = None,
+    k: torch.Tensor, v: torch.Tensor, *, tail: bool = False, block_n: int = 128, pooled: bool = True
 ) -> KVPyramid:
     """Pool K and V in groups of 2, 4 and 8 keys (a partial last group is the mean of its own keys).
 
     With ``tail=True`` also the sums of every ``block_n`` keys and values and their counts (float32), which
     tail aggregation reads. ``pooled=False`` (with ``tail=True``): the block sums alone, all that a plan without
-    pooled blocks needs. ``prefix`` (with ``tail=True``): also their running sums (``block_prefix``, what the
-    warp-specialized kernel's tail reads), in a second launch chained to the first; ``None`` builds them where
-    that kernel can run (:func:`~vlmsparse.kernels.pyramid_ws.ws_device`).
+    pooled blocks needs.
     """
     _check_build_args(tail, block_n, pooled)
     if not triton_can_run(k.device):
-        pyr = build_kv_pyramid_torch(k, v, tail=tail, block_n=block_n, pooled=pooled)
-        if tail and prefix:
-            pyr.block_prefix = block_prefix_torch(pyr.block_sums)
-        return pyr
+        return build_kv_pyramid_torch(k, v, tail=tail, block_n=block_n, pooled=pooled)
     b, h, length, d = k.shape
     total = level_offsets(length)[0]
     n_kb = cdiv(length, block_n)
@@ -146,65 +136,7 @@ def build_kv_pyramid(
         BLOCK_D=block_d, TILE=_POOL_TILE, POOLED=pooled, BLOCK_SUMS=tail, BLOCK_N=block_n if tail else 128,
         RELEASE=pdl_ok(k.device),
     )
-    pyr = KVPyramid(length, out[0], out[1], block_n if tail else None, sums)
-    if tail and prefix is None:
-        from .pyramid_ws import ws_device
-
-        prefix = ws_device(k.device)
-    if tail and prefix:
-        pyr.block_prefix = build_block_prefix(sums, chained=True)
-    return pyr
-
-
-def prefix_width(width: int) -> int:
-    """Columns of a block-prefix row for block sums of ``width`` columns: 16-byte rows."""
-    return (width + 3) // 4 * 4
-
-
-def block_prefix_torch(sums: torch.Tensor) -> torch.Tensor:
-    """:func:`build_block_prefix` in plain PyTorch (float64 running sums rounded once)."""
-    b, h, n_kb, width = sums.shape
-    out = torch.zeros(b, h, n_kb + 1, prefix_width(width), device=sums.device, dtype=torch.float32)
-    out[:, :, 1:, :width] = sums.double().cumsum(2).float()
-    return out
-
-
-def build_block_prefix(sums: torch.Tensor, chained: bool = False) -> torch.Tensor:
-    """Running sums of block sums ``[B, H, nKB, W]`` (float32): ``[B, H, nKB + 1, prefix_width(W)]``, row ``j`` the
-    sum of rows ``0 .. j - 1`` (row 0 zeros, padding columns zeros), float32 sums. One launch; ``chained``: right
-    after the launch that wrote ``sums`` (it waits for that launch's end before reading them)."""
-    if not triton_can_run(sums.device):
-        return block_prefix_torch(sums)
-    b, h, n_kb, width = sums.shape
-    wp = prefix_width(width)
-    out = torch.empty(b, h, n_kb + 1, wp, device=sums.device, dtype=torch.float32)
-    pdl = chained and pdl_ok(sums.device)
-    _prefix_kernel[(b * h, triton.cdiv(wp, 64))](
-        sums, out, n_kb, width, wp, CH=32, CW=64, PDL=pdl, RELEASE=pdl_ok(sums.device),
-        **({"launch_pdl": True} if pdl else {}),
-    )
-    return out
-
-
-@triton.jit
-def _prefix_kernel(XS, P, n_kb, width, wp, CH: tl.constexpr, CW: tl.constexpr, PDL: tl.constexpr,
-                   RELEASE: tl.constexpr):
-    """Columns ``CW * program_id(1) ..`` of one head's block prefix, ``CH`` blocks a step with a running carry."""
-    release_dependents(RELEASE)
-    wait_for_prior(PDL)
-    bh = tl.program_id(0)
-    cols = tl.program_id(1) * CW + tl.arange(0, CW)
-    src = XS + bh.to(tl.int64) * n_kb * width
-    dst = P + bh.to(tl.int64) * (n_kb + 1) * wp
-    tl.store(dst + cols, tl.zeros([CW], tl.float32), mask=cols < wp)
-    carry = tl.zeros([CW], tl.float32)
-    for k0 in range(0, n_kb, CH):
-        kb = k0 + tl.arange(0, CH)
-        ok = kb < n_kb
-        x = tl.load(src + kb[:, None] * width + cols[None, :], mask=ok[:, None] & (cols < width)[None, :], other=0.0)
-        run = tl.cumsum(x, 0) + carry[None, :]
-        tl.store(dst + (kb[:, None] + 1) * wp + cols[None, :], run, mask=ok[:, None] & (cols < wp)[None, :])
-        carry = carry + tl.sum(x, 0)
+    return KVPyramid(length, out[0], out[1], block_n if tail else None, sums)
 
 
 def build_kv_pyramid_torch(

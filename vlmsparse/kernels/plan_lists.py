@@ -13,10 +13,8 @@ Categories, in the order the kernel visits them:
 8. blocks that need token-level masks: those meeting the causal diagonal (computed exactly whatever their
    level) and an exact last block that ends before a full block.
 
-Then the visible blocks the plan skips, which only tail aggregation reads: those meeting the diagonal (9), one
-entry a block, and those wholly visible (10), one entry a run of consecutive blocks, ``first + nKB * (n - 1)``
-for ``n`` blocks from block ``first`` (a lone block is its index), so that the tail's sums are one difference of
-two block-prefix rows a run. Invisible blocks are dropped. Spans are cut greedily from the first block of a run.
+Then the visible blocks the plan skips, which only tail aggregation reads: those meeting the diagonal (9) and
+those wholly visible (10). Invisible blocks are dropped. Runs are cut greedily from the first block of a run.
 The grouping changes what a tile holds, never the maths: every pooled key is the one the plan names. One Triton
 launch compiles the whole plan; the plain-PyTorch version defines the result.
 """
@@ -40,11 +38,6 @@ KEPT_CATEGORIES = 8  # categories 1-8 are visited by the attention loops; 9-10 (
 SPAN_MIN_REMAINDER = {2: 2, 4: 2, 8: 3}
 #: An entry of a span category: ``SPAN_CODE * first block + (blocks - 1)``.
 SPAN_CODE = 8
-
-
-def skipped_runs(entries: torch.Tensor, n_kb: int) -> list[tuple[int, int]]:
-    """Category 10's entries of one row decoded: ``(first block, blocks)`` per run."""
-    return [(int(e) % n_kb, int(e) // n_kb + 1) for e in entries.tolist()]
 
 
 @dataclass
@@ -121,14 +114,7 @@ def compile_plan_torch(
         cat = torch.where(narrow | (full & (lv == p) & ragged), 5 + i, cat)
     cat = torch.where((partial & (lv > 0)) | (full & (lv == 1) & ragged), 8, cat)
     cat = torch.where(partial & (lv == 0), 9, cat)
-    skip = (full & (lv == 0)).reshape(-1, n_kb)
-    prev = torch.nn.functional.pad(skip[:, :-1], (1, 0), value=False)
-    nxt = torch.nn.functional.pad(skip[:, 1:], (0, 1), value=False)
-    flat_col = col.reshape(-1, n_kb)
-    end = torch.where(skip & ~nxt, flat_col, n_kb).flip(-1).cummin(-1).values.flip(-1)
-    run_start = (skip & ~prev).reshape(lv.shape)  # one entry a run of skipped wholly visible blocks
-    cat = torch.where(run_start, 10, cat)
-    code = torch.where(run_start, col + n_kb * (end.reshape(lv.shape) - col), code)
+    cat = torch.where(full & (lv == 0), 10, cat)
     key = torch.where(cat > 0, cat * n_kb + col, (N_CATEGORIES + 1) * n_kb + col)
     order = torch.argsort(key, dim=-1)
     idx = torch.gather(code, -1, order).to(torch.int32)
@@ -237,10 +223,5 @@ def _plan_lists_kernel(Levels, BlockIdx, CatOff, n_qb, n_kb, q_len, k_len,
     tl.store(off_row + 8, count)
     count = _append(idx_row, j, partial & (lv == 0), count)
     tl.store(off_row + 9, count)
-    # skipped wholly visible blocks: one entry a run, first + n_kb * (blocks - 1)
-    skip = full & (lv == 0)
-    skip_b = full_b & (lv_b == 0)
-    skip_a = full_a & (lv_a == 0)
-    run_end = tl.associative_scan(tl.where(skip & (skip_b == 0), j, n_kb), 0, _min_fn, reverse=True)
-    count = _append(idx_row, j + n_kb * (run_end - j), skip & (skip_a == 0), count)
+    count = _append(idx_row, j, full & (lv == 0), count)
     tl.store(off_row + 10, count)

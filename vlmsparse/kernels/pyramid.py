@@ -19,7 +19,7 @@ import triton
 import triton.language as tl
 
 from .blocks import INVISIBLE, PARTIAL, block_classes, cdiv
-from .kv_pyramid import KVPyramid, build_block_prefix, build_kv_pyramid
+from .kv_pyramid import KVPyramid, build_kv_pyramid
 from .pdl import pdl_ok, release_dependents, wait_for_prior
 from .plan_lists import CompiledPlan, compile_plan
 from .pyramid_ws import pyramid_attention_ws, ws_supported
@@ -767,33 +767,26 @@ def pyramid_attention(
     ):
         raise ValueError("plan was compiled from other levels; pass the CompiledPlan of these levels (or none)")
     built_here = pyramid is None and (pooled or tail)
-    use_ws = kernel == "ws" or (
-        kernel is None and num_warps is None and num_stages is None and tma is not False
-        and ws_supported(q, k, v, block_m, block_n, tail and tail_diag)
-    )
     if pyramid is None:
-        pyramid = build_kv_pyramid(k, v, tail=tail, block_n=block_n, pooled=pooled,
-                                   prefix=tail and use_ws) if (pooled or tail) else None
+        pyramid = build_kv_pyramid(k, v, tail=tail, block_n=block_n, pooled=pooled) if (pooled or tail) else None
     elif pyramid.k_len != lk or (tail and not pyramid.has_block_sums(block_n)) or (pooled and not pyramid.has_pooled):
         raise ValueError(
             "pyramid was built for other K/V (or without tail=True and this block_n, or without its pooled levels); "
             f"rebuild it with build_kv_pyramid(k, v, tail={tail}, block_n={block_n})"
         )
     out = torch.empty_like(q)
-    if use_ws:
-        # the warp-specialized kernel makes each tile's tail key itself (its tail helper, from the pyramid's block
-        # prefix and the plan lists' runs of skipped blocks) and reads it as one more ring step; chained to the
-        # pyramid's launches where this call built them
-        prefix = None
-        if tail:
-            prefix = pyramid.block_prefix
-            if prefix is None:  # a prebuilt pyramid without it
-                prefix = pyramid.block_prefix = build_block_prefix(pyramid.block_sums)
-        pdl = 1 if built_here and pdl_ok(q.device) else 0
-        return pyramid_attention_ws(q, k, v, plan, pyramid.pooled_k_all if pooled else None,
-                                    pyramid.pooled_v_all if pooled else None, out, scale * LOG2E, causal, prefix, pdl)
-    # the chain of this call's launches (vlmsparse.kernels.pdl) and the tail's sums
+    # the chain of this call's launches (vlmsparse.kernels.pdl) and the tail's sums, for either kernel
     pdl = chain_wait(tail, built_here, pooled) if pdl_ok(q.device) else 0
+    if kernel == "ws" or (
+        kernel is None and num_warps is None and num_stages is None and tma is not False
+        and ws_supported(q, k, v, block_m, block_n, tail and tail_diag)
+    ):
+        # the warp-specialized kernel reads the tail key as one more ring step: its mean key and value in q's dtype
+        tail_key = skipped_key_sums(levels, pyramid, lq, lk, block_m, block_n, causal, chained=built_here,
+                                    means=q.dtype) if tail else None
+        return pyramid_attention_ws(q, k, v, plan, pyramid.pooled_k_all if pooled else None,
+                                    pyramid.pooled_v_all if pooled else None, out, scale * LOG2E, causal, tail_key,
+                                    pdl)
     sums = skipped_key_sums(levels, pyramid, lq, lk, block_m, block_n, causal, chained=built_here) if tail else None
     n_qb, n_kb = cdiv(lq, block_m), cdiv(lk, block_n)
     block_d = max(16, triton.next_power_of_2(d))

@@ -78,8 +78,6 @@ try:  # Gluon: Triton >= 3.5; its Hopper pieces are only usable on an sm_90 devi
     # the same for the producer's one warp
     _ONE_WARP = gl.constexpr(gl.BlockedLayout(size_per_thread=[1], threads_per_warp=[32], warps_per_cta=[1],
                                               order=[0]))
-    # a 128-column row over one warp (4 columns a lane): the tail helper's sums
-    _ROW128 = gl.constexpr(gl.BlockedLayout(size_per_thread=[4], threads_per_warp=[32], warps_per_cta=[1], order=[0]))
 except Exception:  # pragma: no cover - a Triton without Gluon, or with another Gluon API
     gluon = None
 
@@ -117,16 +115,6 @@ def ws_supported(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_m: int
         if t.stride(-1) != 1 or any((s * t.element_size()) % 16 for s in t.stride()[:-1]) or t.data_ptr() % 16:
             return False
     return True
-
-
-def ws_device(device: torch.device) -> bool:
-    """Whether the warp-specialized kernel can run on ``device`` at all (an sm_90 GPU, Gluon, not turned off,
-    not the interpreter): where the pyramid's build makes the block prefix its tail reads."""
-    if gluon is None or os.environ.get(ENV, "").lower() == "triton":
-        return False
-    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
-        return False
-    return device.type == "cuda" and _is_sm90(_index(device))
 
 
 if gluon is not None:
@@ -173,19 +161,15 @@ if gluon is not None:
     def _producer(args, POOLED: gl.constexpr, TAIL: gl.constexpr, PDL: gl.constexpr):
         (desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kn, desc_vn, desc_kt, desc_vt, BlockIdx, CatOff, desc_o, TailN,
          qk_scale, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles, Sched, q_smem, o_smem,
-         bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias, Prefix, prefix_w, ScrK,
-         ScrV, h_tile, h_full, h_empty, tail_ready, tail_free) = args
+         bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias) = args
         g2 = (k_len + 1) // 2
         g4 = (k_len + 3) // 4
         it = 0  # ring position, continued from tile to tile (the consumers count the same steps)
         r = 0
-        tc = 0  # tiles with a tail so far (the tail helper and the consumers count the same)
         tile = _next_tile(Sched)
         while tile < n_tiles:
             b, h, kvh, qblk, idx_ptr, off_ptr, row = _program_lists(tile, BlockIdx, CatOff, n_q_heads,
                                                                     n_kv_heads, n_plan_heads, n_qb, n_kb, n_tiles)
-            if TAIL:  # the tile's number to the tail helper, which makes its tail key while the tile runs
-                _hand_over(h_tile, h_full, h_empty, r, tile)
             # the tile's number and Q, once both consumers have read the last tile's into registers (the number
             # is stored before the barrier's arrival, which releases it to the consumers)
             mbarrier.wait(q_empty, (r & 1) ^ 1)
@@ -223,22 +207,19 @@ if gluon is not None:
                 _kv_tile(desc_k, desc_v, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, b, kvh, j * 128)
                 it += 1
             if TAIL:
-                # the tail key, one more ring step where the plan row skips something visible: the 16 rows of this
-                # program's scratch slot whose first the tail helper wrote (the others stay zeros), once it has
+                # the tail key, one more ring step where the plan row skips something visible: the 16 rows of
+                # the launcher's mean keys and values whose first is this plan row's (written by the sums' launch,
+                # which a chained program waits for first)
                 if gl.load(off_ptr + 10) > o_mask:
-                    mbarrier.wait(tail_ready.index(tc % 2), (tc // 2) & 1)
-                    _kv_tile(desc_kt, desc_vt, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, 0, 0,
-                             (gl.program_id(0) * 2 + tc % 2) * desc_kt.block_type.shape[2])
+                    if PDL == 2:
+                        _wait_for_prior()
+                    _kv_tile(desc_kt, desc_vt, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, 0, 0, row)
                     it += 1
-                    tc += 1
             # the next tile's number, drawn once this tile's copies are all issued: the atomic's round trip (the
             # producer waits for it) passes while the consumers work through the ring's last tiles
             tile = _next_tile(Sched)
             r += 1
-        # no tile left: the consumers (and the tail helper) are told so by a tile number past the last, with a plain
-        # arrival
-        if TAIL:
-            _hand_over(h_tile, h_full, h_empty, r, n_tiles)
+        # no tile left: the consumers are told so by a tile number past the last, with a plain arrival
         mbarrier.wait(q_empty, (r & 1) ^ 1)
         tile_smem.store(gl.full([1], n_tiles, gl.int32, _ONE_WARP))
         mbarrier.arrive(q_bar, count=1)
@@ -246,76 +227,6 @@ if gluon is not None:
         if gl.atomic_add(Sched + 1, 1, sem="acq_rel") == gl.num_programs(0) - 1:
             gl.atomic_xchg(Sched, 0, sem="relaxed")
             gl.atomic_xchg(Sched + 1, 0, sem="relaxed")
-
-    @gluon.jit
-    def _hand_over(h_tile, h_full, h_empty, r, tile):
-        """Producer: tile ``r``'s number to the tail helper, through a two-slot mailbox."""
-        mbarrier.wait(h_empty.index(r % 2), ((r // 2) & 1) ^ 1)
-        h_tile.index(r % 2).store(gl.full([1], tile, gl.int32, _ONE_WARP))
-        mbarrier.arrive(h_full.index(r % 2), count=1)
-
-    @gluon.jit
-    def _taken_over(h_tile, h_full, h_empty, r):
-        """Tail helper: tile ``r``'s number from the producer's mailbox, the slot freed at once."""
-        mbarrier.wait(h_full.index(r % 2), (r // 2) & 1)
-        tile = gl.max(h_tile.index(r % 2).load(_ONE_WARP), 0)
-        mbarrier.arrive(h_empty.index(r % 2), count=1)
-        return tile
-
-    @gluon.jit
-    def _fence_proxy_async_global():
-        """This thread's global writes ordered before later async-proxy (TMA) reads of them."""
-        gl.inline_asm_elementwise("fence.proxy.async.global; // dummy $0", "=r", [], dtype=gl.int32, is_pure=False,
-                                  pack=1)
-
-    @gluon.jit
-    def _tail_helper(args, PDL: gl.constexpr):
-        """The tail helper (one warp): for each tile of this program whose plan row skips wholly visible blocks, the
-        tail key, made while the tile's other steps run. A row's skipped blocks are listed as runs (category 10 of
-        the plan lists), and a run's key and value sums are one difference of two rows of the pyramid's block
-        prefix; the mean key and value go into row 0 of the program's scratch slot (rows 1-15 stay zeros) and the
-        key count beside it, then the producer is told (``tail_ready``) and copies the slot as the tile's last ring
-        step. A slot is written again once both consumers have taken the step two tails before (``tail_free``)."""
-        (desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kn, desc_vn, desc_kt, desc_vt, BlockIdx, CatOff, desc_o, TailN,
-         qk_scale, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles, Sched, q_smem, o_smem,
-         bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias, Prefix, prefix_w, ScrK,
-         ScrV, h_tile, h_full, h_empty, tail_ready, tail_free) = args
-        rows: gl.constexpr = desc_kt.block_type.shape[2]
-        cols = gl.arange(0, 128, layout=_ROW128)
-        if PDL == 1:  # the block prefix may still be in the making (every partition of a chained launch waits)
-            _wait_for_prior()
-        r = 0
-        c = 0
-        tile = _taken_over(h_tile, h_full, h_empty, 0)
-        while tile < n_tiles:
-            b, h, kvh, qblk, idx_ptr, off_ptr, row = _program_lists(tile, BlockIdx, CatOff, n_q_heads, n_kv_heads,
-                                                                    n_plan_heads, n_qb, n_kb, n_tiles)
-            lo = gl.load(off_ptr + 9)
-            hi = gl.load(off_ptr + 10)
-            if hi > gl.load(off_ptr + 8):
-                s = c % 2
-                mbarrier.wait(tail_free.index(s), ((c // 2) & 1) ^ 1)
-                base = Prefix + (b * n_kv_heads + kvh).to(gl.int64) * (n_kb + 1) * prefix_w
-                acc_k = gl.zeros([128], gl.float32, _ROW128)
-                acc_v = gl.zeros([128], gl.float32, _ROW128)
-                count = 0.0
-                for t in range(lo, hi):
-                    e = gl.load(idx_ptr + t)
-                    first = base + (e % n_kb) * prefix_w
-                    last = first + (e // n_kb + 1) * prefix_w
-                    acc_k += gl.load(last + cols) - gl.load(first + cols)
-                    acc_v += gl.load(last + 128 + cols) - gl.load(first + 128 + cols)
-                    count += gl.load(last + 256) - gl.load(first + 256)
-                inv = 1.0 / count
-                slot = gl.program_id(0) * 2 + s
-                gl.store(ScrK + slot.to(gl.int64) * rows * 128 + cols, (acc_k * inv).to(ScrK.dtype.element_ty))
-                gl.store(ScrV + slot.to(gl.int64) * rows * 128 + cols, (acc_v * inv).to(ScrV.dtype.element_ty))
-                gl.store(TailN + slot, count)
-                _fence_proxy_async_global()
-                mbarrier.arrive(tail_ready.index(s), count=1)
-                c += 1
-            r += 1
-            tile = _taken_over(h_tile, h_full, h_empty, r)
 
     @gluon.jit
     def _bias_tables(bias, qk_scale):
@@ -525,11 +436,11 @@ if gluon is not None:
         return m_i, l_i, acc, it + gl.maximum(stop - start, 0)
 
     @gluon.jit
-    def _tail_step(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it, TailN, slot, qk_scale,
-                   W: gl.constexpr):
+    def _tail_step(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it, TailN, row, qk_scale,
+                   W: gl.constexpr, PDL: gl.constexpr):
         """Consumer: tail aggregation as one more ring step, a narrow one, and the tile's last: the tile's first row
         is the mean of the wholly visible keys this plan row skips (its value the mean of their values), logit
-        ``+ log2(count)``; the tile's other rows (zeros) are masked. The plans this
+        ``+ log2(count)``; the tile's other rows (other plan rows' tail keys, or zeros) are masked. The plans this
         kernel takes with a tail skip no diagonal block, so every row has seen a key before this step. ``W``: the
         rows the producer copied (``TAIL_ROWS``, its copy box's).
 
@@ -544,8 +455,11 @@ if gluon is not None:
         s = it % n_buf
         phase = (it // n_buf) & 1
         mbarrier.wait(ready_k.index(s), phase)
-        # the count, written by the tail helper before the producer copied its slot
-        count = gl.load(TailN + slot)
+        # the count, written by the sums' launch: chained, this thread waits for it too (the producer already did,
+        # before copying the tile, so the wait returns at once)
+        if PDL != 0:
+            _wait_for_prior()
+        count = gl.load(TailN + row)
         q_w = gl.convert_layout(q, gl.DotOperandLayout(operand_index=0, parent=s_layout, k_width=2))
         qk = warpgroup_mma(q_w, bufs_k.index(s).slice(0, W).permute((1, 0)), gl.zeros([64, W], gl.float32, s_layout),
                            use_acc=False, is_async=True)
@@ -573,15 +487,13 @@ if gluon is not None:
         return acc, it + 1
 
     @gluon.jit
-    def _consumer_tile(args, tile, it, c, WG: gl.constexpr, CAUSAL: gl.constexpr, POOLED: gl.constexpr,
+    def _consumer_tile(args, tile, it, WG: gl.constexpr, CAUSAL: gl.constexpr, POOLED: gl.constexpr,
                        TAIL: gl.constexpr, PDL: gl.constexpr):
         """One query tile's 64 rows of this consumer (its Q loaded): every step of its plan row, the tail, the
-        output. ``c``: this program's tiles with a tail so far. Returns the ring position after its steps and
-        ``c`` after this tile."""
+        output. Returns the ring position after its steps."""
         (desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kn, desc_vn, desc_kt, desc_vt, BlockIdx, CatOff, desc_o, TailN,
          qk_scale, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles, Sched, q_smem, o_smem,
-         bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias, Prefix, prefix_w, ScrK,
-         ScrV, h_tile, h_full, h_empty, tail_ready, tail_free) = args
+         bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias) = args
         b, h, kvh, qblk, idx_ptr, off_ptr, row = _program_lists(tile, BlockIdx, CatOff, n_q_heads, n_kv_heads,
                                                                 n_plan_heads, n_qb, n_kb, n_tiles)
         # a static index: Q behind a run-time index (two tiles' buffers) gave wrong products on an H200. Q is read
@@ -629,10 +541,7 @@ if gluon is not None:
         if TAIL:
             if has_tail:
                 out, it = _tail_step(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it, TailN,
-                                     gl.program_id(0) * 2 + c % 2, qk_scale, desc_kt.block_type.shape[2])
-                # the helper may write this scratch slot again (its rows were copied, its count read)
-                mbarrier.arrive(tail_free.index(c % 2), count=1)
-                c += 1
+                                     row, qk_scale, desc_kt.block_type.shape[2], PDL)
             else:
                 out = acc * (1.0 / gl.where(l_i > 0.0, l_i, 1.0))[:, None]
         else:
@@ -645,24 +554,22 @@ if gluon is not None:
         fence_async_shared()
         _block_barrier()
         _tma_store(desc_o, [b, h, qblk * 128 + WG * 64, 0], o_smem.index(WG))
-        return it, c
+        return it
 
     @gluon.jit
     def _consumer(args, WG: gl.constexpr, CAUSAL: gl.constexpr, POOLED: gl.constexpr, TAIL: gl.constexpr,
                   PDL: gl.constexpr):
         (desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kn, desc_vn, desc_kt, desc_vt, BlockIdx, CatOff, desc_o, TailN,
          qk_scale, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles, Sched, q_smem, o_smem,
-         bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias, Prefix, prefix_w, ScrK,
-         ScrV, h_tile, h_full, h_empty, tail_ready, tail_free) = args
+         bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias) = args
         if POOLED:
             _bias_tables(bias, qk_scale)
         it = 0
         r = 0
-        c = 0
         mbarrier.wait(q_bar, 0)
         tile = gl.max(tile_smem.load(_VEC), 0)
         while tile < n_tiles:
-            it, c = _consumer_tile(args, tile, it, c, WG, CAUSAL, POOLED, TAIL, PDL)
+            it = _consumer_tile(args, tile, it, WG, CAUSAL, POOLED, TAIL, PDL)
             r += 1
             mbarrier.wait(q_bar, r & 1)
             tile = gl.max(tile_smem.load(_VEC), 0)
@@ -674,7 +581,7 @@ if gluon is not None:
 
     @gluon.jit
     def _pyramid_ws_fwd(desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kn2, desc_vn2, desc_kn4, desc_vn4, desc_kn8,
-                        desc_vn8, desc_kt, desc_vt, BlockIdx, CatOff, desc_o, TailN, Prefix, prefix_w, ScrK, ScrV,
+                        desc_vn8, desc_kt, desc_vt, BlockIdx, CatOff, desc_o, TailN,
                         qk_scale, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles, Sched,
                         CAUSAL: gl.constexpr, POOLED: gl.constexpr, TAIL: gl.constexpr, PDL: gl.constexpr,
                         STAGES: gl.constexpr, CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr):
@@ -700,43 +607,15 @@ if gluon is not None:
             mbarrier.init(ready_v.index(s), count=1)
             mbarrier.init(empty_k.index(s), count=2)  # one arrival per consumer warp group
             mbarrier.init(empty_v.index(s), count=2)
-        if TAIL:
-            # the producer's mailbox to the tail helper (a tile number a slot), and the tail keys' scratch slots:
-            # written by the helper, copied by the producer, freed by both consumers
-            h_tile = gl.allocate_shared_memory(gl.int32, [2, 1], gl.SwizzledSharedLayout(1, 1, 1, [0]))
-            h_full = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
-            h_empty = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
-            tail_ready = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
-            tail_free = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
-            for s in gl.static_range(2):
-                mbarrier.init(h_full.index(s), count=1)
-                mbarrier.init(h_empty.index(s), count=1)
-                mbarrier.init(tail_ready.index(s), count=1)
-                mbarrier.init(tail_free.index(s), count=2)  # one arrival per consumer warp group
-        else:  # not read without a tail
-            h_tile = tile_smem
-            h_full = ready_k
-            h_empty = ready_k
-            tail_ready = ready_k
-            tail_free = ready_k
         args = (desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kn, desc_vn, desc_kt, desc_vt, BlockIdx, CatOff, desc_o,
                 TailN, qk_scale, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles, Sched, q_smem,
-                o_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias, Prefix,
-                prefix_w, ScrK, ScrV, h_tile, h_full, h_empty, tail_ready, tail_free)
+                o_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias)
         # the flags as arguments of their own: in the tuple they would reach the partitions as run-time values
-        if TAIL:
-            gl.warp_specialize([
-                (_consumer, (args, 0, CAUSAL, POOLED, TAIL, PDL)),
-                (_consumer_1, (args, CAUSAL, POOLED, TAIL, PDL)),
-                (_producer, (args, POOLED, TAIL, PDL)),
-                (_tail_helper, (args, PDL)),
-            ], [4, 1, 1], [CONSUMER_REGS, PRODUCER_REGS, PRODUCER_REGS])
-        else:
-            gl.warp_specialize([
-                (_consumer, (args, 0, CAUSAL, POOLED, TAIL, PDL)),
-                (_consumer_1, (args, CAUSAL, POOLED, TAIL, PDL)),
-                (_producer, (args, POOLED, TAIL, PDL)),
-            ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
+        gl.warp_specialize([
+            (_consumer, (args, 0, CAUSAL, POOLED, TAIL, PDL)),
+            (_consumer_1, (args, CAUSAL, POOLED, TAIL, PDL)),
+            (_producer, (args, POOLED, TAIL, PDL)),
+        ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
 
 
 def compile_for_sm90(pooled: bool, tail: bool, pdl: int = 0, causal: bool = True):
@@ -755,7 +634,7 @@ def compile_for_sm90(pooled: bool, tail: bool, pdl: int = 0, causal: bool = True
     if pooled:  # the single pooled blocks' boxes (without pooled levels the launch passes K and V's)
         rows.update({f"desc_{kv}n{p}": BLOCK // p for p in (2, 4, 8) for kv in "kv"})
     types = {"BlockIdx": "*i32", "CatOff": "*i32", "TailN": "*fp32", "qk_scale": "fp32",
-             "Sched": "*i32", "Prefix": "*fp32", "ScrK": "*bf16", "ScrV": "*bf16"}
+             "Sched": "*i32"}
     flags = dict(CAUSAL=causal, POOLED=pooled, TAIL=tail, PDL=pdl, STAGES=STAGES, CONSUMER_REGS=REGS[0],
                  PRODUCER_REGS=REGS[1])
     signature = {}
@@ -830,33 +709,16 @@ def _descriptor(t: torch.Tensor, rows: int):
     return d
 
 
-_SCRATCH: dict = {}
-
-
-def _tail_scratch(index: int, dtype: torch.dtype, programs: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The tail keys' scratch of launches on the current stream of device ``index``: two slots a program of
-    ``TAIL_ROWS`` mean-key and mean-value rows (``q``'s dtype; the tail helper writes row 0, the others stay zeros)
-    and a key count each. One per stream, as the tile counter."""
-    key = (index, torch.cuda.current_stream(index).cuda_stream, dtype, programs)
-    scratch = _SCRATCH.get(key)
-    if scratch is None:
-        dev = torch.device("cuda", index)
-        rows = programs * 2 * TAIL_ROWS
-        scratch = _SCRATCH[key] = (torch.zeros(rows, HEAD_DIM, device=dev, dtype=dtype),
-                                   torch.zeros(rows, HEAD_DIM, device=dev, dtype=dtype),
-                                   torch.zeros(programs * 2, device=dev, dtype=torch.float32))
-    return scratch
-
-
 def pyramid_attention_ws(q, k, v, plan, kp_all, vp_all, out, scale_log2: float, causal: bool,
-                         tail_prefix: torch.Tensor | None = None, pdl: int = 0) -> torch.Tensor:
+                         tail_key: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+                         pdl: int = 0) -> torch.Tensor:
     """Launch the kernel on a compiled plan (the caller checked :func:`ws_supported` and the arguments).
     ``kp_all`` / ``vp_all``: the concatenated pyramid ``[B, Hkv, G2 + G4 + G8, D]``, or ``None`` for a plan with no
-    pooled block (K and V stand in; no step reads them). ``tail_prefix``: tail aggregation, the pyramid's
-    ``block_prefix`` (``[B, Hkv, nKB + 1, W]`` float32) of a plan that skips no block meeting the diagonal; the
-    kernel's tail helper makes each tile's tail key from it and the plan lists' runs of skipped blocks.
-    ``pdl``: 1 chained to the launch before, which may still be making the pyramid (and its block prefix); 0 not
-    chained."""
+    pooled block (K and V stand in; no step reads them). ``tail_key``: tail aggregation, the launcher's
+    :func:`~vlmsparse.kernels.pyramid.skipped_key_sums` with ``means`` (mean keys, mean values ``[rows, D]`` in
+    q's dtype, counts) of a plan that skips no block meeting the diagonal.
+    ``pdl``: chained to the launch before (:func:`~vlmsparse.kernels.pyramid.chain_wait`: 1 that launch may still
+    be making the pyramid, 2 only the sums), 0 not chained."""
     b, hq, lq, _ = q.shape
     hkv, lk = k.shape[1], k.shape[2]
     n_qb, n_kb = cdiv(lq, BLOCK), cdiv(lk, BLOCK)
@@ -869,20 +731,18 @@ def pyramid_attention_ws(q, k, v, plan, kp_all, vp_all, out, scale_log2: float, 
     else:
         desc_kp, desc_vp = _descriptor(kp_all, BLOCK), _descriptor(vp_all, BLOCK)
         desc_n = tuple(_descriptor(t, BLOCK // p) for p in (2, 4, 8) for t in (kp_all, vp_all))
+    if tail_key is None:
+        desc_kt, desc_vt, tail_n = desc_k, desc_v, out
+    else:
+        mean_k, mean_v, tail_n = tail_key
+        desc_kt, desc_vt = _descriptor(mean_k[None, None], TAIL_ROWS), _descriptor(mean_v[None, None], TAIL_ROWS)
     n_tiles = b * hq * n_qb
     index = _index(q.device)
-    programs = min(n_tiles, _sm_count(index))
-    if tail_prefix is None:
-        desc_kt, desc_vt, tail_n, scr_k, scr_v, prefix = desc_k, desc_v, out, out, out, out
-    else:
-        scr_k, scr_v, tail_n = _tail_scratch(index, q.dtype, programs)
-        desc_kt, desc_vt = _descriptor(scr_k[None, None], TAIL_ROWS), _descriptor(scr_v[None, None], TAIL_ROWS)
-        prefix = tail_prefix
-    _pyramid_ws_fwd[(programs, )](
+    _pyramid_ws_fwd[(min(n_tiles, _sm_count(index)), )](
         desc_q, desc_k, desc_v, desc_kp, desc_vp, *desc_n, desc_kt, desc_vt, plan.block_idx, plan.cat_offsets, desc_o,
-        tail_n, prefix, prefix.shape[-1], scr_k, scr_v, scale_log2,
+        tail_n, scale_log2,
         hq, hkv, plan.plan_heads, n_qb, n_kb, lq, lk, n_tiles,
-        _schedule_counter(index), CAUSAL=causal, POOLED=kp_all is not None, TAIL=tail_prefix is not None, PDL=pdl,
+        _schedule_counter(index), CAUSAL=causal, POOLED=kp_all is not None, TAIL=tail_key is not None, PDL=pdl,
         STAGES=STAGES, CONSUMER_REGS=REGS[0], PRODUCER_REGS=REGS[1], num_warps=4, maxnreg=REGS[2],
         **({"launch_pdl": True} if pdl else {}),
     )
