@@ -309,23 +309,7 @@ if gluon is not None:
             if hi > gl.load(off_ptr + 8):
                 s = c % 2
                 mbarrier.wait(tail_free.index(s), ((c // 2) & 1) ^ 1)
-                base = Prefix + (b * n_kv_heads + kvh).to(gl.int64) * (n_kb + 1) * _PREFIX_W
-                acc_k = gl.zeros([128], gl.float32, _ROW128)
-                acc_v = gl.zeros([128], gl.float32, _ROW128)
-                count = 0.0
-                for t in range(lo, hi):
-                    e = gl.load(idx_ptr + t)
-                    first = base + (e % n_kb) * _PREFIX_W
-                    last = first + (e // n_kb + 1) * _PREFIX_W
-                    acc_k += gl.load(last + cols) - gl.load(first + cols)
-                    acc_v += gl.load(last + 128 + cols) - gl.load(first + 128 + cols)
-                    count += gl.load(last + 256) - gl.load(first + 256)
-                inv = 1.0 / count
-                slot = gl.program_id(0) * 2 + s
-                gl.store(ScrK + slot.to(gl.int64) * rows * 128 + cols, (acc_k * inv).to(ScrK.dtype.element_ty))
-                gl.store(ScrV + slot.to(gl.int64) * rows * 128 + cols, (acc_v * inv).to(ScrV.dtype.element_ty))
-                gl.store(TailN + slot, count)
-                _fence_proxy_async_global()
+                # timing probe: no key made (the slot keeps its zeros, count 0: the tail step adds nothing)
                 mbarrier.arrive(tail_ready.index(s), count=1)
                 c += 1
             r += 1
