@@ -545,8 +545,7 @@ def _skipped_sums_kernel(Levels, Sums, Out, MeanK, MeanV, Count, n_qb, n_kb, row
     in their dtype; zeros where nothing is skipped) and the count (``Count``, float32); else the sums into ``Out``.
     ``CHAINED``: launched right after the pyramid's launch, which it waits for; ``RELEASE``: the attention launch
     after this one may start at once (:mod:`vlmsparse.kernels.pdl`). ``PRECISION``: the products' (``"ieee"``
-    float32, ``"tf32x3"`` three tf32 products on tensor cores, or ``"bf16x3"`` on tensor cores with the sums in
-    three bfloat16 parts: their 24 bits, the 0/1 mask exact)."""
+    float32, or ``"tf32x3"`` three tf32 products on tensor cores)."""
     release_dependents(RELEASE)
     wait_for_prior(CHAINED)
     bkv = tl.program_id(2)
@@ -564,16 +563,7 @@ def _skipped_sums_kernel(Levels, Sums, Out, MeanK, MeanV, Count, n_qb, n_kb, row
         kb_ok = kb < n_kb
         m = _skip_mask(Levels, row, r_ok, first_row, kb, kb_ok, n_kb, q_len, k_len, CAUSAL, BLOCK_N)
         x = tl.load(sums + kb[:, None] * width + cols[None, :], mask=kb_ok[:, None] & c_ok[None, :], other=0.0)
-        x = x.to(tl.float32)
-        if PRECISION == "bf16x3":
-            mb = m.to(tl.bfloat16)
-            hi = x.to(tl.bfloat16)
-            rest = x - hi.to(tl.float32)
-            mid = rest.to(tl.bfloat16)
-            lo = (rest - mid.to(tl.float32)).to(tl.bfloat16)
-            acc = tl.dot(mb, lo, tl.dot(mb, mid, tl.dot(mb, hi, acc)))
-        else:
-            acc += tl.dot(m, x, input_precision=PRECISION)
+        acc += tl.dot(m, x.to(tl.float32), input_precision=PRECISION)
         if MEANS:  # the keys counted, for the means (the last column of the block sums)
             n_kb_keys = tl.load(sums + kb * width + (width - 1), mask=kb_ok, other=0.0)
             count += tl.sum(m * n_kb_keys[None, :], 1)
