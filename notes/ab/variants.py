@@ -42,15 +42,30 @@ def precomputed_sums(pyramid_module):
     return original
 
 
-def materialise(tag: str) -> pathlib.Path:
-    """Write the kernels package at ``tag`` to ``notes/ab/.variants/<tag>/`` (replacing what was there)."""
+def revision(tag: str) -> str:
+    """``tag`` itself where git knows it, else its commit in notes/tags.tsv (a copy of the repository has no tags)."""
     try:
-        archive = subprocess.run(["git", "archive", "--format=tar", tag, KERNELS], cwd=ROOT, check=True,
+        if subprocess.run(["git", "rev-parse", "--verify", "--quiet", tag + "^{commit}"], cwd=ROOT,
+                          capture_output=True).returncode == 0:
+            return tag
+    except OSError:
+        return tag
+    index = ROOT / "notes" / "tags.tsv"
+    rows = [line.split("\t") for line in index.read_text().splitlines()[1:]] if index.is_file() else []
+    return next((row[1] for row in rows if row[0] == tag and len(row) > 1 and row[1] != "-"), tag)
+
+
+def materialise(tag: str) -> pathlib.Path:
+    """Write the kernels package at ``tag`` (a revision, or a name in notes/tags.tsv) to
+    ``notes/ab/.variants/<tag>/`` (replacing what was there)."""
+    try:
+        archive = subprocess.run(["git", "archive", "--format=tar", revision(tag), KERNELS], cwd=ROOT, check=True,
                                  capture_output=True).stdout
     except (OSError, subprocess.CalledProcessError) as e:
         detail = getattr(e, "stderr", b"") or b""
         raise SystemExit(f"cannot read {KERNELS} at {tag!r} from git ({detail.decode().strip() or e}); "
-                         "pass a commit, or a tag from `git tag -l 'kernel-*' 'antidiagonal-*'`") from None
+                         "pass a commit, or a tag (`python notes/ab/tags.py --apply` makes them from "
+                         "notes/tags.tsv)") from None
     out = VARIANTS / tag
     out.mkdir(parents=True, exist_ok=True)
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
