@@ -184,9 +184,6 @@ if gluon is not None:
                 j = gl.load(idx_ptr + t)
                 _kv_tile(desc_k, desc_v, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, b, kvh, j * 128)
                 it += 1
-            # the next tile's number, drawn once the exact blocks' copies are issued: the atomic's round trip (the
-            # producer waits for it) passes while the ring is full, not after the tile's last copy
-            tile_next = _next_tile(Sched)
             if PDL == 1:  # the pyramid may still be in the making (every program waits: see vlmsparse.kernels.pdl)
                 _wait_for_prior()
             # spans (entry 8 * first + n - 1; the tile starts at the first block's pooled keys), then single blocks
@@ -220,7 +217,9 @@ if gluon is not None:
                         _wait_for_prior()
                     _kv_tile(desc_kt, desc_vt, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, 0, 0, row)
                     it += 1
-            tile = tile_next
+            # the next tile's number, drawn once this tile's copies are all issued: the atomic's round trip (the
+            # producer waits for it) passes while the consumers work through the ring's last tiles
+            tile = _next_tile(Sched)
             r += 1
         # no tile left: the consumers are told so by a tile number past the last, with a plain arrival
         mbarrier.wait(q_empty, (r & 1) ^ 1)
