@@ -178,6 +178,8 @@ if gluon is not None:
             _tma_load(desc_q, [b, h, qblk * 128, 0], q_bar, q_smem.index(0))
             _tma_load(desc_q, [b, h, qblk * 128 + 64, 0], q_bar, q_smem.index(1))
             o_exact = gl.load(off_ptr + 1)
+            if TAIL:  # read with the first offsets: its round trip passes under the tile's copies, not after them
+                tail_end = gl.load(off_ptr + 10)
             for t in range(0, o_exact):
                 j = gl.load(idx_ptr + t)
                 _kv_tile(desc_k, desc_v, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, b, kvh, j * 128)
@@ -210,7 +212,7 @@ if gluon is not None:
                 # the tail key, one more ring step where the plan row skips something visible: the 16 rows of
                 # the launcher's mean keys and values whose first is this plan row's (written by the sums' launch,
                 # which a chained program waits for first)
-                if gl.load(off_ptr + 10) > o_mask:
+                if tail_end > o_mask:
                     if PDL == 2:
                         _wait_for_prior()
                     _kv_tile(desc_kt, desc_vt, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, 0, 0, row)
