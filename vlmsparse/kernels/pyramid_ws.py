@@ -444,8 +444,8 @@ if gluon is not None:
         return m_i, l_i, acc, it + gl.maximum(stop - start, 0)
 
     @gluon.jit
-    def _tail_step(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it, TailN, row, qk_scale,
-                   waited, W: gl.constexpr, PDL: gl.constexpr):
+    def _tail_step(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it, count, qk_scale,
+                   W: gl.constexpr):
         """Consumer: tail aggregation as one more ring step, a narrow one, and the tile's last: the tile's first row
         is the mean of the wholly visible keys this plan row skips (its value the mean of their values), logit
         ``+ log2(count)``; the tile's other rows (other plan rows' tail keys, or zeros) are masked. The plans this
@@ -463,13 +463,6 @@ if gluon is not None:
         s = it % n_buf
         phase = (it // n_buf) & 1
         mbarrier.wait(ready_k.index(s), phase)
-        # the count, written by the sums' launch: chained, this thread waits for it too, once a program (the
-        # producer already did, before copying the tile, so the wait returns at once)
-        if PDL != 0:
-            if waited == 0:
-                _wait_for_prior()
-                waited = 1
-        count = gl.load(TailN + row)
         q_w = gl.convert_layout(q, gl.DotOperandLayout(operand_index=0, parent=s_layout, k_width=2))
         qk = warpgroup_mma(q_w, bufs_k.index(s).slice(0, W).permute((1, 0)), gl.zeros([64, W], gl.float32, s_layout),
                            use_acc=False, is_async=True)
@@ -494,7 +487,7 @@ if gluon is not None:
         acc = warpgroup_mma(p16, bufs_v.index(s).slice(0, W), acc, is_async=True)
         acc = warpgroup_mma_wait(0, deps=(acc, ))
         mbarrier.arrive(empty_v.index(s), count=1)
-        return acc, it + 1, waited
+        return acc, it + 1
 
     @gluon.jit
     def _consumer_tile(args, tile, it, waited, WG: gl.constexpr, CAUSAL: gl.constexpr, POOLED: gl.constexpr,
@@ -543,6 +536,14 @@ if gluon is not None:
                                                   acc, it, idx_ptr, o_p4, o_p8, qk_scale, k_len, 8)
         if TAIL:
             has_tail = gl.load(off_ptr + 10) > o_mask  # this program's plan skips something visible
+            # the tail's key count, written by the sums' launch, read a masked step ahead of the tail step, whose
+            # chain would otherwise wait for its round trip (chained, each thread waits for that launch first, once a
+            # program: on its first tile, tail or not)
+            if PDL != 0:
+                if waited == 0:
+                    _wait_for_prior()
+                    waited = 1
+            count = gl.load(TailN + row)
         rows = qblk * 128 + WG * 64 + gl.arange(0, 64, layout=row_layout)
         limit = rows + (k_len - q_len)
         m_i, l_i, acc, it = _masked_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it,
@@ -551,8 +552,8 @@ if gluon is not None:
         # as it adds the tail key (one product of the accumulator, not two)
         if TAIL:
             if has_tail:
-                out, it, waited = _tail_step(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it,
-                                             TailN, row, qk_scale, waited, desc_kt.block_type.shape[2], PDL)
+                out, it = _tail_step(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it, count,
+                                     qk_scale, desc_kt.block_type.shape[2])
             else:
                 out = acc * (1.0 / gl.where(l_i > 0.0, l_i, 1.0))[:, None]
         else:
