@@ -208,10 +208,6 @@ if gluon is not None:
                 j = gl.load(idx_ptr + t)
                 _kv_tile(desc_k, desc_v, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, b, kvh, j * 128)
                 it += 1
-            # the next tile's number, drawn once this tile's blocks are all copied: the atomic's round trip (the
-            # producer waits for it) passes while the consumers work through the ring's last tiles, and, where the
-            # tile has a tail, before the tail key's copy, which waits for a ring slot the tile's last step frees
-            tile_next = _next_tile(Sched)
             if TAIL:
                 # the tail key, one more ring step where the plan row skips something visible: the 16 rows of
                 # the launcher's mean keys and values whose first is this plan row's (written by the sums' launch,
@@ -221,7 +217,9 @@ if gluon is not None:
                         _wait_for_prior()
                     _kv_tile(desc_kt, desc_vt, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, 0, 0, row)
                     it += 1
-            tile = tile_next
+            # the next tile's number, drawn once this tile's copies are all issued: the atomic's round trip (the
+            # producer waits for it) passes while the consumers work through the ring's last tiles
+            tile = _next_tile(Sched)
             r += 1
         # no tile left: the consumers are told so by a tile number past the last, with a plain arrival
         mbarrier.wait(q_empty, (r & 1) ^ 1)
