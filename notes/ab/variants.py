@@ -44,15 +44,11 @@ def precomputed_sums(pyramid_module):
 
 def revision(tag: str) -> str:
     """``tag`` itself where git knows it, else its commit in notes/tags.tsv (a copy of the repository has no tags)."""
-    try:
-        if subprocess.run(["git", "rev-parse", "--verify", "--quiet", tag + "^{commit}"], cwd=ROOT,
-                          capture_output=True).returncode == 0:
-            return tag
-    except OSError:
+    from tags import INDEX, is_commit, read_index  # notes/ab/tags.py, beside this file
+
+    if is_commit(tag) or not INDEX.is_file():
         return tag
-    index = ROOT / "notes" / "tags.tsv"
-    rows = [line.split("\t") for line in index.read_text().splitlines()[1:]] if index.is_file() else []
-    return next((row[1] for row in rows if row[0] == tag and len(row) > 1 and row[1] != "-"), tag)
+    return next((commit for name, commit, _ in read_index() if name == tag and commit != "-"), tag)
 
 
 def materialise(tag: str) -> pathlib.Path:
