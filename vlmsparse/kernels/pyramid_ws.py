@@ -31,9 +31,8 @@ launches: a launch's last program sets it back, so calls back to back, on severa
 graph each start from tile 0.
 
 Chained launches (:mod:`vlmsparse.kernels.pdl`): with ``PDL=1`` the producer waits for the launch before (the
-pyramid's, or the sums' after it) just before its first tile's first pyramid copy, with ``PDL=2`` (a prebuilt pyramid)
-just before its first tail key; consumers only in their first tail step, before reading the count: each thread once a
-program, since after its first wait the launch before has ended.
+pyramid's, or the sums' after it) just before its first pyramid tile, with ``PDL=2`` (a prebuilt pyramid) just
+before a tile's tail key; consumers wait only in their tail step, before reading the count.
 
 Not runnable under the Triton interpreter: the tests check it against the Triton kernel and the float64
 reference on a Hopper GPU (``VLMSPARSE_TEST_DEVICE=cuda``).
@@ -168,7 +167,6 @@ if gluon is not None:
         it = 0  # ring position, continued from tile to tile (the consumers count the same steps)
         r = 0
         tile = _next_tile(Sched)
-        waited = 0  # chained: the launch before has ended once this thread has waited for it (once a program)
         while tile < n_tiles:
             b, h, kvh, qblk, idx_ptr, off_ptr, row = _program_lists(tile, BlockIdx, CatOff, n_q_heads,
                                                                     n_kv_heads, n_plan_heads, n_qb, n_kb, n_tiles)
@@ -187,9 +185,7 @@ if gluon is not None:
                 _kv_tile(desc_k, desc_v, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, b, kvh, j * 128)
                 it += 1
             if PDL == 1:  # the pyramid may still be in the making (every program waits: see vlmsparse.kernels.pdl)
-                if waited == 0:
-                    _wait_for_prior()
-                    waited = 1
+                _wait_for_prior()
             # spans (entry 8 * first + n - 1; the tile starts at the first block's pooled keys), then single blocks
             if POOLED:
                 lo = o_exact
@@ -212,22 +208,18 @@ if gluon is not None:
                 j = gl.load(idx_ptr + t)
                 _kv_tile(desc_k, desc_v, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, b, kvh, j * 128)
                 it += 1
-            # the next tile's number, drawn once this tile's blocks are all copied: the atomic's round trip (the
-            # producer waits for it) passes while the consumers work through the ring's last tiles, and, where the
-            # tile has a tail, before the tail key's copy, which waits for a ring slot the tile's last step frees
-            tile_next = _next_tile(Sched)
             if TAIL:
                 # the tail key, one more ring step where the plan row skips something visible: the 16 rows of
                 # the launcher's mean keys and values whose first is this plan row's (written by the sums' launch,
                 # which a chained program waits for first)
                 if tail_end > o_mask:
                     if PDL == 2:
-                        if waited == 0:
-                            _wait_for_prior()
-                            waited = 1
+                        _wait_for_prior()
                     _kv_tile(desc_kt, desc_vt, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, it, 0, 0, row)
                     it += 1
-            tile = tile_next
+            # the next tile's number, drawn once this tile's copies are all issued: the atomic's round trip (the
+            # producer waits for it) passes while the consumers work through the ring's last tiles
+            tile = _next_tile(Sched)
             r += 1
         # no tile left: the consumers are told so by a tile number past the last, with a plain arrival
         mbarrier.wait(q_empty, (r & 1) ^ 1)
@@ -447,7 +439,7 @@ if gluon is not None:
 
     @gluon.jit
     def _tail_step(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it, TailN, row, qk_scale,
-                   waited, W: gl.constexpr, PDL: gl.constexpr):
+                   W: gl.constexpr, PDL: gl.constexpr):
         """Consumer: tail aggregation as one more ring step, a narrow one, and the tile's last: the tile's first row
         is the mean of the wholly visible keys this plan row skips (its value the mean of their values), logit
         ``+ log2(count)``; the tile's other rows (other plan rows' tail keys, or zeros) are masked. The plans this
@@ -456,7 +448,7 @@ if gluon is not None:
 
         Being the last step, it also normalises: the accumulator is scaled once by ``alpha / l`` (the rescale and
         the output's ``1 / l`` in one product) and the tail's probability enters as ``p / l``, so the tile's
-        epilogue has no division of its own. Returns the normalised output, the ring position and ``waited``."""
+        epilogue has no division of its own. Returns the normalised output and the ring position."""
         n_buf: gl.constexpr = bufs_k.type.shape[0]
         s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                            instr_shape=[16, W, 16])
@@ -465,12 +457,10 @@ if gluon is not None:
         s = it % n_buf
         phase = (it // n_buf) & 1
         mbarrier.wait(ready_k.index(s), phase)
-        # the count, written by the sums' launch: chained, this thread waits for it too, once a program (the
-        # producer already did, before copying the tile, so the wait returns at once)
+        # the count, written by the sums' launch: chained, this thread waits for it too (the producer already did,
+        # before copying the tile, so the wait returns at once)
         if PDL != 0:
-            if waited == 0:
-                _wait_for_prior()
-                waited = 1
+            _wait_for_prior()
         count = gl.load(TailN + row)
         q_w = gl.convert_layout(q, gl.DotOperandLayout(operand_index=0, parent=s_layout, k_width=2))
         qk = warpgroup_mma(q_w, bufs_k.index(s).slice(0, W).permute((1, 0)), gl.zeros([64, W], gl.float32, s_layout),
@@ -496,14 +486,13 @@ if gluon is not None:
         acc = warpgroup_mma(p16, bufs_v.index(s).slice(0, W), acc, is_async=True)
         acc = warpgroup_mma_wait(0, deps=(acc, ))
         mbarrier.arrive(empty_v.index(s), count=1)
-        return acc, it + 1, waited
+        return acc, it + 1
 
     @gluon.jit
-    def _consumer_tile(args, tile, it, waited, WG: gl.constexpr, CAUSAL: gl.constexpr, POOLED: gl.constexpr,
+    def _consumer_tile(args, tile, it, WG: gl.constexpr, CAUSAL: gl.constexpr, POOLED: gl.constexpr,
                        TAIL: gl.constexpr, PDL: gl.constexpr):
         """One query tile's 64 rows of this consumer (its Q loaded): every step of its plan row, the tail, the
-        output. ``waited``: whether this thread has waited for the chained launch before (once a program is enough).
-        Returns the ring position after its steps and ``waited``."""
+        output. Returns the ring position after its steps."""
         (desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kn, desc_vn, desc_kt, desc_vt, BlockIdx, CatOff, desc_o, TailN,
          qk_scale, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles, Sched, q_smem, o_smem,
          bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias) = args
@@ -553,8 +542,8 @@ if gluon is not None:
         # as it adds the tail key (one product of the accumulator, not two)
         if TAIL:
             if has_tail:
-                out, it, waited = _tail_step(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it,
-                                             TailN, row, qk_scale, waited, desc_kt.block_type.shape[2], PDL)
+                out, it = _tail_step(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it, TailN,
+                                     row, qk_scale, desc_kt.block_type.shape[2], PDL)
             else:
                 out = acc * (1.0 / gl.where(l_i > 0.0, l_i, 1.0))[:, None]
         else:
@@ -567,7 +556,7 @@ if gluon is not None:
         fence_async_shared()
         _block_barrier()
         _tma_store(desc_o, [b, h, qblk * 128 + WG * 64, 0], o_smem.index(WG))
-        return it, waited
+        return it
 
     @gluon.jit
     def _consumer(args, WG: gl.constexpr, CAUSAL: gl.constexpr, POOLED: gl.constexpr, TAIL: gl.constexpr,
@@ -581,9 +570,8 @@ if gluon is not None:
         r = 0
         mbarrier.wait(q_bar, 0)
         tile = gl.max(tile_smem.load(_VEC), 0)
-        waited = 0
         while tile < n_tiles:
-            it, waited = _consumer_tile(args, tile, it, waited, WG, CAUSAL, POOLED, TAIL, PDL)
+            it = _consumer_tile(args, tile, it, WG, CAUSAL, POOLED, TAIL, PDL)
             r += 1
             mbarrier.wait(q_bar, r & 1)
             tile = gl.max(tile_smem.load(_VEC), 0)
