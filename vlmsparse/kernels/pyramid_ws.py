@@ -52,6 +52,7 @@ try:  # Gluon: Triton >= 3.5; its Hopper pieces are only usable on an sm_90 devi
     from triton.experimental.gluon import language as gl
     from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma, warpgroup_mma,
                                                                       warpgroup_mma_wait)
+    from triton.experimental.gluon.language.nvidia.ampere import async_copy
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor as GluonDescriptor
 
     # a barrier of the warp group (Gluon's name for it changed: thread_barrier up to Triton 3.6, barrier later)
@@ -150,6 +151,13 @@ if gluon is not None:
         mbarrier.wait(empty_v.index(s), phase ^ 1)
         mbarrier.expect(ready_v.index(s), desc_v.block_type.nbytes)
         _tma_load(desc_v, [b, kvh, r, 0], ready_v.index(s), bufs_v.index(s).slice(0, n_rows))
+
+    @gluon.jit
+    def _release(bar):
+        """Consumer: a ring slot's release, every thread arriving for itself (``cp.async.mbarrier.arrive.noinc``,
+        no copies of its own pending, so at once) once its waited-for matmuls on the slot are done; a single-thread
+        arrival would put the warp group's barrier before it. The slot's barrier counts every consumer thread."""
+        async_copy.mbarrier_arrive(bar, increment_count=False)
 
     @gluon.jit
     def _wait_for_prior():
@@ -330,7 +338,7 @@ if gluon is not None:
             mbarrier.wait(ready_k.index(s), (it // n_buf) & 1)
             qk = _qk(q, bufs_k.index(s), zero, bias, e, 0, o_exact, o_s2, o_s4, SPANS)
             qk = warpgroup_mma_wait(0, deps=(qk, ))
-            mbarrier.arrive(empty_k.index(s), count=1)
+            _release(empty_k.index(s))
             m_i, l_i, p, alpha = _wide_update(qk, m_i, l_i, qk_scale)
             acc = acc * alpha[:, None]
             p16 = gl.convert_layout(p.to(q.dtype), _P)
@@ -346,18 +354,18 @@ if gluon is not None:
                 mbarrier.wait(ready_v.index(prev), ((cur - 1) // n_buf) & 1)
                 acc = warpgroup_mma(p16, bufs_v.index(prev), acc, is_async=True)
                 qk = warpgroup_mma_wait(1, deps=(qk, ))
-                mbarrier.arrive(empty_k.index(s), count=1)
+                _release(empty_k.index(s))
                 m_i, l_i, p, alpha = _wide_update(qk, m_i, l_i, qk_scale)
                 # the new P goes into the operand registers only once the P V reading the old one is done
                 acc = warpgroup_mma_wait(0, deps=(acc, ))
-                mbarrier.arrive(empty_v.index(prev), count=1)
+                _release(empty_v.index(prev))
                 p16 = gl.convert_layout(p.to(q.dtype), _P)
                 acc = acc * alpha[:, None]
                 prev = s
             mbarrier.wait(ready_v.index(prev), ((it + n - 1) // n_buf) & 1)
             acc = warpgroup_mma(p16, bufs_v.index(prev), acc, is_async=True)
             acc = warpgroup_mma_wait(0, deps=(acc, ))
-            mbarrier.arrive(empty_v.index(prev), count=1)
+            _release(empty_v.index(prev))
         return m_i, l_i, acc, it + n
 
     @gluon.jit
@@ -370,7 +378,7 @@ if gluon is not None:
         mbarrier.wait(ready_v.index(s), phase)
         acc = warpgroup_mma(p16, bufs_v.index(s).slice(0, W), acc, is_async=True)
         acc = warpgroup_mma_wait(0, deps=(acc, ))
-        mbarrier.arrive(empty_v.index(s), count=1)
+        _release(empty_v.index(s))
         return acc
 
     @gluon.jit
@@ -398,7 +406,7 @@ if gluon is not None:
             mbarrier.wait(ready_k.index(s), phase)
             qk = warpgroup_mma(q_w, bufs_k.index(s).slice(0, W).permute((1, 0)), zero, use_acc=False, is_async=True)
             qk = warpgroup_mma_wait(0, deps=(qk, ))
-            mbarrier.arrive(empty_k.index(s), count=1)
+            _release(empty_k.index(s))
             g = j * W + offs
             count = gl.minimum(k_len - g * P, P).to(gl.float32)
             bias = gl.where(g < n_groups, gl.log2(gl.maximum(count, 1.0)), float("-inf"))
@@ -427,14 +435,14 @@ if gluon is not None:
             mbarrier.wait(ready_k.index(s), phase)
             qk = warpgroup_mma(q, bufs_k.index(s).permute((1, 0)), zero, use_acc=False, is_async=True)
             qk = warpgroup_mma_wait(0, deps=(qk, ))
-            mbarrier.arrive(empty_k.index(s), count=1)
+            _release(empty_k.index(s))
             m_i, l_i, p, alpha = _masked_update(qk, m_i, l_i, qk_scale, cols, limit, k_len, CAUSAL)
             acc = acc * alpha[:, None]
             p16 = gl.convert_layout(p.to(q.dtype), _P)
             mbarrier.wait(ready_v.index(s), phase)
             acc = warpgroup_mma(p16, bufs_v.index(s), acc, is_async=True)
             acc = warpgroup_mma_wait(0, deps=(acc, ))
-            mbarrier.arrive(empty_v.index(s), count=1)
+            _release(empty_v.index(s))
         return m_i, l_i, acc, it + gl.maximum(stop - start, 0)
 
     @gluon.jit
@@ -466,7 +474,7 @@ if gluon is not None:
         qk = warpgroup_mma(q_w, bufs_k.index(s).slice(0, W).permute((1, 0)), gl.zeros([64, W], gl.float32, s_layout),
                            use_acc=False, is_async=True)
         qk = warpgroup_mma_wait(0, deps=(qk, ))
-        mbarrier.arrive(empty_k.index(s), count=1)
+        _release(empty_k.index(s))
         offs = gl.arange(0, W, layout=gl.SliceLayout(0, s_layout))
         bias = gl.where((offs == 0) & (count > 0.5), gl.log2(gl.maximum(count, 1.0)), float("-inf"))
         # the tail key's logit per row (every other column is masked): one exponential a row, not one a column
@@ -485,7 +493,7 @@ if gluon is not None:
         mbarrier.wait(ready_v.index(s), phase)
         acc = warpgroup_mma(p16, bufs_v.index(s).slice(0, W), acc, is_async=True)
         acc = warpgroup_mma_wait(0, deps=(acc, ))
-        mbarrier.arrive(empty_v.index(s), count=1)
+        _release(empty_v.index(s))
         return acc, it + 1
 
     @gluon.jit
@@ -607,8 +615,8 @@ if gluon is not None:
         for s in gl.static_range(STAGES):
             mbarrier.init(ready_k.index(s), count=1)
             mbarrier.init(ready_v.index(s), count=1)
-            mbarrier.init(empty_k.index(s), count=2)  # one arrival per consumer warp group
-            mbarrier.init(empty_v.index(s), count=2)
+            mbarrier.init(empty_k.index(s), count=2 * 128)  # one arrival per consumer thread (_release)
+            mbarrier.init(empty_v.index(s), count=2 * 128)
         args = (desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kn, desc_vn, desc_kt, desc_vt, BlockIdx, CatOff, desc_o,
                 TailN, qk_scale, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles, Sched, q_smem,
                 o_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias)
