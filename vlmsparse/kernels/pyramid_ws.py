@@ -312,7 +312,7 @@ if gluon is not None:
 
     @gluon.jit
     def _wide_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it, idx_ptr, o_exact,
-                    o_s2, o_s4, stop, qk_scale, bias, SPANS: gl.constexpr):
+                    o_s2, o_s4, stop, qk_scale, bias, k_len, SPANS: gl.constexpr):
         """Consumer: the wide steps ``0 .. stop`` on 128-key tiles in one pipeline (``Q K^T`` of step ``t`` issued
         before ``P V`` of step ``t - 1``): exact blocks, and with ``SPANS`` the spans of every level after them.
         With the span bias a tensor-core product every wide step has the same softmax, so one loop takes them all,
@@ -347,7 +347,14 @@ if gluon is not None:
                 acc = warpgroup_mma(p16, bufs_v.index(prev), acc, is_async=True)
                 qk = warpgroup_mma_wait(1, deps=(qk, ))
                 mbarrier.arrive(empty_k.index(s), count=1)
-                m_i, l_i, p, alpha = _wide_update(qk, m_i, l_i, qk_scale)
+                # the softmax in a basic block of its own (the branch is always taken: a step's number is below
+                # the key blocks' count, below k_len): ptxas then leaves the wait for the previous P V, next, after
+                # the exponentials, which run under that product; in one block with the wait it puts the wait first
+                if t < k_len:
+                    m_i, l_i, p, alpha = _wide_update(qk, m_i, l_i, qk_scale)
+                else:
+                    p = qk
+                    alpha = m_i
                 # the new P goes into the operand registers only once the P V reading the old one is done
                 acc = warpgroup_mma_wait(0, deps=(acc, ))
                 mbarrier.arrive(empty_v.index(prev), count=1)
@@ -523,7 +530,7 @@ if gluon is not None:
         if POOLED:
             n_wide = o_s8
         m_i, l_i, acc, it = _wide_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it,
-                                        idx_ptr, o_exact, o_s2, o_s4, n_wide, qk_scale, bias, POOLED)
+                                        idx_ptr, o_exact, o_s2, o_s4, n_wide, qk_scale, bias, k_len, POOLED)
         if POOLED:
             if o_p8 > o_s8:  # single pooled blocks are rare in the default plans: skip their set-up when absent
                 m_i, l_i, acc, it = _narrow_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i,
