@@ -8,12 +8,11 @@ into
 
 - a producer warp that copies the query tile once and every K/V tile of the plan, in the plan's order, through
   TMA into a ring of shared-memory buffers, each guarded by an mbarrier;
-- one consumer partition of two warp groups (eight warps, 64 query rows a warp group), which runs one copy of the
-  steps' code for the whole tile and waits on those mbarriers only: each thread releases a ring slot for itself
-  (no barrier across the partition before a release), so the warp groups never wait for each other inside a tile.
-  Block ``i``'s ``Q K^T`` is issued before block ``i - 1``'s ``P V``, so block ``i``'s softmax runs while that
-  ``P V`` is in flight. The partition reads Q into registers at the tile's start (the matmuls' left operand from
-  registers) and releases the buffer at once, and writes its output through shared memory with one TMA copy.
+- two consumer warp groups of 64 query rows each, which wait on those mbarriers only (never on each other), and
+  within each of which block ``i``'s ``Q K^T`` is issued before block ``i - 1``'s ``P V``, so block ``i``'s
+  softmax runs while that ``P V`` is in flight. Each reads its half of Q into registers at the tile's start (the
+  matmuls' left operand from registers) and releases the buffer at once, and writes its output through shared
+  memory with one TMA copy.
 
 Steps, in the order of the plan lists (:mod:`vlmsparse.kernels.plan_lists`): exact blocks, spans of pooled blocks
 (one 128-key tile of the pyramid, logits ``+ log2 p``, the rows past the span masked), single pooled blocks (their
@@ -26,7 +25,7 @@ which no planner here makes, is left to the Triton kernel.
 
 Persistent schedule: one program per SM, each walking query tiles (a query block of one head) drawn from a
 counter, heavy (late) query blocks first. The producer draws the next tile once it has issued the current tile's
-last copy and loads that tile's Q as soon as the consumers have read the current one's into registers, so the next
+last copy and loads that tile's Q as soon as both consumers have read the current one's into registers, so the next
 tile's Q and first copies load while the current tile runs. The counter (two int32 per CUDA stream) is zero between
 launches: a launch's last program sets it back, so calls back to back, on several streams or replayed from a CUDA
 graph each start from tile 0.
@@ -53,7 +52,6 @@ try:  # Gluon: Triton >= 3.5; its Hopper pieces are only usable on an sm_90 devi
     from triton.experimental.gluon import language as gl
     from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma, warpgroup_mma,
                                                                       warpgroup_mma_wait)
-    from triton.experimental.gluon.language.nvidia.ampere import async_copy
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor as GluonDescriptor
 
     # a barrier of the warp group (Gluon's name for it changed: thread_barrier up to Triton 3.6, barrier later)
@@ -63,21 +61,20 @@ try:  # Gluon: Triton >= 3.5; its Hopper pieces are only usable on an sm_90 devi
     # a TMA copy from shared to global memory (async_copy_shared_to_global up to Triton 3.6, async_store later)
     _tma_store = getattr(tma, "async_store", None) or tma.async_copy_shared_to_global
     # 128-byte swizzled tiles of 16-bit elements (bfloat16 and float16 alike), as the TMA boxes are written
-    _SMEM_Q = gl.constexpr(gl.NVMMASharedLayout.get_default_for([128, 128], gl.bfloat16))
+    _SMEM_Q = gl.constexpr(gl.NVMMASharedLayout.get_default_for([64, 128], gl.bfloat16))
     _SMEM_KV = gl.constexpr(gl.NVMMASharedLayout.get_default_for([128, 128], gl.bfloat16))
-    # the span bias through the tensor cores: [128, 16] tables (B, read transposed; the [128, 16] selector, A, is
+    # the span bias through the tensor cores: [128, 16] tables (B, read transposed; the [64, 16] selector, A, is
     # built in registers, _SEL), 32-byte swizzled
     _SMEM_BIAS = gl.constexpr(gl.NVMMASharedLayout.get_default_for([128, 16], gl.bfloat16))
-    _FILL = gl.constexpr(gl.BlockedLayout(size_per_thread=[1, 8], threads_per_warp=[16, 2], warps_per_cta=[8, 1],
+    _FILL = gl.constexpr(gl.BlockedLayout(size_per_thread=[1, 8], threads_per_warp=[16, 2], warps_per_cta=[4, 1],
                                           order=[1, 0]))
-    # the consumers' [128, 128] wgmma results (logits, accumulator; rows 0-63 the first warp group's) and P as the
-    # left operand of P V
-    _ACC = gl.constexpr(gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[8, 1], instr_shape=[16, 128, 16]))
+    # a consumer's [64, 128] wgmma results (logits, accumulator) and P as the left operand of P V
+    _ACC = gl.constexpr(gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, 128, 16]))
     _P = gl.constexpr(gl.DotOperandLayout(operand_index=0, parent=_ACC, k_width=2))
-    # the span bias's selector as the left operand from registers ([128, 16]: ones in the two columns of its span)
+    # the span bias's selector as the left operand from registers ([64, 16]: ones in the two columns of its span)
     _SEL = gl.constexpr(gl.DotOperandLayout(operand_index=0, parent=_ACC, k_width=2))
-    # one value per thread of the consumer partition
-    _VEC = gl.constexpr(gl.BlockedLayout(size_per_thread=[1], threads_per_warp=[32], warps_per_cta=[8], order=[0]))
+    # one value per thread of a consumer warp group
+    _VEC = gl.constexpr(gl.BlockedLayout(size_per_thread=[1], threads_per_warp=[32], warps_per_cta=[4], order=[0]))
     # the same for the producer's one warp
     _ONE_WARP = gl.constexpr(gl.BlockedLayout(size_per_thread=[1], threads_per_warp=[32], warps_per_cta=[1],
                                               order=[0]))
@@ -86,14 +83,13 @@ except Exception:  # pragma: no cover - a Triton without Gluon, or with another 
 
 #: Query rows per program (two consumer warp groups of 64), keys per block, head dim: the only shapes here.
 BLOCK = 128
+HALF = 64
 HEAD_DIM = 128
-#: The launch's warps: the consumer partition's (two warp groups); the producer's warp comes on top.
-NUM_WARPS = 8
 #: Rows of the mean keys and values copied for a tail step (its narrow step's width; the first is the row's).
 TAIL_ROWS = 16
 #: K/V ring depth: two stages measured as fast as three (notes/kernel.md) in 64 KB less shared memory.
 STAGES = 2
-#: Registers per thread: consumer warp groups, producer warp, at launch (the partitions' sum fits 64K).
+#: Registers per thread: consumer warp groups, producer warp, at launch (the three partitions' sum fits 64K).
 REGS = (240, 24, 168)
 #: ``VLMSPARSE_KERNEL=triton`` turns this kernel off everywhere.
 ENV = "VLMSPARSE_KERNEL"
@@ -156,13 +152,6 @@ if gluon is not None:
         _tma_load(desc_v, [b, kvh, r, 0], ready_v.index(s), bufs_v.index(s).slice(0, n_rows))
 
     @gluon.jit
-    def _release(bar):
-        """Consumer: a ring slot's release, every thread arriving for itself (``cp.async.mbarrier.arrive.noinc``,
-        no copies of its own pending, so at once) once its waited-for matmuls on the slot are done; a single-thread
-        arrival would put the warp group's barrier before it. The slot's barrier counts every consumer thread."""
-        async_copy.mbarrier_arrive(bar, increment_count=False)
-
-    @gluon.jit
     def _wait_for_prior():
         """``griddepcontrol.wait``: the launch before this one (chained) has ended and its writes are visible."""
         gl.inline_asm_elementwise("griddepcontrol.wait; // dummy $0", "=r", [], dtype=gl.int32, is_pure=False,
@@ -181,12 +170,13 @@ if gluon is not None:
         while tile < n_tiles:
             b, h, kvh, qblk, idx_ptr, off_ptr, row = _program_lists(tile, BlockIdx, CatOff, n_q_heads,
                                                                     n_kv_heads, n_plan_heads, n_qb, n_kb, n_tiles)
-            # the tile's number and Q, once the consumers have read the last tile's into registers (the number is
-            # stored before the barrier's arrival, which releases it to the consumers)
+            # the tile's number and Q, once both consumers have read the last tile's into registers (the number
+            # is stored before the barrier's arrival, which releases it to the consumers)
             mbarrier.wait(q_empty, (r & 1) ^ 1)
             tile_smem.store(gl.full([1], tile, gl.int32, _ONE_WARP))
-            mbarrier.expect(q_bar, desc_q.block_type.nbytes)
-            _tma_load(desc_q, [b, h, qblk * 128, 0], q_bar, q_smem)
+            mbarrier.expect(q_bar, 2 * desc_q.block_type.nbytes)
+            _tma_load(desc_q, [b, h, qblk * 128, 0], q_bar, q_smem.index(0))
+            _tma_load(desc_q, [b, h, qblk * 128 + 64, 0], q_bar, q_smem.index(1))
             o_exact = gl.load(off_ptr + 1)
             if TAIL:  # read with the first offsets: its round trip passes under the tile's copies, not after them
                 tail_end = gl.load(off_ptr + 10)
@@ -242,13 +232,13 @@ if gluon is not None:
 
     @gluon.jit
     def _bias_tables(bias, qk_scale):
-        """Consumer, once per program: the span bias's tables, ``sel(i) @ bias[i // 8]^T`` a [128, 128] product whose
+        """Consumer, once per program: the span bias's tables, ``sel(i) @ bias[i // 8]^T`` a [64, 128] product whose
         column ``c`` is ``log2(p) / qk_scale`` where ``c < n * 128 / p`` and ``-2^100`` past the span (scaled, its
         probability is exactly 0; finite, so no ``0 * inf``). Ten spans a plan can hold (``_bias_index``): level 2
         of 2 blocks, level 4 of 2-4, level 8 of 3-8; span ``i``'s bfloat16 high part in column ``2 (i % 8)`` and
         its low part in the next column of tile ``i // 8`` ([128, 16], read transposed); ``sel(i)`` (``_qk``, in
-        registers) has ones in those two columns. The consumer partition writes them, fences them for the tensor
-        cores and meets at its barrier."""
+        registers) has ones in those two columns. Both consumers write the same values (a benign race: equal
+        bits), then fence them for the tensor cores and meet at their warp group's barrier."""
         k = gl.arange(0, 16, layout=gl.SliceLayout(0, _FILL))[None, :]
         cols = gl.arange(0, 128, layout=gl.SliceLayout(1, _FILL))[:, None]
         slot = k // 2
@@ -311,7 +301,7 @@ if gluon is not None:
             lv = (t >= o_s2).to(gl.int32) + (t >= o_s4).to(gl.int32)
             i = _bias_index(e, lv)
             kk = gl.arange(0, 16, layout=gl.SliceLayout(0, _SEL))
-            sel = gl.where(kk // 2 == i % 8, 1.0, 0.0).to(gl.bfloat16)[None, :] + gl.zeros([128, 16], gl.bfloat16,
+            sel = gl.where(kk // 2 == i % 8, 1.0, 0.0).to(gl.bfloat16)[None, :] + gl.zeros([64, 16], gl.bfloat16,
                                                                                              _SEL)
             qk = warpgroup_mma(sel, bias.index(i // 8).permute((1, 0)), zero, use_acc=False, is_async=True)
             # an exact step issues the bias product too (no branch in the loop) and drops it
@@ -322,13 +312,13 @@ if gluon is not None:
 
     @gluon.jit
     def _wide_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it, idx_ptr, o_exact,
-                    o_s2, o_s4, stop, qk_scale, bias, k_len, SPANS: gl.constexpr):
+                    o_s2, o_s4, stop, qk_scale, bias, SPANS: gl.constexpr):
         """Consumer: the wide steps ``0 .. stop`` on 128-key tiles in one pipeline (``Q K^T`` of step ``t`` issued
         before ``P V`` of step ``t - 1``): exact blocks, and with ``SPANS`` the spans of every level after them.
         With the span bias a tensor-core product every wide step has the same softmax, so one loop takes them all,
         with one start and one drain per tile. Every row has a finite logit in every step."""
         n_buf: gl.constexpr = bufs_k.type.shape[0]
-        zero = gl.zeros([128, 128], gl.float32, _ACC)
+        zero = gl.zeros([64, 128], gl.float32, _ACC)
         n = stop
         if n > 0:
             e = 0
@@ -340,7 +330,7 @@ if gluon is not None:
             mbarrier.wait(ready_k.index(s), (it // n_buf) & 1)
             qk = _qk(q, bufs_k.index(s), zero, bias, e, 0, o_exact, o_s2, o_s4, SPANS)
             qk = warpgroup_mma_wait(0, deps=(qk, ))
-            _release(empty_k.index(s))
+            mbarrier.arrive(empty_k.index(s), count=1)
             m_i, l_i, p, alpha = _wide_update(qk, m_i, l_i, qk_scale)
             acc = acc * alpha[:, None]
             p16 = gl.convert_layout(p.to(q.dtype), _P)
@@ -356,30 +346,23 @@ if gluon is not None:
                 mbarrier.wait(ready_v.index(prev), ((cur - 1) // n_buf) & 1)
                 acc = warpgroup_mma(p16, bufs_v.index(prev), acc, is_async=True)
                 qk = warpgroup_mma_wait(1, deps=(qk, ))
-                _release(empty_k.index(s))
-                # the softmax in a basic block of its own (the branch is always taken: a step's number is below
-                # the key blocks' count, below k_len): ptxas then leaves the wait for the previous P V, next, after
-                # the exponentials, which run under that product; in one block with the wait it puts the wait first
-                if t < k_len:
-                    m_i, l_i, p, alpha = _wide_update(qk, m_i, l_i, qk_scale)
-                else:
-                    p = qk
-                    alpha = m_i
+                mbarrier.arrive(empty_k.index(s), count=1)
+                m_i, l_i, p, alpha = _wide_update(qk, m_i, l_i, qk_scale)
                 # the new P goes into the operand registers only once the P V reading the old one is done
                 acc = warpgroup_mma_wait(0, deps=(acc, ))
-                _release(empty_v.index(prev))
+                mbarrier.arrive(empty_v.index(prev), count=1)
                 p16 = gl.convert_layout(p.to(q.dtype), _P)
                 acc = acc * alpha[:, None]
                 prev = s
             mbarrier.wait(ready_v.index(prev), ((it + n - 1) // n_buf) & 1)
             acc = warpgroup_mma(p16, bufs_v.index(prev), acc, is_async=True)
             acc = warpgroup_mma_wait(0, deps=(acc, ))
-            _release(empty_v.index(prev))
+            mbarrier.arrive(empty_v.index(prev), count=1)
         return m_i, l_i, acc, it + n
 
     @gluon.jit
     def _narrow_pv(q, p, alpha, acc, bufs_v, ready_v, empty_v, s, phase):
-        """Consumer: a narrow step's ``P V``: the accumulator rescaled by ``alpha``, then ``p`` (``[128, W]``, rounded
+        """Consumer: a narrow step's ``P V``: the accumulator rescaled by ``alpha``, then ``p`` (``[64, W]``, rounded
         to q's dtype) times the first ``W`` rows of ring slot ``s``'s V tile, waited for; the slot's V released."""
         W: gl.constexpr = p.type.shape[1]
         acc = acc * gl.convert_layout(alpha, gl.SliceLayout(1, _ACC))[:, None]
@@ -387,7 +370,7 @@ if gluon is not None:
         mbarrier.wait(ready_v.index(s), phase)
         acc = warpgroup_mma(p16, bufs_v.index(s).slice(0, W), acc, is_async=True)
         acc = warpgroup_mma_wait(0, deps=(acc, ))
-        _release(empty_v.index(s))
+        mbarrier.arrive(empty_v.index(s), count=1)
         return acc
 
     @gluon.jit
@@ -397,11 +380,11 @@ if gluon is not None:
         matmul), logits ``+ log2(count)``, pooled keys past the sequence's last group masked. Not pipelined."""
         n_buf: gl.constexpr = bufs_k.type.shape[0]
         W: gl.constexpr = 128 // P
-        s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[8, 1],
+        s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                            instr_shape=[16, W, 16])
         row_acc: gl.constexpr = gl.SliceLayout(1, _ACC)
         row_s: gl.constexpr = gl.SliceLayout(1, s_layout)
-        zero = gl.zeros([128, W], gl.float32, s_layout)
+        zero = gl.zeros([64, W], gl.float32, s_layout)
         n_groups = (k_len + P - 1) // P
         offs = gl.arange(0, W, layout=gl.SliceLayout(0, s_layout))
         m_w = gl.convert_layout(m_i, row_s)
@@ -415,7 +398,7 @@ if gluon is not None:
             mbarrier.wait(ready_k.index(s), phase)
             qk = warpgroup_mma(q_w, bufs_k.index(s).slice(0, W).permute((1, 0)), zero, use_acc=False, is_async=True)
             qk = warpgroup_mma_wait(0, deps=(qk, ))
-            _release(empty_k.index(s))
+            mbarrier.arrive(empty_k.index(s), count=1)
             g = j * W + offs
             count = gl.minimum(k_len - g * P, P).to(gl.float32)
             bias = gl.where(g < n_groups, gl.log2(gl.maximum(count, 1.0)), float("-inf"))
@@ -434,7 +417,7 @@ if gluon is not None:
                       qk_scale, limit, k_len, CAUSAL: gl.constexpr):
         """Consumer: blocks with token masks (the causal diagonal, the sequence end). A row may see nothing yet."""
         n_buf: gl.constexpr = bufs_k.type.shape[0]
-        zero = gl.zeros([128, 128], gl.float32, _ACC)
+        zero = gl.zeros([64, 128], gl.float32, _ACC)
         offs = gl.arange(0, 128, layout=gl.SliceLayout(0, _ACC))
         for t in range(start, stop):
             cur = it + (t - start)
@@ -444,14 +427,14 @@ if gluon is not None:
             mbarrier.wait(ready_k.index(s), phase)
             qk = warpgroup_mma(q, bufs_k.index(s).permute((1, 0)), zero, use_acc=False, is_async=True)
             qk = warpgroup_mma_wait(0, deps=(qk, ))
-            _release(empty_k.index(s))
+            mbarrier.arrive(empty_k.index(s), count=1)
             m_i, l_i, p, alpha = _masked_update(qk, m_i, l_i, qk_scale, cols, limit, k_len, CAUSAL)
             acc = acc * alpha[:, None]
             p16 = gl.convert_layout(p.to(q.dtype), _P)
             mbarrier.wait(ready_v.index(s), phase)
             acc = warpgroup_mma(p16, bufs_v.index(s), acc, is_async=True)
             acc = warpgroup_mma_wait(0, deps=(acc, ))
-            _release(empty_v.index(s))
+            mbarrier.arrive(empty_v.index(s), count=1)
         return m_i, l_i, acc, it + gl.maximum(stop - start, 0)
 
     @gluon.jit
@@ -467,7 +450,7 @@ if gluon is not None:
         the output's ``1 / l`` in one product) and the tail's probability enters as ``p / l``, so the tile's
         epilogue has no division of its own. Returns the normalised output and the ring position."""
         n_buf: gl.constexpr = bufs_k.type.shape[0]
-        s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[8, 1],
+        s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                            instr_shape=[16, W, 16])
         row_acc: gl.constexpr = gl.SliceLayout(1, _ACC)
         row_s: gl.constexpr = gl.SliceLayout(1, s_layout)
@@ -480,10 +463,10 @@ if gluon is not None:
             _wait_for_prior()
         count = gl.load(TailN + row)
         q_w = gl.convert_layout(q, gl.DotOperandLayout(operand_index=0, parent=s_layout, k_width=2))
-        qk = warpgroup_mma(q_w, bufs_k.index(s).slice(0, W).permute((1, 0)), gl.zeros([128, W], gl.float32, s_layout),
+        qk = warpgroup_mma(q_w, bufs_k.index(s).slice(0, W).permute((1, 0)), gl.zeros([64, W], gl.float32, s_layout),
                            use_acc=False, is_async=True)
         qk = warpgroup_mma_wait(0, deps=(qk, ))
-        _release(empty_k.index(s))
+        mbarrier.arrive(empty_k.index(s), count=1)
         offs = gl.arange(0, W, layout=gl.SliceLayout(0, s_layout))
         bias = gl.where((offs == 0) & (count > 0.5), gl.log2(gl.maximum(count, 1.0)), float("-inf"))
         # the tail key's logit per row (every other column is masked): one exponential a row, not one a column
@@ -502,14 +485,14 @@ if gluon is not None:
         mbarrier.wait(ready_v.index(s), phase)
         acc = warpgroup_mma(p16, bufs_v.index(s).slice(0, W), acc, is_async=True)
         acc = warpgroup_mma_wait(0, deps=(acc, ))
-        _release(empty_v.index(s))
+        mbarrier.arrive(empty_v.index(s), count=1)
         return acc, it + 1
 
     @gluon.jit
-    def _consumer_tile(args, tile, it, CAUSAL: gl.constexpr, POOLED: gl.constexpr, TAIL: gl.constexpr,
-                       PDL: gl.constexpr):
-        """One query tile's 128 rows (its Q loaded): every step of its plan row, the tail, the output. Returns the
-        ring position after its steps."""
+    def _consumer_tile(args, tile, it, WG: gl.constexpr, CAUSAL: gl.constexpr, POOLED: gl.constexpr,
+                       TAIL: gl.constexpr, PDL: gl.constexpr):
+        """One query tile's 64 rows of this consumer (its Q loaded): every step of its plan row, the tail, the
+        output. Returns the ring position after its steps."""
         (desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kn, desc_vn, desc_kt, desc_vt, BlockIdx, CatOff, desc_o, TailN,
          qk_scale, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles, Sched, q_smem, o_smem,
          bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias) = args
@@ -518,15 +501,15 @@ if gluon is not None:
         # a static index: Q behind a run-time index (two tiles' buffers) gave wrong products on an H200. Q is read
         # into registers (the matmuls' A operand from registers, as P V's P) and released at once: the next tile's Q
         # and first K/V copies load during the whole of this tile
-        q = q_smem.load(_P)
+        q = q_smem.index(WG).load(_P)
         # the reads of Q ordered before the producer's next copy into it (an async-proxy write): a proxy fence, then
         # the release
         fence_async_shared()
         mbarrier.arrive(q_empty, count=1)
         row_layout: gl.constexpr = gl.SliceLayout(1, _ACC)
-        m_i = gl.full([128], float("-inf"), gl.float32, row_layout)
-        l_i = gl.full([128], 0.0, gl.float32, row_layout)
-        acc = gl.zeros([128, 128], gl.float32, _ACC)
+        m_i = gl.full([64], float("-inf"), gl.float32, row_layout)
+        l_i = gl.full([64], 0.0, gl.float32, row_layout)
+        acc = gl.zeros([64, 128], gl.float32, _ACC)
         o_exact = gl.load(off_ptr + 1)
         o_s2 = gl.load(off_ptr + 2)
         o_s4 = gl.load(off_ptr + 3)
@@ -540,7 +523,7 @@ if gluon is not None:
         if POOLED:
             n_wide = o_s8
         m_i, l_i, acc, it = _wide_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it,
-                                        idx_ptr, o_exact, o_s2, o_s4, n_wide, qk_scale, bias, k_len, POOLED)
+                                        idx_ptr, o_exact, o_s2, o_s4, n_wide, qk_scale, bias, POOLED)
         if POOLED:
             if o_p8 > o_s8:  # single pooled blocks are rare in the default plans: skip their set-up when absent
                 m_i, l_i, acc, it = _narrow_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i,
@@ -551,7 +534,7 @@ if gluon is not None:
                                                   acc, it, idx_ptr, o_p4, o_p8, qk_scale, k_len, 8)
         if TAIL:
             has_tail = gl.load(off_ptr + 10) > o_mask  # this program's plan skips something visible
-        rows = qblk * 128 + gl.arange(0, 128, layout=row_layout)
+        rows = qblk * 128 + WG * 64 + gl.arange(0, 64, layout=row_layout)
         limit = rows + (k_len - q_len)
         m_i, l_i, acc, it = _masked_steps(q, bufs_k, bufs_v, ready_k, empty_k, ready_v, empty_v, m_i, l_i, acc, it,
                                           idx_ptr, o_p8, o_mask, qk_scale, limit, k_len, CAUSAL)
@@ -566,17 +549,18 @@ if gluon is not None:
         else:
             out = acc * (1.0 / gl.where(l_i > 0.0, l_i, 1.0))[:, None]
         # the output through shared memory and one TMA copy (rows past the sequence's end are not written): the last
-        # tile's copy has read the buffer by now (waited for, normally long done), then every thread's rows stored,
-        # made visible to the async proxy, and the copy issued
+        # tile's copy has read this consumer's buffer by now (waited for, normally long done), then every thread's
+        # rows stored, made visible to the async proxy, and the copy issued
         tma.store_wait(0)
-        o_smem.store(out.to(desc_o.dtype))
+        o_smem.index(WG).store(out.to(desc_o.dtype))
         fence_async_shared()
         _block_barrier()
-        _tma_store(desc_o, [b, h, qblk * 128, 0], o_smem)
+        _tma_store(desc_o, [b, h, qblk * 128 + WG * 64, 0], o_smem.index(WG))
         return it
 
     @gluon.jit
-    def _consumer(args, CAUSAL: gl.constexpr, POOLED: gl.constexpr, TAIL: gl.constexpr, PDL: gl.constexpr):
+    def _consumer(args, WG: gl.constexpr, CAUSAL: gl.constexpr, POOLED: gl.constexpr, TAIL: gl.constexpr,
+                  PDL: gl.constexpr):
         (desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kn, desc_vn, desc_kt, desc_vt, BlockIdx, CatOff, desc_o, TailN,
          qk_scale, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles, Sched, q_smem, o_smem,
          bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias) = args
@@ -587,11 +571,15 @@ if gluon is not None:
         mbarrier.wait(q_bar, 0)
         tile = gl.max(tile_smem.load(_VEC), 0)
         while tile < n_tiles:
-            it = _consumer_tile(args, tile, it, CAUSAL, POOLED, TAIL, PDL)
+            it = _consumer_tile(args, tile, it, WG, CAUSAL, POOLED, TAIL, PDL)
             r += 1
             mbarrier.wait(q_bar, r & 1)
             tile = gl.max(tile_smem.load(_VEC), 0)
         tma.store_wait(0)  # the last output's copy done before the program ends
+
+    @gluon.jit
+    def _consumer_1(args, CAUSAL: gl.constexpr, POOLED: gl.constexpr, TAIL: gl.constexpr, PDL: gl.constexpr):
+        _consumer(args, 1, CAUSAL, POOLED, TAIL, PDL)
 
     @gluon.jit
     def _pyramid_ws_fwd(desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kn2, desc_vn2, desc_kn4, desc_vn4, desc_kn8,
@@ -599,8 +587,8 @@ if gluon is not None:
                         qk_scale, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles, Sched,
                         CAUSAL: gl.constexpr, POOLED: gl.constexpr, TAIL: gl.constexpr, PDL: gl.constexpr,
                         STAGES: gl.constexpr, CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr):
-        q_smem = gl.allocate_shared_memory(desc_q.dtype, [128, 128], _SMEM_Q)
-        o_smem = gl.allocate_shared_memory(desc_o.dtype, [128, 128], _SMEM_Q)  # the tile's output
+        q_smem = gl.allocate_shared_memory(desc_q.dtype, [2, 64, 128], _SMEM_Q)
+        o_smem = gl.allocate_shared_memory(desc_o.dtype, [2, 64, 128], _SMEM_Q)  # each consumer's output tile
         bufs_k = gl.allocate_shared_memory(desc_k.dtype, [STAGES, 128, 128], _SMEM_KV)
         bufs_v = gl.allocate_shared_memory(desc_v.dtype, [STAGES, 128, 128], _SMEM_KV)
         q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
@@ -615,20 +603,21 @@ if gluon is not None:
         ready_v = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
         empty_v = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
         mbarrier.init(q_bar, count=1)
-        mbarrier.init(q_empty, count=1)  # the consumer partition's one arrival
+        mbarrier.init(q_empty, count=2)  # one arrival per consumer warp group
         for s in gl.static_range(STAGES):
             mbarrier.init(ready_k.index(s), count=1)
             mbarrier.init(ready_v.index(s), count=1)
-            mbarrier.init(empty_k.index(s), count=256)  # one arrival per consumer thread (_release; NUM_WARPS)
-            mbarrier.init(empty_v.index(s), count=256)
+            mbarrier.init(empty_k.index(s), count=2)  # one arrival per consumer warp group
+            mbarrier.init(empty_v.index(s), count=2)
         args = (desc_q, desc_k, desc_v, desc_kp, desc_vp, desc_kn, desc_vn, desc_kt, desc_vt, BlockIdx, CatOff, desc_o,
                 TailN, qk_scale, n_q_heads, n_kv_heads, n_plan_heads, n_qb, n_kb, q_len, k_len, n_tiles, Sched, q_smem,
                 o_smem, bufs_k, bufs_v, q_bar, q_empty, tile_smem, ready_k, empty_k, ready_v, empty_v, bias)
         # the flags as arguments of their own: in the tuple they would reach the partitions as run-time values
         gl.warp_specialize([
-            (_consumer, (args, CAUSAL, POOLED, TAIL, PDL)),
+            (_consumer, (args, 0, CAUSAL, POOLED, TAIL, PDL)),
+            (_consumer_1, (args, CAUSAL, POOLED, TAIL, PDL)),
             (_producer, (args, POOLED, TAIL, PDL)),
-        ], [1], [PRODUCER_REGS])
+        ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
 
 
 def compile_for_sm90(pooled: bool, tail: bool, pdl: int = 0, causal: bool = True):
@@ -643,7 +632,7 @@ def compile_for_sm90(pooled: bool, tail: bool, pdl: int = 0, causal: bool = True
     box = lambda rows: f"tensordesc<bf16[1, 1, {rows}, {HEAD_DIM}],{_box_layout(rows)!r}>"  # noqa: E731
     # the launch's boxes (others 128 rows; without tail the launch passes K and V's descriptors for the tail's)
     tail_rows = TAIL_ROWS if tail else BLOCK
-    rows = {"desc_kt": tail_rows, "desc_vt": tail_rows}
+    rows = {"desc_q": HALF, "desc_o": HALF, "desc_kt": tail_rows, "desc_vt": tail_rows}
     if pooled:  # the single pooled blocks' boxes (without pooled levels the launch passes K and V's)
         rows.update({f"desc_{kv}n{p}": BLOCK // p for p in (2, 4, 8) for kv in "kv"})
     types = {"BlockIdx": "*i32", "CatOff": "*i32", "TailN": "*fp32", "qk_scale": "fp32",
@@ -661,8 +650,7 @@ def compile_for_sm90(pooled: bool, tail: bool, pdl: int = 0, causal: bool = True
     constexprs = {(fn.arg_names.index(n),): v for n, v in flags.items()}
     attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(fn.arg_names) if signature[n].startswith("*")}
     source = GluonASTSource(fn, signature, constexprs, attrs)
-    return triton.compile(source, target=GPUTarget("cuda", 90, 128),
-                          options=dict(num_warps=NUM_WARPS, maxnreg=REGS[2]))
+    return triton.compile(source, target=GPUTarget("cuda", 90, 128), options=dict(num_warps=4, maxnreg=REGS[2]))
 
 
 def _index(device: torch.device) -> int:
@@ -736,8 +724,8 @@ def pyramid_attention_ws(q, k, v, plan, kp_all, vp_all, out, scale_log2: float, 
     b, hq, lq, _ = q.shape
     hkv, lk = k.shape[1], k.shape[2]
     n_qb, n_kb = cdiv(lq, BLOCK), cdiv(lk, BLOCK)
-    desc_q = _descriptor(q, BLOCK)
-    desc_o = _descriptor(out, BLOCK)
+    desc_q = _descriptor(q, HALF)
+    desc_o = _descriptor(out, HALF)
     desc_k, desc_v = _descriptor(k, BLOCK), _descriptor(v, BLOCK)
     if kp_all is None:
         desc_kp, desc_vp = desc_k, desc_v
@@ -757,7 +745,7 @@ def pyramid_attention_ws(q, k, v, plan, kp_all, vp_all, out, scale_log2: float, 
         tail_n, scale_log2,
         hq, hkv, plan.plan_heads, n_qb, n_kb, lq, lk, n_tiles,
         _schedule_counter(index), CAUSAL=causal, POOLED=kp_all is not None, TAIL=tail_key is not None, PDL=pdl,
-        STAGES=STAGES, CONSUMER_REGS=REGS[0], PRODUCER_REGS=REGS[1], num_warps=NUM_WARPS, maxnreg=REGS[2],
+        STAGES=STAGES, CONSUMER_REGS=REGS[0], PRODUCER_REGS=REGS[1], num_warps=4, maxnreg=REGS[2],
         **({"launch_pdl": True} if pdl else {}),
     )
     return out
