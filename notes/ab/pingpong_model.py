@@ -2,10 +2,12 @@
 must finish, with every barrier balanced. What it models: the ring of K/V slots with ready and empty mbarriers
 (phases, parities, 256 arrivals to empty a slot), Q's buffer (the producer's copy, every consumer thread's release),
 the tile's meeting barrier, and the ping-pong turns of `kernel-exp-one-consumer-ring-ptx-pingpong` (named barriers of
-256 threads: a warp group's bar.sync on its own, the other's bar.arrive). Agents: the producer and the two warp
-groups (each one agent: its 128 threads act together). Plans: random tiles of 0-6 wide steps.
+256 threads: a warp group's bar.sync on its own, the other's bar.arrive), and the tail key joined to a tile's last
+masked step (`kernel-exp-one-consumer-ring-ptx-joint`: both K slots held, then both V). Agents: the producer and
+the two warp groups (each one agent: its 128 threads act together). Plans: random tiles of 0-6 wide steps, 0-2
+masked steps and a tail or none.
 
-    python notes/ab/pingpong_model.py [SEED]   # 3000 random plans, each with and without the turns
+    python notes/ab/pingpong_model.py [SEED]   # 3000 random plans, each with and without the turns and the join
 """
 import random
 import sys
@@ -42,10 +44,10 @@ class Named:  # a named barrier of 256 threads: bar.sync (waits) and bar.arrive 
 
 def producer(st, plan):
     it = 0
-    for r, steps in enumerate(plan):
+    for r, (wide, masked, tail) in enumerate(plan):
         yield lambda: st["q_empty"].done(((r & 1) ^ 1))
         st["q_full"].arrive()
-        for _ in range(steps):
+        for _ in range(wide + masked + tail):
             s, ph = it % STAGES, (it // STAGES) & 1
             yield lambda s=s, ph=ph: st["empty_k"][s].done(ph ^ 1)
             st["ready_k"][s].arrive()
@@ -56,8 +58,26 @@ def producer(st, plan):
     st["q_full"].arrive()  # "no tile left"
 
 
-def warp_group(st, plan, w, pingpong):
+def warp_group(st, plan, w, pingpong, joint):
     it = 0
+
+    def step(it):  # a step that waits for each product: K, then V, each released after its wait
+        s, ph = it % STAGES, (it // STAGES) & 1
+        yield lambda: st["ready_k"][s].done(ph)
+        st["empty_k"][s].arrive(128)
+        yield lambda: st["ready_v"][s].done(ph)
+        st["empty_v"][s].arrive(128)
+
+    def joined(it):  # the last masked block and the tail key: both K held, then both V
+        s, ph, s2, ph2 = it % STAGES, (it // STAGES) & 1, (it + 1) % STAGES, ((it + 1) // STAGES) & 1
+        yield lambda: st["ready_k"][s].done(ph)
+        yield lambda: st["ready_k"][s2].done(ph2)
+        st["empty_k"][s].arrive(128)
+        st["empty_k"][s2].arrive(128)
+        yield lambda: st["ready_v"][s].done(ph)
+        yield lambda: st["ready_v"][s2].done(ph2)
+        st["empty_v"][s].arrive(128)
+        st["empty_v"][s2].arrive(128)
 
     def turn_wait():
         b = st["turn"][w]
@@ -69,7 +89,7 @@ def warp_group(st, plan, w, pingpong):
         if not (last and w == 1):
             st["turn"][1 - w].add(128)
 
-    for r, n in enumerate(plan):
+    for r, (n, masked, tail) in enumerate(plan):
         yield lambda r=r: st["q_full"].done(r & 1)
         st["q_empty"].arrive(128)  # Q read, released by every thread
         if n > 0:
@@ -97,6 +117,16 @@ def warp_group(st, plan, w, pingpong):
             yield lambda p=prev, ph=((it + n - 1) // STAGES) & 1: st["ready_v"][p].done(ph)
             st["empty_v"][prev].arrive(128)
         it += n
+        together = joint and tail and masked > 0
+        for _ in range(masked - together):
+            yield from step(it)
+            it += 1
+        if together:
+            yield from joined(it)
+            it += 2
+        elif tail:
+            yield from step(it)
+            it += 1
         # the output: the partition's barrier (both warp groups)
         g = st["meet"].gen
         st["meet"].add(128)
@@ -104,11 +134,12 @@ def warp_group(st, plan, w, pingpong):
     yield lambda: st["q_full"].done(len(plan) & 1)
 
 
-def run(plan, pingpong, rng):
+def run(plan, pingpong, joint, rng):
     st = {"ready_k": [MBar(1) for _ in range(STAGES)], "ready_v": [MBar(1) for _ in range(STAGES)],
           "empty_k": [MBar(256) for _ in range(STAGES)], "empty_v": [MBar(256) for _ in range(STAGES)],
           "q_full": MBar(1), "q_empty": MBar(256), "turn": [Named(), Named()], "meet": Named()}
-    agents = [producer(st, plan), warp_group(st, plan, 0, pingpong), warp_group(st, plan, 1, pingpong)]
+    agents = [producer(st, plan), warp_group(st, plan, 0, pingpong, joint),
+              warp_group(st, plan, 1, pingpong, joint)]
     waits = [None] * 3
     live = set(range(3))
     while live:
@@ -127,14 +158,14 @@ def main():
     rng = random.Random(int(sys.argv[1]) if len(sys.argv) > 1 else 0)
     bad = 0
     for trial in range(3000):
-        plan = [rng.randint(0, 6) for _ in range(rng.randint(1, 5))]
-        for pp in (False, True):
-            ok, st = run(plan, pp, rng)
+        plan = [(rng.randint(0, 6), rng.randint(0, 2), rng.randint(0, 1)) for _ in range(rng.randint(1, 5))]
+        for pp, joint in ((False, False), (True, False), (False, True), (True, True)):
+            ok, st = run(plan, pp, joint, rng)
             balanced = all(b.acc == 0 for b in st["turn"]) and st["meet"].acc == 0
             if not ok or not balanced:
                 bad += 1
-                print("FAIL", plan, "pingpong" if pp else "free", "finished" if ok else "stuck",
-                      [b.acc for b in st["turn"]])
+                print("FAIL", plan, "pingpong" if pp else "free", "joint" if joint else "", "finished" if ok
+                      else "stuck", [b.acc for b in st["turn"]])
                 if bad > 5:
                     return 1
     print("all schedules finished, barriers balanced" if not bad else f"{bad} failures")
