@@ -5,10 +5,13 @@
 # (notes/ab/repeat_check.py, 8k, --repeats calls each; 0 leaves it out): a race shows there, where a single call may
 # pass the tests. With --ab-first (calls with little device time) the A/B comes first, for every version, cut at
 # --ab-limit seconds, then the tests while the budget lasts, and no repeat check. --families: the input families of
-# PSA's plans in the A/B (tail_ab.py's --families; its quick default is medium alone).
+# PSA's plans in the A/B (tail_ab.py's --families; its quick default is medium alone). --smoke (with --ab-first): each
+# version first runs notes/ab/smoke.py in a process of its own, cut at 150 s; a version that fails or hangs there
+# is left out of the A/B, so that it cannot stop the A/B of the others.
 #
 #   bash notes/ab/gpu_try.sh [--lengths "8192 32768"] [--budget SECONDS] [--repeats N] [--rounds N]
-#                            [--families "diffuse medium peaked"] [--ab-first] [--ab-limit SECONDS] VERSION...
+#                            [--families "diffuse medium peaked"] [--ab-first] [--ab-limit SECONDS] [--smoke]
+#                            VERSION...
 #
 # VERSION: a folder name under notes/ab/.variants (materialise it here first: python notes/ab/variants.py TAG-or-COMMIT,
 # then carry notes/ab/.variants with the run). Writes tests_<version>.txt, repeat.txt, tail_ab_quick.{csv,txt} and verdict.txt to
@@ -24,6 +27,7 @@ rounds=3
 families=""
 ab_first=0
 ab_limit=330
+smoke=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --lengths) lengths=$2; shift 2 ;;
@@ -33,11 +37,12 @@ while [ $# -gt 0 ]; do
     --families) families=$2; shift 2 ;;
     --ab-first) ab_first=1; shift ;;
     --ab-limit) ab_limit=$2; shift 2 ;;
+    --smoke) smoke=1; shift ;;
     *) break ;;
   esac
 done
 usage='usage: bash notes/ab/gpu_try.sh [--lengths "8192 32768"] [--budget S] [--repeats N] [--rounds N] [--families F]
-       [--ab-first] [--ab-limit S] VERSION...'
+       [--ab-first] [--ab-limit S] [--smoke] VERSION...'
 [ $# -gt 0 ] || { echo "$usage" >&2; exit 2; }
 T0=$(date +%s)
 OUT=${OUT:-$PWD/gpu_try_out}
@@ -81,6 +86,19 @@ tests() {
 }
 
 if [ "$ab_first" -eq 1 ]; then
+  if [ "$smoke" -eq 1 ]; then
+    kept=()
+    for name in "$@"; do
+      (cd notes/ab && PYTHONPATH=$ROOT:$ROOT/notes/ab timeout 150 python smoke.py "$name" > "$OUT/smoke_$name.txt" 2>&1)
+      rc=$?
+      echo "smoke $name rc=$rc [$(( $(date +%s) - T0 )) s]" | tee -a "$OUT/tests.txt"
+      grep -h "FAILED" "$OUT/smoke_$name.txt" | head -4 | tee -a "$OUT/tests.txt"
+      [ $rc -eq 0 ] && kept+=("$name")
+    done
+    [ ${#kept[@]} -gt 0 ] || { echo "no version passed its smoke run" | tee -a "$OUT/tests.txt"; exit 1; }
+    set -- "${kept[@]}"
+    ab_limit=$(( ab_limit - ($(date +%s) - T0) ))
+  fi
   ab "$ab_limit" "$@"
   for name in "$@"; do
     left=$(( budget - ($(date +%s) - T0) ))
