@@ -98,6 +98,7 @@ if [ "$ab_first" -eq 1 ]; then
     [ ${#kept[@]} -gt 0 ] || { echo "no version passed its smoke run" | tee -a "$OUT/tests.txt"; exit 1; }
     set -- "${kept[@]}"
     ab_limit=$(( ab_limit - ($(date +%s) - T0) ))
+    [ "$ab_limit" -gt 0 ] || ab_limit=1  # timeout 0 would mean no limit at all
   fi
   ab "$ab_limit" "$@"
   for name in "$@"; do

@@ -32,7 +32,7 @@ class MBar:
 
 class Named:  # a named barrier of 256 threads: bar.sync (waits) and bar.arrive (does not)
     def __init__(self):
-        self.acc, self.gen, self.waiting = 0, 0, 0
+        self.acc, self.gen = 0, 0
 
     def add(self, n):
         self.acc += n

@@ -17,6 +17,7 @@ import torch
 
 from vlmsparse.bench.kernel import one_level_plan, random_mixed_plan
 
+from repeat_check import rel
 from tail_ab import binary_kwargs, versions
 from tail_parts import seeded_qkv
 
@@ -45,9 +46,9 @@ def main():
                                           check_levels=False, **binary_kwargs(attend, binary))
                 torch.cuda.synchronize()
         for tail in (False, True):
-            out, ref = outs[args.version, tail].float(), outs["current", tail].float()
+            out = outs[args.version, tail]
             finite = bool(torch.isfinite(out).all())
-            diff = ((out - ref).norm() / ref.norm()).item()
+            diff = rel(out, outs["current", tail])
             ok = finite and diff <= args.tol
             bad += not ok
             print(f"{args.version} {label:18s} tail={tail!s:5s} finite={finite} vs tree {diff:.1e}"
